@@ -1,0 +1,16 @@
+//! vl3c's typed tensor IR: dtypes, symbolic dimensions, the primitive op set, graphs, their
+//! verifier, a text form that round-trips and Graphviz output.
+//!
+//! This crate knows nothing of checkpoints, optimizers or backends.
+
+mod dim;
+mod dtype;
+mod graph;
+mod infer;
+mod op;
+
+pub use dim::{Bounds, Dim, DimEvalError};
+pub use dtype::DType;
+pub use graph::{Graph, IrError, Node, NodeId, SymbolDecl, TensorType};
+pub use infer::{broadcast_shapes, infer_type, shapes_equal};
+pub use op::{BinaryOp, Op, ReduceOp, Scalar, UnaryOp};
