@@ -1,1 +1,50 @@
-fn main() {}
+//! `vl3c`: compile and run VideoLLaMA3 checkpoints.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "vl3c", version, about = "A compiler toolkit for VideoLLaMA3 (image and video LLM)", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run transformers' forward pass on the reference executor: logits for every position,
+    /// and optionally greedy generation.
+    Eval(cli::eval::Args),
+    /// Turn an image into the model's vision inputs (pixel_values, image_grid_thw, image_merge_sizes).
+    Preprocess(cli::preprocess::Args),
+    /// Describe a checkpoint: layout, configuration, parameters by part, dtypes and IR op counts.
+    Inspect(cli::inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line, not clap's usage block: scripts read the first line of stderr.
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see `vl3c --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Eval(a) => cli::eval::run(a),
+        Command::Preprocess(a) => cli::preprocess::run(a),
+        Command::Inspect(a) => cli::inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

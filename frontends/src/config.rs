@@ -104,11 +104,19 @@ impl<'a> Obj<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
     fn size_opt(&self, key: &str) -> Result<Option<usize>, FrontendError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         match v.as_i64() {
             Some(n) if n > 0 => Ok(Some(n as usize)),
-            Some(n) => Err(self.err(format!("{} must be a positive integer, got {n}", self.path(key)))),
-            None => Err(self.err(format!("{} must be a positive integer, got {v}", self.path(key)))),
+            Some(n) => Err(self.err(format!(
+                "{} must be a positive integer, got {n}",
+                self.path(key)
+            ))),
+            None => Err(self.err(format!(
+                "{} must be a positive integer, got {v}",
+                self.path(key)
+            ))),
         }
     }
     fn size(&self, key: &str, default: Option<usize>) -> Result<usize, FrontendError> {
@@ -123,7 +131,10 @@ impl<'a> Obj<'a> {
             None => Ok(default),
             Some(v) => match v.as_f64() {
                 Some(x) if x.is_finite() && x > 0.0 => Ok(x),
-                _ => Err(self.err(format!("{} must be a positive number, got {v}", self.path(key)))),
+                _ => Err(self.err(format!(
+                    "{} must be a positive number, got {v}",
+                    self.path(key)
+                ))),
             },
         }
     }
@@ -142,13 +153,20 @@ impl<'a> Obj<'a> {
         }
     }
     fn token_id(&self, key: &str) -> Result<Option<u32>, FrontendError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         self.as_token(key, v).map(Some)
     }
     fn as_token(&self, key: &str, v: &Value) -> Result<u32, FrontendError> {
         v.as_u64()
             .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| self.err(format!("{} must be a non-negative token id, got {v}", self.path(key))))
+            .ok_or_else(|| {
+                self.err(format!(
+                    "{} must be a non-negative token id, got {v}",
+                    self.path(key)
+                ))
+            })
     }
     /// `eos_token_id` may be an int or a list of ints.
     fn token_ids(&self, key: &str) -> Result<Vec<u32>, FrontendError> {
@@ -161,9 +179,11 @@ impl<'a> Obj<'a> {
     fn object(&self, key: &str) -> Result<Option<Obj<'a>>, FrontendError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Object(map)) => {
-                Ok(Some(Obj { file: self.file, prefix: format!("{}{key}.", self.prefix), map }))
-            }
+            Some(Value::Object(map)) => Ok(Some(Obj {
+                file: self.file,
+                prefix: format!("{}{key}.", self.prefix),
+                map,
+            })),
             Some(v) => Err(self.err(format!("{} must be an object, got {v}", self.path(key)))),
         }
     }
@@ -174,9 +194,14 @@ impl ModelConfig {
     pub fn from_dir(dir: &Path) -> Result<ModelConfig, FrontendError> {
         let path = dir.join("config.json");
         if !path.is_file() {
-            return Err(FrontendError::MissingConfig { dir: dir.to_path_buf() });
+            return Err(FrontendError::MissingConfig {
+                dir: dir.to_path_buf(),
+            });
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| FrontendError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| FrontendError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Self::from_json_str(&text, &path.display().to_string())
     }
 
@@ -185,9 +210,16 @@ impl ModelConfig {
         let file = source_name;
         let root: Value = serde_json::from_str(s).map_err(|e| FrontendError::json(file, &e))?;
         let Value::Object(map) = &root else {
-            return Err(FrontendError::config(file, "the top level must be a JSON object"));
+            return Err(FrontendError::config(
+                file,
+                "the top level must be a JSON object",
+            ));
         };
-        let top = Obj { file, prefix: String::new(), map };
+        let top = Obj {
+            file,
+            prefix: String::new(),
+            map,
+        };
         let model_type = match top.get("model_type") {
             None => return Err(top.err("missing required field model_type".into())),
             Some(Value::String(s)) => s.as_str(),
@@ -208,14 +240,23 @@ impl ModelConfig {
 
     fn parse_transformers(top: &Obj) -> Result<ModelConfig, FrontendError> {
         let empty = Map::new();
-        let text_obj = top.object("text_config")?.unwrap_or(Obj { file: top.file, prefix: "text_config.".into(), map: &empty });
+        let text_obj = top.object("text_config")?.unwrap_or(Obj {
+            file: top.file,
+            prefix: "text_config.".into(),
+            map: &empty,
+        });
         if let Some(Value::String(mt)) = text_obj.get("model_type") {
             if mt != "qwen2" {
-                return Err(top.err(format!("text_config.model_type is `{mt}`, but VideoLLaMA3 uses a qwen2 LLM")));
+                return Err(top.err(format!(
+                    "text_config.model_type is `{mt}`, but VideoLLaMA3 uses a qwen2 LLM"
+                )));
             }
         }
-        let vision_obj =
-            top.object("vision_config")?.unwrap_or(Obj { file: top.file, prefix: "vision_config.".into(), map: &empty });
+        let vision_obj = top.object("vision_config")?.unwrap_or(Obj {
+            file: top.file,
+            prefix: "vision_config.".into(),
+            map: &empty,
+        });
         let text = parse_text(&text_obj, false)?;
         let vision = parse_vision(&vision_obj)?;
         let top_tie = top.boolean("tie_word_embeddings", false)?;
@@ -255,8 +296,16 @@ impl ModelConfig {
     fn validate(&self, file: &str) -> Result<(), FrontendError> {
         let err = |m: String| Err(FrontendError::config(file, m));
         let (t, v) = (&self.text, &self.vision);
-        let tp = if self.layout == Layout::Damo { "" } else { "text_config." };
-        let vp = if self.layout == Layout::Damo { "vision_encoder_config." } else { "vision_config." };
+        let tp = if self.layout == Layout::Damo {
+            ""
+        } else {
+            "text_config."
+        };
+        let vp = if self.layout == Layout::Damo {
+            "vision_encoder_config."
+        } else {
+            "vision_config."
+        };
         if t.num_attention_heads % t.num_key_value_heads != 0 {
             return err(format!(
                 "{tp}num_attention_heads ({}) is not divisible by num_key_value_heads ({})",
@@ -264,7 +313,10 @@ impl ModelConfig {
             ));
         }
         if t.head_dim % 2 != 0 {
-            return err(format!("{tp}head_dim ({}) must be even for rotary embeddings", t.head_dim));
+            return err(format!(
+                "{tp}head_dim ({}) must be even for rotary embeddings",
+                t.head_dim
+            ));
         }
         if v.head_dim % 4 != 0 {
             return err(format!(
@@ -273,7 +325,10 @@ impl ModelConfig {
             ));
         }
         if !TEXT_ACTS.contains(&t.hidden_act.as_str()) {
-            return err(format!("{tp}hidden_act `{}` is not supported (the Qwen2 LLM uses silu)", t.hidden_act));
+            return err(format!(
+                "{tp}hidden_act `{}` is not supported (the Qwen2 LLM uses silu)",
+                t.hidden_act
+            ));
         }
         if !VISION_ACTS.contains(&v.hidden_act.as_str()) {
             return err(format!(
@@ -283,11 +338,20 @@ impl ModelConfig {
             ));
         }
         let vocab = t.vocab_size;
-        let tokens = [("image_token_id", Some(self.image_token_id)), ("video_token_id", self.video_token_id)];
+        let tokens = [
+            ("image_token_id", Some(self.image_token_id)),
+            ("video_token_id", self.video_token_id),
+        ];
         for (name, id) in tokens {
             if let Some(id) = id.filter(|&id| id as usize >= vocab) {
-                let name = if self.layout == Layout::Damo { "image_token_index" } else { name };
-                return err(format!("{name} ({id}) is outside the vocabulary ({tp}vocab_size {vocab})"));
+                let name = if self.layout == Layout::Damo {
+                    "image_token_index"
+                } else {
+                    name
+                };
+                return err(format!(
+                    "{name} ({id}) is outside the vocabulary ({tp}vocab_size {vocab})"
+                ));
             }
         }
         Ok(())
@@ -295,13 +359,20 @@ impl ModelConfig {
 
     /// Number of parameters the config implies (tied lm_head counted once).
     pub fn num_parameters(&self) -> usize {
-        crate::names::expected_weights(self).iter().map(|w| w.shape.iter().product::<usize>()).sum()
+        crate::names::expected_weights(self)
+            .iter()
+            .map(|w| w.shape.iter().product::<usize>())
+            .sum()
     }
 
     /// Multi-line human-readable description, for `vl3c inspect`.
     pub fn summary(&self) -> String {
         let (t, v) = (&self.text, &self.vision);
-        let video = self.video_token_id.map_or("none (shares the image placeholder)".to_string(), |id| id.to_string());
+        let video = self
+            .video_token_id
+            .map_or("none (shares the image placeholder)".to_string(), |id| {
+                id.to_string()
+            });
         format!(
             "layout:      {}\n\
              dtype:       {} (declared)\n\
@@ -337,16 +408,17 @@ fn parse_text(o: &Obj, require_sizes: bool) -> Result<TextConfig, FrontendError>
     let num_key_value_heads = o.size("num_key_value_heads", Some(num_attention_heads))?;
     let head_dim = match o.size_opt("head_dim")? {
         Some(hd) => hd,
-        None if hidden_size % num_attention_heads != 0 => {
-            return Err(o.err(format!(
-                "{} ({hidden_size}) is not divisible by num_attention_heads ({num_attention_heads})",
-                o.path("hidden_size")
-            )))
-        }
+        None if hidden_size % num_attention_heads != 0 => return Err(o.err(format!(
+            "{} ({hidden_size}) is not divisible by num_attention_heads ({num_attention_heads})",
+            o.path("hidden_size")
+        ))),
         None => hidden_size / num_attention_heads,
     };
     if o.boolean("use_sliding_window", false)? {
-        return Err(o.err(format!("{} is true: sliding-window attention is not supported yet", o.path("use_sliding_window"))));
+        return Err(o.err(format!(
+            "{} is true: sliding-window attention is not supported yet",
+            o.path("use_sliding_window")
+        )));
     }
     if let Some(Value::Array(types)) = o.get("layer_types") {
         if let Some(bad) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
@@ -404,11 +476,20 @@ fn parse_vision(o: &Obj) -> Result<VisionConfig, FrontendError> {
 fn rope_theta(o: &Obj, native_type: &str) -> Result<f64, FrontendError> {
     let mut theta = o.float("rope_theta", 10000.0)?;
     for key in ["rope_parameters", "rope_scaling"] {
-        let Some(params) = o.object(key)? else { continue };
+        let Some(params) = o.object(key)? else {
+            continue;
+        };
         let kind = params.string("rope_type", "")?;
-        let kind = if kind.is_empty() { params.string("type", native_type)? } else { kind };
+        let kind = if kind.is_empty() {
+            params.string("type", native_type)?
+        } else {
+            kind
+        };
         if kind != native_type && kind != "default" {
-            return Err(o.err(format!("{} is `{kind}`: only `{native_type}` RoPE is supported", params.path("rope_type"))));
+            return Err(o.err(format!(
+                "{} is `{kind}`: only `{native_type}` RoPE is supported",
+                params.path("rope_type")
+            )));
         }
         if key == "rope_parameters" {
             theta = params.float("rope_theta", theta)?;
@@ -426,7 +507,10 @@ fn declared_dtype(top: &Obj, text: Option<&Obj>) -> Result<DType, FrontendError>
                 "float32" | "float" => Ok(DType::F32),
                 "bfloat16" => Ok(DType::BF16),
                 "float16" | "half" => Ok(DType::F16),
-                _ => Err(o.err(format!("{} is {v}; vl3c supports float32, bfloat16 and float16", o.path(key)))),
+                _ => Err(o.err(format!(
+                    "{} is {v}; vl3c supports float32, bfloat16 and float16",
+                    o.path(key)
+                ))),
             };
         }
     }

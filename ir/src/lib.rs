@@ -4,11 +4,18 @@
 //! This crate knows nothing of checkpoints, optimizers or backends.
 
 mod dim;
+mod dot;
 mod dtype;
 mod graph;
 mod infer;
 mod op;
+mod parse;
+mod text;
+mod verify;
 
+pub use dot::to_dot;
+pub use parse::{parse_graphs, ParseError};
+pub use verify::verify;
 pub use dim::{Bounds, Dim, DimEvalError};
 pub use dtype::DType;
 pub use graph::{Graph, IrError, Node, NodeId, SymbolDecl, TensorType};

@@ -1,2 +1,7 @@
-//! placeholder
+//! The runtime: the reference executor that defines IR semantics, image preprocessing, and the
+//! model runner that strings VideoLLaMA3's graphs together.
+
+pub mod exec;
+pub mod model;
 pub mod preprocess;
+pub mod tensor_file;

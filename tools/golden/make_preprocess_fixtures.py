@@ -11,6 +11,7 @@ Writes tests/fixtures/preprocess/<case>/ with
       image_grid_thw    i64 [n, 3]
       image_merge_sizes i64 [n]
       resized_u8_<k>    u8  [H', W', 3] transformers' resized uint8 image k
+                                       (some cases only; pixels_u8 holds it too)
       decoded_u8_<k>    u8  [H, W, 3]  PIL's decoded RGB input k (jpeg / rgba)
   * case.json: what was done.
 
@@ -74,7 +75,7 @@ def capture_resized(proc):
     return captured
 
 
-def run_case(name, images, cfg, files, note, store_decoded=False):
+def run_case(name, images, cfg, files, note, store_decoded=False, store_resized=False):
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
     # the processor kwargs: translate the config file style into the kwargs
@@ -121,11 +122,11 @@ def run_case(name, images, cfg, files, note, store_decoded=False):
     for slot, i in enumerate(order):
         per_image[i] = resized[slot]
     for i, r in enumerate(per_image):
-        if r is None:  # resize not called (same size)? cannot happen here
-            continue
-        tensors[f"resized_u8_{i}"] = np.ascontiguousarray(r.permute(1, 2, 0).numpy())
         g = grid[i]
         assert r.shape[1] == g[1] * 14 and r.shape[2] == g[2] * 14
+        if not store_resized:  # pixels_u8 already holds it, patchified
+            continue
+        tensors[f"resized_u8_{i}"] = np.ascontiguousarray(r.permute(1, 2, 0).numpy())
     if store_decoded:
         for i, im in enumerate(images):
             tensors[f"decoded_u8_{i}"] = np.ascontiguousarray(
@@ -185,14 +186,14 @@ def main():
     save_png(skimage.data.astronaut()[0:300, 100:400].copy(), os.path.join(d, "astronaut.png"))
     run_case("downscale_longest", [open_saved(d, "astronaut.png")],
              {"size": {"shortest_edge": 3136, "longest_edge": 40000}}, ["astronaut.png"],
-             "size.longest_edge=40000 forces a downscale of a 300x300 crop")
+             "size.longest_edge=40000 forces a downscale of a 300x300 crop", store_resized=True)
 
     # 3. upscale forced by a large shortest_edge on a small crop (legacy min/max_pixels style)
     d = case_dir("upscale_shortest")
     save_png(skimage.data.coffee()[150:190, 200:261], os.path.join(d, "coffee_crop.png"))
     run_case("upscale_shortest", [open_saved(d, "coffee_crop.png")],
              {"min_pixels": 40000, "max_pixels": 1003520}, ["coffee_crop.png"],
-             "legacy min_pixels=40000 forces an upscale of a 40x61 crop")
+             "legacy min_pixels=40000 forces an upscale of a 40x61 crop", store_resized=True)
 
     # 4. non-square, DAMO min_tokens/max_tokens style, downscale in both dims unevenly
     d = case_dir("nonsquare_damo")
@@ -219,7 +220,8 @@ def main():
     files = ["a_astronaut_small.png", "b_chelsea_crop.png", "c_coffee_crop.png", "d_coffee_crop2.png"]
     run_case("multi", [open_saved(d, f) for f in files],
              {"size": {"shortest_edge": 3136, "longest_edge": 1003520}, "patch_size": 14, "merge_size": 1},
-             files, "4 images in one call; b and c share the shape 100x200 (grouped by torch)")
+             files, "4 images in one call; b and c share the shape 100x200 (grouped by torch)",
+             store_resized=True)
 
     # 7. RGBA PNG: transformers composites onto white before the resize
     d = case_dir("rgba")
@@ -242,6 +244,11 @@ def main():
     src[14:16, :, :] = 0
     sizes = [(1, 41), (29, 1), (7, 9), (14, 14), (15, 20), (28, 40), (29, 40), (28, 41),
              (30, 42), (58, 82), (100, 33), (5, 123), (29, 41 * 3 + 1), (87, 10), (2, 3)]
+    # plus seeded random sizes (up, down, mixed)
+    for _ in range(30):
+        oh, ow = (int(v) for v in rng.integers(1, 91, size=2))
+        if (oh, ow) != (1, 1) and (oh, ow) not in sizes:
+            sizes.append((oh, ow))
     t = torch.from_numpy(src).permute(2, 0, 1).contiguous()
     tensors = {"src": src}
     meta = []
@@ -254,7 +261,7 @@ def main():
     cam = skimage.data.chelsea()[:120, :160].copy()
     tensors["photo"] = cam
     tp = torch.from_numpy(cam).permute(2, 0, 1).contiguous()
-    for (oh, ow) in [(37, 53), (240, 300), (119, 161), (60, 200)]:
+    for (oh, ow) in [(37, 53), (240, 300), (119, 161), (60, 200), (12, 16), (5, 7), (3, 100), (121, 9)]:
         r = tvF.resize(tp, [oh, ow], interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
         tensors[f"photo_{oh}x{ow}"] = np.ascontiguousarray(r.permute(1, 2, 0).numpy())
     save_file(tensors, os.path.join(OUT, "resize_kernel.safetensors"))

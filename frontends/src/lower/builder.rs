@@ -226,7 +226,9 @@ impl<'a> Builder<'a> {
     /// `x·cos + rotate_half(x)·sin` on the last axis (NeoX pairing of i and i + d/2).
     pub fn apply_rope(&mut self, x: NodeId, cos: NodeId, sin: NodeId) -> Result<NodeId> {
         let ax = self.last_axis(x);
-        let d = self.shape(x)[ax].as_const().expect("head dim is a constant") ;
+        let Some(d) = self.shape(x)[ax].as_const() else {
+            return Err(IrError { node: None, op: "rope".into(), message: format!("head dim {} is not a constant", self.shape(x)[ax]) });
+        };
         let lo = self.slice(x, ax, 0, d / 2)?;
         let hi = self.slice(x, ax, d / 2, d)?;
         let neg_hi = self.unary(UnaryOp::Neg, hi)?;

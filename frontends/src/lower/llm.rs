@@ -3,7 +3,7 @@
 
 use super::builder::{Builder, Result};
 use crate::config::{ModelConfig, TextConfig};
-use vl3c_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, Scalar};
+use vl3c_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -16,14 +16,6 @@ pub enum Step {
 /// Names of the KV-cache states of one layer.
 pub fn cache_names(layer: usize) -> [String; 2] {
     [format!("layers.{layer}.key"), format!("layers.{layer}.value")]
-}
-
-pub fn lm_head_weight(cfg: &ModelConfig) -> &'static str {
-    if cfg.tie_word_embeddings {
-        "model.language_model.embed_tokens.weight"
-    } else {
-        "lm_head.weight"
-    }
 }
 
 /// `prefill` / `decode`: `input_ids [1, seq_len]` after `past_len` cached positions → `logits
@@ -63,7 +55,7 @@ pub fn llm_graph(cfg: &ModelConfig, step: Step, weight_dtype: &dyn Fn(&str) -> D
         x = decoder_layer(&mut b, x, layer, t, cos, sin, allowed, &seq, &past)?;
     }
     let x = b.rms_norm(x, "model.language_model.norm.weight", t.hidden_size, t.rms_norm_eps)?;
-    let logits = b.linear(x, lm_head_weight(cfg).trim_end_matches(".weight"), t.vocab_size, t.hidden_size, false)?;
+    let logits = b.linear(x, crate::names::lm_head_source(cfg).trim_end_matches(".weight"), t.vocab_size, t.hidden_size, false)?;
     let logits = b.reshape(logits, vec![Dim::Const(1), seq, t.vocab_size.into()])?;
     b.g.set_output("logits", logits);
     Ok(b.finish())
@@ -75,7 +67,7 @@ fn merge_multimodal(b: &mut Builder, x: NodeId, ids: NodeId, cfg: &ModelConfig, 
     let h = cfg.text.hidden_size;
     let n_img = b.sym("n_image_tokens", 0, max_pos);
     let images = b.input("image_embeds", b.compute, vec![n_img, h.into()])?;
-    let is_image = placeholder_mask(b, ids, cfg.image_token_id)?;
+    let is_image = placeholder_mask(b, ids, cfg.image_token_id.into())?;
     let x = b.op(Op::MaskedScatter, &[x, is_image, images])?;
     let Some(video_token) = cfg.video_token_id else {
         return Ok(x);
@@ -85,12 +77,12 @@ fn merge_multimodal(b: &mut Builder, x: NodeId, ids: NodeId, cfg: &ModelConfig, 
     let videos = b.input("video_embeds", b.compute, vec![n_vid.clone(), h.into()])?;
     let keep = b.input("video_compression_mask", DType::Bool, vec![n_vid])?;
     let kept = b.op(Op::MaskedSelect { len: n_kept }, &[videos, keep])?;
-    let is_video = placeholder_mask(b, ids, video_token)?;
+    let is_video = placeholder_mask(b, ids, video_token.into())?;
     b.op(Op::MaskedScatter, &[x, is_video, kept])
 }
 
 fn placeholder_mask(b: &mut Builder, ids: NodeId, token: i64) -> Result<NodeId> {
-    let id = b.op(Op::Constant { value: Scalar::Int(token), dtype: DType::I64 }, &[])?;
+    let id = b.int(token)?;
     b.binary(BinaryOp::Eq, ids, id)
 }
 

@@ -5,7 +5,7 @@ mod builder;
 mod llm;
 mod vision;
 
-pub use llm::{cache_names, lm_head_weight, llm_graph, Step};
+pub use llm::{cache_names, llm_graph, Step};
 pub use vision::{projector_graph, vision_graph};
 
 use crate::config::ModelConfig;

@@ -10,6 +10,9 @@
 //! is preserved.
 //! ====================================================
 
+// The constants are kept digit for digit as published.
+#![allow(clippy::excessive_precision)]
+
 const ERX: f64 = 8.45062911510467529297e-01;
 const EFX8: f64 = 1.02703333676410069053e+00;
 const PP0: f64 = 1.28379167095512558561e-01;

@@ -70,9 +70,9 @@ impl ImageProcessorConfig {
     pub fn from_json_str(text: &str) -> Result<Self, PreprocessError> {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| PreprocessError::InvalidConfig(format!("not valid JSON: {e}")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| PreprocessError::InvalidConfig("top level is not a JSON object".into()))?;
+        let obj = v.as_object().ok_or_else(|| {
+            PreprocessError::InvalidConfig("top level is not a JSON object".into())
+        })?;
         let mut cfg = Self::default();
         if let Some(p) = get_uint(obj.get("patch_size"), "patch_size")? {
             cfg.patch_size = p;

@@ -34,7 +34,9 @@ pub fn decode_image_bytes(bytes: &[u8], name: &Path) -> Result<RgbImage, Preproc
         .with_guessed_format()
         .map_err(|e| err(e.to_string()))?;
     if reader.format().is_none() {
-        return Err(err("not a recognised image format (PNG or JPEG expected)".into()));
+        return Err(err(
+            "not a recognised image format (PNG or JPEG expected)".into()
+        ));
     }
     // Decoders should not panic on bad input, but make sure of it.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()))

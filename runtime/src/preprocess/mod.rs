@@ -40,7 +40,9 @@ pub enum PreprocessError {
     Decode { path: PathBuf, msg: String },
     #[error("invalid image size: {0}")]
     InvalidSize(String),
-    #[error("absolute aspect ratio must be smaller than 200, got {ratio} (image {height}x{width})")]
+    #[error(
+        "absolute aspect ratio must be smaller than 200, got {ratio} (image {height}x{width})"
+    )]
     AspectRatio {
         height: usize,
         width: usize,
@@ -70,11 +72,10 @@ pub struct ProcessedImages {
 impl ProcessedImages {
     /// Number of rows of `pixel_values` (Σ t·h·w).
     pub fn n_patches(&self) -> usize {
-        if self.patch_dim == 0 {
-            0
-        } else {
-            self.pixel_values.len() / self.patch_dim
-        }
+        self.pixel_values
+            .len()
+            .checked_div(self.patch_dim)
+            .unwrap_or(0)
     }
 
     /// LLM image tokens per image: gh·gw / m².
@@ -91,22 +92,37 @@ impl ProcessedImages {
     /// `image_merge_sizes` i64 [n].
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, PreprocessError> {
         use safetensors::tensor::{Dtype, TensorView};
-        let pv: Vec<u8> = self.pixel_values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let pv: Vec<u8> = self
+            .pixel_values
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let grid: Vec<u8> = self
             .grid_thw
             .iter()
             .flat_map(|g| g.iter().flat_map(|x| x.to_le_bytes()))
             .collect();
-        let ms: Vec<u8> = self.merge_sizes.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let ms: Vec<u8> = self
+            .merge_sizes
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let n = self.grid_thw.len();
         let ser = |e: safetensors::SafeTensorError| PreprocessError::Serialize(e.to_string());
         let views = vec![
             (
                 "pixel_values",
-                TensorView::new(Dtype::F32, vec![self.n_patches(), self.patch_dim], &pv).map_err(ser)?,
+                TensorView::new(Dtype::F32, vec![self.n_patches(), self.patch_dim], &pv)
+                    .map_err(ser)?,
             ),
-            ("image_grid_thw", TensorView::new(Dtype::I64, vec![n, 3], &grid).map_err(ser)?),
-            ("image_merge_sizes", TensorView::new(Dtype::I64, vec![n], &ms).map_err(ser)?),
+            (
+                "image_grid_thw",
+                TensorView::new(Dtype::I64, vec![n, 3], &grid).map_err(ser)?,
+            ),
+            (
+                "image_merge_sizes",
+                TensorView::new(Dtype::I64, vec![n], &ms).map_err(ser)?,
+            ),
         ];
         safetensors::tensor::serialize(views, None).map_err(ser)
     }
@@ -121,7 +137,11 @@ pub fn resize_for_model(
 ) -> Result<(Vec<u8>, usize, usize), PreprocessError> {
     let (h, w) = (img.height() as usize, img.width() as usize);
     let (rh, rw) = smart_resize(h, w, cfg.factor(), cfg.min_pixels, cfg.max_pixels)?;
-    Ok((resize_bicubic_antialias_u8(img.as_raw(), h, w, rh, rw), rh, rw))
+    Ok((
+        resize_bicubic_antialias_u8(img.as_raw(), h, w, rh, rw),
+        rh,
+        rw,
+    ))
 }
 
 /// Preprocesses images like `VideoLlama3ImageProcessor()(images)`;
@@ -131,7 +151,9 @@ pub fn preprocess_images(
     cfg: &ImageProcessorConfig,
 ) -> Result<ProcessedImages, PreprocessError> {
     if cfg.patch_size == 0 || cfg.merge_size == 0 {
-        return Err(PreprocessError::InvalidConfig("patch_size and merge_size must be positive".into()));
+        return Err(PreprocessError::InvalidConfig(
+            "patch_size and merge_size must be positive".into(),
+        ));
     }
     let mut out = ProcessedImages {
         pixel_values: Vec::new(),
@@ -141,7 +163,14 @@ pub fn preprocess_images(
     };
     for img in images {
         let (resized, rh, rw) = resize_for_model(img, cfg)?;
-        let (gh, gw) = patchify_into(&resized, rh, rw, cfg.patch_size, cfg.merge_size, &mut out.pixel_values);
+        let (gh, gw) = patchify_into(
+            &resized,
+            rh,
+            rw,
+            cfg.patch_size,
+            cfg.merge_size,
+            &mut out.pixel_values,
+        );
         out.grid_thw.push([1, gh as i64, gw as i64]);
         out.merge_sizes.push(cfg.merge_size as i64);
     }

@@ -34,7 +34,11 @@ pub fn patchify_into(
     let p = patch_size;
     let m = merge_size;
     assert_eq!(img.len(), h * w * 3);
-    assert!(h % (p * m) == 0 && w % (p * m) == 0, "{h}x{w} is not a multiple of {}", p * m);
+    assert!(
+        h.is_multiple_of(p * m) && w.is_multiple_of(p * m),
+        "{h}x{w} is not a multiple of {}",
+        p * m
+    );
     let (gh, gw) = (h / p, w / p);
     let table = normalize_table();
     out.reserve(gh * gw * 3 * p * p);

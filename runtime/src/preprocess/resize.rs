@@ -56,7 +56,11 @@ pub(crate) fn compute_axis_weights(input_size: usize, output_size: usize) -> Axi
     // area_pixel_compute_scale<double>(in, out, align_corners=false, nullopt)
     let scale = input_size as f64 / output_size as f64;
     const INTERP_SIZE: f64 = 4.0;
-    let support = if scale >= 1.0 { (INTERP_SIZE * 0.5) * scale } else { INTERP_SIZE * 0.5 };
+    let support = if scale >= 1.0 {
+        (INTERP_SIZE * 0.5) * scale
+    } else {
+        INTERP_SIZE * 0.5
+    };
     let ksize = support.ceil() as usize * 2 + 1;
     let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
 
@@ -100,7 +104,11 @@ pub(crate) fn compute_axis_weights(input_size: usize, output_size: usize) -> Axi
         .iter()
         .map(|&w| {
             let v = w * mult;
-            let r = if v < 0.0 { (-0.5 + v) as i32 } else { (0.5 + v) as i32 };
+            let r = if v < 0.0 {
+                (-0.5 + v) as i32
+            } else {
+                (0.5 + v) as i32
+            };
             r as i16
         })
         .collect();
@@ -123,20 +131,22 @@ fn horizontal(src: &[u8], h: usize, w: usize, c: usize, out_w: usize) -> Vec<u8>
     let aw = compute_axis_weights(w, out_w);
     let init = 1i32 << (aw.precision - 1);
     let mut out = vec![0u8; h * out_w * c];
-    out.par_chunks_mut(out_w * c).enumerate().for_each(|(y, orow)| {
-        let srow = &src[y * w * c..(y + 1) * w * c];
-        for x in 0..out_w {
-            let k = &aw.weights[x * aw.ksize..x * aw.ksize + aw.xsize[x]];
-            let base = aw.xmin[x];
-            for ch in 0..c {
-                let mut acc = init;
-                for (j, &wt) in k.iter().enumerate() {
-                    acc += srow[(base + j) * c + ch] as i32 * wt as i32;
+    out.par_chunks_mut(out_w * c)
+        .enumerate()
+        .for_each(|(y, orow)| {
+            let srow = &src[y * w * c..(y + 1) * w * c];
+            for x in 0..out_w {
+                let k = &aw.weights[x * aw.ksize..x * aw.ksize + aw.xsize[x]];
+                let base = aw.xmin[x];
+                for ch in 0..c {
+                    let mut acc = init;
+                    for (j, &wt) in k.iter().enumerate() {
+                        acc += srow[(base + j) * c + ch] as i32 * wt as i32;
+                    }
+                    orow[x * c + ch] = finish(acc, aw.precision);
                 }
-                orow[x * c + ch] = finish(acc, aw.precision);
             }
-        }
-    });
+        });
     out
 }
 
@@ -146,21 +156,23 @@ fn vertical(src: &[u8], h: usize, w: usize, c: usize, out_h: usize) -> Vec<u8> {
     let init = 1i32 << (aw.precision - 1);
     let row_len = w * c;
     let mut out = vec![0u8; out_h * row_len];
-    out.par_chunks_mut(row_len).enumerate().for_each(|(y, orow)| {
-        let k = &aw.weights[y * aw.ksize..y * aw.ksize + aw.xsize[y]];
-        let base = aw.xmin[y];
-        let mut acc = vec![init; row_len];
-        for (j, &wt) in k.iter().enumerate() {
-            let srow = &src[(base + j) * row_len..(base + j + 1) * row_len];
-            let wt = wt as i32;
-            for (a, &s) in acc.iter_mut().zip(srow) {
-                *a += s as i32 * wt;
+    out.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(y, orow)| {
+            let k = &aw.weights[y * aw.ksize..y * aw.ksize + aw.xsize[y]];
+            let base = aw.xmin[y];
+            let mut acc = vec![init; row_len];
+            for (j, &wt) in k.iter().enumerate() {
+                let srow = &src[(base + j) * row_len..(base + j + 1) * row_len];
+                let wt = wt as i32;
+                for (a, &s) in acc.iter_mut().zip(srow) {
+                    *a += s as i32 * wt;
+                }
             }
-        }
-        for (o, a) in orow.iter_mut().zip(acc) {
-            *o = finish(a, aw.precision);
-        }
-    });
+            for (o, a) in orow.iter_mut().zip(acc) {
+                *o = finish(a, aw.precision);
+            }
+        });
     out
 }
 
@@ -175,8 +187,15 @@ pub fn resize_bicubic_antialias_u8_channels(
     out_h: usize,
     out_w: usize,
 ) -> Vec<u8> {
-    assert_eq!(src.len(), h * w * channels, "source buffer does not match {h}x{w}x{channels}");
-    assert!(h > 0 && w > 0 && out_h > 0 && out_w > 0, "resize sizes must be positive");
+    assert_eq!(
+        src.len(),
+        h * w * channels,
+        "source buffer does not match {h}x{w}x{channels}"
+    );
+    assert!(
+        h > 0 && w > 0 && out_h > 0 && out_w > 0,
+        "resize sizes must be positive"
+    );
     if (h, w) == (out_h, out_w) {
         return src.to_vec();
     }

@@ -29,7 +29,9 @@ pub fn smart_resize(
         )));
     }
     if factor == 0 {
-        return Err(PreprocessError::InvalidConfig("factor (patch_size*merge_size) is 0".into()));
+        return Err(PreprocessError::InvalidConfig(
+            "factor (patch_size*merge_size) is 0".into(),
+        ));
     }
     let (h, w, f) = (height as f64, width as f64, factor as f64);
     let ratio = h.max(w) / h.min(w);

@@ -1,0 +1,455 @@
+//! The reference executor: runs any verified graph on the CPU, one node at a time, in f32
+//! arithmetic. It defines the semantics every backend is tested against, so each op is a plain
+//! loop (matmul excepted, which goes through `gemm`); see `op.rs` in vl3c-ir for the op set.
+//!
+//! Memory stays bounded by the live set: weights are borrowed from the caller and decoded only
+//! when a node reads them (a `weight → cast` pair decodes straight into the cast's dtype), and
+//! every value is dropped right after its last reader.
+
+mod bind;
+mod elementwise;
+mod erf;
+mod index;
+mod matmul;
+mod reduce;
+mod shape;
+mod tensor;
+
+pub use tensor::{dtype_from_safetensors, dtype_to_safetensors, Tensor, TensorData};
+
+use bind::{Binder, OutOfBounds};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use vl3c_ir::{DType, Dim, Graph, NodeId, Op, TensorType};
+
+/// A checkpoint tensor as stored: little-endian bytes, borrowed (typically memory-mapped).
+#[derive(Clone, Debug)]
+pub struct WeightView<'a> {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+}
+
+/// Where `weight` nodes find their data.
+pub trait WeightSource {
+    fn weight(&self, name: &str) -> Option<WeightView<'_>>;
+}
+
+/// In-memory weights, for tests. The bytes are the vectors' own memory, which is the
+/// little-endian encoding on every target this runs on.
+impl WeightSource for HashMap<String, Tensor> {
+    fn weight(&self, name: &str) -> Option<WeightView<'_>> {
+        let t = self.get(name)?;
+        let bytes: &[u8] = match &t.data {
+            TensorData::F32(v) => bytemuck::cast_slice(v),
+            TensorData::F16(v) => bytemuck::cast_slice(v),
+            TensorData::BF16(v) => bytemuck::cast_slice(v),
+            TensorData::I32(v) => bytemuck::cast_slice(v),
+            TensorData::I64(v) => bytemuck::cast_slice(v),
+            TensorData::Bool(v) => bytemuck::cast_slice(v),
+        };
+        Some(WeightView { dtype: t.dtype(), shape: t.shape.clone(), bytes })
+    }
+}
+
+/// One safetensors file. Tensors of dtypes the IR lacks read as missing.
+impl WeightSource for safetensors::SafeTensors<'_> {
+    fn weight(&self, name: &str) -> Option<WeightView<'_>> {
+        let v = self.tensor(name).ok()?;
+        let dtype = dtype_from_safetensors(v.dtype()).ok()?;
+        Some(WeightView { dtype, shape: v.shape().to_vec(), bytes: v.data() })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("input `{name}` {message}")]
+    Input { name: String, message: String },
+    #[error("weight `{name}` {message}")]
+    Weight { name: String, message: String },
+    #[error("cache `{name}` {message}")]
+    Cache { name: String, message: String },
+    #[error("symbol `{symbol}` = {value} (bound by {bound_by}) is outside its bounds [{min}, {max}]")]
+    SymbolBounds { symbol: String, value: i64, min: i64, max: i64, bound_by: String },
+    #[error("{node} ({op}): {message}")]
+    Node { node: NodeId, op: &'static str, message: String },
+    #[error("output `{name}`: {message}")]
+    Output { name: String, message: String },
+}
+
+impl ExecError {
+    fn bounds(e: OutOfBounds, bound_by: String) -> ExecError {
+        ExecError::SymbolBounds { symbol: e.symbol, value: e.value, min: e.min, max: e.max, bound_by }
+    }
+}
+
+#[derive(Debug)]
+pub struct Outputs {
+    /// The graph's outputs by name.
+    pub outputs: HashMap<String, Tensor>,
+    /// The state of every cache a `cache_append` wrote, by cache name.
+    pub caches: HashMap<String, Tensor>,
+    /// Every symbol's value in this run.
+    pub symbols: HashMap<String, i64>,
+    /// The most bytes of executor-owned values alive at once (intermediates, decoded weights,
+    /// the node being computed); inputs, caches and checkpoint bytes are the caller's.
+    pub peak_bytes: usize,
+}
+
+/// Runs `graph`. `inputs` and `caches` are matched by name against the graph's `input` and
+/// `cache_read` nodes; their shapes bind the graph's symbols.
+pub fn execute(
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    weights: &dyn WeightSource,
+    caches: &HashMap<String, Tensor>,
+) -> Result<Outputs, ExecError> {
+    let sources = bind_sources(graph, inputs, caches)?;
+    let mut binder = Binder::new(graph);
+    bind_all(graph, &mut binder, &sources)?;
+    let mut last = graph.last_uses();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if matches!(n.op, Op::CacheAppend { .. }) {
+            last[i] = usize::MAX;
+        }
+    }
+    let slots = sources.iter().map(|s| s.as_ref().map_or(Slot::Empty, |s| Slot::Borrowed(s.tensor))).collect();
+    let mut ex = Exec { graph, weights, binder, slots, last, live: 0, peak: 0 };
+    for i in 0..graph.nodes.len() {
+        ex.step(i)?;
+    }
+    ex.finish()
+}
+
+/// An `input` or `cache_read` node with the tensor the caller gave for it.
+struct Source<'a> {
+    is_cache: bool,
+    name: &'a str,
+    tensor: &'a Tensor,
+}
+
+impl Source<'_> {
+    fn error(&self, message: String) -> ExecError {
+        let name = self.name.to_string();
+        if self.is_cache {
+            ExecError::Cache { name, message }
+        } else {
+            ExecError::Input { name, message }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} `{}`", if self.is_cache { "cache" } else { "input" }, self.name)
+    }
+}
+
+/// One entry per node: the source's tensor, checked for presence and dtype.
+fn bind_sources<'a>(
+    graph: &'a Graph,
+    inputs: &'a HashMap<String, Tensor>,
+    caches: &'a HashMap<String, Tensor>,
+) -> Result<Vec<Option<Source<'a>>>, ExecError> {
+    graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let (map, is_cache, name) = match &n.op {
+                Op::Input { name } => (inputs, false, name),
+                Op::CacheRead { name } => (caches, true, name),
+                _ => return Ok(None),
+            };
+            let fail = |message: String| match is_cache {
+                true => ExecError::Cache { name: name.clone(), message },
+                false => ExecError::Input { name: name.clone(), message },
+            };
+            let tensor = map.get(name).ok_or_else(|| fail(format!("is not given (the graph needs {})", n.ty)))?;
+            if tensor.dtype() != n.ty.dtype {
+                return Err(fail(format!("has dtype {} but the graph needs {}", tensor.dtype(), n.ty)));
+            }
+            if tensor.numel() != tensor.shape.iter().product::<usize>() {
+                return Err(fail(format!("holds {} elements but has shape {:?}", tensor.numel(), tensor.shape)));
+            }
+            Ok(Some(Source { is_cache, name, tensor }))
+        })
+        .collect()
+}
+
+/// Binds symbols from the sources' shapes and checks each source against its declared shape
+/// (vl3c-ir's `Graph::symbol_values`, whose errors are re-addressed to the input or cache).
+fn bind_all(graph: &Graph, binder: &mut Binder, sources: &[Option<Source>]) -> Result<(), ExecError> {
+    let mut given: Vec<(&str, &[usize])> = Vec::new();
+    let mut seen: Vec<(bool, &str)> = Vec::new();
+    for src in sources.iter().flatten() {
+        if !seen.contains(&(src.is_cache, src.name)) {
+            seen.push((src.is_cache, src.name));
+            given.push((src.name, &src.tensor.shape));
+        }
+    }
+    let env = graph.symbol_values(&given).map_err(|e| {
+        let src = e.node.and_then(|id| sources.get(id.index())).and_then(|s| s.as_ref());
+        match src {
+            Some(src) => {
+                let prefix = format!("{} ", src.describe());
+                src.error(e.message.strip_prefix(&prefix).unwrap_or(&e.message).to_string())
+            }
+            None => ExecError::Input { name: "?".into(), message: e.to_string() },
+        }
+    })?;
+    binder.env = env;
+    Ok(())
+}
+
+enum Slot<'a> {
+    Empty,
+    Borrowed(&'a Tensor),
+    Owned(Tensor),
+    /// A checked weight, decoded by each reader on demand.
+    Weight,
+}
+
+struct Exec<'a> {
+    graph: &'a Graph,
+    weights: &'a dyn WeightSource,
+    binder: Binder<'a>,
+    slots: Vec<Slot<'a>>,
+    /// Index of the last reader of each node; `usize::MAX` lives to the end.
+    last: Vec<usize>,
+    live: usize,
+    peak: usize,
+}
+
+impl<'a> Exec<'a> {
+    fn node_err(&self, i: usize, message: impl Into<String>) -> ExecError {
+        ExecError::Node { node: NodeId(i as u32), op: self.graph.nodes[i].op.mnemonic(), message: message.into() }
+    }
+
+    fn weight_view(&self, i: usize) -> Result<(&str, WeightView<'a>), ExecError> {
+        let Op::Weight { name } = &self.graph.nodes[i].op else { unreachable!("weight slot of a non-weight") };
+        let w = self.weights.weight(name).ok_or_else(|| ExecError::Weight {
+            name: name.clone(),
+            message: "is not in the checkpoint".into(),
+        })?;
+        Ok((name, w))
+    }
+
+    /// Decodes weight node `i`, straight into f32 when `to_f32` (the fused `weight → cast`).
+    fn materialize(&self, i: usize, to_f32: bool) -> Result<Tensor, ExecError> {
+        let (name, w) = self.weight_view(i)?;
+        let t = if to_f32 {
+            Tensor::f32_from_bytes(w.dtype, &w.shape, w.bytes)
+        } else {
+            Tensor::from_bytes(w.dtype, &w.shape, w.bytes)
+        };
+        t.map_err(|message| ExecError::Weight { name: name.to_string(), message })
+    }
+
+    /// Checks weight node `i` against its declared type without decoding it.
+    fn check_weight(&mut self, i: usize) -> Result<(), ExecError> {
+        let (name, w) = self.weight_view(i)?;
+        let ty = &self.graph.nodes[i].ty;
+        let fail = |message: String| ExecError::Weight { name: name.to_string(), message };
+        if w.dtype != ty.dtype {
+            return Err(fail(format!("has dtype {} but the graph needs {ty}", w.dtype)));
+        }
+        let n: usize = w.shape.iter().product();
+        if w.bytes.len() != n * w.dtype.size_bytes() {
+            return Err(fail(format!("has {} bytes, not the {} of {}{:?}", w.bytes.len(), n * w.dtype.size_bytes(), w.dtype, w.shape)));
+        }
+        let name = name.to_string();
+        self.binder.bind_from(&ty.shape, &w.shape).map_err(|e| ExecError::bounds(e, format!("weight `{name}`")))?;
+        if !self.binder.matches(&ty.shape, &w.shape) {
+            let message = format!("has shape {:?} but the graph needs {}", w.shape, self.binder.describe(&ty.shape));
+            return Err(ExecError::Weight { name, message });
+        }
+        Ok(())
+    }
+
+    fn operand(&self, id: NodeId) -> Result<Cow<'_, Tensor>, ExecError> {
+        Ok(match &self.slots[id.index()] {
+            Slot::Borrowed(t) => Cow::Borrowed(*t),
+            Slot::Owned(t) => Cow::Borrowed(t),
+            Slot::Weight => Cow::Owned(self.materialize(id.index(), false)?),
+            Slot::Empty => return Err(self.node_err(id.index(), "value read after it was freed")),
+        })
+    }
+
+    fn step(&mut self, i: usize) -> Result<(), ExecError> {
+        let node = &self.graph.nodes[i];
+        if node.inputs.iter().any(|inp| inp.index() >= i) {
+            return Err(self.node_err(i, "an operand is not defined before this node"));
+        }
+        if let Some(a) = node.op.arity() {
+            if node.inputs.len() != a {
+                return Err(self.node_err(i, format!("takes {a} operands, got {}", node.inputs.len())));
+            }
+        }
+        match &node.op {
+            Op::Input { .. } | Op::CacheRead { .. } => {} // bound before the run
+            Op::Weight { .. } => {
+                self.check_weight(i)?;
+                self.slots[i] = Slot::Weight;
+                if self.last[i] == usize::MAX {
+                    let t = self.materialize(i, false)?;
+                    self.store(i, t, 0);
+                }
+            }
+            _ => {
+                let (result, transient) = self.compute(i)?;
+                self.check_result(i, &result)?;
+                self.store(i, result, transient);
+            }
+        }
+        self.free_dead(i);
+        Ok(())
+    }
+
+    /// The node's value and the bytes of operands decoded just for it.
+    fn compute(&mut self, i: usize) -> Result<(Tensor, usize), ExecError> {
+        let node = &self.graph.nodes[i];
+        let op = node.op.mnemonic();
+        let err = |message: String| ExecError::Node { node: NodeId(i as u32), op, message };
+        // Reshape only relabels: a dying owned operand is moved, not copied.
+        if let Op::Reshape { shape } = &node.op {
+            let shape = self.binder.eval_shape(shape).map_err(err)?;
+            let src = node.inputs[0].index();
+            let t = match (&self.slots[src], self.last[src] == i) {
+                (Slot::Owned(_), true) => {
+                    let Slot::Owned(t) = std::mem::replace(&mut self.slots[src], Slot::Empty) else { unreachable!() };
+                    self.live -= t.size_bytes();
+                    t
+                }
+                _ => self.operand(node.inputs[0])?.into_owned(),
+            };
+            return Ok((shape::reshape(t, shape).map_err(err)?, 0));
+        }
+        if let (Op::Cast { to }, Some(Slot::Weight)) = (&node.op, node.inputs.first().map(|x| &self.slots[x.index()])) {
+            // Every float cast goes through f32, so decoding a float weight straight to f32 is
+            // exact and skips the buffer of the weight's own dtype.
+            let src = node.inputs[0].index();
+            let w = self.materialize(src, self.graph.nodes[src].ty.dtype.is_float())?;
+            return Ok((elementwise::cast_owned(w, *to), 0));
+        }
+        let ops = node.inputs.iter().map(|&id| self.operand(id)).collect::<Result<Vec<_>, _>>()?;
+        let transient = ops.iter().map(|o| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 }).sum();
+        let o: Vec<&Tensor> = ops.iter().map(|c| c.as_ref()).collect();
+        let b = &self.binder;
+        let expected_len = |len: &Dim| b.eval(len).ok().and_then(|v| usize::try_from(v).ok());
+        let r = match &node.op {
+            Op::Constant { value, dtype } => Ok(elementwise::constant(*value, *dtype)),
+            Op::Iota { len, start, dtype } => {
+                elementwise::iota(b.eval(len).map_err(err)?, b.eval(start).map_err(err)?, *dtype)
+            }
+            Op::MatMul => matmul::matmul(o[0], o[1]),
+            Op::Unary(u) => elementwise::unary(*u, o[0]),
+            Op::Binary(op) => elementwise::binary(*op, o[0], o[1]),
+            Op::Select => elementwise::select(o[0], o[1], o[2]),
+            Op::Reduce { op, axes, keep_dims } => reduce::reduce(*op, o[0], axes, *keep_dims),
+            Op::Transpose { perm } => shape::transpose(o[0], perm),
+            Op::Broadcast { shape } => shape::broadcast_to(o[0], &b.eval_shape(shape).map_err(err)?),
+            Op::Concat { axis } => shape::concat(&o, *axis),
+            Op::Slice { axis, start, end } => {
+                shape::slice(o[0], *axis, b.eval(start).map_err(err)?, b.eval(end).map_err(err)?)
+            }
+            Op::Gather { axis } => index::gather(o[0], o[1], *axis),
+            Op::Cast { to } => Ok(elementwise::cast(o[0], *to)),
+            Op::MaskedSelect { len } => match (expected_len(len), &o[1].data) {
+                (Some(n), TensorData::Bool(m)) if m.iter().filter(|&&x| x).count() != n => Err(format!(
+                    "len `{len}` is {n} but the mask has {} true entries",
+                    m.iter().filter(|&&x| x).count()
+                )),
+                _ => index::masked_select(o[0], o[1]),
+            },
+            Op::MaskedScatter => index::masked_scatter(o[0], o[1], o[2]),
+            Op::VisionPositionIds { len } => index::vision_position_ids(o[0], o[1], expected_len(len)),
+            Op::SegmentIds { len } => index::segment_ids(o[0], expected_len(len)),
+            Op::CacheAppend { axis, .. } => shape::concat(&o, *axis),
+            Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. } | Op::Reshape { .. } => {
+                unreachable!("handled by the caller")
+            }
+        };
+        Ok((r.map_err(err)?, transient))
+    }
+
+    /// The result must have the node's dtype and shape; symbols first seen here (a masked
+    /// select's fresh `len`) are bound from it.
+    fn check_result(&mut self, i: usize, t: &Tensor) -> Result<(), ExecError> {
+        let ty: &TensorType = &self.graph.nodes[i].ty;
+        if t.dtype() != ty.dtype {
+            return Err(self.node_err(i, format!("result has dtype {} but the node's type is {ty}", t.dtype())));
+        }
+        if t.shape.len() == ty.rank() {
+            let by = format!("{} ({})", NodeId(i as u32), self.graph.nodes[i].op.mnemonic());
+            self.binder.bind_from(&ty.shape, &t.shape).map_err(|e| ExecError::bounds(e, by))?;
+        }
+        if !self.binder.matches(&ty.shape, &t.shape) {
+            let want = self.binder.describe(&ty.shape);
+            return Err(self.node_err(i, format!("result has shape {:?} but the node's type is {want}", t.shape)));
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, i: usize, t: Tensor, transient: usize) {
+        let size = t.size_bytes();
+        self.peak = self.peak.max(self.live + transient + size);
+        self.live += size;
+        self.slots[i] = Slot::Owned(t);
+    }
+
+    /// Drops every value whose last reader is node `i` (or `i` itself, when nothing reads it).
+    fn free_dead(&mut self, i: usize) {
+        let node = &self.graph.nodes[i];
+        for j in node.inputs.iter().map(|n| n.index()).chain([i]) {
+            if self.last[j] == i {
+                if let Slot::Owned(t) = std::mem::replace(&mut self.slots[j], Slot::Empty) {
+                    self.live -= t.size_bytes();
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<Outputs, ExecError> {
+        let g = self.graph;
+        let cache_nodes: Vec<(usize, &String)> = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match &n.op {
+                Op::CacheAppend { name, .. } => Some((i, name)),
+                _ => None,
+            })
+            .collect();
+        // Values taken by one reader are moved out; shared ones are cloned until the last taker.
+        let mut takers: HashMap<usize, usize> = HashMap::new();
+        for idx in g.outputs.iter().map(|(_, id)| id.index()).chain(cache_nodes.iter().map(|(i, _)| *i)) {
+            *takers.entry(idx).or_insert(0) += 1;
+        }
+        let mut take = |ex: &mut Exec<'a>, idx: usize| -> Result<Tensor, String> {
+            let left = takers.get_mut(&idx).expect("counted above");
+            *left -= 1;
+            if *left == 0 && matches!(ex.slots[idx], Slot::Owned(_)) {
+                let Slot::Owned(t) = std::mem::replace(&mut ex.slots[idx], Slot::Empty) else { unreachable!() };
+                return Ok(t);
+            }
+            match &ex.slots[idx] {
+                Slot::Owned(t) => Ok(t.clone()),
+                Slot::Borrowed(t) => Ok((*t).clone()),
+                Slot::Weight => ex.materialize(idx, false).map_err(|e| e.to_string()),
+                Slot::Empty => Err("has no value".into()),
+            }
+        };
+        let mut outputs = HashMap::new();
+        for (name, id) in &g.outputs {
+            let fail = |message: String| ExecError::Output { name: name.clone(), message };
+            if id.index() >= g.nodes.len() {
+                return Err(fail(format!("refers to {id}, which is not in the graph")));
+            }
+            outputs.insert(name.clone(), take(&mut self, id.index()).map_err(fail)?);
+        }
+        let mut caches = HashMap::new();
+        for (i, name) in cache_nodes {
+            let t = take(&mut self, i).map_err(|message| ExecError::Cache { name: name.clone(), message })?;
+            caches.insert(name.clone(), t);
+        }
+        Ok(Outputs { outputs, caches, symbols: self.binder.env, peak_bytes: self.peak })
+    }
+}

@@ -1,0 +1,318 @@
+//! Runs a VideoLLaMA3 checkpoint on the reference executor with transformers' forward contract:
+//! vision encoder per merge-size group, projector, prefill over the multimodal prompt, then
+//! greedy decoding over the KV cache.
+
+use crate::exec::{execute, ExecError, Tensor, TensorData, WeightSource, WeightView};
+use std::collections::HashMap;
+use std::path::Path;
+use vl3c_frontends::lower::{cache_names, ModelGraphs};
+use vl3c_frontends::{Checkpoint, FrontendError};
+use vl3c_ir::{Graph, IrError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+    #[error("lowering failed: {0}")]
+    Lowering(#[from] IrError),
+    #[error("{graph}: {source}")]
+    Exec { graph: String, source: ExecError },
+    #[error("input `{name}`: {message}")]
+    BadInput { name: String, message: String },
+    #[error("not supported yet: {0}")]
+    Unsupported(String),
+}
+
+type Result<T> = std::result::Result<T, ModelError>;
+
+/// The tensors of one forward call, named as transformers' `forward` arguments.
+pub type NamedTensors = HashMap<String, Tensor>;
+
+pub struct Model {
+    checkpoint: Checkpoint,
+    graphs: ModelGraphs,
+}
+
+/// What one forward (and optional greedy generation) produced.
+pub struct ForwardResult {
+    pub logits: Tensor,
+    pub generated_ids: Option<Vec<i64>>,
+    /// Largest live intermediate footprint of any executed graph, in bytes.
+    pub peak_intermediate_bytes: usize,
+}
+
+struct CheckpointWeights<'a>(&'a Checkpoint);
+
+impl WeightSource for CheckpointWeights<'_> {
+    fn weight(&self, name: &str) -> Option<WeightView<'_>> {
+        self.0.tensor(name).map(|t| WeightView { dtype: t.dtype, shape: t.shape.to_vec(), bytes: t.bytes })
+    }
+}
+
+impl Model {
+    pub fn open(dir: &Path) -> Result<Model> {
+        let checkpoint = Checkpoint::open(dir)?;
+        let declared = checkpoint.config().declared_dtype;
+        let graphs = ModelGraphs::lower(checkpoint.config(), &|name| checkpoint.weight_dtype(name).unwrap_or(declared))?;
+        Ok(Model { checkpoint, graphs })
+    }
+
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    pub fn graphs(&self) -> &ModelGraphs {
+        &self.graphs
+    }
+
+    fn run(&self, graph: &Graph, inputs: &NamedTensors, caches: &NamedTensors, peak: &mut usize) -> Result<crate::exec::Outputs> {
+        let out = execute(graph, inputs, &CheckpointWeights(&self.checkpoint), caches)
+            .map_err(|source| ModelError::Exec { graph: graph.name.clone(), source })?;
+        *peak = (*peak).max(out.peak_bytes);
+        Ok(out)
+    }
+
+    /// Vision encoder + projector over images or videos; entries are grouped by merge size
+    /// so each group runs through the graph of its merge size, in input order.
+    fn encode(&self, pixels: &Tensor, grid: &Tensor, merges: Option<&Tensor>, kind: Modality, peak: &mut usize) -> Result<Tensor> {
+        let names = kind.names();
+        let grid = grid_rows(grid, names.grid)?;
+        let merges: Vec<i64> = match merges {
+            Some(m) => int_values(m, names.merge)?,
+            None => vec![kind.default_merge(); grid.len()],
+        };
+        if merges.len() != grid.len() {
+            return bad(names.merge, format!("has {} entries but {} has {}", merges.len(), names.grid, grid.len()));
+        }
+        let row_len = match pixels.shape.as_slice() {
+            [_, c] => *c,
+            s => return bad(names.pixels, format!("must be 2-D [patches, channels·patch²], got shape {s:?}")),
+        };
+        let patches: Vec<usize> = grid.iter().map(|[t, h, w]| (t * h * w) as usize).collect();
+        let total: usize = patches.iter().sum();
+        if total != pixels.shape[0] {
+            return bad(names.pixels, format!("has {} rows but {} sums to {total} patches", pixels.shape[0], names.grid));
+        }
+        let pixels = pixels.to_f32_vec();
+        let mut features = Vec::new();
+        let (mut entry, mut row) = (0, 0);
+        while entry < grid.len() {
+            let m = merges[entry];
+            let end = (entry..grid.len()).find(|&e| merges[e] != m).unwrap_or(grid.len());
+            let graph = self
+                .graphs
+                .vision(m as usize)
+                .ok_or_else(|| ModelError::Unsupported(format!("merge size {m} (only 1 and 2 exist in VideoLLaMA3)")))?;
+            for [_, h, w] in &grid[entry..end] {
+                if h % m != 0 || w % m != 0 {
+                    return bad(names.grid, format!("grid {h}x{w} is not divisible by merge size {m}"));
+                }
+            }
+            let rows: usize = patches[entry..end].iter().sum();
+            let group_grid: Vec<i64> = grid[entry..end].iter().flatten().copied().collect();
+            let inputs = HashMap::from([
+                ("pixel_values".to_string(), Tensor::f32(vec![rows, row_len], pixels[row * row_len..(row + rows) * row_len].to_vec())),
+                ("grid_thw".to_string(), Tensor::i64(vec![end - entry, 3], group_grid)),
+                ("merge_sizes".to_string(), Tensor::i64(vec![end - entry], vec![m; end - entry])),
+            ]);
+            let out = self.run(graph, &inputs, &HashMap::new(), peak)?;
+            features.push(take_output(out.outputs, "features")?);
+            (entry, row) = (end, row + rows);
+        }
+        let features = concat_rows(features);
+        let projected = self.run(&self.graphs.projector, &HashMap::from([("features".to_string(), features)]), &HashMap::new(), peak)?;
+        take_output(projected.outputs, "embeds")
+    }
+
+    /// transformers' `forward` (logits for every position), then `max_new_tokens` greedy steps.
+    pub fn forward(&self, inputs: &NamedTensors, max_new_tokens: usize) -> Result<ForwardResult> {
+        let cfg = self.checkpoint.config();
+        let t = &cfg.text;
+        let mut peak = 0;
+        let ids = inputs.get("input_ids").ok_or_else(|| ModelError::BadInput {
+            name: "input_ids".into(),
+            message: "is required (i64 [1, L])".into(),
+        })?;
+        let ids_vec = int_values(ids, "input_ids")?;
+        if ids.shape.len() != 2 || ids.shape[0] != 1 || ids_vec.is_empty() {
+            return bad("input_ids", format!("must have shape [1, L] with L ≥ 1, got {:?} (batches are not supported yet)", ids.shape));
+        }
+        if let Some(bad_id) = ids_vec.iter().find(|&&i| i < 0 || i as usize >= t.vocab_size) {
+            return bad("input_ids", format!("holds token id {bad_id}, outside the vocabulary [0, {})", t.vocab_size));
+        }
+
+        let empty = || Tensor::f32(vec![0, t.hidden_size], Vec::new());
+        let image_embeds = match inputs.get("pixel_values") {
+            Some(p) => {
+                let grid = inputs.get("image_grid_thw").ok_or_else(|| missing("image_grid_thw", "pixel_values"))?;
+                self.encode(p, grid, inputs.get("image_merge_sizes"), Modality::Image, &mut peak)?
+            }
+            None => empty(),
+        };
+        let mut prefill_inputs = HashMap::from([("input_ids".to_string(), ids.clone()), ("image_embeds".to_string(), image_embeds)]);
+        check_placeholders(&ids_vec, cfg.image_token_id.into(), prefill_inputs["image_embeds"].shape[0], "image")?;
+
+        match (inputs.get("pixel_values_videos"), cfg.video_token_id) {
+            (Some(_), None) => {
+                return Err(ModelError::Unsupported("videos with the DAMO checkpoint layout, which has no video placeholder id".into()))
+            }
+            (Some(p), Some(video_token)) => {
+                let grid = inputs.get("video_grid_thw").ok_or_else(|| missing("video_grid_thw", "pixel_values_videos"))?;
+                let embeds = self.encode(p, grid, inputs.get("video_merge_sizes"), Modality::Video, &mut peak)?;
+                let mask = match inputs.get("video_compression_mask") {
+                    Some(m) => bool_mask(m, embeds.shape[0])?,
+                    None => Tensor::bool(vec![embeds.shape[0]], vec![true; embeds.shape[0]]),
+                };
+                let kept = mask_count(&mask);
+                check_placeholders(&ids_vec, video_token.into(), kept, "video")?;
+                prefill_inputs.insert("video_embeds".into(), embeds);
+                prefill_inputs.insert("video_compression_mask".into(), mask);
+            }
+            (None, Some(video_token)) => {
+                check_placeholders(&ids_vec, video_token.into(), 0, "video")?;
+                prefill_inputs.insert("video_embeds".into(), empty());
+                prefill_inputs.insert("video_compression_mask".into(), Tensor::bool(vec![0], Vec::new()));
+            }
+            (None, None) => {}
+        }
+
+        let mut caches: NamedTensors = (0..t.num_hidden_layers)
+            .flat_map(cache_names)
+            .map(|name| (name, Tensor::f32(vec![t.num_key_value_heads, 0, t.head_dim], Vec::new())))
+            .collect();
+        let out = self.run(&self.graphs.prefill, &prefill_inputs, &caches, &mut peak)?;
+        caches.extend(out.caches);
+        let logits = take_output(out.outputs, "logits")?;
+
+        let generated_ids = (max_new_tokens > 0)
+            .then(|| {
+                let mut next = argmax_last(&logits);
+                let mut generated = vec![next];
+                while generated.len() < max_new_tokens {
+                    let step_inputs = HashMap::from([("input_ids".to_string(), Tensor::i64(vec![1, 1], vec![next]))]);
+                    let out = self.run(&self.graphs.decode, &step_inputs, &caches, &mut peak)?;
+                    caches.extend(out.caches);
+                    next = argmax_last(&take_output(out.outputs, "logits")?);
+                    generated.push(next);
+                }
+                Ok::<_, ModelError>(generated)
+            })
+            .transpose()?;
+        Ok(ForwardResult { logits, generated_ids, peak_intermediate_bytes: peak })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Modality {
+    Image,
+    Video,
+}
+
+struct InputNames {
+    pixels: &'static str,
+    grid: &'static str,
+    merge: &'static str,
+}
+
+impl Modality {
+    fn names(self) -> InputNames {
+        match self {
+            Modality::Image => InputNames { pixels: "pixel_values", grid: "image_grid_thw", merge: "image_merge_sizes" },
+            Modality::Video => InputNames { pixels: "pixel_values_videos", grid: "video_grid_thw", merge: "video_merge_sizes" },
+        }
+    }
+
+    /// transformers' processors: images merge 1, videos merge 2.
+    fn default_merge(self) -> i64 {
+        match self {
+            Modality::Image => 1,
+            Modality::Video => 2,
+        }
+    }
+}
+
+fn bad<T>(name: &str, message: String) -> Result<T> {
+    Err(ModelError::BadInput { name: name.into(), message })
+}
+
+fn missing(name: &str, with: &str) -> ModelError {
+    ModelError::BadInput { name: name.into(), message: format!("is required with `{with}`") }
+}
+
+fn int_values(t: &Tensor, name: &str) -> Result<Vec<i64>> {
+    match &t.data {
+        TensorData::I64(v) => Ok(v.clone()),
+        TensorData::I32(v) => Ok(v.iter().map(|&x| x as i64).collect()),
+        _ => bad(name, format!("must be an integer tensor, got {}", t.dtype())),
+    }
+}
+
+fn grid_rows(t: &Tensor, name: &str) -> Result<Vec<[i64; 3]>> {
+    let v = int_values(t, name)?;
+    if t.shape.len() != 2 || t.shape[1] != 3 {
+        return bad(name, format!("must have shape [n, 3], got {:?}", t.shape));
+    }
+    let rows: Vec<[i64; 3]> = v.chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
+    if let Some(r) = rows.iter().find(|r| r.iter().any(|&d| d <= 0)) {
+        return bad(name, format!("holds the non-positive grid {r:?}"));
+    }
+    Ok(rows)
+}
+
+fn bool_mask(t: &Tensor, len: usize) -> Result<Tensor> {
+    let values: Vec<bool> = match &t.data {
+        TensorData::Bool(v) => v.clone(),
+        TensorData::I64(v) => v.iter().map(|&x| x != 0).collect(),
+        TensorData::I32(v) => v.iter().map(|&x| x != 0).collect(),
+        _ => return bad("video_compression_mask", format!("must be bool, got {}", t.dtype())),
+    };
+    if values.len() != len {
+        return bad("video_compression_mask", format!("has {} entries but the videos give {len} tokens", values.len()));
+    }
+    Ok(Tensor::bool(vec![len], values))
+}
+
+fn mask_count(t: &Tensor) -> usize {
+    match &t.data {
+        TensorData::Bool(v) => v.iter().filter(|&&b| b).count(),
+        _ => 0,
+    }
+}
+
+fn check_placeholders(ids: &[i64], token: i64, tokens: usize, what: &str) -> Result<()> {
+    let placeholders = ids.iter().filter(|&&i| i == token).count();
+    if placeholders != tokens {
+        return bad(
+            "input_ids",
+            format!("holds {placeholders} {what} placeholders (id {token}) but the {what} inputs give {tokens} tokens"),
+        );
+    }
+    Ok(())
+}
+
+fn take_output(mut outputs: HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
+    outputs
+        .remove(name)
+        .ok_or_else(|| ModelError::Lowering(IrError { node: None, op: "output".into(), message: format!("graph has no output `{name}`") }))
+}
+
+fn concat_rows(parts: Vec<Tensor>) -> Tensor {
+    let width = parts[0].shape[1];
+    let rows = parts.iter().map(|p| p.shape[0]).sum();
+    let data = parts.iter().flat_map(|p| p.to_f32_vec()).collect();
+    Tensor::f32(vec![rows, width], data)
+}
+
+/// Greedy choice at the last position; ties go to the lowest id, as `torch.argmax` does.
+fn argmax_last(logits: &Tensor) -> i64 {
+    let vocab = *logits.shape.last().expect("logits have a vocab axis");
+    let v = logits.to_f32_vec();
+    let last = &v[v.len() - vocab..];
+    let mut best = 0;
+    for (i, &x) in last.iter().enumerate() {
+        if x > last[best] {
+            best = i;
+        }
+    }
+    best as i64
+}

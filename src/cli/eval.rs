@@ -1,0 +1,46 @@
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::Instant;
+use vl3c_runtime::model::Model;
+use vl3c_runtime::tensor_file::{read_tensors, write_tensors};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory: config.json plus model.safetensors or shards with model.safetensors.index.json.
+    #[arg(long)]
+    model: PathBuf,
+    /// safetensors file with transformers' forward arguments: input_ids i64 [1, L] and any of
+    /// pixel_values, image_grid_thw, image_merge_sizes, pixel_values_videos, video_grid_thw,
+    /// video_merge_sizes, video_compression_mask.
+    #[arg(long)]
+    inputs: PathBuf,
+    /// Where to write `logits` f32 [1, L, vocab] (and `generated_ids` i64 [1, N]).
+    #[arg(long)]
+    out: PathBuf,
+    /// Greedy-generate N tokens after the prompt (no early stop at end-of-sequence).
+    #[arg(long, default_value_t = 0)]
+    max_new_tokens: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let start = Instant::now();
+    let inputs = read_tensors(&args.inputs)?;
+    let model = Model::open(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let loaded = start.elapsed();
+    let result = model.forward(&inputs, args.max_new_tokens)?;
+    let mut outputs = vec![("logits", &result.logits)];
+    let generated = result.generated_ids.map(|ids| vl3c_runtime::exec::Tensor::i64(vec![1, ids.len()], ids));
+    if let Some(g) = &generated {
+        outputs.push(("generated_ids", g));
+    }
+    write_tensors(&args.out, &outputs)?;
+    eprintln!(
+        "eval: {} positions, {} new tokens, load {:.2}s, total {:.2}s, peak intermediates {:.1} MiB",
+        result.logits.shape[1],
+        args.max_new_tokens,
+        loaded.as_secs_f64(),
+        start.elapsed().as_secs_f64(),
+        result.peak_intermediate_bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}

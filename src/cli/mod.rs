@@ -1,0 +1,3 @@
+pub mod eval;
+pub mod inspect;
+pub mod preprocess;
