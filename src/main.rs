@@ -30,8 +30,13 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, not clap's usage block: scripts read the first line of stderr.
             let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see `vl3c --help`)");
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see `vl3c --help`)", message.join(" "));
             return ExitCode::from(2);
         }
     };

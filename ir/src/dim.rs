@@ -239,7 +239,9 @@ impl Poly {
                 if self.0.len() == 1 {
                     if let Some((atoms, 1)) = self.0.iter().next().map(|(a, c)| (a, *c)) {
                         if let [Atom::Div(n, Dim::Const(b))] = atoms.as_slice() {
-                            return Poly::from_dim(n).div(&Poly::constant(b * d));
+                            if let Some(bd) = b.checked_mul(d) {
+                                return Poly::from_dim(n).div(&Poly::constant(bd));
+                            }
                         }
                     }
                 }

@@ -8,6 +8,7 @@ mod dot;
 mod dtype;
 mod graph;
 mod infer;
+mod lex;
 mod op;
 mod parse;
 mod text;

@@ -1,16 +1,12 @@
 //! Structural and type checks of a whole graph, and binding symbols from concrete input shapes.
 
 use crate::infer::infer_type;
+use crate::text::is_ident;
 use crate::{Dim, Graph, IrError, NodeId, Op, TensorType};
 use std::collections::HashMap;
 
 fn graph_err(op: &str, message: String) -> IrError {
     IrError { node: None, op: op.to_string(), message }
-}
-
-fn is_ident(s: &str) -> bool {
-    let mut cs = s.chars();
-    cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Every dim an op carries in its attributes.
@@ -88,10 +84,12 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
                 }
             }
             Op::Weight { name } => {
-                if let Some(first) = weights.insert(name, id) {
+                if let Some(&first) = weights.get(name.as_str()) {
                     if g.ty(first) != &node.ty {
                         return Err(err(format!("weight `{name}` is {} here but {} at {first}", node.ty, g.ty(first))));
                     }
+                } else {
+                    weights.insert(name, id);
                 }
             }
             Op::CacheAppend { name, axis } => {

@@ -113,3 +113,10 @@ fn bounds_of_floor_div() {
     assert_eq!(d("m").bounds(&of), None);
     assert_eq!(d("n/(n - 4)").bounds(&of), None, "the divisor may be zero");
 }
+
+#[test]
+fn nested_division_with_huge_divisors_does_not_overflow() {
+    let e = d("(n/4611686018427387904)/4");
+    assert_eq!(e.to_string(), "n/4611686018427387904/4");
+    assert_eq!(e.simplify(), e);
+}

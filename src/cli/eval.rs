@@ -1,4 +1,4 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
 use vl3c_runtime::model::Model;
@@ -25,7 +25,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let inputs = read_tensors(&args.inputs)?;
-    let model = Model::open(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let model = Model::open(&args.model)?;
     let loaded = start.elapsed();
     let result = model.forward(&inputs, args.max_new_tokens)?;
     let mut outputs = vec![("logits", &result.logits)];

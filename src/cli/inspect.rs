@@ -1,4 +1,4 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let ckpt = Checkpoint::open(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let ckpt = Checkpoint::open(&args.model)?;
     let cfg = ckpt.config();
     let declared = cfg.declared_dtype;
     let graphs = ModelGraphs::lower(cfg, &|name| ckpt.weight_dtype(name).unwrap_or(declared))?;

@@ -107,18 +107,53 @@ pub fn execute(
     let sources = bind_sources(graph, inputs, caches)?;
     let mut binder = Binder::new(graph);
     bind_all(graph, &mut binder, &sources)?;
-    let mut last = graph.last_uses();
-    for (i, n) in graph.nodes.iter().enumerate() {
-        if matches!(n.op, Op::CacheAppend { .. }) {
-            last[i] = usize::MAX;
+    let (last, views) = plan_lifetimes(graph);
+    let mut dying = vec![Vec::new(); graph.nodes.len()];
+    for (j, &l) in last.iter().enumerate() {
+        if l < graph.nodes.len() {
+            dying[l].push(j);
         }
     }
     let slots = sources.iter().map(|s| s.as_ref().map_or(Slot::Empty, |s| Slot::Borrowed(s.tensor))).collect();
-    let mut ex = Exec { graph, weights, binder, slots, last, live: 0, peak: 0 };
+    let mut ex = Exec { graph, weights, binder, slots, last, views, dying, live: 0, peak: 0 };
     for i in 0..graph.nodes.len() {
         ex.step(i)?;
     }
     ex.finish()
+}
+
+/// Each node's last reader (`usize::MAX`: kept to the end, as outputs and cache states are), and
+/// which transposes are left as views: a swap of the last two dims read only by matmuls, which
+/// reads the source through strides. A view keeps its source alive as long as itself.
+fn plan_lifetimes(graph: &Graph) -> (Vec<usize>, Vec<bool>) {
+    let mut last = graph.last_uses();
+    let mut only_matmul_reads = vec![true; graph.nodes.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if matches!(n.op, Op::CacheAppend { .. }) {
+            last[i] = usize::MAX;
+        }
+        for inp in &n.inputs {
+            if n.op != Op::MatMul {
+                if let Some(r) = only_matmul_reads.get_mut(inp.index()) {
+                    *r = false;
+                }
+            }
+        }
+    }
+    let mut views = vec![false; graph.nodes.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        let swaps_last_two = |perm: &[usize]| {
+            let r = perm.len();
+            r >= 2 && perm[r - 2] == r - 1 && perm[r - 1] == r - 2 && perm[..r - 2].iter().enumerate().all(|(a, &b)| a == b)
+        };
+        if let (Op::Transpose { perm }, [src]) = (&n.op, n.inputs.as_slice()) {
+            if swaps_last_two(perm) && only_matmul_reads[i] && last[i] != i && last[i] != usize::MAX && src.index() < i {
+                views[i] = true;
+                last[src.index()] = last[src.index()].max(last[i]);
+            }
+        }
+    }
+    (last, views)
 }
 
 /// An `input` or `cache_read` node with the tensor the caller gave for it.
@@ -205,6 +240,8 @@ enum Slot<'a> {
     Owned(Tensor),
     /// A checked weight, decoded by each reader on demand.
     Weight,
+    /// The last-two-dims transpose of another node's value, not materialized.
+    TransposeOf(NodeId),
 }
 
 struct Exec<'a> {
@@ -214,6 +251,10 @@ struct Exec<'a> {
     slots: Vec<Slot<'a>>,
     /// Index of the last reader of each node; `usize::MAX` lives to the end.
     last: Vec<usize>,
+    /// Transposes left as views (see `plan_lifetimes`).
+    views: Vec<bool>,
+    /// For each node, the values to drop once it has run.
+    dying: Vec<Vec<usize>>,
     live: usize,
     peak: usize,
 }
@@ -269,8 +310,22 @@ impl<'a> Exec<'a> {
             Slot::Borrowed(t) => Cow::Borrowed(*t),
             Slot::Owned(t) => Cow::Borrowed(t),
             Slot::Weight => Cow::Owned(self.materialize(id.index(), false)?),
+            Slot::TransposeOf(src) => {
+                let Op::Transpose { perm } = &self.graph.nodes[id.index()].op else { unreachable!("view of a non-transpose") };
+                let src = self.operand(*src)?;
+                let t = shape::transpose(src.as_ref(), perm).map_err(|m| self.node_err(id.index(), m))?;
+                Cow::Owned(t)
+            }
             Slot::Empty => return Err(self.node_err(id.index(), "value read after it was freed")),
         })
+    }
+
+    /// A matmul operand, and whether it is the pending transpose of the tensor returned.
+    fn matmul_operand(&self, id: NodeId) -> Result<(Cow<'_, Tensor>, bool), ExecError> {
+        match &self.slots[id.index()] {
+            Slot::TransposeOf(src) => Ok((self.operand(*src)?, true)),
+            _ => Ok((self.operand(id)?, false)),
+        }
     }
 
     fn step(&mut self, i: usize) -> Result<(), ExecError> {
@@ -285,6 +340,7 @@ impl<'a> Exec<'a> {
         }
         match &node.op {
             Op::Input { .. } | Op::CacheRead { .. } => {} // bound before the run
+            Op::Transpose { .. } if self.views[i] => self.slots[i] = Slot::TransposeOf(node.inputs[0]),
             Op::Weight { .. } => {
                 self.check_weight(i)?;
                 self.slots[i] = Slot::Weight;
@@ -327,7 +383,13 @@ impl<'a> Exec<'a> {
             // exact and skips the buffer of the weight's own dtype.
             let src = node.inputs[0].index();
             let w = self.materialize(src, self.graph.nodes[src].ty.dtype.is_float())?;
-            return Ok((elementwise::cast_owned(w, *to), 0));
+            let transient = if w.dtype() == *to { 0 } else { w.size_bytes() };
+            return Ok((elementwise::cast_owned(w, *to), transient));
+        }
+        if let Op::MatMul = &node.op {
+            let ((a, a_t), (b, b_t)) = (self.matmul_operand(node.inputs[0])?, self.matmul_operand(node.inputs[1])?);
+            let transient = [&a, &b].iter().map(|o| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 }).sum();
+            return Ok((matmul::matmul(&a, a_t, &b, b_t).map_err(err)?, transient));
         }
         let ops = node.inputs.iter().map(|&id| self.operand(id)).collect::<Result<Vec<_>, _>>()?;
         let transient = ops.iter().map(|o| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 }).sum();
@@ -339,7 +401,6 @@ impl<'a> Exec<'a> {
             Op::Iota { len, start, dtype } => {
                 elementwise::iota(b.eval(len).map_err(err)?, b.eval(start).map_err(err)?, *dtype)
             }
-            Op::MatMul => matmul::matmul(o[0], o[1]),
             Op::Unary(u) => elementwise::unary(*u, o[0]),
             Op::Binary(op) => elementwise::binary(*op, o[0], o[1]),
             Op::Select => elementwise::select(o[0], o[1], o[2]),
@@ -363,7 +424,7 @@ impl<'a> Exec<'a> {
             Op::VisionPositionIds { len } => index::vision_position_ids(o[0], o[1], expected_len(len)),
             Op::SegmentIds { len } => index::segment_ids(o[0], expected_len(len)),
             Op::CacheAppend { axis, .. } => shape::concat(&o, *axis),
-            Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. } | Op::Reshape { .. } => {
+            Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. } | Op::Reshape { .. } | Op::MatMul => {
                 unreachable!("handled by the caller")
             }
         };
@@ -397,12 +458,9 @@ impl<'a> Exec<'a> {
 
     /// Drops every value whose last reader is node `i` (or `i` itself, when nothing reads it).
     fn free_dead(&mut self, i: usize) {
-        let node = &self.graph.nodes[i];
-        for j in node.inputs.iter().map(|n| n.index()).chain([i]) {
-            if self.last[j] == i {
-                if let Slot::Owned(t) = std::mem::replace(&mut self.slots[j], Slot::Empty) {
-                    self.live -= t.size_bytes();
-                }
+        for j in std::mem::take(&mut self.dying[i]) {
+            if let Slot::Owned(t) = std::mem::replace(&mut self.slots[j], Slot::Empty) {
+                self.live -= t.size_bytes();
             }
         }
     }
@@ -434,7 +492,7 @@ impl<'a> Exec<'a> {
                 Slot::Owned(t) => Ok(t.clone()),
                 Slot::Borrowed(t) => Ok((*t).clone()),
                 Slot::Weight => ex.materialize(idx, false).map_err(|e| e.to_string()),
-                Slot::Empty => Err("has no value".into()),
+                Slot::TransposeOf(_) | Slot::Empty => Err("has no value".into()),
             }
         };
         let mut outputs = HashMap::new();
