@@ -62,8 +62,15 @@ impl Dim {
     }
 
     /// Canonical form; idempotent.
+    /// An expression whose coefficients would overflow i64 is returned as it is, so that
+    /// evaluating it reports the overflow instead of a wrapped value.
     pub fn simplify(&self) -> Dim {
-        Poly::from_dim(self).to_dim()
+        let p = Poly::from_dim(self);
+        if p.1 {
+            self.clone()
+        } else {
+            p.to_dim()
+        }
     }
 
     pub fn symbols(&self, out: &mut Vec<String>) {
@@ -170,8 +177,9 @@ enum Atom {
 }
 
 /// Sum of `coefficient × Π atoms`; the empty product is the constant term. No zero coefficients.
+/// The flag records that a coefficient overflowed i64: such a polynomial is not used.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Poly(BTreeMap<Vec<Atom>, i64>);
+struct Poly(BTreeMap<Vec<Atom>, i64>, bool);
 
 impl Poly {
     fn constant(c: i64) -> Poly {
@@ -185,7 +193,10 @@ impl Poly {
             return;
         }
         let entry = self.0.entry(atoms).or_insert(0);
-        *entry = entry.wrapping_add(coef);
+        match entry.checked_add(coef) {
+            Some(sum) => *entry = sum,
+            None => self.1 = true,
+        }
         if *entry == 0 {
             self.0.retain(|_, c| *c != 0);
         }
@@ -200,6 +211,7 @@ impl Poly {
     }
 
     fn plus(mut self, other: &Poly) -> Poly {
+        self.1 |= other.1;
         for (atoms, c) in &other.0 {
             self.add_term(atoms.clone(), *c);
         }
@@ -207,18 +219,24 @@ impl Poly {
     }
 
     fn times(&self, other: &Poly) -> Poly {
-        let mut out = Poly::default();
+        let mut out = Poly(BTreeMap::new(), self.1 || other.1);
         for (a, ca) in &self.0 {
             for (b, cb) in &other.0 {
                 let mut atoms: Vec<Atom> = a.iter().chain(b.iter()).cloned().collect();
                 atoms.sort();
-                out.add_term(atoms, ca.wrapping_mul(*cb));
+                match ca.checked_mul(*cb) {
+                    Some(c) => out.add_term(atoms, c),
+                    None => out.1 = true,
+                }
             }
         }
         out
     }
 
     fn div(&self, den: &Poly) -> Poly {
+        if self.1 || den.1 {
+            return Poly(BTreeMap::new(), true);
+        }
         if let Some(d) = den.as_const() {
             if d == 1 {
                 return self.clone();
@@ -228,12 +246,12 @@ impl Poly {
                     return Poly::constant(n.div_euclid(d));
                 }
                 if self.0.values().all(|c| c % d == 0) {
-                    return Poly(self.0.iter().map(|(a, c)| (a.clone(), c / d)).collect());
+                    return Poly(self.0.iter().map(|(a, c)| (a.clone(), c / d)).collect(), self.1);
                 }
                 // (d·q + r) / d = q  when every non-constant coefficient divides by d and 0 <= r < d
                 let constant = self.0.get(&Vec::new()).copied().unwrap_or(0);
                 if (0..d).contains(&constant) && self.0.iter().all(|(a, c)| a.is_empty() || c % d == 0) {
-                    return Poly(self.0.iter().filter(|(a, _)| !a.is_empty()).map(|(a, c)| (a.clone(), c / d)).collect());
+                    return Poly(self.0.iter().filter(|(a, _)| !a.is_empty()).map(|(a, c)| (a.clone(), c / d)).collect(), self.1);
                 }
                 // (a / b) / c = a / (b·c) for positive constants
                 if self.0.len() == 1 {

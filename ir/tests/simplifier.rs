@@ -120,3 +120,13 @@ fn nested_division_with_huge_divisors_does_not_overflow() {
     assert_eq!(e.to_string(), "n/4611686018427387904/4");
     assert_eq!(e.simplify(), e);
 }
+
+#[test]
+fn overflowing_coefficients_are_left_unsimplified() {
+    let big = Dim::Const(4611686018427387904);
+    let d = Dim::Mul(Box::new(Dim::Mul(Box::new(Dim::sym("n")), Box::new(big))), Box::new(Dim::Const(4)));
+    let s = d.simplify();
+    assert_ne!(s, Dim::Const(0), "a wrapped coefficient must not appear");
+    let env = std::collections::HashMap::from([("n".to_string(), 1)]);
+    assert!(s.eval(&env).is_err(), "evaluation reports the overflow");
+}

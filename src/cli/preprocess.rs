@@ -21,7 +21,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(dir) => ImageProcessorConfig::from_model_dir(dir)?,
         None => ImageProcessorConfig::default(),
     };
-    let images = args.image.iter().map(|p| load_image(p)).collect::<Result<Vec<_>, _>>()?;
+    let images = args.image.iter().map(load_image).collect::<Result<Vec<_>, _>>()?;
     let processed = preprocess_images(&images, &cfg)?;
     let bytes = processed.to_safetensors_bytes()?;
     std::fs::write(&args.out, bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
