@@ -1,6 +1,6 @@
 //! Dtype and shape rules of every op. The builder and the verifier share them.
 
-use crate::{BinaryOp, DType, Dim, Op, ReduceOp, Scalar, TensorType, UnaryOp};
+use crate::{AttentionMask, BinaryOp, DType, Dim, Op, ReduceOp, Scalar, TensorType, UnaryOp};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -258,8 +258,128 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
             check_grid(ins[0])?;
             TensorType::new(DType::I64, vec![len.clone()])
         }
+        Op::Softmax | Op::Activation(_) => {
+            expect_float(ins[0])?;
+            ins[0].clone()
+        }
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } => {
+            let x = ins[0];
+            expect_float(x)?;
+            let width = x.shape.last().ok_or("needs rank >= 1")?;
+            for p in &ins[1..] {
+                expect_same_dtype(x, p)?;
+                if p.rank() != 1 || !same_dim(&p.shape[0], width) {
+                    return Err(format!("parameter {p} does not match the last dim of {x}"));
+                }
+            }
+            x.clone()
+        }
+        Op::SwiGlu => {
+            expect_same_dtype(ins[0], ins[1])?;
+            expect_float(ins[0])?;
+            TensorType::new(ins[0].dtype, broadcast_shapes(&ins[0].shape, &ins[1].shape)?)
+        }
+        Op::Rope => {
+            let x = ins[0];
+            expect_float(x)?;
+            check_rope_tables(x, ins[1], ins[2])?;
+            x.clone()
+        }
+        Op::FusedMatMul { bias, .. } => {
+            let product = infer_type(&Op::MatMul, &ins[..2])?;
+            let mut epilogue = product.clone();
+            for e in &ins[2..] {
+                expect_same_dtype(&product, e)?;
+                epilogue = TensorType::new(product.dtype, broadcast_shapes(&epilogue.shape, &e.shape)?);
+            }
+            if !shapes_equal(&epilogue.shape, &product.shape) {
+                return Err(format!("epilogue operands widen the product {product} to {epilogue}"));
+            }
+            if *bias && ins[2].rank() != 1 {
+                return Err(format!("bias must be 1-D, got {}", ins[2]));
+            }
+            product
+        }
+        Op::Attention { mask, rope_q, rope_k, .. } => {
+            let (q, k, v) = (ins[0], ins[1], ins[2]);
+            expect_float(q)?;
+            expect_same_dtype(q, k)?;
+            expect_same_dtype(q, v)?;
+            if q.rank() != 3 || k.rank() != 3 || v.rank() != 3 {
+                return Err(format!("q, k, v must be [heads, len, head_dim], got {q}, {k}, {v}"));
+            }
+            if !shapes_equal(&k.shape, &v.shape) || !same_dim(&q.shape[2], &k.shape[2]) {
+                return Err(format!("k {k} and v {v} must match each other and q's head_dim"));
+            }
+            let (hq, hk) = (q.shape[0].as_const(), k.shape[0].as_const());
+            if let (Some(hq), Some(hk)) = (hq, hk) {
+                if hk == 0 || hq % hk != 0 {
+                    return Err(format!("{hq} query heads cannot share {hk} kv heads"));
+                }
+            }
+            let mut rest = 3;
+            if *rope_q || *rope_k {
+                check_rope_tables(q, ins[3], ins[4])?;
+                rest = 5;
+            }
+            if (*mask == AttentionMask::Segments || *rope_k) && !same_dim(&q.shape[1], &k.shape[1]) {
+                return Err("segment masks and key rotation need as many keys as queries".into());
+            }
+            if *mask == AttentionMask::Segments {
+                let seg = ins[rest];
+                if seg.dtype != DType::I64 || seg.rank() != 1 || !same_dim(&seg.shape[0], &q.shape[1]) {
+                    return Err(format!("segments must be i64[{}], got {seg}", q.shape[1]));
+                }
+            }
+            q.clone()
+        }
+        Op::SpatialMerge { merge } => {
+            let x = ins[0];
+            expect_float(x)?;
+            let group = Dim::Const((merge * merge) as i64);
+            if x.rank() != 2 || *merge == 0 {
+                return Err(format!("needs [rows, features] and merge >= 1, got {x}"));
+            }
+            let rows = x.shape[0].clone().floor_div(group.clone());
+            if !same_dim(&(rows.clone() * group), &x.shape[0]) {
+                return Err(format!("{} rows do not split into groups of {}", x.shape[0], merge * merge));
+            }
+            TensorType::new(x.dtype, vec![rows, x.shape[1].clone()])
+        }
+        Op::DiffFramePrune { len, merge, .. } => {
+            let (pixels, grid) = (ins[0], ins[1]);
+            check_grid(grid)?;
+            if pixels.rank() != 2 || !pixels.dtype.is_float() || *merge == 0 {
+                return Err(format!("pixels must be float [patches, values], got {pixels}"));
+            }
+            TensorType::new(DType::Bool, vec![len.clone()])
+        }
+        Op::Fold => ins[0].clone(),
     };
     Ok(ty)
+}
+
+fn expect_float(t: &TensorType) -> Result<()> {
+    if !t.dtype.is_float() {
+        return Err(format!("needs a float tensor, got {t}"));
+    }
+    Ok(())
+}
+
+/// cos/sin tables of the operand's dtype whose shape broadcasts into the operand's.
+fn check_rope_tables(x: &TensorType, cos: &TensorType, sin: &TensorType) -> Result<()> {
+    for t in [cos, sin] {
+        expect_same_dtype(x, t)?;
+        let joined = broadcast_shapes(&x.shape, &t.shape)?;
+        if !shapes_equal(&joined, &x.shape) || !t.shape.last().is_some_and(|d| same_dim(d, x.shape.last().unwrap_or(d))) {
+            return Err(format!("rope table {t} does not broadcast into {x}"));
+        }
+    }
+    let d = x.shape.last().and_then(Dim::as_const);
+    if d.is_some_and(|d| d % 2 != 0) {
+        return Err(format!("rope needs an even last dim, got {x}"));
+    }
+    Ok(())
 }
 
 fn check_row_mask(data: &TensorType, mask: &TensorType) -> Result<()> {

@@ -21,4 +21,4 @@ pub use dim::{Bounds, Dim, DimEvalError};
 pub use dtype::DType;
 pub use graph::{Graph, IrError, Node, NodeId, SymbolDecl, TensorType};
 pub use infer::{broadcast_shapes, infer_type, shapes_equal};
-pub use op::{BinaryOp, Op, ReduceOp, Scalar, UnaryOp};
+pub use op::{Activation, AttentionMask, BinaryOp, Op, ReduceOp, Scalar, UnaryOp};

@@ -98,6 +98,57 @@ pub enum Op {
     /// `(past, new)`: `new` appended to the cache state `name` along `axis`; the result is the whole
     /// cache after the append, and the state the next step reads.
     CacheAppend { name: String, axis: usize },
+
+    // Fused ops. The frontend never emits these: the optimizer discovers them, and each one's
+    // meaning is the primitive chain it replaces (see passes/src/rules).
+    /// Softmax over the last axis: `exp(x - max) / sum(exp(x - max))`.
+    Softmax,
+    /// `(x, weight, bias)`: LayerNorm over the last axis, `(x - mean)·rsqrt(var + eps)·w + b`.
+    LayerNorm { eps: f64 },
+    /// `(x, weight)`: RMSNorm over the last axis, `x·rsqrt(mean(x²) + eps)·w`.
+    RmsNorm { eps: f64 },
+    /// Elementwise activation.
+    Activation(Activation),
+    /// `(gate, up)`: `silu(gate)·up`.
+    SwiGlu,
+    /// `(x, cos, sin)`: `x·cos + rotate_half(x)·sin` on the last axis, pairing i with i + d/2.
+    Rope,
+    /// `(a, b, [bias], [residual])`: `a × b (+ bias) (+ residual)`, the matmul with its epilogue.
+    FusedMatMul { bias: bool, residual: bool },
+    /// `(q [hq, n, d], k [hk, t, d], v [hk, t, d], [cos, sin], [segments i64 [n]])`: softmax
+    /// attention with `hq = g·hk` (query head j reads kv head j / g), scores scaled by `scale`.
+    /// `rope_q`/`rope_k` rotate q/k by the tables first (the tables broadcast against `[n, d]`).
+    /// Masks: `Causal` lets query i (absolute position t - n + i) see keys ≤ that position;
+    /// `Segments` lets patches of the same segment see each other (n = t); `Full` masks nothing.
+    Attention { scale: f64, mask: AttentionMask, rope_q: bool, rope_k: bool },
+    /// `(x [m²·n, F])` → `[n, F]`: the mean of each group of m² consecutive rows — the spatial
+    /// merge of a merge-block-major patch sequence (transformers' bilinear downsampling by m).
+    SpatialMerge { merge: usize },
+    /// `(pixel_values [N, C·p·p], grid_thw i64 [e, 3])` → bool `[len]`: Differential Frame
+    /// Pruning's keep-mask over merged tokens. A token is kept in frame 0, or where the mean
+    /// |Δ| of its m×m patch block against the previous frame, times 255, exceeds `threshold`;
+    /// a frame with nothing kept keeps its first token.
+    DiffFramePrune { threshold: f64, merge: usize, len: Dim },
+    /// Identity. Marks a subgraph that depends only on weights and constants, to be evaluated
+    /// once at compile time.
+    Fold,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Activation {
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`
+    GeluTanh,
+    /// `0.5·x·(1 + erf(x/√2))`
+    GeluErf,
+    /// `x / (1 + exp(-x))`
+    Silu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttentionMask {
+    Full,
+    Causal,
+    Segments,
 }
 
 impl Op {
@@ -126,7 +177,34 @@ impl Op {
             Op::VisionPositionIds { .. } => "vision_position_ids",
             Op::SegmentIds { .. } => "segment_ids",
             Op::CacheAppend { .. } => "cache_append",
+            Op::Softmax => "softmax",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Activation(a) => a.mnemonic(),
+            Op::SwiGlu => "swiglu",
+            Op::Rope => "rope",
+            Op::FusedMatMul { .. } => "fused_matmul",
+            Op::Attention { .. } => "attention",
+            Op::SpatialMerge { .. } => "spatial_merge",
+            Op::DiffFramePrune { .. } => "diff_frame_prune",
+            Op::Fold => "fold",
         }
+    }
+
+    /// True for the ops the optimizer introduces; the frontend emits none of them.
+    pub fn is_fused(&self) -> bool {
+        matches!(
+            self,
+            Op::Softmax
+                | Op::LayerNorm { .. }
+                | Op::RmsNorm { .. }
+                | Op::Activation(_)
+                | Op::SwiGlu
+                | Op::Rope
+                | Op::FusedMatMul { .. }
+                | Op::Attention { .. }
+                | Op::SpatialMerge { .. }
+        )
     }
 
     /// Ops whose type is declared rather than inferred from operands.
@@ -145,14 +223,25 @@ impl Op {
             | Op::Broadcast { .. }
             | Op::Slice { .. }
             | Op::Cast { .. }
-            | Op::SegmentIds { .. } => 1,
+            | Op::SegmentIds { .. }
+            | Op::Softmax
+            | Op::Activation(_)
+            | Op::SpatialMerge { .. }
+            | Op::Fold => 1,
             Op::MatMul
             | Op::Binary(_)
             | Op::Gather { .. }
             | Op::MaskedSelect { .. }
             | Op::VisionPositionIds { .. }
-            | Op::CacheAppend { .. } => 2,
-            Op::Select | Op::MaskedScatter => 3,
+            | Op::CacheAppend { .. }
+            | Op::RmsNorm { .. }
+            | Op::SwiGlu
+            | Op::DiffFramePrune { .. } => 2,
+            Op::Select | Op::MaskedScatter | Op::LayerNorm { .. } | Op::Rope => 3,
+            Op::FusedMatMul { bias, residual } => 2 + *bias as usize + *residual as usize,
+            Op::Attention { mask, rope_q, rope_k, .. } => {
+                3 + 2 * (*rope_q || *rope_k) as usize + (*mask == AttentionMask::Segments) as usize
+            }
             Op::Concat { .. } => return None,
         })
     }
@@ -186,6 +275,10 @@ mnemonics!(BinaryOp {
 });
 
 mnemonics!(ReduceOp { Sum => "reduce_sum", Max => "reduce_max", Mean => "reduce_mean" });
+
+mnemonics!(Activation { GeluTanh => "gelu_tanh", GeluErf => "gelu_erf", Silu => "silu" });
+
+mnemonics!(AttentionMask { Full => "full", Causal => "causal", Segments => "segments" });
 
 impl BinaryOp {
     pub fn is_comparison(self) -> bool {

@@ -1,7 +1,7 @@
 //! Parser for the text form printed by `text.rs`. Non-source node types are re-inferred and must
 //! equal the written type, and each parsed graph is verified, so a text file cannot lie.
 
-use crate::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, TensorType, UnaryOp};
+use crate::{Activation, AttentionMask, BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, TensorType, UnaryOp};
 use crate::lex::{lex, Tok, Token};
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +23,8 @@ impl std::error::Error for ParseError {}
 
 /// Value of an attribute; which kind a key takes is fixed (see `Parser::attr_value`).
 enum Attr {
+    Float(f64),
+    Ident(String),
     Uint(usize),
     Uints(Vec<usize>),
     Bool(bool),
@@ -218,11 +220,20 @@ impl Parser {
         Ok(match name.as_str() {
             "axes" | "perm" => Attr::Uints(self.list(|p| p.uint())?),
             "axis" => Attr::Uint(self.uint()?),
-            "keep_dims" => match self.ident("`true` or `false`")?.as_str() {
+            "keep_dims" | "bias" | "residual" | "rope_q" | "rope_k" => match self.ident("`true` or `false`")?.as_str() {
                 "true" => Attr::Bool(true),
                 "false" => Attr::Bool(false),
                 _ => return Self::err_at(&self.toks[self.pos - 1], "expected `true` or `false`"),
             },
+            "eps" | "scale" | "threshold" => {
+                let at = self.peek().clone();
+                match self.scalar()? {
+                    Scalar::Float(x) => Attr::Float(x),
+                    _ => return Self::err_at(&at, format!("`{name}` must be a float literal")),
+                }
+            }
+            "mask" => Attr::Ident(self.ident("an attention mask")?),
+            "merge" => Attr::Uint(self.uint()?),
             "shape" => Attr::Dims(self.list(|p| p.dim())?),
             "len" | "start" | "end" => Attr::Dim(self.dim()?),
             "name" => Attr::Str(self.string("a cache name")?),
@@ -292,6 +303,21 @@ impl Attrs {
         }
     }
 
+    fn float(&mut self, key: &str, op: &str) -> PResult<f64> {
+        match self.take(key, op)? {
+            (_, Attr::Float(v)) => Ok(v),
+            (t, _) => Parser::err_at(&t, format!("`{key}` must be a float")),
+        }
+    }
+
+    fn mask(&mut self, key: &str, op: &str) -> PResult<AttentionMask> {
+        match self.take(key, op)? {
+            (t, Attr::Ident(v)) => AttentionMask::from_mnemonic(&v)
+                .map_or_else(|| Parser::err_at(&t, format!("unknown attention mask `{v}`")), Ok),
+            (t, _) => Parser::err_at(&t, format!("`{key}` must be full, causal or segments")),
+        }
+    }
+
     fn dim(&mut self, key: &str, op: &str) -> PResult<Dim> {
         match self.take(key, op)? {
             (_, Attr::Dim(v)) => Ok(v),
@@ -329,6 +355,9 @@ fn build_op(mn: &str, at: &Token, attrs: &mut Attrs, ty: &TensorType) -> PResult
     if let Some(b) = BinaryOp::from_mnemonic(mn) {
         return Ok(Op::Binary(b));
     }
+    if let Some(a) = Activation::from_mnemonic(mn) {
+        return Ok(Op::Activation(a));
+    }
     if let Some(op) = ReduceOp::from_mnemonic(mn) {
         return Ok(Op::Reduce { op, axes: attrs.uints("axes", mn)?, keep_dims: attrs.bool("keep_dims", mn)? });
     }
@@ -348,6 +377,25 @@ fn build_op(mn: &str, at: &Token, attrs: &mut Attrs, ty: &TensorType) -> PResult
         "vision_position_ids" => Op::VisionPositionIds { len: attrs.dim("len", mn)? },
         "segment_ids" => Op::SegmentIds { len: attrs.dim("len", mn)? },
         "cache_append" => Op::CacheAppend { name: attrs.string("name", mn)?, axis: attrs.uint("axis", mn)? },
+        "softmax" => Op::Softmax,
+        "layer_norm" => Op::LayerNorm { eps: attrs.float("eps", mn)? },
+        "rms_norm" => Op::RmsNorm { eps: attrs.float("eps", mn)? },
+        "swiglu" => Op::SwiGlu,
+        "rope" => Op::Rope,
+        "fused_matmul" => Op::FusedMatMul { bias: attrs.bool("bias", mn)?, residual: attrs.bool("residual", mn)? },
+        "attention" => Op::Attention {
+            scale: attrs.float("scale", mn)?,
+            mask: attrs.mask("mask", mn)?,
+            rope_q: attrs.bool("rope_q", mn)?,
+            rope_k: attrs.bool("rope_k", mn)?,
+        },
+        "spatial_merge" => Op::SpatialMerge { merge: attrs.uint("merge", mn)? },
+        "diff_frame_prune" => Op::DiffFramePrune {
+            threshold: attrs.float("threshold", mn)?,
+            merge: attrs.uint("merge", mn)?,
+            len: attrs.dim("len", mn)?,
+        },
+        "fold" => Op::Fold,
         _ => return Parser::err_at(at, format!("unknown op `{mn}`")),
     })
 }

@@ -76,6 +76,18 @@ pub(crate) fn attrs(op: &Op) -> Vec<(&'static str, String)> {
         Op::Slice { axis, start, end } => vec![("axis", axis.to_string()), ("start", dim(start)), ("end", dim(end))],
         Op::MaskedSelect { len } | Op::VisionPositionIds { len } | Op::SegmentIds { len } => vec![("len", dim(len))],
         Op::CacheAppend { name, axis } => vec![("name", quote(name)), ("axis", axis.to_string())],
+        Op::LayerNorm { eps } | Op::RmsNorm { eps } => vec![("eps", fmt_float(*eps))],
+        Op::FusedMatMul { bias, residual } => vec![("bias", bias.to_string()), ("residual", residual.to_string())],
+        Op::Attention { scale, mask, rope_q, rope_k } => vec![
+            ("scale", fmt_float(*scale)),
+            ("mask", mask.to_string()),
+            ("rope_q", rope_q.to_string()),
+            ("rope_k", rope_k.to_string()),
+        ],
+        Op::SpatialMerge { merge } => vec![("merge", merge.to_string())],
+        Op::DiffFramePrune { threshold, merge, len } => {
+            vec![("threshold", fmt_float(*threshold)), ("merge", merge.to_string()), ("len", dim(len))]
+        }
         _ => Vec::new(),
     }
 }

@@ -15,7 +15,10 @@ fn op_dims(op: &Op) -> Vec<&Dim> {
         Op::Iota { len, start, .. } => vec![len, start],
         Op::Reshape { shape } | Op::Broadcast { shape } => shape.iter().collect(),
         Op::Slice { start, end, .. } => vec![start, end],
-        Op::MaskedSelect { len } | Op::VisionPositionIds { len } | Op::SegmentIds { len } => vec![len],
+        Op::MaskedSelect { len }
+        | Op::VisionPositionIds { len }
+        | Op::SegmentIds { len }
+        | Op::DiffFramePrune { len, .. } => vec![len],
         _ => Vec::new(),
     }
 }

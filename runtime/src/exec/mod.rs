@@ -424,9 +424,11 @@ impl<'a> Exec<'a> {
             Op::VisionPositionIds { len } => index::vision_position_ids(o[0], o[1], expected_len(len)),
             Op::SegmentIds { len } => index::segment_ids(o[0], expected_len(len)),
             Op::CacheAppend { axis, .. } => shape::concat(&o, *axis),
+            Op::Fold => Ok(o[0].clone()),
             Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. } | Op::Reshape { .. } | Op::MatMul => {
                 unreachable!("handled by the caller")
             }
+            fused => Err(format!("`{}` is not supported by the reference executor yet", fused.mnemonic())),
         };
         Ok((r.map_err(err)?, transient))
     }
