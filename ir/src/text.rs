@@ -136,3 +136,30 @@ impl fmt::Display for Graph {
         f.write_str("}\n")
     }
 }
+
+impl Op {
+    /// The op as the text form writes it without operands or type: mnemonic, literal or name,
+    /// and attributes, e.g. `reduce_max {axes = [2], keep_dims = true}`.
+    pub fn signature(&self) -> String {
+        let mut out = self.mnemonic().to_string();
+        match self {
+            Op::Input { name } | Op::Weight { name } | Op::CacheRead { name } => {
+                out.push(' ');
+                out.push_str(&quote(name));
+            }
+            Op::Constant { value, dtype } => {
+                let _ = write!(out, " {}:{dtype}", fmt_scalar(value));
+            }
+            Op::Iota { dtype, .. } | Op::Cast { to: dtype } => {
+                let _ = write!(out, ":{dtype}");
+            }
+            _ => {}
+        }
+        let attrs = attrs(self);
+        if !attrs.is_empty() {
+            let list: Vec<String> = attrs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            let _ = write!(out, " {{{}}}", list.join(", "));
+        }
+        out
+    }
+}

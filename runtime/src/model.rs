@@ -73,8 +73,10 @@ impl Model {
     }
 
     /// Vision encoder + projector over images or videos; entries are grouped by merge size
-    /// so each group runs through the graph of its merge size, in input order.
-    fn encode(&self, pixels: &Tensor, grid: &Tensor, merges: Option<&Tensor>, kind: Modality, peak: &mut usize) -> Result<Tensor> {
+    /// so each group runs through the graph of its merge size, in input order. Also returns the
+    /// Differential Frame Pruning keep-mask the graphs computed, concatenated in the same order
+    /// (spec §4.3); a merge-1 group, whose graph has no pruning, keeps all of its tokens.
+    fn encode(&self, pixels: &Tensor, grid: &Tensor, merges: Option<&Tensor>, kind: Modality, peak: &mut usize) -> Result<Encoded> {
         let names = kind.names();
         let grid = grid_rows(grid, names.grid)?;
         let merges: Vec<i64> = match merges {
@@ -95,6 +97,7 @@ impl Model {
         }
         let pixels = pixels.to_f32_vec();
         let mut features = Vec::new();
+        let mut keep = Vec::new();
         let (mut entry, mut row) = (0, 0);
         while entry < grid.len() {
             let m = merges[entry];
@@ -115,13 +118,20 @@ impl Model {
                 ("grid_thw".to_string(), Tensor::i64(vec![end - entry, 3], group_grid)),
                 ("merge_sizes".to_string(), Tensor::i64(vec![end - entry], vec![m; end - entry])),
             ]);
-            let out = self.run(graph, &inputs, &HashMap::new(), peak)?;
-            features.push(take_output(out.outputs, "features")?);
+            let mut out = self.run(graph, &inputs, &HashMap::new(), peak)?;
+            let keep_mask = out.outputs.remove("keep_mask");
+            let group = take_output(out.outputs, "features")?;
+            match keep_mask.map(|m| m.data) {
+                Some(TensorData::Bool(m)) => keep.extend(m),
+                _ => keep.extend(std::iter::repeat_n(true, group.shape[0])),
+            }
+            features.push(group);
             (entry, row) = (end, row + rows);
         }
         let features = concat_rows(features);
         let projected = self.run(&self.graphs.projector, &HashMap::from([("features".to_string(), features)]), &HashMap::new(), peak)?;
-        take_output(projected.outputs, "embeds")
+        let keep = Tensor::bool(vec![keep.len()], keep);
+        Ok(Encoded { embeds: take_output(projected.outputs, "embeds")?, keep })
     }
 
     /// transformers' `forward` (logits for every position), then `max_new_tokens` greedy steps.
@@ -145,7 +155,7 @@ impl Model {
         let image_embeds = match inputs.get("pixel_values") {
             Some(p) => {
                 let grid = inputs.get("image_grid_thw").ok_or_else(|| missing("image_grid_thw", "pixel_values"))?;
-                self.encode(p, grid, inputs.get("image_merge_sizes"), Modality::Image, &mut peak)?
+                self.encode(p, grid, inputs.get("image_merge_sizes"), Modality::Image, &mut peak)?.embeds
             }
             None => empty(),
         };
@@ -158,10 +168,11 @@ impl Model {
             }
             (Some(p), Some(video_token)) => {
                 let grid = inputs.get("video_grid_thw").ok_or_else(|| missing("video_grid_thw", "pixel_values_videos"))?;
-                let embeds = self.encode(p, grid, inputs.get("video_merge_sizes"), Modality::Video, &mut peak)?;
+                let Encoded { embeds, keep } = self.encode(p, grid, inputs.get("video_merge_sizes"), Modality::Video, &mut peak)?;
+                // The processor's mask when given; otherwise the one the video graph computed.
                 let mask = match inputs.get("video_compression_mask") {
                     Some(m) => bool_mask(m, embeds.shape[0])?,
-                    None => Tensor::bool(vec![embeds.shape[0]], vec![true; embeds.shape[0]]),
+                    None => keep,
                 };
                 let kept = mask_count(&mask);
                 check_placeholders(&ids_vec, video_token.into(), kept, "video")?;
@@ -200,6 +211,12 @@ impl Model {
             .transpose()?;
         Ok(ForwardResult { logits, generated_ids, peak_intermediate_bytes: peak })
     }
+}
+
+/// What `encode` produced: the projected features and the keep-mask over them.
+struct Encoded {
+    embeds: Tensor,
+    keep: Tensor,
 }
 
 #[derive(Clone, Copy)]

@@ -8,7 +8,13 @@ use vl3c_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp};
 /// Largest patch count one call may carry (180 frames of the class-default video budget, with room).
 const MAX_PATCHES: i64 = 1 << 24;
 
+/// Differential Frame Pruning's threshold on the mean |Δpixel|·255 of a merged token's patch
+/// block: transformers' default (`_get_compression_mask(threshold=0.1)`, spec §4.3).
+pub const DIFF_FRAME_PRUNE_THRESHOLD: f64 = 0.1;
+
 /// `vision_m{merge}`: `pixel_values`, `grid_thw`, `merge_sizes` → merged `features [n, F]`.
+/// For merge > 1 (videos) also `keep_mask` bool `[n]`: Differential Frame Pruning's keep-mask
+/// over the merged tokens, which the runner uses when the inputs carry no `video_compression_mask`.
 /// Every entry in one call shares the merge size, which is what the symbolic patch count
 /// `merge²·n_merged` states; the runner groups entries by merge size.
 pub fn vision_graph(cfg: &ModelConfig, merge: usize, weight_dtype: &dyn Fn(&str) -> DType) -> Result<Graph> {
@@ -45,6 +51,13 @@ pub fn vision_graph(cfg: &ModelConfig, merge: usize, weight_dtype: &dyn Fn(&str)
         b.op(Op::Reduce { op: ReduceOp::Mean, axes: vec![1], keep_dims: false }, &[grouped])?
     };
     b.g.set_output("features", features);
+    if merge > 1 {
+        // Pruning reads the normalized pixels, not the features (spec §4.3): it is part of the
+        // graph so that a compiled model needs no preprocessing hidden in the runtime.
+        let prune = Op::DiffFramePrune { threshold: DIFF_FRAME_PRUNE_THRESHOLD, merge, len: n_merged.clone() };
+        let keep = b.op(prune, &[pixels, grid])?;
+        b.g.set_output("keep_mask", keep);
+    }
     Ok(b.finish())
 }
 

@@ -9,8 +9,10 @@
 mod bind;
 mod elementwise;
 mod erf;
+mod fused;
 mod index;
 mod matmul;
+mod prune;
 mod reduce;
 mod shape;
 mod tensor;
@@ -132,8 +134,10 @@ fn plan_lifetimes(graph: &Graph) -> (Vec<usize>, Vec<bool>) {
         if matches!(n.op, Op::CacheAppend { .. }) {
             last[i] = usize::MAX;
         }
-        for inp in &n.inputs {
-            if n.op != Op::MatMul {
+        for (pos, inp) in n.inputs.iter().enumerate() {
+            // A fused matmul reads its two factors as a matmul does; its epilogue elementwise.
+            let matmul_read = n.op == Op::MatMul || (matches!(n.op, Op::FusedMatMul { .. }) && pos < 2);
+            if !matmul_read {
                 if let Some(r) = only_matmul_reads.get_mut(inp.index()) {
                     *r = false;
                 }
@@ -391,6 +395,14 @@ impl<'a> Exec<'a> {
             let transient = [&a, &b].iter().map(|o| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 }).sum();
             return Ok((matmul::matmul(&a, a_t, &b, b_t).map_err(err)?, transient));
         }
+        if let Op::FusedMatMul { .. } = &node.op {
+            let ((a, a_t), (b, b_t)) = (self.matmul_operand(node.inputs[0])?, self.matmul_operand(node.inputs[1])?);
+            let epilogue = node.inputs[2..].iter().map(|&id| self.operand(id)).collect::<Result<Vec<_>, _>>()?;
+            let owned = |o: &Cow<Tensor>| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 };
+            let transient = owned(&a) + owned(&b) + epilogue.iter().map(owned).sum::<usize>();
+            let e: Vec<&Tensor> = epilogue.iter().map(|c| c.as_ref()).collect();
+            return Ok((fused::fused_matmul(&a, a_t, &b, b_t, &e).map_err(err)?, transient));
+        }
         let ops = node.inputs.iter().map(|&id| self.operand(id)).collect::<Result<Vec<_>, _>>()?;
         let transient = ops.iter().map(|o| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 }).sum();
         let o: Vec<&Tensor> = ops.iter().map(|c| c.as_ref()).collect();
@@ -423,12 +435,27 @@ impl<'a> Exec<'a> {
             Op::MaskedScatter => index::masked_scatter(o[0], o[1], o[2]),
             Op::VisionPositionIds { len } => index::vision_position_ids(o[0], o[1], expected_len(len)),
             Op::SegmentIds { len } => index::segment_ids(o[0], expected_len(len)),
+            Op::DiffFramePrune { threshold, merge, len } => {
+                prune::diff_frame_prune(o[0], o[1], *threshold, *merge, expected_len(len))
+            }
             Op::CacheAppend { axis, .. } => shape::concat(&o, *axis),
             Op::Fold => Ok(o[0].clone()),
-            Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. } | Op::Reshape { .. } | Op::MatMul => {
+            Op::Softmax => fused::softmax(o[0]),
+            Op::LayerNorm { eps } => fused::layer_norm(o[0], o[1], o[2], *eps),
+            Op::RmsNorm { eps } => fused::rms_norm(o[0], o[1], *eps),
+            Op::Activation(a) => fused::activation(*a, o[0]),
+            Op::SwiGlu => fused::swiglu(o[0], o[1]),
+            Op::Rope => fused::rope(o[0], o[1], o[2]),
+            Op::Attention { scale, mask, rope_q, rope_k } => fused::attention(&o, *scale, *mask, *rope_q, *rope_k),
+            Op::SpatialMerge { merge } => fused::spatial_merge(o[0], *merge),
+            Op::Input { .. }
+            | Op::Weight { .. }
+            | Op::CacheRead { .. }
+            | Op::Reshape { .. }
+            | Op::MatMul
+            | Op::FusedMatMul { .. } => {
                 unreachable!("handled by the caller")
             }
-            fused => Err(format!("`{}` is not supported by the reference executor yet", fused.mnemonic())),
         };
         Ok((r.map_err(err)?, transient))
     }
