@@ -78,6 +78,30 @@ pub struct ModelConfig {
     /// Effective tying: true if either the top level or the text config says so.
     pub tie_word_embeddings: bool,
     pub declared_dtype: DType,
+    /// How many patches one image or one video may have: the bounds of the vision symbols.
+    pub vision_limits: VisionLimits,
+}
+
+/// The processors' pixel limits in patches. Defaults are transformers' class defaults; a
+/// runner that reads the checkpoint's preprocessor config replaces them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VisionLimits {
+    /// `VideoLlama3ImageProcessor`'s `size.longest_edge` (1003520 px) in patches, per image.
+    pub image_max_patches: usize,
+    /// `VideoLlama3VideoProcessor`'s `size.longest_edge` (602112 px) in patches: the budget is
+    /// shared by all frames of one video.
+    pub video_max_patches: usize,
+}
+
+impl VisionLimits {
+    pub fn from_pixels(image_max_pixels: usize, video_max_pixels: usize, patch_size: usize) -> VisionLimits {
+        let pp = (patch_size * patch_size).max(1);
+        VisionLimits { image_max_patches: image_max_pixels / pp, video_max_patches: video_max_pixels / pp }
+    }
+
+    pub fn class_defaults(patch_size: usize) -> VisionLimits {
+        VisionLimits::from_pixels(1_003_520, 602_112, patch_size)
+    }
 }
 
 /// Activations accepted for the vision MLP: all of them are the tanh approximation of GELU.
@@ -266,6 +290,7 @@ impl ModelConfig {
             image_token_id: top.token_id("image_token_id")?.unwrap_or(151655),
             video_token_id: Some(top.token_id("video_token_id")?.unwrap_or(151656)),
             declared_dtype: declared_dtype(top, Some(&text_obj))?,
+            vision_limits: VisionLimits::class_defaults(vision.patch_size),
             text,
             vision,
         })
@@ -288,6 +313,7 @@ impl ModelConfig {
             image_token_id,
             video_token_id: None,
             declared_dtype: declared_dtype(top, None)?,
+            vision_limits: VisionLimits::class_defaults(vision.patch_size),
             text,
             vision,
         })

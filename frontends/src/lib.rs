@@ -7,7 +7,7 @@ pub mod error;
 pub mod names;
 
 pub use checkpoint::{Checkpoint, IgnoredTensor, TensorRef};
-pub use config::{Layout, ModelConfig, TextConfig, VisionConfig};
+pub use config::{Layout, ModelConfig, TextConfig, VisionConfig, VisionLimits};
 pub use error::FrontendError;
 pub use names::{expected_weights, ExpectedWeight, Part};
 pub mod lower;

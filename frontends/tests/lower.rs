@@ -76,3 +76,18 @@ fn merge_two_states_divisibility_in_the_input_shape() {
     let features = graphs.vision_m2.output("features").unwrap();
     assert_eq!(graphs.vision_m2.ty(features).shape[0].to_string(), "n_merged");
 }
+
+/// Symbol bounds follow the processors' pixel limits: transformers' class defaults give 5120
+/// patches per image (1003520 px / 14²) and 3072 per video (602112 px shared by its frames).
+#[test]
+fn vision_symbol_bounds_come_from_pixel_limits() {
+    let mut cfg = ModelConfig::from_json_str(CONFIG_7B, "7b/config.json").unwrap();
+    let per_call = vl3c_frontends::lower::MAX_ENTRIES_PER_CALL;
+    let graphs = ModelGraphs::from_config(&cfg).unwrap();
+    assert_eq!(graphs.vision_m1.symbol_bounds("n_merged").unwrap().max, per_call * 5120);
+    assert_eq!(graphs.vision_m2.symbol_bounds("n_merged").unwrap().max, per_call * 3072 / 4);
+    cfg.vision_limits = vl3c_frontends::VisionLimits::from_pixels(14 * 14 * 100, 14 * 14 * 40, 14);
+    let graphs = ModelGraphs::from_config(&cfg).unwrap();
+    assert_eq!(graphs.vision_m1.symbol_bounds("n_merged").unwrap().max, per_call * 100);
+    assert_eq!(graphs.vision_m2.symbol_bounds("n_merged").unwrap().max, per_call * 10);
+}

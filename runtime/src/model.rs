@@ -5,7 +5,7 @@
 use crate::exec::{execute, ExecError, Tensor, TensorData, WeightSource, WeightView};
 use std::collections::HashMap;
 use std::path::Path;
-use vl3c_frontends::lower::{cache_names, ModelGraphs};
+use vl3c_frontends::lower::{cache_names, ModelGraphs, MAX_ENTRIES_PER_CALL};
 use vl3c_frontends::{Checkpoint, FrontendError};
 use vl3c_ir::{Graph, IrError};
 
@@ -21,6 +21,8 @@ pub enum ModelError {
     BadInput { name: String, message: String },
     #[error("not supported yet: {0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Preprocess(#[from] crate::preprocess::PreprocessError),
 }
 
 type Result<T> = std::result::Result<T, ModelError>;
@@ -52,8 +54,12 @@ impl WeightSource for CheckpointWeights<'_> {
 impl Model {
     pub fn open(dir: &Path) -> Result<Model> {
         let checkpoint = Checkpoint::open(dir)?;
-        let declared = checkpoint.config().declared_dtype;
-        let graphs = ModelGraphs::lower(checkpoint.config(), &|name| checkpoint.weight_dtype(name).unwrap_or(declared))?;
+        let mut cfg = checkpoint.config().clone();
+        // The image processor's pixel limit bounds the encoder's symbols.
+        let images = crate::preprocess::ImageProcessorConfig::from_model_dir(dir)?;
+        cfg.vision_limits.image_max_patches = images.max_pixels / (images.patch_size * images.patch_size);
+        let declared = cfg.declared_dtype;
+        let graphs = ModelGraphs::lower(&cfg, &|name| checkpoint.weight_dtype(name).unwrap_or(declared))?;
         Ok(Model { checkpoint, graphs })
     }
 
@@ -63,6 +69,12 @@ impl Model {
 
     pub fn graphs(&self) -> &ModelGraphs {
         &self.graphs
+    }
+
+    /// Runs these graphs instead of the lowered ones (e.g. optimized forms of them); they must
+    /// keep the lowered graphs' inputs, outputs and cache names.
+    pub fn set_graphs(&mut self, graphs: ModelGraphs) {
+        self.graphs = graphs;
     }
 
     fn run(&self, graph: &Graph, inputs: &NamedTensors, caches: &NamedTensors, peak: &mut usize) -> Result<crate::exec::Outputs> {
@@ -101,7 +113,8 @@ impl Model {
         let (mut entry, mut row) = (0, 0);
         while entry < grid.len() {
             let m = merges[entry];
-            let end = (entry..grid.len()).find(|&e| merges[e] != m).unwrap_or(grid.len());
+            let run_end = (entry..grid.len()).find(|&e| merges[e] != m).unwrap_or(grid.len());
+            let end = run_end.min(entry + MAX_ENTRIES_PER_CALL as usize);
             let graph = self
                 .graphs
                 .vision(m as usize)

@@ -6,7 +6,7 @@ mod llm;
 mod vision;
 
 pub use llm::{cache_names, llm_graph, Step};
-pub use vision::{projector_graph, vision_graph};
+pub use vision::{projector_graph, vision_graph, MAX_ENTRIES_PER_CALL};
 
 use crate::config::ModelConfig;
 use vl3c_ir::{DType, Graph, IrError};

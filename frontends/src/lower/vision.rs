@@ -5,8 +5,8 @@ use super::builder::{Builder, Result};
 use crate::config::{ModelConfig, VisionConfig};
 use vl3c_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp};
 
-/// Largest patch count one call may carry (180 frames of the class-default video budget, with room).
-const MAX_PATCHES: i64 = 1 << 24;
+/// Most images or videos one encoder call takes; the runner groups entries into calls.
+pub const MAX_ENTRIES_PER_CALL: i64 = 64;
 
 /// Differential Frame Pruning's threshold on the mean |Δpixel|·255 of a merged token's patch
 /// block: transformers' default (`_get_compression_mask(threshold=0.1)`, spec §4.3).
@@ -21,8 +21,11 @@ pub fn vision_graph(cfg: &ModelConfig, merge: usize, weight_dtype: &dyn Fn(&str)
     let v = &cfg.vision;
     let mut b = Builder::new(&format!("vision_m{merge}"), weight_dtype);
     let group = (merge * merge) as i64;
-    let n_merged = b.sym("n_merged", 1, MAX_PATCHES / group);
-    let n_entries = b.sym("n_entries", 1, MAX_PATCHES);
+    // Images merge 1 and videos 2 in every VideoLLaMA3 processor: the bound follows the kind.
+    let limits = &cfg.vision_limits;
+    let per_entry = if merge == 1 { limits.image_max_patches } else { limits.video_max_patches } as i64;
+    let n_merged = b.sym("n_merged", 1, (MAX_ENTRIES_PER_CALL * per_entry / group).max(1));
+    let n_entries = b.sym("n_entries", 1, MAX_ENTRIES_PER_CALL);
     let n = Dim::Const(group) * n_merged.clone();
     let patch_len = v.num_channels * v.patch_size * v.patch_size;
 
@@ -137,7 +140,9 @@ fn encoder_layer(
 pub fn projector_graph(cfg: &ModelConfig, weight_dtype: &dyn Fn(&str) -> DType) -> Result<Graph> {
     let (f, h) = (cfg.vision.hidden_size, cfg.text.hidden_size);
     let mut b = Builder::new("projector", weight_dtype);
-    let n = b.sym("n_tokens", 1, MAX_PATCHES);
+    let limits = &cfg.vision_limits;
+    let most = MAX_ENTRIES_PER_CALL * limits.image_max_patches.max(limits.video_max_patches) as i64;
+    let n = b.sym("n_tokens", 1, most);
     let x = b.input("features", b.compute, vec![n, f.into()])?;
     let x = b.linear(x, "model.projector.readout.0", h, f, true)?;
     let x = b.gelu_erf(x)?;
