@@ -50,8 +50,57 @@ pub fn from_egraph(template: &Graph, egraph: &EGraph, choice: &HashMap<Id, ENode
     for (name, id) in &roots.outputs {
         g.set_output(name.clone(), emitted[&egraph.find(*id)]);
     }
+    let g = mark_folds(&g)?;
     g.verify()?;
     Ok(g)
+}
+
+/// Wraps every maximal weight-only value (computed from weights and literals alone, such as a
+/// transposed or concatenated weight, or the RoPE inverse frequencies) in `fold` where a
+/// runtime-dependent node reads it: the mark tells backends to evaluate it once at compile time.
+/// Bare weights and literals need no mark.
+pub fn mark_folds(g: &Graph) -> Result<Graph, IrError> {
+    let mut out = Graph::new(g.name.clone());
+    out.symbols = g.symbols.clone();
+    let mut weight_only = Vec::with_capacity(g.nodes.len());
+    let mut new_id: Vec<NodeId> = Vec::with_capacity(g.nodes.len());
+    let mut folded: HashMap<NodeId, NodeId> = HashMap::new();
+    for node in &g.nodes {
+        let wo = match &node.op {
+            Op::Weight { .. } | Op::Constant { .. } => true,
+            Op::Input { .. } | Op::CacheRead { .. } => false,
+            Op::Iota { len, start, .. } => len.as_const().is_some() && start.as_const().is_some(),
+            _ => !node.inputs.is_empty() && node.inputs.iter().all(|i| weight_only[i.index()]),
+        };
+        let id = if node.op.is_source() {
+            out.add_source(node.op.clone(), node.ty.clone())?
+        } else {
+            let mut inputs = Vec::with_capacity(node.inputs.len());
+            for i in &node.inputs {
+                let computed = weight_only[i.index()]
+                    && !matches!(g.node(*i).op, Op::Weight { .. } | Op::Constant { .. } | Op::Iota { .. } | Op::Fold);
+                inputs.push(if !wo && computed {
+                    match folded.get(i) {
+                        Some(f) => *f,
+                        None => {
+                            let f = out.add(Op::Fold, &[new_id[i.index()]])?;
+                            folded.insert(*i, f);
+                            f
+                        }
+                    }
+                } else {
+                    new_id[i.index()]
+                });
+            }
+            out.add(node.op.clone(), &inputs)?
+        };
+        weight_only.push(wo);
+        new_id.push(id);
+    }
+    for (name, id) in &g.outputs {
+        out.set_output(name.clone(), new_id[id.index()]);
+    }
+    Ok(out)
 }
 
 fn emit(g: &mut Graph, egraph: &EGraph, choice: &HashMap<Id, ENode>, root: Id, emitted: &mut HashMap<Id, NodeId>) -> Result<NodeId, IrError> {

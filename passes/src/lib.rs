@@ -4,6 +4,9 @@
 //! with equivalent forms (fused attention, norms, activations, epilogues, layout
 //! simplifications), and extraction ([`extract`]) picks the cheapest form under a per-target
 //! roofline [`cost`] model. The result is an ordinary IR graph that passes the verifier.
+//!
+//! [`optimize`] saturates one graph as a whole; [`optimize_graph`] (the default) partitions it
+//! into per-layer windows, optimizes each distinct window once and stitches ([`schedule`]).
 
 pub mod analysis;
 pub mod convert;
@@ -11,6 +14,9 @@ pub mod cost;
 pub mod extract;
 pub mod lang;
 pub mod rules;
+pub mod schedule;
+
+pub use schedule::optimize_graph;
 
 use analysis::TensorAnalysis;
 use cost::Target;
@@ -40,6 +46,12 @@ pub struct Stats {
     pub build_seconds: f64,
     pub saturate_seconds: f64,
     pub extract_seconds: f64,
+    /// Scheduler only: reassembling the optimized windows into one graph.
+    pub stitch_seconds: f64,
+    /// Scheduler only: windows with something to optimize, and how many of them missed the
+    /// memo (were saturated); whole-graph [`optimize`] reports 0 and 0.
+    pub windows: usize,
+    pub windows_optimized: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +97,7 @@ pub fn optimize(g: &Graph, target: &Target, budget: &Budget) -> Result<(Graph, S
         build_seconds,
         saturate_seconds,
         extract_seconds: t2.elapsed().as_secs_f64(),
+        ..Default::default()
     };
     Ok((optimized, stats))
 }

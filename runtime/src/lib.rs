@@ -1,7 +1,10 @@
 //! The runtime: the reference executor that defines IR semantics, image preprocessing, and the
 //! model runner that strings VideoLLaMA3's graphs together.
 
+pub mod chat;
 pub mod exec;
 pub mod model;
 pub mod preprocess;
+pub mod sampling;
 pub mod tensor_file;
+pub mod tokenizer;
