@@ -21,6 +21,8 @@ enum Command {
     Preprocess(cli::preprocess::Args),
     /// Describe a checkpoint: layout, configuration, parameters by part, dtypes and IR op counts.
     Inspect(cli::inspect::Args),
+    /// Optimize the model's graphs (e-graph rewriting, per-layer scheduling) and report what changed.
+    Opt(cli::opt::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval::run(a),
         Command::Preprocess(a) => cli::preprocess::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
+        Command::Opt(a) => cli::opt::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,13 @@
-//! Cost-based extraction. Classes are settled in increasing cost order (Knuth's generalization
-//! of Dijkstra): a node becomes a candidate once all its children are settled, costing its op
-//! plus its children. Op costs are strictly positive, so a settled class only depends on
-//! classes settled before it and the choice is acyclic by construction.
+//! Cost-based extraction in two steps.
+//!
+//! 1. Tree cost: classes are settled in increasing cost order (Knuth's generalization of
+//!    Dijkstra): a node becomes a candidate once all its children are settled, costing its op
+//!    plus its children. Op costs are strictly positive, so a settled class only depends on
+//!    classes settled before it and this choice is acyclic by construction.
+//! 2. DAG cost: tree cost counts a shared value once per use, so it never picks a merged matmul
+//!    that three slices read. Group moves fix that: switching a class to a node with a newly
+//!    reached child also switches every other chosen class that can read that child; a move is
+//!    kept when the summed cost of the distinct chosen nodes drops and the choice stays acyclic.
 
 use crate::analysis::EGraph;
 use crate::lang::{resolve, ENode};
@@ -88,16 +94,110 @@ pub fn extract(egraph: &EGraph, roots: impl IntoIterator<Item = Id>, op_cost: &N
             }
         }
     }
-    let mut choice = HashMap::new();
-    let mut stack: Vec<Id> = roots.into_iter().map(|r| egraph.find(r)).collect();
-    while let Some(class) = stack.pop() {
-        if choice.contains_key(&class) {
-            continue;
-        }
-        let (_, i) = best.get(&class).ok_or_else(|| format!("e-class {class} has no well-typed node"))?;
-        let node = nodes[*i].1.clone();
-        stack.extend(node.children.iter().map(|c| egraph.find(*c)));
-        choice.insert(class, node);
+    let roots: Vec<Id> = roots.into_iter().map(|r| egraph.find(r)).collect();
+    let tree: HashMap<Id, usize> = best.iter().map(|(c, (_, i))| (*c, *i)).collect();
+    let own: Vec<Option<f64>> = (0..nodes.len())
+        .map(|i| {
+            let (class, node) = nodes[i];
+            let out = egraph[class].data.ty.as_ref()?;
+            let tys: Option<Vec<&TensorType>> = node.children.iter().map(|c| egraph[*c].data.ty.as_ref()).collect();
+            Some(op_cost(node, out, &tys?, egraph[class].data.weight_only))
+        })
+        .collect();
+    let dag = Dag { egraph, nodes: &nodes, own: &own, tree: &tree, roots: &roots };
+    let mut choice = dag.complete(HashMap::new()).ok_or_else(|| "a root has no well-typed node".to_string())?;
+    dag.improve(&mut choice);
+    Ok(choice.into_iter().map(|(c, i)| (c, nodes[i].1.clone())).collect())
+}
+
+struct Dag<'a> {
+    egraph: &'a EGraph,
+    nodes: &'a [(Id, &'a ENode)],
+    own: &'a [Option<f64>],
+    tree: &'a HashMap<Id, usize>,
+    roots: &'a [Id],
+}
+
+impl Dag<'_> {
+    fn children(&self, i: usize) -> impl Iterator<Item = Id> + '_ {
+        self.nodes[i].1.children.iter().map(|c| self.egraph.find(*c))
     }
-    Ok(choice)
+
+    /// Keeps the choices reachable from the roots, filling unchosen classes with their tree-best
+    /// node; `None` when a class has no usable node or the choice is cyclic.
+    fn complete(&self, mut choice: HashMap<Id, usize>) -> Option<HashMap<Id, usize>> {
+        let mut out = HashMap::new();
+        let mut open = std::collections::HashSet::new();
+        let mut stack: Vec<(Id, bool)> = self.roots.iter().map(|r| (*r, false)).collect();
+        while let Some((class, done)) = stack.pop() {
+            if done {
+                open.remove(&class);
+                continue;
+            }
+            if out.contains_key(&class) {
+                continue;
+            }
+            if !open.insert(class) {
+                return None;
+            }
+            let i = choice.remove(&class).or_else(|| self.tree.get(&class).copied())?;
+            self.own[i]?;
+            out.insert(class, i);
+            stack.push((class, true));
+            for c in self.children(i) {
+                if open.contains(&c) {
+                    return None;
+                }
+                stack.push((c, false));
+            }
+        }
+        Some(out)
+    }
+
+    fn cost(&self, choice: &HashMap<Id, usize>) -> f64 {
+        choice.values().map(|&i| self.own[i].unwrap_or(f64::INFINITY)).sum()
+    }
+
+    fn improve(&self, choice: &mut HashMap<Id, usize>) {
+        let mut readers: HashMap<Id, Vec<usize>> = HashMap::new();
+        let mut members: HashMap<Id, Vec<usize>> = HashMap::new();
+        for i in 0..self.nodes.len() {
+            members.entry(self.nodes[i].0).or_default().push(i);
+            for c in self.children(i) {
+                readers.entry(c).or_default().push(i);
+            }
+        }
+        let mut current = self.cost(choice);
+        for _round in 0..4 {
+            let mut improved = false;
+            let mut classes: Vec<Id> = choice.keys().copied().collect();
+            classes.sort();
+            for class in classes {
+                let Some(&chosen) = choice.get(&class) else { continue };
+                let alternatives: Vec<usize> =
+                    members[&class].iter().copied().filter(|&i| i != chosen && self.own[i].is_some()).collect();
+                for alt in alternatives {
+                    let mut trial = choice.clone();
+                    trial.insert(class, alt);
+                    for new in self.children(alt).filter(|c| !choice.contains_key(c)) {
+                        for &r in readers.get(&new).map(Vec::as_slice).unwrap_or(&[]) {
+                            let reader_class = self.nodes[r].0;
+                            if reader_class != class && choice.contains_key(&reader_class) && self.own[r].is_some() {
+                                trial.insert(reader_class, r);
+                            }
+                        }
+                    }
+                    let Some(trial) = self.complete(trial) else { continue };
+                    let cost = self.cost(&trial);
+                    if cost < current * (1.0 - 1e-9) {
+                        (*choice, current, improved) = (trial, cost, true);
+                        break;
+                    }
+                }
+            }
+            if !improved {
+                break;
+            }
+        }
+    }
 }

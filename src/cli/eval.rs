@@ -20,12 +20,25 @@ pub struct Args {
     /// Greedy-generate N tokens after the prompt (no early stop at end-of-sequence).
     #[arg(long, default_value_t = 0)]
     max_new_tokens: usize,
+    /// Run the optimized graphs (as `vl3c opt` produces them) instead of the lowered ones.
+    #[arg(long)]
+    opt: bool,
+    /// Cost model for --opt: cpu, cuda or tensorrt.
+    #[arg(long, default_value = "cpu", requires = "opt")]
+    target: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let inputs = read_tensors(&args.inputs)?;
-    let model = Model::open(&args.model)?;
+    let mut model = Model::open(&args.model)?;
+    if args.opt {
+        let target = super::opt::target(&args.target)?;
+        let mut graphs = model.graphs().clone();
+        let names = ["vision_m1", "vision_m2", "projector", "prefill", "decode"];
+        super::opt::optimize_model(&mut graphs, &names, &target)?;
+        model.set_graphs(graphs);
+    }
     let loaded = start.elapsed();
     let result = model.forward(&inputs, args.max_new_tokens)?;
     let mut outputs = vec![("logits", &result.logits)];

@@ -19,7 +19,8 @@ pub fn rules() -> Vec<Rule> {
         rule!("matmul-residual",      pat("(add ?r (matmul ?a ?b))"),            fused(|_, _| fmm(false, true), "?a ?b ?r")),
         rule!("matmul-residual-rhs",  pat("(add (matmul ?a ?b) ?r)"),            fused(|eg, s| (rank(eg, s, "?r") > 1).then_some(Op::FusedMatMul { bias: false, residual: true }), "?a ?b ?r")),
         rule!("matmul-bias-residual", pat("(add ?r (fused_matmul:b ?a ?b ?c))"), fused(|_, _| fmm(true, true), "?a ?b ?c ?r")),
-        rule!("matmul-merge",         multi("?p = (matmul ?x ?w1), ?q = (matmul ?x ?w2)"), Merge),
+        rule!("matmul-merge",         multi("?p = (matmul ?x ?w1), ?q = (matmul ?x ?w2)"), Merge { bias: false }),
+        rule!("matmul-merge-bias",    multi("?p = (fused_matmul:b ?x ?w1 ?b1), ?q = (fused_matmul:b ?x ?w2 ?b2)"), Merge { bias: true }),
     ]
 }
 
@@ -35,7 +36,10 @@ fn multi(s: &str) -> MultiPattern<ENode> {
 /// `x·concat(w1, w2)`. Merges grow one weight at a time in class-id order (`w2` is an original
 /// weight newer than every part of `w1`), so q/k/v give {q,k}, {q,v}, {k,v}, {q,k,v} and
 /// nothing redundant: without the order the e-graph would fill with every permutation.
-pub struct Merge;
+/// With `bias`, the same for bias-fused matmuls, their biases concatenated alike.
+pub struct Merge {
+    bias: bool,
+}
 
 impl Applier<ENode, TensorAnalysis> for Merge {
     fn apply_one(&self, eg: &mut EGraph, _: Id, s: &Subst, _: Option<&PatternAst<ENode>>, _: Symbol) -> Vec<Id> {
@@ -55,9 +59,16 @@ impl Applier<ENode, TensorAnalysis> for Merge {
         let (Some(n1), Some(n2)) = (t1.shape[1].as_const(), t2.shape[1].as_const()) else { return vec![] };
         let Some(rank) = ty(eg, x).map(|t| t.rank()) else { return vec![] };
         let last = rank - 1;
+        let biases = self.bias.then(|| (v("?b1"), v("?b2")));
         let build = |eg: &mut EGraph| -> Option<(Id, Id)> {
             let w = add_op(eg, Op::Concat { axis: 1 }, vec![w1, w2])?;
-            let y = add_op(eg, Op::MatMul, vec![x, w])?;
+            let y = match biases {
+                None => add_op(eg, Op::MatMul, vec![x, w])?,
+                Some((b1, b2)) => {
+                    let b = add_op(eg, Op::Concat { axis: 0 }, vec![b1, b2])?;
+                    add_op(eg, Op::FusedMatMul { bias: true, residual: false }, vec![x, w, b])?
+                }
+            };
             let lo = add_op(eg, Op::Slice { axis: last, start: Dim::Const(0), end: Dim::Const(n1) }, vec![y])?;
             let hi = add_op(eg, Op::Slice { axis: last, start: Dim::Const(n1), end: Dim::Const(n1 + n2) }, vec![y])?;
             Some((lo, hi))
@@ -69,7 +80,11 @@ impl Applier<ENode, TensorAnalysis> for Merge {
     }
 
     fn vars(&self) -> Vec<Var> {
-        ["?x", "?w1", "?w2", "?p", "?q"].map(var).to_vec()
+        let mut vars = ["?x", "?w1", "?w2", "?p", "?q"].map(var).to_vec();
+        if self.bias {
+            vars.extend(["?b1", "?b2"].map(var));
+        }
+        vars
     }
 }
 
