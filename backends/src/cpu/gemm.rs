@@ -493,6 +493,51 @@ mod avx512 {
         }
     }
 
+    /// Walks the weight panels of `range` over k-blocks of `kc_max` pairs and every row block
+    /// of A, calling `kernel(rows, row_block, p0, kc, b, tile)`; the epilogue (bias, residual)
+    /// rides on the last k-block and the accumulator is reloaded after the first.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn for_each_tile(
+        blocks: usize,
+        kp: usize,
+        kc_max: usize,
+        w: &PackedBf16,
+        c: *mut f32,
+        m: usize,
+        range: Range<usize>,
+        epi: &Epilogue,
+        mut kernel: impl FnMut(usize, usize, usize, usize, *const u8, &Tile),
+    ) {
+        let n = w.n();
+        let bias = epi.bias.map_or(std::ptr::null(), |b| b.as_ptr());
+        let res = epi.residual.map_or(std::ptr::null(), |r| r.as_ptr());
+        for panel in range {
+            let col = panel * NR;
+            let (m0, m1) = col_masks(n - col);
+            let wpanel = w.ptr().add(panel * kp * STEP_BYTES);
+            let mut p0 = 0;
+            while p0 < kp {
+                let kc = kc_max.min(kp - p0);
+                let (first, last) = (p0 == 0, p0 + kc == kp);
+                for blk in 0..blocks {
+                    let row = blk * MR;
+                    let t = Tile {
+                        c: c.add(row * n + col),
+                        ldc: n,
+                        m0,
+                        m1,
+                        load_c: !first || epi.accumulate,
+                        bias: if last && !bias.is_null() { bias.add(col) } else { std::ptr::null() },
+                        res: if last && !res.is_null() { res.add(row * n + col) } else { std::ptr::null() },
+                    };
+                    kernel(MR.min(m - row), blk, p0, kc, wpanel.add(p0 * STEP_BYTES), &t);
+                }
+                p0 += kc;
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn gemm_panels_exact(
         pa: &PackedA,
@@ -502,45 +547,10 @@ mod avx512 {
         range: Range<usize>,
         epi: &Epilogue,
     ) {
-        let (n, kp) = (w.n(), pa.kp);
-        let bias = epi.bias.map_or(std::ptr::null(), |b| b.as_ptr());
-        let res = epi.residual.map_or(std::ptr::null(), |r| r.as_ptr());
-        let ad = pa.data.as_ptr() as *const f32;
-        for panel in range {
-            let col = panel * NR;
-            let (m0, m1) = col_masks(n - col);
-            let wpanel = w.ptr().add(panel * kp * STEP_BYTES);
-            let mut p0 = 0;
-            while p0 < kp {
-                let kc = KC_EXACT.min(kp - p0);
-                let first = p0 == 0;
-                let last = p0 + kc == kp;
-                let bptr = wpanel.add(p0 * STEP_BYTES);
-                for blk in 0..pa.blocks {
-                    let row = blk * MR;
-                    let t = Tile {
-                        c: c.add(row * n + col),
-                        ldc: n,
-                        m0,
-                        m1,
-                        load_c: !first || epi.accumulate,
-                        bias: if last && !bias.is_null() {
-                            bias.add(col)
-                        } else {
-                            std::ptr::null()
-                        },
-                        res: if last && !res.is_null() {
-                            res.add(row * n + col)
-                        } else {
-                            std::ptr::null()
-                        },
-                    };
-                    let a = ad.add((blk * 2 * kp + 2 * p0) * MR);
-                    kernel_exact_dyn(MR.min(m - row), a, bptr, kc, &t);
-                }
-                p0 += kc;
-            }
-        }
+        let (kp, ad) = (pa.kp, pa.data.as_ptr() as *const f32);
+        for_each_tile(pa.blocks, kp, KC_EXACT, w, c, m, range, epi, |rows, blk, p0, kc, b, t| {
+            kernel_exact_dyn(rows, ad.add((blk * 2 * kp + 2 * p0) * MR), b, kc, t)
+        });
     }
 
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
@@ -552,44 +562,9 @@ mod avx512 {
         range: Range<usize>,
         epi: &Epilogue,
     ) {
-        let (n, kp) = (w.n(), pa.kp);
-        let bias = epi.bias.map_or(std::ptr::null(), |b| b.as_ptr());
-        let res = epi.residual.map_or(std::ptr::null(), |r| r.as_ptr());
-        for panel in range {
-            let col = panel * NR;
-            let (m0, m1) = col_masks(n - col);
-            let wpanel = w.ptr().add(panel * kp * STEP_BYTES);
-            let mut p0 = 0;
-            while p0 < kp {
-                let kc = KC.min(kp - p0);
-                let first = p0 == 0;
-                let last = p0 + kc == kp;
-                let bptr = wpanel.add(p0 * STEP_BYTES);
-                for blk in 0..pa.blocks {
-                    let row = blk * MR;
-                    let rows = MR.min(m - row);
-                    let t = Tile {
-                        c: c.add(row * n + col),
-                        ldc: n,
-                        m0,
-                        m1,
-                        load_c: !first || epi.accumulate,
-                        bias: if last && !bias.is_null() {
-                            bias.add(col)
-                        } else {
-                            std::ptr::null()
-                        },
-                        res: if last && !res.is_null() {
-                            res.add(row * n + col)
-                        } else {
-                            std::ptr::null()
-                        },
-                    };
-                    let a = pa.data.as_ptr().add((blk * kp + p0) * MR);
-                    kernel_dyn(rows, a, bptr, kc, &t);
-                }
-                p0 += kc;
-            }
-        }
+        let kp = pa.kp;
+        for_each_tile(pa.blocks, kp, KC, w, c, m, range, epi, |rows, blk, p0, kc, b, t| {
+            kernel_dyn(rows, pa.data.as_ptr().add((blk * kp + p0) * MR), b, kc, t)
+        });
     }
 }
