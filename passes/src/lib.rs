@@ -63,6 +63,11 @@ pub enum OptError {
 }
 
 pub fn optimize(g: &Graph, target: &Target, budget: &Budget) -> Result<(Graph, Stats), OptError> {
+    optimize_with(g, target, budget, rules::all())
+}
+
+/// [`optimize`] with only `rules` (filetests run one rule, or a rule and its prerequisites).
+pub fn optimize_with(g: &Graph, target: &Target, budget: &Budget, rules: Vec<rules::Rule>) -> Result<(Graph, Stats), OptError> {
     let t0 = Instant::now();
     let (egraph, roots, _) = convert::to_egraph(g);
     let build_seconds = t0.elapsed().as_secs_f64();
@@ -73,7 +78,7 @@ pub fn optimize(g: &Graph, target: &Target, budget: &Budget) -> Result<(Graph, S
         .with_iter_limit(budget.iterations)
         .with_node_limit(budget.nodes)
         .with_time_limit(budget.time)
-        .run(&rules::all());
+        .run(&rules);
     let saturate_seconds = t1.elapsed().as_secs_f64();
     let egraph = runner.egraph;
     let roots = convert::Roots {

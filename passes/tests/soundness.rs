@@ -283,6 +283,27 @@ proptest! {
     }
 
     #[test]
+    fn matmul_merge_bias(m in dim(), k in dim(), three: bool, fused in prop::collection::vec(any::<bool>(), 3), seed: u64) {
+        let mut t = G::new(seed);
+        let x = t.input("x", &[m, k]);
+        let widths: &[usize] = if three { &[3, 5, 7] } else { &[3, 5] };
+        // Each chain is either already bias-fused or `add(matmul, bias)` left to matmul-bias.
+        let ys: Vec<NodeId> = widths.iter().zip(&fused).enumerate().map(|(i, (&n, &f))| {
+            let (w, b) = (t.weight(&format!("w{i}"), &[k, n]), t.weight(&format!("b{i}"), &[n]));
+            if f {
+                t.op(Op::FusedMatMul { bias: true, residual: false }, &[x, w, b])
+            } else {
+                let y = t.op(Op::MatMul, &[x, w]);
+                t.bin(BinaryOp::Add, y, b)
+            }
+        }).collect();
+        let a = t.op(Op::Concat { axis: 1 }, &ys);
+        // No `prefer` needed: DAG extraction with the per-op dispatch cost picks the merged
+        // matmul itself; a `slice` can only come from a merge, so the merge is what ran.
+        t.check(a, &["matmul-bias", "matmul-merge-bias"], None, &["fused_matmul", "slice"], &["add", "matmul"]);
+    }
+
+    #[test]
     fn transpose_and_reshape_cancel(a in dim(), b in dim(), c in dim(), seed: u64) {
         let mut t = G::new(seed);
         let x = t.input("x", &[a, b, c]);
