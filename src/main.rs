@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ask a checkpoint about images: the answer streams to stdout, a summary goes to stderr.
+    Run(cli::run::Args),
     /// Run transformers' forward pass on the reference executor: logits for every position,
     /// and optionally greedy generation.
     Eval(cli::eval::Args),
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Run(a) => cli::run::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Preprocess(a) => cli::preprocess::run(a),
         Command::Inspect(a) => cli::inspect::run(a),

@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod exec;
+pub mod generate;
 pub mod model;
 pub mod preprocess;
 pub mod sampling;

@@ -1,6 +1,7 @@
 //! Runs a VideoLLaMA3 checkpoint on the reference executor with transformers' forward contract:
 //! vision encoder per merge-size group, projector, prefill over the multimodal prompt, then
-//! greedy decoding over the KV cache.
+//! greedy decoding over the KV cache. `prefill` and `decode_step` expose the two halves so a
+//! generator can sample between steps.
 
 use crate::exec::{execute, ExecError, Tensor, TensorData, WeightSource, WeightView};
 use std::collections::HashMap;
@@ -149,6 +150,26 @@ impl Model {
 
     /// transformers' `forward` (logits for every position), then `max_new_tokens` greedy steps.
     pub fn forward(&self, inputs: &NamedTensors, max_new_tokens: usize) -> Result<ForwardResult> {
+        let (logits, mut state) = self.prefill(inputs)?;
+        let generated_ids = (max_new_tokens > 0)
+            .then(|| {
+                let vocab = *logits.shape.last().expect("logits have a vocab axis");
+                let all = logits.to_f32_vec();
+                let mut next = argmax_last(&all[all.len() - vocab..]);
+                let mut generated = vec![next];
+                while generated.len() < max_new_tokens {
+                    next = argmax_last(&self.decode_step(&mut state, next)?);
+                    generated.push(next);
+                }
+                Ok::<_, ModelError>(generated)
+            })
+            .transpose()?;
+        Ok(ForwardResult { logits, generated_ids, peak_intermediate_bytes: state.peak })
+    }
+
+    /// Vision + projector + prefill over the prompt: logits f32 [1, L, vocab] for every
+    /// position (transformers' `forward` returns them all) and the KV cache after the prompt.
+    pub fn prefill(&self, inputs: &NamedTensors) -> Result<(Tensor, KvState)> {
         let cfg = self.checkpoint.config();
         let t = &cfg.text;
         let mut peak = 0;
@@ -207,22 +228,45 @@ impl Model {
         let out = self.run(&self.graphs.prefill, &prefill_inputs, &caches, &mut peak)?;
         caches.extend(out.caches);
         let logits = take_output(out.outputs, "logits")?;
+        Ok((logits, KvState { caches, len: ids_vec.len(), peak }))
+    }
 
-        let generated_ids = (max_new_tokens > 0)
-            .then(|| {
-                let mut next = argmax_last(&logits);
-                let mut generated = vec![next];
-                while generated.len() < max_new_tokens {
-                    let step_inputs = HashMap::from([("input_ids".to_string(), Tensor::i64(vec![1, 1], vec![next]))]);
-                    let out = self.run(&self.graphs.decode, &step_inputs, &caches, &mut peak)?;
-                    caches.extend(out.caches);
-                    next = argmax_last(&take_output(out.outputs, "logits")?);
-                    generated.push(next);
-                }
-                Ok::<_, ModelError>(generated)
-            })
-            .transpose()?;
-        Ok(ForwardResult { logits, generated_ids, peak_intermediate_bytes: peak })
+    /// One decode step: feeds `token` at the next position, extends the cache, and returns the
+    /// logits of that position (the decode graph has sequence length 1, so that is all it
+    /// computes).
+    pub fn decode_step(&self, state: &mut KvState, token: i64) -> Result<Vec<f32>> {
+        let vocab = self.checkpoint.config().text.vocab_size;
+        if token < 0 || token as usize >= vocab {
+            return bad("input_ids", format!("holds token id {token}, outside the vocabulary [0, {vocab})"));
+        }
+        let step_inputs = HashMap::from([("input_ids".to_string(), Tensor::i64(vec![1, 1], vec![token]))]);
+        let out = self.run(&self.graphs.decode, &step_inputs, &state.caches, &mut state.peak)?;
+        state.caches.extend(out.caches);
+        state.len += 1;
+        Ok(take_output(out.outputs, "logits")?.to_f32_vec())
+    }
+}
+
+/// The KV cache of one sequence: what prefill leaves and every decode step extends.
+pub struct KvState {
+    caches: NamedTensors,
+    len: usize,
+    peak: usize,
+}
+
+impl KvState {
+    /// Positions in the cache (prompt plus decoded tokens).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Largest live intermediate footprint of any graph run on this sequence, in bytes.
+    pub fn peak_intermediate_bytes(&self) -> usize {
+        self.peak
     }
 }
 
@@ -333,11 +377,8 @@ fn concat_rows(parts: Vec<Tensor>) -> Tensor {
     Tensor::f32(vec![rows, width], data)
 }
 
-/// Greedy choice at the last position; ties go to the lowest id, as `torch.argmax` does.
-fn argmax_last(logits: &Tensor) -> i64 {
-    let vocab = *logits.shape.last().expect("logits have a vocab axis");
-    let v = logits.to_f32_vec();
-    let last = &v[v.len() - vocab..];
+/// Greedy choice over one position's logits; ties go to the lowest id, as `torch.argmax` does.
+fn argmax_last(last: &[f32]) -> i64 {
     let mut best = 0;
     for (i, &x) in last.iter().enumerate() {
         if x > last[best] {

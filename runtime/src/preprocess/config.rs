@@ -51,7 +51,7 @@ impl ImageProcessorConfig {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| PreprocessError::Io {
             path: path.clone(),
-            source: e,
+            error: e,
         })?;
         Self::from_json_str(&text).map_err(|e| match e {
             PreprocessError::InvalidConfig(msg) => PreprocessError::Config { path, msg },

@@ -16,7 +16,7 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, PreprocessError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| PreprocessError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     })?;
     decode_image_bytes(&bytes, path)
 }

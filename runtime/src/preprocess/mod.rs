@@ -30,12 +30,10 @@ pub use smart_resize::{smart_resize, MAX_ASPECT_RATIO};
 /// Errors of image loading and preprocessing.
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The io error is part of the message, not a `source`: a source would print twice in
+    // `{:#}` chains ("cannot read x: not found: not found").
+    #[error("cannot read {}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("cannot decode image {}: {msg}", path.display())]
     Decode { path: PathBuf, msg: String },
     #[error("invalid image size: {0}")]
