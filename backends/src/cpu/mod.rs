@@ -14,6 +14,7 @@
 //! (`avx512f`, `avx512bw`, `avx512vl`, `avx512bf16`); without them the same arithmetic runs in
 //! portable scalar code. [`Backend`] forces one or the other (tests compare the two).
 
+pub mod codegen;
 pub mod gemm;
 pub mod gemv;
 pub mod pack;
