@@ -23,8 +23,13 @@ enum Command {
     Preprocess(cli::preprocess::Args),
     /// Describe a checkpoint: layout, configuration, parameters by part, dtypes and IR op counts.
     Inspect(cli::inspect::Args),
+    /// Compile a checkpoint into an engine directory (optimized graphs, plan, packed weights, manifest).
+    Compile(cli::compile::Args),
     /// Optimize the model's graphs (e-graph rewriting, per-layer scheduling) and report what changed.
     Opt(cli::opt::Args),
+    /// Time the vision encoder, a prefill and greedy decoding on random inputs of the model's
+    /// shapes, beside this machine's compute and memory-bandwidth limits.
+    Bench(cli::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,8 @@ fn main() -> ExitCode {
         Command::Preprocess(a) => cli::preprocess::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Opt(a) => cli::opt::run(a),
+        Command::Compile(a) => cli::compile::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

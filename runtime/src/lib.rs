@@ -1,7 +1,9 @@
 //! The runtime: the reference executor that defines IR semantics, image preprocessing, and the
 //! model runner that strings VideoLLaMA3's graphs together.
 
+pub mod bench;
 pub mod chat;
+pub mod engine;
 pub mod exec;
 pub mod generate;
 pub mod model;

@@ -3,11 +3,11 @@
 //! greedy decoding over the KV cache. `prefill` and `decode_step` expose the two halves so a
 //! generator can sample between steps.
 
-use crate::exec::{execute, ExecError, Tensor, TensorData, WeightSource, WeightView};
+use crate::exec::{execute, ExecError, Outputs, Tensor, TensorData, WeightSource, WeightView};
 use std::collections::HashMap;
 use std::path::Path;
 use vl3c_frontends::lower::{cache_names, ModelGraphs, MAX_ENTRIES_PER_CALL};
-use vl3c_frontends::{Checkpoint, FrontendError};
+use vl3c_frontends::{Checkpoint, FrontendError, ModelConfig};
 use vl3c_ir::{Graph, IrError};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,8 @@ pub enum ModelError {
     Unsupported(String),
     #[error(transparent)]
     Preprocess(#[from] crate::preprocess::PreprocessError),
+    #[error("context of {needed} tokens exceeds --max-context {max}")]
+    ContextOverflow { needed: usize, max: usize },
 }
 
 type Result<T> = std::result::Result<T, ModelError>;
@@ -32,8 +34,22 @@ type Result<T> = std::result::Result<T, ModelError>;
 pub type NamedTensors = HashMap<String, Tensor>;
 
 pub struct Model {
-    checkpoint: Checkpoint,
+    backend: Backend,
+    config: ModelConfig,
     graphs: ModelGraphs,
+    /// Positions the KV cache may hold (a compiled engine's `--max-context`); unbounded if None.
+    max_context: Option<usize>,
+}
+
+/// Runs one graph of the model: how a compiled engine plugs into the same forward logic.
+pub trait GraphRunner: Send + Sync {
+    fn run(&self, graph: &Graph, inputs: &NamedTensors, caches: &NamedTensors) -> std::result::Result<Outputs, ExecError>;
+}
+
+enum Backend {
+    /// The reference executor over the checkpoint's memory-mapped weights.
+    Checkpoint(Box<Checkpoint>),
+    Runner(Box<dyn GraphRunner>),
 }
 
 /// What one forward (and optional greedy generation) produced.
@@ -44,7 +60,7 @@ pub struct ForwardResult {
     pub peak_intermediate_bytes: usize,
 }
 
-struct CheckpointWeights<'a>(&'a Checkpoint);
+pub(crate) struct CheckpointWeights<'a>(pub(crate) &'a Checkpoint);
 
 impl WeightSource for CheckpointWeights<'_> {
     fn weight(&self, name: &str) -> Option<WeightView<'_>> {
@@ -61,11 +77,32 @@ impl Model {
         cfg.vision_limits.image_max_patches = images.max_pixels / (images.patch_size * images.patch_size);
         let declared = cfg.declared_dtype;
         let graphs = ModelGraphs::lower(&cfg, &|name| checkpoint.weight_dtype(name).unwrap_or(declared))?;
-        Ok(Model { checkpoint, graphs })
+        let config = checkpoint.config().clone();
+        Ok(Model { backend: Backend::Checkpoint(Box::new(checkpoint)), config, graphs, max_context: None })
     }
 
-    pub fn checkpoint(&self) -> &Checkpoint {
-        &self.checkpoint
+    /// A model whose graphs run on `runner` (a compiled engine), with the same forward logic.
+    pub fn with_runner(config: ModelConfig, graphs: ModelGraphs, runner: Box<dyn GraphRunner>, max_context: Option<usize>) -> Model {
+        Model { backend: Backend::Runner(runner), config, graphs, max_context }
+    }
+
+    /// The checkpoint, when running on the reference executor.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        match &self.backend {
+            Backend::Checkpoint(c) => Some(c),
+            Backend::Runner(_) => None,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn check_context(&self, needed: usize) -> Result<()> {
+        match self.max_context {
+            Some(max) if needed > max => Err(ModelError::ContextOverflow { needed, max }),
+            _ => Ok(()),
+        }
     }
 
     pub fn graphs(&self) -> &ModelGraphs {
@@ -79,8 +116,11 @@ impl Model {
     }
 
     fn run(&self, graph: &Graph, inputs: &NamedTensors, caches: &NamedTensors, peak: &mut usize) -> Result<crate::exec::Outputs> {
-        let out = execute(graph, inputs, &CheckpointWeights(&self.checkpoint), caches)
-            .map_err(|source| ModelError::Exec { graph: graph.name.clone(), source })?;
+        let out = match &self.backend {
+            Backend::Checkpoint(c) => execute(graph, inputs, &CheckpointWeights(c), caches),
+            Backend::Runner(r) => r.run(graph, inputs, caches),
+        }
+        .map_err(|source| ModelError::Exec { graph: graph.name.clone(), source })?;
         *peak = (*peak).max(out.peak_bytes);
         Ok(out)
     }
@@ -89,7 +129,7 @@ impl Model {
     /// so each group runs through the graph of its merge size, in input order. Also returns the
     /// Differential Frame Pruning keep-mask the graphs computed, concatenated in the same order
     /// (spec §4.3); a merge-1 group, whose graph has no pruning, keeps all of its tokens.
-    fn encode(&self, pixels: &Tensor, grid: &Tensor, merges: Option<&Tensor>, kind: Modality, peak: &mut usize) -> Result<Encoded> {
+    pub(crate) fn encode(&self, pixels: &Tensor, grid: &Tensor, merges: Option<&Tensor>, kind: Modality, peak: &mut usize) -> Result<Encoded> {
         let names = kind.names();
         let grid = grid_rows(grid, names.grid)?;
         let merges: Vec<i64> = match merges {
@@ -170,7 +210,7 @@ impl Model {
     /// Vision + projector + prefill over the prompt: logits f32 [1, L, vocab] for every
     /// position (transformers' `forward` returns them all) and the KV cache after the prompt.
     pub fn prefill(&self, inputs: &NamedTensors) -> Result<(Tensor, KvState)> {
-        let cfg = self.checkpoint.config();
+        let cfg = &self.config;
         let t = &cfg.text;
         let mut peak = 0;
         let ids = inputs.get("input_ids").ok_or_else(|| ModelError::BadInput {
@@ -184,6 +224,7 @@ impl Model {
         if let Some(bad_id) = ids_vec.iter().find(|&&i| i < 0 || i as usize >= t.vocab_size) {
             return bad("input_ids", format!("holds token id {bad_id}, outside the vocabulary [0, {})", t.vocab_size));
         }
+        self.check_context(ids_vec.len())?;
 
         let empty = || Tensor::f32(vec![0, t.hidden_size], Vec::new());
         let image_embeds = match inputs.get("pixel_values") {
@@ -221,24 +262,33 @@ impl Model {
             (None, None) => {}
         }
 
+        self.run_prefill(&prefill_inputs, ids_vec.len(), peak)
+    }
+
+    /// The prefill graph over prepared inputs (`input_ids`, `image_embeds`, and `video_embeds`
+    /// with `video_compression_mask` where the model has videos), from an empty cache.
+    pub(crate) fn run_prefill(&self, prefill_inputs: &NamedTensors, len: usize, mut peak: usize) -> Result<(Tensor, KvState)> {
+        self.check_context(len)?;
+        let t = &self.config.text;
         let mut caches: NamedTensors = (0..t.num_hidden_layers)
             .flat_map(cache_names)
             .map(|name| (name, Tensor::f32(vec![t.num_key_value_heads, 0, t.head_dim], Vec::new())))
             .collect();
-        let out = self.run(&self.graphs.prefill, &prefill_inputs, &caches, &mut peak)?;
+        let out = self.run(&self.graphs.prefill, prefill_inputs, &caches, &mut peak)?;
         caches.extend(out.caches);
         let logits = take_output(out.outputs, "logits")?;
-        Ok((logits, KvState { caches, len: ids_vec.len(), peak }))
+        Ok((logits, KvState { caches, len, peak }))
     }
 
     /// One decode step: feeds `token` at the next position, extends the cache, and returns the
     /// logits of that position (the decode graph has sequence length 1, so that is all it
     /// computes).
     pub fn decode_step(&self, state: &mut KvState, token: i64) -> Result<Vec<f32>> {
-        let vocab = self.checkpoint.config().text.vocab_size;
+        let vocab = self.config.text.vocab_size;
         if token < 0 || token as usize >= vocab {
             return bad("input_ids", format!("holds token id {token}, outside the vocabulary [0, {vocab})"));
         }
+        self.check_context(state.len + 1)?;
         let step_inputs = HashMap::from([("input_ids".to_string(), Tensor::i64(vec![1, 1], vec![token]))]);
         let out = self.run(&self.graphs.decode, &step_inputs, &state.caches, &mut state.peak)?;
         state.caches.extend(out.caches);
@@ -271,13 +321,13 @@ impl KvState {
 }
 
 /// What `encode` produced: the projected features and the keep-mask over them.
-struct Encoded {
-    embeds: Tensor,
-    keep: Tensor,
+pub(crate) struct Encoded {
+    pub(crate) embeds: Tensor,
+    pub(crate) keep: Tensor,
 }
 
 #[derive(Clone, Copy)]
-enum Modality {
+pub(crate) enum Modality {
     Image,
     Video,
 }
@@ -313,7 +363,7 @@ fn missing(name: &str, with: &str) -> ModelError {
     ModelError::BadInput { name: name.into(), message: format!("is required with `{with}`") }
 }
 
-fn int_values(t: &Tensor, name: &str) -> Result<Vec<i64>> {
+pub(crate) fn int_values(t: &Tensor, name: &str) -> Result<Vec<i64>> {
     match &t.data {
         TensorData::I64(v) => Ok(v.clone()),
         TensorData::I32(v) => Ok(v.iter().map(|&x| x as i64).collect()),
@@ -353,7 +403,7 @@ fn mask_count(t: &Tensor) -> usize {
     }
 }
 
-fn check_placeholders(ids: &[i64], token: i64, tokens: usize, what: &str) -> Result<()> {
+pub(crate) fn check_placeholders(ids: &[i64], token: i64, tokens: usize, what: &str) -> Result<()> {
     let placeholders = ids.iter().filter(|&&i| i == token).count();
     if placeholders != tokens {
         return bad(

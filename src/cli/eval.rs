@@ -1,14 +1,18 @@
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
+use vl3c_runtime::engine::Engine;
 use vl3c_runtime::model::Model;
 use vl3c_runtime::tensor_file::{read_tensors, write_tensors};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint directory: config.json plus model.safetensors or shards with model.safetensors.index.json.
+    #[arg(long, required_unless_present = "engine", conflicts_with = "engine")]
+    model: Option<PathBuf>,
+    /// Engine directory written by `vl3c compile` (instead of --model).
     #[arg(long)]
-    model: PathBuf,
+    engine: Option<PathBuf>,
     /// safetensors file with transformers' forward arguments: input_ids i64 [1, L] and any of
     /// pixel_values, image_grid_thw, image_merge_sizes, pixel_values_videos, video_grid_thw,
     /// video_merge_sizes, video_compression_mask.
@@ -21,24 +25,38 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     max_new_tokens: usize,
     /// Run the optimized graphs (as `vl3c opt` produces them) instead of the lowered ones.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "engine")]
     opt: bool,
     /// Cost model for --opt: cpu, cuda or tensorrt.
     #[arg(long, default_value = "cpu", requires = "opt")]
     target: String,
+    /// With --engine: the most positions (prompt + generated) the KV cache may hold.
+    #[arg(long, default_value_t = 32768, requires = "engine")]
+    max_context: usize,
+    /// With --engine: threads for the matmul kernels (0 = all cores).
+    #[arg(long, default_value_t = 0, requires = "engine")]
+    threads: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let inputs = read_tensors(&args.inputs)?;
-    let mut model = Model::open(&args.model)?;
-    if args.opt {
-        let target = super::opt::target(&args.target)?;
-        let mut graphs = model.graphs().clone();
-        let names = ["vision_m1", "vision_m2", "projector", "prefill", "decode"];
-        super::opt::optimize_model(&mut graphs, &names, &target)?;
-        model.set_graphs(graphs);
-    }
+    let engine;
+    let opened;
+    let model: &Model = match &args.engine {
+        Some(dir) => {
+            let threads = if args.threads > 0 { args.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+            let bar = super::compile::progress_bar();
+            let loaded = Engine::load(dir, args.max_context, threads, &mut |s, d, t| super::compile::update(&bar, s, d, t));
+            bar.finish_and_clear();
+            engine = loaded?;
+            engine.model()
+        }
+        None => {
+            opened = open_model(&args)?;
+            &opened
+        }
+    };
     let loaded = start.elapsed();
     let result = model.forward(&inputs, args.max_new_tokens)?;
     let mut outputs = vec![("logits", &result.logits)];
@@ -56,4 +74,16 @@ pub fn run(args: Args) -> Result<()> {
         result.peak_intermediate_bytes as f64 / (1 << 20) as f64
     );
     Ok(())
+}
+
+fn open_model(args: &Args) -> Result<Model> {
+    let mut model = Model::open(args.model.as_ref().expect("clap requires --model or --engine"))?;
+    if args.opt {
+        let target = super::opt::target(&args.target)?;
+        let mut graphs = model.graphs().clone();
+        let names = ["vision_m1", "vision_m2", "projector", "prefill", "decode"];
+        super::opt::optimize_model(&mut graphs, &names, &target)?;
+        model.set_graphs(graphs);
+    }
+    Ok(model)
 }

@@ -1,3 +1,5 @@
+pub mod bench;
+pub mod compile;
 pub mod eval;
 pub mod inspect;
 pub mod opt;

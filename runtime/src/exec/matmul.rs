@@ -39,13 +39,13 @@ fn plan(a: &[usize], b: &[usize]) -> Result<Plan, String> {
 
 /// Row and column strides of one stored matrix of logical shape `[rows, cols]`.
 #[derive(Clone, Copy)]
-pub(super) struct Layout {
+pub(crate) struct Layout {
     rs: usize,
     cs: usize,
 }
 
 impl Layout {
-    pub(super) fn new(rows: usize, cols: usize, transposed: bool) -> Layout {
+    pub(crate) fn new(rows: usize, cols: usize, transposed: bool) -> Layout {
         if transposed {
             Layout { rs: 1, cs: rows }
         } else {
@@ -127,7 +127,7 @@ pub fn matmul(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor, St
 
 /// `out[m, n] = x[m, k] · y[k, n]`; `out` row-major, the operands as their layouts say.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gemm_f32(x: &[f32], lx: Layout, y: &[f32], ly: Layout, out: &mut [f32], m: usize, k: usize, n: usize) {
+pub(crate) fn gemm_f32(x: &[f32], lx: Layout, y: &[f32], ly: Layout, out: &mut [f32], m: usize, k: usize, n: usize) {
     assert!(x.len() == m * k && y.len() == k * n && out.len() == m * n, "gemm operand sizes");
     if m == 0 || n == 0 {
         return;

@@ -6,17 +6,19 @@
 //! when a node reads them (a `weight → cast` pair decodes straight into the cast's dtype), and
 //! every value is dropped right after its last reader.
 
+mod accel;
 mod bind;
 mod elementwise;
 mod erf;
-mod fused;
+pub(crate) mod fused;
 mod index;
-mod matmul;
+pub(crate) mod matmul;
 mod prune;
 mod reduce;
-mod shape;
+pub(crate) mod shape;
 mod tensor;
 
+pub use accel::{skipped, Accelerate, Operands, Reference};
 pub use tensor::{dtype_from_safetensors, dtype_to_safetensors, Tensor, TensorData};
 
 use bind::{Binder, OutOfBounds};
@@ -106,6 +108,19 @@ pub fn execute(
     weights: &dyn WeightSource,
     caches: &HashMap<String, Tensor>,
 ) -> Result<Outputs, ExecError> {
+    execute_with(graph, inputs, weights, caches, &Reference)
+}
+
+/// [`execute`] with a backend that may claim nodes (see [`Accelerate`]).
+pub fn execute_with(
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    weights: &dyn WeightSource,
+    caches: &HashMap<String, Tensor>,
+    accel: &dyn Accelerate,
+) -> Result<Outputs, ExecError> {
+    let claims: Vec<Option<Vec<bool>>> = (0..graph.nodes.len()).map(|i| accel.claim(graph, i)).collect();
+    let skip = skipped(graph, &claims);
     let sources = bind_sources(graph, inputs, caches)?;
     let mut binder = Binder::new(graph);
     bind_all(graph, &mut binder, &sources)?;
@@ -117,7 +132,7 @@ pub fn execute(
         }
     }
     let slots = sources.iter().map(|s| s.as_ref().map_or(Slot::Empty, |s| Slot::Borrowed(s.tensor))).collect();
-    let mut ex = Exec { graph, weights, binder, slots, last, views, dying, live: 0, peak: 0 };
+    let mut ex = Exec { graph, weights, binder, slots, last, views, dying, live: 0, peak: 0, accel, claims, skip };
     for i in 0..graph.nodes.len() {
         ex.step(i)?;
     }
@@ -261,6 +276,25 @@ struct Exec<'a> {
     dying: Vec<Vec<usize>>,
     live: usize,
     peak: usize,
+    accel: &'a dyn Accelerate,
+    claims: Vec<Option<Vec<bool>>>,
+    skip: Vec<bool>,
+}
+
+/// The operands of node `node`, read through the executor's slots.
+struct SlotOperands<'e, 'a> {
+    ex: &'e Exec<'a>,
+    node: usize,
+}
+
+impl Operands for SlotOperands<'_, '_> {
+    fn get(&self, pos: usize) -> Result<Cow<'_, Tensor>, ExecError> {
+        let id = *self.ex.graph.nodes[self.node]
+            .inputs
+            .get(pos)
+            .ok_or_else(|| self.ex.node_err(self.node, format!("has no operand {pos}")))?;
+        self.ex.operand(id)
+    }
 }
 
 impl<'a> Exec<'a> {
@@ -341,6 +375,17 @@ impl<'a> Exec<'a> {
             if node.inputs.len() != a {
                 return Err(self.node_err(i, format!("takes {a} operands, got {}", node.inputs.len())));
             }
+        }
+        if self.skip[i] {
+            self.free_dead(i);
+            return Ok(());
+        }
+        if self.claims[i].is_some() {
+            let result = self.accel.compute(self.graph, i, &SlotOperands { ex: self, node: i }).map_err(|m| self.node_err(i, m))?;
+            self.check_result(i, &result)?;
+            self.store(i, result, 0);
+            self.free_dead(i);
+            return Ok(());
         }
         match &node.op {
             Op::Input { .. } | Op::CacheRead { .. } => {} // bound before the run

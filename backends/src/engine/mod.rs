@@ -1,0 +1,292 @@
+//! The on-disk CPU engine format: what `vl3c compile` writes and the runtime's loader checks.
+//!
+//! An engine is a directory (see ARCHITECTURE.md, "Engine format"):
+//!
+//! * `manifest.json` — [`Manifest`]: format version, target, required CPU features, the source
+//!   checkpoint's hashes, and the size and sha256 of every other file.
+//! * `graphs.vir` — the optimized graphs in IR text form (vision_m1, vision_m2, projector,
+//!   prefill, decode); their symbols with bounds are the engine's shape constraints.
+//! * `plan.json` — [`Plan`]: per graph, which nodes the engine computes itself and from which
+//!   stored tensor, plus the index of `weights.bin`.
+//! * `weights.bin` — every stored tensor at a 64-byte-aligned offset: pre-evaluated `fold`
+//!   subgraphs (matmul weights packed for the kernels) and the raw weights the graphs still read.
+//! * `kernels.o` — native code (Cranelift object), when the target has generated kernels.
+//! * `config.json` and, when the checkpoint has them, `tokenizer.json`,
+//!   `preprocessor_config.json`, `generation_config.json`, copied verbatim.
+//!
+//! This module only knows the format; building the contents needs the reference executor (to
+//! evaluate folds), so the compile driver lives in vl3c-runtime (`engine::compile`).
+
+mod weights;
+
+pub use weights::{TensorEntry, TensorLayout, WeightsWriter, ALIGN};
+
+use crate::cpu::codegen::KernelSpec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever a file's meaning changes; a loader accepts exactly its own version.
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+pub const GRAPHS: &str = "graphs.vir";
+pub const PLAN: &str = "plan.json";
+pub const WEIGHTS: &str = "weights.bin";
+pub const KERNELS: &str = "kernels.o";
+/// Checkpoint files copied into the engine when present (config.json is required).
+pub const COPIED: [&str; 4] = ["config.json", "tokenizer.json", "preprocessor_config.json", "generation_config.json"];
+/// The graphs every engine holds, in `graphs.vir` order.
+pub const GRAPH_NAMES: [&str; 5] = ["vision_m1", "vision_m2", "projector", "prefill", "decode"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Incompatible(String),
+    #[error("target `{0}` is not supported yet (only `cpu`)")]
+    UnsupportedTarget(String),
+}
+
+impl EngineError {
+    pub fn file(path: &Path, message: impl Into<String>) -> EngineError {
+        EngineError::File { path: path.to_path_buf(), message: message.into() }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Where the engine came from. Every checkpoint file is hashed whole (sha256), so an engine can
+/// be matched to its checkpoint exactly; `config_sha256` alone identifies the architecture.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Source {
+    pub config_sha256: String,
+    /// Checkpoint file name (safetensors shards, index) → size and sha256.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub target: String,
+    /// CPU features the engine's native code needs (names as `is_x86_feature_detected!`).
+    pub cpu_features: Vec<String>,
+    /// Features the kernels use when present, with a portable fallback (informational).
+    pub cpu_features_optional: Vec<String>,
+    pub vl3c_version: String,
+    pub source: Source,
+    /// Every other file of the engine → size and sha256.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+/// One node the engine computes itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Claim {
+    /// A `fold` node: its value is the stored tensor `tensor` (evaluated at compile time).
+    Fold { node: usize, tensor: String },
+    /// A `matmul` / `fused_matmul` whose weight operand (operand 1, a fold) is the stored,
+    /// kernel-laid-out tensor `tensor`; the fold itself is then never evaluated.
+    Matmul { node: usize, tensor: String },
+    /// A fused op run by kernel `kernel` of `kernels.o` (index into [`Plan::kernels`]).
+    Kernel { node: usize, kernel: usize },
+}
+
+/// A generated kernel, as the plan records it (`cpu::codegen::KernelSpec`, serializable).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KernelDesc {
+    LayerNorm { width: usize, eps: f64 },
+    RmsNorm { width: usize, eps: f64 },
+    Softmax { width: usize },
+    GeluTanh,
+    GeluErf,
+    Silu,
+    #[serde(rename = "swiglu")]
+    SwiGlu,
+}
+
+impl KernelDesc {
+    pub fn spec(self) -> KernelSpec {
+        match self {
+            KernelDesc::LayerNorm { width, eps } => KernelSpec::LayerNorm { width, eps },
+            KernelDesc::RmsNorm { width, eps } => KernelSpec::RmsNorm { width, eps },
+            KernelDesc::Softmax { width } => KernelSpec::Softmax { width },
+            KernelDesc::GeluTanh => KernelSpec::Gelu { tanh: true },
+            KernelDesc::GeluErf => KernelSpec::Gelu { tanh: false },
+            KernelDesc::Silu => KernelSpec::Silu,
+            KernelDesc::SwiGlu => KernelSpec::SwiGlu,
+        }
+    }
+}
+
+/// x86 features Cranelift may use when it targets the host (cranelift-native enables each one
+/// the CPU has), so an engine with `kernels.o` requires the ones its compile host had.
+pub fn codegen_features() -> Vec<String> {
+    const CANDIDATES: [&str; 16] = [
+        "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt", "avx512f",
+        "avx512vl", "avx512dq", "avx512bw",
+    ];
+    CANDIDATES.iter().filter(|f| cpu_has(f)).map(|f| f.to_string()).collect()
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct GraphPlan {
+    pub claims: Vec<Claim>,
+    /// Checkpoint weights the graph still reads directly, stored raw under their own names.
+    pub weights: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub graphs: BTreeMap<String, GraphPlan>,
+    /// The kernels of `kernels.o`, in symbol-index order (empty: no kernels.o).
+    #[serde(default)]
+    pub kernels: Vec<KernelDesc>,
+    /// `weights.bin`'s index.
+    pub tensors: BTreeMap<String, TensorEntry>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Streams a file through sha256 (checkpoints can be many GB).
+pub fn sha256_file(path: &Path) -> Result<FileEntry, EngineError> {
+    let mut f = std::fs::File::open(path).map_err(|e| EngineError::file(path, e.to_string()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| EngineError::file(path, e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(FileEntry { bytes, sha256: hex(&h.finalize()) })
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether this CPU has feature `name` (an `is_x86_feature_detected!` name). Unknown names are
+/// absent: an engine asking for a feature this build cannot even name must not load.
+pub fn cpu_has(name: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // The detection macro wants a literal, so each name is spelled out.
+        match name {
+            "sse2" => is_x86_feature_detected!("sse2"),
+            "sse3" => is_x86_feature_detected!("sse3"),
+            "ssse3" => is_x86_feature_detected!("ssse3"),
+            "sse4.1" => is_x86_feature_detected!("sse4.1"),
+            "sse4.2" => is_x86_feature_detected!("sse4.2"),
+            "popcnt" => is_x86_feature_detected!("popcnt"),
+            "avx" => is_x86_feature_detected!("avx"),
+            "avx2" => is_x86_feature_detected!("avx2"),
+            "fma" => is_x86_feature_detected!("fma"),
+            "bmi1" => is_x86_feature_detected!("bmi1"),
+            "bmi2" => is_x86_feature_detected!("bmi2"),
+            "lzcnt" => is_x86_feature_detected!("lzcnt"),
+            "f16c" => is_x86_feature_detected!("f16c"),
+            "avx512f" => is_x86_feature_detected!("avx512f"),
+            "avx512bw" => is_x86_feature_detected!("avx512bw"),
+            "avx512vl" => is_x86_feature_detected!("avx512vl"),
+            "avx512dq" => is_x86_feature_detected!("avx512dq"),
+            "avx512cd" => is_x86_feature_detected!("avx512cd"),
+            "avx512bf16" => is_x86_feature_detected!("avx512bf16"),
+            "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
+            "avx512fp16" => is_x86_feature_detected!("avx512fp16"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
+/// The features the matmul kernels use when present (they fall back to portable code).
+pub fn optional_features() -> Vec<String> {
+    ["avx512f", "avx512bw", "avx512vl", "avx512bf16"].iter().map(|s| s.to_string()).collect()
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json` and checks that this build and this CPU can run the engine.
+    pub fn read_and_check(dir: &Path) -> Result<Manifest, EngineError> {
+        let path = dir.join(MANIFEST);
+        if !dir.is_dir() {
+            return Err(EngineError::file(dir, "is not an engine directory (vl3c compile writes one)"));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| EngineError::file(&path, format!("cannot read: {e}")))?;
+        // The version first, from a loose parse, so a future format gets the version message
+        // rather than a field error.
+        let loose: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| EngineError::file(&path, format!("is not valid JSON: {e}")))?;
+        match loose.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == FORMAT_VERSION as u64 => {}
+            Some(v) => {
+                return Err(EngineError::Incompatible(format!(
+                    "{}: engine format version {v}, but this vl3c ({}) reads version {FORMAT_VERSION}; recompile the engine",
+                    path.display(),
+                    env!("CARGO_PKG_VERSION")
+                )))
+            }
+            None => return Err(EngineError::file(&path, "has no format_version")),
+        }
+        let m: Manifest = serde_json::from_value(loose).map_err(|e| EngineError::file(&path, format!("is malformed: {e}")))?;
+        if m.target != "cpu" {
+            return Err(EngineError::Incompatible(format!(
+                "{}: engine was built for target `{}`, but this loader runs `cpu` engines",
+                path.display(),
+                m.target
+            )));
+        }
+        if let Some(f) = m.cpu_features.iter().find(|f| !cpu_has(f)) {
+            return Err(EngineError::Incompatible(format!("engine needs CPU feature {f}, which this CPU lacks")));
+        }
+        Ok(m)
+    }
+
+    /// Checks `name`'s bytes against the manifest (corruption, truncation, a swapped file).
+    pub fn check_file(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
+        let path = dir.join(name);
+        let entry = self.files.get(name).ok_or_else(|| EngineError::file(&path, "is not listed in manifest.json"))?;
+        if bytes.len() as u64 != entry.bytes {
+            return Err(EngineError::file(
+                &path,
+                format!("has {} bytes, the manifest says {} (engine corrupted)", bytes.len(), entry.bytes),
+            ));
+        }
+        if sha256_hex(bytes) != entry.sha256 {
+            return Err(EngineError::file(&path, "checksum mismatch (engine corrupted)"));
+        }
+        Ok(())
+    }
+
+    /// Every listed file must exist; returns their paths.
+    pub fn require_files(&self, dir: &Path) -> Result<(), EngineError> {
+        for name in self.files.keys() {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(EngineError::file(&path, "is missing (engine incomplete; recompile it)"));
+            }
+        }
+        for name in [GRAPHS, PLAN, WEIGHTS, "config.json"] {
+            if !self.files.contains_key(name) {
+                return Err(EngineError::file(&dir.join(MANIFEST), format!("does not list {name}")));
+            }
+        }
+        Ok(())
+    }
+}

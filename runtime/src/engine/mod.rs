@@ -1,0 +1,267 @@
+//! Compiled CPU engines: [`compile::compile_engine`] writes one (format in
+//! `vl3c_backends::engine`), [`Engine::load`] checks and maps it, and the entry points run it.
+//!
+//! Loading never recompiles: the graphs are parsed and verified, `weights.bin` is
+//! memory-mapped (tensors are views of the map) and every file is checked against the
+//! manifest's sha256. Execution is the reference executor's, with the engine claiming the
+//! nodes its plan lists (see `runner.rs`), so the forward contract is [`Model`]'s exactly.
+
+pub mod compile;
+mod kernels;
+mod plan;
+mod runner;
+
+pub use compile::{compile_engine, CompileReport, Progress};
+
+use crate::exec::Tensor;
+use crate::model::{int_values, KvState, Modality, Model, ModelError, NamedTensors};
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+pub use vl3c_backends::cpu::GemmMode;
+use vl3c_backends::engine::{self as fmt, Claim, EngineError, Manifest, Plan, TensorLayout};
+use vl3c_frontends::lower::ModelGraphs;
+use vl3c_frontends::ModelConfig;
+use vl3c_ir::{parse_graphs, verify, Graph, Op};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Format(#[from] EngineError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+pub struct Engine {
+    dir: PathBuf,
+    manifest: Manifest,
+    model: Model,
+    max_context: usize,
+    gemm_mode: Arc<AtomicU8>,
+}
+
+/// The KV cache of one sequence, bounded by the engine's `--max-context`: prefill fills it and
+/// every decode step extends it; going past the bound is an error, never a reallocation past it.
+pub struct KvCache {
+    state: Option<KvState>,
+    max_context: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.state.as_ref().map_or(0, KvState::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.max_context
+    }
+}
+
+fn file_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Format(EngineError::file(path, message))
+}
+
+impl Engine {
+    /// Loads `dir` (see the module docs for what is checked); the KV cache holds at most
+    /// `max_context` positions; the matmul kernels use `threads` threads.
+    pub fn load(dir: &Path, max_context: usize, threads: usize, progress: Progress) -> Result<Engine> {
+        const STEPS: usize = 5;
+        progress("load", 0, STEPS);
+        let manifest = Manifest::read_and_check(dir)?;
+        manifest.require_files(dir)?;
+        let read = |name: &str| -> Result<Vec<u8>> {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
+            manifest.check_file(dir, name, &bytes)?;
+            Ok(bytes)
+        };
+        progress("load", 1, STEPS);
+
+        let path = dir.join(fmt::WEIGHTS);
+        let file = std::fs::File::open(&path).map_err(|e| file_err(&path, format!("cannot open: {e}")))?;
+        // SAFETY: the map is read-only; the engine directory must not be modified while loaded
+        // (the checksum below catches a file changed before the load, not during it).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| file_err(&path, format!("cannot map: {e}")))?;
+        manifest.check_file(dir, fmt::WEIGHTS, &map)?;
+        progress("load", 2, STEPS);
+
+        let path = dir.join(fmt::GRAPHS);
+        let text = String::from_utf8(read(fmt::GRAPHS)?).map_err(|_| file_err(&path, "is not UTF-8"))?;
+        let parsed = parse_graphs(&text).map_err(|e| file_err(&path, format!("does not parse: {e}")))?;
+        let mut by_name: HashMap<String, Graph> = HashMap::new();
+        for g in parsed {
+            verify(&g).map_err(|e| file_err(&path, format!("graph `{}` does not verify: {e}", g.name)))?;
+            by_name.insert(g.name.clone(), g);
+        }
+        let mut take = |name: &str| by_name.remove(name).ok_or_else(|| file_err(&path, format!("has no graph `{name}`")));
+        let graphs = ModelGraphs {
+            vision_m1: take("vision_m1")?,
+            vision_m2: take("vision_m2")?,
+            projector: take("projector")?,
+            prefill: take("prefill")?,
+            decode: take("decode")?,
+        };
+        progress("load", 3, STEPS);
+
+        let path = dir.join(fmt::PLAN);
+        let plan: Plan =
+            serde_json::from_slice(&read(fmt::PLAN)?).map_err(|e| file_err(&path, format!("is malformed: {e}")))?;
+        check_plan(&plan, &graphs, map.len() as u64).map_err(|m| file_err(&path, m))?;
+        let path = dir.join("config.json");
+        let config_text = String::from_utf8(read("config.json")?).map_err(|_| file_err(&path, "is not UTF-8"))?;
+        let config = ModelConfig::from_json_str(&config_text, &path.display().to_string()).map_err(ModelError::from)?;
+        let kernels = match (manifest.files.contains_key(fmt::KERNELS), plan.kernels.is_empty()) {
+            (true, _) => {
+                let object = read(fmt::KERNELS)?;
+                let path = dir.join(fmt::KERNELS);
+                Some(kernels::Kernels::load(&object, &plan.kernels).map_err(|m| file_err(&path, m))?)
+            }
+            (false, true) => None,
+            (false, false) => return Err(file_err(&dir.join(fmt::PLAN), "lists kernels but the engine has no kernels.o")),
+        };
+        progress("load", 4, STEPS);
+
+        let gemm_mode = Arc::new(AtomicU8::new(0));
+        let runner = runner::Runner::new(map, plan, threads, kernels, gemm_mode.clone());
+        let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
+        progress("load", STEPS, STEPS);
+        Ok(Engine { dir: dir.to_path_buf(), manifest, model, max_context, gemm_mode })
+    }
+
+    /// The arithmetic of the bf16 GEMMs (prefill, vision): `Auto` (the default) picks per CPU;
+    /// `Bf16Dot` rounds activations to bf16 for `vdpbf16ps` (scalar emulation without it).
+    pub fn set_gemm_mode(&self, mode: GemmMode) {
+        let v = match mode {
+            GemmMode::Auto => 0,
+            GemmMode::Exact => 1,
+            GemmMode::Bf16Dot => 2,
+        };
+        self.gemm_mode.store(v, Ordering::Relaxed);
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The engine as a [`Model`]: transformers' forward contract, generation (`StepModel`).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache { state: None, max_context: self.max_context }
+    }
+
+    /// Vision encoder + projector over images: the embeddings f32 [tokens, hidden].
+    pub fn image_embed(&self, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.model.encode(pixels, grid, merge, Modality::Image, &mut 0)?.embeds)
+    }
+
+    /// Vision encoder + projector over videos: the embeddings before pruning and Differential
+    /// Frame Pruning's keep-mask over them.
+    pub fn video_embed(&self, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let e = self.model.encode(pixels, grid, merge, Modality::Video, &mut 0)?;
+        Ok((e.embeds, e.keep))
+    }
+
+    /// The prompt `ids` i64 [1, L] with the embeddings of its image and video placeholders
+    /// (`mask` selects the kept video rows): logits f32 [1, L, vocab]; `cache` restarts.
+    pub fn prefill(
+        &self,
+        ids: &Tensor,
+        image_embeds: Option<&Tensor>,
+        video_embeds: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let hidden = self.model.config().text.hidden_size;
+        let len = int_values(ids, "input_ids")?.len();
+        let empty = Tensor::f32(vec![0, hidden], Vec::new());
+        let mut inputs: NamedTensors = HashMap::from([
+            ("input_ids".to_string(), ids.clone()),
+            ("image_embeds".to_string(), image_embeds.cloned().unwrap_or_else(|| empty.clone())),
+        ]);
+        if self.model.config().video_token_id.is_some() {
+            let v = video_embeds.cloned().unwrap_or(empty);
+            let rows = v.shape.first().copied().unwrap_or(0);
+            let mask = mask.cloned().unwrap_or_else(|| Tensor::bool(vec![rows], vec![true; rows]));
+            inputs.insert("video_embeds".into(), v);
+            inputs.insert("video_compression_mask".into(), mask);
+        }
+        let (logits, state) = self.model.run_prefill(&inputs, len, 0)?;
+        cache.state = Some(state);
+        Ok(logits)
+    }
+
+    /// One step at the next position: the logits of `token`'s position.
+    pub fn decode(&self, token: i64, cache: &mut KvCache) -> Result<Vec<f32>> {
+        let state = cache.state.as_mut().ok_or_else(|| {
+            Error::Model(ModelError::BadInput { name: "cache".into(), message: "is empty: prefill first".into() })
+        })?;
+        Ok(self.model.decode_step(state, token)?)
+    }
+}
+
+/// Every claim must name a node of the right kind and a stored tensor of the node's shape, and
+/// every stored tensor must lie inside `weights.bin`.
+fn check_plan(plan: &Plan, graphs: &ModelGraphs, weights_len: u64) -> std::result::Result<(), String> {
+    for (name, t) in &plan.tensors {
+        if t.offset.checked_add(t.bytes).is_none_or(|end| end > weights_len) {
+            return Err(format!("tensor `{name}` lies outside weights.bin"));
+        }
+    }
+    for gname in fmt::GRAPH_NAMES {
+        let g = compile::graph_of(graphs, gname);
+        let Some(gp) = plan.graphs.get(gname) else { return Err(format!("has no plan for graph `{gname}`")) };
+        let tensor = |t: &str| plan.tensors.get(t).ok_or_else(|| format!("graph `{gname}` reads unknown tensor `{t}`"));
+        for c in &gp.claims {
+            let (node, t, matmul) = match c {
+                Claim::Fold { node, tensor } => (*node, tensor, false),
+                Claim::Matmul { node, tensor } => (*node, tensor, true),
+                Claim::Kernel { node, kernel } => {
+                    let desc = plan.kernels.get(*kernel);
+                    if *node >= g.nodes.len() || desc.is_none() || plan::kernel_desc(g, *node).as_ref() != desc {
+                        return Err(format!("graph `{gname}`: kernel claim on %{node} does not match graphs.vir"));
+                    }
+                    continue;
+                }
+            };
+            let bad = || format!("graph `{gname}`: claim on %{node} does not match graphs.vir");
+            if node >= g.nodes.len() {
+                return Err(bad());
+            }
+            let e = tensor(t)?;
+            let ty = if matmul {
+                if !plan::matmul_claimable(g, node) {
+                    return Err(bad());
+                }
+                &g.nodes[g.nodes[node].inputs[1].index()].ty
+            } else {
+                if g.nodes[node].op != Op::Fold || e.layout != TensorLayout::Raw {
+                    return Err(bad());
+                }
+                &g.nodes[node].ty
+            };
+            let consts: Option<Vec<usize>> = ty.shape.iter().map(|d| d.as_const().map(|c| c as usize)).collect();
+            if consts.is_some_and(|s| s != e.shape) {
+                return Err(bad());
+            }
+        }
+        for w in &gp.weights {
+            tensor(w)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! `vl3c bench`: times the three phases a user waits on (vision encoder on one image, prefill of a
+//! text context, greedy decode) on random inputs of the model's shapes, and sets each beside the
+//! physical limit of this machine (compute bound for vision and prefill, memory-bandwidth bound
+//! for decode), so a number says how far from the hardware it is, not only how fast it is.
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+use vl3c_runtime::bench::{self as b, SplitMix, Work};
+use vl3c_runtime::engine::Engine;
+use vl3c_runtime::exec::Tensor;
+use vl3c_runtime::generate::StepModel;
+use vl3c_runtime::model::{Model, NamedTensors};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory, run on the reference executor (optionally with --opt graphs).
+    #[arg(long, required_unless_present = "engine", conflicts_with = "engine")]
+    model: Option<PathBuf>,
+    /// Engine directory written by `vl3c compile`.
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// Side of the square random image, in pixels (a multiple of the patch size).
+    #[arg(long, default_value_t = 448)]
+    image_size: usize,
+    /// Text tokens in the prefill (random non-special ids, no image).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    context: u64,
+    /// Greedy decode steps after the prefill; tok/s is over these steps only.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    decode_tokens: u64,
+    /// Threads for the kernels and the probes (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Untimed runs before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs; every figure is their median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// With --model: run the optimized graphs (as `vl3c opt` produces them).
+    #[arg(long, conflicts_with = "engine")]
+    opt: bool,
+    /// Cost model for --opt: cpu, cuda or tensorrt.
+    #[arg(long, default_value = "cpu", requires = "opt")]
+    target: String,
+    /// Memory read bandwidth in GB/s for the decode bound (default: measured, 256 MiB read).
+    #[arg(long)]
+    bandwidth_gbs: Option<f64>,
+    /// Peak GFLOP/s for the vision and prefill bounds (default: measured f32 FMA loop).
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+}
+
+/// What the bench ran: the model and a label for the report.
+struct Bench<'m> {
+    model: &'m Model,
+    backend: &'static str,
+    /// Stored dtype of each weight, for the bytes a decode step reads.
+    dtype_of: Box<dyn Fn(&str) -> vl3c_ir::DType + 'm>,
+}
+
+/// Seconds of one vision, one prefill and the decode steps of one run.
+struct Run {
+    vision_s: f64,
+    prefill_s: f64,
+    decode_s: f64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    for (flag, v) in [("--bandwidth-gbs", args.bandwidth_gbs), ("--peak-gflops", args.peak_gflops)] {
+        if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+            bail!("{flag} must be a positive number");
+        }
+    }
+    let threads = if args.threads > 0 { args.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    // Read by rayon's global pool (the reference executor's matmuls), which nothing has started yet.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let (context, decode_tokens) = (args.context as usize, args.decode_tokens as usize);
+
+    let engine;
+    let opened;
+    let bench = match &args.engine {
+        Some(dir) => {
+            // The cache must hold the prompt, the decoded tokens and the first sampled one.
+            engine = Engine::load(dir, context + decode_tokens + 1, threads, &mut |_, _, _| {})
+                .with_context(|| format!("cannot load engine {}", dir.display()))?;
+            let declared = engine.model().config().declared_dtype;
+            Bench { model: engine.model(), backend: "engine", dtype_of: Box::new(move |_| declared) }
+        }
+        None => {
+            opened = open_model(&args)?;
+            let declared = opened.config().declared_dtype;
+            let ckpt = opened.checkpoint().expect("a model opened from a checkpoint has one");
+            Bench {
+                model: &opened,
+                backend: if args.opt { "reference executor, optimized graphs" } else { "reference executor" },
+                dtype_of: Box::new(move |n| ckpt.weight_dtype(n).unwrap_or(declared)),
+            }
+        }
+    };
+    let cfg = bench.model.config();
+    let mut rng = SplitMix::new(0x5eed);
+    let (pixels, grid) = b::random_image(cfg, args.image_size, &mut rng).map_err(anyhow::Error::msg)?;
+    let patches = pixels.shape[0];
+    let max_patches = cfg.vision_limits.image_max_patches;
+    if max_patches > 0 && patches > max_patches {
+        bail!("--image-size {} gives {patches} patches, more than the model's {max_patches}", args.image_size);
+    }
+    let ids = b::random_ids(cfg, context, &mut rng);
+
+    let mut runs = Vec::new();
+    for i in 0..args.warmup + args.repeat as usize {
+        let r = once(&bench, &pixels, &grid, &ids, decode_tokens)?;
+        if i >= args.warmup {
+            runs.push(r);
+        }
+    }
+    let med = |f: fn(&Run) -> f64| b::median(&runs.iter().map(f).collect::<Vec<_>>());
+    let (vision_s, prefill_s, decode_s) = (med(|r| r.vision_s), med(|r| r.prefill_s), med(|r| r.decode_s));
+    let decode_tok_s = decode_tokens as f64 / decode_s;
+    let peak_rss = b::peak_rss_bytes().unwrap_or(0);
+
+    // Probes run after the model so their buffer does not count in the model's peak RSS.
+    let (bandwidth, bw_source) = match args.bandwidth_gbs {
+        Some(v) => (v, "given"),
+        None => (b::measure_bandwidth_gbs(256 << 20, threads), "measured"),
+    };
+    let (peak, peak_source) = match args.peak_gflops {
+        Some(v) => (v, "given"),
+        None => (b::measure_peak_gflops(threads), "measured"),
+    };
+    let work = Work::of(cfg, patches, context, &*bench.dtype_of);
+    let bounds = Bounds {
+        vision_s: work.vision_flops / (peak * 1e9),
+        prefill_s: work.prefill_flops / (peak * 1e9),
+        decode_tok_s: bandwidth * 1e9 / work.decode_bytes_per_token,
+    };
+    let source = args.engine.as_ref().or(args.model.as_ref()).expect("clap requires one");
+
+    if args.json {
+        let all = |f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<_>>();
+        let out = json!({
+            "vision_s": vision_s,
+            "prefill_s": prefill_s,
+            "decode_tok_s": decode_tok_s,
+            "peak_rss_bytes": peak_rss,
+            "runs": {
+                "vision_s": all(|r| r.vision_s),
+                "prefill_s": all(|r| r.prefill_s),
+                "decode_tok_s": runs.iter().map(|r| decode_tokens as f64 / r.decode_s).collect::<Vec<_>>(),
+            },
+            "limits": {
+                "bandwidth_gbs": bandwidth,
+                "bandwidth_source": bw_source,
+                "peak_gflops": peak,
+                "peak_gflops_source": peak_source,
+                "vision_flops": work.vision_flops,
+                "prefill_flops": work.prefill_flops,
+                "decode_bytes_per_token": work.decode_bytes_per_token,
+                "vision_s_bound": bounds.vision_s,
+                "prefill_s_bound": bounds.prefill_s,
+                "decode_tok_s_bound": bounds.decode_tok_s,
+            },
+            "config": {
+                "backend": bench.backend,
+                "source": source.display().to_string(),
+                "image_size": args.image_size,
+                "patches": patches,
+                "context": context,
+                "decode_tokens": decode_tokens,
+                "threads": threads,
+                "warmup": args.warmup,
+                "repeat": args.repeat,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+
+    println!(
+        "bench: {} ({}), {threads} threads, median of {} after {} warmup",
+        bench.backend,
+        source.display(),
+        args.repeat,
+        args.warmup
+    );
+    println!("{:<8} {:>15} {:>15} {:>9}  work", "phase", "measured", "bound", "of bound");
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    println!(
+        "{:<8} {:>15} {:>15} {:>9}  {patches} patches ({}²), {:.2} GFLOP",
+        "vision",
+        secs(vision_s),
+        secs(bounds.vision_s),
+        pct(bounds.vision_s / vision_s),
+        args.image_size,
+        work.vision_flops / 1e9
+    );
+    println!(
+        "{:<8} {:>15} {:>15} {:>9}  {context} tokens, {:.2} GFLOP",
+        "prefill",
+        secs(prefill_s),
+        secs(bounds.prefill_s),
+        pct(bounds.prefill_s / prefill_s),
+        work.prefill_flops / 1e9
+    );
+    println!(
+        "{:<8} {:>15} {:>15} {:>9}  {decode_tokens} tokens, {:.1} MB read per token",
+        "decode",
+        format!("{decode_tok_s:.2} tok/s"),
+        format!("{:.2} tok/s", bounds.decode_tok_s),
+        pct(decode_tok_s / bounds.decode_tok_s),
+        work.decode_bytes_per_token / 1e6
+    );
+    println!("peak RSS {:.1} MB", peak_rss as f64 / 1e6);
+    println!(
+        "limits: {bandwidth:.1} GB/s read bandwidth ({bw_source}), {peak:.1} GFLOP/s f32 FMA peak ({peak_source}), {threads} threads"
+    );
+    Ok(())
+}
+
+/// Seconds with a unit that keeps three significant digits for tiny and real models alike.
+fn secs(x: f64) -> String {
+    match x {
+        x if x >= 1.0 => format!("{x:.3} s"),
+        x if x >= 1e-3 => format!("{:.2} ms", x * 1e3),
+        x => format!("{:.1} µs", x * 1e6),
+    }
+}
+
+struct Bounds {
+    vision_s: f64,
+    prefill_s: f64,
+    decode_tok_s: f64,
+}
+
+/// One timed run: vision + projector on the image, prefill of `ids`, then `decode_tokens` greedy
+/// steps (the first token comes from the prefill's logits, so every timed step is a decode).
+fn once(bench: &Bench, pixels: &Tensor, grid: &Tensor, ids: &[i64], decode_tokens: usize) -> Result<Run> {
+    let merge = Tensor::i64(vec![1], vec![1]);
+    let start = Instant::now();
+    let embeds = b::image_embed(bench.model, pixels, grid, Some(&merge))?;
+    let vision_s = start.elapsed().as_secs_f64();
+    std::hint::black_box(embeds);
+
+    let inputs: NamedTensors = [("input_ids".to_string(), Tensor::i64(vec![1, ids.len()], ids.to_vec()))].into();
+    let start = Instant::now();
+    let (last, mut state) = StepModel::prefill(bench.model, &inputs)?;
+    let prefill_s = start.elapsed().as_secs_f64();
+
+    let mut next = argmax(&last);
+    let start = Instant::now();
+    for _ in 0..decode_tokens {
+        next = argmax(&StepModel::decode_step(bench.model, &mut state, next)?);
+    }
+    let decode_s = start.elapsed().as_secs_f64();
+    Ok(Run { vision_s, prefill_s, decode_s })
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn open_model(args: &Args) -> Result<Model> {
+    let dir = args.model.as_ref().expect("clap requires --model or --engine");
+    let mut model = Model::open(dir)?;
+    if args.opt {
+        let target = super::opt::target(&args.target)?;
+        let mut graphs = model.graphs().clone();
+        let names = ["vision_m1", "vision_m2", "projector", "prefill", "decode"];
+        super::opt::optimize_model(&mut graphs, &names, &target)?;
+        model.set_graphs(graphs);
+    }
+    Ok(model)
+}

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# vl3c against PyTorch transformers on the same shapes, in one invocation, one after the other
+# (never at once: both would fight for the same cores and memory bandwidth).
+#
+#   tools/bench/compare.sh                          # VideoLLaMA3-2B shapes, random weights
+#   tools/bench/compare.sh --config tests/fixtures/models/image_tied_f32/config.json \
+#       --image-size 56 --context 16 --decode-tokens 4   # a tiny checkpoint, seconds
+#
+# Steps: build release; make the random 2B checkpoint if missing (or use the checkpoint next to
+# --config); pick the vl3c side (--engine PATH, else compile an engine when `vl3c compile`
+# exists, else the reference executor on --model); run `vl3c bench --json`; run
+# tools/bench/pytorch_bench.py in bf16 and f32; print a side-by-side table and write every JSON
+# and the table to --out.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CONFIG=""                   # config.json of an existing checkpoint (its directory is the model)
+CHECKPOINT=/tmp/vl3-2b      # where the random 2B checkpoint lives (made if missing)
+ENGINE=""                   # an engine directory to bench instead of compiling one
+BACKEND=auto                # auto | model | engine
+OUT=/tmp/vl3c-bench
+PYTHON="${PYTHON:-/work/pyenv/bin/python}"
+DTYPES="bf16 f32"
+IMAGE_SIZE=448 CONTEXT=300 DECODE_TOKENS=32 THREADS=2 WARMUP=1 REPEAT=3
+
+usage() {
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<EOF
+Options: --config FILE --checkpoint DIR --engine DIR --backend auto|model|engine --out DIR
+         --python PATH --dtypes "bf16 f32" --image-size N --context N --decode-tokens N
+         --threads N --warmup N --repeat N
+EOF
+}
+
+while [[ $# -gt 0 ]]; do
+    [[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
+    [[ $# -ge 2 ]] || { echo "error: $1 needs a value" >&2; exit 2; }
+    case $1 in
+        --config) CONFIG=$2 ;;
+        --checkpoint) CHECKPOINT=$2 ;;
+        --engine) ENGINE=$2; BACKEND=engine ;;
+        --backend) BACKEND=$2 ;;
+        --out) OUT=$2 ;;
+        --python) PYTHON=$2 ;;
+        --dtypes) DTYPES=$2 ;;
+        --image-size) IMAGE_SIZE=$2 ;;
+        --context) CONTEXT=$2 ;;
+        --decode-tokens) DECODE_TOKENS=$2 ;;
+        --threads) THREADS=$2 ;;
+        --warmup) WARMUP=$2 ;;
+        --repeat) REPEAT=$2 ;;
+        *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+case $BACKEND in auto | model | engine) ;; *) echo "error: --backend must be auto, model or engine" >&2; exit 2 ;; esac
+
+cd "$ROOT"
+mkdir -p "$OUT"
+echo "== build" >&2
+cargo build --release --quiet
+VL3C="$ROOT/target/release/vl3c"
+
+if [[ -n $CONFIG ]]; then
+    MODEL="$(dirname "$CONFIG")"
+else
+    CONFIG="$ROOT/examples/configs/videollama3-2b/config.json"
+    MODEL="$CHECKPOINT"
+    if [[ ! -f $MODEL/config.json ]]; then
+        echo "== random 2B checkpoint → $MODEL" >&2
+        cargo run --release --quiet --example random_checkpoint -- --preset 2b --out "$MODEL"
+    fi
+fi
+
+if [[ $BACKEND == auto ]]; then
+    # The compiled engine when this build has `vl3c compile`; the reference executor otherwise.
+    if "$VL3C" compile --help >/dev/null 2>&1; then BACKEND=engine; else BACKEND=model; fi
+fi
+if [[ $BACKEND == engine && -z $ENGINE ]]; then
+    ENGINE="$OUT/engine"
+    echo "== vl3c compile $MODEL → $ENGINE" >&2
+    "$VL3C" compile --model "$MODEL" --out "$ENGINE" --threads "$THREADS"
+fi
+
+SHAPES=(--image-size "$IMAGE_SIZE" --context "$CONTEXT" --decode-tokens "$DECODE_TOKENS"
+        --threads "$THREADS" --warmup "$WARMUP" --repeat "$REPEAT")
+if [[ $BACKEND == engine ]]; then SOURCE=(--engine "$ENGINE"); else SOURCE=(--model "$MODEL"); fi
+echo "== vl3c bench ${SOURCE[*]} ${SHAPES[*]}" >&2
+"$VL3C" bench "${SOURCE[@]}" "${SHAPES[@]}" --json > "$OUT/vl3c.json"
+
+FILES=("$OUT/vl3c.json")
+for dtype in $DTYPES; do
+    echo "== pytorch $dtype ${SHAPES[*]}" >&2
+    "$PYTHON" tools/bench/pytorch_bench.py --config "$CONFIG" --dtype "$dtype" "${SHAPES[@]}" \
+        > "$OUT/pytorch_$dtype.json"
+    FILES+=("$OUT/pytorch_$dtype.json")
+done
+
+"$PYTHON" - "${FILES[@]}" <<'EOF' | tee "$OUT/summary.txt"
+import json, sys
+
+vl3c, *torch_runs = [json.load(open(p)) for p in sys.argv[1:]]
+c = vl3c["config"]
+print(f"vl3c ({c['backend']}) vs PyTorch, {c['patches']} patches ({c['image_size']}²), "
+      f"context {c['context']}, {c['decode_tokens']} decode tokens, {c['threads']} threads, "
+      f"median of {c['repeat']}")
+print("speedup = how many times faster vl3c is (time: PyTorch/vl3c; tok/s: vl3c/PyTorch); RSS: vl3c/PyTorch")
+rows = [("vision s", "vision_s", True), ("prefill s", "prefill_s", True),
+        ("decode tok/s", "decode_tok_s", False), ("peak RSS GB", "peak_rss_bytes", None)]
+head = f"{'':<14}{'vl3c':>10}"
+for t in torch_runs:
+    name = "torch " + t["config"]["dtype"]
+    head += f"{name:>12}{'speedup':>9}"
+print(head)
+for label, key, lower_is_better in rows:
+    scale = 1e-9 if key == "peak_rss_bytes" else 1.0
+    line = f"{label:<14}{vl3c[key] * scale:>10.4g}"
+    for t in torch_runs:
+        if lower_is_better is None:
+            ratio = vl3c[key] / t[key]
+        else:
+            ratio = t[key] / vl3c[key] if lower_is_better else vl3c[key] / t[key]
+        line += f"{t[key] * scale:>12.4g}{ratio:>8.2f}x"
+    print(line)
+for t in torch_runs:
+    if t.get("generate_decode_tok_s"):
+        r = vl3c["decode_tok_s"] / t["generate_decode_tok_s"]
+        print(f"torch {t['config']['dtype']} generate(): {t['generate_decode_tok_s']:.3f} tok/s decode (vl3c {r:.2f}x)")
+lim = vl3c["limits"]
+print(f"vl3c bounds: vision {lim['vision_s_bound']:.4g} s, prefill {lim['prefill_s_bound']:.4g} s "
+      f"({lim['peak_gflops']:.0f} GFLOP/s), decode {lim['decode_tok_s_bound']:.2f} tok/s "
+      f"({lim['bandwidth_gbs']:.1f} GB/s, {lim['decode_bytes_per_token'] / 1e6:.1f} MB/token)")
+EOF
+echo "JSON and summary in $OUT" >&2
