@@ -17,7 +17,14 @@ fn picture() -> PathBuf {
 }
 
 fn vl3c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vl3c")).args(args).output().expect("vl3c runs")
+    Command::new(env!("CARGO_BIN_EXE_vl3c")).env("VL3C_CACHE_DIR", cache_dir()).args(args).output().expect("vl3c runs")
+}
+
+/// One engine cache for this test binary, so `run --model` compiles the tiny model once and
+/// nothing is written under the user's home.
+fn cache_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
 fn golden() -> serde_json::Value {
@@ -60,11 +67,30 @@ fn greedy_output_is_transformers_text_byte_for_byte() {
     let g = golden();
     let want = format!("{}\n", g["generated_text"].as_str().unwrap());
     assert!(want.contains('\u{FFFD}'), "the golden exercises replacement characters");
-    for extra in [&[][..], &["--opt"][..]] {
+    for extra in [&[][..], &["--reference"][..], &["--reference", "--opt"][..]] {
         let o = run_tiny(&[&["--max-new-tokens", "12"], extra].concat());
         assert_summary(&o, 12);
         assert_eq!(o.stdout, want.as_bytes(), "stdout with {extra:?}: {:?}", String::from_utf8_lossy(&o.stdout));
     }
+}
+
+/// `run --model` compiles into the cache once; `run --engine` runs an engine `vl3c compile` wrote.
+#[test]
+fn engines_from_the_cache_and_from_compile_agree() {
+    let want = format!("{}\n", golden()["generated_text"].as_str().unwrap());
+    for _ in 0..2 {
+        assert_eq!(run_tiny(&["--max-new-tokens", "12"]).stdout, want.as_bytes());
+    }
+    let engines: Vec<_> = std::fs::read_dir(cache_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().join("manifest.json").is_file()).collect();
+    assert_eq!(engines.len(), 1, "the second run reuses the cached engine");
+
+    let out = tempfile::tempdir().unwrap();
+    let engine = out.path().join("tiny.engine");
+    let o = vl3c(&["compile", "--model", tiny().to_str().unwrap(), "--target", "cpu", "--out", engine.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = vl3c(&["run", "--engine", engine.to_str().unwrap(), "--image", picture().to_str().unwrap(), "--prompt", "What is in this picture?", "--max-new-tokens", "12"]);
+    assert_summary(&o, 12);
+    assert_eq!(o.stdout, want.as_bytes());
 }
 
 #[test]
@@ -106,9 +132,9 @@ fn missing_tokenizer_is_one_line() {
 }
 
 #[test]
-fn engine_is_not_supported_yet() {
-    let o = vl3c(&["run", "--engine", "/tmp/some.engine", "--prompt", "hi"]);
-    assert_one_line_error(&o, "compiled engines are not supported yet; use --model DIR");
+fn missing_engine_or_source_is_one_line() {
+    let o = vl3c(&["run", "--engine", "/nonexistent/some.engine", "--prompt", "hi"]);
+    assert_one_line_error(&o, "/nonexistent/some.engine");
     let o = vl3c(&["run", "--prompt", "hi"]);
     assert_one_line_error(&o, "--model");
 }

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod compile;
+pub mod engine_cache;
 pub mod eval;
 pub mod inspect;
 pub mod opt;
