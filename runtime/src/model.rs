@@ -77,8 +77,7 @@ impl Model {
         cfg.vision_limits.image_max_patches = images.max_pixels / (images.patch_size * images.patch_size);
         let declared = cfg.declared_dtype;
         let graphs = ModelGraphs::lower(&cfg, &|name| checkpoint.weight_dtype(name).unwrap_or(declared))?;
-        let config = checkpoint.config().clone();
-        Ok(Model { backend: Backend::Checkpoint(Box::new(checkpoint)), config, graphs, max_context: None })
+        Ok(Model { backend: Backend::Checkpoint(Box::new(checkpoint)), config: cfg, graphs, max_context: None })
     }
 
     /// A model whose graphs run on `runner` (a compiled engine), with the same forward logic.

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vl3c_frontends::lower::ModelGraphs;
 use vl3c_frontends::{Checkpoint, ModelConfig};
-use vl3c_ir::Graph;
 use vl3c_passes::cost::Target;
 use vl3c_passes::{optimize_graph, Budget, Stats};
 
@@ -56,15 +55,6 @@ pub fn target(name: &str) -> Result<Target> {
     Target::by_name(name).with_context(|| format!("unknown --target `{name}` (expected cpu, cuda or tensorrt)"))
 }
 
-fn graph_mut<'a>(graphs: &'a mut ModelGraphs, name: &str) -> &'a mut Graph {
-    match name {
-        "vision_m1" => &mut graphs.vision_m1,
-        "vision_m2" => &mut graphs.vision_m2,
-        "projector" => &mut graphs.projector,
-        "prefill" => &mut graphs.prefill,
-        _ => &mut graphs.decode,
-    }
-}
 
 /// One optimized graph and what it took.
 pub struct Optimized {
@@ -88,7 +78,7 @@ pub fn optimize_model(graphs: &mut ModelGraphs, names: &[&'static str], target: 
         }
         bar.set_message(name);
         let t = Instant::now();
-        let g = graph_mut(graphs, name);
+        let g = graphs.get_mut(name).expect("a graph of ModelGraphs");
         let (opt, stats) = optimize_graph(g, target, &Budget::default())?;
         *g = opt;
         out.push(Optimized { name, stats, seconds: t.elapsed().as_secs_f64() });

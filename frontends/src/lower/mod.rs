@@ -46,6 +46,17 @@ impl ModelGraphs {
         }
     }
 
+    /// The graph called `name` (`vision_m1`, `vision_m2`, `projector`, `prefill`, `decode`).
+    pub fn get(&self, name: &str) -> Option<&Graph> {
+        self.all().into_iter().find(|g| g.name == name)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Graph> {
+        [&mut self.vision_m1, &mut self.vision_m2, &mut self.projector, &mut self.prefill, &mut self.decode]
+            .into_iter()
+            .find(|g| g.name == name)
+    }
+
     pub fn all(&self) -> [&Graph; 5] {
         [&self.vision_m1, &self.vision_m2, &self.projector, &self.prefill, &self.decode]
     }

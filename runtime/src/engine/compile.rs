@@ -5,7 +5,7 @@
 //! cannot depend on.
 
 use super::plan::{claims_for, fold_key, kernel_desc};
-use crate::exec::{execute, Tensor, TensorData};
+use crate::exec::{execute, Tensor};
 use crate::model::Model;
 use half::bf16;
 use std::collections::{BTreeMap, HashMap};
@@ -15,7 +15,6 @@ use vl3c_backends::engine::{
     self as fmt, sha256_file, Claim, EngineError, FileEntry, GraphPlan, Manifest, Plan, Source, TensorEntry, TensorLayout,
     WeightsWriter,
 };
-use vl3c_frontends::lower::ModelGraphs;
 use vl3c_ir::{Graph, NodeId, Op};
 use vl3c_passes::cost::Target;
 use vl3c_passes::schedule::{optimize_graph_with, Memo};
@@ -52,7 +51,7 @@ pub fn compile_engine(model_dir: &Path, target: &str, out_dir: &Path, progress: 
     let mut memo = Memo::default();
     for (i, name) in fmt::GRAPH_NAMES.iter().enumerate() {
         progress("optimize", i, fmt::GRAPH_NAMES.len());
-        let g = graph_mut(&mut graphs, name);
+        let g = graphs.get_mut(name).expect("a graph of ModelGraphs");
         let (opt, _) = optimize_graph_with(g, &cost, &Budget::default(), &mut memo).map_err(|e| err(e.to_string()))?;
         *g = opt;
     }
@@ -64,10 +63,10 @@ pub fn compile_engine(model_dir: &Path, target: &str, out_dir: &Path, progress: 
     let mut plan = Plan::default();
     let mut report = CompileReport::default();
     let mut stored: HashMap<String, String> = HashMap::new(); // fold key + form → tensor name
-    let total_folds: usize = fmt::GRAPH_NAMES.iter().map(|n| graph_of(&graphs, n).nodes.iter().filter(|n| n.op == Op::Fold).count()).sum();
+    let total_folds: usize = graphs.all().iter().map(|g| g.nodes.iter().filter(|n| n.op == Op::Fold).count()).sum();
     let mut done = 0;
     for name in fmt::GRAPH_NAMES {
-        let g = graph_of(&graphs, name);
+        let g = graphs.get(name).expect("a graph of ModelGraphs");
         let (claims, skip) = claims_for(g);
         let mut gp = GraphPlan::default();
         let mut keys: HashMap<usize, String> = HashMap::new();
@@ -137,7 +136,7 @@ pub fn compile_engine(model_dir: &Path, target: &str, out_dir: &Path, progress: 
     progress("codegen", 1, 1);
 
     progress("write", 0, 1);
-    let text: String = fmt::GRAPH_NAMES.iter().map(|n| format!("{}\n", graph_of(&graphs, n))).collect();
+    let text: String = graphs.all().iter().map(|g| format!("{g}\n")).collect();
     write(out_dir, fmt::GRAPHS, text.as_bytes())?;
     write(out_dir, fmt::PLAN, serde_json::to_string_pretty(&plan).expect("plan serializes").as_bytes())?;
     let mut files = BTreeMap::new();
@@ -183,25 +182,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileEntry, EngineError>
     Ok(FileEntry { bytes: bytes.len() as u64, sha256: fmt::sha256_hex(bytes) })
 }
 
-pub(crate) fn graph_of<'g>(graphs: &'g ModelGraphs, name: &str) -> &'g Graph {
-    match name {
-        "vision_m1" => &graphs.vision_m1,
-        "vision_m2" => &graphs.vision_m2,
-        "projector" => &graphs.projector,
-        "prefill" => &graphs.prefill,
-        _ => &graphs.decode,
-    }
-}
 
-fn graph_mut<'g>(graphs: &'g mut ModelGraphs, name: &str) -> &'g mut Graph {
-    match name {
-        "vision_m1" => &mut graphs.vision_m1,
-        "vision_m2" => &mut graphs.vision_m2,
-        "projector" => &mut graphs.projector,
-        "prefill" => &mut graphs.prefill,
-        _ => &mut graphs.decode,
-    }
-}
 
 /// The value of fold node `fold`: its (weight-only) ancestors copied into a graph of their own
 /// and run on the reference executor.
@@ -234,15 +215,7 @@ fn eval_fold(g: &Graph, fold: usize, weights: &crate::model::CheckpointWeights) 
 
 fn store_raw(w: &mut WeightsWriter, t: &Tensor, report: &mut CompileReport) -> Result<TensorEntry, EngineError> {
     report.folds_raw += 1;
-    let bytes: &[u8] = match &t.data {
-        TensorData::F32(v) => bytemuck::cast_slice(v),
-        TensorData::F16(v) => bytemuck::cast_slice(v),
-        TensorData::BF16(v) => bytemuck::cast_slice(v),
-        TensorData::I32(v) => bytemuck::cast_slice(v),
-        TensorData::I64(v) => bytemuck::cast_slice(v),
-        TensorData::Bool(v) => bytemuck::cast_slice(v),
-    };
-    w.push(bytes, &t.dtype().to_string(), t.shape.clone(), TensorLayout::Raw)
+    w.push(t.raw_bytes(), &t.dtype().to_string(), t.shape.clone(), TensorLayout::Raw)
 }
 
 /// A matmul weight `[k, n]`: bf16 panels when every value is a bf16 (exact, half the bytes,

@@ -222,8 +222,8 @@ fn check_plan(plan: &Plan, graphs: &ModelGraphs, weights_len: u64) -> std::resul
             return Err(format!("tensor `{name}` lies outside weights.bin"));
         }
     }
-    for gname in fmt::GRAPH_NAMES {
-        let g = compile::graph_of(graphs, gname);
+    for g in graphs.all() {
+        let gname = g.name.as_str();
         let Some(gp) = plan.graphs.get(gname) else { return Err(format!("has no plan for graph `{gname}`")) };
         let tensor = |t: &str| plan.tensors.get(t).ok_or_else(|| format!("graph `{gname}` reads unknown tensor `{t}`"));
         for c in &gp.claims {

@@ -44,15 +44,7 @@ pub trait WeightSource {
 impl WeightSource for HashMap<String, Tensor> {
     fn weight(&self, name: &str) -> Option<WeightView<'_>> {
         let t = self.get(name)?;
-        let bytes: &[u8] = match &t.data {
-            TensorData::F32(v) => bytemuck::cast_slice(v),
-            TensorData::F16(v) => bytemuck::cast_slice(v),
-            TensorData::BF16(v) => bytemuck::cast_slice(v),
-            TensorData::I32(v) => bytemuck::cast_slice(v),
-            TensorData::I64(v) => bytemuck::cast_slice(v),
-            TensorData::Bool(v) => bytemuck::cast_slice(v),
-        };
-        Some(WeightView { dtype: t.dtype(), shape: t.shape.clone(), bytes })
+        Some(WeightView { dtype: t.dtype(), shape: t.shape.clone(), bytes: t.raw_bytes() })
     }
 }
 

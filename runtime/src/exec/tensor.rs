@@ -206,6 +206,18 @@ impl Tensor {
     }
 
     /// Little-endian bytes (bool as one byte 0/1).
+    /// The elements' own memory: little-endian on every target vl3c runs on; bool as one byte.
+    pub fn raw_bytes(&self) -> &[u8] {
+        match &self.data {
+            TensorData::F32(v) => bytemuck::cast_slice(v),
+            TensorData::F16(v) => bytemuck::cast_slice(v),
+            TensorData::BF16(v) => bytemuck::cast_slice(v),
+            TensorData::I32(v) => bytemuck::cast_slice(v),
+            TensorData::I64(v) => bytemuck::cast_slice(v),
+            TensorData::Bool(v) => bytemuck::cast_slice(v),
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         match &self.data {
             TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
