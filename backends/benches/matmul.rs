@@ -265,7 +265,11 @@ fn bench_gemm(quick: bool) {
         let a = rng.vec(m * k);
         let mut c = vec![0f32; m * n];
         let flops = 2.0 * (m * n * k) as f64;
-        for mode in [GemmMode::Exact, GemmMode::Bf16Dot] {
+        let mut modes = vec![GemmMode::Exact, GemmMode::Bf16Dot];
+        if cpu::has_amx() {
+            modes.push(GemmMode::Amx);
+        }
+        for mode in modes {
             for threads in [1usize, 2] {
                 let secs = time(
                     || cpu::gemm_with(&a, &w, &mut c, threads, &Epilogue::default(), mode, backend),
@@ -301,6 +305,7 @@ fn main() {
         "command: cargo bench -p vl3c-backends --bench matmul {}",
         args.join(" ")
     );
+    println!("amx: {}", cpu::has_amx());
     println!(
         "avx512_bf16: {}  (MR={}, NR={}, KC={} pairs)",
         cpu::has_avx512_bf16(),

@@ -27,7 +27,8 @@ pub const KC_EXACT: usize = 128;
 /// Arithmetic of a GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum GemmMode {
-    /// Whichever is faster on this CPU: [`GemmMode::Exact`] on Intel (where `vdpbf16ps` zmm
+    /// Whichever is faster on this CPU: [`GemmMode::Amx`] where the CPU has AMX-BF16 (and the
+    /// OS grants the tile state), else [`GemmMode::Exact`] on Intel (where `vdpbf16ps` zmm
     /// issues at half the rate of f32 FMA, so widening is both exact and faster),
     /// [`GemmMode::Bf16Dot`] elsewhere (AMD Zen 4: `vdpbf16ps` does twice the FLOPs of FMA).
     #[default]
@@ -36,13 +37,19 @@ pub enum GemmMode {
     Exact,
     /// `A` rounded to bf16 (RNE), `vdpbf16ps`, f32 accumulation.
     Bf16Dot,
+    /// Same arithmetic class as [`GemmMode::Bf16Dot`] (`A` rounded to bf16, f32
+    /// accumulation), on AMX tiles (`tdpbf16ps`, see [`amx`](super::amx)). Where AMX is not
+    /// available (or with [`Backend::Scalar`](super::Backend::Scalar)) it runs as `Bf16Dot`.
+    Amx,
 }
 
 impl GemmMode {
     pub fn resolve(self) -> GemmMode {
         match self {
             GemmMode::Auto => {
-                if is_intel() {
+                if super::amx::available() {
+                    GemmMode::Amx
+                } else if is_intel() {
                     GemmMode::Exact
                 } else {
                     GemmMode::Bf16Dot
@@ -136,7 +143,7 @@ pub(crate) fn pack_a(a: &[f32], m: usize, k: usize, threads: usize) -> PackedA {
 }
 
 /// f32 row → bf16 pairs (RNE), odd tail padded with zero.
-fn convert_row(src: &[f32], dst: &mut [u32]) {
+pub(crate) fn convert_row(src: &[f32], dst: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx512_bf16() {
         // SAFETY: features detected.
@@ -166,7 +173,6 @@ pub(crate) fn gemm_impl(
     simd: bool,
 ) {
     let mode = mode.resolve();
-    let exact = mode == GemmMode::Exact;
     let (n, k) = (w.n(), w.k());
     assert!(k > 0 || a.is_empty(), "gemm: k = 0");
     assert_eq!(
@@ -201,6 +207,15 @@ pub(crate) fn gemm_impl(
     if m == 0 || n == 0 {
         return;
     }
+    let mode = match mode {
+        GemmMode::Amx if simd && super::amx::available() => {
+            super::amx::gemm(a, w, c, m, threads, epi);
+            return;
+        }
+        GemmMode::Amx => GemmMode::Bf16Dot,
+        m => m,
+    };
+    let exact = mode == GemmMode::Exact;
     let pa = match (exact, simd) {
         (true, _) => pack_a_f32(a, m, k, threads),
         (false, true) => pack_a(a, m, k, threads),

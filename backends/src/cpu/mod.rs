@@ -9,11 +9,14 @@
 //!   register-blocked 12×32 micro-kernel with an optional bias / residual [`Epilogue`], in one
 //!   of two arithmetics ([`GemmMode`]): `A` rounded to bf16 and `vdpbf16ps` (AVX512_BF16), or
 //!   weights widened to f32 in registers and f32 FMA (exact); f32 accumulation either way.
+//!   Where the CPU has AMX-BF16, [`GemmMode::Amx`] (chosen by `Auto`) runs the `vdpbf16ps`
+//!   arithmetic on AMX tiles straight from the same packed panels ([`amx`]).
 //!
 //! Every entry point takes an explicit thread count. The AVX-512 paths are chosen at run time
 //! (`avx512f`, `avx512bw`, `avx512vl`, `avx512bf16`); without them the same arithmetic runs in
 //! portable scalar code. [`Backend`] forces one or the other (tests compare the two).
 
+pub mod amx;
 pub mod codegen;
 pub mod gemm;
 pub mod gemv;
@@ -33,6 +36,11 @@ pub enum Backend {
     Scalar,
     /// AVX-512 + AVX512_BF16; panics if the CPU lacks it.
     Avx512,
+}
+
+/// Whether this CPU has AMX-BF16 and the OS granted the tile state ([`GemmMode::Amx`]).
+pub fn has_amx() -> bool {
+    amx::available()
 }
 
 /// Whether this CPU has everything the SIMD kernels use.

@@ -143,6 +143,7 @@ impl Engine {
             GemmMode::Auto => 0,
             GemmMode::Exact => 1,
             GemmMode::Bf16Dot => 2,
+            GemmMode::Amx => 3,
         };
         self.gemm_mode.store(v, Ordering::Relaxed);
     }

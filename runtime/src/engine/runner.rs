@@ -141,6 +141,7 @@ impl Accel<'_> {
                     let mode = match self.runner.mode.load(Ordering::Relaxed) {
                         1 => GemmMode::Exact,
                         2 => GemmMode::Bf16Dot,
+                        3 => GemmMode::Amx,
                         _ => GemmMode::Auto,
                     };
                     cpu::gemm_with(&av, &w, &mut c, self.runner.threads, &ep, mode, Backend::Auto);

@@ -1,0 +1,147 @@
+//! The AMX GEMM ([`GemmMode::Amx`]) against an f64 reference, with the `Bf16Dot` error bound
+//! of `kernels.rs` (`|err| ≤ 2^-8·S + 1e-6·S·max(1, sqrt(k)/4)`, `S = Σ|w·x|`), on sizes with
+//! M (32-row block), N (32-column panel) and K (32-feature chunk) tails. Passes with a note
+//! where the CPU lacks AMX (the mode then runs as `Bf16Dot`, tested in `kernels.rs`).
+
+use half::bf16;
+use vl3c_backends::cpu::{self, gemm_with, pack, Backend, Epilogue, GemmMode};
+
+struct Rng(u64);
+impl Rng {
+    fn f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+    fn weight(&mut self, n: usize, k: usize) -> Vec<bf16> {
+        (0..n * k).map(|_| bf16::from_f32(self.f32())).collect()
+    }
+}
+
+fn reference(a: &[f32], w: &[bf16], m: usize, n: usize, k: usize) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut s, mut abs) = (0f64, 0f64);
+            for kk in 0..k {
+                let p = a[i * k + kk] as f64 * w[j * k + kk].to_f64();
+                s += p;
+                abs += p.abs();
+            }
+            out.push((s, abs));
+        }
+    }
+    out
+}
+
+fn tolerance(k: usize, abs: f64) -> f64 {
+    abs / 256.0 + 1e-6 * abs * (k as f64).sqrt().max(4.0) / 4.0 + 1e-30
+}
+
+fn skip() -> bool {
+    if !cpu::has_amx() {
+        eprintln!("note: CPU (or OS) lacks AMX-BF16; AMX tests skipped");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn amx_gemm_matches_f64_reference() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut worst = 0f64;
+    for &m in &[1usize, 5, 31, 33, 300] {
+        for &n in &[1usize, 17, 33, 100] {
+            for &k in &[1usize, 31, 33, 1000] {
+                let w = rng.weight(n, k);
+                let p = pack(&w, n, k);
+                let a = rng.vec(m * k);
+                let refs = reference(&a, &w, m, n, k);
+                let mut bf = vec![f32::NAN; m * n];
+                gemm_with(&a, &p, &mut bf, 1, &Epilogue::default(), GemmMode::Bf16Dot, Backend::Auto);
+                for threads in [1, 2, 3] {
+                    let mut c = vec![f32::NAN; m * n];
+                    gemm_with(&a, &p, &mut c, threads, &Epilogue::default(), GemmMode::Amx, Backend::Auto);
+                    for (j, (g, (r, abs))) in c.iter().zip(&refs).enumerate() {
+                        let err = (*g as f64 - r).abs();
+                        let tol = tolerance(k, *abs);
+                        assert!(
+                            err <= tol,
+                            "amx {m}x{k}x{n} t{threads}: output {j}: got {g}, want {r}, |err| {err:e} > {tol:e}"
+                        );
+                        worst = worst.max(err / abs.max(1e-30));
+                        // Same rounding of A as Bf16Dot: only the summation order differs.
+                        let d = (*g as f64 - bf[j] as f64).abs();
+                        assert!(
+                            d <= 1e-6 * abs * (k as f64).sqrt().max(4.0) / 2.0 + 1e-30,
+                            "amx vs bf16dot {m}x{k}x{n} t{threads}: {j}: {g} vs {}",
+                            bf[j]
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("amx gemm worst |err|/S: {worst:e}");
+}
+
+#[test]
+fn amx_gemm_epilogue_bias_residual_accumulate() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(7);
+    let (m, k, n) = (45, 401, 70);
+    let w = rng.weight(n, k);
+    let p = pack(&w, n, k);
+    let a = rng.vec(m * k);
+    let bias = rng.vec(n);
+    let res = rng.vec(m * n);
+    let prior = rng.vec(m * n);
+    let refs = reference(&a, &w, m, n, k);
+    for (use_bias, use_res, accumulate) in [(true, true, true), (true, false, false), (false, true, false), (false, false, true)] {
+        for threads in [1, 2] {
+            let mut c = prior.clone();
+            let epi = Epilogue {
+                bias: use_bias.then_some(&bias[..]),
+                residual: use_res.then_some(&res[..]),
+                accumulate,
+            };
+            gemm_with(&a, &p, &mut c, threads, &epi, GemmMode::Amx, Backend::Auto);
+            for i in 0..m {
+                for j in 0..n {
+                    let (r, abs) = refs[i * n + j];
+                    let mut want = r;
+                    if use_bias {
+                        want += bias[j] as f64;
+                    }
+                    if use_res {
+                        want += res[i * n + j] as f64;
+                    }
+                    if accumulate {
+                        want += prior[i * n + j] as f64;
+                    }
+                    let err = (c[i * n + j] as f64 - want).abs();
+                    let tol = tolerance(k, abs) + 1e-6 * want.abs();
+                    assert!(err <= tol, "({use_bias},{use_res},{accumulate}) t{threads} ({i},{j}): {} vs {want}", c[i * n + j]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn auto_selects_amx_when_available() {
+    assert_eq!(
+        GemmMode::Auto.resolve() == GemmMode::Amx,
+        cpu::has_amx(),
+        "Auto should pick AMX exactly when it is available"
+    );
+}
