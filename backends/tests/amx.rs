@@ -3,44 +3,10 @@
 //! M (32-row block), N (32-column panel) and K (32-feature chunk) tails. Passes with a note
 //! where the CPU lacks AMX (the mode then runs as `Bf16Dot`, tested in `kernels.rs`).
 
-use half::bf16;
+mod common;
+
+use common::{reference, tolerance, Rng};
 use vl3c_backends::cpu::{self, gemm_with, pack, Backend, Epilogue, GemmMode};
-
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-    fn weight(&mut self, n: usize, k: usize) -> Vec<bf16> {
-        (0..n * k).map(|_| bf16::from_f32(self.f32())).collect()
-    }
-}
-
-fn reference(a: &[f32], w: &[bf16], m: usize, n: usize, k: usize) -> Vec<(f64, f64)> {
-    let mut out = Vec::with_capacity(m * n);
-    for i in 0..m {
-        for j in 0..n {
-            let (mut s, mut abs) = (0f64, 0f64);
-            for kk in 0..k {
-                let p = a[i * k + kk] as f64 * w[j * k + kk].to_f64();
-                s += p;
-                abs += p.abs();
-            }
-            out.push((s, abs));
-        }
-    }
-    out
-}
-
-fn tolerance(k: usize, abs: f64) -> f64 {
-    abs / 256.0 + 1e-6 * abs * (k as f64).sqrt().max(4.0) / 4.0 + 1e-30
-}
 
 fn skip() -> bool {
     if !cpu::has_amx() {
@@ -71,7 +37,7 @@ fn amx_gemm_matches_f64_reference() {
                     gemm_with(&a, &p, &mut c, threads, &Epilogue::default(), GemmMode::Amx, Backend::Auto);
                     for (j, (g, (r, abs))) in c.iter().zip(&refs).enumerate() {
                         let err = (*g as f64 - r).abs();
-                        let tol = tolerance(k, *abs);
+                        let tol = tolerance(false, k, *abs);
                         assert!(
                             err <= tol,
                             "amx {m}x{k}x{n} t{threads}: output {j}: got {g}, want {r}, |err| {err:e} > {tol:e}"
@@ -129,7 +95,7 @@ fn amx_gemm_epilogue_bias_residual_accumulate() {
                         want += prior[i * n + j] as f64;
                     }
                     let err = (c[i * n + j] as f64 - want).abs();
-                    let tol = tolerance(k, abs) + 1e-6 * want.abs();
+                    let tol = tolerance(false, k, abs) + 1e-6 * want.abs();
                     assert!(err <= tol, "({use_bias},{use_res},{accumulate}) t{threads} ({i},{j}): {} vs {want}", c[i * n + j]);
                 }
             }

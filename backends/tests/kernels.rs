@@ -7,26 +7,13 @@
 //!   error ≤ u = 2^-8 each): `|err| ≤ 2^-8 · S` plus the f32 accumulation term above — a
 //!   worst-case bound for any data (the rms error is ~2^-8·sqrt(k)·|typical product|).
 
+mod common;
+
+use common::{reference, tolerance, Rng};
 use half::bf16;
 use vl3c_backends::cpu::{
     self, gemm_with, gemv_with, pack, Backend, Epilogue, GemmMode, GemvMode, PackedBf16,
 };
-
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-    fn weight(&mut self, n: usize, k: usize) -> Vec<bf16> {
-        (0..n * k).map(|_| bf16::from_f32(self.f32())).collect()
-    }
-}
 
 const SIZES: [usize; 6] = [1, 3, 17, 33, 64, 1000];
 
@@ -38,32 +25,6 @@ fn backends() -> Vec<Backend> {
         eprintln!("note: CPU lacks AVX512_BF16, only the scalar path is tested");
     }
     b
-}
-
-/// (reference, S) for every output of `a[m,k] · w[n,k]ᵀ`.
-fn reference(a: &[f32], w: &[bf16], m: usize, n: usize, k: usize) -> Vec<(f64, f64)> {
-    let mut out = Vec::with_capacity(m * n);
-    for i in 0..m {
-        for j in 0..n {
-            let (mut s, mut abs) = (0f64, 0f64);
-            for kk in 0..k {
-                let p = a[i * k + kk] as f64 * w[j * k + kk].to_f64();
-                s += p;
-                abs += p.abs();
-            }
-            out.push((s, abs));
-        }
-    }
-    out
-}
-
-fn tolerance(exact: bool, k: usize, abs: f64) -> f64 {
-    let accumulation = 1e-6 * abs * (k as f64).sqrt().max(4.0) / 4.0 + 1e-30;
-    if exact {
-        accumulation
-    } else {
-        abs / 256.0 + accumulation
-    }
 }
 
 fn check(what: &str, got: &[f32], refs: &[(f64, f64)], exact: bool, k: usize) -> f64 {
