@@ -11,3 +11,4 @@ pub mod preprocess;
 pub mod sampling;
 pub mod tensor_file;
 pub mod tokenizer;
+pub mod video;

@@ -1,0 +1,1 @@
+//! Video decoding (in progress).

@@ -1,0 +1,1 @@
+//! Video frame sampling and preprocessing (in progress).
