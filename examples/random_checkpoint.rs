@@ -1,6 +1,9 @@
 //! Writes a VideoLLaMA3 checkpoint with random weights at the real shapes of a config:
 //! `cargo run --release --example random_checkpoint -- --preset 2b --out /tmp/vl3-2b`.
-//! The safetensors file is streamed to disk, so a 4 GB checkpoint needs little memory.
+//! The safetensors file is streamed to disk, so a 4 GB checkpoint needs little memory. The
+//! tokenizer is examples/tiny's small BPE with its special tokens moved to the Qwen2.5 ids the
+//! config names, so `vl3c run` and `vl3c chat` work on the checkpoint (random weights answer
+//! with ids the small vocabulary cannot spell; those print as nothing).
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -40,6 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("config.json"), &config)?;
 
+    write_tokenizer(&out)?;
+
     let weights = expected_weights(&cfg);
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
@@ -75,5 +80,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     file.flush()?;
     eprintln!("wrote {} tensors, {:.2} GB, to {}", weights.len(), offset as f64 / 1e9, out.display());
+    Ok(())
+}
+
+/// Qwen2.5's ids for the special tokens examples/tiny's tokenizer holds.
+const QWEN_SPECIAL_IDS: [(&str, u64); 5] = [
+    ("<|endoftext|>", 151643),
+    ("<|im_start|>", 151644),
+    ("<|im_end|>", 151645),
+    ("<|image_pad|>", 151655),
+    ("<|video_pad|>", 151656),
+];
+
+fn write_tokenizer(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny");
+    let mut tokenizer: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tiny.join("tokenizer.json"))?)?;
+    for added in tokenizer["added_tokens"].as_array_mut().ok_or("tokenizer.json has no added_tokens")? {
+        let content = added["content"].as_str().unwrap_or_default().to_string();
+        let (_, id) = QWEN_SPECIAL_IDS.iter().find(|(c, _)| *c == content).ok_or(format!("unexpected special token {content}"))?;
+        added["id"] = (*id).into();
+    }
+    // `tokenizers` renumbers added tokens after the model's vocabulary unless the model already
+    // holds them, so the ids go into the BPE vocabulary too.
+    let vocab = tokenizer["model"]["vocab"].as_object_mut().ok_or("tokenizer.json has no model.vocab")?;
+    for (content, id) in QWEN_SPECIAL_IDS {
+        vocab.insert(content.to_string(), id.into());
+    }
+    std::fs::write(out.join("tokenizer.json"), serde_json::to_string(&tokenizer)?)?;
+    std::fs::copy(tiny.join("tokenizer_config.json"), out.join("tokenizer_config.json"))?;
     Ok(())
 }

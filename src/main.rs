@@ -14,12 +14,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Ask a checkpoint about images: the answer streams to stdout, a summary goes to stderr.
+    /// Ask a checkpoint about images and videos: the answer streams to stdout, a summary goes to
+    /// stderr. Several --prompt run the vision encoder once.
     Run(cli::run::Args),
+    /// Chat about images and videos: one user turn per line of stdin, answers on stdout; the
+    /// vision inputs are encoded once for the whole conversation.
+    Chat(cli::chat::Args),
     /// Run transformers' forward pass on the reference executor: logits for every position,
     /// and optionally greedy generation.
     Eval(cli::eval::Args),
-    /// Turn an image into the model's vision inputs (pixel_values, image_grid_thw, image_merge_sizes).
+    /// Turn images or a video into the model's vision inputs, named as transformers names them
+    /// (pixel_values…, or pixel_values_videos, video_grid_thw, video_merge_sizes, video_compression_mask).
     Preprocess(cli::preprocess::Args),
     /// Describe a checkpoint: layout, configuration, parameters by part, dtypes and IR op counts.
     Inspect(cli::inspect::Args),
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(a) => cli::run::run(a),
+        Command::Chat(a) => cli::chat::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Preprocess(a) => cli::preprocess::run(a),
         Command::Inspect(a) => cli::inspect::run(a),

@@ -1,25 +1,9 @@
 //! `vl3c bench` contract: the JSON keys scripts read, and one-line errors. No timing assertions:
 //! speed is what the bench measures, never what a test checks.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn vl3c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vl3c")).args(args).output().expect("vl3c runs")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
-}
-
-/// Fails with a non-zero exit and exactly one line on stderr that contains `needle`.
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
-    assert!(err.contains(needle), "expected `{needle}` in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
+mod common;
+use common::{assert_one_line_error, fixture, vl3c};
+use std::process::Output;
 
 const TINY: [&str; 10] = ["--image-size", "56", "--context", "16", "--decode-tokens", "4", "--repeat", "1", "--warmup", "0"];
 

@@ -1,34 +1,10 @@
 //! The CLI is a public contract: later checks drive it with checkpoints that are not in the repo.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{assert_one_line_error, fixture, s, stderr, vl3c};
+use std::path::Path;
 use vl3c_runtime::exec::TensorData;
 use vl3c_runtime::tensor_file::{read_tensors, write_tensors};
-
-fn vl3c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vl3c")).args(args).output().expect("vl3c runs")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Fails with a non-zero exit and exactly one line on stderr that contains `needle`.
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
-    assert!(err.contains(needle), "expected `{needle}` in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
 
 #[test]
 fn eval_writes_logits_and_generated_ids() {

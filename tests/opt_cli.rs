@@ -1,13 +1,10 @@
 //! `vl3c opt` and `vl3c eval --opt`: the optimized graphs compute what transformers computes.
 
+mod common;
+use common::{s, stderr, vl3c};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use vl3c_runtime::exec::TensorData;
 use vl3c_runtime::tensor_file::read_tensors;
-
-fn vl3c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vl3c")).args(args).output().expect("vl3c runs")
-}
 
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
@@ -15,14 +12,6 @@ fn fixtures() -> Vec<PathBuf> {
         std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("meta.json").exists()).collect();
     dirs.sort();
     dirs
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

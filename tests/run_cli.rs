@@ -1,39 +1,18 @@
 //! `vl3c run` end to end on examples/tiny: the streamed text must be byte-for-byte what
 //! transformers decoded (tests/fixtures/run/tiny_prompt.json, U+FFFD characters included).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tiny() -> PathBuf {
-    root().join("examples/tiny")
-}
+mod common;
+use common::{assert_one_line_error, cache_dir, root, stderr, tiny, vl3c};
+use std::path::PathBuf;
+use std::process::Output;
 
 fn picture() -> PathBuf {
     root().join("examples/picture.png")
 }
 
-fn vl3c(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vl3c")).env("VL3C_CACHE_DIR", cache_dir()).args(args).output().expect("vl3c runs")
-}
-
-/// One engine cache for this test binary, so `run --model` compiles the tiny model once and
-/// nothing is written under the user's home.
-fn cache_dir() -> &'static Path {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
-
 fn golden() -> serde_json::Value {
     let text = std::fs::read_to_string(root().join("tests/fixtures/run/tiny_prompt.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `vl3c run` on the golden prompt with extra arguments.
@@ -43,14 +22,6 @@ fn run_tiny(extra: &[&str]) -> Output {
     args.extend(["--prompt", "What is in this picture?"]);
     args.extend(extra);
     vl3c(&args)
-}
-
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
-    assert!(err.contains(needle), "expected `{needle}` in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// Success, and stderr is exactly the one summary line (progress is drawn only on a terminal).

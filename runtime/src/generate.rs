@@ -5,10 +5,10 @@
 //! The loop is written against [`StepModel`], not [`Model`], so the compiled engines slot in by
 //! implementing the same two calls; today the reference executor's [`Model`] implements it.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::chat::{prompt_ids, ChatError, ImageTokens, Message};
+use crate::media::{EncodedImages, EncodedVideo};
 use crate::exec::Tensor;
 use crate::model::{KvState, Model, ModelError, NamedTensors};
 use crate::preprocess::ProcessedImages;
@@ -48,9 +48,13 @@ impl StepModel for Model {
 #[derive(Debug, Clone, Default)]
 pub struct Prompt {
     pub ids: Vec<u32>,
-    /// Preprocessed images, in the order of their `<|image_pad|>` runs.
-    pub images: Option<ProcessedImages>,
-    // Videos go here once the video preprocessing lands (pixel_values_videos, grid, mask).
+    /// The vision tensors fed with `input_ids`, by transformers' names: pixels the prefill
+    /// encodes (`pixel_values`, …) or embeddings encoded earlier (`image_embeds`, `video_embeds`
+    /// with `video_compression_mask`).
+    pub vision: NamedTensors,
+    pub image_tokens: usize,
+    /// Video tokens before and after Differential Frame Pruning.
+    pub video_tokens: (usize, usize),
 }
 
 impl Prompt {
@@ -68,24 +72,58 @@ impl Prompt {
             .map(|(&grid_thw, &merge_size)| ImageTokens { grid_thw, merge_size })
             .collect();
         let ids = prompt_ids(tokenizer, messages, add_system_prompt, &tokens, &[])?;
-        Ok(Prompt { ids, images })
+        let mut vision = NamedTensors::new();
+        let mut image_tokens = 0;
+        if let Some(p) = &images {
+            let n = p.grid_thw.len();
+            vision.insert("pixel_values".into(), Tensor::f32(vec![p.n_patches(), p.patch_dim], p.pixel_values.clone()));
+            vision.insert("image_grid_thw".into(), Tensor::i64(vec![n, 3], p.grid_thw.iter().flatten().copied().collect()));
+            vision.insert("image_merge_sizes".into(), Tensor::i64(vec![n], p.merge_sizes.clone()));
+            image_tokens = p.tokens_per_image().iter().sum();
+        }
+        Ok(Prompt { ids, vision, image_tokens, video_tokens: (0, 0) })
     }
 
-    /// LLM positions taken by image features.
-    pub fn image_tokens(&self) -> usize {
-        self.images.as_ref().map_or(0, |p| p.tokens_per_image().iter().sum())
+    /// The prompt for `messages` over images and videos the vision tower already encoded: each
+    /// video's placeholder expands to the tokens its keep-mask kept (all of them when `prune`
+    /// is false), and prefill reads the embeddings instead of encoding pixels.
+    pub fn chat_encoded(
+        tokenizer: &TextTokenizer,
+        messages: &[Message],
+        add_system_prompt: bool,
+        images: Option<&EncodedImages>,
+        videos: &[&EncodedVideo],
+        prune: bool,
+    ) -> Result<Prompt, ChatError> {
+        let video_tokens = videos
+            .iter()
+            .enumerate()
+            .map(|(index, v)| v.video_tokens(prune).map_err(|msg| ChatError::Video { index, msg }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let image_tokens = images.map_or(&[][..], |i| &i.tokens[..]);
+        let ids = prompt_ids(tokenizer, messages, add_system_prompt, image_tokens, &video_tokens)?;
+        let mut vision = NamedTensors::new();
+        if let Some(i) = images {
+            vision.insert("image_embeds".into(), i.embeds.clone());
+        }
+        if !videos.is_empty() {
+            let hidden = videos[0].embeds.shape[1];
+            let rows = videos.iter().map(|v| v.embeds.shape[0]).sum();
+            let data = videos.iter().flat_map(|v| v.embeds.to_f32_vec()).collect();
+            let mask: Vec<bool> = videos.iter().flat_map(|v| v.mask(prune)).collect();
+            vision.insert("video_embeds".into(), Tensor::f32(vec![rows, hidden], data));
+            vision.insert("video_compression_mask".into(), Tensor::bool(vec![mask.len()], mask));
+        }
+        let before = videos.iter().map(|v| v.tokens_before_pruning()).sum();
+        let after = if prune { videos.iter().map(|v| v.tokens_after_pruning()).sum() } else { before };
+        Ok(Prompt { ids, vision, image_tokens: images.map_or(0, |i| i.token_count()), video_tokens: (before, after) })
     }
 
     /// transformers' `forward` arguments for this prompt.
     pub fn tensors(&self) -> NamedTensors {
         let ids: Vec<i64> = self.ids.iter().map(|&i| i64::from(i)).collect();
-        let mut t = HashMap::from([("input_ids".to_string(), Tensor::i64(vec![1, ids.len()], ids))]);
-        if let Some(p) = &self.images {
-            let n = p.grid_thw.len();
-            t.insert("pixel_values".into(), Tensor::f32(vec![p.n_patches(), p.patch_dim], p.pixel_values.clone()));
-            t.insert("image_grid_thw".into(), Tensor::i64(vec![n, 3], p.grid_thw.iter().flatten().copied().collect()));
-            t.insert("image_merge_sizes".into(), Tensor::i64(vec![n], p.merge_sizes.clone()));
-        }
+        let mut t = self.vision.clone();
+        t.insert("input_ids".to_string(), Tensor::i64(vec![1, ids.len()], ids));
         t
     }
 }
@@ -113,6 +151,8 @@ pub enum StopReason {
 pub struct GenerationStats {
     pub prompt_tokens: usize,
     pub image_tokens: usize,
+    /// Video tokens before and after Differential Frame Pruning.
+    pub video_tokens: (usize, usize),
     pub new_tokens: usize,
     /// From the start of `generate` (vision, projector, prefill, first sample) to the first
     /// token; `None` when no token was generated.
@@ -164,7 +204,8 @@ impl<'m, M: StepModel> Generator<'m, M> {
         let start = Instant::now();
         let mut stats = GenerationStats {
             prompt_tokens: prompt.ids.len(),
-            image_tokens: prompt.image_tokens(),
+            image_tokens: prompt.image_tokens,
+            video_tokens: prompt.video_tokens,
             new_tokens: 0,
             time_to_first_token: None,
             total: Duration::ZERO,

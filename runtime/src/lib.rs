@@ -6,6 +6,7 @@ pub mod chat;
 pub mod engine;
 pub mod exec;
 pub mod generate;
+pub mod media;
 pub mod model;
 pub mod preprocess;
 pub mod sampling;

@@ -16,14 +16,16 @@ pub enum ModelError {
     Frontend(#[from] FrontendError),
     #[error("lowering failed: {0}")]
     Lowering(#[from] IrError),
-    #[error("{graph}: {source}")]
-    Exec { graph: String, source: ExecError },
+    #[error("{graph}: {error}")]
+    Exec { graph: String, error: ExecError },
     #[error("input `{name}`: {message}")]
     BadInput { name: String, message: String },
     #[error("not supported yet: {0}")]
     Unsupported(String),
     #[error(transparent)]
     Preprocess(#[from] crate::preprocess::PreprocessError),
+    #[error("{needed} positions exceed the model's {positions} (max_position_embeddings); fewer frames (--fps, --num-frames) or a shorter prompt would fit")]
+    PositionOverflow { needed: usize, positions: usize },
     #[error("context of {needed} tokens exceeds --max-context {max}")]
     ContextOverflow { needed: usize, max: usize },
 }
@@ -44,6 +46,16 @@ pub struct Model {
 /// Runs one graph of the model: how a compiled engine plugs into the same forward logic.
 pub trait GraphRunner: Send + Sync {
     fn run(&self, graph: &Graph, inputs: &NamedTensors, caches: &NamedTensors) -> std::result::Result<Outputs, ExecError>;
+    /// A KV cache for one sequence that the runner keeps in its own form (a compiled engine's:
+    /// preallocated, appended in place), or `None` when caches are tensors passed to `run` and
+    /// returned by it (the reference semantics).
+    fn new_kv(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        None
+    }
+    /// `run` over a cache from [`GraphRunner::new_kv`], which the graph extends in place.
+    fn run_kv(&self, graph: &Graph, _inputs: &NamedTensors, _kv: &mut (dyn std::any::Any + Send)) -> std::result::Result<Outputs, ExecError> {
+        Err(ExecError::Cache { name: graph.name.clone(), message: "this runner keeps no KV cache".into() })
+    }
 }
 
 enum Backend {
@@ -98,6 +110,10 @@ impl Model {
     }
 
     fn check_context(&self, needed: usize) -> Result<()> {
+        let positions = self.config.text.max_position_embeddings;
+        if needed > positions {
+            return Err(ModelError::PositionOverflow { needed, positions });
+        }
         match self.max_context {
             Some(max) if needed > max => Err(ModelError::ContextOverflow { needed, max }),
             _ => Ok(()),
@@ -119,7 +135,7 @@ impl Model {
             Backend::Checkpoint(c) => execute(graph, inputs, &CheckpointWeights(c), caches),
             Backend::Runner(r) => r.run(graph, inputs, caches),
         }
-        .map_err(|source| ModelError::Exec { graph: graph.name.clone(), source })?;
+        .map_err(|error| ModelError::Exec { graph: graph.name.clone(), error })?;
         *peak = (*peak).max(out.peak_bytes);
         Ok(out)
     }
@@ -187,6 +203,20 @@ impl Model {
         Ok(Encoded { embeds: take_output(projected.outputs, "embeds")?, keep })
     }
 
+    /// Vision encoder + projector over images (`pixel_values`, `image_grid_thw`, merge sizes
+    /// defaulting to 1): the embeddings f32 [tokens, hidden].
+    pub fn image_embed(&self, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.encode(pixels, grid, merge, Modality::Image, &mut 0)?.embeds)
+    }
+
+    /// Vision encoder + projector over videos: the embeddings of every merged token before
+    /// pruning, f32 [tokens, hidden], and Differential Frame Pruning's keep-mask over them, bool
+    /// [tokens], as the video graph computed it.
+    pub fn video_embed(&self, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let e = self.encode(pixels, grid, merge, Modality::Video, &mut 0)?;
+        Ok((e.embeds, e.keep))
+    }
+
     /// transformers' `forward` (logits for every position), then `max_new_tokens` greedy steps.
     pub fn forward(&self, inputs: &NamedTensors, max_new_tokens: usize) -> Result<ForwardResult> {
         let (logits, mut state) = self.prefill(inputs)?;
@@ -226,21 +256,27 @@ impl Model {
         self.check_context(ids_vec.len())?;
 
         let empty = || Tensor::f32(vec![0, t.hidden_size], Vec::new());
-        let image_embeds = match inputs.get("pixel_values") {
-            Some(p) => {
+        // Embeddings encoded earlier (an encoder cache) stand in for the pixels.
+        let image_embeds = match (inputs.get("image_embeds"), inputs.get("pixel_values")) {
+            (Some(_), Some(_)) => return bad("image_embeds", "and `pixel_values` are exclusive".into()),
+            (Some(e), None) => embeds_input(e, "image_embeds", t.hidden_size)?,
+            (None, Some(p)) => {
                 let grid = inputs.get("image_grid_thw").ok_or_else(|| missing("image_grid_thw", "pixel_values"))?;
                 self.encode(p, grid, inputs.get("image_merge_sizes"), Modality::Image, &mut peak)?.embeds
             }
-            None => empty(),
+            (None, None) => empty(),
         };
         let mut prefill_inputs = HashMap::from([("input_ids".to_string(), ids.clone()), ("image_embeds".to_string(), image_embeds)]);
         check_placeholders(&ids_vec, cfg.image_token_id.into(), prefill_inputs["image_embeds"].shape[0], "image")?;
 
-        match (inputs.get("pixel_values_videos"), cfg.video_token_id) {
-            (Some(_), None) => {
-                return Err(ModelError::Unsupported("videos with the DAMO checkpoint layout, which has no video placeholder id".into()))
+        let videos = match (inputs.get("video_embeds"), inputs.get("pixel_values_videos")) {
+            (Some(_), Some(_)) => return bad("video_embeds", "and `pixel_values_videos` are exclusive".into()),
+            (Some(e), None) => {
+                let embeds = embeds_input(e, "video_embeds", t.hidden_size)?;
+                let mask = inputs.get("video_compression_mask").ok_or_else(|| missing("video_compression_mask", "video_embeds"))?;
+                Some((bool_mask(mask, embeds.shape[0])?, embeds))
             }
-            (Some(p), Some(video_token)) => {
+            (None, Some(p)) => {
                 let grid = inputs.get("video_grid_thw").ok_or_else(|| missing("video_grid_thw", "pixel_values_videos"))?;
                 let Encoded { embeds, keep } = self.encode(p, grid, inputs.get("video_merge_sizes"), Modality::Video, &mut peak)?;
                 // The processor's mask when given; otherwise the one the video graph computed.
@@ -248,6 +284,15 @@ impl Model {
                     Some(m) => bool_mask(m, embeds.shape[0])?,
                     None => keep,
                 };
+                Some((mask, embeds))
+            }
+            (None, None) => None,
+        };
+        match (videos, cfg.video_token_id) {
+            (Some(_), None) => {
+                return Err(ModelError::Unsupported("videos with the DAMO checkpoint layout, which has no video placeholder id".into()))
+            }
+            (Some((mask, embeds)), Some(video_token)) => {
                 let kept = mask_count(&mask);
                 check_placeholders(&ids_vec, video_token.into(), kept, "video")?;
                 prefill_inputs.insert("video_embeds".into(), embeds);
@@ -268,6 +313,14 @@ impl Model {
     /// with `video_compression_mask` where the model has videos), from an empty cache.
     pub(crate) fn run_prefill(&self, prefill_inputs: &NamedTensors, len: usize, mut peak: usize) -> Result<(Tensor, KvState)> {
         self.check_context(len)?;
+        if let Backend::Runner(r) = &self.backend {
+            if let Some(mut kv) = r.new_kv() {
+                let out = r.run_kv(&self.graphs.prefill, prefill_inputs, kv.as_mut()).map_err(|error| ModelError::Exec { graph: self.graphs.prefill.name.clone(), error })?;
+                peak = peak.max(out.peak_bytes);
+                let logits = take_output(out.outputs, "logits")?;
+                return Ok((logits, KvState { caches: HashMap::new(), held: Some(kv), len, peak }));
+            }
+        }
         let t = &self.config.text;
         let mut caches: NamedTensors = (0..t.num_hidden_layers)
             .flat_map(cache_names)
@@ -276,7 +329,7 @@ impl Model {
         let out = self.run(&self.graphs.prefill, prefill_inputs, &caches, &mut peak)?;
         caches.extend(out.caches);
         let logits = take_output(out.outputs, "logits")?;
-        Ok((logits, KvState { caches, len, peak }))
+        Ok((logits, KvState { caches, held: None, len, peak }))
     }
 
     /// One decode step: feeds `token` at the next position, extends the cache, and returns the
@@ -289,7 +342,14 @@ impl Model {
         }
         self.check_context(state.len + 1)?;
         let step_inputs = HashMap::from([("input_ids".to_string(), Tensor::i64(vec![1, 1], vec![token]))]);
-        let out = self.run(&self.graphs.decode, &step_inputs, &state.caches, &mut state.peak)?;
+        let out = match (&self.backend, state.held.as_mut()) {
+            (Backend::Runner(r), Some(kv)) => {
+                let out = r.run_kv(&self.graphs.decode, &step_inputs, kv.as_mut()).map_err(|error| ModelError::Exec { graph: self.graphs.decode.name.clone(), error })?;
+                state.peak = state.peak.max(out.peak_bytes);
+                out
+            }
+            _ => self.run(&self.graphs.decode, &step_inputs, &state.caches, &mut state.peak)?,
+        };
         state.caches.extend(out.caches);
         state.len += 1;
         Ok(take_output(out.outputs, "logits")?.to_f32_vec())
@@ -299,6 +359,8 @@ impl Model {
 /// The KV cache of one sequence: what prefill leaves and every decode step extends.
 pub struct KvState {
     caches: NamedTensors,
+    /// The runner's own cache when it keeps one (then `caches` stays empty).
+    held: Option<Box<dyn std::any::Any + Send>>,
     len: usize,
     peak: usize,
 }
@@ -316,6 +378,14 @@ impl KvState {
     /// Largest live intermediate footprint of any graph run on this sequence, in bytes.
     pub fn peak_intermediate_bytes(&self) -> usize {
         self.peak
+    }
+}
+
+/// Embeddings handed in by the caller: f32 [tokens, hidden].
+fn embeds_input(t: &Tensor, name: &str, hidden: usize) -> Result<Tensor> {
+    match t.shape.as_slice() {
+        [_, h] if *h == hidden && t.dtype().is_float() => Ok(Tensor::f32(t.shape.clone(), t.to_f32_vec())),
+        s => bad(name, format!("must be float [tokens, {hidden}], got {} {s:?}", t.dtype())),
     }
 }
 

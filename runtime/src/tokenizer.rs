@@ -129,8 +129,10 @@ impl TextTokenizer {
     }
 
     /// Vocabulary size including added tokens.
+    /// One past the largest id, special tokens included (ids need not be dense: a checkpoint
+    /// may place its special tokens far above the BPE vocabulary).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.inner.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1)
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
@@ -156,15 +158,9 @@ impl TextTokenizer {
     }
 
     /// Decodes ids to text; invalid UTF-8 (a character split off mid-sequence) becomes U+FFFD,
-    /// as in transformers' `decode`.
+    /// and ids the tokenizer has no token for (the model's vocabulary is often padded past the
+    /// tokenizer's) decode to nothing, both as in transformers' `decode`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size()) {
-            return Err(TokenizerError::Decode(format!(
-                "id {bad} is outside the vocabulary of {} ({} tokens)",
-                self.path.display(),
-                self.vocab_size()
-            )));
-        }
         self.inner.decode(ids, skip_special_tokens).map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 }

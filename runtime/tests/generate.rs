@@ -61,7 +61,7 @@ fn greedy_generation_equals_transformers() {
     let (model, tok, prompt) = setup();
     let g = golden();
     assert_eq!(prompt.ids, ids(&g["input_ids"]));
-    assert_eq!(prompt.image_tokens(), 104);
+    assert_eq!(prompt.image_tokens, 104);
     let mut gen = Generator::new(&model, Sampler::greedy(), StopCriteria::for_tokenizer(&tok, 12));
     let out = gen.generate(&prompt, |_| Ok::<(), std::io::Error>(())).unwrap();
     assert_eq!(out.ids, ids(&g["generated_ids"]));

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod chat;
 pub mod compile;
 pub mod engine_cache;
 pub mod eval;
@@ -6,3 +7,4 @@ pub mod inspect;
 pub mod opt;
 pub mod preprocess;
 pub mod run;
+pub mod session;

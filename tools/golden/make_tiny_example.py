@@ -124,6 +124,9 @@ VISION_CFG = dict(
 )
 # 150x225 picture -> smart_resize 112x182 -> grid 8x13 = 104 patches (spec §3.1)
 IMG_SIZE = {"shortest_edge": 14 * 14 * 4, "longest_edge": 14 * 14 * 120}
+# The tiny model has 512 positions: a video's frames share 96 merged tokens (e.g. 4 frames of
+# 8x12 patches, or 16 frames of 4x6), and no frame is scaled up past 4x4 patches.
+VIDEO_SIZE = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 96}
 
 
 def build_tokenizer():
@@ -226,7 +229,7 @@ def main():
     # keep the template inside tokenizer_config.json (the older, still-read layout)
     hf_tok.save_pretrained(OUT, save_jinja_files=False)
     VideoLlama3ImageProcessor(size=IMG_SIZE).save_pretrained(OUT)
-    VideoLlama3VideoProcessor().save_pretrained(OUT)
+    VideoLlama3VideoProcessor(size=VIDEO_SIZE).save_pretrained(OUT)
 
     # ---- model
     cfg = VideoLlama3Config(

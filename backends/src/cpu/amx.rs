@@ -61,6 +61,37 @@ pub(crate) fn gemm(a: &[f32], w: &PackedBf16, c: &mut [f32], m: usize, threads: 
     imp::gemm(a, w, c, m, threads, epi)
 }
 
+/// AMX bf16 throughput in GFLOP/s on `threads` threads (`tdpbf16ps` on tiles kept in
+/// registers: the ceiling of the AMX GEMM, which also has to move `A`, `B` and `C`); `None`
+/// without AMX.
+pub fn peak_gflops(threads: usize) -> Option<f64> {
+    if !available() {
+        return None;
+    }
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        const ITERS: usize = 200_000;
+        let threads = threads.max(1);
+        // Best of a few short runs: a shared host's noise only ever slows a run down.
+        let best = (0..5)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                // SAFETY: AMX is available and the process has the tile permission.
+                super::threads::run(threads, |_| unsafe { imp::spin(ITERS) });
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        // 4 tdpbf16ps per iteration, each 16 × 16 outputs × 32 bf16 products × 2 FLOPs.
+        let flops = (threads * ITERS * 4 * 16 * 16 * 32 * 2) as f64;
+        Some(flops / best / 1e9)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = threads;
+        None
+    }
+}
+
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 pub(crate) fn gemm(_: &[f32], _: &PackedBf16, _: &mut [f32], _: usize, _: usize, _: &Epilogue) {
     unreachable!("AMX is never available off x86_64 Linux")
@@ -229,6 +260,27 @@ mod imp {
                 }
             }
             g0 = g1;
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// `iters` rounds of four independent `tdpbf16ps` on zeroed tiles (the peak probe).
+    pub unsafe fn spin(iters: usize) {
+        let cfg = tile_cfg();
+        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        asm!(
+            "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
+            "tilezero tmm4", "tilezero tmm5", "tilezero tmm6", "tilezero tmm7",
+            options(nostack, nomem)
+        );
+        for _ in 0..iters {
+            asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            );
         }
         asm!("tilerelease", options(nostack, nomem));
     }

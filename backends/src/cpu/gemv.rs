@@ -1,6 +1,7 @@
 //! Decode matrix-vector product `y[n] = W · x` over a [`PackedBf16`] weight.
 //!
-//! Memory-bound: every thread streams its own contiguous range of panels exactly once.
+//! Memory-bound: every thread streams its own contiguous range of panels exactly once, as two
+//! streams (the two halves of its range, a panel of each in turn).
 //! Two arithmetic variants:
 //! * **exact** — each bf16 weight is widened to f32 (a shift or a mask: the pair layout puts the
 //!   even column in the low half) and multiplied by the f32 `x` with FMA; no rounding of `x`.
@@ -66,7 +67,7 @@ pub(crate) fn gemv_impl(
             #[cfg(target_arch = "x86_64")]
             if simd {
                 match mode {
-                    GemvMode::Exact => avx512::exact(w, &xp, yp.get(), n, range),
+                    GemvMode::Exact => avx512::exact2(w, &xp, yp.get(), n, range),
                     GemvMode::Bf16Dot => avx512::dot(w, &xb, yp.get(), n, range),
                 }
                 return;
@@ -164,6 +165,8 @@ mod avx512 {
         _mm512_mask_storeu_ps(y.add(first + 16), m1, y1);
     }
 
+    /// One panel at a time, with the arithmetic of [`exact2`] (so a panel's result does not
+    /// depend on which path, hence which thread count, computed it).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn exact(w: &PackedBf16, xp: &[f32], y: *mut f32, n: usize, range: Range<usize>) {
         let kp = w.kp();
@@ -171,7 +174,7 @@ mod avx512 {
         let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
         for panel in range {
             let base = w.ptr().add(panel * kp * STEP_BYTES);
-            let mut a = [_mm512_setzero_ps(); 8];
+            let mut a = [_mm512_setzero_ps(); 4];
             let mut p = 0;
             while p + 4 <= kp {
                 let q = base.add(p * STEP_BYTES);
@@ -179,46 +182,69 @@ mod avx512 {
                     _mm_prefetch::<_MM_HINT_T0>(q.add(PREFETCH + 64 * f) as *const i8);
                 }
                 for u in 0..4 {
-                    let v0 = _mm512_loadu_si512(q.add(u * STEP_BYTES) as *const _);
-                    let v1 = _mm512_loadu_si512(q.add(u * STEP_BYTES + 64) as *const _);
-                    let xe = _mm512_set1_ps(*x.add(2 * (p + u)));
-                    let xo = _mm512_set1_ps(*x.add(2 * (p + u) + 1));
-                    let j = 4 * (u & 1);
-                    a[j] =
-                        _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v0)), xe, a[j]);
-                    a[j + 1] = _mm512_fmadd_ps(
-                        _mm512_castsi512_ps(_mm512_and_si512(v0, hi)),
-                        xo,
-                        a[j + 1],
-                    );
-                    a[j + 2] = _mm512_fmadd_ps(
-                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1)),
-                        xe,
-                        a[j + 2],
-                    );
-                    a[j + 3] = _mm512_fmadd_ps(
-                        _mm512_castsi512_ps(_mm512_and_si512(v1, hi)),
-                        xo,
-                        a[j + 3],
-                    );
+                    step(q.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut a);
                 }
                 p += 4;
             }
             while p < kp {
-                let q = base.add(p * STEP_BYTES);
-                let v0 = _mm512_loadu_si512(q as *const _);
-                let v1 = _mm512_loadu_si512(q.add(64) as *const _);
-                let xe = _mm512_set1_ps(*x.add(2 * p));
-                let xo = _mm512_set1_ps(*x.add(2 * p + 1));
-                a[0] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v0)), xe, a[0]);
-                a[1] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, hi)), xo, a[1]);
-                a[2] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1)), xe, a[2]);
-                a[3] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, hi)), xo, a[3]);
+                step(base.add(p * STEP_BYTES), x.add(2 * p), hi, &mut a);
                 p += 1;
             }
-            let y0 = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[4], a[5]));
-            let y1 = _mm512_add_ps(_mm512_add_ps(a[2], a[3]), _mm512_add_ps(a[6], a[7]));
-            store_rows(y, n, panel, y0, y1);
+            store_rows(y, n, panel, _mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+        }
+    }
+
+    /// One k-pair step of one panel: 128 bytes at `q`, x pair at `xv`.
+    #[inline(always)]
+    unsafe fn step(q: *const u8, x: *const f32, hi: __m512i, a: &mut [__m512; 4]) {
+        let v0 = _mm512_loadu_si512(q as *const _);
+        let v1 = _mm512_loadu_si512(q.add(64) as *const _);
+        let xe = _mm512_set1_ps(*x);
+        let xo = _mm512_set1_ps(*x.add(1));
+        a[0] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v0)), xe, a[0]);
+        a[1] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, hi)), xo, a[1]);
+        a[2] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1)), xe, a[2]);
+        a[3] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, hi)), xo, a[3]);
+    }
+
+    /// [`exact`] over two panels at a time, one from each half of `range`: two streams per
+    /// thread keep more cache misses in flight (30.7 against 28.0 GB/s over a decode step's
+    /// 3.1 GB of 2B weights on 2 threads; three or four streams gain nothing more).
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    pub unsafe fn exact2(w: &PackedBf16, xp: &[f32], y: *mut f32, n: usize, range: Range<usize>) {
+        let kp = w.kp();
+        let x = xp.as_ptr();
+        let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
+        let half = range.len() / 2;
+        let (r1, r2) = (range.start..range.start + half, range.start + half..range.end);
+        let mut p2 = r2.clone();
+        for pa in r1 {
+            let pb = p2.next().expect("second half is at least as long");
+            let (ba, bb) = (w.ptr().add(pa * kp * STEP_BYTES), w.ptr().add(pb * kp * STEP_BYTES));
+            let (mut a, mut b) = ([_mm512_setzero_ps(); 4], [_mm512_setzero_ps(); 4]);
+            let mut p = 0;
+            while p + 4 <= kp {
+                let (qa, qb) = (ba.add(p * STEP_BYTES), bb.add(p * STEP_BYTES));
+                for f in 0..8 {
+                    _mm_prefetch::<_MM_HINT_T0>(qa.add(PREFETCH + 64 * f) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(qb.add(PREFETCH + 64 * f) as *const i8);
+                }
+                for u in 0..4 {
+                    step(qa.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut a);
+                    step(qb.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut b);
+                }
+                p += 4;
+            }
+            while p < kp {
+                step(ba.add(p * STEP_BYTES), x.add(2 * p), hi, &mut a);
+                step(bb.add(p * STEP_BYTES), x.add(2 * p), hi, &mut b);
+                p += 1;
+            }
+            store_rows(y, n, pa, _mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+            store_rows(y, n, pb, _mm512_add_ps(b[0], b[1]), _mm512_add_ps(b[2], b[3]));
+        }
+        if let Some(last) = p2.next() {
+            exact(w, xp, y, n, last..last + 1);
         }
     }
 

@@ -17,11 +17,14 @@
 //! portable scalar code. [`Backend`] forces one or the other (tests compare the two).
 
 pub mod amx;
+pub mod attention;
 pub mod codegen;
+pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
 pub mod pack;
 pub mod threads;
+pub mod vmath;
 
 pub use gemm::{Epilogue, GemmMode, KC, KC_EXACT, MR};
 pub use gemv::GemvMode;

@@ -164,6 +164,19 @@ impl<'a> PackedBf16<'a> {
         ]))
     }
 
+    /// Row `i` of the original weight widened to f32 (exact), into `out` (`k` values): how a
+    /// tied embedding lookup reads the LM head's packed weight.
+    pub fn row_f32(&self, i: usize, out: &mut [f32]) {
+        assert!(i < self.n && out.len() == self.k);
+        let base = (i / NR * self.kp() * NR + i % NR) * 4;
+        for (p, pair) in out.chunks_mut(2).enumerate() {
+            let at = base + p * NR * 4;
+            for (h, o) in pair.iter_mut().enumerate() {
+                *o = bf16_bits_to_f32(u16::from_le_bytes([self.data[at + 2 * h], self.data[at + 2 * h + 1]]));
+            }
+        }
+    }
+
     /// Unpacks back to `[n, k]` row-major.
     pub fn unpack(&self) -> Vec<bf16> {
         let mut w = Vec::with_capacity(self.n * self.k);

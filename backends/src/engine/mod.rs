@@ -12,7 +12,7 @@
 //!   subgraphs (matmul weights packed for the kernels) and the raw weights the graphs still read.
 //! * `kernels.o` — native code (Cranelift object), when the target has generated kernels.
 //! * `config.json` and, when the checkpoint has them, `tokenizer.json`,
-//!   `preprocessor_config.json`, `generation_config.json`, copied verbatim.
+//!   `preprocessor_config.json`, `video_preprocessor_config.json`, `generation_config.json`, copied verbatim.
 //!
 //! This module only knows the format; building the contents needs the reference executor (to
 //! evaluate folds), so the compile driver lives in vl3c-runtime (`engine::compile`).
@@ -29,14 +29,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever a file's meaning changes; a loader accepts exactly its own version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPHS: &str = "graphs.vir";
 pub const PLAN: &str = "plan.json";
 pub const WEIGHTS: &str = "weights.bin";
 pub const KERNELS: &str = "kernels.o";
 /// Checkpoint files copied into the engine when present (config.json is required).
-pub const COPIED: [&str; 4] = ["config.json", "tokenizer.json", "preprocessor_config.json", "generation_config.json"];
+pub const COPIED: [&str; 5] = ["config.json", "tokenizer.json", "preprocessor_config.json", "video_preprocessor_config.json", "generation_config.json"];
 /// The graphs every engine holds, in `graphs.vir` order.
 pub const GRAPH_NAMES: [&str; 5] = ["vision_m1", "vision_m2", "projector", "prefill", "decode"];
 
@@ -96,6 +96,19 @@ pub enum Claim {
     Matmul { node: usize, tensor: String },
     /// A fused op run by kernel `kernel` of `kernels.o` (index into [`Plan::kernels`]).
     Kernel { node: usize, kernel: usize },
+    /// A `gather` along axis 0 of a weight `[v, h]` (the token embedding), reading rows of the
+    /// stored tensor `tensor` in place: the weight itself (`transposed: false`, raw), or the
+    /// tied LM head's weight (`transposed: true`: the `[h, v]` matmul weight, packed or raw),
+    /// so a tied table is stored once.
+    Gather { node: usize, tensor: String, transposed: bool },
+    /// An `attention` on the engine's attention kernel, or the `[n, heads·d]` reshape of its
+    /// transposed result (then written in that layout directly). The operands it reads in place
+    /// (q, k, v as columns of a fused projection, k and v from the engine's KV cache) are
+    /// derived from `graphs.vir` by the loader, as the compiler derived them.
+    Attention { node: usize },
+    /// A `cache_append` into the engine's own KV cache (preallocated from `--max-context`,
+    /// appended in place). A graph's plan claims all of its cache appends or none.
+    CacheAppend { node: usize },
 }
 
 /// A generated kernel, as the plan records it (`cpu::codegen::KernelSpec`, serializable).
@@ -260,15 +273,25 @@ impl Manifest {
 
     /// Checks `name`'s bytes against the manifest (corruption, truncation, a swapped file).
     pub fn check_file(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
+        self.check_size(dir, name, bytes.len() as u64)?;
+        self.check_sha256(dir, name, &sha256_hex(bytes))
+    }
+
+    /// Checks `name`'s size against the manifest.
+    pub fn check_size(&self, dir: &Path, name: &str, bytes: u64) -> Result<(), EngineError> {
         let path = dir.join(name);
         let entry = self.files.get(name).ok_or_else(|| EngineError::file(&path, "is not listed in manifest.json"))?;
-        if bytes.len() as u64 != entry.bytes {
-            return Err(EngineError::file(
-                &path,
-                format!("has {} bytes, the manifest says {} (engine corrupted)", bytes.len(), entry.bytes),
-            ));
+        if bytes != entry.bytes {
+            return Err(EngineError::file(&path, format!("has {bytes} bytes, the manifest says {} (engine corrupted)", entry.bytes)));
         }
-        if sha256_hex(bytes) != entry.sha256 {
+        Ok(())
+    }
+
+    /// Checks a sha256 (lowercase hex) computed while reading `name` against the manifest.
+    pub fn check_sha256(&self, dir: &Path, name: &str, sha256: &str) -> Result<(), EngineError> {
+        let path = dir.join(name);
+        let entry = self.files.get(name).ok_or_else(|| EngineError::file(&path, "is not listed in manifest.json"))?;
+        if sha256 != entry.sha256 {
             return Err(EngineError::file(&path, "checksum mismatch (engine corrupted)"));
         }
         Ok(())

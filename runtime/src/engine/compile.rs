@@ -4,7 +4,7 @@
 //! `fold` subgraph once, with the reference executor (the definition of the IR), which backends
 //! cannot depend on.
 
-use super::plan::{claims_for, fold_key, kernel_desc};
+use super::plan::{claims_for, fold_key, holds_caches, kernel_desc, tied_matmul, Want};
 use crate::exec::{execute, Tensor};
 use crate::model::Model;
 use half::bf16;
@@ -65,34 +65,60 @@ pub fn compile_engine(model_dir: &Path, target: &str, out_dir: &Path, progress: 
     let mut stored: HashMap<String, String> = HashMap::new(); // fold key + form → tensor name
     let total_folds: usize = graphs.all().iter().map(|g| g.nodes.iter().filter(|n| n.op == Op::Fold).count()).sum();
     let mut done = 0;
+    // The KV caches are the engine's when both graphs that use them let it keep them all.
+    let held = holds_caches(&graphs.prefill) && holds_caches(&graphs.decode);
     for name in fmt::GRAPH_NAMES {
         let g = graphs.get(name).expect("a graph of ModelGraphs");
-        let (claims, skip) = claims_for(g);
+        let (claims, skip) = claims_for(g, held);
         let mut gp = GraphPlan::default();
         let mut keys: HashMap<usize, String> = HashMap::new();
-        for (i, c) in claims.iter().enumerate() {
-            let Some(matmul) = c else { continue };
-            let fold = if *matmul { g.nodes[i].inputs[1].index() } else { i };
+        // Stores (once across graphs) the value of fold `fold` in one form; its tensor name.
+        let mut store_fold = |fold: usize, packed: bool, writer: &mut WeightsWriter, plan: &mut Plan, report: &mut CompileReport| {
             let key = keys.entry(fold).or_insert_with(|| fold_key(g, NodeId(fold as u32))).clone();
-            if !*matmul && skip[i] {
-                continue; // only packed readers: its raw value is never needed
+            let form = if packed { "packed" } else { "raw" };
+            if let Some(t) = stored.get(&format!("{form} {key}")) {
+                return Ok::<_, EngineError>(t.clone());
             }
-            let form = if *matmul { "packed" } else { "raw" };
-            let tensor = match stored.get(&format!("{form} {key}")) {
-                Some(t) => t.clone(),
-                None => {
-                    let value = eval_fold(g, fold, &weights)?;
-                    let tname = format!("{form}{}", stored.len());
-                    let entry = if *matmul { store_packed(&mut writer, &value, &mut report)? } else { store_raw(&mut writer, &value, &mut report)? };
-                    plan.tensors.insert(tname.clone(), entry);
-                    stored.insert(format!("{form} {key}"), tname.clone());
-                    tname
+            let value = eval_fold(g, fold, &weights)?;
+            let tname = format!("{form}{}", stored.len());
+            let entry = if packed { store_packed(writer, &value, report)? } else { store_raw(writer, &value, report)? };
+            plan.tensors.insert(tname.clone(), entry);
+            stored.insert(format!("{form} {key}"), tname.clone());
+            Ok(tname)
+        };
+        for (i, c) in claims.iter().enumerate() {
+            let Some(want) = c else { continue };
+            match want {
+                Want::Matmul => {
+                    let tensor = store_fold(g.nodes[i].inputs[1].index(), true, &mut writer, &mut plan, &mut report)?;
+                    gp.claims.push(Claim::Matmul { node: i, tensor });
                 }
-            };
-            gp.claims.push(if *matmul { Claim::Matmul { node: i, tensor } } else { Claim::Fold { node: i, tensor } });
-            if !*matmul {
-                done += 1;
-                progress("fold+pack weights", done, total_folds);
+                Want::Fold => {
+                    if !skip[i] {
+                        let tensor = store_fold(i, false, &mut writer, &mut plan, &mut report)?;
+                        gp.claims.push(Claim::Fold { node: i, tensor });
+                    } // else only packed readers: its raw value is never needed
+                    done += 1;
+                    progress("fold+pack weights", done, total_folds);
+                }
+                Want::Attention => gp.claims.push(Claim::Attention { node: i }),
+                Want::CacheAppend => gp.claims.push(Claim::CacheAppend { node: i }),
+                Want::Gather if skip[i] => {}
+                Want::Gather => {
+                    // A tied table is read from the LM head's stored weight, so it is stored once.
+                    let claim = match tied_matmul(g, i) {
+                        Some(m) => {
+                            let tensor = store_fold(g.nodes[m].inputs[1].index(), true, &mut writer, &mut plan, &mut report)?;
+                            Claim::Gather { node: i, tensor, transposed: true }
+                        }
+                        None => {
+                            let Op::Weight { name } = &g.nodes[g.nodes[i].inputs[0].index()].op else { unreachable!("gather_claimable") };
+                            store_weight(&mut writer, &mut plan, ckpt, name, &mut report)?;
+                            Claim::Gather { node: i, tensor: name.clone(), transposed: false }
+                        }
+                    };
+                    gp.claims.push(claim);
+                }
             }
         }
         for i in (0..g.nodes.len()).filter(|&i| !skip[i] && claims[i].is_none()) {
@@ -106,12 +132,7 @@ pub fn compile_engine(model_dir: &Path, target: &str, out_dir: &Path, progress: 
         }
         for (i, n) in g.nodes.iter().enumerate() {
             if let (Op::Weight { name }, false) = (&n.op, skip[i]) {
-                if !plan.tensors.contains_key(name) {
-                    let w = ckpt.tensor(name).ok_or_else(|| err(format!("weight `{name}` is not in the checkpoint")))?;
-                    let e = writer.push(w.bytes, &w.dtype.to_string(), w.shape.to_vec(), TensorLayout::Raw)?;
-                    plan.tensors.insert(name.clone(), e);
-                    report.raw_weights += 1;
-                }
+                store_weight(&mut writer, &mut plan, ckpt, name, &mut report)?;
                 gp.weights.push(name.clone());
             }
         }
@@ -211,6 +232,23 @@ fn eval_fold(g: &Graph, fold: usize, weights: &crate::model::CheckpointWeights) 
     sub.set_output("value", map[fold]);
     let mut out = execute(&sub, &HashMap::new(), weights, &HashMap::new()).map_err(|e| err(format!("{}: evaluating fold %{fold}: {e}", g.name)))?;
     Ok(out.outputs.remove("value").expect("the output was set"))
+}
+
+/// A checkpoint weight, stored raw under its own name (once).
+fn store_weight(
+    w: &mut WeightsWriter,
+    plan: &mut Plan,
+    ckpt: &vl3c_frontends::Checkpoint,
+    name: &str,
+    report: &mut CompileReport,
+) -> Result<(), EngineError> {
+    if !plan.tensors.contains_key(name) {
+        let t = ckpt.tensor(name).ok_or_else(|| err(format!("weight `{name}` is not in the checkpoint")))?;
+        let e = w.push(t.bytes, &t.dtype.to_string(), t.shape.to_vec(), TensorLayout::Raw)?;
+        plan.tensors.insert(name.to_string(), e);
+        report.raw_weights += 1;
+    }
+    Ok(())
 }
 
 fn store_raw(w: &mut WeightsWriter, t: &Tensor, report: &mut CompileReport) -> Result<TensorEntry, EngineError> {

@@ -3,6 +3,8 @@
 
 use crate::exec::Tensor;
 use vl3c_backends::cpu::codegen::LoadedKernels;
+use vl3c_backends::cpu::elementwise::{self, Act};
+use vl3c_backends::cpu::has_avx512_bf16;
 use vl3c_backends::engine::KernelDesc;
 
 pub(crate) struct Kernels {
@@ -20,7 +22,7 @@ impl Kernels {
 
     /// Runs kernel `k` on `ops` (the node's operands); the result has the first operand's
     /// shape (every kernel here maps rows of `x` to rows of the same width).
-    pub(crate) fn run(&self, k: usize, ops: &[Tensor]) -> Result<Tensor, String> {
+    pub(crate) fn run(&self, k: usize, ops: &[&Tensor], threads: usize) -> Result<Tensor, String> {
         let desc = *self.descs.get(k).ok_or_else(|| format!("kernel {k} is not in kernels.o"))?;
         let x = ops.first().ok_or("kernel without operands")?;
         let xs = x.as_f32();
@@ -32,7 +34,6 @@ impl Kernels {
             _ => Err(format!("kernel {k} ({desc:?}): operand {i} does not have {len} elements")),
         };
         let e = |e: vl3c_backends::cpu::codegen::CodegenError| e.to_string();
-        let (o, xp) = (out.as_mut_ptr(), xs.as_ptr());
         let rows = |width: usize| {
             if width == 0 || n % width != 0 {
                 Err(format!("kernel {k} ({desc:?}): {n} elements are not rows of {width}"))
@@ -40,6 +41,44 @@ impl Kernels {
                 Ok((n / width) as i64)
             }
         };
+        // On AVX-512 the hot row and element ops run on the backends' vector kernels, on all
+        // threads (Cranelift's x86 backend has 128-bit vectors only); the generated code
+        // otherwise. Same formulas either way.
+        if has_avx512_bf16() {
+            let fast = match desc {
+                KernelDesc::LayerNorm { width, eps } => {
+                    rows(width)?;
+                    let (w, b) = (vals.get(1).filter(|v| v.len() == width), vals.get(2).filter(|v| v.len() == width));
+                    let (w, b) = w.zip(b).ok_or_else(|| format!("kernel {k} ({desc:?}): norm parameters are not [{width}]"))?;
+                    elementwise::layer_norm(&xs, w, b, eps as f32, &mut out, threads);
+                    true
+                }
+                KernelDesc::RmsNorm { width, eps } => {
+                    rows(width)?;
+                    let w = vals.get(1).filter(|v| v.len() == width).ok_or_else(|| format!("kernel {k} ({desc:?}): norm weight is not [{width}]"))?;
+                    elementwise::rms_norm(&xs, w, eps as f32, &mut out, threads);
+                    true
+                }
+                KernelDesc::GeluTanh => {
+                    elementwise::activation(Act::GeluTanh, &xs, &mut out, threads);
+                    true
+                }
+                KernelDesc::Silu => {
+                    elementwise::activation(Act::Silu, &xs, &mut out, threads);
+                    true
+                }
+                KernelDesc::SwiGlu => {
+                    let up = vals.get(1).filter(|v| v.len() == n).ok_or_else(|| format!("kernel {k} ({desc:?}): operand 1 does not have {n} elements"))?;
+                    elementwise::swiglu(&xs, n, up, n, 1, n, &mut out, threads);
+                    true
+                }
+                KernelDesc::GeluErf | KernelDesc::Softmax { .. } => false,
+            };
+            if fast {
+                return Ok(Tensor::f32(x.shape.clone(), out));
+            }
+        }
+        let (o, xp) = (out.as_mut_ptr(), xs.as_ptr());
         // SAFETY: every pointer covers the element count the kernel's ABI reads or writes for
         // the given row / element count (checked above), `out` is a fresh buffer of `n`
         // elements, and the function pointers stay valid while `self.loaded` lives.

@@ -6,16 +6,20 @@
 //! manifest's sha256. Execution is the reference executor's, with the engine claiming the
 //! nodes its plan lists (see `runner.rs`), so the forward contract is [`Model`]'s exactly.
 
+mod attention;
 pub mod compile;
+mod gather;
 mod kernels;
+mod kv;
+mod matmul;
 mod plan;
 mod runner;
+mod weights;
 
 pub use compile::{compile_engine, CompileReport, Progress};
 
 use crate::exec::Tensor;
-use crate::model::{int_values, KvState, Modality, Model, ModelError, NamedTensors};
-use memmap2::Mmap;
+use crate::model::{int_values, KvState, Model, ModelError, NamedTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -85,14 +89,6 @@ impl Engine {
         };
         progress("load", 1, STEPS);
 
-        let path = dir.join(fmt::WEIGHTS);
-        let file = std::fs::File::open(&path).map_err(|e| file_err(&path, format!("cannot open: {e}")))?;
-        // SAFETY: the map is read-only; the engine directory must not be modified while loaded
-        // (the checksum below catches a file changed before the load, not during it).
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| file_err(&path, format!("cannot map: {e}")))?;
-        manifest.check_file(dir, fmt::WEIGHTS, &map)?;
-        progress("load", 2, STEPS);
-
         let path = dir.join(fmt::GRAPHS);
         let text = String::from_utf8(read(fmt::GRAPHS)?).map_err(|_| file_err(&path, "is not UTF-8"))?;
         let parsed = parse_graphs(&text).map_err(|e| file_err(&path, format!("does not parse: {e}")))?;
@@ -114,7 +110,26 @@ impl Engine {
         let path = dir.join(fmt::PLAN);
         let plan: Plan =
             serde_json::from_slice(&read(fmt::PLAN)?).map_err(|e| file_err(&path, format!("is malformed: {e}")))?;
-        check_plan(&plan, &graphs, map.len() as u64).map_err(|m| file_err(&path, m))?;
+        let weights_len = manifest.files.get(fmt::WEIGHTS).map_or(0, |f| f.bytes);
+        check_plan(&plan, &graphs, weights_len).map_err(|m| file_err(&path, m))?;
+        // The decode step's matmul weights go first, in the order a step reads them.
+        let mut first: Vec<(usize, u64)> = plan
+            .graphs
+            .get("decode")
+            .map(|gp| {
+                gp.claims
+                    .iter()
+                    .filter_map(|c| match c {
+                        Claim::Matmul { node, tensor } => plan.tensors.get(tensor).map(|e| (*node, e.offset)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        first.sort_unstable();
+        let first: Vec<u64> = first.into_iter().map(|(_, o)| o).collect();
+        let map = weights::Weights::read(dir, &manifest, &plan, &first)?;
+        progress("load", 2, STEPS);
         let path = dir.join("config.json");
         let config_text = String::from_utf8(read("config.json")?).map_err(|_| file_err(&path, "is not UTF-8"))?;
         let config = ModelConfig::from_json_str(&config_text, &path.display().to_string()).map_err(ModelError::from)?;
@@ -129,8 +144,10 @@ impl Engine {
         };
         progress("load", 4, STEPS);
 
+        keep_freed_memory();
         let gemm_mode = Arc::new(AtomicU8::new(0));
-        let runner = runner::Runner::new(map, plan, threads, kernels, gemm_mode.clone());
+        let runner = runner::Runner::new(map, plan, &graphs, threads, kernels, gemm_mode.clone(), max_context)
+            .map_err(|m| file_err(&dir.join(fmt::PLAN), m))?;
         let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
         progress("load", STEPS, STEPS);
         Ok(Engine { dir: dir.to_path_buf(), manifest, model, max_context, gemm_mode })
@@ -167,14 +184,13 @@ impl Engine {
 
     /// Vision encoder + projector over images: the embeddings f32 [tokens, hidden].
     pub fn image_embed(&self, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<Tensor> {
-        Ok(self.model.encode(pixels, grid, merge, Modality::Image, &mut 0)?.embeds)
+        Ok(self.model.image_embed(pixels, grid, merge)?)
     }
 
     /// Vision encoder + projector over videos: the embeddings before pruning and Differential
     /// Frame Pruning's keep-mask over them.
     pub fn video_embed(&self, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        let e = self.model.encode(pixels, grid, merge, Modality::Video, &mut 0)?;
-        Ok((e.embeds, e.keep))
+        Ok(self.model.video_embed(pixels, grid, merge)?)
     }
 
     /// The prompt `ids` i64 [1, L] with the embeddings of its image and video placeholders
@@ -215,6 +231,27 @@ impl Engine {
     }
 }
 
+/// Has glibc's malloc serve buffers below 32 MiB from its heap and keep freed memory instead of
+/// returning it to the kernel: every graph run allocates the same large activations (17 MB per
+/// op in the vision encoder), and fresh pages from the kernel cost a page fault per 4 KiB, which
+/// profiles showed as a tenth of the run. Peak RSS is unchanged (the same buffers are reused);
+/// RSS stays at the peak instead of falling between runs.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only changes allocator tunables; it is safe to call at any time.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        }
+    }
+}
+
 /// Every claim must name a node of the right kind and a stored tensor of the node's shape, and
 /// every stored tensor must lie inside `weights.bin`.
 fn check_plan(plan: &Plan, graphs: &ModelGraphs, weights_len: u64) -> std::result::Result<(), String> {
@@ -231,6 +268,26 @@ fn check_plan(plan: &Plan, graphs: &ModelGraphs, weights_len: u64) -> std::resul
             let (node, t, matmul) = match c {
                 Claim::Fold { node, tensor } => (*node, tensor, false),
                 Claim::Matmul { node, tensor } => (*node, tensor, true),
+                Claim::Gather { node, tensor: name, transposed } => {
+                    let bad = || format!("graph `{gname}`: gather claim on %{node} does not match graphs.vir");
+                    if *node >= g.nodes.len() || !plan::gather_claimable(g, *node) {
+                        return Err(bad());
+                    }
+                    let table = &g.nodes[g.nodes[*node].inputs[0].index()].ty;
+                    let dims: Vec<usize> = table.shape.iter().filter_map(|d| d.as_const()).map(|c| c as usize).collect();
+                    let e = tensor(name)?;
+                    let stored = if *transposed { vec![dims[1], dims[0]] } else { dims };
+                    let layout_ok = match e.layout {
+                        TensorLayout::Raw => !*transposed || e.dtype == "f32",
+                        TensorLayout::PackedBf16 { n, k } => *transposed && [k, n] == stored[..],
+                    };
+                    if e.shape != stored || !layout_ok || (!*transposed && e.dtype != table.dtype.to_string()) {
+                        return Err(bad());
+                    }
+                    continue;
+                }
+                // Checked against the graphs where the runner derives their plans.
+                Claim::Attention { .. } | Claim::CacheAppend { .. } => continue,
                 Claim::Kernel { node, kernel } => {
                     let desc = plan.kernels.get(*kernel);
                     if *node >= g.nodes.len() || desc.is_none() || plan::kernel_desc(g, *node).as_ref() != desc {

@@ -1,31 +1,103 @@
 //! Which nodes the CPU engine computes itself. Shared by the compiler (which stores what the
 //! claims read) and by the loader's checks, so the two cannot disagree.
 
+use super::attention::{self, Readers};
 use crate::exec::skipped;
 use std::collections::HashMap;
 use vl3c_backends::engine::KernelDesc;
 use vl3c_ir::{Activation, DType, Graph, NodeId, Op};
 
-/// Per node: `Some(true)` a matmul the engine runs on a pre-laid-out weight, `Some(false)` a
-/// fold whose value is stored; and per node whether nothing unclaimed reads it.
-pub(crate) fn claims_for(g: &Graph) -> (Vec<Option<bool>>, Vec<bool>) {
-    let claims: Vec<Option<bool>> = (0..g.nodes.len())
+/// What the engine does with a node it claims at compile time (before kernels are chosen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// A fold whose value is stored.
+    Fold,
+    /// A matmul on a pre-laid-out weight.
+    Matmul,
+    /// A gather of rows of a weight, read in place.
+    Gather,
+    /// An attention on the engine's kernel (see `attention.rs`).
+    Attention,
+    /// A cache append into the engine's own KV cache.
+    CacheAppend,
+}
+
+/// Per node what the engine claims, and per node whether nothing unclaimed reads it. `held`:
+/// the engine keeps the KV caches (every `cache_append` and the attentions over them claimed).
+pub(crate) fn claims_for(g: &Graph, held: bool) -> (Vec<Option<Want>>, Vec<bool>) {
+    let r = Readers::of(g);
+    let mut claims: Vec<Option<Want>> = (0..g.nodes.len())
         .map(|i| {
             if g.nodes[i].op == Op::Fold {
-                Some(false)
+                Some(Want::Fold)
+            } else if matmul_claimable(g, i) {
+                Some(Want::Matmul)
+            } else if gather_claimable(g, i) {
+                Some(Want::Gather)
             } else {
-                matmul_claimable(g, i).then_some(true)
+                (held && matches!(g.nodes[i].op, Op::CacheAppend { .. })).then_some(Want::CacheAppend)
             }
         })
         .collect();
-    let reads: Vec<Option<Vec<bool>>> = claims.iter().enumerate().map(|(i, c)| c.map(|m| reads(g, i, m))).collect();
+    for a in (0..g.nodes.len()).filter(|&a| matches!(g.nodes[a].op, Op::Attention { .. })) {
+        let c = attention::claim_node(g, &r, a);
+        if attention::plan(g, &r, c, held).is_some() {
+            claims[c] = Some(Want::Attention);
+        }
+    }
+    let reads: Vec<Option<Vec<NodeId>>> = claims.iter().enumerate().map(|(i, c)| c.map(|w| reads(g, &r, i, w, held))).collect();
     let skip = skipped(g, &reads);
     (claims, skip)
 }
 
-/// The operands a claim reads: none for a fold, all but the weight for a matmul.
-pub(crate) fn reads(g: &Graph, node: usize, matmul: bool) -> Vec<bool> {
-    (0..g.nodes[node].inputs.len()).map(|pos| matmul && pos != 1).collect()
+/// The nodes a claim reads: none for a fold, the operands but the weight for a matmul, the
+/// indices for a gather, the new rows for a cache append, the plan's for an attention.
+pub(crate) fn reads(g: &Graph, r: &Readers, node: usize, want: Want, held: bool) -> Vec<NodeId> {
+    let ins = &g.nodes[node].inputs;
+    match want {
+        Want::Fold => Vec::new(),
+        Want::Matmul => ins.iter().enumerate().filter(|&(pos, _)| pos != 1).map(|(_, &x)| x).collect(),
+        Want::Gather => ins.get(1).copied().into_iter().collect(),
+        Want::CacheAppend => attention::append_source(g, node).1,
+        Want::Attention => attention::plan(g, r, node, held).map(|p| p.reads).unwrap_or_default(),
+    }
+}
+
+/// Whether the engine can keep every KV cache of `g` itself: each `cache_append` is holdable
+/// and every attention over one runs on the kernel.
+pub(crate) fn holds_caches(g: &Graph) -> bool {
+    if !attention::all_caches_holdable(g) {
+        return false;
+    }
+    let r = Readers::of(g);
+    (0..g.nodes.len()).filter(|&a| matches!(g.nodes[a].op, Op::Attention { .. })).all(|a| {
+        let reads_cache = g.nodes[a].inputs.iter().any(|x| matches!(g.nodes[x.index()].op, Op::CacheAppend { .. }));
+        !reads_cache || attention::plan(g, &r, attention::claim_node(g, &r, a), true).is_some()
+    })
+}
+
+/// A gather along axis 0 of a 2-D weight of constant shape (the token embedding lookup).
+pub(crate) fn gather_claimable(g: &Graph, i: usize) -> bool {
+    let node = &g.nodes[i];
+    let (Op::Gather { axis: 0 }, [table, _]) = (&node.op, node.inputs.as_slice()) else { return false };
+    let t = &g.nodes[table.index()];
+    matches!(t.op, Op::Weight { .. }) && t.ty.rank() == 2 && t.ty.shape.iter().all(|d| d.as_const().is_some())
+}
+
+/// For a claimable gather, the claimed matmul whose weight is its table transposed (a tied LM
+/// head: `fold(transpose(cast(table)))`, the cast absent for an f32 table), whose stored form the gather can read instead.
+pub(crate) fn tied_matmul(g: &Graph, gather: usize) -> Option<usize> {
+    let table = g.nodes[gather].inputs[0];
+    (0..g.nodes.len()).find(|&m| {
+        matmul_claimable(g, m) && {
+            let fold = &g.nodes[g.nodes[m].inputs[1].index()];
+            let t = &g.nodes[fold.inputs[0].index()];
+            matches!(&t.op, Op::Transpose { perm } if perm == &[1, 0]) && {
+                let c = &g.nodes[t.inputs[0].index()];
+                t.inputs[0] == table || (matches!(c.op, Op::Cast { to: DType::F32 }) && c.inputs[0] == table)
+            }
+        }
+    })
 }
 
 /// An f32 matmul (plain or fused) whose rhs is a fold of constant shape `[k, n]`: the kernels'

@@ -1,63 +1,178 @@
 //! Runs an engine's graphs: the reference executor's binding, checks and memory management,
 //! with the engine claiming (through [`Accelerate`]) the nodes its plan lists — folds read from
-//! `weights.bin`, matmuls on pre-laid-out weights through the packed kernels.
+//! `weights.bin`, matmuls on pre-laid-out weights, generated kernels, embedding lookups read in
+//! place, attention on the attention kernel, and cache appends into the engine's own KV cache.
 
-use crate::exec::shape::{broadcast_shape, expand};
-use crate::exec::matmul::{gemm_f32, Layout};
-use crate::exec::{execute_with, Accelerate, ExecError, Operands, Outputs, Tensor, WeightSource, WeightView};
+use super::attention::{self, AppendSrc, AttnPlan, Readers};
 use super::kernels::Kernels;
+use super::kv::{CacheSpec, KvStore};
+use super::plan::{self, Want};
+use crate::exec::{execute_with, Accelerate, CacheSource, Computed, ExecError, Operands, Outputs, Tensor, WeightSource, WeightView};
 use crate::model::{GraphRunner, NamedTensors};
-use memmap2::Mmap;
+use super::weights::Weights;
+use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use vl3c_backends::cpu::{self, Backend, Epilogue, GemmMode, PackedBf16};
-use vl3c_backends::engine::{Claim, Plan, TensorEntry, TensorLayout};
-use vl3c_ir::{DType, Graph};
+use vl3c_backends::cpu::attention::View;
+use vl3c_backends::cpu::elementwise;
+use vl3c_backends::cpu::GemmMode;
+use vl3c_backends::engine::{Claim, KernelDesc, Plan, TensorEntry, TensorLayout};
+use vl3c_frontends::lower::ModelGraphs;
+use vl3c_ir::{DType, Graph, NodeId, Op};
 
 pub(crate) struct Runner {
-    /// `weights.bin`, mapped; every tensor is a view into it.
-    pub(crate) map: Mmap,
-    pub(crate) plan: Plan,
-    /// Per graph name: claimed node → what computes it.
-    pub(crate) claims: HashMap<String, HashMap<usize, Kind>>,
-    pub(crate) threads: usize,
+    /// `weights.bin`, in memory; every tensor is a view into it.
+    map: Weights,
+    plan: Plan,
+    /// Per graph name: claimed node → what computes it and what it reads.
+    claims: HashMap<String, HashMap<usize, Claimed>>,
+    threads: usize,
     kernels: Option<Kernels>,
-    /// Arithmetic of the bf16 GEMMs, shared with `Engine::set_gemm_mode` (0 auto, 1 exact, 2 bf16 dot).
-    pub(crate) mode: Arc<AtomicU8>,
+    /// Arithmetic of the bf16 GEMMs, shared with `Engine::set_gemm_mode` (0 auto, 1 exact, 2 bf16 dot, 3 AMX).
+    mode: Arc<AtomicU8>,
+    /// The KV caches the engine keeps, when its plan claims the appends.
+    kv_specs: Option<Vec<CacheSpec>>,
+    max_context: usize,
 }
 
-pub(crate) enum Kind {
+struct Claimed {
+    kind: Kind,
+    reads: Vec<NodeId>,
+}
+
+enum Kind {
     Fold(TensorEntry),
     Matmul(TensorEntry),
     Kernel(usize),
+    Gather(TensorEntry, bool),
+    Attention(AttnPlan),
+    CacheAppend(String, AppendSrc),
+    /// A swiglu kernel claim over column ranges of one matrix (node, gate and up offsets).
+    SwiGluColumns(NodeId, usize, usize),
 }
 
 impl Runner {
-    pub(crate) fn new(map: Mmap, plan: Plan, threads: usize, kernels: Option<Kernels>, mode: Arc<AtomicU8>) -> Runner {
-        let claims = plan
-            .graphs
-            .iter()
-            .map(|(g, gp)| {
-                let c = gp
-                    .claims
-                    .iter()
-                    .map(|c| match c {
-                        Claim::Fold { node, tensor } => (*node, Kind::Fold(plan.tensors[tensor].clone())),
-                        Claim::Matmul { node, tensor } => (*node, Kind::Matmul(plan.tensors[tensor].clone())),
-                        Claim::Kernel { node, kernel } => (*node, Kind::Kernel(*kernel)),
-                    })
-                    .collect();
-                (g.clone(), c)
+    /// Derives every claim's reads (and each attention's plan) from the graphs; an attention or
+    /// cache claim the graphs do not support is an error.
+    pub(crate) fn new(
+        map: Weights,
+        plan: Plan,
+        graphs: &ModelGraphs,
+        threads: usize,
+        kernels: Option<Kernels>,
+        mode: Arc<AtomicU8>,
+        max_context: usize,
+    ) -> Result<Runner, String> {
+        let held = kv_held(&plan, graphs)?;
+        let mut claims = HashMap::new();
+        for g in graphs.all() {
+            let Some(gp) = plan.graphs.get(&g.name) else { continue };
+            let r = Readers::of(g);
+            let mut by_node = HashMap::new();
+            for c in &gp.claims {
+                let (node, kind, want) = match c {
+                    Claim::Fold { node, tensor } => (*node, Kind::Fold(plan.tensors[tensor].clone()), Some(Want::Fold)),
+                    Claim::Matmul { node, tensor } => (*node, Kind::Matmul(plan.tensors[tensor].clone()), Some(Want::Matmul)),
+                    Claim::Kernel { node, kernel } => match attention::swiglu_columns(g, *node) {
+                        // The gate and up halves are read in place, so their slices are skipped.
+                        Some((x, go, uo)) if plan.kernels.get(*kernel) == Some(&KernelDesc::SwiGlu) => {
+                            by_node.insert(*node, Claimed { kind: Kind::SwiGluColumns(x, go, uo), reads: vec![x] });
+                            continue;
+                        }
+                        _ => (*node, Kind::Kernel(*kernel), None),
+                    },
+                    Claim::Gather { node, tensor, transposed } => (*node, Kind::Gather(plan.tensors[tensor].clone(), *transposed), Some(Want::Gather)),
+                    Claim::Attention { node } => {
+                        let p = attention::plan(g, &r, *node, held)
+                            .ok_or_else(|| format!("graph `{}`: attention claim on %{node} does not match graphs.vir", g.name))?;
+                        (*node, Kind::Attention(p), Some(Want::Attention))
+                    }
+                    Claim::CacheAppend { node } => match &g.nodes[*node].op {
+                        Op::CacheAppend { name, .. } if attention::cache_holdable(g, &r, *node) => {
+                            (*node, Kind::CacheAppend(name.clone(), attention::append_source(g, *node).0), Some(Want::CacheAppend))
+                        }
+                        _ => return Err(format!("graph `{}`: cache claim on %{node} does not match graphs.vir", g.name)),
+                    },
+                };
+                let reads = match want {
+                    Some(w) => plan::reads(g, &r, node, w, held),
+                    None => g.nodes[node].inputs.clone(),
+                };
+                by_node.insert(node, Claimed { kind, reads });
+            }
+            claims.insert(g.name.clone(), by_node);
+        }
+        // Caches attention reads as keys are kept transposed.
+        let keys: Vec<String> = claims
+            .values()
+            .flat_map(|c: &HashMap<usize, Claimed>| c.values())
+            .filter_map(|c| match &c.kind {
+                Kind::Attention(AttnPlan { k: attention::Src::Cache(name), .. }) => Some(name.clone()),
+                _ => None,
             })
             .collect();
-        Runner { map, plan, claims, threads: threads.max(1), kernels, mode }
+        let kv_specs = held.then(|| cache_specs(&graphs.decode, &keys)).transpose()?;
+        Ok(Runner { map, plan, claims, threads: threads.max(1), kernels, mode, kv_specs, max_context })
     }
 
     fn bytes(&self, e: &TensorEntry) -> &[u8] {
-        &self.map[e.offset as usize..(e.offset + e.bytes) as usize]
+        self.map.bytes(e)
     }
+
+    fn gemm_mode(&self) -> GemmMode {
+        match self.mode.load(Ordering::Relaxed) {
+            1 => GemmMode::Exact,
+            2 => GemmMode::Bf16Dot,
+            3 => GemmMode::Amx,
+            _ => GemmMode::Auto,
+        }
+    }
+
+    fn execute(&self, graph: &Graph, inputs: &NamedTensors, caches: &dyn CacheSource, kv: Option<&KvStore>) -> Result<Outputs, ExecError> {
+        let empty = HashMap::new();
+        let claims = self.claims.get(&graph.name).unwrap_or(&empty);
+        execute_with(graph, inputs, self, caches, &Accel { runner: self, claims, kv })
+    }
+}
+
+/// Whether the plan has the engine keep the KV caches: prefill and decode claim every cache
+/// append, or none of them.
+fn kv_held(plan: &Plan, graphs: &ModelGraphs) -> Result<bool, String> {
+    let mut seen = Vec::new();
+    for g in graphs.all() {
+        let appends = g.nodes.iter().filter(|n| matches!(n.op, Op::CacheAppend { .. })).count();
+        let claimed = plan.graphs.get(&g.name).map_or(0, |gp| gp.claims.iter().filter(|c| matches!(c, Claim::CacheAppend { .. })).count());
+        if appends > 0 {
+            if claimed != 0 && claimed != appends {
+                return Err(format!("graph `{}` claims {claimed} of its {appends} cache appends", g.name));
+            }
+            seen.push(claimed > 0);
+        } else if claimed > 0 {
+            return Err(format!("graph `{}` claims cache appends it does not have", g.name));
+        }
+    }
+    if seen.iter().any(|&s| s != seen[0]) {
+        return Err("prefill and decode disagree on who keeps the KV cache".into());
+    }
+    Ok(seen.first().copied().unwrap_or(false))
+}
+
+/// Every cache the decode graph reads; `keys`: the ones attention reads as keys.
+fn cache_specs(g: &Graph, keys: &[String]) -> Result<Vec<CacheSpec>, String> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::CacheRead { name } => Some((name, &n.ty)),
+            _ => None,
+        })
+        .map(|(name, ty)| match (ty.rank(), ty.shape.first().and_then(|d| d.as_const()), ty.shape.last().and_then(|d| d.as_const())) {
+            (3, Some(h), Some(d)) => Ok(CacheSpec { name: name.clone(), heads: h as usize, d: d as usize, keys: keys.contains(name) }),
+            _ => Err(format!("cache `{name}` is {ty}, not [heads, len, d] with constant heads and d")),
+        })
+        .collect()
 }
 
 impl WeightSource for Runner {
@@ -70,100 +185,104 @@ impl WeightSource for Runner {
 
 impl GraphRunner for Runner {
     fn run(&self, graph: &Graph, inputs: &NamedTensors, caches: &NamedTensors) -> Result<Outputs, ExecError> {
-        let empty = HashMap::new();
-        let claims = self.claims.get(&graph.name).unwrap_or(&empty);
-        execute_with(graph, inputs, self, caches, &Accel { runner: self, claims })
+        self.execute(graph, inputs, caches, None)
+    }
+
+    fn new_kv(&self) -> Option<Box<dyn Any + Send>> {
+        let specs = self.kv_specs.as_ref()?;
+        Some(Box::new(KvStore::new(specs, self.max_context)))
+    }
+
+    fn run_kv(&self, graph: &Graph, inputs: &NamedTensors, kv: &mut (dyn Any + Send)) -> Result<Outputs, ExecError> {
+        let store = kv.downcast_ref::<KvStore>().ok_or_else(|| ExecError::Cache { name: "*".into(), message: "is not this engine's KV cache".into() })?;
+        let lens = store.lens();
+        let out = self.execute(graph, inputs, store, Some(store));
+        if out.is_err() {
+            store.restore(&lens);
+        }
+        out
     }
 }
 
 struct Accel<'r> {
     runner: &'r Runner,
-    claims: &'r HashMap<usize, Kind>,
+    claims: &'r HashMap<usize, Claimed>,
+    kv: Option<&'r KvStore>,
 }
 
 impl Accelerate for Accel<'_> {
-    fn claim(&self, graph: &Graph, node: usize) -> Option<Vec<bool>> {
-        Some(match self.claims.get(&node)? {
-            Kind::Fold(_) => super::plan::reads(graph, node, false),
-            Kind::Matmul(_) => super::plan::reads(graph, node, true),
-            Kind::Kernel(_) => vec![true; graph.nodes[node].inputs.len()],
-        })
+    fn claim(&self, _: &Graph, node: usize) -> Option<Vec<NodeId>> {
+        self.claims.get(&node).map(|c| c.reads.clone())
     }
 
-    fn compute(&self, graph: &Graph, node: usize, ops: &dyn Operands) -> Result<Tensor, String> {
+    fn compute(&self, graph: &Graph, node: usize, ops: &dyn Operands) -> Result<Computed, String> {
         let arity = graph.nodes[node].inputs.len();
-        let e = match &self.claims[&node] {
+        let err = |e: ExecError| e.to_string();
+        let r = self.runner;
+        Ok(Computed::Value(match &self.claims[&node].kind {
             Kind::Fold(e) => {
                 let dtype = DType::from_str(&e.dtype).map_err(|_| format!("stored dtype `{}`", e.dtype))?;
-                return Tensor::from_bytes(dtype, &e.shape, self.runner.bytes(e));
+                Tensor::from_bytes(dtype, &e.shape, r.bytes(e))?
             }
             Kind::Kernel(k) => {
-                let kernels = self.runner.kernels.as_ref().ok_or("the engine has no kernels.o")?;
-                let ops = (0..arity).map(|p| ops.get(p).map(|t| t.into_owned())).collect::<Result<Vec<_>, _>>();
-                return kernels.run(*k, &ops.map_err(|e| e.to_string())?);
+                let kernels = r.kernels.as_ref().ok_or("the engine has no kernels.o")?;
+                let ops = (0..arity).map(|p| ops.get(p)).collect::<Result<Vec<Cow<Tensor>>, _>>().map_err(err)?;
+                let ops: Vec<&Tensor> = ops.iter().map(|t| t.as_ref()).collect();
+                kernels.run(*k, &ops, r.threads)?
             }
-            Kind::Matmul(e) => e,
-        };
-        let a = ops.get(0).map_err(|e| e.to_string())?;
-        let epilogue = (2..arity)
-            .map(|pos| ops.get(pos).map(|t| t.into_owned()).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<Tensor>, String>>()?;
-        self.matmul(&a, e, &epilogue)
+            Kind::Gather(e, transposed) => {
+                let ids = ops.get(1).map_err(err)?;
+                super::gather::rows(r.bytes(e), e, *transposed, &ids, graph.nodes[node].ty.dtype)?
+            }
+            Kind::Attention(p) => attention::compute(graph, p, ops, self.kv, r.threads)?,
+            Kind::CacheAppend(name, src) => {
+                let kv = self.kv.ok_or("the engine keeps this KV cache; run the graph with it")?;
+                return Ok(Computed::Held(match src {
+                    AppendSrc::Operand => kv.append(name, ops.get(1).map_err(err)?.as_ref())?,
+                    AppendSrc::Columns { node: x, offset, rope } => {
+                        let ty = &graph.nodes[node].ty;
+                        let (h, d) = (ty.shape[0].as_const().unwrap_or(0) as usize, ty.shape[2].as_const().unwrap_or(0) as usize);
+                        let xt = ops.node(*x).map_err(err)?;
+                        let [len, width] = xt.shape[..] else { return Err(format!("projection {:?} is not 2-D", xt.shape)) };
+                        let data = f32s(&xt)?.get(*offset..).ok_or("projection too narrow")?;
+                        let view = View { data, heads: h, len, d, head_stride: d, row_stride: width };
+                        let tables = match rope {
+                            Some((c, s)) => Some((ops.node(*c).map_err(err)?, ops.node(*s).map_err(err)?)),
+                            None => None,
+                        };
+                        let rope = match &tables {
+                            Some((c, s)) => Some((f32s(c)?, f32s(s)?)),
+                            None => None,
+                        };
+                        kv.append_view(name, view, rope)?
+                    }
+                }));
+            }
+            Kind::SwiGluColumns(x, go, uo) => {
+                let xt = ops.node(*x).map_err(err)?;
+                let [rows, width] = xt.shape[..] else { return Err(format!("gate/up {:?} is not 2-D", xt.shape)) };
+                let f = graph.nodes[node].ty.shape[1].as_const().unwrap_or(0) as usize;
+                let xv = f32s(&xt)?;
+                if go.max(uo) + f > width {
+                    return Err(format!("gate/up columns run past {width}"));
+                }
+                let mut out = vec![0f32; rows * f];
+                elementwise::swiglu(&xv[*go..], width, &xv[*uo..], width, rows, f, &mut out, r.threads);
+                Tensor::f32(vec![rows, f], out)
+            }
+            Kind::Matmul(e) => {
+                let a = ops.get(0).map_err(err)?;
+                let epilogue = (2..arity).map(|p| ops.get(p)).collect::<Result<Vec<Cow<Tensor>>, _>>().map_err(err)?;
+                let epilogue: Vec<&Tensor> = epilogue.iter().map(|t| t.as_ref()).collect();
+                super::matmul::matmul(&a, e, r.bytes(e), &epilogue, r.gemm_mode(), r.threads)?
+            }
+        }))
     }
 }
 
-impl Accel<'_> {
-    /// `a · W (+ epilogue operands, in order)`, `W` the stored `[k, n]` weight.
-    fn matmul(&self, a: &Tensor, e: &TensorEntry, epilogue: &[Tensor]) -> Result<Tensor, String> {
-        let (k, n) = (e.shape[0], e.shape[1]);
-        if a.shape.last() != Some(&k) {
-            return Err(format!("lhs {:?} does not end in the weight's k = {k}", a.shape));
-        }
-        let av = a.as_f32();
-        let m = av.len().checked_div(k).unwrap_or(0);
-        let mut shape = a.shape.clone();
-        *shape.last_mut().expect("rank >= 1") = n;
-        let mut c = vec![0f32; m * n];
-        // Epilogue operands the kernel can fold into its stores: a [n] bias, a full residual.
-        let bias = epilogue.first().filter(|b| b.numel() == n && b.shape.last() == Some(&n));
-        let rest_from = bias.is_some() as usize;
-        let residual = epilogue.get(rest_from).filter(|r| r.shape == shape && rest_from + 1 == epilogue.len());
-        let (bias_v, res_v) = (bias.map(|b| b.as_f32()), residual.map(|r| r.as_f32()));
-        let mut applied = 0;
-        let bytes = self.runner.bytes(e);
-        match e.layout {
-            TensorLayout::PackedBf16 { .. } => {
-                let w = PackedBf16::from_bytes(bytes, n, k).map_err(|e| e.to_string())?;
-                if m == 1 {
-                    cpu::gemv(&w, &av, &mut c, self.runner.threads);
-                } else if m > 1 {
-                    let ep = Epilogue { bias: bias_v.as_deref(), residual: res_v.as_deref(), accumulate: false };
-                    let mode = match self.runner.mode.load(Ordering::Relaxed) {
-                        1 => GemmMode::Exact,
-                        2 => GemmMode::Bf16Dot,
-                        3 => GemmMode::Amx,
-                        _ => GemmMode::Auto,
-                    };
-                    cpu::gemm_with(&av, &w, &mut c, self.runner.threads, &ep, mode, Backend::Auto);
-                    applied = bias.is_some() as usize + residual.is_some() as usize;
-                }
-            }
-            TensorLayout::Raw => {
-                let w: &[f32] = bytemuck::try_cast_slice(bytes).map_err(|e| format!("stored weight: {e}"))?;
-                gemm_f32(&av, Layout::new(m, k, false), w, Layout::new(k, n, false), &mut c, m, k, n);
-            }
-        }
-        // The rest of the epilogue as the reference's fused_matmul adds it: in order, broadcast.
-        for t in &epilogue[applied..] {
-            if broadcast_shape(&shape, &t.shape)? != shape {
-                return Err(format!("epilogue operand {:?} widens the product {shape:?}", t.shape));
-            }
-            let tv = t.as_f32();
-            let tv = expand(&tv, &t.shape, &shape)?;
-            for (x, &y) in c.iter_mut().zip(tv.iter()) {
-                *x += y;
-            }
-        }
-        Ok(Tensor::f32(shape, c))
+fn f32s(t: &Tensor) -> Result<&[f32], String> {
+    match &t.data {
+        crate::exec::TensorData::F32(v) => Ok(v),
+        _ => Err(format!("expected f32, got {}", t.dtype())),
     }
 }

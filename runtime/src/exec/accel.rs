@@ -3,40 +3,54 @@
 
 use super::{ExecError, Tensor};
 use std::borrow::Cow;
-use vl3c_ir::{Graph, Op};
+use vl3c_ir::{Graph, NodeId, Op};
 
-/// Operands of a node a backend claimed, materialized on request (the reference decoding,
-/// transposes and all), so a claim pays only for the operands it reads.
+/// Values a claimed node reads, materialized on request (the reference decoding, transposes
+/// and all), so a claim pays only for what it reads.
 pub trait Operands {
+    /// Operand `pos` of the claimed node.
     fn get(&self, pos: usize) -> Result<Cow<'_, Tensor>, ExecError>;
+    /// Any node the claim listed in its reads (an operand, or an earlier node it reads past a
+    /// chain of layout ops, through strides).
+    fn node(&self, id: NodeId) -> Result<Cow<'_, Tensor>, ExecError>;
+}
+
+/// A claimed node's result.
+pub enum Computed {
+    /// Its value, checked against the node's type like any other.
+    Value(Tensor),
+    /// The backend keeps the value itself (a KV cache appended in place); the executor knows
+    /// only its shape (checked, and binding symbols) and no unclaimed node may read it.
+    Held(Vec<usize>),
 }
 
 /// A backend's hook into the executor: it may compute some nodes itself. Binding, shape checks
 /// and memory management stay the executor's, so a backend only supplies kernels.
 pub trait Accelerate {
-    /// `Some(reads)` claims node `node` of `graph`; `reads[pos]` says whether the backend reads
-    /// operand `pos`. An operand nobody reads is never computed, nor is anything only it reads
-    /// (so a claimed matmul with a pre-packed weight never evaluates the weight's fold).
-    fn claim(&self, graph: &Graph, node: usize) -> Option<Vec<bool>>;
-    /// The value of a claimed node; it is checked against the node's type like any other.
-    fn compute(&self, graph: &Graph, node: usize, operands: &dyn Operands) -> Result<Tensor, String>;
+    /// `Some(reads)` claims node `node` of `graph`, reading the values of the nodes in `reads`
+    /// (operands, or earlier nodes). A node nobody reads is never computed, nor is anything
+    /// only it reads (so a claimed matmul with a pre-packed weight never evaluates the weight's
+    /// fold, and a claim reading past slices and transposes skips them).
+    fn claim(&self, graph: &Graph, node: usize) -> Option<Vec<NodeId>>;
+    /// The value of a claimed node.
+    fn compute(&self, graph: &Graph, node: usize, values: &dyn Operands) -> Result<Computed, String>;
 }
 
 /// Claims nothing: [`execute`].
 pub struct Reference;
 
 impl Accelerate for Reference {
-    fn claim(&self, _: &Graph, _: usize) -> Option<Vec<bool>> {
+    fn claim(&self, _: &Graph, _: usize) -> Option<Vec<NodeId>> {
         None
     }
-    fn compute(&self, _: &Graph, _: usize, _: &dyn Operands) -> Result<Tensor, String> {
+    fn compute(&self, _: &Graph, _: usize, _: &dyn Operands) -> Result<Computed, String> {
         unreachable!("Reference claims nothing")
     }
 }
 
 /// Per node, whether it is skipped: nothing unclaimed reads it. Outputs, cache appends and
 /// nodes nobody reads are always kept, so with no claims nothing is skipped.
-pub fn skipped(graph: &Graph, claims: &[Option<Vec<bool>>]) -> Vec<bool> {
+pub fn skipped(graph: &Graph, claims: &[Option<Vec<NodeId>>]) -> Vec<bool> {
     let n = graph.nodes.len();
     let mut keep = vec![true; n];
     for node in &graph.nodes {
@@ -57,13 +71,15 @@ pub fn skipped(graph: &Graph, claims: &[Option<Vec<bool>>]) -> Vec<bool> {
         if !keep[i] {
             continue;
         }
-        for (pos, inp) in node.inputs.iter().enumerate() {
-            let read = claims.get(i).and_then(|c| c.as_ref()).is_none_or(|c| c.get(pos).copied().unwrap_or(true));
-            if read && inp.index() < n {
+        let reads = match claims.get(i).and_then(|c| c.as_ref()) {
+            Some(r) => r.as_slice(),
+            None => node.inputs.as_slice(),
+        };
+        for inp in reads {
+            if inp.index() < i {
                 keep[inp.index()] = true;
             }
         }
     }
     keep.iter().map(|k| !k).collect()
 }
-

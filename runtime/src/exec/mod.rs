@@ -13,12 +13,14 @@ mod erf;
 pub(crate) mod fused;
 mod index;
 pub(crate) mod matmul;
+pub mod profile;
 mod prune;
 mod reduce;
 pub(crate) mod shape;
 mod tensor;
 
-pub use accel::{skipped, Accelerate, Operands, Reference};
+pub use prune::diff_frame_prune;
+pub use accel::{skipped, Accelerate, Computed, Operands, Reference};
 pub use tensor::{dtype_from_safetensors, dtype_to_safetensors, Tensor, TensorData};
 
 use bind::{Binder, OutOfBounds};
@@ -57,6 +59,24 @@ impl WeightSource for safetensors::SafeTensors<'_> {
     }
 }
 
+/// Where `cache_read` nodes find their caches.
+pub trait CacheSource {
+    /// The cache's dtype and shape, when there is one of that name.
+    fn shape(&self, name: &str) -> Option<(DType, Vec<usize>)>;
+    /// Its values; `None` when a backend keeps them (only the backend's claims read them).
+    fn tensor(&self, name: &str) -> Option<&Tensor>;
+}
+
+/// Caches as tensors: what `cache_append` returns in [`Outputs::caches`], passed back in.
+impl CacheSource for HashMap<String, Tensor> {
+    fn shape(&self, name: &str) -> Option<(DType, Vec<usize>)> {
+        self.get(name).map(|t| (t.dtype(), t.shape.clone()))
+    }
+    fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.get(name)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("input `{name}` {message}")]
@@ -83,7 +103,8 @@ impl ExecError {
 pub struct Outputs {
     /// The graph's outputs by name.
     pub outputs: HashMap<String, Tensor>,
-    /// The state of every cache a `cache_append` wrote, by cache name.
+    /// The state of every cache a `cache_append` wrote, by cache name (not those a backend
+    /// keeps itself).
     pub caches: HashMap<String, Tensor>,
     /// Every symbol's value in this run.
     pub symbols: HashMap<String, i64>,
@@ -108,35 +129,61 @@ pub fn execute_with(
     graph: &Graph,
     inputs: &HashMap<String, Tensor>,
     weights: &dyn WeightSource,
-    caches: &HashMap<String, Tensor>,
+    caches: &dyn CacheSource,
     accel: &dyn Accelerate,
 ) -> Result<Outputs, ExecError> {
-    let claims: Vec<Option<Vec<bool>>> = (0..graph.nodes.len()).map(|i| accel.claim(graph, i)).collect();
+    let claims: Vec<Option<Vec<NodeId>>> = (0..graph.nodes.len()).map(|i| accel.claim(graph, i)).collect();
     let skip = skipped(graph, &claims);
     let sources = bind_sources(graph, inputs, caches)?;
     let mut binder = Binder::new(graph);
     bind_all(graph, &mut binder, &sources)?;
-    let (last, views) = plan_lifetimes(graph);
+    let (last, views) = plan_lifetimes(graph, &claims);
     let mut dying = vec![Vec::new(); graph.nodes.len()];
     for (j, &l) in last.iter().enumerate() {
         if l < graph.nodes.len() {
             dying[l].push(j);
         }
     }
-    let slots = sources.iter().map(|s| s.as_ref().map_or(Slot::Empty, |s| Slot::Borrowed(s.tensor))).collect();
+    let slots = sources
+        .iter()
+        .map(|s| match s {
+            None => Slot::Empty,
+            Some(Source { tensor: Some(t), .. }) => Slot::Borrowed(t),
+            Some(Source { tensor: None, .. }) => Slot::Held,
+        })
+        .collect();
     let mut ex = Exec { graph, weights, binder, slots, last, views, dying, live: 0, peak: 0, accel, claims, skip };
-    for i in 0..graph.nodes.len() {
-        ex.step(i)?;
+    if profile::enabled() {
+        for i in 0..graph.nodes.len() {
+            let t = std::time::Instant::now();
+            ex.step(i)?;
+            if !ex.skip[i] {
+                profile::record(&graph.name, graph.nodes[i].op.mnemonic(), ex.claims[i].is_some(), t.elapsed());
+            }
+        }
+    } else {
+        for i in 0..graph.nodes.len() {
+            ex.step(i)?;
+        }
     }
     ex.finish()
 }
 
 /// Each node's last reader (`usize::MAX`: kept to the end, as outputs and cache states are), and
 /// which transposes are left as views: a swap of the last two dims read only by matmuls, which
-/// reads the source through strides. A view keeps its source alive as long as itself.
-fn plan_lifetimes(graph: &Graph) -> (Vec<usize>, Vec<bool>) {
+/// reads the source through strides. A view keeps its source alive as long as itself. A claim
+/// that reads an earlier node past its operands keeps that node alive until the claim.
+fn plan_lifetimes(graph: &Graph, claims: &[Option<Vec<NodeId>>]) -> (Vec<usize>, Vec<bool>) {
     let mut last = graph.last_uses();
     let mut only_matmul_reads = vec![true; graph.nodes.len()];
+    for (i, reads) in claims.iter().enumerate() {
+        for r in reads.iter().flatten() {
+            if r.index() < i && last[r.index()] != usize::MAX {
+                last[r.index()] = last[r.index()].max(i);
+                only_matmul_reads[r.index()] = false;
+            }
+        }
+    }
     for (i, n) in graph.nodes.iter().enumerate() {
         if matches!(n.op, Op::CacheAppend { .. }) {
             last[i] = usize::MAX;
@@ -167,11 +214,13 @@ fn plan_lifetimes(graph: &Graph) -> (Vec<usize>, Vec<bool>) {
     (last, views)
 }
 
-/// An `input` or `cache_read` node with the tensor the caller gave for it.
+/// An `input` or `cache_read` node with the tensor the caller gave for it (none for a cache a
+/// backend keeps: then only its shape).
 struct Source<'a> {
     is_cache: bool,
     name: &'a str,
-    tensor: &'a Tensor,
+    tensor: Option<&'a Tensor>,
+    shape: Vec<usize>,
 }
 
 impl Source<'_> {
@@ -193,29 +242,36 @@ impl Source<'_> {
 fn bind_sources<'a>(
     graph: &'a Graph,
     inputs: &'a HashMap<String, Tensor>,
-    caches: &'a HashMap<String, Tensor>,
+    caches: &'a dyn CacheSource,
 ) -> Result<Vec<Option<Source<'a>>>, ExecError> {
     graph
         .nodes
         .iter()
         .map(|n| {
-            let (map, is_cache, name) = match &n.op {
-                Op::Input { name } => (inputs, false, name),
-                Op::CacheRead { name } => (caches, true, name),
+            let (is_cache, name) = match &n.op {
+                Op::Input { name } => (false, name),
+                Op::CacheRead { name } => (true, name),
                 _ => return Ok(None),
             };
             let fail = |message: String| match is_cache {
                 true => ExecError::Cache { name: name.clone(), message },
                 false => ExecError::Input { name: name.clone(), message },
             };
-            let tensor = map.get(name).ok_or_else(|| fail(format!("is not given (the graph needs {})", n.ty)))?;
-            if tensor.dtype() != n.ty.dtype {
-                return Err(fail(format!("has dtype {} but the graph needs {}", tensor.dtype(), n.ty)));
+            let missing = || fail(format!("is not given (the graph needs {})", n.ty));
+            let (tensor, dtype, shape) = match is_cache {
+                false => inputs.get(name).map(|t| (Some(t), t.dtype(), t.shape.clone())).ok_or_else(missing)?,
+                true => match caches.tensor(name) {
+                    Some(t) => (Some(t), t.dtype(), t.shape.clone()),
+                    None => caches.shape(name).map(|(d, s)| (None, d, s)).ok_or_else(missing)?,
+                },
+            };
+            if dtype != n.ty.dtype {
+                return Err(fail(format!("has dtype {dtype} but the graph needs {}", n.ty)));
             }
-            if tensor.numel() != tensor.shape.iter().product::<usize>() {
-                return Err(fail(format!("holds {} elements but has shape {:?}", tensor.numel(), tensor.shape)));
+            if let Some(t) = tensor.filter(|t| t.numel() != t.shape.iter().product::<usize>()) {
+                return Err(fail(format!("holds {} elements but has shape {:?}", t.numel(), t.shape)));
             }
-            Ok(Some(Source { is_cache, name, tensor }))
+            Ok(Some(Source { is_cache, name, tensor, shape }))
         })
         .collect()
 }
@@ -228,7 +284,7 @@ fn bind_all(graph: &Graph, binder: &mut Binder, sources: &[Option<Source>]) -> R
     for src in sources.iter().flatten() {
         if !seen.contains(&(src.is_cache, src.name)) {
             seen.push((src.is_cache, src.name));
-            given.push((src.name, &src.tensor.shape));
+            given.push((src.name, &src.shape));
         }
     }
     let env = graph.symbol_values(&given).map_err(|e| {
@@ -253,6 +309,8 @@ enum Slot<'a> {
     Weight,
     /// The last-two-dims transpose of another node's value, not materialized.
     TransposeOf(NodeId),
+    /// A value the backend keeps (see [`Computed::Held`]).
+    Held,
 }
 
 struct Exec<'a> {
@@ -269,7 +327,7 @@ struct Exec<'a> {
     live: usize,
     peak: usize,
     accel: &'a dyn Accelerate,
-    claims: Vec<Option<Vec<bool>>>,
+    claims: Vec<Option<Vec<NodeId>>>,
     skip: Vec<bool>,
 }
 
@@ -285,6 +343,14 @@ impl Operands for SlotOperands<'_, '_> {
             .inputs
             .get(pos)
             .ok_or_else(|| self.ex.node_err(self.node, format!("has no operand {pos}")))?;
+        self.ex.operand(id)
+    }
+
+    fn node(&self, id: NodeId) -> Result<Cow<'_, Tensor>, ExecError> {
+        let listed = self.ex.claims[self.node].as_ref().is_some_and(|r| r.contains(&id));
+        if !listed {
+            return Err(self.ex.node_err(self.node, format!("reads {id}, which its claim does not list")));
+        }
         self.ex.operand(id)
     }
 }
@@ -347,6 +413,7 @@ impl<'a> Exec<'a> {
                 Cow::Owned(t)
             }
             Slot::Empty => return Err(self.node_err(id.index(), "value read after it was freed")),
+            Slot::Held => return Err(self.node_err(id.index(), "value is kept by the backend; only its claims read it")),
         })
     }
 
@@ -373,9 +440,16 @@ impl<'a> Exec<'a> {
             return Ok(());
         }
         if self.claims[i].is_some() {
-            let result = self.accel.compute(self.graph, i, &SlotOperands { ex: self, node: i }).map_err(|m| self.node_err(i, m))?;
-            self.check_result(i, &result)?;
-            self.store(i, result, 0);
+            match self.accel.compute(self.graph, i, &SlotOperands { ex: self, node: i }).map_err(|m| self.node_err(i, m))? {
+                Computed::Value(result) => {
+                    self.check_result(i, &result)?;
+                    self.store(i, result, 0);
+                }
+                Computed::Held(shape) => {
+                    self.check_shape(i, &shape)?;
+                    self.slots[i] = Slot::Held;
+                }
+            }
             self.free_dead(i);
             return Ok(());
         }
@@ -504,13 +578,18 @@ impl<'a> Exec<'a> {
         if t.dtype() != ty.dtype {
             return Err(self.node_err(i, format!("result has dtype {} but the node's type is {ty}", t.dtype())));
         }
-        if t.shape.len() == ty.rank() {
+        self.check_shape(i, &t.shape)
+    }
+
+    fn check_shape(&mut self, i: usize, shape: &[usize]) -> Result<(), ExecError> {
+        let ty: &TensorType = &self.graph.nodes[i].ty;
+        if shape.len() == ty.rank() {
             let by = format!("{} ({})", NodeId(i as u32), self.graph.nodes[i].op.mnemonic());
-            self.binder.bind_from(&ty.shape, &t.shape).map_err(|e| ExecError::bounds(e, by))?;
+            self.binder.bind_from(&ty.shape, shape).map_err(|e| ExecError::bounds(e, by))?;
         }
-        if !self.binder.matches(&ty.shape, &t.shape) {
+        if !self.binder.matches(&ty.shape, shape) {
             let want = self.binder.describe(&ty.shape);
-            return Err(self.node_err(i, format!("result has shape {:?} but the node's type is {want}", t.shape)));
+            return Err(self.node_err(i, format!("result has shape {shape:?} but the node's type is {want}")));
         }
         Ok(())
     }
@@ -559,6 +638,7 @@ impl<'a> Exec<'a> {
                 Slot::Borrowed(t) => Ok((*t).clone()),
                 Slot::Weight => ex.materialize(idx, false).map_err(|e| e.to_string()),
                 Slot::TransposeOf(_) | Slot::Empty => Err("has no value".into()),
+                Slot::Held => Err("is kept by the backend".into()),
             }
         };
         let mut outputs = HashMap::new();
@@ -571,6 +651,9 @@ impl<'a> Exec<'a> {
         }
         let mut caches = HashMap::new();
         for (i, name) in cache_nodes {
+            if matches!(self.slots[i], Slot::Held) {
+                continue; // appended in place by the backend
+            }
             let t = take(&mut self, i).map_err(|message| ExecError::Cache { name: name.clone(), message })?;
             caches.insert(name.clone(), t);
         }

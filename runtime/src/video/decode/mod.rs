@@ -1,1 +1,152 @@
-//! Video decoding (in progress).
+//! Video decoding: an MP4 (H.264) file, an animated GIF or a directory of numbered frames into
+//! RGB frames, indexed and timed as transformers' PyAV loader (`read_video_pyav`) sees them.
+//!
+//! Frame `i` is the i-th frame in display (presentation) order, as PyAV's
+//! `container.decode(video=0)` yields them. Readers decode sequentially and keep only the
+//! requested frames, so a long clip is never held in memory whole.
+//!
+//! One file per job: `mp4` (+ `mp4_index` for the sample table and timing, `sps` and `h264`
+//! for the codec), `gif`, `frames` (numbered image files) and `yuv` (PyAV's YUV → RGB).
+
+mod frames;
+mod gif;
+mod h264;
+mod mp4;
+mod mp4_index;
+mod sps;
+mod yuv;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+pub use yuv::{yuv420_to_rgb, ColorInfo, Yuv420};
+
+/// The kind of input a reader decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoFormat {
+    Mp4H264,
+    Gif,
+    FrameDir,
+}
+
+impl fmt::Display for VideoFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VideoFormat::Mp4H264 => "MP4 (H.264)",
+            VideoFormat::Gif => "GIF",
+            VideoFormat::FrameDir => "frame directory",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoMetadata {
+    pub total_frames: usize,
+    /// Average frame rate from the container (mp4: sample count × timescale / Σ stts durations,
+    /// what FFmpeg reports as `avg_frame_rate` and transformers' PyAV loader uses; gif: frames
+    /// over the summed delays); None when unknown.
+    pub fps: Option<f64>,
+    pub width: usize,
+    pub height: usize,
+    /// The container's duration (mp4: the edit list's or the track's mdhd, as FFmpeg reports the
+    /// stream's; gif: the summed delays).
+    pub duration_s: Option<f64>,
+    /// Presentation time in seconds of every frame, in display order, from the container
+    /// (mp4: stts + ctts and a simple edit list; gif: cumulative delays); None for frame dirs.
+    pub frame_times: Option<Vec<f64>>,
+    pub format: VideoFormat,
+}
+
+pub trait VideoReader: Send {
+    fn metadata(&self) -> &VideoMetadata;
+
+    /// Decodes the frames at `indices` (display-order indices < total_frames; ascending in the
+    /// usual case, though any order and repeats are accepted) and returns them as RGB in that
+    /// order. Decodes sequentially and keeps only the requested frames. `progress(done, total)`
+    /// is called as frames are decoded: `total` is the number of frames that must be decoded
+    /// to reach the requested ones.
+    fn read_frames(&mut self, indices: &[usize], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<RgbImage>, VideoError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VideoError {
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("{}: not a video this decoder reads ({reason}); expected an MP4 (H.264) file, an animated GIF or a directory of numbered PNG/JPEG frames", path.display())]
+    UnknownFormat { path: PathBuf, reason: String },
+    #[error("{}: not supported yet: {what}", path.display())]
+    Unsupported { path: PathBuf, what: String },
+    #[error("{}: malformed video: {msg}", path.display())]
+    Malformed { path: PathBuf, msg: String },
+    #[error("{}: {msg}", path.display())]
+    Decode { path: PathBuf, msg: String },
+    /// A frame file of a frame directory could not be read (the message names the file).
+    #[error(transparent)]
+    Frame(#[from] crate::preprocess::PreprocessError),
+    #[error("{}: frame index {index} is out of range: the video has {total} frames", path.display())]
+    IndexOutOfRange { path: PathBuf, index: usize, total: usize },
+}
+
+/// Opens a video: a directory is read as numbered frames; a file by its content (an `ftyp`
+/// box: MP4; `GIF8`: GIF), whatever its extension.
+pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
+    let io = |error| VideoError::Io { path: path.to_path_buf(), error };
+    if std::fs::metadata(path).map_err(io)?.is_dir() {
+        return Ok(Box::new(frames::FrameDir::open(path)?));
+    }
+    let mut head = Vec::with_capacity(16);
+    std::fs::File::open(path).map_err(io)?.take(16).read_to_end(&mut head).map_err(io)?;
+    match sniff(&head) {
+        Sniffed::Mp4 => Ok(Box::new(mp4::Mp4Video::open(path)?)),
+        Sniffed::Gif => Ok(Box::new(gif::GifVideo::open(path)?)),
+        Sniffed::Unsupported(what) => Err(VideoError::Unsupported { path: path.to_path_buf(), what: what.into() }),
+        Sniffed::Unknown(reason) => Err(VideoError::UnknownFormat { path: path.to_path_buf(), reason: reason.into() }),
+    }
+}
+
+enum Sniffed {
+    Mp4,
+    Gif,
+    Unsupported(&'static str),
+    Unknown(&'static str),
+}
+
+fn sniff(head: &[u8]) -> Sniffed {
+    match head {
+        [] => Sniffed::Unknown("the file is empty"),
+        [_, _, _, _, b'f', b't', b'y', b'p', ..] => Sniffed::Mp4,
+        [b'G', b'I', b'F', b'8', ..] => Sniffed::Gif,
+        [0x1A, 0x45, 0xDF, 0xA3, ..] => Sniffed::Unsupported("Matroska/WebM container"),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'A', b'V', b'I', b' ', ..] => Sniffed::Unsupported("AVI container"),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Sniffed::Unsupported("animated WebP"),
+        [0x89, b'P', b'N', b'G', ..] | [0xFF, 0xD8, 0xFF, ..] => {
+            Sniffed::Unknown("a single still image; pass it as an image, or put numbered frames in a directory")
+        }
+        _ => Sniffed::Unknown("no known signature"),
+    }
+}
+
+/// Every index must name a frame.
+fn check_indices(path: &Path, indices: &[usize], total: usize) -> Result<(), VideoError> {
+    match indices.iter().find(|&&i| i >= total) {
+        Some(&index) => Err(VideoError::IndexOutOfRange { path: path.to_path_buf(), index, total }),
+        None => Ok(()),
+    }
+}
+
+/// The decoded frames in the order `indices` asked for them (a repeated index gets copies).
+fn in_request_order(indices: &[usize], mut frames: BTreeMap<usize, Option<RgbImage>>) -> Vec<RgbImage> {
+    let last_use: BTreeMap<usize, usize> = indices.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
+    indices
+        .iter()
+        .enumerate()
+        .map(|(pos, i)| {
+            let slot = frames.get_mut(i).expect("every requested index has a slot");
+            if last_use[i] == pos { slot.take() } else { slot.clone() }.expect("every requested frame was decoded")
+        })
+        .collect()
+}
