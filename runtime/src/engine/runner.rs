@@ -215,6 +215,19 @@ impl Accelerate for Accel<'_> {
         self.claims.get(&node).map(|c| c.reads.clone())
     }
 
+    fn label(&self, node: usize) -> &'static str {
+        match self.claims.get(&node).map(|c| &c.kind) {
+            Some(Kind::Fold(_)) => "fold:",
+            Some(Kind::Matmul(_)) => "matmul:",
+            Some(Kind::Kernel(_)) => "kernel:",
+            Some(Kind::Gather(..)) => "gather:",
+            Some(Kind::Attention(_)) => "attention:",
+            Some(Kind::CacheAppend(..)) => "kv:",
+            Some(Kind::SwiGluColumns(..)) => "swiglu:",
+            None => "claimed",
+        }
+    }
+
     fn compute(&self, graph: &Graph, node: usize, ops: &dyn Operands) -> Result<Computed, String> {
         let arity = graph.nodes[node].inputs.len();
         let err = |e: ExecError| e.to_string();

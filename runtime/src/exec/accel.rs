@@ -34,6 +34,10 @@ pub trait Accelerate {
     fn claim(&self, graph: &Graph, node: usize) -> Option<Vec<NodeId>>;
     /// The value of a claimed node.
     fn compute(&self, graph: &Graph, node: usize, values: &dyn Operands) -> Result<Computed, String>;
+    /// What computes a claimed node, for profiles (`VL3C_PROFILE`).
+    fn label(&self, _node: usize) -> &'static str {
+        "claimed"
+    }
 }
 
 /// Claims nothing: [`execute`].

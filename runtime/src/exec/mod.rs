@@ -158,7 +158,8 @@ pub fn execute_with(
             let t = std::time::Instant::now();
             ex.step(i)?;
             if !ex.skip[i] {
-                profile::record(&graph.name, graph.nodes[i].op.mnemonic(), ex.claims[i].is_some(), t.elapsed());
+                let claim = ex.claims[i].is_some().then(|| accel.label(i));
+                profile::record(&graph.name, graph.nodes[i].op.mnemonic(), claim, t.elapsed());
             }
         }
     } else {

@@ -1,6 +1,6 @@
 //! Per-op wall time of executor runs, for finding where a graph's time goes: enabled by the
 //! `VL3C_PROFILE` environment variable (read once), accumulated per graph and op (claimed nodes
-//! under `claimed <op>`), printed and reset by [`report`].
+//! under `<claim kind> <op>`), printed and reset by [`report`].
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -17,8 +17,11 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("VL3C_PROFILE").is_some())
 }
 
-pub(crate) fn record(graph: &str, op: &str, claimed: bool, t: Duration) {
-    let key = (graph.to_string(), if claimed { format!("claimed {op}") } else { op.to_string() });
+pub(crate) fn record(graph: &str, op: &str, claimed_by: Option<&str>, t: Duration) {
+    let key = (graph.to_string(), match claimed_by {
+        Some(by) => format!("{by} {op}"),
+        None => op.to_string(),
+    });
     let mut tab = table().lock().unwrap_or_else(|e| e.into_inner());
     let e = tab.entry(key).or_insert((0, Duration::ZERO));
     e.0 += 1;
