@@ -105,6 +105,25 @@ fn video_bf16_weights_bf16_dot() {
     eprintln!("video_bf16 with bf16 dot products: greedy ids identical: {same}");
 }
 
+/// With every GEMM in exact f32 a bf16 checkpoint's attention is f32 too: the engine then
+/// computes what transformers does in f32 on the upcast weights, to the f32 fixtures' bar.
+#[test]
+fn video_bf16_weights_exact() {
+    let (d, same) = run_with("video_bf16", GemmMode::Exact);
+    assert!(d.max <= 1e-4, "video_bf16 in exact f32: max |Δlogits| {} > 1e-4", d.max);
+    assert!(same, "video_bf16: greedy tokens differ from transformers");
+}
+
+/// An f32 checkpoint stays on f32 attention (and f32 GEMMs) whatever the GEMM mode asks.
+#[test]
+fn f32_checkpoint_ignores_bf16_modes() {
+    for mode in [GemmMode::Bf16Dot, GemmMode::Amx] {
+        let (d, same) = run_with("images_untied_gqa4", mode);
+        assert!(d.max <= 1e-4, "images_untied_gqa4 ({mode:?}): max |Δlogits| {} > 1e-4", d.max);
+        assert!(same, "images_untied_gqa4 ({mode:?}): greedy tokens differ from transformers");
+    }
+}
+
 /// The entry points compose to the same logits as the forward contract.
 #[test]
 fn entry_points_match_forward() {

@@ -1,7 +1,7 @@
 //! Matmul kernel benchmark on VideoLLaMA3-2B shapes.
 //!
 //! Run: `cargo bench -p vl3c-backends --bench matmul` (add `-- quick` for fewer shapes,
-//! `-- gemm` / `-- gemv` / `-- peak` to run one section).
+//! `-- gemm` / `-- gemv` / `-- peak` / `-- amx` to run one section).
 //!
 //! GEMV "hot" repeats one weight (it may sit in the 480 MB L3 of some hosts); "cold" cycles
 //! through enough copies (> 600 MB) that every call streams from DRAM, as in decode.
@@ -29,6 +29,26 @@ fn weight(rng: &mut Rng, n: usize, k: usize) -> PackedBf16<'static> {
         .map(|_| bf16::from_f32(rng.next_f32() * 0.05))
         .collect();
     cpu::pack(&w, n, k)
+}
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
+
+/// A copy of `w`'s bytes on 64-byte lines, as an engine's `weights.bin` maps them (a `Vec<u8>`
+/// from [`cpu::pack`] may start mid-line, which splits every AMX tile row load).
+fn aligned(w: &PackedBf16) -> Vec<Line> {
+    let bytes = w.as_bytes();
+    let mut v = vec![Line([0; 64]); bytes.len().div_ceil(64)];
+    // SAFETY: `v` holds at least `bytes.len()` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len()) };
+    v
+}
+
+fn as_packed(lines: &[Line], n: usize, k: usize) -> PackedBf16<'_> {
+    // SAFETY: `Line` is plain bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(lines.as_ptr() as *const u8, cpu::packed_len(n, k)) };
+    PackedBf16::from_bytes(bytes, n, k).expect("packed length")
 }
 
 /// Median seconds per call, at least `min_reps` calls and about `budget` of time.
@@ -261,7 +281,8 @@ fn bench_gemm(quick: bool) {
         Backend::Scalar
     };
     for &(m, k, n, what) in &shapes {
-        let w = weight(&mut rng, n, k);
+        let lines = aligned(&weight(&mut rng, n, k));
+        let w = as_packed(&lines, n, k);
         let a = rng.vec(m * k);
         let mut c = vec![0f32; m * n];
         let flops = 2.0 * (m * n * k) as f64;
@@ -289,6 +310,48 @@ fn bench_gemm(quick: bool) {
     }
 }
 
+/// The AMX GEMM at the matmul shapes the 2B engine runs (merged projections as the optimizer
+/// fuses them), 1 and 2 threads, best of a time budget: a shared host's noise only slows a run down.
+fn bench_amx() {
+    if !cpu::has_amx() {
+        println!("(no AMX: amx skipped)");
+        return;
+    }
+    let mut rng = Rng(0x5eed_f0a3_c5c5);
+    let shapes = [
+        (1024usize, 1152usize, 3456usize, "vision qkv"),
+        (1024, 1152, 1152, "vision o"),
+        (1024, 1152, 4304, "vision fc1"),
+        (1024, 4304, 1152, "vision fc2"),
+        (300, 1536, 2048, "llm qkv"),
+        (300, 1536, 1536, "llm o"),
+        (300, 1536, 17920, "llm gate_up"),
+        (300, 8960, 1536, "llm down"),
+        (300, 1536, 151936, "llm lm head"),
+    ];
+    for &(m, k, n, what) in &shapes {
+        let lines = aligned(&weight(&mut rng, n, k));
+        let w = as_packed(&lines, n, k);
+        let a = rng.vec(m * k);
+        let bias = rng.vec(n);
+        let mut c = vec![0f32; m * n];
+        let flops = 2.0 * (m * n * k) as f64;
+        let epi = Epilogue { bias: Some(&bias), ..Epilogue::default() };
+        for threads in [1, 2] {
+            let mut best = f64::INFINITY;
+            let start = Instant::now();
+            let mut reps = 0;
+            while reps < 3 || (start.elapsed() < Duration::from_millis(1000) && reps < 200) {
+                let t = Instant::now();
+                cpu::gemm_with(&a, &w, &mut c, threads, &epi, GemmMode::Amx, Backend::Auto);
+                best = best.min(t.elapsed().as_secs_f64());
+                reps += 1;
+            }
+            row(&format!("{m}x{k}x{n} {what}"), "gemm Amx +bias (best)", threads, best, &format!("{:.1} GFLOP/s", flops / best / 1e9));
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -298,7 +361,7 @@ fn main() {
     let only = |s: &str| {
         !args
             .iter()
-            .any(|a| a == "gemm" || a == "gemv" || a == "peak" || a == "read")
+            .any(|a| a == "gemm" || a == "gemv" || a == "peak" || a == "read" || a == "amx")
             || args.iter().any(|a| a == s)
     };
     println!(
@@ -329,5 +392,8 @@ fn main() {
     }
     if only("gemm") {
         bench_gemm(quick);
+    }
+    if only("amx") {
+        bench_amx();
     }
 }

@@ -16,6 +16,39 @@ fn skip() -> bool {
     false
 }
 
+/// Checks the AMX GEMM at `m × k × n` on 1–3 threads against the f64 reference and against
+/// `Bf16Dot` (same rounding of A: only the summation order differs); returns the worst
+/// |err| / S.
+fn check(rng: &mut Rng, m: usize, k: usize, n: usize) -> f64 {
+    let mut worst = 0f64;
+    let w = rng.weight(n, k);
+    let p = pack(&w, n, k);
+    let a = rng.vec(m * k);
+    let refs = reference(&a, &w, m, n, k);
+    let mut bf = vec![f32::NAN; m * n];
+    gemm_with(&a, &p, &mut bf, 1, &Epilogue::default(), GemmMode::Bf16Dot, Backend::Auto);
+    for threads in [1, 2, 3] {
+        let mut c = vec![f32::NAN; m * n];
+        gemm_with(&a, &p, &mut c, threads, &Epilogue::default(), GemmMode::Amx, Backend::Auto);
+        for (j, (g, (r, abs))) in c.iter().zip(&refs).enumerate() {
+            let err = (*g as f64 - r).abs();
+            let tol = tolerance(false, k, *abs);
+            assert!(
+                err <= tol,
+                "amx {m}x{k}x{n} t{threads}: output {j}: got {g}, want {r}, |err| {err:e} > {tol:e}"
+            );
+            worst = worst.max(err / abs.max(1e-30));
+            let d = (*g as f64 - bf[j] as f64).abs();
+            assert!(
+                d <= 1e-6 * abs * (k as f64).sqrt().max(4.0) / 2.0 + 1e-30,
+                "amx vs bf16dot {m}x{k}x{n} t{threads}: {j}: {g} vs {}",
+                bf[j]
+            );
+        }
+    }
+    worst
+}
+
 #[test]
 fn amx_gemm_matches_f64_reference() {
     if skip() {
@@ -26,36 +59,25 @@ fn amx_gemm_matches_f64_reference() {
     for &m in &[1usize, 5, 31, 33, 300] {
         for &n in &[1usize, 17, 33, 100] {
             for &k in &[1usize, 31, 33, 1000] {
-                let w = rng.weight(n, k);
-                let p = pack(&w, n, k);
-                let a = rng.vec(m * k);
-                let refs = reference(&a, &w, m, n, k);
-                let mut bf = vec![f32::NAN; m * n];
-                gemm_with(&a, &p, &mut bf, 1, &Epilogue::default(), GemmMode::Bf16Dot, Backend::Auto);
-                for threads in [1, 2, 3] {
-                    let mut c = vec![f32::NAN; m * n];
-                    gemm_with(&a, &p, &mut c, threads, &Epilogue::default(), GemmMode::Amx, Backend::Auto);
-                    for (j, (g, (r, abs))) in c.iter().zip(&refs).enumerate() {
-                        let err = (*g as f64 - r).abs();
-                        let tol = tolerance(false, k, *abs);
-                        assert!(
-                            err <= tol,
-                            "amx {m}x{k}x{n} t{threads}: output {j}: got {g}, want {r}, |err| {err:e} > {tol:e}"
-                        );
-                        worst = worst.max(err / abs.max(1e-30));
-                        // Same rounding of A as Bf16Dot: only the summation order differs.
-                        let d = (*g as f64 - bf[j] as f64).abs();
-                        assert!(
-                            d <= 1e-6 * abs * (k as f64).sqrt().max(4.0) / 2.0 + 1e-30,
-                            "amx vs bf16dot {m}x{k}x{n} t{threads}: {j}: {g} vs {}",
-                            bf[j]
-                        );
-                    }
-                }
+                worst = worst.max(check(&mut rng, m, k, n));
             }
         }
     }
     eprintln!("amx gemm worst |err|/S: {worst:e}");
+}
+
+/// The blockings that only large operands reach: `k` cut into blocks (a panel group's `B`
+/// over 1 MiB; with a partial last chunk and row blocks of 32, 8 and 18 rows) and the larger
+/// panel group (all of `A` over 1 MiB).
+#[test]
+fn amx_gemm_k_blocked_and_large_a_match_f64_reference() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for (m, k, n) in [(40, 4200, 100), (50, 4200, 70), (600, 1000, 300)] {
+        check(&mut rng, m, k, n);
+    }
 }
 
 #[test]

@@ -5,27 +5,41 @@
 //! `tileloadd` from `panel + p0·128` with stride 128 (columns 0–15) or `+64` (columns 16–31).
 //!
 //! * `A` is rounded to bf16 (RNE, as [`GemmMode::Bf16Dot`](super::GemmMode::Bf16Dot)) and laid
-//!   out row-major as bf16 pairs, rows padded with zeros to a multiple of 32 and each row to a
-//!   multiple of 16 pairs (32 input features), the row stride nudged off multiples of 1 KiB.
+//!   out row-major as bf16 pairs in a buffer of 64-byte lines kept per calling thread: rows
+//!   padded with zeros to a multiple of 16 and each row to a multiple of 16 pairs (32 input
+//!   features), the row stride nudged off multiples of 1 KiB. Every tile row is then one cache
+//!   line (a row straddling two lines made each `tileloadd` a split load: 3× slower overall),
+//!   and reusing the buffer spares a page fault per 4 KiB per call. `B` is read in place, so it
+//!   should be 64-byte aligned too (an engine's `weights.bin` is).
 //! * The micro-kernel holds a 32 × 32 block of `C` (one panel) in four 16 × 16 f32 tiles
-//!   (tmm0–3), loads two `A` tiles (tmm4–5) and two `B` tiles (tmm6–7) per 16 k-pairs and
-//!   issues four `tdpbf16ps`. A partial last 16-pair chunk of `B` is copied into a zeroed
-//!   scratch tile (reading past the panel would pick up the next panel's data, or run off
-//!   the buffer). The tiles are stored to a scratch block and the [`Epilogue`] applied there.
-//! * Threads take contiguous ranges of panels; each configures its tiles (`ldtilecfg`) and
-//!   releases them (`tilerelease`) around its share. Panels are walked in groups of
-//!   [`PANEL_GROUP`] so that the group's `B` stays in L2 while every row block passes over it;
-//!   within a row block, `k` is cut into blocks of 32 chunks (1024 features) so the `A` block
-//!   stays close (L1/L2) across the group's panels, the accumulators going through a scratch block per
-//!   panel (`tilestored` / `tileloadd`) between k-blocks.
+//!   (tmm0–3) over all of `k`, loads two `A` tiles (tmm4–5) and two `B` tiles (tmm6–7) per 16
+//!   k-pairs and issues four `tdpbf16ps`; a last row block of at most 16 rows uses one `A`
+//!   tile and two accumulators. A partial last 16-pair chunk of `B` is copied into a zeroed
+//!   scratch tile (reading past the panel would pick up the next panel's data, or run off the
+//!   buffer). The tiles are stored to an L1 block and the [`Epilogue`] applied from there with
+//!   AVX-512.
+//! * Threads take contiguous ranges of panels; each configures its tiles (`ldtilecfg`) once per
+//!   call. Panels are walked in groups whose `B` stays in L2 while every row block of `A`
+//!   passes over it, so each weight byte comes from DRAM once per call; meanwhile the next
+//!   group's `B` is prefetched into L2 a few lines per chunk. Groups are [`PANEL_GROUP`]
+//!   panels where all of `A` fits in half of L2 (prefill: only `B` streams) and twice that
+//!   where it does not (the encoder's 1024 rows: each row block then comes from L3 once per
+//!   group). Where a group's `B` would not fit L2 (`k` = 8960), `k` is cut into blocks of
+//!   1024 features, the accumulators going through one L1/L2 block per row block and panel.
+//! * What bounds it: `tileloadd` into a tile that an in-flight `tdpbf16ps` still reads waits
+//!   for it (tiles are not renamed), so the 2 × 2 kernel runs at ~80% of the register-only
+//!   peak with its operands in L1 and ~60% from L2; storing the accumulators drains the
+//!   pipeline once per panel and row block. At 300 rows a prefill weight is reused by only 10
+//!   row blocks, so streaming it from DRAM (~14 GB/s on a 2-vCPU host) is a bound of its own.
 //!
 //! Linux needs the process to ask for the AMX state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) before
 //! the first tile instruction; [`available`] does that once.
 
 use super::gemm::Epilogue;
 use super::pack::PackedBf16;
+use std::mem::MaybeUninit;
 
-/// Panels per L2 block.
+/// Panels per L2 group when all of `A` fits in half of L2 (twice this when it does not).
 pub const PANEL_GROUP: usize = 4;
 
 /// Whether the CPU has AMX-BF16 + AMX-TILE and the OS granted this process the tile state.
@@ -57,7 +71,7 @@ pub fn available() -> bool {
 
 /// `C = A·Wᵀ` (+ epilogue) on AMX. Callers checked the shapes and [`available`].
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub(crate) fn gemm(a: &[f32], w: &PackedBf16, c: &mut [f32], m: usize, threads: usize, epi: &Epilogue) {
+pub(crate) fn gemm(a: &[f32], w: &PackedBf16, c: &mut [MaybeUninit<f32>], m: usize, threads: usize, epi: &Epilogue) {
     imp::gemm(a, w, c, m, threads, epi)
 }
 
@@ -93,13 +107,16 @@ pub fn peak_gflops(threads: usize) -> Option<f64> {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub(crate) fn gemm(_: &[f32], _: &PackedBf16, _: &mut [f32], _: usize, _: usize, _: &Epilogue) {
+pub(crate) fn gemm(_: &[f32], _: &PackedBf16, _: &mut [MaybeUninit<f32>], _: usize, _: usize, _: &Epilogue) {
     unreachable!("AMX is never available off x86_64 Linux")
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
     use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+    use std::mem::MaybeUninit;
 
     use super::super::gemm::{convert_row, Epilogue};
     use super::super::pack::{PackedBf16, NR, STEP_BYTES};
@@ -110,8 +127,12 @@ mod imp {
     const TP: usize = 16;
     /// Rows per A / C block (two 16-row tiles).
     const MB: usize = 32;
-    /// 16-pair chunks per k-block (A block 32 rows × 1024 features = 64 KiB, B 64 KiB per
-    /// panel). 8, 16, 32 and unblocked measured within the noise of a loaded 2-vCPU host.
+    /// Bytes of `B` a panel group may take in L2 with `k` unblocked (L2 is 2 MiB; the `A` row
+    /// block and the next group's prefetch share it).
+    const L2_B: usize = 1 << 20;
+    /// L2 per core.
+    const L2: usize = 2 << 20;
+    /// 16-pair chunks per k-block where a group's `B` is larger than [`L2_B`] (1024 features).
     const KB: usize = 32;
 
     pub unsafe fn request_perm() -> bool {
@@ -145,51 +166,86 @@ mod imp {
         TileCfg(c)
     }
 
-    /// `A` as bf16 pairs: row `i`, pair `p` at u32 index `i * lda + p`.
-    struct PackedA {
-        data: Vec<u32>,
-        lda: usize,
-    }
-
-    fn pack_a(a: &[f32], m: usize, k: usize, threads: usize) -> PackedA {
-        let kp = k.div_ceil(2);
-        let mut lda = kp.div_ceil(TP) * TP;
-        if (lda * 4).is_multiple_of(1024) {
-            lda += TP; // keep the 16 rows of a tile load off one cache set
-        }
-        let rows = m.div_ceil(MB) * MB;
-        let mut data = vec![0u32; rows * lda];
-        let dp = SyncPtr(data.as_mut_ptr());
-        let threads = threads.clamp(1, m);
-        threads::run(threads, |t| {
-            for i in threads::chunk(m, threads, t) {
-                // SAFETY: each row is written by exactly one thread.
-                let row = unsafe { std::slice::from_raw_parts_mut(dp.get().add(i * lda), kp) };
-                convert_row(&a[i * k..][..k], row);
-            }
-        });
-        PackedA { data, lda }
-    }
-
-    pub fn gemm(a: &[f32], w: &PackedBf16, c: &mut [f32], m: usize, threads: usize, epi: &Epilogue) {
-        let k = w.k();
-        let pa = pack_a(a, m, k, threads);
-        let panels = w.panels();
-        let threads = threads.clamp(1, panels);
-        let cp = SyncPtr(c.as_mut_ptr());
-        threads::run(threads, |t| {
-            let range = threads::chunk(panels, threads, t);
-            // SAFETY: AMX permission granted (checked by the caller); each thread writes only
-            // the columns of its own panels.
-            unsafe { gemm_panels(&pa, w, cp.get(), m, range, epi) };
-        });
-    }
-
+    /// One 64-byte line of packed `A`.
     #[repr(C, align(64))]
-    struct Scratch([f32; MB * NR]);
+    #[derive(Clone, Copy)]
+    struct Line([u32; TP]);
+
+    /// A 32 × 32 f32 block of `C` (one panel, one row block), as four tiles store it.
+    #[repr(C, align(64))]
+    #[derive(Clone, Copy)]
+    struct Block([f32; MB * NR]);
+
     #[repr(C, align(64))]
     struct BTail([u8; TP * STEP_BYTES]);
 
+    thread_local! {
+        /// Packed `A` of the calling thread, kept between calls: a fresh multi-MiB buffer per
+        /// call is fresh pages, and faulting them in cost as much as the conversion.
+        static A_BUF: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+        /// Accumulator blocks of each thread (one, or one per row block × group panel when `k`
+        /// is blocked), kept between calls for the same reason.
+        static ACC: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// `A` as bf16 pairs: row `i`, pair `p` at u32 index `i * lda + p`. Rows start on 64-byte
+    /// lines: a tile row that straddles two lines makes every `tileloadd` a split load, which
+    /// measured 3× slower for the whole kernel.
+    struct PackedA<'a> {
+        data: &'a [Line],
+        lda: usize,
+    }
+
+    /// Rounds `A` into `buf`, rows padded with zeros to a multiple of 16 (one A tile) and each
+    /// row to a multiple of 16 pairs, the row stride nudged off multiples of 1 KiB (so the 16
+    /// rows of a tile load do not share one cache set). Returns the row stride in u32.
+    fn pack_a(a: &[f32], m: usize, k: usize, threads: usize, buf: &mut Vec<Line>) -> usize {
+        let kp = k.div_ceil(2);
+        let mut lda = kp.div_ceil(TP) * TP;
+        if (lda * 4).is_multiple_of(1024) {
+            lda += TP;
+        }
+        let rows = m.div_ceil(TP) * TP;
+        if buf.len() < rows * lda / TP {
+            buf.resize(rows * lda / TP, Line([0; TP]));
+        }
+        let dp = SyncPtr(buf.as_mut_ptr() as *mut u32);
+        let threads = threads.clamp(1, rows);
+        threads::run(threads, |t| {
+            for i in threads::chunk(rows, threads, t) {
+                // SAFETY: each row is written by exactly one thread; `buf` holds `rows` rows.
+                let row = unsafe { std::slice::from_raw_parts_mut(dp.get().add(i * lda), lda) };
+                if i < m {
+                    convert_row(&a[i * k..][..k], &mut row[..kp]);
+                    row[kp..].fill(0);
+                } else {
+                    row.fill(0);
+                }
+            }
+        });
+        lda
+    }
+
+    pub fn gemm(a: &[f32], w: &PackedBf16, c: &mut [MaybeUninit<f32>], m: usize, threads: usize, epi: &Epilogue) {
+        A_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let lda = pack_a(a, m, w.k(), threads, &mut buf);
+            let pa = PackedA { data: &buf, lda };
+            let panels = w.panels();
+            let threads = threads.clamp(1, panels);
+            let cp = SyncPtr(c.as_mut_ptr() as *mut f32);
+            threads::run(threads, |t| {
+                let range = threads::chunk(panels, threads, t);
+                ACC.with(|acc| {
+                    // SAFETY: AMX permission granted (checked by the caller); each thread
+                    // writes only the columns of its own panels.
+                    unsafe { gemm_panels(&pa, w, cp.get(), m, range, epi, &mut acc.borrow_mut()) };
+                });
+            });
+        });
+    }
+
+    /// The panels `range` of `C`, blocked as the [module docs](super) describe.
     unsafe fn gemm_panels(
         pa: &PackedA,
         w: &PackedBf16,
@@ -197,21 +253,29 @@ mod imp {
         m: usize,
         range: std::ops::Range<usize>,
         epi: &Epilogue,
+        acc: &mut Vec<Block>,
     ) {
         let (n, kp) = (w.n(), w.kp());
-        let full = kp / TP;
-        let rem = kp % TP;
+        let chunks = kp.div_ceil(TP);
+        let (full, rem) = (kp / TP, kp % TP);
         let lda_b = pa.lda * 4;
+        let blocks = m.div_ceil(MB);
+        let pg = group(m, lda_b);
+        let kb = if pg * kp * STEP_BYTES <= L2_B { chunks } else { KB };
+        let kblocks = chunks.div_ceil(kb);
+        let slots = if kblocks == 1 { 1 } else { blocks * pg };
+        if acc.len() < slots {
+            acc.resize(slots, Block([0.0; MB * NR]));
+        }
         let cfg = tile_cfg();
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-        let chunks = kp.div_ceil(TP);
-        let mut acc: Vec<Scratch> = (0..PANEL_GROUP).map(|_| Scratch([0f32; MB * NR])).collect();
         let mut tails: Vec<BTail> = Vec::new();
-        let blocks = m.div_ceil(MB);
+        let a_base = pa.data.as_ptr() as *const u8;
         let mut g0 = range.start;
         while g0 < range.end {
-            let g1 = (g0 + PANEL_GROUP).min(range.end);
-            // Zero-padded copies of the partial last 16-pair chunk of each panel of the group.
+            let g1 = (g0 + pg).min(range.end);
+            // Zero-padded copies of the partial last 16-pair chunk of each panel of the group
+            // (reading past the panel would pick up the next panel, or run off the buffer).
             if rem > 0 {
                 tails.clear();
                 for panel in g0..g1 {
@@ -221,17 +285,25 @@ mod imp {
                     tails.push(t);
                 }
             }
-            for blk in 0..blocks {
-                let row0 = blk * MB;
-                let a0 = (pa.data.as_ptr() as *const u8).add(row0 * lda_b);
-                // k-blocks of KB chunks: the A block (32 rows × KB chunks) stays close across
-                // the panels of the group; the 32 × 32 accumulators go through `acc`.
-                let mut j0 = 0;
-                while j0 < chunks {
-                    let j1 = (j0 + KB).min(chunks);
+            // The next group's B, pulled into L2 a few lines per chunk so that it has arrived
+            // when this group is done instead of streaming from DRAM under the first row block.
+            let next_end = (g1 + pg).min(range.end);
+            let mut pf = w.ptr().add(g1 * kp * STEP_BYTES);
+            let pf_end = w.ptr().add(next_end * kp * STEP_BYTES);
+            let steps = blocks * (g1 - g0) * chunks;
+            let pf_lines = (pf_end.offset_from(pf) as usize / 64).div_ceil(steps);
+            for kbi in 0..kblocks {
+                let (j0, j1) = (kbi * kb, ((kbi + 1) * kb).min(chunks));
+                let last = kbi + 1 == kblocks;
+                for blk in 0..blocks {
+                    let row0 = blk * MB;
+                    let rows = MB.min(m - row0);
+                    let two = rows > TP;
+                    let a0 = a_base.add(row0 * lda_b);
                     for panel in g0..g1 {
-                        let s = acc[panel - g0].0.as_mut_ptr() as *mut u8;
-                        if j0 == 0 {
+                        let slot = if kblocks == 1 { 0 } else { blk * pg + panel - g0 };
+                        let s = acc[slot].0.as_mut_ptr() as *mut u8;
+                        if kbi == 0 {
                             asm!(
                                 "tilezero tmm0",
                                 "tilezero tmm1",
@@ -240,28 +312,44 @@ mod imp {
                                 options(nostack, nomem)
                             );
                         } else {
-                            c_tiles::<true>(s);
+                            c_tiles::<true>(s, two);
                         }
                         let b = w.ptr().add(panel * kp * STEP_BYTES);
                         for j in j0..j1 {
-                            let bj = if j < full {
-                                b.add(j * TP * STEP_BYTES)
+                            let bj = if j < full { b.add(j * TP * STEP_BYTES) } else { tails[panel - g0].0.as_ptr() };
+                            if two {
+                                chunk2(a0.add(j * TP * 4), lda_b, bj);
                             } else {
-                                tails[panel - g0].0.as_ptr()
-                            };
-                            chunk(a0.add(j * TP * 4), lda_b, bj);
+                                chunk1(a0.add(j * TP * 4), lda_b, bj);
+                            }
+                            for _ in 0..pf_lines {
+                                if pf < pf_end {
+                                    _mm_prefetch::<_MM_HINT_T1>(pf as *const i8);
+                                    pf = pf.add(64);
+                                }
+                            }
                         }
-                        c_tiles::<false>(s);
+                        c_tiles::<false>(s, two);
+                        if last {
+                            epilogue(&acc[slot], c, n, row0, rows, panel * NR, epi);
+                        }
                     }
-                    j0 = j1;
-                }
-                for panel in g0..g1 {
-                    epilogue(&acc[panel - g0].0, c, n, m, row0, panel * NR, epi);
                 }
             }
             g0 = g1;
         }
         asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// Panels per group: [`PANEL_GROUP`] where all of `A` fits in half of L2 (it stays there
+    /// and only `B` streams), twice that where `A` does not (each `A` row block then comes
+    /// from L3 once per group, and a larger group reads it fewer times).
+    fn group(m: usize, lda_bytes: usize) -> usize {
+        if m * lda_bytes <= L2 / 2 {
+            PANEL_GROUP
+        } else {
+            2 * PANEL_GROUP
+        }
     }
 
     /// `iters` rounds of four independent `tdpbf16ps` on zeroed tiles (the peak probe).
@@ -285,41 +373,55 @@ mod imp {
         asm!("tilerelease", options(nostack, nomem));
     }
 
-    /// Loads (`LOAD`) or stores the four C tiles from / to a 32 × 32 f32 block.
+    /// Loads (`LOAD`) or stores the C tiles from / to a 32 × 32 f32 block: all four, or
+    /// (`two` false: a row block of at most 16 rows) the top two.
     #[inline(always)]
-    unsafe fn c_tiles<const LOAD: bool>(s: *mut u8) {
+    unsafe fn c_tiles<const LOAD: bool>(s: *mut u8, two: bool) {
+        let ld = NR * 4;
         if LOAD {
             asm!(
                 "tileloadd tmm0, [{s} + {ld}]",
                 "tileloadd tmm1, [{s1} + {ld}]",
-                "tileloadd tmm2, [{s2} + {ld}]",
-                "tileloadd tmm3, [{s3} + {ld}]",
                 s = in(reg) s,
                 s1 = in(reg) s.add(64),
-                s2 = in(reg) s.add(16 * NR * 4),
-                s3 = in(reg) s.add(16 * NR * 4 + 64),
-                ld = in(reg) NR * 4,
+                ld = in(reg) ld,
                 options(nostack, readonly)
             );
+            if two {
+                asm!(
+                    "tileloadd tmm2, [{s2} + {ld}]",
+                    "tileloadd tmm3, [{s3} + {ld}]",
+                    s2 = in(reg) s.add(16 * ld),
+                    s3 = in(reg) s.add(16 * ld + 64),
+                    ld = in(reg) ld,
+                    options(nostack, readonly)
+                );
+            }
         } else {
             asm!(
                 "tilestored [{s} + {ld}], tmm0",
                 "tilestored [{s1} + {ld}], tmm1",
-                "tilestored [{s2} + {ld}], tmm2",
-                "tilestored [{s3} + {ld}], tmm3",
                 s = in(reg) s,
                 s1 = in(reg) s.add(64),
-                s2 = in(reg) s.add(16 * NR * 4),
-                s3 = in(reg) s.add(16 * NR * 4 + 64),
-                ld = in(reg) NR * 4,
+                ld = in(reg) ld,
                 options(nostack)
             );
+            if two {
+                asm!(
+                    "tilestored [{s2} + {ld}], tmm2",
+                    "tilestored [{s3} + {ld}], tmm3",
+                    s2 = in(reg) s.add(16 * ld),
+                    s3 = in(reg) s.add(16 * ld + 64),
+                    ld = in(reg) ld,
+                    options(nostack)
+                );
+            }
         }
     }
 
     /// 16 k-pairs: two A tiles (rows 0–15, 16–31) × two B tiles (columns 0–15, 16–31).
     #[inline(always)]
-    unsafe fn chunk(a: *const u8, lda: usize, b: *const u8) {
+    unsafe fn chunk2(a: *const u8, lda: usize, b: *const u8) {
         asm!(
             "tileloadd tmm4, [{a0} + {lda}]",
             "tileloadd tmm6, [{b0} + {ldb}]",
@@ -339,40 +441,55 @@ mod imp {
         );
     }
 
-    /// Writes the valid part of a 32 × 32 accumulator block to `C` with the [`Epilogue`].
+    /// [`chunk2`] for a row block of at most 16 rows: one A tile, half the work.
     #[inline(always)]
-    unsafe fn epilogue(
-        acc: &[f32; MB * NR],
-        c: *mut f32,
-        n: usize,
-        m: usize,
-        row0: usize,
-        col0: usize,
-        epi: &Epilogue,
-    ) {
-        let rows = MB.min(m - row0);
+    unsafe fn chunk1(a: *const u8, lda: usize, b: *const u8) {
+        asm!(
+            "tileloadd tmm4, [{a0} + {lda}]",
+            "tileloadd tmm6, [{b0} + {ldb}]",
+            "tileloadd tmm7, [{b1} + {ldb}]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            a0 = in(reg) a,
+            lda = in(reg) lda,
+            b0 = in(reg) b,
+            b1 = in(reg) b.add(64),
+            ldb = in(reg) STEP_BYTES,
+            options(nostack, readonly)
+        );
+    }
+
+    /// Writes the valid `rows` × (up to 32) part of an accumulator block to `C` with the
+    /// [`Epilogue`], in the order the other kernels add: prior `C`, bias, residual.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn epilogue(acc: &Block, c: *mut f32, n: usize, row0: usize, rows: usize, col0: usize, epi: &Epilogue) {
         let cols = NR.min(n - col0);
+        let m0 = if cols >= 16 { 0xffff } else { ((1u32 << cols) - 1) as __mmask16 };
+        let m1 = if cols >= 32 { 0xffff } else if cols > 16 { ((1u32 << (cols - 16)) - 1) as __mmask16 } else { 0 };
+        let bias = epi.bias.map(|b| {
+            let b = b.as_ptr().add(col0);
+            (_mm512_maskz_loadu_ps(m0, b), _mm512_maskz_loadu_ps(m1, b.add(16)))
+        });
         for r in 0..rows {
-            let i = row0 + r;
-            let src = &acc[r * NR..][..cols];
-            let dst = std::slice::from_raw_parts_mut(c.add(i * n + col0), cols);
+            let at = (row0 + r) * n + col0;
+            let dst = c.add(at);
+            let mut v0 = _mm512_load_ps(acc.0.as_ptr().add(r * NR));
+            let mut v1 = _mm512_load_ps(acc.0.as_ptr().add(r * NR + 16));
             if epi.accumulate {
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d += *s;
-                }
-            } else {
-                dst.copy_from_slice(src);
+                v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, dst), v0);
+                v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, dst.add(16)), v1);
             }
-            if let Some(bias) = epi.bias {
-                for (d, b) in dst.iter_mut().zip(&bias[col0..col0 + cols]) {
-                    *d += *b;
-                }
+            if let Some((b0, b1)) = bias {
+                v0 = _mm512_add_ps(v0, b0);
+                v1 = _mm512_add_ps(v1, b1);
             }
             if let Some(res) = epi.residual {
-                for (d, x) in dst.iter_mut().zip(&res[i * n + col0..][..cols]) {
-                    *d += *x;
-                }
+                let x = res.as_ptr().add(at);
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, x));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, x.add(16)));
             }
+            _mm512_mask_storeu_ps(dst, m0, v0);
+            _mm512_mask_storeu_ps(dst.add(16), m1, v1);
         }
     }
 }

@@ -14,6 +14,7 @@
 //! * Threads take contiguous ranges of panels (columns of `C`).
 //! * The [`Epilogue`] is applied on the last k-block while the tile is stored.
 
+use std::mem::MaybeUninit;
 use super::pack::{bf16_bits_to_f32, f32_to_bf16_bits, PackedBf16, NR};
 use super::threads::{self, SyncPtr};
 
@@ -163,10 +164,12 @@ fn convert_row_scalar(src: &[f32], dst: &mut [u32]) {
     }
 }
 
+/// `c` may be uninitialized when the epilogue does not accumulate: every element is written
+/// (through raw pointers, never read) before it is returned.
 pub(crate) fn gemm_impl(
     a: &[f32],
     w: &PackedBf16,
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
     threads: usize,
     epi: &Epilogue,
     mode: GemmMode,
@@ -223,7 +226,7 @@ pub(crate) fn gemm_impl(
     };
     let panels = w.panels();
     let threads = threads.clamp(1, panels);
-    let cp = SyncPtr(c.as_mut_ptr());
+    let cp = SyncPtr(c.as_mut_ptr() as *mut f32);
     threads::run(threads, |t| {
         let range = threads::chunk(panels, threads, t);
         // SAFETY: each thread writes only the columns of its own panels.

@@ -26,6 +26,8 @@ pub mod pack;
 pub mod threads;
 pub mod vmath;
 
+use std::mem::MaybeUninit;
+
 pub use gemm::{Epilogue, GemmMode, KC, KC_EXACT, MR};
 pub use gemv::GemvMode;
 pub use pack::{pack, packed_len, LayoutError, PackedBf16, NR};
@@ -102,7 +104,7 @@ pub fn gemm(a: &[f32], w: &PackedBf16, c: &mut [f32], threads: usize) {
     gemm::gemm_impl(
         a,
         w,
-        c,
+        as_uninit(c),
         threads,
         &Epilogue::default(),
         GemmMode::Auto,
@@ -120,5 +122,26 @@ pub fn gemm_with(
     mode: GemmMode,
     backend: Backend,
 ) {
+    gemm::gemm_impl(a, w, as_uninit(c), threads, epilogue, mode, use_simd(backend));
+}
+
+/// [`gemm_with`] into memory that need not be initialized (`Vec::spare_capacity_mut`): every
+/// element is written. Zeroing a 20–180 MB product the GEMM overwrites anyway cost a tenth of
+/// a prefill. Panics if the epilogue accumulates (that reads `c`).
+pub fn gemm_uninit(
+    a: &[f32],
+    w: &PackedBf16,
+    c: &mut [MaybeUninit<f32>],
+    threads: usize,
+    epilogue: &Epilogue,
+    mode: GemmMode,
+    backend: Backend,
+) {
+    assert!(!epilogue.accumulate, "gemm_uninit: an accumulating epilogue reads c");
     gemm::gemm_impl(a, w, c, threads, epilogue, mode, use_simd(backend));
+}
+
+fn as_uninit(c: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the kernels store only initialized f32s.
+    unsafe { std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut MaybeUninit<f32>, c.len()) }
 }

@@ -11,7 +11,8 @@ use super::kv::{CacheBuf, KvStore};
 use std::collections::HashMap;
 use crate::exec::{Operands, Tensor};
 use std::borrow::Cow;
-use vl3c_backends::cpu::attention::{self as kernel, Keys, Mask, OutView, Rope, View};
+use vl3c_backends::cpu::attention::{self as kernel, Keys, Mask, OutView, Precision, Rope, View};
+use vl3c_backends::cpu::Backend;
 use vl3c_ir::{AttentionMask, DType, Graph, NodeId, Op};
 
 /// Each node's readers, as (reader, operand position), and whether it is a graph output.
@@ -263,8 +264,9 @@ pub(crate) fn swiglu_columns(g: &Graph, i: usize) -> Option<(NodeId, usize, usiz
     (gx == ux).then_some((gx, go, uo))
 }
 
-/// Runs a claimed attention on the kernel. `kv`: the engine's caches, when it keeps them.
-pub(crate) fn compute(g: &Graph, p: &AttnPlan, ops: &dyn Operands, kv: Option<&KvStore>, threads: usize) -> Result<Tensor, String> {
+/// Runs a claimed attention on the kernel, its products in `precision`. `kv`: the engine's
+/// caches, when it keeps them.
+pub(crate) fn compute(g: &Graph, p: &AttnPlan, ops: &dyn Operands, kv: Option<&KvStore>, threads: usize, precision: Precision) -> Result<Tensor, String> {
     let n = &g.nodes[p.attn];
     let Op::Attention { scale, mask, rope_q, rope_k } = n.op else { return Err("not an attention".into()) };
     let e = |e: crate::exec::ExecError| e.to_string();
@@ -327,7 +329,7 @@ pub(crate) fn compute(g: &Graph, p: &AttnPlan, ops: &dyn Operands, kv: Option<&K
     } else {
         (vec![hq, len, d], OutView { data: &mut out, head_stride: len * d, row_stride: d })
     };
-    kernel::attention(q, k, v, rope, kmask, scale as f32, ov, threads)?;
+    kernel::attention_with(q, k, v, rope, kmask, scale as f32, ov, threads, precision, Backend::Auto)?;
     Ok(Tensor::f32(shape, out))
 }
 

@@ -38,7 +38,10 @@ pub(crate) fn matmul(a: &Tensor, e: &TensorEntry, bytes: &[u8], epilogue: &[&Ten
                 applied = rest_from + residual.is_some() as usize;
             } else if m > 1 {
                 let ep = Epilogue { bias: bias_v.as_deref(), residual: res_v.as_deref(), accumulate: false };
-                cpu::gemm_with(&av, &w, &mut c, threads, &ep, mode, Backend::Auto);
+                c = Vec::with_capacity(m * n);
+                cpu::gemm_uninit(&av, &w, &mut c.spare_capacity_mut()[..m * n], threads, &ep, mode, Backend::Auto);
+                // SAFETY: gemm_uninit wrote all m·n elements.
+                unsafe { c.set_len(m * n) };
                 applied = rest_from + residual.is_some() as usize;
             }
         }

@@ -155,6 +155,8 @@ impl Engine {
 
     /// The arithmetic of the bf16 GEMMs (prefill, vision): `Auto` (the default) picks per CPU;
     /// `Bf16Dot` rounds activations to bf16 for `vdpbf16ps` (scalar emulation without it).
+    /// Attention follows it on a bf16 checkpoint: bf16 products wherever the GEMMs round to
+    /// bf16, f32 under `Exact`; an f32 checkpoint's attention is f32 in every mode.
     pub fn set_gemm_mode(&self, mode: GemmMode) {
         let v = match mode {
             GemmMode::Auto => 0,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use vl3c_backends::cpu::attention::View;
+use vl3c_backends::cpu::attention::{Precision, View};
 use vl3c_backends::cpu::elementwise;
 use vl3c_backends::cpu::GemmMode;
 use vl3c_backends::engine::{Claim, KernelDesc, Plan, TensorEntry, TensorLayout};
@@ -33,6 +33,9 @@ pub(crate) struct Runner {
     kernels: Option<Kernels>,
     /// Arithmetic of the bf16 GEMMs, shared with `Engine::set_gemm_mode` (0 auto, 1 exact, 2 bf16 dot, 3 AMX).
     mode: Arc<AtomicU8>,
+    /// Whether every matmul weight is stored as packed bf16 (a bf16 checkpoint): only then may
+    /// attention round to bf16 (see [`Runner::attention_precision`]).
+    bf16_weights: bool,
     /// The KV caches the engine keeps, when its plan claims the appends.
     kv_specs: Option<Vec<CacheSpec>>,
     max_context: usize,
@@ -115,7 +118,16 @@ impl Runner {
             })
             .collect();
         let kv_specs = held.then(|| cache_specs(&graphs.decode, &keys)).transpose()?;
-        Ok(Runner { map, plan, claims, threads: threads.max(1), kernels, mode, kv_specs, max_context })
+        let layouts: Vec<&TensorLayout> = claims
+            .values()
+            .flat_map(|c| c.values())
+            .filter_map(|c| match &c.kind {
+                Kind::Matmul(e) => Some(&e.layout),
+                _ => None,
+            })
+            .collect();
+        let bf16_weights = !layouts.is_empty() && layouts.iter().all(|l| matches!(l, TensorLayout::PackedBf16 { .. }));
+        Ok(Runner { map, plan, claims, threads: threads.max(1), kernels, mode, bf16_weights, kv_specs, max_context })
     }
 
     fn bytes(&self, e: &TensorEntry) -> &[u8] {
@@ -128,6 +140,23 @@ impl Runner {
             2 => GemmMode::Bf16Dot,
             3 => GemmMode::Amx,
             _ => GemmMode::Auto,
+        }
+    }
+
+    /// The arithmetic of attention's products, following the GEMMs': bf16 products only for a
+    /// bf16 checkpoint (an f32 one keeps the reference's f32 arithmetic whatever the mode), and
+    /// there in the modes that round the GEMMs' activations to bf16 (`Auto` does where it picks
+    /// AMX or `vdpbf16ps`, and not where it keeps exact f32 FMA).
+    fn attention_precision(&self) -> Precision {
+        let rounded = match self.gemm_mode() {
+            GemmMode::Exact => false,
+            GemmMode::Bf16Dot | GemmMode::Amx => true,
+            GemmMode::Auto => GemmMode::Auto.resolve() != GemmMode::Exact,
+        };
+        if rounded && self.bf16_weights {
+            Precision::Bf16
+        } else {
+            Precision::F32
         }
     }
 
@@ -247,7 +276,7 @@ impl Accelerate for Accel<'_> {
                 let ids = ops.get(1).map_err(err)?;
                 super::gather::rows(r.bytes(e), e, *transposed, &ids, graph.nodes[node].ty.dtype)?
             }
-            Kind::Attention(p) => attention::compute(graph, p, ops, self.kv, r.threads)?,
+            Kind::Attention(p) => attention::compute(graph, p, ops, self.kv, r.threads, r.attention_precision())?,
             Kind::CacheAppend(name, src) => {
                 let kv = self.kv.ok_or("the engine keeps this KV cache; run the graph with it")?;
                 return Ok(Computed::Held(match src {

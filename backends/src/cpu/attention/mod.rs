@@ -1,9 +1,10 @@
-//! Scaled dot-product attention for the CPU engine: `softmax(mask(q·kᵀ·scale))·v` per head, in
-//! f32, over operands read in place through strides ([`View`]): a head-major `[h, len, d]`
-//! tensor, the q/k/v columns of a fused projection's `[len, 3·h·d]` output, or a KV cache
-//! preallocated as `[h, capacity, d]`.
+//! Scaled dot-product attention for the CPU engine: `softmax(mask(q·kᵀ·scale))·v` per head,
+//! over operands read in place through strides ([`View`]): a head-major `[h, len, d]` tensor,
+//! the q/k/v columns of a fused projection's `[len, 3·h·d]` output, or a KV cache preallocated
+//! as `[h, capacity, d]`. Two arithmetics ([`Precision`]): f32 throughout, and bf16 products
+//! with f32 accumulation for bf16 checkpoints.
 //!
-//! The arithmetic follows the reference executor's `attention` (`runtime/src/exec/fused.rs`):
+//! The f32 arithmetic follows the reference executor's `attention` (`runtime/src/exec/fused.rs`):
 //! optional RoPE on q (and k) rows (`x·cos + rotate_half(x)·sin`, in f32, same order), scores
 //! `(q·k)·scale` with f32 accumulation, masked entries `-inf`, a two-pass softmax (row max,
 //! `exp(s − max)`, sum), and `p·v`. Two deliberate differences, each within an ulp or two per
@@ -12,26 +13,38 @@
 //! rather than one per score). A row with no finite score, or a NaN score, is NaN, as the
 //! reference's.
 //!
+//! The bf16 arithmetic (`bf16.rs`) is what a bf16 model's attention computes: q and k (after
+//! RoPE in f32), v and the probabilities rounded to bf16, both products accumulated in f32 on
+//! AMX tiles (`tdpbf16ps`, `amx.rs`) or with `vdpbf16ps`, the softmax in f32 (its `exp` a cheaper
+//! polynomial, within 5e-5 where the probabilities are then rounded to 4e-3). Queries fewer
+//! than [`BF16_MIN_QUERIES`] (a decode step) keep the f32 arithmetic.
+//!
 //! # Blocking
 //!
 //! The query heads that share a kv head (GQA) are stacked: for kv head `g`, the rows are
 //! `(head, query)` pairs, `group · n` of them, and for each block of up to [`BLOCK_ROWS`] rows
 //! the kernel computes the score block `S = Q·Kᵀ` over the keys any row of the block may see (a
 //! causal block stops at its last row's position; a segment block spans its rows' segments),
-//! the softmax in place, and `O = P·V`. Per kv head, `k` is transposed once into `[d, keys]` and
-//! `v` copied into rows of `d` rounded up to 16, both zero-padded, so the two products are the
-//! same register-blocked micro-kernel (8 rows × up to 48 columns, `A` broadcast, `B` rows
-//! loaded) without edge masks. Threads take contiguous ranges of (kv head, row block) units;
-//! small problems (a decode step) run on the calling thread.
+//! the softmax in place, and `O = P·V`. On the f32 path, per kv head, `k` is transposed once
+//! into `[d, keys]` and `v` copied into rows of `d` rounded up to 16, both zero-padded, so the
+//! two products are the same register-blocked micro-kernel (8 rows × up to 48 columns, `A`
+//! broadcast, `B` rows loaded) without edge masks; the bf16 path lays them out for its tiles
+//! instead (see `bf16.rs`). Threads take contiguous ranges of (kv head, row block) units; small
+//! problems (a decode step) run on the calling thread.
 
+mod amx;
+mod bf16;
 mod simd;
 
 use super::threads::{self, SyncPtr};
+use super::Backend;
+use bf16::Dot;
 
 /// Rows of `Q` per block (a multiple of the micro-kernel's 8).
 pub const BLOCK_ROWS: usize = 64;
-/// Below this many multiply-adds the work stays on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 21;
+/// Below this many multiply-adds the work stays on the calling thread (a fork-join costs about a
+/// microsecond; a decode step's attention per layer, ~10⁶ multiply-adds, still splits).
+const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// A `[heads, len, d]` f32 operand read in place: element `(h, j, c)` is
 /// `data[h * head_stride + j * row_stride + c]`.
@@ -128,8 +141,25 @@ pub struct Rope<'a> {
     pub keys: bool,
 }
 
+/// The arithmetic of the two products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 operands, f32 accumulation: the reference's arithmetic (see the module doc).
+    #[default]
+    F32,
+    /// q and k (after RoPE), v and the probabilities rounded to bf16, f32 accumulation, the
+    /// softmax in f32 (see the module doc). Problems of fewer than [`BF16_MIN_QUERIES`] queries
+    /// (a decode step) still run in f32.
+    Bf16,
+}
+
+/// Fewest queries the bf16 path takes: below a tile of rows, a step is bound by reading the
+/// f32 keys and values, which rounding them would only add to.
+pub const BF16_MIN_QUERIES: usize = 16;
+
 /// `out = attention(q, k, v)`; `q` is `[hq, n, d]`, `k` and `v` are `[hk, t, d]` with `hk`
-/// dividing `hq`. Errors name the first operand that does not fit.
+/// dividing `hq`. Errors name the first operand that does not fit. f32 products, AVX-512 where
+/// the CPU has it.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: View,
@@ -141,15 +171,14 @@ pub fn attention(
     out: OutView,
     threads: usize,
 ) -> Result<(), String> {
-    let p = Problem::new(q, k, v, rope, mask, scale, &out)?;
-    let simd = super::has_avx512_bf16();
-    run(&p, out, threads, simd);
-    Ok(())
+    attention_with(q, k, v, rope, mask, scale, out, threads, Precision::F32, Backend::Auto)
 }
 
-/// [`attention`] on the portable scalar path (tests compare the two).
+/// [`attention`] in a given arithmetic and implementation: with [`Backend::Auto`] the bf16
+/// products run on AMX where the CPU has it, else with `vdpbf16ps`; [`Backend::Avx512`] never
+/// uses AMX; [`Backend::Scalar`] is the portable code (tests compare them).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_scalar(
+pub fn attention_with(
     q: View,
     k: Keys,
     v: View,
@@ -158,9 +187,20 @@ pub fn attention_scalar(
     scale: f32,
     out: OutView,
     threads: usize,
+    precision: Precision,
+    backend: Backend,
 ) -> Result<(), String> {
     let p = Problem::new(q, k, v, rope, mask, scale, &out)?;
-    run(&p, out, threads, false);
+    let simd = super::use_simd(backend);
+    let path = match precision {
+        Precision::Bf16 if p.q.len >= BF16_MIN_QUERIES => Path::Bf16(match backend {
+            Backend::Auto if simd && super::amx::available() => Dot::Amx,
+            _ if simd => Dot::Avx512,
+            _ => Dot::Scalar,
+        }),
+        _ => Path::F32 { simd },
+    };
+    run(&p, out, threads, path);
     Ok(())
 }
 
@@ -248,6 +288,18 @@ impl<'a> Problem<'a> {
         }
     }
 
+    /// The keys any of rows `r0..r1` (of one kv head) sees: the first, and one past the last.
+    fn key_span(&self, r0: usize, r1: usize) -> (usize, usize) {
+        let n = self.q.len;
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for r in r0..r1 {
+            let (a, b) = self.keys_of(r % n);
+            lo = lo.min(a);
+            hi = hi.max(b);
+        }
+        (lo, hi)
+    }
+
     /// Whether query `i` sees key `j`, given `j` is inside `keys_of(i)`.
     #[inline]
     fn sees(&self, i: usize, j: usize) -> bool {
@@ -304,7 +356,22 @@ fn padded(x: usize) -> usize {
     x.div_ceil(16) * 16
 }
 
-fn run(p: &Problem, out: OutView, threads: usize, simd: bool) {
+/// Which block kernel runs.
+#[derive(Clone, Copy)]
+enum Path {
+    F32 { simd: bool },
+    Bf16(Dot),
+}
+
+/// Where the output goes (an [`OutView`] the threads share).
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: SyncPtr<f32>,
+    head_stride: usize,
+    row_stride: usize,
+}
+
+fn run(p: &Problem, out: OutView, threads: usize, path: Path) {
     let (hk, n, t, d) = (p.kd.heads, p.q.len, p.kd.len, p.q.d);
     let rows = p.group * n;
     if rows == 0 || hk == 0 {
@@ -314,32 +381,43 @@ fn run(p: &Problem, out: OutView, threads: usize, simd: bool) {
     let units = hk * blocks;
     let macs = p.q.heads * n * t * d * 2;
     let threads = if macs < PARALLEL_MIN_MACS { 1 } else { threads.clamp(1, units) };
-    let (head_stride, row_stride) = (out.head_stride, out.row_stride);
-    let optr = SyncPtr(out.data.as_mut_ptr());
+    let out = Out { ptr: SyncPtr(out.data.as_mut_ptr()), head_stride: out.head_stride, row_stride: out.row_stride };
     threads::run(threads, |tid| {
-        SCRATCH.with(|sc| {
-            let sc = &mut *sc.borrow_mut();
-            let (tp, dp) = (padded(t), padded(d));
-            grow(&mut sc.qb, BLOCK_ROWS * d);
-            grow(&mut sc.s, BLOCK_ROWS * tp);
-            grow(&mut sc.o, BLOCK_ROWS * dp);
-            sc.loaded = None;
-            for unit in threads::chunk(units, threads, tid) {
-                let (g, b) = (unit / blocks, unit % blocks);
-                let r0 = b * BLOCK_ROWS;
-                let r1 = (r0 + BLOCK_ROWS).min(rows);
-                // SAFETY: output rows (head, query) are written by exactly one unit: units own
-                // disjoint row ranges of disjoint kv heads, and the strides map distinct (head,
-                // query) pairs to disjoint d-element runs (checked in `Problem::new` to fit).
-                unsafe { block(p, g, r0, r1, sc, optr, head_stride, row_stride, simd) };
+        let units = threads::chunk(units, threads, tid);
+        // SAFETY: output rows (head, query) are written by exactly one unit: units own disjoint
+        // row ranges of disjoint kv heads, and the strides map distinct (head, query) pairs to
+        // disjoint d-element runs (checked in `Problem::new` to fit). AMX was detected for
+        // `Dot::Amx`.
+        unsafe {
+            match path {
+                Path::F32 { simd } => share(p, units, blocks, out, simd),
+                Path::Bf16(dot) => bf16::share(p, units, blocks, out, dot),
             }
-        })
+        }
     });
 }
 
+/// One thread's share of (kv head, row block) units on the f32 path.
+unsafe fn share(p: &Problem, units: std::ops::Range<usize>, blocks: usize, out: Out, simd: bool) {
+    let (t, d) = (p.kd.len, p.q.d);
+    let rows = p.group * p.q.len;
+    SCRATCH.with(|sc| {
+        let sc = &mut *sc.borrow_mut();
+        let (tp, dp) = (padded(t), padded(d));
+        grow(&mut sc.qb, BLOCK_ROWS * d);
+        grow(&mut sc.s, BLOCK_ROWS * tp);
+        grow(&mut sc.o, BLOCK_ROWS * dp);
+        sc.loaded = None;
+        for unit in units {
+            let (g, b) = (unit / blocks, unit % blocks);
+            let r0 = b * BLOCK_ROWS;
+            block(p, g, r0, (r0 + BLOCK_ROWS).min(rows), sc, out, simd);
+        }
+    })
+}
+
 /// Rows `r0..r1` of kv head `g` (row `r` is query head `g·group + r / n`, query `r % n`).
-#[allow(clippy::too_many_arguments)]
-unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, out: SyncPtr<f32>, hs: usize, rs: usize, simd: bool) {
+unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, out: Out, simd: bool) {
     let (n, t, d) = (p.q.len, p.kd.len, p.q.d);
     let (tp, dp) = (padded(t), padded(d));
     if sc.loaded != Some(g) {
@@ -369,12 +447,7 @@ unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, o
         }
     }
     // The keys any row of the block sees; the scores cover them widened to whole vectors.
-    let (mut lo, mut hi) = (usize::MAX, 0);
-    for r in r0..r1 {
-        let (a, b) = p.keys_of(r % n);
-        lo = lo.min(a);
-        hi = hi.max(b);
-    }
+    let (lo, hi) = p.key_span(r0, r1);
     let lo = lo.min(hi) / 16 * 16;
     let end = hi;
     let hi = padded(hi).min(tp);
@@ -401,13 +474,32 @@ unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, o
     }
     // O = P·V over the keys that exist (no value row past `t` is read).
     products(simd, &sc.s, tp, &vv[lo * ldv..], ldv, &mut sc.o, dp, mp, dp, end - lo);
+    write_rows(p, g, r0, m, &sc.o, dp, &sums, out, true);
+}
+
+/// `out` rows of block rows `r0..r0 + m` of kv head `g`: row `rr` of `o` (`ldo` apart) over
+/// its softmax sum, divided (`exact`) or multiplied by the reciprocal (the bf16 path, where an
+/// ulp is far below its rounding and a division per element is not).
+///
+/// # Safety
+/// The rows are this unit's (see [`run`]).
+#[allow(clippy::too_many_arguments)]
+unsafe fn write_rows(p: &Problem, g: usize, r0: usize, m: usize, o: &[f32], ldo: usize, sums: &[f32], out: Out, exact: bool) {
+    let (n, d) = (p.q.len, p.q.d);
     for rr in 0..m {
         let r = r0 + rr;
         let (h, i) = (g * p.group + r / n, r % n);
-        let dst = std::slice::from_raw_parts_mut(out.get().add(h * hs + i * rs), d);
-        let sum = sums[rr];
-        for (o, &x) in dst.iter_mut().zip(&sc.o[rr * dp..rr * dp + d]) {
-            *o = x / sum;
+        let dst = std::slice::from_raw_parts_mut(out.ptr.get().add(h * out.head_stride + i * out.row_stride), d);
+        let (sum, src) = (sums[rr], &o[rr * ldo..rr * ldo + d]);
+        if exact {
+            for (o, &x) in dst.iter_mut().zip(src) {
+                *o = x / sum;
+            }
+        } else {
+            let inv = 1.0 / sum;
+            for (o, &x) in dst.iter_mut().zip(src) {
+                *o = x * inv;
+            }
         }
     }
 }
@@ -448,6 +540,7 @@ fn load_kv(p: &Problem, g: usize, sc: &mut Scratch, tp: usize, dp: usize) {
 
 /// `x·cos + rotate_half(x)·sin`, `rotate_half(x) = concat(−x[d/2..], x[..d/2])`, as the
 /// reference's `rope_in_place` rounds it (`x`, the tables and `out` have the same even length).
+#[inline(always)]
 pub fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
     // Two branch-free halves, so the loops vectorize.
     let h = x.len() / 2;
