@@ -2,10 +2,9 @@
 //! processors produce them, written to safetensors under transformers' names.
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use vl3c_runtime::preprocess::{load_image, preprocess_images, ImageProcessorConfig};
-use vl3c_runtime::video::{load_video, VideoProcessorConfig, VideoRequest};
+use vl3c_runtime::video::{VideoProcessorConfig, VideoRequest};
 
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["image", "video"]))]
@@ -62,15 +61,7 @@ fn run_video(args: &Args, path: &PathBuf) -> Result<()> {
         None => VideoProcessorConfig::default(),
     };
     let request = VideoRequest { fps: args.fps, num_frames: args.num_frames, frame_rate: args.frame_rate };
-    let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} frames ({elapsed})").expect("valid template"));
-    bar.set_message(format!("decoding {}", path.display()));
-    let video = load_video(path, &cfg, &request, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    });
-    bar.finish_and_clear();
-    let video = video.with_context(|| format!("video {}", path.display()))?;
+    let video = super::session::load_video_with_progress(path, &cfg, &request)?;
     let p = &video.processed;
     std::fs::write(&args.out, p.to_safetensors_bytes()?).with_context(|| format!("cannot write {}", args.out.display()))?;
     let [t, h, w] = p.grid_thw[0];

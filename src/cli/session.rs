@@ -311,15 +311,7 @@ fn load_videos(dir: &Path, args: &SessionArgs) -> Result<Vec<LoadedVideo>> {
     args.video
         .iter()
         .map(|path| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} frames ({elapsed})").expect("valid template"));
-            bar.set_message(format!("decoding {}", path.display()));
-            let video = load_video(path, &cfg, &request, &mut |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            });
-            bar.finish_and_clear();
-            let video = video.with_context(|| format!("video {}", path.display()))?;
+            let video = load_video_with_progress(path, &cfg, &request)?;
             if video.processed.timestamps[0].fps_assumed {
                 eprintln!("warning: {}: frame rate unknown; timestamps assume 1 frame per second (pass --frame-rate)", path.display());
             }
@@ -361,4 +353,17 @@ fn load_runtime(dir: &Path, args: &SessionArgs, context: usize) -> Result<Runtim
     };
     spinner.finish_and_clear();
     Ok(runtime)
+}
+
+/// Decodes and preprocesses the video at `path` behind a progress bar over its frames.
+pub fn load_video_with_progress(path: &Path, cfg: &VideoProcessorConfig, request: &VideoRequest) -> Result<LoadedVideo> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} frames ({elapsed})").expect("valid template"));
+    bar.set_message(format!("decoding {}", path.display()));
+    let video = load_video(path, cfg, request, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    video.with_context(|| format!("video {}", path.display()))
 }
