@@ -1,0 +1,8 @@
+//! The CUDA target. One kernel IR (`kir`) has two consumers that cannot drift apart: the CUDA C++
+//! printer (`print`), whose text NVRTC compiles ahead of time (`nvrtc`), and the emulator (`emu`),
+//! which executes the same kernels on the CPU with the checks a GPU would not give us.
+//! `templates` builds the kernels of the optimized graphs' ops from Rust, one template per
+//! fused-op family.
+
+pub mod kir;
+pub mod templates;
