@@ -6,8 +6,9 @@
 //! runs that graph on the reference executor and the kernels on a backend (the emulator, or a
 //! GPU) on the same random inputs, and compares. Binding is by name, for the harness and the
 //! engine alike:
-//! - a buffer parameter named like a graph input reads that input; the buffer named `out` is
-//!   the graph's output `out`; any other buffer is scratch, sized by [`Template::scratch`];
+//! - a buffer parameter named like a graph input reads that input; a buffer named like a graph
+//!   output (`out`, and e.g. `sum` for a norm that also writes its residual sum) receives it;
+//!   any other buffer is scratch, sized by [`Template::scratch`];
 //! - a scalar parameter named like a graph symbol gets that symbol's value.
 
 use crate::kir::{Kernel, Ty};
@@ -34,7 +35,8 @@ pub trait Template: Send + Sync {
     fn name(&self) -> String;
     /// The kernels, launched in this order.
     fn kernels(&self) -> Vec<Kernel>;
-    /// The op this instance computes, as a one-op IR graph with output `out`.
+    /// What this instance computes, as a small IR graph (usually one op) whose outputs are named
+    /// like the kernels' output buffers.
     fn reference(&self) -> Graph;
     /// Scratch buffers for these sizes.
     fn scratch(&self, _sizes: &Sizes) -> Vec<Scratch> {
