@@ -5,4 +5,5 @@
 //! fused-op family.
 
 pub mod kir;
+pub mod nvrtc;
 pub mod templates;
