@@ -6,4 +6,5 @@
 
 pub mod kir;
 pub mod nvrtc;
+pub mod print;
 pub mod templates;
