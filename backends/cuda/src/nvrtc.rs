@@ -123,6 +123,9 @@ pub struct Nvrtc {
     include_dir: PathBuf,
     /// Keeps the entry points in `api` valid; dropped last.
     _library: Library,
+    /// NVRTC opens its builtins library by name when it compiles, which only the loader's start-up
+    /// search path would find; loaded here by full path first, the loader reuses it.
+    _builtins: Option<Library>,
 }
 
 /// What one compile produced.
@@ -206,11 +209,18 @@ impl Nvrtc {
         let include_dir = include_dir_for(path).ok_or_else(|| NvrtcError::NotInstalled {
             reason: format!("no cuda_bf16.h next to {}", path.display()),
         })?;
+        let builtins = match builtins_beside(path) {
+            // SAFETY: as above; it stays loaded as long as `Nvrtc` holds it.
+            Some(builtins) => Some(unsafe { Library::new(&builtins) }.map_err(|e| NvrtcError::NotInstalled {
+                reason: format!("{} does not load: {e}", builtins.display()),
+            })?),
+            None => None,
+        };
         // SAFETY: as above; the library stays loaded as long as `Nvrtc` holds it.
         let library = unsafe { Library::new(path) }
             .map_err(|e| NvrtcError::NotInstalled { reason: format!("{} does not load: {e}", path.display()) })?;
         let api = resolve_api(&library, path)?;
-        Ok(Nvrtc { api, library_path: path.to_path_buf(), include_dir, _library: library })
+        Ok(Nvrtc { api, library_path: path.to_path_buf(), include_dir, _library: library, _builtins: builtins })
     }
 
     /// NVRTC's (major, minor).
@@ -367,6 +377,18 @@ fn include_dir_for(library: &Path) -> Option<PathBuf> {
     candidates.into_iter().find(|dir| dir.join("cuda_bf16.h").is_file())
 }
 
+/// `libnvrtc-builtins.so.<major>.<minor>` next to NVRTC (not the `.alt` variant).
+fn builtins_beside(library: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(library.parent()?)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libnvrtc-builtins.so")))
+        .collect();
+    // The most specific name (`.so.13.0` over `.so`) is what NVRTC asks for.
+    found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    found.into_iter().next()
+}
+
 /// The file a loaded shared object whose name contains `needle` was mapped from.
 fn mapped_path_of(needle: &str) -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
@@ -400,30 +422,30 @@ fn resolve_api(library: &Library, path: &Path) -> Result<Api, NvrtcError> {
     })
 }
 
-/// Reads ptxas' `-v` lines:
+/// Reads ptxas' `-v` lines (as NVRTC 13.0 writes them; sm_90 reports no constant banks):
 /// ```text
-/// ptxas info    : Compiling entry function 'rms_norm' for 'sm_90'
+/// ptxas info    : Compiling entry function 'rms_norm' for 'sm_80'
 /// ptxas info    : Function properties for rms_norm
-///     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+/// ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 /// ptxas info    : Used 24 registers, used 1 barriers, 1024 bytes smem, 384 bytes cmem[0]
 /// ```
 pub fn parse_ptxas_report(log: &str) -> Vec<PtxasReport> {
     let mut reports: Vec<PtxasReport> = Vec::new();
     for line in log.lines() {
-        let info = line.trim().trim_start_matches("ptxas info").trim_start().trim_start_matches(':').trim();
-        if let Some(rest) = info.strip_prefix("Compiling entry function") {
-            let kernel = rest.split('\'').nth(1).unwrap_or_default().to_string();
+        if let Some(at) = line.find("Compiling entry function") {
+            let kernel = line[at..].split('\'').nth(1).unwrap_or_default().to_string();
             reports.push(PtxasReport { kernel, ..PtxasReport::default() });
             continue;
         }
-        if info.starts_with("Function properties for") {
+        if line.contains("Function properties for") {
             continue;
         }
         let Some(report) = reports.last_mut() else { continue };
-        for item in info.split(',') {
-            let words: Vec<&str> = item.split_whitespace().filter(|w| *w != "Used" && *w != "used").collect();
-            let Some(value) = words.first().and_then(|w| w.parse::<u32>().ok()) else { continue };
-            match &words[1..] {
+        for item in line.split(',') {
+            let words: Vec<&str> = item.split_whitespace().collect();
+            let Some(at) = words.iter().position(|w| w.parse::<u32>().is_ok()) else { continue };
+            let value: u32 = words[at].parse().expect("just parsed");
+            match &words[at + 1..] {
                 ["registers"] => report.registers = value,
                 ["barriers"] => report.barriers = value,
                 ["bytes", "stack", "frame"] => report.stack_bytes = value,
@@ -467,15 +489,16 @@ mod tests {
     #[test]
     fn ptxas_report_parses_every_field_of_every_kernel() {
         let log = "\
-ptxas info    : 0 bytes gmem
-ptxas info    : Compiling entry function 'first' for 'sm_90'
+ptxas info    : 24 bytes gmem, 8 bytes cmem[4]
+ptxas info    : Compiling entry function 'first' for 'sm_80'
 ptxas info    : Function properties for first
-    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads
+ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads
 ptxas info    : Used 40 registers, used 1 barriers, 1024 bytes smem, 384 bytes cmem[0], 8 bytes cmem[2]
-ptxas info    : Compiling entry function 'second' for 'sm_90'
+ptxas info    : Compile time = 124.765 ms
+ptxas info    : Compiling entry function 'second' for 'sm_80'
 ptxas info    : Function properties for second
     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
-ptxas info    : Used 6 registers, 368 bytes cmem[0]
+ptxas info    : Used 6 registers, used 0 barriers, 32 bytes cumulative stack size, 368 bytes cmem[0]
 ";
         let reports = parse_ptxas_report(log);
         assert_eq!(

@@ -22,7 +22,7 @@ pub fn print_module(kernels: &[Kernel]) -> String {
     out.push_str("#include <cuda_bf16.h>\n");
     if kernels.iter().any(|k| uses_mma(&k.body)) {
         out.push('\n');
-        out.push_str(&mma_helper());
+        out.push_str(MMA_HELPER_DEFINITION);
     }
     for kernel in kernels {
         out.push('\n');
@@ -62,19 +62,18 @@ fn round_up(value: u64, to: u64) -> u64 {
     value.div_ceil(to) * to
 }
 
-fn mma_helper() -> String {
-    format!(
-        "// d = a·b + c for one warp: A 16×16 row-major, B 16×8 column-major, bf16 in, f32 accumulate.\n\
-__device__ __forceinline__ void {MMA_HELPER}(float& d0, float& d1, float& d2, float& d3,\n\
-    unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3, unsigned int b0, unsigned int b1,\n\
-    float c0, float c1, float c2, float c3) {{\n\
-  asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 \"\n\
-      \"{{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, {{%8, %9}}, {{%10, %11, %12, %13}};\\n\"\n\
-      : \"=f\"(d0), \"=f\"(d1), \"=f\"(d2), \"=f\"(d3)\n\
-      : \"r\"(a0), \"r\"(a1), \"r\"(a2), \"r\"(a3), \"r\"(b0), \"r\"(b1), \"f\"(c0), \"f\"(c1), \"f\"(c2), \"f\"(c3));\n\
-}}\n"
-    )
+/// The one way kernels reach the tensor cores: inline PTX, because NVRTC has no `mma.h` without
+/// another wheel, and the PTX instruction is exactly what the kernel IR's `Mma` specifies.
+const MMA_HELPER_DEFINITION: &str = r#"// d = a·b + c for one warp: A 16×16 row-major, B 16×8 column-major, bf16 in, f32 accumulate.
+__device__ __forceinline__ void vl3_mma_m16n8k16_bf16(float& d0, float& d1, float& d2, float& d3,
+    unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3, unsigned int b0, unsigned int b1,
+    float c0, float c1, float c2, float c3) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+               : "=f"(d0), "=f"(d1), "=f"(d2), "=f"(d3)
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(c0), "f"(c1), "f"(c2), "f"(c3));
 }
+"#;
 
 fn uses_mma(body: &[Stmt]) -> bool {
     body.iter().any(|s| match s {
@@ -272,7 +271,7 @@ impl<'k> Printer<'k> {
                 let (function, operand) = match mode {
                     Shfl::Xor(mask) => ("__shfl_xor_sync", format!("{mask}u")),
                     Shfl::Down(delta) => ("__shfl_down_sync", format!("{delta}u")),
-                    Shfl::Idx(lane) => ("__shfl_sync", format!("((int){})", self.expr(lane))),
+                    Shfl::Idx(lane) => ("__shfl_sync", cast(lane.ty(k), Ty::I32, &self.expr(lane))),
                 };
                 // CUDA has no bool shuffle: move it as an int.
                 let shuffled = if ty == Ty::Bool {
