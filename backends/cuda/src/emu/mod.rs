@@ -4,6 +4,7 @@
 //! interval or across blocks, divergent barriers and warp ops, i32 overflow, misaligned vector
 //! accesses, and outputs the launch left unwritten.
 
+mod access;
 mod error;
 mod exec;
 mod memory;
@@ -48,6 +49,15 @@ pub struct Emulator {
     buffers: Vec<DeviceBuffer>,
     /// The last stamp handed out (to a launch, or to one block's shared memory).
     clock: u32,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("buffers", &self.buffers.len())
+            .field("clock", &self.clock)
+            .finish()
+    }
 }
 
 impl Emulator {
