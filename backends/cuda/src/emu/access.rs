@@ -7,55 +7,65 @@ use super::memory::{Accessor, DeviceBuffer, Mark, MANY};
 use super::value::as_i64;
 use crate::kir::{Access, Buf, ParamKind, Ty};
 
-impl<'a> Exec<'a> {
-    /// The element index of each active lane, or the error for the first lane whose index is
-    /// negative or past the end.
-    fn element(
-        &self,
-        buf: Buf,
-        idx: u64,
-        ity: Ty,
-        offset: i64,
-        lane: usize,
-    ) -> Result<usize, EmuError> {
-        let i = as_i64(idx, ity) + offset;
-        let len = self.mem(buf).len();
-        if i < 0 {
-            return Err(EmuError::NegativeIndex {
-                at: self.at(lane),
-                buffer: self.k.buf_name(buf).into(),
-                index: i,
-            });
-        }
-        if i as u64 >= len as u64 {
-            return Err(EmuError::OutOfBounds {
-                at: self.at(lane),
-                buffer: self.k.buf_name(buf).into(),
-                index: i,
-                len,
-            });
-        }
+/// Why one lane's access failed; turned into an [`EmuError`] once the buffer is released.
+enum Denied {
+    Negative(i64),
+    OutOfBounds(i64, usize),
+    Uninitialised(usize),
+    Race(usize, RaceKind, Mark),
+}
+
+/// The element lane bits `idx` (of type `ity`) plus `offset` address in a buffer of `len`.
+#[inline]
+fn element(idx: u64, ity: Ty, offset: i64, len: usize) -> Result<usize, Denied> {
+    let i = as_i64(idx, ity) + offset;
+    if i < 0 {
+        Err(Denied::Negative(i))
+    } else if i as u64 >= len as u64 {
+        Err(Denied::OutOfBounds(i, len))
+    } else {
         Ok(i as usize)
     }
+}
 
-    fn mem(&self, buf: Buf) -> &DeviceBuffer {
-        match buf {
-            Buf::Param(p) => &self.buffers[self.bind[p.0 as usize]],
-            Buf::Shared(s) => &self.shared[s as usize],
-        }
+impl<'a> Exec<'a> {
+    /// The memory `buf` names and the stamp its accesses carry (thread left to the caller).
+    fn resolve(&mut self, buf: Buf) -> (&mut DeviceBuffer, Accessor) {
+        let (mem, run) = match buf {
+            Buf::Param(p) => (&mut self.buffers[self.bind[p.0 as usize]], self.launch_run),
+            Buf::Shared(s) => (&mut self.shared[s as usize], self.shared_run),
+        };
+        (
+            mem,
+            Accessor {
+                run,
+                block: self.block_linear,
+                thread: 0,
+                epoch: self.epoch,
+            },
+        )
     }
 
-    fn accessor(&self, buf: Buf, lane: usize) -> Accessor {
-        let run = if matches!(buf, Buf::Shared(_)) {
-            self.shared_run
-        } else {
-            self.launch_run
-        };
-        Accessor {
-            run,
-            block: self.block_linear,
-            thread: lane as u32,
-            epoch: self.epoch,
+    fn denied(&self, buf: Buf, lane: usize, why: Denied) -> EmuError {
+        let buffer = self.k.buf_name(buf).to_string();
+        match why {
+            Denied::Negative(index) => EmuError::NegativeIndex {
+                at: self.at(lane),
+                buffer,
+                index,
+            },
+            Denied::OutOfBounds(index, len) => EmuError::OutOfBounds {
+                at: self.at(lane),
+                buffer,
+                index,
+                len,
+            },
+            Denied::Uninitialised(index) => EmuError::Uninitialised {
+                at: self.at(lane),
+                buffer,
+                index,
+            },
+            Denied::Race(index, kind, other) => self.race(buf, lane, index, kind, other),
         }
     }
 
@@ -70,31 +80,38 @@ impl<'a> Exec<'a> {
     ) -> Result<(), EmuError> {
         // Outputs must be written by this launch before they are read, whatever they held.
         let output = matches!(buf, Buf::Param(p) if matches!(self.k.params[p.0 as usize].kind, ParamKind::Buffer { access: Access::Write, .. }));
-        for lane in 0..self.n {
+        let n = self.n;
+        let (mem, mut who) = self.resolve(buf);
+        let (len, tracked) = (mem.len(), mem.is_tracked());
+        let mut denied = None;
+        for lane in 0..n {
             if !mask[lane] {
                 continue;
             }
-            let i = self.element(buf, idx[lane], ity, offset, lane)?;
-            let who = self.accessor(buf, lane);
-            let mem = match buf {
-                Buf::Param(p) => &mut self.buffers[self.bind[p.0 as usize]],
-                Buf::Shared(s) => &mut self.shared[s as usize],
+            let i = match element(idx[lane], ity, offset, len) {
+                Ok(i) => i,
+                Err(why) => {
+                    denied = Some((lane, why));
+                    break;
+                }
             };
             if !mem.is_init(i) || (output && !mem.written_in(i, who.run)) {
-                return Err(EmuError::Uninitialised {
-                    at: self.at(lane),
-                    buffer: self.k.buf_name(buf).into(),
-                    index: i,
-                });
+                denied = Some((lane, Denied::Uninitialised(i)));
+                break;
             }
-            if mem.is_tracked() {
+            if tracked {
+                who.thread = lane as u32;
                 if let Some((kind, other)) = mem.note_read(i, &who) {
-                    return Err(self.race(buf, lane, i, kind, other));
+                    denied = Some((lane, Denied::Race(i, kind, other)));
+                    break;
                 }
             }
             out[lane] = mem.bits(i);
         }
-        Ok(())
+        match denied {
+            Some((lane, why)) => Err(self.denied(buf, lane, why)),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn store(
@@ -107,37 +124,49 @@ impl<'a> Exec<'a> {
         mask: &[bool],
     ) -> Result<(), EmuError> {
         if let Buf::Param(p) = buf {
+            let kind = &self.k.params[p.0 as usize].kind;
             if matches!(
-                self.k.params[p.0 as usize].kind,
+                kind,
                 ParamKind::Buffer {
                     access: Access::Read,
                     ..
                 }
             ) {
                 if let Some(lane) = mask.iter().position(|&m| m) {
+                    let buffer = self.k.buf_name(buf).into();
                     return Err(EmuError::StoreToReadOnly {
                         at: self.at(lane),
-                        buffer: self.k.buf_name(buf).into(),
+                        buffer,
                     });
                 }
             }
         }
-        for lane in 0..self.n {
+        let n = self.n;
+        let (mem, mut who) = self.resolve(buf);
+        let len = mem.len();
+        let mut denied = None;
+        for lane in 0..n {
             if !mask[lane] {
                 continue;
             }
-            let i = self.element(buf, idx[lane], ity, offset, lane)?;
-            let who = self.accessor(buf, lane);
-            let mem = match buf {
-                Buf::Param(p) => &mut self.buffers[self.bind[p.0 as usize]],
-                Buf::Shared(s) => &mut self.shared[s as usize],
+            let i = match element(idx[lane], ity, offset, len) {
+                Ok(i) => i,
+                Err(why) => {
+                    denied = Some((lane, why));
+                    break;
+                }
             };
+            who.thread = lane as u32;
             if let Some((kind, other)) = mem.note_write(i, &who) {
-                return Err(self.race(buf, lane, i, kind, other));
+                denied = Some((lane, Denied::Race(i, kind, other)));
+                break;
             }
             mem.set_bits(i, vals[lane]);
         }
-        Ok(())
+        match denied {
+            Some((lane, why)) => Err(self.denied(buf, lane, why)),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn check_aligned(

@@ -160,6 +160,7 @@ impl DeviceBuffer {
     }
 
     /// Element `i`'s bits, zero-extended.
+    #[inline]
     pub(crate) fn bits(&self, i: usize) -> u64 {
         let b = &self.bytes;
         match self.elem.size() {
@@ -170,6 +171,7 @@ impl DeviceBuffer {
         }
     }
 
+    #[inline]
     pub(crate) fn set_bits(&mut self, i: usize, bits: u64) {
         let b = &mut self.bytes;
         match self.elem.size() {
