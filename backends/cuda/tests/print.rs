@@ -26,6 +26,11 @@ fn every_op_prints() {
 }
 
 #[test]
+fn awkward_names_print() {
+    insta::assert_snapshot!(print_kernel(&print_samples::awkward_names()));
+}
+
+#[test]
 fn module_includes_only_bf16_and_adds_the_mma_helper_only_when_used() {
     let without = print_module(&[print_samples::block_sum()]);
     assert!(without.contains("#include <cuda_bf16.h>"));
@@ -37,7 +42,10 @@ fn module_includes_only_bf16_and_adds_the_mma_helper_only_when_used() {
             .count(),
         1
     );
-    assert_eq!(with.matches("extern \"C\" __global__").count(), 4);
+    assert_eq!(
+        with.matches("extern \"C\" __global__").count(),
+        print_samples::all().len()
+    );
 }
 
 #[test]

@@ -150,6 +150,20 @@ const RESERVED: &[&str] = &[
     "min",
     "max",
     "abs",
+    "llabs",
+    "expf",
+    "logf",
+    "sqrtf",
+    "rsqrtf",
+    "tanhf",
+    "erff",
+    "sinf",
+    "cosf",
+    "fabsf",
+    "fmaf",
+    "fminf",
+    "fmaxf",
+    "fmodf",
     DYNAMIC_SHARED_NAME,
     MMA_HELPER,
 ];
@@ -163,7 +177,8 @@ struct Printer<'k> {
     var_names: Vec<String>,
 }
 
-/// `name` with anything that cannot be in a C++ identifier replaced.
+/// `name` with anything that cannot be in a C++ identifier replaced, and kept out of the
+/// implementation's (`_`-prefixed) and the printer's (`vl3_`) namespaces.
 fn sanitize(name: &str) -> String {
     let mut out: String = name
         .chars()
@@ -175,7 +190,10 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+    if out.is_empty()
+        || out.starts_with(|c: char| c.is_ascii_digit() || c == '_')
+        || out.starts_with("vl3_")
+    {
         out.insert(0, 'v');
     }
     out
@@ -184,7 +202,7 @@ fn sanitize(name: &str) -> String {
 /// Gives each name a free identifier, appending `_` until it is unique.
 fn claim(used: &mut HashSet<String>, wanted: String) -> String {
     let mut name = wanted;
-    while used.contains(&name) || RESERVED.contains(&name.as_str()) || name.starts_with("__") {
+    while used.contains(&name) || RESERVED.contains(&name.as_str()) {
         name.push('_');
     }
     used.insert(name.clone());

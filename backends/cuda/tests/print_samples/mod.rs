@@ -4,7 +4,13 @@
 use vl3c_cuda::kir::{Access, BinOp, Expr, Kernel, KernelBuilder, Shfl, Ty, UnOp};
 
 pub fn all() -> Vec<Kernel> {
-    vec![block_sum(), softmax_bf16(), mma_tile(), every_op()]
+    vec![
+        block_sum(),
+        softmax_bf16(),
+        mma_tile(),
+        every_op(),
+        awkward_names(),
+    ]
 }
 
 /// Adds up a warp's values with butterfly shuffles; every lane ends with the total.
@@ -453,5 +459,27 @@ pub fn every_op() -> Kernel {
         ],
     );
     b.store(hout, t4 + Expr::i64(3), lacc.cast(Ty::Bf16));
+    b.finish()
+}
+
+/// Names a template could pick that C++ or the printer itself would choke on: keywords, math
+/// functions, reserved and printer-internal prefixes, spaces, a leading digit, duplicates.
+pub fn awkward_names() -> Kernel {
+    let mut b = KernelBuilder::new("awkward_names", [32, 1, 1]);
+    let int = b.buffer("int", Ty::F32, Access::Write);
+    let smem = b.scalar("vl3_smem", Ty::I64);
+    let reserved = b.scalar("__n", Ty::I32);
+    let expf = b.scalar("expf", Ty::F32);
+    let dynamic = b.shared_dynamic("int", Ty::F32, smem.clone());
+    let spaced = b.let_("x y", Expr::f32(2.0).exp() + expf);
+    let digit = b.let_("9lives", reserved.cast(Ty::I64));
+    let lane = b.let_("int", b.lane().cast(Ty::I64));
+    b.store(dynamic, lane.clone(), spaced.clone());
+    b.barrier();
+    b.store(
+        int,
+        lane.clone(),
+        Expr::load(dynamic, (lane + digit) % smem) + spaced,
+    );
     b.finish()
 }
