@@ -35,7 +35,7 @@ impl Printer<'_> {
             (UnOp::Abs, Ty::F32) => "fabsf",
             (UnOp::Abs, Ty::I32) => "abs",
             (UnOp::Abs, Ty::I64) => "llabs",
-            (UnOp::Abs, Ty::U32) => return a,
+            (UnOp::Abs, Ty::U32 | Ty::Bool) => return a,
             (UnOp::Exp, _) => "expf",
             (UnOp::Log, _) => "logf",
             (UnOp::Sqrt, _) => "sqrtf",

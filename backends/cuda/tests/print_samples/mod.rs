@@ -1,6 +1,9 @@
 //! Hand-built kernels that between them use every construct of the kernel IR: the printer's
 //! snapshots and the NVRTC compile tests share them.
 
+// Each test binary that includes this module uses only some of the samples.
+#![allow(dead_code)]
+
 use vl3c_cuda::kir::{Access, BinOp, Expr, Kernel, KernelBuilder, Shfl, Ty, UnOp};
 
 pub fn all() -> Vec<Kernel> {
