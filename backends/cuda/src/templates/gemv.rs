@@ -73,6 +73,20 @@ impl Gemv {
         self
     }
 
+    /// Unique per instance, so one module can hold every instance's kernels.
+    fn kernel_name(&self, kind: &str) -> String {
+        format!(
+            "{kind}_{}_k{}_n{}{}{}_o{}_s{}",
+            dtype_name(self.dtype),
+            self.k,
+            self.n,
+            if self.bias { "_bias" } else { "" },
+            if self.residual { "_residual" } else { "" },
+            self.outputs_per_warp,
+            self.split_k
+        )
+    }
+
     fn outputs_per_block(&self) -> i64 {
         WARPS_PER_BLOCK * self.outputs_per_warp
     }
@@ -89,7 +103,7 @@ impl Gemv {
     fn dot_kernel(&self) -> Kernel {
         let split = self.split_k > 1;
         let name = if split { "gemv_splitk_partial" } else { "gemv" };
-        let mut b = KernelBuilder::new(name, [(WARP * WARPS_PER_BLOCK) as u32, 1, 1]);
+        let mut b = KernelBuilder::new(self.kernel_name(name), [(WARP * WARPS_PER_BLOCK) as u32, 1, 1]);
         let x = b.buffer("x", self.dtype, Access::Read);
         let w = b.buffer("w_nk", self.dtype, Access::Read);
         let (bias, residual, dst) = if split {
@@ -161,7 +175,7 @@ impl Gemv {
 
     /// Sums the K slices of one (row, feature) per thread and applies the epilogue.
     fn reduce_kernel(&self) -> Kernel {
-        let mut b = KernelBuilder::new("gemv_splitk_reduce", [REDUCE_THREADS as u32, 1, 1]);
+        let mut b = KernelBuilder::new(self.kernel_name("gemv_splitk_reduce"), [REDUCE_THREADS as u32, 1, 1]);
         let partials = b.buffer("partials", Ty::F32, Access::Read);
         let bias = self.bias.then(|| b.buffer("bias", self.dtype, Access::Read));
         let residual = self.residual.then(|| b.buffer("residual", self.dtype, Access::Read));
@@ -193,7 +207,7 @@ impl Template for Gemv {
     fn name(&self) -> String {
         format!(
             "gemv(dtype={},k={},n={},bias={},residual={},outputs_per_warp={},split_k={})",
-            if self.dtype == Ty::Bf16 { "bf16" } else { "f32" },
+            dtype_name(self.dtype),
             self.k,
             self.n,
             self.bias as u8,
@@ -250,6 +264,14 @@ impl Template for Gemv {
         } else {
             NMSE_F32
         }
+    }
+}
+
+fn dtype_name(dtype: Ty) -> &'static str {
+    if dtype == Ty::Bf16 {
+        "bf16"
+    } else {
+        "f32"
     }
 }
 
