@@ -1,5 +1,5 @@
 //! Every GEMV instance of the test-kernels cases, printed and compiled by NVRTC for sm_90: the
-//! printed text must compile without warnings, and the unrolled chunk loads must not spill.
+//! printed text must compile without warnings, load the weight 16 bytes at a time, and not spill.
 //! NVRTC must be installed (`tools/cuda/install-nvrtc.sh`) unless `VL3C_SKIP_NVRTC=1`.
 
 use std::collections::BTreeMap;
@@ -28,6 +28,10 @@ fn gemv_kernels_compile_without_spills() {
     let compiled = nvrtc.compile(&source, "gemv.cu", Sm::Sm90).unwrap_or_else(|e| panic!("{e}\n--- source ---\n{source}"));
     assert!(!compiled.log.contains("warning"), "NVRTC warned:\n{}", compiled.log);
     assert_eq!(compiled.reports.len(), kernels.len(), "{}", compiled.log);
+    // The weight streams through 128-bit loads: 8 bf16 or 4 f32 per lane.
+    for load in ["ld.global.nc.v4.u32", "ld.global.nc.v4.f32"] {
+        assert!(compiled.ptx.contains(load), "no {load} in the PTX");
+    }
     for r in &compiled.reports {
         assert_eq!((r.spill_stores, r.spill_loads, r.stack_bytes), (0, 0, 0), "{r:?}");
         eprintln!("{} {} registers", r.kernel, r.registers);

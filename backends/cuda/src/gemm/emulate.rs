@@ -95,7 +95,8 @@ impl Operand {
     ) -> Result<Operand, EmulateError> {
         check_type(name, buf.elem(), layout.ty)?;
         check_span(name, buf.len(), layout, batch_count)?;
-        let values = (0..buf.len()).map(|i| buf.get_f32(i)).collect();
+        let written = buf.written();
+        let values = buf.to_f32().into_iter().zip(written).map(|(v, w)| w.then_some(v)).collect();
         Ok(Operand { name, layout: *layout, values })
     }
 

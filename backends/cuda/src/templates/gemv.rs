@@ -21,8 +21,6 @@ const WARP: i64 = 32;
 const WARPS_PER_BLOCK: i64 = 8;
 /// Bytes one lane loads from a weight row per step: a 128-bit load.
 const LANE_CHUNK_BYTES: i64 = 16;
-/// The widest `LoadVec` the kernel IR allows.
-const MAX_VEC: i64 = 4;
 /// The GPU the schedule is sized for (H200: 132 SMs).
 const SM_COUNT: i64 = 132;
 const REDUCE_THREADS: i64 = 256;
@@ -288,16 +286,9 @@ fn as_f32(e: Expr) -> Expr {
     e.cast(Ty::F32)
 }
 
-/// `chunk` consecutive elements from an index aligned to `chunk`, in the widest vector loads
-/// the kernel IR has.
+/// `chunk` consecutive elements (16 bytes) from an index aligned to `chunk`: one vector load.
 fn load_chunk(b: &mut KernelBuilder, name: &str, buf: Buf, at: Expr, chunk: i64) -> Vec<Expr> {
-    let width = chunk.min(MAX_VEC);
-    let mut values = Vec::with_capacity(chunk as usize);
-    for part in 0..chunk / width {
-        let index = if part == 0 { at.clone() } else { at.clone() + Expr::i64(part * width) };
-        values.extend(b.load_vec(&format!("{name}{part}_"), buf, index, width as usize));
-    }
-    values
+    b.load_vec(name, buf, at, chunk as usize)
 }
 
 /// `sum (+ bias[feature]) (+ residual[row, feature])` in f32, the order the reference adds.
