@@ -43,6 +43,10 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+fn dims(v: &[i64]) -> Vec<Dim> {
+    v.iter().map(|&d| Dim::from(d)).collect()
+}
+
 fn sizes(n_merged: i64) -> Sizes {
     [("n_merged".to_string(), n_merged)].into_iter().collect()
 }
@@ -136,8 +140,8 @@ fn describes_the_transposed_product_in_column_major() {
     assert_eq!((call.transa, call.transb), (Transpose::T, Transpose::N));
     assert_eq!((call.m.clone(), call.k.clone()), (Extent::Const(2048), Extent::Const(1536)));
     assert_eq!(call.n.eval(&sizes(5)), Ok(20), "n is the token count, 4*n_merged");
-    assert_eq!((call.a.ld.clone(), call.b.ld.clone(), call.d.ld.clone()), (1536.into(), 1536.into(), 2048.into()));
-    assert_eq!(call.a.rows, 1536.into(), "the [N, K] weight is column-major K×N");
+    assert_eq!((call.a.ld.clone(), call.b.ld.clone(), call.d.ld.clone()), (Extent::Const(1536), Extent::Const(1536), Extent::Const(2048)));
+    assert_eq!(call.a.rows, Extent::Const(1536), "the [N, K] weight is column-major K×N");
     assert_eq!(call.b.cols, call.n, "the activations are column-major K×tokens");
     assert_eq!((call.alpha, call.beta), (1.0, 1.0), "the residual is C with beta = 1");
     assert_eq!(call.epilogue, Epilogue::Bias { ty: DataType::Bf16 });
@@ -149,7 +153,7 @@ fn describes_the_transposed_product_in_column_major() {
     let (g, node) = fused_node(DType::F32, 64, 128, false, false);
     let call = describe(&g, node, WeightLayout::Kn).unwrap();
     assert_eq!(call.compute, ComputeType::F32Pedantic, "f32 checkpoints get no TF32");
-    assert_eq!((call.transa, call.a.ld.clone(), call.beta, call.epilogue), (Transpose::N, 128.into(), 0.0, Epilogue::Default));
+    assert_eq!((call.transa, call.a.ld.clone(), call.beta, call.epilogue), (Transpose::N, Extent::Const(128), 0.0, Epilogue::Default));
 }
 
 #[test]
@@ -219,12 +223,12 @@ fn batched_matmul_is_a_strided_batch() {
     let f32_input = |g: &mut Graph, name: &str, shape: Vec<Dim>| {
         g.add_source(Op::Input { name: name.into() }, TensorType::new(DType::F32, shape)).unwrap()
     };
-    let x = f32_input(&mut g, "x", vec![3.into(), 5.into(), 8.into()]);
-    let w = f32_input(&mut g, "w", vec![3.into(), 8.into(), 6.into()]);
+    let x = f32_input(&mut g, "x", dims(&[3, 5, 8]));
+    let w = f32_input(&mut g, "w", dims(&[3, 8, 6]));
     let node = g.add(Op::MatMul, &[x, w]).unwrap();
     let call = describe(&g, node, WeightLayout::Kn).unwrap();
     assert_eq!(call.batch_count, Extent::Const(3));
-    assert_eq!((call.a.batch_stride.clone(), call.b.batch_stride.clone(), call.d.batch_stride.clone()), (48.into(), 40.into(), 30.into()));
+    assert_eq!((call.a.batch_stride.clone(), call.b.batch_stride.clone(), call.d.batch_stride.clone()), (Extent::Const(48), Extent::Const(40), Extent::Const(30)));
 
     let (xs, ws) = (values(3 * 5 * 8, 7), values(3 * 8 * 6, 8));
     let a = DeviceBuffer::from_f32(Ty::F32, &ws);
@@ -251,15 +255,15 @@ fn rejects_what_is_not_one_cublaslt_call() {
     let input = |g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>| {
         g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape)).unwrap()
     };
-    let x = input(&mut g, "x", DType::F32, vec![4.into(), 8.into()]);
-    let w = input(&mut g, "w", DType::F32, vec![8.into(), 6.into()]);
-    let bias2d = input(&mut g, "bias", DType::F32, vec![4.into(), 6.into()]);
+    let x = input(&mut g, "x", DType::F32, dims(&[4, 8]));
+    let w = input(&mut g, "w", DType::F32, dims(&[8, 6]));
+    let row = input(&mut g, "row", DType::F32, dims(&[1, 6]));
     let neg = g.add(Op::Unary(vl3c_ir::UnaryOp::Neg), &[x]).unwrap();
     assert!(describe(&g, neg, WeightLayout::Nk).is_err(), "not a matmul");
-    let fused = g.add(Op::FusedMatMul { bias: true, residual: false }, &[x, w, bias2d]).unwrap();
-    assert!(describe(&g, fused, WeightLayout::Nk).is_err(), "a [M, N] bias is not the BIAS epilogue");
-    let xi = input(&mut g, "xi", DType::I32, vec![4.into(), 8.into()]);
-    let wi = input(&mut g, "wi", DType::I32, vec![8.into(), 6.into()]);
+    let fused = g.add(Op::FusedMatMul { bias: false, residual: true }, &[x, w, row]).unwrap();
+    assert!(describe(&g, fused, WeightLayout::Nk).is_err(), "a broadcast residual is not C");
+    let xi = input(&mut g, "xi", DType::I32, dims(&[4, 8]));
+    let wi = input(&mut g, "wi", DType::I32, dims(&[8, 6]));
     let int = g.add(Op::MatMul, &[xi, wi]).unwrap();
     assert!(describe(&g, int, WeightLayout::Nk).is_err(), "integer matmul");
 }

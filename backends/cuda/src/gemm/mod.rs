@@ -7,12 +7,12 @@
 
 mod call;
 mod describe;
-//TMP mod emulate;
+mod emulate;
 mod extent;
 
 pub use call::{
     CallError, ComputeType, DataType, Epilogue, GemmCall, MatrixLayout, Operands, Resolved, ResolvedLayout, Transpose,
 };
 pub use describe::{describe, DescribeError, WeightLayout};
-//TMP pub use emulate::{emulate, EmulateError};
+pub use emulate::{emulate, EmulateError};
 pub use extent::{Extent, ExtentError};
