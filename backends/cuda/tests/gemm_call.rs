@@ -129,7 +129,10 @@ fn check(dtype: DType, ty: Ty, layout: WeightLayout, bias: bool, residual: bool)
     let want = p.expected(bias, residual, ty);
     let ulp = if ty == Ty::Bf16 { 1e-2 } else { 1e-5 };
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() <= ulp * w.abs().max(1.0), "{layout:?} bias={bias} residual={residual} [{i}]: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= ulp * w.abs().max(1.0),
+            "{layout:?} bias={bias} residual={residual} [{i}]: {g} vs {w}"
+        );
     }
 }
 
@@ -140,7 +143,10 @@ fn describes_the_transposed_product_in_column_major() {
     assert_eq!((call.transa, call.transb), (Transpose::T, Transpose::N));
     assert_eq!((call.m.clone(), call.k.clone()), (Extent::Const(2048), Extent::Const(1536)));
     assert_eq!(call.n.eval(&sizes(5)), Ok(20), "n is the token count, 4*n_merged");
-    assert_eq!((call.a.ld.clone(), call.b.ld.clone(), call.d.ld.clone()), (Extent::Const(1536), Extent::Const(1536), Extent::Const(2048)));
+    assert_eq!(
+        (call.a.ld.clone(), call.b.ld.clone(), call.d.ld.clone()),
+        (Extent::Const(1536), Extent::Const(1536), Extent::Const(2048))
+    );
     assert_eq!(call.a.rows, Extent::Const(1536), "the [N, K] weight is column-major K×N");
     assert_eq!(call.b.cols, call.n, "the activations are column-major K×tokens");
     assert_eq!((call.alpha, call.beta), (1.0, 1.0), "the residual is C with beta = 1");
@@ -153,7 +159,10 @@ fn describes_the_transposed_product_in_column_major() {
     let (g, node) = fused_node(DType::F32, 64, 128, false, false);
     let call = describe(&g, node, WeightLayout::Kn).unwrap();
     assert_eq!(call.compute, ComputeType::F32Pedantic, "f32 checkpoints get no TF32");
-    assert_eq!((call.transa, call.a.ld.clone(), call.beta, call.epilogue), (Transpose::N, Extent::Const(128), 0.0, Epilogue::Default));
+    assert_eq!(
+        (call.transa, call.a.ld.clone(), call.beta, call.epilogue),
+        (Transpose::N, Extent::Const(128), 0.0, Epilogue::Default)
+    );
 }
 
 #[test]
@@ -184,7 +193,10 @@ fn planted_wrong_leading_dimension_is_caught() {
     // lda = N where the [N, K] weight needs K: reaches past the weight.
     let mut call = good.clone();
     call.a.ld = Extent::Const(n + k);
-    assert!(matches!(p.run(&call, WeightLayout::Nk, Ty::F32, n_merged), Err(EmulateError::OutOfBounds { operand: "A", .. })));
+    assert!(matches!(
+        p.run(&call, WeightLayout::Nk, Ty::F32, n_merged),
+        Err(EmulateError::OutOfBounds { operand: "A", .. })
+    ));
     // ldb smaller than the stored rows: cuBLASLt's own invalid-value check.
     let mut call = good.clone();
     call.b.ld = Extent::Const(k - 1);
@@ -228,7 +240,10 @@ fn batched_matmul_is_a_strided_batch() {
     let node = g.add(Op::MatMul, &[x, w]).unwrap();
     let call = describe(&g, node, WeightLayout::Kn).unwrap();
     assert_eq!(call.batch_count, Extent::Const(3));
-    assert_eq!((call.a.batch_stride.clone(), call.b.batch_stride.clone(), call.d.batch_stride.clone()), (Extent::Const(48), Extent::Const(40), Extent::Const(30)));
+    assert_eq!(
+        (call.a.batch_stride.clone(), call.b.batch_stride.clone(), call.d.batch_stride.clone()),
+        (Extent::Const(48), Extent::Const(40), Extent::Const(30))
+    );
 
     let (xs, ws) = (values(3 * 5 * 8, 7), values(3 * 8 * 6, 8));
     let a = DeviceBuffer::from_f32(Ty::F32, &ws);

@@ -25,7 +25,8 @@ fn gemv_kernels_compile_without_spills() {
     }
     let kernels: Vec<_> = kernels.into_values().collect();
     let source = print_module(&kernels);
-    let compiled = nvrtc.compile(&source, "gemv.cu", Sm::Sm90).unwrap_or_else(|e| panic!("{e}\n--- source ---\n{source}"));
+    let compiled =
+        nvrtc.compile(&source, "gemv.cu", Sm::Sm90).unwrap_or_else(|e| panic!("{e}\n--- source ---\n{source}"));
     assert!(!compiled.log.contains("warning"), "NVRTC warned:\n{}", compiled.log);
     assert_eq!(compiled.reports.len(), kernels.len(), "{}", compiled.log);
     // The weight streams through 128-bit loads: 8 bf16 or 4 f32 per lane.

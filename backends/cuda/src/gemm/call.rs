@@ -189,7 +189,10 @@ impl GemmCall {
             }
             let one_matrix = if l.cols == 0 { 0 } else { (l.cols - 1) * l.ld + l.rows };
             if r.batch_count > 1 && l.batch_stride < one_matrix && name == "D" {
-                return invalid(format!("D's batch stride {} overlaps matrices of {one_matrix} elements", l.batch_stride));
+                return invalid(format!(
+                    "D's batch stride {} overlaps matrices of {one_matrix} elements",
+                    l.batch_stride
+                ));
             }
             if l.batch_stride < 0 {
                 return invalid(format!("{name}'s batch stride {} is negative", l.batch_stride));
