@@ -104,3 +104,16 @@ fn small_n_gets_split_k() {
     let lm_head_2b = Gemv::new(Ty::Bf16, 1536, 151936, false, false);
     assert_eq!(lm_head_2b.split_k, 1, "{lm_head_2b:?}");
 }
+
+#[test]
+fn reference_reads_the_weight_as_stored() {
+    for case in vl3c_cuda::templates::gemv::cases() {
+        let graph = case.template.reference();
+        let (_, _, w) = graph.inputs().find(|(_, name, _)| *name == "w_nk").expect("a w_nk input");
+        let out = graph.ty(graph.output("out").expect("an `out` output"));
+        let (n, k) = (w.shape[0].clone(), w.shape[1].clone());
+        assert_eq!(out.shape[1], n, "{}: w_nk is [N, K]", case.label());
+        let (_, _, x) = graph.inputs().find(|(_, name, _)| *name == "x").expect("an x input");
+        assert_eq!(x.shape[1], k, "{}", case.label());
+    }
+}
