@@ -247,9 +247,12 @@ impl Template for Gemv {
         if self.residual {
             operands.push(input(&mut g, "residual", vec![rows, n]));
         }
-        let out = g
-            .add(Op::FusedMatMul { bias: self.bias, residual: self.residual }, &operands)
-            .expect("operands of matching shapes");
+        let op = if self.bias || self.residual {
+            Op::FusedMatMul { bias: self.bias, residual: self.residual }
+        } else {
+            Op::MatMul
+        };
+        let out = g.add(op, &operands).expect("operands of matching shapes");
         g.set_output("out", out);
         g
     }
