@@ -1,0 +1,108 @@
+//! What the op templates share about data: the float type an instance keeps in memory, how a
+//! value crosses between it and the f32 the math runs in, and the small graph-building steps
+//! every reference graph repeats.
+
+use super::{NMSE_BF16, NMSE_F32};
+use crate::kir::{Expr, Ty};
+use vl3c_ir::{DType, Dim, Graph, NodeId, Op, TensorType};
+
+/// The element type of an instance's float tensors. Bf16 is storage only: loads widen to f32,
+/// and each output is rounded once, when stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FloatTy {
+    F32,
+    Bf16,
+}
+
+impl FloatTy {
+    pub const ALL: [FloatTy; 2] = [FloatTy::F32, FloatTy::Bf16];
+
+    pub fn ty(self) -> Ty {
+        match self {
+            FloatTy::F32 => Ty::F32,
+            FloatTy::Bf16 => Ty::Bf16,
+        }
+    }
+
+    pub fn dtype(self) -> DType {
+        match self {
+            FloatTy::F32 => DType::F32,
+            FloatTy::Bf16 => DType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.dtype().name()
+    }
+
+    pub fn nmse_limit(self) -> f64 {
+        match self {
+            FloatTy::F32 => NMSE_F32,
+            FloatTy::Bf16 => NMSE_BF16,
+        }
+    }
+
+    /// A loaded element as the f32 the math uses.
+    pub fn widen(self, e: Expr) -> Expr {
+        match self {
+            FloatTy::F32 => e,
+            FloatTy::Bf16 => e.cast(Ty::F32),
+        }
+    }
+
+    /// An f32 result as the element stored.
+    pub fn narrow(self, e: Expr) -> Expr {
+        match self {
+            FloatTy::F32 => e,
+            FloatTy::Bf16 => e.cast(Ty::Bf16),
+        }
+    }
+
+    /// `e` as it reads back after a store: what a consumer of the stored tensor sees.
+    pub fn round(self, e: Expr) -> Expr {
+        self.widen(self.narrow(e))
+    }
+}
+
+/// The widest vector access (4, 2 or 1 elements) that tiles a row of `len` elements, so every
+/// vector of every row stays aligned.
+pub fn vec_width(len: usize) -> usize {
+    [4, 2, 1].into_iter().find(|w| len % w == 0).expect("1 divides everything")
+}
+
+/// `a` rounded up to a multiple of `m`.
+pub fn round_up(a: usize, m: usize) -> usize {
+    a.div_ceil(m) * m
+}
+
+/// A graph input; every tensor of a reference graph is one, so the harness fills and binds it.
+pub fn input(g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>) -> NodeId {
+    g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape)).expect("an input node")
+}
+
+/// Adds an op the template knows to be well typed.
+pub fn op(g: &mut Graph, op: Op, inputs: &[NodeId]) -> NodeId {
+    let what = op.mnemonic();
+    g.add(op, inputs).unwrap_or_else(|e| panic!("reference graph {what}: {e}"))
+}
+
+/// The usual bounds of a length symbol: at least one, and far more than any case uses.
+pub fn length(g: &mut Graph, name: &str) -> Dim {
+    g.declare_symbol(name, 1, 1 << 24)
+}
+
+/// The thread index along x as I64: the type all index arithmetic uses.
+pub fn tid() -> Expr {
+    Expr::Special(crate::kir::Special::ThreadIdx(0)).cast(Ty::I64)
+}
+
+/// The block index along `axis` as I64.
+pub fn bid(axis: u8) -> Expr {
+    Expr::Special(crate::kir::Special::BlockIdx(axis)).cast(Ty::I64)
+}
+
+/// Blocks to cover `n` items at `per_block` each, for a grid dimension (`U32`).
+pub fn blocks_for(n: Expr, per_block: usize) -> Expr {
+    let per = Expr::i64(per_block as i64);
+    ((n + per.clone() - Expr::i64(1)) / per).cast(Ty::U32)
+}
