@@ -13,6 +13,7 @@
 
 mod block_reduce;
 mod elem;
+pub mod activation;
 pub mod norm;
 
 use crate::kir::{Kernel, Ty};
@@ -83,5 +84,6 @@ pub const NMSE_BF16: f64 = 5e-4;
 pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     out.extend(norm::cases());
+    out.extend(activation::cases());
     out
 }
