@@ -15,6 +15,8 @@ mod block_reduce;
 mod elem;
 pub mod activation;
 pub mod norm;
+pub mod rope;
+pub mod softmax;
 
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
@@ -85,5 +87,7 @@ pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     out.extend(norm::cases());
     out.extend(activation::cases());
+    out.extend(softmax::cases());
+    out.extend(rope::cases());
     out
 }
