@@ -13,8 +13,10 @@
 
 mod block_reduce;
 mod elem;
+mod scan;
 pub mod activation;
 pub mod norm;
+pub mod prune;
 pub mod rope;
 pub mod softmax;
 
@@ -89,5 +91,6 @@ pub fn cases() -> Vec<Case> {
     out.extend(activation::cases());
     out.extend(softmax::cases());
     out.extend(rope::cases());
+    out.extend(prune::cases());
     out
 }
