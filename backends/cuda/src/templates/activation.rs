@@ -4,7 +4,7 @@
 //!
 //! One thread per aligned vector of the widest width that tiles a row.
 
-use super::elem::{bid, blocks_for, input, length, op, tid, vec_width, FloatTy};
+use super::elem::{bid, blocks_for, input, length, load_wide, op, store_wide, tid, vec_width, FloatTy};
 use super::{Case, Template};
 use crate::kir::{Access, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::{Activation, Dim, Graph, Op};
@@ -64,9 +64,9 @@ impl Template for Act {
         let v = b.let_("v", bid(0) * Expr::i64(THREADS as i64) + tid());
         b.if_(v.clone().lt(vectors), |b| {
             let at = b.let_("at", v * Expr::i64(w as i64));
-            let xs = b.load_vec("x", x, at.clone(), w);
+            let xs = load_wide(b, "x", x, at.clone(), w);
             let ys = xs.into_iter().map(|e| ty.narrow(activate(self.act, ty.widen(e)))).collect();
-            b.store_vec(out, at, ys);
+            store_wide(b, out, at, ys);
         });
         vec![b.finish()]
     }
@@ -136,10 +136,10 @@ impl Template for SwiGlu {
             let row = b.let_("row", v.clone() / Expr::i64(per_row));
             let col = b.let_("col", (v.clone() % Expr::i64(per_row)) * Expr::i64(w as i64));
             let src = b.let_("src", row * Expr::i64(stride) + col);
-            let gs = b.load_vec("g", gate, src.clone(), w);
-            let us = b.load_vec("u", up, src + Expr::i64(up_offset), w);
+            let gs = load_wide(b, "g", gate, src.clone(), w);
+            let us = load_wide(b, "u", up, src + Expr::i64(up_offset), w);
             let ys = gs.into_iter().zip(us).map(|(g, u)| ty.narrow(silu(ty.widen(g)) * ty.widen(u))).collect();
-            b.store_vec(out, v * Expr::i64(w as i64), ys);
+            store_wide(b, out, v * Expr::i64(w as i64), ys);
         });
         vec![b.finish()]
     }

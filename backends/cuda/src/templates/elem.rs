@@ -106,3 +106,22 @@ pub fn blocks_for(n: Expr, per_block: usize) -> Expr {
     let per = Expr::i64(per_block as i64);
     ((n + per.clone() - Expr::i64(1)) / per).cast(Ty::U32)
 }
+
+/// `w` consecutive elements from an index aligned to `w`, as registers: one vector access, or a
+/// plain load where `w` is 1 (vector accesses are 2 or 4 wide).
+pub fn load_wide(b: &mut crate::kir::KernelBuilder, name: &str, buf: crate::kir::Buf, index: Expr, w: usize) -> Vec<Expr> {
+    if w == 1 {
+        vec![b.let_(&format!("{name}0"), Expr::load(buf, index))]
+    } else {
+        b.load_vec(name, buf, index, w)
+    }
+}
+
+/// Stores `values` at an index aligned to their count, as `load_wide` reads them.
+pub fn store_wide(b: &mut crate::kir::KernelBuilder, buf: crate::kir::Buf, index: Expr, mut values: Vec<Expr>) {
+    if values.len() == 1 {
+        b.store(buf, index, values.pop().expect("one value"));
+    } else {
+        b.store_vec(buf, index, values);
+    }
+}

@@ -6,7 +6,7 @@
 //! shuffles and shared memory, and written from the registers.
 
 use super::block_reduce::{block_reduce, Combine};
-use super::elem::{bid, input, length, op, round_up, tid, vec_width, FloatTy};
+use super::elem::{bid, input, length, load_wide, op, round_up, store_wide, tid, vec_width, FloatTy};
 use super::{Case, Template};
 use crate::kir::{Access, Expr, Kernel, KernelBuilder, Ty, VarId};
 use vl3c_ir::{BinaryOp, Dim, Graph, Op};
@@ -73,14 +73,14 @@ impl Norm {
             let cond = vec.clone().lt(Expr::i64(plan.vectors as i64));
             let at = b.let_(&format!("at{j}"), row_base.clone() + vec.clone() * Expr::i64(w as i64));
             let body = |b: &mut KernelBuilder| {
-                let xs = b.load_vec(&format!("x{j}_"), x, at.clone(), w);
+                let xs = load_wide(b, &format!("x{j}_"), x, at.clone(), w);
                 let values: Vec<Expr> = match r {
                     None => xs.into_iter().map(|e| ty.widen(e)).collect(),
                     Some(r) => {
-                        let rs = b.load_vec(&format!("r{j}_"), r, at.clone(), w);
+                        let rs = load_wide(b, &format!("r{j}_"), r, at.clone(), w);
                         let sums: Vec<Expr> = xs.into_iter().zip(rs).map(|(x, r)| ty.narrow(ty.widen(x) + ty.widen(r))).collect();
                         let sums: Vec<Expr> = sums.iter().enumerate().map(|(k, s)| b.let_(&format!("s{j}_{k}"), s.clone())).collect();
-                        b.store_vec(sum.expect("sum goes with residual"), at.clone(), sums.clone());
+                        store_wide(b, sum.expect("sum goes with residual"), at.clone(), sums.clone());
                         sums.into_iter().map(|s| ty.widen(s)).collect()
                     }
                 };
@@ -130,8 +130,8 @@ impl Norm {
             let cond = vec.clone().lt(Expr::i64(plan.vectors as i64));
             let body = |b: &mut KernelBuilder| {
                 let col = vec.clone() * Expr::i64(w as i64);
-                let ws = b.load_vec(&format!("w{j}_"), weight, col.clone(), w);
-                let bs = bias.map(|bias| b.load_vec(&format!("b{j}_"), bias, col.clone(), w));
+                let ws = load_wide(b, &format!("w{j}_"), weight, col.clone(), w);
+                let bs = bias.map(|bias| load_wide(b, &format!("b{j}_"), bias, col.clone(), w));
                 let outs: Vec<Expr> = regs
                     .iter()
                     .enumerate()
@@ -148,7 +148,7 @@ impl Norm {
                         ty.narrow(y)
                     })
                     .collect();
-                b.store_vec(out, row_base.clone() + col, outs);
+                store_wide(b, out, row_base.clone() + col, outs);
             };
             guarded(&mut b, partial, cond, body);
         }

@@ -3,7 +3,7 @@
 //! rows, in order, through the prefix sum of `scan`).
 
 use super::block_reduce::{block_reduce, Combine};
-use super::elem::{bid, blocks_for, input, length, op, tid, vec_width, FloatTy};
+use super::elem::{bid, blocks_for, input, length, load_wide, op, store_wide, tid, vec_width, FloatTy};
 use super::{scan, Case, Scratch, Sizes, Template};
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::{DType, Dim, Graph, Op};
@@ -16,15 +16,15 @@ struct TokenFrame {
     frame: Expr,
     /// Tokens per frame of the token's entry.
     per_frame: Expr,
-    /// The token's index within its frame.
-    index: Expr,
+    /// The token's index within its frame, where asked for.
+    index: Option<Expr>,
 }
 
-fn locate(b: &mut KernelBuilder, grid: Buf, entries: Expr, token: Expr, merge: usize) -> TokenFrame {
+fn locate(b: &mut KernelBuilder, grid: Buf, entries: Expr, token: Expr, merge: usize, with_index: bool) -> TokenFrame {
     let start = b.var("entry_start", Expr::i64(0));
     let frame = b.var("frame", Expr::i64(0));
     let per_frame = b.var("per_frame", Expr::i64(1));
-    let index = b.var("index", Expr::i64(0));
+    let index = with_index.then(|| b.var("index", Expr::i64(0)));
     let m = Expr::i64(merge as i64);
     b.for_("e", Expr::i64(0), entries, Expr::i64(1), |b, e| {
         let t = b.let_("t", b.load(grid, e.clone() * Expr::i64(3)));
@@ -35,12 +35,14 @@ fn locate(b: &mut KernelBuilder, grid: Buf, entries: Expr, token: Expr, merge: u
         b.if_(token.clone().ge(Expr::Var(start)).and(token.clone().lt(end.clone())), |b| {
             let offset = token.clone() - Expr::Var(start);
             b.assign(frame, offset.clone() / pf.clone());
-            b.assign(index, offset % pf.clone());
+            if let Some(index) = index {
+                b.assign(index, offset % pf.clone());
+            }
             b.assign(per_frame, pf);
         });
         b.assign(start, end);
     });
-    TokenFrame { frame: Expr::Var(frame), per_frame: Expr::Var(per_frame), index: Expr::Var(index) }
+    TokenFrame { frame: Expr::Var(frame), per_frame: Expr::Var(per_frame), index: index.map(Expr::Var) }
 }
 
 /// `(pixel_values [m²·n_merged, patch_values], grid_thw i64 [n_entries, 3])` → `out bool
@@ -68,7 +70,7 @@ impl DiffFramePrune {
         let entries = b.scalar("n_entries", Ty::I64);
         b.grid(tokens.cast(Ty::U32), Expr::u32(1), Expr::u32(1));
         let token = b.let_("token", bid(0));
-        let at = locate(&mut b, grid, entries, token.clone(), self.merge);
+        let at = locate(&mut b, grid, entries, token.clone(), self.merge, false);
         let acc = b.var("acc", Expr::f32(0.0));
         b.if_(at.frame.clone().gt(Expr::i64(0)), |b| {
             let cur = b.let_("cur", token.clone() * Expr::i64(block));
@@ -95,8 +97,8 @@ impl DiffFramePrune {
         let token = b.let_("token", bid(0) * Expr::i64(THREADS as i64) + tid());
         let merge = self.merge;
         b.if_(token.clone().lt(tokens), |b| {
-            let at = locate(b, grid, entries, token.clone(), merge);
-            b.if_(at.frame.gt(Expr::i64(0)).and(at.index.eq(Expr::i64(0))), |b| {
+            let at = locate(b, grid, entries, token.clone(), merge, true);
+            b.if_(at.frame.gt(Expr::i64(0)).and(at.index.expect("asked for").eq(Expr::i64(0))), |b| {
                 let any = b.var("any", Expr::bool(false));
                 b.for_("j", Expr::i64(0), at.per_frame, Expr::i64(1), |b, j| {
                     b.assign(any, Expr::Var(any).or(b.load(out, token.clone() + j)));
@@ -196,8 +198,8 @@ impl MaskedSelect {
         let rows = b.scalar("rows", Ty::I64);
         for_each_row_vector(&mut b, rows, f, w, |b, row, col| {
             b.if_(b.load(mask, row.clone()), |b| {
-                let vals = b.load_vec("val", data, row.clone() * Expr::i64(f) + col.clone(), w);
-                b.store_vec(out, prefix.of(row) * Expr::i64(f) + col, vals);
+                let vals = load_wide(b, "val", data, row.clone() * Expr::i64(f) + col.clone(), w);
+                store_wide(b, out, prefix.of(row) * Expr::i64(f) + col, vals);
             });
         });
         b.finish()

@@ -7,7 +7,7 @@
 //! qkv projection output `[n, width]` (head h of the section at column `offset + h·d`): the
 //! graph's slice → reshape → transpose costs no copy. One thread per aligned vector of pairs.
 
-use super::elem::{bid, blocks_for, input, length, op, tid, vec_width, FloatTy};
+use super::elem::{bid, blocks_for, input, length, load_wide, op, store_wide, tid, vec_width, FloatTy};
 use super::{Case, Template};
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::{Dim, Graph, NodeId, Op};
@@ -112,14 +112,14 @@ fn for_each_pair_vector(b: &mut KernelBuilder, heads: usize, n: Expr, half: usiz
 fn rotate(b: &mut KernelBuilder, ty: FloatTy, x: Buf, tables: (Buf, Buf), base: Expr, slot: &PairSlot, d: usize, w: usize) -> (Vec<Expr>, Vec<Expr>) {
     let half = (d / 2) as i64;
     let lo_at = b.let_("lo_at", base + slot.col.clone());
-    let lo = b.load_vec("lo", x, lo_at.clone(), w);
-    let hi = b.load_vec("hi", x, lo_at + Expr::i64(half), w);
+    let lo = load_wide(b, "lo", x, lo_at.clone(), w);
+    let hi = load_wide(b, "hi", x, lo_at + Expr::i64(half), w);
     let t_at = b.let_("t_at", slot.pos.clone() * Expr::i64(d as i64) + slot.col.clone());
     let (cos, sin) = tables;
-    let c_lo = b.load_vec("c_lo", cos, t_at.clone(), w);
-    let s_lo = b.load_vec("s_lo", sin, t_at.clone(), w);
-    let c_hi = b.load_vec("c_hi", cos, t_at.clone() + Expr::i64(half), w);
-    let s_hi = b.load_vec("s_hi", sin, t_at + Expr::i64(half), w);
+    let c_lo = load_wide(b, "c_lo", cos, t_at.clone(), w);
+    let s_lo = load_wide(b, "s_lo", sin, t_at.clone(), w);
+    let c_hi = load_wide(b, "c_hi", cos, t_at.clone() + Expr::i64(half), w);
+    let s_hi = load_wide(b, "s_hi", sin, t_at + Expr::i64(half), w);
     let f = |e: &Expr| ty.widen(e.clone());
     // rotate_half(x) is -x_hi in the low half and x_lo in the high half.
     let out_lo = (0..w).map(|k| f(&lo[k]) * f(&c_lo[k]) + (-f(&hi[k])) * f(&s_lo[k])).collect();
@@ -148,7 +148,11 @@ impl Template for Rope {
     fn kernels(&self) -> Vec<Kernel> {
         let (ty, d) = (self.dtype, self.head_dim);
         let w = self.source.width(d / 2);
-        let mut b = KernelBuilder::new(format!("rope_{}_h{}_d{}", ty.name(), self.heads, d), [THREADS as u32, 1, 1]);
+        let source = match self.source {
+            HeadSource::Heads => String::new(),
+            HeadSource::Merged { width, offset } => format!("_qkv{width}_at{offset}"),
+        };
+        let mut b = KernelBuilder::new(format!("rope_{}_h{}_d{}{source}", ty.name(), self.heads, d), [THREADS as u32, 1, 1]);
         let x = b.buffer(self.source.buffer_name(), ty.ty(), Access::Read);
         let cos = b.buffer("cos", ty.ty(), Access::Read);
         let sin = b.buffer("sin", ty.ty(), Access::Read);
@@ -159,8 +163,8 @@ impl Template for Rope {
             let src = b.let_("src", source.at(slot.head.clone(), slot.pos.clone(), n.clone(), d));
             let (lo, hi) = rotate(b, ty, x, (cos, sin), src, &slot, d, w);
             let dst = b.let_("dst", HeadSource::Heads.at(slot.head.clone(), slot.pos.clone(), n.clone(), d) + slot.col.clone());
-            b.store_vec(out, dst.clone(), lo.into_iter().map(|e| ty.narrow(e)).collect());
-            b.store_vec(out, dst + Expr::i64((d / 2) as i64), hi.into_iter().map(|e| ty.narrow(e)).collect());
+            store_wide(b, out, dst.clone(), lo.into_iter().map(|e| ty.narrow(e)).collect());
+            store_wide(b, out, dst + Expr::i64((d / 2) as i64), hi.into_iter().map(|e| ty.narrow(e)).collect());
         });
         vec![b.finish()]
     }
@@ -233,13 +237,13 @@ impl Template for RopeCache {
             let dst = (slot.head.clone() * capacity.clone() + past.clone() + slot.pos.clone()) * Expr::i64(d as i64) + slot.col.clone();
             let dst = b.let_("dst", dst);
             let half = Expr::i64((d / 2) as i64);
-            b.store_vec(key, dst.clone(), lo.into_iter().map(|e| ty.narrow(e)).collect());
-            b.store_vec(key, dst.clone() + half.clone(), hi.into_iter().map(|e| ty.narrow(e)).collect());
+            store_wide(b, key, dst.clone(), lo.into_iter().map(|e| ty.narrow(e)).collect());
+            store_wide(b, key, dst.clone() + half.clone(), hi.into_iter().map(|e| ty.narrow(e)).collect());
             let v_at = b.let_("v_at", v_src.at(slot.head.clone(), slot.pos.clone(), n.clone(), d) + slot.col.clone());
-            let v_lo = b.load_vec("v_lo", qkv, v_at.clone(), w);
-            let v_hi = b.load_vec("v_hi", qkv, v_at + half.clone(), w);
-            b.store_vec(value, dst.clone(), v_lo);
-            b.store_vec(value, dst + half, v_hi);
+            let v_lo = load_wide(b, "v_lo", qkv, v_at.clone(), w);
+            let v_hi = load_wide(b, "v_hi", qkv, v_at + half.clone(), w);
+            store_wide(b, value, dst.clone(), v_lo);
+            store_wide(b, value, dst + half, v_hi);
         });
         vec![b.finish()]
     }
