@@ -15,10 +15,12 @@ mod block_reduce;
 mod elem;
 mod scan;
 pub mod activation;
+pub mod embed;
 pub mod norm;
 pub mod prune;
 pub mod rope;
 pub mod softmax;
+pub mod vision;
 
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
@@ -92,5 +94,7 @@ pub fn cases() -> Vec<Case> {
     out.extend(softmax::cases());
     out.extend(rope::cases());
     out.extend(prune::cases());
+    out.extend(vision::cases());
+    out.extend(embed::cases());
     out
 }
