@@ -25,14 +25,20 @@ const OPS: &[&str] = &[
 ];
 
 fn op_cases() -> Vec<Case> {
-    cases().into_iter().filter(|c| OPS.contains(&c.template.op())).collect()
+    cases()
+        .into_iter()
+        .filter(|c| OPS.contains(&c.template.op()))
+        .collect()
 }
 
 #[test]
 fn every_op_family_has_cases() {
     let cases = op_cases();
     for op in OPS {
-        assert!(cases.iter().any(|c| c.template.op() == *op), "no case of {op}");
+        assert!(
+            cases.iter().any(|c| c.template.op() == *op),
+            "no case of {op}"
+        );
     }
 }
 
@@ -44,7 +50,11 @@ fn kernels_and_reference_graphs_bind_by_name() {
         let g = t.reference();
         vl3c_ir::verify(&g).unwrap_or_else(|e| panic!("{label}: reference graph: {e}"));
         for s in &g.symbols {
-            assert!(case.sizes.contains_key(&s.name), "{label}: symbol {} has no size", s.name);
+            assert!(
+                case.sizes.contains_key(&s.name),
+                "{label}: symbol {} has no size",
+                s.name
+            );
         }
         let sources: Vec<&str> = g
             .nodes
@@ -59,7 +69,12 @@ fn kernels_and_reference_graphs_bind_by_name() {
         for k in t.kernels() {
             for p in &k.params {
                 match &p.kind {
-                    ParamKind::Scalar(_) => assert!(case.sizes.contains_key(&p.name), "{label}: {} has no value for {}", k.name, p.name),
+                    ParamKind::Scalar(_) => assert!(
+                        case.sizes.contains_key(&p.name),
+                        "{label}: {} has no value for {}",
+                        k.name,
+                        p.name
+                    ),
                     ParamKind::Buffer { access, .. } => {
                         let is_output = g.output(&p.name).is_some();
                         assert!(
@@ -76,7 +91,10 @@ fn kernels_and_reference_graphs_bind_by_name() {
             }
         }
         for (name, _) in &g.outputs {
-            assert!(written.contains(name), "{label}: no kernel writes output {name}");
+            assert!(
+                written.contains(name),
+                "{label}: no kernel writes output {name}"
+            );
         }
     }
 }

@@ -29,7 +29,10 @@ const OPS: &[&str] = &[
 /// The distinct kernels of these ops' cases, by name; one name never means two kernels.
 fn kernels() -> Vec<Kernel> {
     let mut by_name: BTreeMap<String, Kernel> = BTreeMap::new();
-    for case in cases().into_iter().filter(|c| OPS.contains(&c.template.op())) {
+    for case in cases()
+        .into_iter()
+        .filter(|c| OPS.contains(&c.template.op()))
+    {
         for k in case.template.kernels() {
             match by_name.get(&k.name) {
                 Some(seen) => assert_eq!(seen, &k, "two different kernels are named {}", k.name),
@@ -53,12 +56,31 @@ fn check(sm: Sm) {
     };
     let kernels = kernels();
     let source = print_module(&kernels);
-    let compiled = nvrtc.compile(&source, "tmpl_ops.cu", sm).unwrap_or_else(|e| panic!("{e}\n--- source ---\n{source}"));
-    assert!(!compiled.log.contains("warning"), "NVRTC warned:\n{}", compiled.log);
+    let compiled = nvrtc
+        .compile(&source, "tmpl_ops.cu", sm)
+        .unwrap_or_else(|e| panic!("{e}\n--- source ---\n{source}"));
+    assert!(
+        !compiled.log.contains("warning"),
+        "NVRTC warned:\n{}",
+        compiled.log
+    );
     for k in &kernels {
-        let report = compiled.reports.iter().find(|r| r.kernel == k.name).unwrap_or_else(|| panic!("no ptxas report for {}", k.name));
-        assert_eq!((report.spill_stores, report.spill_loads), (0, 0), "{} spills on {sm}", k.name);
-        assert!(report.shared_bytes <= sm.max_shared_bytes_per_block(), "{} uses too much shared memory", k.name);
+        let report = compiled
+            .reports
+            .iter()
+            .find(|r| r.kernel == k.name)
+            .unwrap_or_else(|| panic!("no ptxas report for {}", k.name));
+        assert_eq!(
+            (report.spill_stores, report.spill_loads),
+            (0, 0),
+            "{} spills on {sm}",
+            k.name
+        );
+        assert!(
+            report.shared_bytes <= sm.max_shared_bytes_per_block(),
+            "{} uses too much shared memory",
+            k.name
+        );
     }
 }
 

@@ -22,8 +22,17 @@ impl Combine {
 /// Reduces `value` (F32) over the `threads` threads of a one-dimensional block; every thread
 /// gets the result. Every thread must reach this call (it holds shuffles and a barrier).
 /// `name` keeps the registers and the shared array of several reductions apart.
-pub fn block_reduce(b: &mut KernelBuilder, name: &str, value: Expr, threads: u32, combine: Combine) -> Expr {
-    assert!(threads % 32 == 0 && threads > 0, "blocks are whole warps, got {threads} threads");
+pub fn block_reduce(
+    b: &mut KernelBuilder,
+    name: &str,
+    value: Expr,
+    threads: u32,
+    combine: Combine,
+) -> Expr {
+    assert!(
+        threads.is_multiple_of(32) && threads > 0,
+        "blocks are whole warps, got {threads} threads"
+    );
     let mut acc = b.let_(&format!("{name}_lane"), value);
     for mask in [16, 8, 4, 2, 1] {
         let other = b.shfl_xor(&format!("{name}_x{mask}"), acc.clone(), mask);

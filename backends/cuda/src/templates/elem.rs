@@ -67,7 +67,10 @@ impl FloatTy {
 /// The widest vector access (4, 2 or 1 elements) that tiles a row of `len` elements, so every
 /// vector of every row stays aligned.
 pub fn vec_width(len: usize) -> usize {
-    [4, 2, 1].into_iter().find(|w| len % w == 0).expect("1 divides everything")
+    [4, 2, 1]
+        .into_iter()
+        .find(|w| len.is_multiple_of(*w))
+        .expect("1 divides everything")
 }
 
 /// `a` rounded up to a multiple of `m`.
@@ -77,13 +80,18 @@ pub fn round_up(a: usize, m: usize) -> usize {
 
 /// A graph input; every tensor of a reference graph is one, so the harness fills and binds it.
 pub fn input(g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>) -> NodeId {
-    g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape)).expect("an input node")
+    g.add_source(
+        Op::Input { name: name.into() },
+        TensorType::new(dtype, shape),
+    )
+    .expect("an input node")
 }
 
 /// Adds an op the template knows to be well typed.
 pub fn op(g: &mut Graph, op: Op, inputs: &[NodeId]) -> NodeId {
     let what = op.mnemonic();
-    g.add(op, inputs).unwrap_or_else(|e| panic!("reference graph {what}: {e}"))
+    g.add(op, inputs)
+        .unwrap_or_else(|e| panic!("reference graph {what}: {e}"))
 }
 
 /// The usual bounds of a length symbol: at least one, and far more than any case uses.
@@ -109,7 +117,13 @@ pub fn blocks_for(n: Expr, per_block: usize) -> Expr {
 
 /// `w` consecutive elements from an index aligned to `w`, as registers: one vector access, or a
 /// plain load where `w` is 1 (vector accesses are 2 or 4 wide).
-pub fn load_wide(b: &mut crate::kir::KernelBuilder, name: &str, buf: crate::kir::Buf, index: Expr, w: usize) -> Vec<Expr> {
+pub fn load_wide(
+    b: &mut crate::kir::KernelBuilder,
+    name: &str,
+    buf: crate::kir::Buf,
+    index: Expr,
+    w: usize,
+) -> Vec<Expr> {
     if w == 1 {
         vec![b.let_(&format!("{name}0"), Expr::load(buf, index))]
     } else {
@@ -118,7 +132,12 @@ pub fn load_wide(b: &mut crate::kir::KernelBuilder, name: &str, buf: crate::kir:
 }
 
 /// Stores `values` at an index aligned to their count, as `load_wide` reads them.
-pub fn store_wide(b: &mut crate::kir::KernelBuilder, buf: crate::kir::Buf, index: Expr, mut values: Vec<Expr>) {
+pub fn store_wide(
+    b: &mut crate::kir::KernelBuilder,
+    buf: crate::kir::Buf,
+    index: Expr,
+    mut values: Vec<Expr>,
+) {
     if values.len() == 1 {
         b.store(buf, index, values.pop().expect("one value"));
     } else {

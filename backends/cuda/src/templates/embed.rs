@@ -22,7 +22,11 @@ impl Template for Embedding {
     }
 
     fn name(&self) -> String {
-        format!("embedding(dtype={},hidden={})", self.dtype.name(), self.hidden)
+        format!(
+            "embedding(dtype={},hidden={})",
+            self.dtype.name(),
+            self.hidden
+        )
     }
 
     fn kernels(&self) -> Vec<Kernel> {
@@ -53,7 +57,12 @@ impl Template for Embedding {
         let mut g = Graph::new(self.name());
         let rows = length(&mut g, "rows");
         let vocab = length(&mut g, "vocab");
-        let table = input(&mut g, "table", self.dtype.dtype(), vec![vocab, Dim::from(self.hidden)]);
+        let table = input(
+            &mut g,
+            "table",
+            self.dtype.dtype(),
+            vec![vocab, Dim::from(self.hidden)],
+        );
         let ids = input(&mut g, "ids", DType::I64, vec![rows]);
         let out = op(&mut g, Op::Gather { axis: 0 }, &[table, ids]);
         g.set_output("out", out);
@@ -63,7 +72,11 @@ impl Template for Embedding {
     /// Ids spread over the whole table, repeats included.
     fn int_input(&self, name: &str, sizes: &Sizes) -> Option<Vec<i64>> {
         let (rows, vocab) = (sizes["rows"], sizes["vocab"]);
-        (name == "ids").then(|| (0..rows).map(|i| (i * 7919 + i * i * 104_729) % vocab).collect())
+        (name == "ids").then(|| {
+            (0..rows)
+                .map(|i| (i * 7919 + i * i * 104_729) % vocab)
+                .collect()
+        })
     }
 
     fn nmse_limit(&self) -> f64 {
@@ -114,11 +127,19 @@ impl Template for MaskedScatter {
     }
 
     fn name(&self) -> String {
-        format!("masked_scatter(dtype={},hidden={})", self.dtype.name(), self.hidden)
+        format!(
+            "masked_scatter(dtype={},hidden={})",
+            self.dtype.name(),
+            self.hidden
+        )
     }
 
     fn kernels(&self) -> Vec<Kernel> {
-        vec![scan::scan_tiles("masked_scatter", "rows"), scan::scan_tile_offsets("masked_scatter", "rows"), self.scatter_kernel()]
+        vec![
+            scan::scan_tiles("masked_scatter", "rows"),
+            scan::scan_tile_offsets("masked_scatter", "rows"),
+            self.scatter_kernel(),
+        ]
     }
 
     fn reference(&self) -> Graph {
@@ -126,7 +147,12 @@ impl Template for MaskedScatter {
         let rows = length(&mut g, "rows");
         let n_src = g.declare_symbol("n_src", 0, 1 << 24);
         let dt = self.dtype.dtype();
-        let base = input(&mut g, "base", dt, vec![rows.clone(), Dim::from(self.hidden)]);
+        let base = input(
+            &mut g,
+            "base",
+            dt,
+            vec![rows.clone(), Dim::from(self.hidden)],
+        );
         let mask = input(&mut g, "mask", DType::Bool, vec![rows]);
         let src = input(&mut g, "src", dt, vec![n_src, Dim::from(self.hidden)]);
         let out = op(&mut g, Op::MaskedScatter, &[base, mask, src]);
@@ -155,14 +181,26 @@ pub fn cases() -> Vec<Case> {
     for dtype in FloatTy::ALL {
         for hidden in [1536, 3584] {
             for rows in [1, 7, 129] {
-                out.push(Case::new(Embedding { dtype, hidden }, &[("rows", rows), ("vocab", 1000)]));
+                out.push(Case::new(
+                    Embedding { dtype, hidden },
+                    &[("rows", rows), ("vocab", 1000)],
+                ));
             }
             for (rows, n_src) in [(1, 0), (7, 7), (129, 100)] {
-                out.push(Case::new(MaskedScatter { dtype, hidden }, &[("rows", rows), ("n_src", n_src)]));
+                out.push(Case::new(
+                    MaskedScatter { dtype, hidden },
+                    &[("rows", rows), ("n_src", n_src)],
+                ));
             }
         }
-        out.push(Case::new(MaskedScatter { dtype, hidden: 6 }, &[("rows", 3000), ("n_src", 2500)]));
-        out.push(Case::new(Embedding { dtype, hidden: 7 }, &[("rows", 5), ("vocab", 3)]));
+        out.push(Case::new(
+            MaskedScatter { dtype, hidden: 6 },
+            &[("rows", 3000), ("n_src", 2500)],
+        ));
+        out.push(Case::new(
+            Embedding { dtype, hidden: 7 },
+            &[("rows", 5), ("vocab", 3)],
+        ));
     }
     out
 }

@@ -3,7 +3,9 @@
 //! rows, in order, through the prefix sum of `scan`).
 
 use super::block_reduce::{block_reduce, Combine};
-use super::elem::{bid, blocks_for, input, length, load_wide, op, store_wide, tid, vec_width, FloatTy};
+use super::elem::{
+    bid, blocks_for, input, length, load_wide, op, store_wide, tid, vec_width, FloatTy,
+};
 use super::{scan, Case, Scratch, Sizes, Template};
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::{DType, Dim, Graph, Op};
@@ -20,7 +22,14 @@ struct TokenFrame {
     index: Option<Expr>,
 }
 
-fn locate(b: &mut KernelBuilder, grid: Buf, entries: Expr, token: Expr, merge: usize, with_index: bool) -> TokenFrame {
+fn locate(
+    b: &mut KernelBuilder,
+    grid: Buf,
+    entries: Expr,
+    token: Expr,
+    merge: usize,
+    with_index: bool,
+) -> TokenFrame {
     let start = b.var("entry_start", Expr::i64(0));
     let frame = b.var("frame", Expr::i64(0));
     let per_frame = b.var("per_frame", Expr::i64(1));
@@ -32,17 +41,27 @@ fn locate(b: &mut KernelBuilder, grid: Buf, entries: Expr, token: Expr, merge: u
         let w = b.let_("w", b.load(grid, e * Expr::i64(3) + Expr::i64(2)));
         let pf = b.let_("pf", (h / m.clone()) * (w / m.clone()));
         let end = b.let_("end", Expr::Var(start) + t * pf.clone());
-        b.if_(token.clone().ge(Expr::Var(start)).and(token.clone().lt(end.clone())), |b| {
-            let offset = token.clone() - Expr::Var(start);
-            b.assign(frame, offset.clone() / pf.clone());
-            if let Some(index) = index {
-                b.assign(index, offset % pf.clone());
-            }
-            b.assign(per_frame, pf);
-        });
+        b.if_(
+            token
+                .clone()
+                .ge(Expr::Var(start))
+                .and(token.clone().lt(end.clone())),
+            |b| {
+                let offset = token.clone() - Expr::Var(start);
+                b.assign(frame, offset.clone() / pf.clone());
+                if let Some(index) = index {
+                    b.assign(index, offset % pf.clone());
+                }
+                b.assign(per_frame, pf);
+            },
+        );
         b.assign(start, end);
     });
-    TokenFrame { frame: Expr::Var(frame), per_frame: Expr::Var(per_frame), index: index.map(Expr::Var) }
+    TokenFrame {
+        frame: Expr::Var(frame),
+        per_frame: Expr::Var(per_frame),
+        index: index.map(Expr::Var),
+    }
 }
 
 /// `(pixel_values [m²·n_merged, patch_values], grid_thw i64 [n_entries, 3])` → `out bool
@@ -62,7 +81,10 @@ impl DiffFramePrune {
     fn distance_kernel(&self) -> Kernel {
         let ty = self.dtype;
         let block = (self.merge * self.merge * self.patch_values) as i64;
-        let mut b = KernelBuilder::new(format!("diff_frame_prune_distance_{}", ty.name()), [THREADS as u32, 1, 1]);
+        let mut b = KernelBuilder::new(
+            format!("diff_frame_prune_distance_{}", ty.name()),
+            [THREADS as u32, 1, 1],
+        );
         let pixels = b.buffer("pixel_values", ty.ty(), Access::Read);
         let grid = b.buffer("grid_thw", Ty::I64, Access::Read);
         let out = b.buffer("out", Ty::Bool, Access::Write);
@@ -74,15 +96,28 @@ impl DiffFramePrune {
         let acc = b.var("acc", Expr::f32(0.0));
         b.if_(at.frame.clone().gt(Expr::i64(0)), |b| {
             let cur = b.let_("cur", token.clone() * Expr::i64(block));
-            let prev = b.let_("prev", (token.clone() - at.per_frame.clone()) * Expr::i64(block));
-            b.for_("c", tid(), Expr::i64(block), Expr::i64(THREADS as i64), |b, c| {
-                let d = ty.widen(b.load(pixels, cur.clone() + c.clone())) - ty.widen(b.load(pixels, prev.clone() + c));
-                b.assign(acc, Expr::Var(acc) + d.abs());
-            });
+            let prev = b.let_(
+                "prev",
+                (token.clone() - at.per_frame.clone()) * Expr::i64(block),
+            );
+            b.for_(
+                "c",
+                tid(),
+                Expr::i64(block),
+                Expr::i64(THREADS as i64),
+                |b, c| {
+                    let d = ty.widen(b.load(pixels, cur.clone() + c.clone()))
+                        - ty.widen(b.load(pixels, prev.clone() + c));
+                    b.assign(acc, Expr::Var(acc) + d.abs());
+                },
+            );
         });
         let total = block_reduce(&mut b, "diff", Expr::Var(acc), THREADS as u32, Combine::Sum);
         let distance = total / Expr::f32(block as f32) * Expr::f32(255.0);
-        let keep = at.frame.eq(Expr::i64(0)).or(distance.gt(Expr::f32(self.threshold as f32)));
+        let keep = at
+            .frame
+            .eq(Expr::i64(0))
+            .or(distance.gt(Expr::f32(self.threshold as f32)));
         b.if_(tid().eq(Expr::i64(0)), |b| b.store(out, token, keep));
         b.finish()
     }
@@ -93,18 +128,29 @@ impl DiffFramePrune {
         let out = b.buffer("out", Ty::Bool, Access::ReadWrite);
         let tokens = b.scalar("n_merged", Ty::I64);
         let entries = b.scalar("n_entries", Ty::I64);
-        b.grid(blocks_for(tokens.clone(), THREADS), Expr::u32(1), Expr::u32(1));
+        b.grid(
+            blocks_for(tokens.clone(), THREADS),
+            Expr::u32(1),
+            Expr::u32(1),
+        );
         let token = b.let_("token", bid(0) * Expr::i64(THREADS as i64) + tid());
         let merge = self.merge;
         b.if_(token.clone().lt(tokens), |b| {
             let at = locate(b, grid, entries, token.clone(), merge, true);
-            b.if_(at.frame.gt(Expr::i64(0)).and(at.index.expect("asked for").eq(Expr::i64(0))), |b| {
-                let any = b.var("any", Expr::bool(false));
-                b.for_("j", Expr::i64(0), at.per_frame, Expr::i64(1), |b, j| {
-                    b.assign(any, Expr::Var(any).or(b.load(out, token.clone() + j)));
-                });
-                b.if_(Expr::un(crate::kir::UnOp::Not, Expr::Var(any)), |b| b.store(out, token, Expr::bool(true)));
-            });
+            b.if_(
+                at.frame
+                    .gt(Expr::i64(0))
+                    .and(at.index.expect("asked for").eq(Expr::i64(0))),
+                |b| {
+                    let any = b.var("any", Expr::bool(false));
+                    b.for_("j", Expr::i64(0), at.per_frame, Expr::i64(1), |b, j| {
+                        b.assign(any, Expr::Var(any).or(b.load(out, token.clone() + j)));
+                    });
+                    b.if_(Expr::un(crate::kir::UnOp::Not, Expr::Var(any)), |b| {
+                        b.store(out, token, Expr::bool(true))
+                    });
+                },
+            );
         });
         b.finish()
     }
@@ -116,7 +162,13 @@ impl Template for DiffFramePrune {
     }
 
     fn name(&self) -> String {
-        format!("diff_frame_prune(dtype={},patch_values={},merge={},threshold={})", self.dtype.name(), self.patch_values, self.merge, self.threshold)
+        format!(
+            "diff_frame_prune(dtype={},patch_values={},merge={},threshold={})",
+            self.dtype.name(),
+            self.patch_values,
+            self.merge,
+            self.threshold
+        )
     }
 
     fn kernels(&self) -> Vec<Kernel> {
@@ -128,9 +180,27 @@ impl Template for DiffFramePrune {
         let n = length(&mut g, "n_merged");
         let entries = length(&mut g, "n_entries");
         let group = (self.merge * self.merge) as i64;
-        let pixels = input(&mut g, "pixel_values", self.dtype.dtype(), vec![n.clone() * group, Dim::from(self.patch_values)]);
-        let grid = input(&mut g, "grid_thw", DType::I64, vec![entries, Dim::from(3usize)]);
-        let out = op(&mut g, Op::DiffFramePrune { threshold: self.threshold, merge: self.merge, len: n }, &[pixels, grid]);
+        let pixels = input(
+            &mut g,
+            "pixel_values",
+            self.dtype.dtype(),
+            vec![n.clone() * group, Dim::from(self.patch_values)],
+        );
+        let grid = input(
+            &mut g,
+            "grid_thw",
+            DType::I64,
+            vec![entries, Dim::from(3usize)],
+        );
+        let out = op(
+            &mut g,
+            Op::DiffFramePrune {
+                threshold: self.threshold,
+                merge: self.merge,
+                len: n,
+            },
+            &[pixels, grid],
+        );
         g.set_output("out", out);
         g
     }
@@ -153,7 +223,10 @@ impl PruneOnGrid {
         let group = (prune.merge * prune.merge) as i64;
         let tokens: i64 = grid.iter().map(|[t, h, w]| t * h * w / group).sum();
         let entries = grid.len() as i64;
-        Case::new(PruneOnGrid { prune, grid }, &[("n_merged", tokens), ("n_entries", entries)])
+        Case::new(
+            PruneOnGrid { prune, grid },
+            &[("n_merged", tokens), ("n_entries", entries)],
+        )
     }
 }
 
@@ -162,7 +235,11 @@ impl Template for PruneOnGrid {
         self.prune.op()
     }
     fn name(&self) -> String {
-        let grid: Vec<String> = self.grid.iter().map(|[t, h, w]| format!("{t}x{h}x{w}")).collect();
+        let grid: Vec<String> = self
+            .grid
+            .iter()
+            .map(|[t, h, w]| format!("{t}x{h}x{w}"))
+            .collect();
         format!("{} grid={}", self.prune.name(), grid.join("+"))
     }
     fn kernels(&self) -> Vec<Kernel> {
@@ -190,7 +267,10 @@ pub struct MaskedSelect {
 impl MaskedSelect {
     fn gather_kernel(&self) -> Kernel {
         let (ty, f, w) = (self.dtype, self.features as i64, vec_width(self.features));
-        let mut b = KernelBuilder::new(format!("masked_select_gather_{}_f{f}", ty.name()), [THREADS as u32, 1, 1]);
+        let mut b = KernelBuilder::new(
+            format!("masked_select_gather_{}_f{f}", ty.name()),
+            [THREADS as u32, 1, 1],
+        );
         let data = b.buffer("data", ty.ty(), Access::Read);
         let mask = b.buffer("mask", Ty::Bool, Access::Read);
         let prefix = scan::Prefix::declare(&mut b);
@@ -208,10 +288,20 @@ impl MaskedSelect {
 
 /// One thread per `w`-wide vector of every row of `f` elements: `body(row, column)` for the
 /// threads that have one.
-pub fn for_each_row_vector(b: &mut KernelBuilder, rows: Expr, f: i64, w: usize, body: impl FnOnce(&mut KernelBuilder, Expr, Expr)) {
+pub fn for_each_row_vector(
+    b: &mut KernelBuilder,
+    rows: Expr,
+    f: i64,
+    w: usize,
+    body: impl FnOnce(&mut KernelBuilder, Expr, Expr),
+) {
     let per_row = f / w as i64;
     let total = rows * Expr::i64(per_row);
-    b.grid(blocks_for(total.clone(), THREADS), Expr::u32(1), Expr::u32(1));
+    b.grid(
+        blocks_for(total.clone(), THREADS),
+        Expr::u32(1),
+        Expr::u32(1),
+    );
     let v = b.let_("v", bid(0) * Expr::i64(THREADS as i64) + tid());
     b.if_(v.clone().lt(total), |b| {
         let row = b.let_("row", v.clone() / Expr::i64(per_row));
@@ -223,7 +313,12 @@ pub fn for_each_row_vector(b: &mut KernelBuilder, rows: Expr, f: i64, w: usize, 
 /// `rows` bools with exactly `count` true, scattered deterministically (a hash order), so the
 /// kept rows come in runs and gaps of every length.
 pub fn mask_with(rows: i64, count: i64) -> Vec<i64> {
-    let hash = |i: i64| (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9).rotate_left(31);
+    let hash = |i: i64| {
+        (i as u64)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15)
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            .rotate_left(31)
+    };
     let mut order: Vec<i64> = (0..rows).collect();
     order.sort_by_key(|&i| hash(i));
     let mut mask = vec![0; rows.max(0) as usize];
@@ -239,18 +334,31 @@ impl Template for MaskedSelect {
     }
 
     fn name(&self) -> String {
-        format!("masked_select(dtype={},features={})", self.dtype.name(), self.features)
+        format!(
+            "masked_select(dtype={},features={})",
+            self.dtype.name(),
+            self.features
+        )
     }
 
     fn kernels(&self) -> Vec<Kernel> {
-        vec![scan::scan_tiles("masked_select", "rows"), scan::scan_tile_offsets("masked_select", "rows"), self.gather_kernel()]
+        vec![
+            scan::scan_tiles("masked_select", "rows"),
+            scan::scan_tile_offsets("masked_select", "rows"),
+            self.gather_kernel(),
+        ]
     }
 
     fn reference(&self) -> Graph {
         let mut g = Graph::new(self.name());
         let rows = length(&mut g, "rows");
         let kept = g.declare_symbol("kept", 0, 1 << 24);
-        let data = input(&mut g, "data", self.dtype.dtype(), vec![rows.clone(), Dim::from(self.features)]);
+        let data = input(
+            &mut g,
+            "data",
+            self.dtype.dtype(),
+            vec![rows.clone(), Dim::from(self.features)],
+        );
         let mask = input(&mut g, "mask", DType::Bool, vec![rows]);
         let out = op(&mut g, Op::MaskedSelect { len: kept }, &[data, mask]);
         g.set_output("out", out);
@@ -278,13 +386,30 @@ impl Template for MaskedSelect {
 pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for dtype in FloatTy::ALL {
-        let prune = DiffFramePrune { dtype, patch_values: 588, merge: 2, threshold: 0.1 };
+        let prune = DiffFramePrune {
+            dtype,
+            patch_values: 588,
+            merge: 2,
+            threshold: 0.1,
+        };
         out.push(PruneOnGrid::case(prune.clone(), vec![[1, 2, 2]]));
-        out.push(PruneOnGrid::case(prune.clone(), vec![[3, 4, 6], [1, 2, 2], [2, 2, 4]]));
+        out.push(PruneOnGrid::case(
+            prune.clone(),
+            vec![[3, 4, 6], [1, 2, 2], [2, 2, 4]],
+        ));
         for (rows, kept) in [(1, 1), (7, 3), (129, 129), (3000, 1000)] {
-            out.push(Case::new(MaskedSelect { dtype, features: 1536 }, &[("rows", rows), ("kept", kept)]));
+            out.push(Case::new(
+                MaskedSelect {
+                    dtype,
+                    features: 1536,
+                },
+                &[("rows", rows), ("kept", kept)],
+            ));
         }
-        out.push(Case::new(MaskedSelect { dtype, features: 6 }, &[("rows", 5000), ("kept", 4999)]));
+        out.push(Case::new(
+            MaskedSelect { dtype, features: 6 },
+            &[("rows", 5000), ("kept", 4999)],
+        ));
     }
     out
 }

@@ -26,9 +26,21 @@ pub fn tiles(len: usize) -> usize {
 pub fn scratch(len: usize) -> Vec<Scratch> {
     let t = tiles(len).max(1);
     vec![
-        Scratch { name: LOCAL.into(), elem: Ty::I64, len: len.max(1) },
-        Scratch { name: TILE_SUMS.into(), elem: Ty::I64, len: t },
-        Scratch { name: TILE_OFFSETS.into(), elem: Ty::I64, len: t },
+        Scratch {
+            name: LOCAL.into(),
+            elem: Ty::I64,
+            len: len.max(1),
+        },
+        Scratch {
+            name: TILE_SUMS.into(),
+            elem: Ty::I64,
+            len: t,
+        },
+        Scratch {
+            name: TILE_OFFSETS.into(),
+            elem: Ty::I64,
+            len: t,
+        },
     ]
 }
 
@@ -41,7 +53,9 @@ fn block_inclusive_scan(b: &mut KernelBuilder, value: Expr) -> (Expr, Buf) {
     let mut offset = 1;
     while offset < THREADS {
         let add = b.var(&format!("add{offset}"), Expr::i64(0));
-        b.if_(tid().ge(Expr::i64(offset as i64)), |b| b.assign(add, b.load(sh, tid() - Expr::i64(offset as i64))));
+        b.if_(tid().ge(Expr::i64(offset as i64)), |b| {
+            b.assign(add, b.load(sh, tid() - Expr::i64(offset as i64)))
+        });
         b.barrier();
         b.store(sh, tid(), b.load(sh, tid()) + Expr::Var(add));
         b.barrier();
@@ -57,17 +71,30 @@ pub fn scan_tiles(prefix: &str, len_name: &str) -> Kernel {
     let local = b.buffer(LOCAL, Ty::I64, Access::Write);
     let sums = b.buffer(TILE_SUMS, Ty::I64, Access::Write);
     let len = b.scalar(len_name, Ty::I64);
-    b.grid(((len.clone() + Expr::i64(TILE as i64 - 1)) / Expr::i64(TILE as i64)).cast(Ty::U32), Expr::u32(1), Expr::u32(1));
-    let first = b.let_("first", bid(0) * Expr::i64(TILE as i64) + tid() * Expr::i64(ITEMS as i64));
+    b.grid(
+        ((len.clone() + Expr::i64(TILE as i64 - 1)) / Expr::i64(TILE as i64)).cast(Ty::U32),
+        Expr::u32(1),
+        Expr::u32(1),
+    );
+    let first = b.let_(
+        "first",
+        bid(0) * Expr::i64(TILE as i64) + tid() * Expr::i64(ITEMS as i64),
+    );
     let flags: Vec<Expr> = (0..ITEMS)
         .map(|k| {
             let flag = b.var(&format!("flag{k}"), Expr::i64(0));
             let at = first.clone() + Expr::i64(k as i64);
-            b.if_(at.clone().lt(len.clone()), |b| b.assign(flag, b.load(mask, at).cast(Ty::I64)));
+            b.if_(at.clone().lt(len.clone()), |b| {
+                b.assign(flag, b.load(mask, at).cast(Ty::I64))
+            });
             Expr::Var(flag)
         })
         .collect();
-    let own = flags.iter().cloned().reduce(|a, b| a + b).expect("ITEMS > 0");
+    let own = flags
+        .iter()
+        .cloned()
+        .reduce(|a, b| a + b)
+        .expect("ITEMS > 0");
     let (inclusive, _) = block_inclusive_scan(&mut b, own.clone());
     let mut running = b.let_("running", inclusive - own);
     for (k, flag) in flags.into_iter().enumerate() {
@@ -76,30 +103,48 @@ pub fn scan_tiles(prefix: &str, len_name: &str) -> Kernel {
         b.if_(at.clone().lt(len.clone()), |b| b.store(local, at, here));
         running = b.let_(&format!("running{k}"), running + flag);
     }
-    b.if_(tid().eq(Expr::i64(THREADS as i64 - 1)), |b| b.store(sums, bid(0), running));
+    b.if_(tid().eq(Expr::i64(THREADS as i64 - 1)), |b| {
+        b.store(sums, bid(0), running)
+    });
     b.finish()
 }
 
 /// `scan_tile_offsets(scan_tile_sums, scan_tile_offsets, <len_name>)`: one block.
 pub fn scan_tile_offsets(prefix: &str, len_name: &str) -> Kernel {
-    let mut b = KernelBuilder::new(format!("{prefix}_scan_tile_offsets"), [THREADS as u32, 1, 1]);
+    let mut b = KernelBuilder::new(
+        format!("{prefix}_scan_tile_offsets"),
+        [THREADS as u32, 1, 1],
+    );
     let sums = b.buffer(TILE_SUMS, Ty::I64, Access::Read);
     let offsets = b.buffer(TILE_OFFSETS, Ty::I64, Access::Write);
     let len = b.scalar(len_name, Ty::I64);
-    let tiles = b.let_("tiles", (len + Expr::i64(TILE as i64 - 1)) / Expr::i64(TILE as i64));
+    let tiles = b.let_(
+        "tiles",
+        (len + Expr::i64(TILE as i64 - 1)) / Expr::i64(TILE as i64),
+    );
     let carry = b.var("carry", Expr::i64(0));
     // Every thread runs the same chunks, so the barriers inside stay uniform.
-    b.for_("chunk", Expr::i64(0), tiles.clone(), Expr::i64(THREADS as i64), |b, chunk| {
-        let at = b.let_("at", chunk + tid());
-        let own = b.var("own", Expr::i64(0));
-        b.if_(at.clone().lt(tiles.clone()), |b| b.assign(own, b.load(sums, at.clone())));
-        let (inclusive, all) = block_inclusive_scan(b, Expr::Var(own));
-        b.if_(at.clone().lt(tiles.clone()), |b| b.store(offsets, at, Expr::Var(carry) + inclusive - Expr::Var(own)));
-        let total = b.let_("total", b.load(all, Expr::i64(THREADS as i64 - 1)));
-        // Everyone has read the chunk's total before the next chunk overwrites the array.
-        b.barrier();
-        b.assign(carry, Expr::Var(carry) + total);
-    });
+    b.for_(
+        "chunk",
+        Expr::i64(0),
+        tiles.clone(),
+        Expr::i64(THREADS as i64),
+        |b, chunk| {
+            let at = b.let_("at", chunk + tid());
+            let own = b.var("own", Expr::i64(0));
+            b.if_(at.clone().lt(tiles.clone()), |b| {
+                b.assign(own, b.load(sums, at.clone()))
+            });
+            let (inclusive, all) = block_inclusive_scan(b, Expr::Var(own));
+            b.if_(at.clone().lt(tiles.clone()), |b| {
+                b.store(offsets, at, Expr::Var(carry) + inclusive - Expr::Var(own))
+            });
+            let total = b.let_("total", b.load(all, Expr::i64(THREADS as i64 - 1)));
+            // Everyone has read the chunk's total before the next chunk overwrites the array.
+            b.barrier();
+            b.assign(carry, Expr::Var(carry) + total);
+        },
+    );
     b.finish()
 }
 
@@ -112,7 +157,10 @@ pub struct Prefix {
 
 impl Prefix {
     pub fn declare(b: &mut KernelBuilder) -> Prefix {
-        Prefix { local: b.buffer(LOCAL, Ty::I64, Access::Read), offsets: b.buffer(TILE_OFFSETS, Ty::I64, Access::Read) }
+        Prefix {
+            local: b.buffer(LOCAL, Ty::I64, Access::Read),
+            offsets: b.buffer(TILE_OFFSETS, Ty::I64, Access::Read),
+        }
     }
 
     pub fn of(&self, i: Expr) -> Expr {

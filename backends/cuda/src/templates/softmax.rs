@@ -36,7 +36,10 @@ impl Template for Softmax {
 
         let max = b.var("local_max", Expr::f32(f32::NEG_INFINITY));
         b.for_("i", tid(), len.clone(), step.clone(), |b, i| {
-            b.assign(max, Expr::Var(max).max(ty.widen(b.load(x, base.clone() + i))));
+            b.assign(
+                max,
+                Expr::Var(max).max(ty.widen(b.load(x, base.clone() + i))),
+            );
         });
         let max = block_reduce(&mut b, "max", Expr::Var(max), THREADS, Combine::Max);
 
@@ -75,7 +78,10 @@ pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for dtype in FloatTy::ALL {
         for (rows, len) in [(1, 1), (7, 7), (3, 129), (12, 256), (2, 1000), (1, 4099)] {
-            out.push(Case::new(Softmax { dtype }, &[("rows", rows), ("len", len)]));
+            out.push(Case::new(
+                Softmax { dtype },
+                &[("rows", rows), ("len", len)],
+            ));
         }
     }
     out
