@@ -3,7 +3,7 @@
 //! every reference graph repeats.
 
 use super::{NMSE_BF16, NMSE_F32};
-use crate::kir::{Expr, Ty};
+use crate::kir::{Buf, Expr, KernelBuilder, Ty};
 use vl3c_ir::{DType, Dim, Graph, NodeId, Op, TensorType};
 
 /// The element type of an instance's float tensors. Bf16 is storage only: loads widen to f32,
@@ -109,6 +109,9 @@ pub fn bid(axis: u8) -> Expr {
     Expr::Special(crate::kir::Special::BlockIdx(axis)).cast(Ty::I64)
 }
 
+/// Threads per block of the one-thread-per-vector kernels.
+pub const ROW_THREADS: usize = 256;
+
 /// Blocks to cover `n` items at `per_block` each, for a grid dimension (`U32`).
 pub fn blocks_for(n: Expr, per_block: usize) -> Expr {
     let per = Expr::i64(per_block as i64);
@@ -117,13 +120,7 @@ pub fn blocks_for(n: Expr, per_block: usize) -> Expr {
 
 /// `w` consecutive elements from an index aligned to `w`, as registers: one vector access, or a
 /// plain load where `w` is 1 (vector accesses are 2 or 4 wide).
-pub fn load_wide(
-    b: &mut crate::kir::KernelBuilder,
-    name: &str,
-    buf: crate::kir::Buf,
-    index: Expr,
-    w: usize,
-) -> Vec<Expr> {
+pub fn load_wide(b: &mut KernelBuilder, name: &str, buf: Buf, index: Expr, w: usize) -> Vec<Expr> {
     if w == 1 {
         vec![b.let_(&format!("{name}0"), Expr::load(buf, index))]
     } else {
@@ -132,15 +129,34 @@ pub fn load_wide(
 }
 
 /// Stores `values` at an index aligned to their count, as `load_wide` reads them.
-pub fn store_wide(
-    b: &mut crate::kir::KernelBuilder,
-    buf: crate::kir::Buf,
-    index: Expr,
-    mut values: Vec<Expr>,
-) {
+pub fn store_wide(b: &mut KernelBuilder, buf: Buf, index: Expr, mut values: Vec<Expr>) {
     if values.len() == 1 {
         b.store(buf, index, values.pop().expect("one value"));
     } else {
         b.store_vec(buf, index, values);
     }
+}
+
+/// One thread per `w`-wide vector of every row of `f` elements: `body(row, column)` for the
+/// threads that have one.
+pub fn for_each_row_vector(
+    b: &mut KernelBuilder,
+    rows: Expr,
+    f: i64,
+    w: usize,
+    body: impl FnOnce(&mut KernelBuilder, Expr, Expr),
+) {
+    let per_row = f / w as i64;
+    let total = rows * Expr::i64(per_row);
+    b.grid(
+        blocks_for(total.clone(), ROW_THREADS),
+        Expr::u32(1),
+        Expr::u32(1),
+    );
+    let v = b.let_("v", bid(0) * Expr::i64(ROW_THREADS as i64) + tid());
+    b.if_(v.clone().lt(total), |b| {
+        let row = b.let_("row", v.clone() / Expr::i64(per_row));
+        let col = b.let_("col", (v % Expr::i64(per_row)) * Expr::i64(w as i64));
+        body(b, row, col);
+    });
 }

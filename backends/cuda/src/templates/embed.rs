@@ -2,8 +2,10 @@
 //! the vision features scattered over the rows of the image/video placeholder tokens
 //! (`masked_scatter`: true row i takes source row prefix(i), from the scan).
 
-use super::elem::{input, length, load_wide, op, store_wide, vec_width, FloatTy};
-use super::prune::{for_each_row_vector, mask_with};
+use super::elem::{
+    for_each_row_vector, input, length, load_wide, op, store_wide, vec_width, FloatTy,
+};
+use super::prune::mask_with;
 use super::{scan, Case, Scratch, Sizes, Template};
 use crate::kir::{Access, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::{DType, Dim, Graph, Op};

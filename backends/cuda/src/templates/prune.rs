@@ -4,7 +4,8 @@
 
 use super::block_reduce::{block_reduce, Combine};
 use super::elem::{
-    bid, blocks_for, input, length, load_wide, op, store_wide, tid, vec_width, FloatTy,
+    bid, blocks_for, for_each_row_vector, input, length, load_wide, op, store_wide, tid, vec_width,
+    FloatTy,
 };
 use super::{scan, Case, Scratch, Sizes, Template};
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
@@ -284,30 +285,6 @@ impl MaskedSelect {
         });
         b.finish()
     }
-}
-
-/// One thread per `w`-wide vector of every row of `f` elements: `body(row, column)` for the
-/// threads that have one.
-pub fn for_each_row_vector(
-    b: &mut KernelBuilder,
-    rows: Expr,
-    f: i64,
-    w: usize,
-    body: impl FnOnce(&mut KernelBuilder, Expr, Expr),
-) {
-    let per_row = f / w as i64;
-    let total = rows * Expr::i64(per_row);
-    b.grid(
-        blocks_for(total.clone(), THREADS),
-        Expr::u32(1),
-        Expr::u32(1),
-    );
-    let v = b.let_("v", bid(0) * Expr::i64(THREADS as i64) + tid());
-    b.if_(v.clone().lt(total), |b| {
-        let row = b.let_("row", v.clone() / Expr::i64(per_row));
-        let col = b.let_("col", (v % Expr::i64(per_row)) * Expr::i64(w as i64));
-        body(b, row, col);
-    });
 }
 
 /// `rows` bools with exactly `count` true, scattered deterministically (a hash order), so the

@@ -2,8 +2,9 @@
 //! consecutive input rows (a merge-block-major patch sequence). One thread per aligned vector of
 //! an output row.
 
-use super::elem::{input, length, load_wide, op, store_wide, vec_width, FloatTy};
-use super::prune::for_each_row_vector;
+use super::elem::{
+    for_each_row_vector, input, length, load_wide, op, store_wide, vec_width, FloatTy,
+};
 use super::{Case, Template};
 use crate::kir::{Access, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::{Dim, Graph, Op};
