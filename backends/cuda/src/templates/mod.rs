@@ -22,6 +22,8 @@ pub mod rope;
 pub mod softmax;
 pub mod vision;
 
+pub use elem::FloatTy;
+
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
 use std::sync::Arc;
