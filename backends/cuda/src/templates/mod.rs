@@ -12,6 +12,18 @@
 //! - a scalar parameter named like a graph symbol gets that symbol's value.
 
 pub mod gemv;
+mod block_reduce;
+mod elem;
+mod scan;
+pub mod activation;
+pub mod embed;
+pub mod norm;
+pub mod prune;
+pub mod rope;
+pub mod softmax;
+pub mod vision;
+
+pub use elem::FloatTy;
 
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
@@ -81,5 +93,12 @@ pub const NMSE_BF16: f64 = 5e-4;
 pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     out.extend(gemv::cases());
+    out.extend(norm::cases());
+    out.extend(activation::cases());
+    out.extend(softmax::cases());
+    out.extend(rope::cases());
+    out.extend(prune::cases());
+    out.extend(vision::cases());
+    out.extend(embed::cases());
     out
 }
