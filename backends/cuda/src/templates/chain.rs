@@ -13,7 +13,7 @@
 
 use super::elementwise::{self, mem_ty, reg_ty};
 use super::layout::{self, Index, Symbols};
-use super::{Case, Template, NMSE_F32};
+use super::{Template, NMSE_F32};
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
 use std::collections::HashMap;
 use vl3c_ir::{DType, Dim, Graph, NodeId, Op, TensorType};
@@ -72,11 +72,6 @@ fn supported(op: &Op) -> bool {
     )
 }
 
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// The op with its attributes, as the IR text writes them.
 fn describe(op: &Op) -> String {
     let dims = |d: &[Dim]| d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
@@ -101,7 +96,8 @@ fn type_text(t: &TensorType) -> String {
 impl ElementwiseChain {
     /// A chain over `graph`: its input nodes are the kernel's input buffers, its outputs the
     /// output buffers. Fails on an op the kernel cannot compute, outputs of different shapes,
-    /// or names that are not C identifiers (they become kernel parameter names).
+    /// or a name that is both an input and an output. Symbols the graph does not declare are
+    /// declared (non-negative), so the reference executor can bind them.
     pub fn new(graph: Graph) -> Result<ElementwiseChain, String> {
         let label = Self::chain_label(&graph);
         Self::checked(graph, "elementwise_chain", label)
@@ -113,12 +109,6 @@ impl ElementwiseChain {
         let family = op.mnemonic();
         let mut graph = Graph::new(family);
         let names = operand_names(&op, operands.len());
-        let mut symbols = Vec::new();
-        for t in operands {
-            for d in &t.shape {
-                d.symbols(&mut symbols);
-            }
-        }
         let mut ids = Vec::new();
         for (name, ty) in names.iter().zip(operands) {
             ids.push(graph.add_source(Op::Input { name: name.clone() }, ty.clone()).map_err(|e| e.to_string())?);
@@ -135,27 +125,21 @@ impl ElementwiseChain {
             op => op,
         };
         let out = graph.add(node_op, &ids).map_err(|e| e.to_string())?;
-        let mut all = Vec::new();
-        for d in &graph.ty(out).shape {
-            d.symbols(&mut all);
-        }
-        symbols.extend(all);
-        for s in symbols {
-            graph.declare_symbol(&s, 0, i64::MAX / 4);
-        }
         graph.set_output("out", out);
         Self::checked(graph, family, label)
     }
 
-    fn checked(graph: Graph, family: &'static str, label: String) -> Result<ElementwiseChain, String> {
+    fn checked(mut graph: Graph, family: &'static str, label: String) -> Result<ElementwiseChain, String> {
+        for s in layout::symbols_of(Self::dims(&graph)) {
+            if graph.symbol_bounds(&s).is_none() {
+                graph.declare_symbol(&s, 0, i64::MAX / 4);
+            }
+        }
         let (first_name, first) = graph.outputs.first().ok_or("the subgraph has no outputs")?;
         let shape = &graph.ty(*first).shape;
         for (name, id) in &graph.outputs {
             if &graph.ty(*id).shape != shape {
                 return Err(format!("outputs `{first_name}` and `{name}` differ in shape: every output of a chain has one shape"));
-            }
-            if !is_identifier(name) {
-                return Err(format!("output name `{name}` is not a C identifier"));
             }
         }
         for id in graph.node_ids() {
@@ -165,9 +149,6 @@ impl ElementwiseChain {
             }
             mem_ty(node.ty.dtype)?;
             if let Op::Input { name } = &node.op {
-                if !is_identifier(name) {
-                    return Err(format!("input name `{name}` is not a C identifier"));
-                }
                 if graph.output(name).is_some() {
                     return Err(format!("`{name}` names both an input and an output"));
                 }
@@ -193,6 +174,19 @@ impl ElementwiseChain {
         format!("elementwise_chain({};{ty})", outs.join(";"))
     }
 
+    /// Every dim the kernel evaluates: the node shapes and the dims in attributes.
+    fn dims(g: &Graph) -> Vec<&Dim> {
+        let mut dims: Vec<&Dim> = g.nodes.iter().flat_map(|n| n.ty.shape.iter()).collect();
+        for n in &g.nodes {
+            match &n.op {
+                Op::Iota { len, start, .. } => dims.extend([len, start]),
+                Op::Slice { start, end, .. } => dims.extend([start, end]),
+                _ => {}
+            }
+        }
+        dims
+    }
+
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
@@ -209,15 +203,7 @@ impl ElementwiseChain {
             .iter()
             .map(|(name, id)| (b.buffer(name, mem_ty(g.ty(*id).dtype).expect("checked in new"), Access::Write), *id))
             .collect();
-        let mut dims: Vec<&Dim> = g.nodes.iter().flat_map(|n| n.ty.shape.iter()).collect();
-        for n in &g.nodes {
-            match &n.op {
-                Op::Iota { len, start, .. } => dims.extend([len, start]),
-                Op::Slice { start, end, .. } => dims.extend([start, end]),
-                _ => {}
-            }
-        }
-        let syms = layout::declare_symbols(&mut b, &layout::symbols_of(dims));
+        let syms = layout::declare_symbols(&mut b, &layout::symbols_of(Self::dims(g)));
         let out_shape = layout::dims(&g.ty(outputs[0].1).shape, &syms);
         let total = layout::numel(&out_shape);
         let gid = global_index(&mut b, &total);
@@ -295,7 +281,7 @@ impl Emitter<'_> {
         if layout::same_shape(from, to) {
             return self.value(b, src, idx.clone());
         }
-        let multi = idx.get_multi(b, &self.shape(id));
+        let multi = idx.get_multi(&self.shape(id));
         self.value(b, src, Index::multi(layout::broadcast_index(from, to, &multi)))
     }
 
@@ -342,7 +328,7 @@ impl Emitter<'_> {
                 self.value(b, node.inputs[0], Index::flat(flat))
             }
             Op::Transpose { perm } => {
-                let multi = idx.get_multi(b, &self.shape(id));
+                let multi = idx.get_multi(&self.shape(id));
                 let mut src = vec![Expr::i64(0); perm.len()];
                 for (i, &p) in perm.iter().enumerate() {
                     src[p] = multi[i].clone();
@@ -350,7 +336,7 @@ impl Emitter<'_> {
                 self.value(b, node.inputs[0], Index::multi(src))
             }
             Op::Slice { axis, start, .. } => {
-                let mut multi = idx.get_multi(b, &self.shape(id));
+                let mut multi = idx.get_multi(&self.shape(id));
                 multi[*axis] = layout::add(multi[*axis].clone(), self.dim(start));
                 self.value(b, node.inputs[0], Index::multi(multi))
             }
@@ -366,7 +352,7 @@ impl Emitter<'_> {
     fn concat(&mut self, b: &mut KernelBuilder, id: NodeId, axis: usize, idx: &mut Index) -> Expr {
         let g = self.graph;
         let node = g.node(id);
-        let multi = idx.get_multi(b, &self.shape(id));
+        let multi = idx.get_multi(&self.shape(id));
         let at = multi[axis].clone();
         let result = b.var(&format!("cat{}", id.0), elementwise::zero(reg_ty(node.ty.dtype)));
         let mut offset = Expr::i64(0);
@@ -429,8 +415,4 @@ impl Template for ElementwiseChain {
 /// cases are code).
 pub(crate) fn single(op: Op, operands: &[TensorType]) -> ElementwiseChain {
     ElementwiseChain::single(op, operands).unwrap_or_else(|e| panic!("a case's op does not type-check: {e}"))
-}
-
-pub(crate) fn case(t: ElementwiseChain, sizes: &[(&str, i64)]) -> Case {
-    Case::new(t, sizes)
 }

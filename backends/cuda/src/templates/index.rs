@@ -17,7 +17,7 @@ pub(crate) fn gather(em: &mut Emitter, b: &mut KernelBuilder, id: NodeId, axis: 
     let node = g.node(id);
     let (data, indices) = (node.inputs[0], node.inputs[1]);
     let rank = g.ty(indices).rank();
-    let multi = idx.get_multi(b, &em.shape(id));
+    let multi = idx.get_multi(&em.shape(id));
     let at = em.value(b, indices, Index::multi(multi[axis..axis + rank].to_vec()));
     let last = layout::sub(em.dim(&g.ty(data).shape[axis]), Expr::i64(1));
     let at = b.let_("row", at.max(Expr::i64(0)).min(last));
@@ -70,7 +70,7 @@ fn locate_patch(em: &mut Emitter, b: &mut KernelBuilder, grid: NodeId, patch: &E
 pub(crate) fn vision_position_id(em: &mut Emitter, b: &mut KernelBuilder, id: NodeId, idx: &mut Index) -> Expr {
     let node = em.graph.node(id);
     let (grid, merge) = (node.inputs[0], node.inputs[1]);
-    let multi = idx.get_multi(b, &em.shape(id));
+    let multi = idx.get_multi(&em.shape(id));
     let (patch, coord) = (multi[0].clone(), multi[1].clone());
     let row = b.var("pos_row", Expr::i64(0));
     let col = b.var("pos_col", Expr::i64(0));

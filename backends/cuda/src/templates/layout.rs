@@ -125,24 +125,23 @@ impl Index {
         Index { flat: None, multi: Some(multi) }
     }
 
-    /// The multi-index in `shape` (the tensor's dims), by div/mod of the flat index.
-    pub fn get_multi(&mut self, b: &mut KernelBuilder, shape: &[Expr]) -> Vec<Expr> {
+    /// The multi-index in `shape` (the tensor's dims), by div/mod of the flat index. The parts
+    /// are expressions, not registers: a consumer that reads only some of them leaves no unused
+    /// declarations, and CUDA's compiler shares the common divisions.
+    pub fn get_multi(&mut self, shape: &[Expr]) -> Vec<Expr> {
         if let Some(m) = &self.multi {
             return m.clone();
         }
         let flat = self.flat.clone().expect("an index has a flat or a multi form");
         let mut out = vec![Expr::i64(0); shape.len()];
-        let mut rest = flat;
+        let mut stride = Expr::i64(1);
         for i in (0..shape.len()).rev() {
             if as_i64(&shape[i]) == Some(1) {
                 continue;
             }
-            if i == 0 {
-                out[0] = rest.clone();
-                break;
-            }
-            out[i] = b.let_("i", rem(rest.clone(), shape[i].clone()));
-            rest = b.let_("r", div(rest, shape[i].clone()));
+            let above = div(flat.clone(), stride.clone());
+            out[i] = if i == 0 { above } else { rem(above, shape[i].clone()) };
+            stride = mul(stride, shape[i].clone());
         }
         self.multi = Some(out.clone());
         out

@@ -143,10 +143,10 @@ impl Reduce {
         let count = layout::numel(&reduced_shape);
         let gid = global_index(&mut b, &total);
         b.if_(layout::lt(gid.clone(), total), |b| {
-            let kept = Index::flat(gid.clone()).get_multi(b, &kept_shape);
+            let kept = Index::flat(gid.clone()).get_multi(&kept_shape);
             let acc = b.var("acc", self.identity());
             b.for_("j", Expr::i64(0), count.clone(), Expr::i64(1), |b, j| {
-                let reduced = Index::flat(j).get_multi(b, &reduced_shape);
+                let reduced = Index::flat(j).get_multi(&reduced_shape);
                 let mut at = vec![Expr::i64(0); rank];
                 for (k, &a) in kept_axes.iter().enumerate() {
                     at[a] = kept[k].clone();
