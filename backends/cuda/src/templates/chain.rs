@@ -113,11 +113,8 @@ impl ElementwiseChain {
         for (name, ty) in names.iter().zip(operands) {
             ids.push(graph.add_source(Op::Input { name: name.clone() }, ty.clone()).map_err(|e| e.to_string())?);
         }
-        let label = format!(
-            "{}({})",
-            describe(&op),
-            names.iter().zip(operands).map(|(n, t)| format!("{n}={}", type_text(t))).collect::<Vec<_>>().join(",")
-        );
+        let label =
+            format!("{}({})", describe(&op), names.iter().zip(operands).map(|(n, t)| format!("{n}={}", type_text(t))).collect::<Vec<_>>().join(","));
         // A cache append's value is the concatenation; the reference graph says so with a
         // plain concat, which needs no cache state.
         let node_op = match op {
@@ -198,11 +195,8 @@ impl ElementwiseChain {
         for (id, name, ty) in g.inputs() {
             inputs.insert(id, b.buffer(name, mem_ty(ty.dtype).expect("checked in new"), Access::Read));
         }
-        let outputs: Vec<(Buf, NodeId)> = g
-            .outputs
-            .iter()
-            .map(|(name, id)| (b.buffer(name, mem_ty(g.ty(*id).dtype).expect("checked in new"), Access::Write), *id))
-            .collect();
+        let outputs: Vec<(Buf, NodeId)> =
+            g.outputs.iter().map(|(name, id)| (b.buffer(name, mem_ty(g.ty(*id).dtype).expect("checked in new"), Access::Write), *id)).collect();
         let syms = layout::declare_symbols(&mut b, &layout::symbols_of(Self::dims(g)));
         let out_shape = layout::dims(&g.ty(outputs[0].1).shape, &syms);
         let total = layout::numel(&out_shape);

@@ -40,7 +40,13 @@ struct Located {
 
 /// Loops over the entries of `grid` (i64 `[n, 3]`) with the running patch and frame offsets and
 /// calls `found` inside the branch taken for the entry that holds `patch`.
-fn locate_patch(em: &mut Emitter, b: &mut KernelBuilder, grid: NodeId, patch: &Expr, mut found: impl FnMut(&mut Emitter, &mut KernelBuilder, Located)) {
+fn locate_patch(
+    em: &mut Emitter,
+    b: &mut KernelBuilder,
+    grid: NodeId,
+    patch: &Expr,
+    mut found: impl FnMut(&mut Emitter, &mut KernelBuilder, Located),
+) {
     let entries = em.dim(&em.graph.ty(grid).shape[0]);
     let patch_offset = b.var("patch_offset", Expr::i64(0));
     let frame_offset = b.var("frame_offset", Expr::i64(0));

@@ -13,7 +13,12 @@ use vl3c_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, TensorT
 /// `"4*n_merged"`, `"seq_len + past_len"`, `"128"` as a dim.
 fn dim(text: &str) -> Dim {
     text.split('+')
-        .map(|term| term.split('*').map(|f| f.trim()).map(|f| f.parse::<i64>().map(Dim::Const).unwrap_or_else(|_| Dim::sym(f))).fold(Dim::Const(1), |a, b| a * b))
+        .map(|term| {
+            term.split('*')
+                .map(|f| f.trim())
+                .map(|f| f.parse::<i64>().map(Dim::Const).unwrap_or_else(|_| Dim::sym(f)))
+                .fold(Dim::Const(1), |a, b| a * b)
+        })
         .fold(Dim::Const(0), |a, b| a + b)
 }
 
@@ -58,7 +63,10 @@ fn layout_cases() -> Vec<Case> {
     out.extend(at(single(slice(1, 3584, 4096), &[f32t(&["seq_len", "4608"])]), &[&[("seq_len", 7)]]));
     out.extend(at(single(slice(1, 2304, 3456), &[f32t(&["4*n_merged", "3456"])]), &[&[("n_merged", 2)]]));
     out.extend(at(single(slice(1, 1, 2), &[i64t(&["n_merged", "2"])]), &[&[("n_merged", 129)]]));
-    out.extend(at(single(Op::Slice { axis: 0, start: dim("past_len"), end: dim("past_len + 3") }, &[f32t(&["past_len + 5", "9"])]), &[&[("past_len", 4)]]));
+    out.extend(at(
+        single(Op::Slice { axis: 0, start: dim("past_len"), end: dim("past_len + 3") }, &[f32t(&["past_len + 5", "9"])]),
+        &[&[("past_len", 4)]],
+    ));
 
     out.extend(at(single(Op::Concat { axis: 1 }, &[f32t(&["seq_len", "64"]), f32t(&["seq_len", "64"])]), &[&[("seq_len", 7)], &[("seq_len", 1)]]));
     let quarter = f32t(&["n_merged", "18"]);
@@ -149,7 +157,10 @@ fn elementwise_cases() -> Vec<Case> {
     ] {
         out.extend(at(single(Op::Cast { to }, &[ty(from, &["seq_len", "1536"])]), &[&[("seq_len", 7)]]));
     }
-    out.extend(at(single(Op::Iota { len: dim("seq_len"), start: dim("past_len"), dtype: DType::I64 }, &[]), &[&[("seq_len", 7), ("past_len", 0)], &[("seq_len", 1), ("past_len", 129)]]));
+    out.extend(at(
+        single(Op::Iota { len: dim("seq_len"), start: dim("past_len"), dtype: DType::I64 }, &[]),
+        &[&[("seq_len", 7), ("past_len", 0)], &[("seq_len", 1), ("past_len", 129)]],
+    ));
     out.extend(at(single(Op::Iota { len: Dim::Const(64), start: Dim::Const(0), dtype: DType::F32 }, &[]), &[&[]]));
     out.extend(at(single(Op::Constant { value: Scalar::Int(151655), dtype: DType::I64 }, &[]), &[&[]]));
     out.extend(at(single(Op::Constant { value: Scalar::Float(1e6), dtype: DType::F32 }, &[]), &[&[]]));
