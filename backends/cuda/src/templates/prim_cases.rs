@@ -116,7 +116,7 @@ fn elementwise_cases() -> Vec<Case> {
     let mut out = Vec::new();
     let x = f32t(&["seq_len", "128"]);
     for op in [UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Recip, UnaryOp::Tanh, UnaryOp::Erf, UnaryOp::Abs, UnaryOp::Sin, UnaryOp::Cos] {
-        out.extend(at(single(Op::Unary(op), &[x.clone()]), &[&[("seq_len", 7)]]));
+        out.extend(at(single(Op::Unary(op), std::slice::from_ref(&x)), &[&[("seq_len", 7)]]));
     }
     out.extend(at(single(Op::Unary(UnaryOp::Neg), &[i64t(&["seq_len"])]), &[&[("seq_len", 7)]]));
     out.extend(at(single(Op::Unary(UnaryOp::Abs), &[ty(DType::I32, &["seq_len"])]), &[&[("seq_len", 7)]]));
