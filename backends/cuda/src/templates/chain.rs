@@ -8,6 +8,7 @@
 //! Symbolic dims become I64 scalar parameters named like their symbols; constant dims are baked
 //! in. Every input node is a buffer parameter named like the input; every output a buffer named
 //! like the output. All outputs have one shape (a rope table's cos and sin share their angles).
+//! A cache append is not a glue op here: it writes into the cache in place (`CacheAppend`).
 //! Reshape moves no data: inside a chain it is an index remap; as a one-op template it is a copy
 //! kernel, for when the engine cannot alias the buffer (it should, whenever it can).
 
@@ -36,7 +37,6 @@ fn operand_names(op: &Op, count: usize) -> Vec<String> {
         Op::Gather { .. } => &["data", "indices"],
         Op::VisionPositionIds { .. } => &["grid_thw", "merge_sizes"],
         Op::SegmentIds { .. } => &["grid_thw"],
-        Op::CacheAppend { .. } => &["past", "new"],
         Op::Binary(_) => &["x", "y"],
         _ if count == 1 => &["x"],
         _ => &[],
@@ -63,7 +63,6 @@ fn supported(op: &Op) -> bool {
             | Op::Transpose { .. }
             | Op::Broadcast { .. }
             | Op::Concat { .. }
-            | Op::CacheAppend { .. }
             | Op::Slice { .. }
             | Op::Gather { .. }
             | Op::VisionPositionIds { .. }
@@ -80,7 +79,7 @@ fn describe(op: &Op) -> String {
         Op::Iota { len, start, .. } => format!("len={len},start={start}"),
         Op::Reshape { shape } | Op::Broadcast { shape } => format!("shape=[{}]", dims(shape)),
         Op::Transpose { perm } => format!("perm={perm:?}").replace(' ', ""),
-        Op::Concat { axis } | Op::CacheAppend { axis, .. } | Op::Gather { axis } => format!("axis={axis}"),
+        Op::Concat { axis } | Op::Gather { axis } => format!("axis={axis}"),
         Op::Slice { axis, start, end } => format!("axis={axis},start={start},end={end}"),
         Op::Cast { to } => format!("to={to}"),
         Op::VisionPositionIds { len } | Op::SegmentIds { len } => format!("len={len}"),
@@ -115,13 +114,7 @@ impl ElementwiseChain {
         }
         let label =
             format!("{}({})", describe(&op), names.iter().zip(operands).map(|(n, t)| format!("{n}={}", type_text(t))).collect::<Vec<_>>().join(","));
-        // A cache append's value is the concatenation; the reference graph says so with a
-        // plain concat, which needs no cache state.
-        let node_op = match op {
-            Op::CacheAppend { axis, .. } => Op::Concat { axis },
-            op => op,
-        };
-        let out = graph.add(node_op, &ids).map_err(|e| e.to_string())?;
+        let out = graph.add(op, &ids).map_err(|e| e.to_string())?;
         graph.set_output("out", out);
         Self::checked(graph, family, label)
     }
@@ -334,7 +327,7 @@ impl Emitter<'_> {
                 multi[*axis] = layout::add(multi[*axis].clone(), self.dim(start));
                 self.value(b, node.inputs[0], Index::multi(multi))
             }
-            Op::Concat { axis } | Op::CacheAppend { axis, .. } => self.concat(b, id, *axis, &mut idx),
+            Op::Concat { axis } => self.concat(b, id, *axis, &mut idx),
             Op::Gather { axis } => super::index::gather(self, b, id, *axis, &mut idx),
             Op::VisionPositionIds { .. } => super::index::vision_position_id(self, b, id, &mut idx),
             Op::SegmentIds { .. } => super::index::segment_id(self, b, id, &mut idx),

@@ -11,6 +11,7 @@
 //!   any other buffer is scratch, sized by [`Template::scratch`];
 //! - a scalar parameter named like a graph symbol gets that symbol's value.
 
+mod cache;
 mod chain;
 mod elementwise;
 mod index;
@@ -18,6 +19,7 @@ mod layout;
 mod prim_cases;
 mod reduce;
 
+pub use cache::CacheAppend;
 pub use chain::ElementwiseChain;
 pub use index::MaskedRows;
 pub use reduce::Reduce;

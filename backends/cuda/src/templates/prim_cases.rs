@@ -4,6 +4,7 @@
 //! appear at the fixtures' sizes; a gather's embedding table keeps its hidden size but 1000 rows
 //! of vocabulary, since every case materialises its inputs.
 
+use super::cache::CacheAppend;
 use super::chain::{single, ElementwiseChain};
 use super::index::MaskedRows;
 use super::reduce::Reduce;
@@ -74,12 +75,15 @@ fn layout_cases() -> Vec<Case> {
     out.extend(at(single(Op::Concat { axis: 0 }, &[f32t(&["1152"]), f32t(&["1152"]), f32t(&["1152"])]), &[&[]]));
     out.extend(at(single(Op::Concat { axis: 1 }, &[f32t(&["32", "32"]), f32t(&["32", "16"])]), &[&[]]));
 
-    let append = |name: &str| Op::CacheAppend { name: name.into(), axis: 1 };
-    let kv_2b = [f32t(&["2", "past_len", "128"]), f32t(&["2", "seq_len", "128"])];
-    out.extend(at(single(append("layers.0.key"), &kv_2b), &[&[("past_len", 0), ("seq_len", 7)], &[("past_len", 129), ("seq_len", 1)]]));
-    let kv_7b = [f32t(&["4", "past_len", "128"]), f32t(&["4", "seq_len", "128"])];
-    out.extend(at(single(append("layers.0.value"), &kv_7b), &[&[("past_len", 7), ("seq_len", 1)]]));
-
+    let append = |name: &str, heads: &str| {
+        let (past, new) = (f32t(&[heads, "past_len", "128"]), f32t(&[heads, "seq_len", "128"]));
+        CacheAppend::new(name, 1, past, new).expect("types check")
+    };
+    out.extend(at(append("layers.0.key", "2"), &[&[("past_len", 0), ("seq_len", 7)], &[("past_len", 129), ("seq_len", 1)]]));
+    out.extend(at(append("layers.27.value", "4"), &[&[("past_len", 7), ("seq_len", 1)]]));
+    // An engine's cache allocated at its capacity (here exactly full, as the cache state is).
+    let with_capacity = append("layers.0.value", "2").with_capacity(dim("capacity"));
+    out.extend(at(with_capacity, &[&[("past_len", 5), ("seq_len", 2), ("capacity", 7)]]));
     let broadcast = Op::Broadcast { shape: vec![Dim::Const(3), dim("seq_len"), Dim::Const(64)] };
     out.extend(at(single(broadcast, &[f32t(&["seq_len", "1"])]), &[&[("seq_len", 7)]]));
     out
