@@ -286,6 +286,25 @@ fn chain_cases() -> Vec<Case> {
     let e = g.add(Op::Cast { to: DType::F32 }, &[e]);
     let pow = g.add(Op::Binary(BinaryOp::Pow), &[x, e]);
     out.extend(at(g.chain(&[("out", pow)]), &[&[("seq_len", 7)]]));
+
+    // Float→int casts saturate (and the kernel never makes the undefined C++ conversion).
+    let mut g = ChainGraph(Graph::new("saturating_casts"));
+    let x = g.input("x", i64t(&["seq_len", "4"]));
+    let x = g.add(Op::Cast { to: DType::F32 }, &[x]);
+    let big = g.constant(1e18);
+    let x = g.add(Op::Binary(BinaryOp::Mul), &[x, big]);
+    let (wide, narrow) = (g.add(Op::Cast { to: DType::I64 }, &[x]), g.add(Op::Cast { to: DType::I32 }, &[x]));
+    out.extend(at(g.chain(&[("wide", wide), ("narrow", narrow)]), &[&[("seq_len", 7)]]));
+
+    // max/min propagate NaN (log of the negative inputs), seen through `v == v`.
+    let mut g = ChainGraph(Graph::new("nan_propagation"));
+    let x = g.input("x", f32t(&["seq_len", "64"]));
+    let y = g.input("y", f32t(&["64"]));
+    let log = g.add(Op::Unary(UnaryOp::Log), &[x]);
+    let (max, min) = (g.add(Op::Binary(BinaryOp::Max), &[log, y]), g.add(Op::Binary(BinaryOp::Min), &[y, log]));
+    let (max_ok, min_ok) = (g.add(Op::Binary(BinaryOp::Eq), &[max, max]), g.add(Op::Binary(BinaryOp::Eq), &[min, min]));
+    let both = g.add(Op::Binary(BinaryOp::And), &[max_ok, min_ok]);
+    out.extend(at(g.chain(&[("out", both)]), &[&[("seq_len", 7)]]));
     out
 }
 
