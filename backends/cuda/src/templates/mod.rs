@@ -24,6 +24,18 @@ pub mod softmax;
 pub mod vision;
 
 pub use elem::FloatTy;
+mod cache;
+mod chain;
+mod elementwise;
+mod index;
+mod layout;
+mod prim_cases;
+mod reduce;
+
+pub use cache::CacheAppend;
+pub use chain::ElementwiseChain;
+pub use index::MaskedRows;
+pub use reduce::Reduce;
 
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
@@ -100,5 +112,6 @@ pub fn cases() -> Vec<Case> {
     out.extend(prune::cases());
     out.extend(vision::cases());
     out.extend(embed::cases());
+    out.extend(prim_cases::cases());
     out
 }
