@@ -11,6 +11,8 @@
 //!   any other buffer is scratch, sized by [`Template::scratch`];
 //! - a scalar parameter named like a graph symbol gets that symbol's value.
 
+pub mod attention;
+
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,5 +79,7 @@ pub const NMSE_BF16: f64 = 5e-4;
 /// Every case `vl3c test-kernels` runs: each template at the real per-layer sizes of the 2B and
 /// 7B configs with short sequences, and at odd ones (length 1, 7, 129).
 pub fn cases() -> Vec<Case> {
-    Vec::new()
+    let mut out = Vec::new();
+    out.extend(attention::cases());
+    out
 }
