@@ -5,4 +5,6 @@
 //! fused-op family.
 
 pub mod kir;
+pub mod nvrtc;
+pub mod print;
 pub mod templates;
