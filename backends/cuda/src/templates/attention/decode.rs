@@ -2,7 +2,7 @@
 //!
 //! `split` runs on a grid (max_chunks, kv_heads): each CTA holds its kv head's whole query group
 //! (K and V read once per group) and one chunk of keys, and writes the chunk's normalised partial
-//! output and its log-sum-exp to f32 scratch; `merge` combines the chunks per head. The KV length
+//! output and its softmax statistics (max m, sum l: the log-sum-exp without a log) to f32 scratch; `merge` combines the chunks per head. The KV length
 //! is read from device memory (`kv_len`, one i64) and the grid is sized by the `max_chunks`
 //! parameter, so a captured CUDA graph replays for every step; CTAs past the chunk count exit.
 //! The chunk is `ceil(kv_len / max_chunks)` rounded up to whole 128-key tiles.
@@ -42,6 +42,7 @@ fn dtype_name(spec: &AttnSpec) -> String {
 
 pub fn split(spec: &AttnSpec) -> Kernel {
     assert!(!spec.rope_k, "decode keys come rotated from the cache");
+    assert!(spec.head_dim.is_multiple_of(4), "head_dim {} must split into vector loads of 4", spec.head_dim);
     let d = spec.head_dim;
     let g = spec.group();
     let per_thread = (g * d).div_ceil(THREADS as usize);
@@ -50,7 +51,7 @@ pub fn split(spec: &AttnSpec) -> Kernel {
     let kv_len_buf = b.buffer("kv_len", Ty::I64, Access::Read);
     // Read-write: only the first `chunks` slots of each head are written in a step.
     let o_part = b.buffer("o_partial", Ty::F32, Access::ReadWrite);
-    let lse_part = b.buffer("lse_partial", Ty::F32, Access::ReadWrite);
+    let stats_part = b.buffer("stats_partial", Ty::F32, Access::ReadWrite);
     let capacity = b.scalar("kv_capacity", Ty::I64);
     let max_chunks = b.scalar("max_chunks", Ty::I64);
     b.grid(max_chunks.clone(), Expr::i64(spec.kv_heads as i64), Expr::i64(1));
@@ -82,17 +83,20 @@ pub fn split(spec: &AttnSpec) -> Kernel {
         });
         b.barrier();
 
-        // m and l of head h live in the registers of warp h % WARPS, which reduces that head.
-        let m: Vec<_> = (0..g).map(|h| b.var(&format!("m{h}"), Expr::f32(NEG_INF))).collect();
-        let l: Vec<_> = (0..g).map(|h| b.var(&format!("l{h}"), Expr::f32(0.0))).collect();
+        // Warp h % WARPS reduces head h and keeps its m and l in register slot h / WARPS.
+        let slots = g.div_ceil(WARPS);
+        let m_slot: Vec<_> = (0..slots).map(|s| b.var(&format!("m{s}"), Expr::f32(NEG_INF))).collect();
+        let l_slot: Vec<_> = (0..slots).map(|s| b.var(&format!("l{s}"), Expr::f32(0.0))).collect();
+        let m: Vec<_> = (0..g).map(|h| m_slot[h / WARPS]).collect();
+        let l: Vec<_> = (0..g).map(|h| l_slot[h / WARPS]).collect();
         // Thread outputs: element tid + THREADS·k of the group's [g, d] output.
         let outs: Vec<(Expr, Expr, Expr)> = (0..per_thread)
             .map(|k| {
-                let idx = b.let_(&format!("out_idx{k}"), tid.clone() + Expr::i64(THREADS * k as i64));
+                // Index formulas, not registers: they are cheap to recompute and 3·g registers
+                // held across the key loop made ptxas spill for g = 7.
+                let idx = tid.clone() + Expr::i64(THREADS * k as i64);
                 let clamped = idx.clone().min(Expr::i64((g * d) as i64 - 1));
-                let h = b.let_(&format!("out_head{k}"), clamped.clone() / d64.clone());
-                let col = b.let_(&format!("out_col{k}"), clamped % d64.clone());
-                (idx, h, col)
+                (idx, clamped.clone() / d64.clone(), clamped % d64.clone())
             })
             .collect();
         let o: Vec<_> = (0..per_thread).map(|k| b.var(&format!("o{k}"), Expr::f32(0.0))).collect();
@@ -105,11 +109,15 @@ pub fn split(spec: &AttnSpec) -> Kernel {
                 |b| {
                     let acc: Vec<_> = (0..g).map(|h| b.var(&format!("dot{h}_"), Expr::f32(0.0))).collect();
                     let k_row = b.let_("k_row", (kv_base.clone() + key.clone()) * d64.clone());
-                    b.for_("c", Expr::i64(0), d64.clone(), Expr::i64(1), |b, c| {
-                        let kval = b.let_("kval", load_f32(b, inp.k, k_row.clone() + c.clone()));
-                        for (h, &a) in acc.iter().enumerate() {
-                            let qv = Expr::load(qs, Expr::i64((h * d) as i64) + c.clone());
-                            b.assign(a, Expr::fma(qv, kval.clone(), Expr::Var(a)));
+                    // Four columns per step, one vector load of K.
+                    b.for_("c", Expr::i64(0), d64.clone(), Expr::i64(4), |b, c| {
+                        let kvals = b.load_vec("kval", inp.k, k_row.clone() + c.clone(), 4);
+                        for (i, kval) in kvals.into_iter().enumerate() {
+                            let kval = if spec.dtype == Ty::F32 { kval } else { kval.cast(Ty::F32) };
+                            for (h, &a) in acc.iter().enumerate() {
+                                let qv = Expr::load(qs, Expr::i64((h * d + i) as i64) + c.clone());
+                                b.assign(a, Expr::fma(qv, kval.clone(), Expr::Var(a)));
+                            }
                         }
                     });
                     for (h, &a) in acc.iter().enumerate() {
@@ -167,7 +175,8 @@ pub fn split(spec: &AttnSpec) -> Kernel {
             b.if_(owner, |b| {
                 b.store(l_s, Expr::i64(h as i64), Expr::Var(l[h]));
                 let slot = (kvh.clone() * g64.clone() + Expr::i64(h as i64)) * ch.max_chunks.clone() + chunk_idx.clone();
-                b.store(lse_part, slot, Expr::Var(m[h]) + Expr::Var(l[h]).log());
+                b.store(stats_part, slot.clone() * Expr::i64(2), Expr::Var(m[h]));
+                b.store(stats_part, slot * Expr::i64(2) + Expr::i64(1), Expr::Var(l[h]));
             });
         }
         b.barrier();
@@ -191,12 +200,13 @@ fn butterfly(b: &mut KernelBuilder, name: &str, value: Expr, op: impl Fn(Expr, E
     acc
 }
 
-/// One CTA per query head: `out = Σ_c e^{lse_c − M}·O_c / Σ_c e^{lse_c − M}` over the step's chunks.
+/// One CTA per query head: with `M = max_c m_c` and `w_c = e^{m_c − M}·l_c` (the chunk's
+/// log-sum-exp `m_c + ln l_c` shifted by `M`, without a log), `out = Σ_c w_c·O_c / Σ_c w_c`.
 pub fn merge(spec: &AttnSpec) -> Kernel {
     let d = spec.head_dim;
     let mut b = KernelBuilder::new(format!("attention_decode_merge_{}", dtype_name(spec)), [THREADS as u32, 1, 1]);
     let o_part = b.buffer("o_partial", Ty::F32, Access::Read);
-    let lse_part = b.buffer("lse_partial", Ty::F32, Access::Read);
+    let stats_part = b.buffer("stats_partial", Ty::F32, Access::Read);
     let kv_len_buf = b.buffer("kv_len", Ty::I64, Access::Read);
     let out = b.buffer("out", spec.dtype, Access::Write);
     let max_chunks = b.scalar("max_chunks", Ty::I64);
@@ -205,19 +215,20 @@ pub fn merge(spec: &AttnSpec) -> Kernel {
     let head = b.let_("head", b.block_idx(0).cast(Ty::I64));
     let ch = chunking(&mut b, kv_len_buf, max_chunks);
     let first = b.let_("first_slot", head.clone() * ch.max_chunks.clone());
-    let lse = |c: &Expr| Expr::load(lse_part, first.clone() + c.clone());
+    let m = |c: &Expr| Expr::load(stats_part, (first.clone() + c.clone()) * Expr::i64(2));
+    let l = |c: &Expr| Expr::load(stats_part, (first.clone() + c.clone()) * Expr::i64(2) + Expr::i64(1));
 
     let top = b.var("top", Expr::f32(NEG_INF));
-    b.for_("c", Expr::i64(0), ch.chunks.clone(), Expr::i64(1), |b, c| b.assign(top, Expr::Var(top).max(lse(&c))));
+    b.for_("c", Expr::i64(0), ch.chunks.clone(), Expr::i64(1), |b, c| b.assign(top, Expr::Var(top).max(m(&c))));
     let total = b.var("total", Expr::f32(0.0));
     b.for_("c", Expr::i64(0), ch.chunks.clone(), Expr::i64(1), |b, c| {
-        b.assign(total, Expr::Var(total) + (lse(&c) - Expr::Var(top)).exp());
+        b.assign(total, Expr::fma((m(&c) - Expr::Var(top)).exp(), l(&c), Expr::Var(total)));
     });
     let d64 = Expr::i64(d as i64);
     b.for_("col", tid, d64.clone(), Expr::i64(THREADS), |b, col| {
         let acc = b.var("acc", Expr::f32(0.0));
         b.for_("c", Expr::i64(0), ch.chunks.clone(), Expr::i64(1), |b, c| {
-            let w = (lse(&c) - Expr::Var(top)).exp();
+            let w = (m(&c) - Expr::Var(top)).exp() * l(&c);
             let part = Expr::load(o_part, (first.clone() + c.clone()) * d64.clone() + col.clone());
             b.assign(acc, Expr::fma(w, part, Expr::Var(acc)));
         });

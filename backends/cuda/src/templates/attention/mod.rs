@@ -167,7 +167,7 @@ impl Template for DecodeAttention {
         let slots = self.q_heads * sizes.get("max_chunks").copied().unwrap_or(1).max(1) as usize;
         vec![
             Scratch { name: "o_partial".into(), elem: Ty::F32, len: slots * self.head_dim },
-            Scratch { name: "lse_partial".into(), elem: Ty::F32, len: slots },
+            Scratch { name: "stats_partial".into(), elem: Ty::F32, len: 2 * slots },
         ]
     }
     /// `kv_len`: the keys in the cache after this step's append.
