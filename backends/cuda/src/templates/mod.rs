@@ -36,6 +36,7 @@ pub use cache::CacheAppend;
 pub use chain::ElementwiseChain;
 pub use index::MaskedRows;
 pub use reduce::Reduce;
+pub mod attention;
 
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
@@ -113,5 +114,6 @@ pub fn cases() -> Vec<Case> {
     out.extend(vision::cases());
     out.extend(embed::cases());
     out.extend(prim_cases::cases());
+    out.extend(attention::cases());
     out
 }
