@@ -11,32 +11,32 @@
 //!   any other buffer is scratch, sized by [`Template::scratch`];
 //! - a scalar parameter named like a graph symbol gets that symbol's value.
 
-pub mod gemv;
 mod block_reduce;
+mod cache;
+mod chain;
 mod elem;
+mod elementwise;
+mod index;
+mod layout;
+mod prim_cases;
+mod reduce;
 mod scan;
+
 pub mod activation;
+pub mod attention;
 pub mod embed;
+pub mod gemv;
 pub mod norm;
 pub mod prune;
 pub mod rope;
 pub mod softmax;
 pub mod vision;
 
-pub use elem::FloatTy;
-mod cache;
-mod chain;
-mod elementwise;
-mod index;
-mod layout;
-mod prim_cases;
-mod reduce;
-
 pub use cache::CacheAppend;
 pub use chain::ElementwiseChain;
+pub use elem::FloatTy;
 pub use index::MaskedRows;
 pub use reduce::Reduce;
-pub mod attention;
 
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
