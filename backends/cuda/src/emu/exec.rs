@@ -265,17 +265,16 @@ impl<'a> Exec<'a> {
         }
         self.give(v);
         loop {
-            let e = self.eval_as(end, looping, vty)?;
+            // `i < end` compares in the promoted type, as C++ does (an int against a long long).
+            let (mut e, ety) = self.eval(end, looping)?;
+            let (work, _) = value::binary_types(BinOp::Lt, value::promote(vty, ety));
+            let mut cur = self.take();
+            cur.copy_from_slice(&self.regs[var.0 as usize]);
+            cast_lanes(&mut cur, vty, work);
+            cast_lanes(&mut e, ety, work);
             let mut lt = self.take();
-            let (work, _) = value::binary_types(BinOp::Lt, vty);
-            let r = value::binary(
-                BinOp::Lt,
-                work,
-                &self.regs[var.0 as usize],
-                &e,
-                &mut lt,
-                looping,
-            );
+            let r = value::binary(BinOp::Lt, work, &cur, &e, &mut lt, looping);
+            self.give(cur);
             self.give(e);
             r.map_err(|(lane, f)| self.fault(lane, f))?;
             for (m, &c) in looping.iter_mut().zip(&lt) {

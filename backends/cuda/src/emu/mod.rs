@@ -81,7 +81,8 @@ impl Emulator {
     }
 
     fn tick(&mut self) -> u32 {
-        self.clock += 1;
+        // Wrapping: stamps only need to differ from those of recent runs.
+        self.clock = self.clock.wrapping_add(1);
         self.clock
     }
 
@@ -146,7 +147,7 @@ impl Emulator {
         for z in 0..grid[2] {
             for y in 0..grid[1] {
                 for x in 0..grid[0] {
-                    clock += 1;
+                    clock = clock.wrapping_add(1);
                     ex.shared_run = clock;
                     ex.block_idx = [x, y, z];
                     ex.block_linear = x + grid[0] * (y + grid[1] * z);

@@ -471,4 +471,21 @@ mod tests {
         assert_eq!(f32_to_bf16_bits(f32::NEG_INFINITY), 0xff80);
         assert_eq!(f32_to_bf16_bits(f32::from_bits(0xffc0_0001)), 0x7fff);
     }
+
+    #[test]
+    fn bf16_agrees_with_half_on_every_non_nan() {
+        // `half` also rounds to nearest even; only its NaN (quieted, sign kept) differs.
+        for hi in 0..=u16::MAX {
+            for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff] {
+                let x = f32::from_bits(((hi as u32) << 16) | lo);
+                if !x.is_nan() {
+                    assert_eq!(
+                        f32_to_bf16_bits(x),
+                        half::bf16::from_f32(x).to_bits(),
+                        "{x:e}"
+                    );
+                }
+            }
+        }
+    }
 }
