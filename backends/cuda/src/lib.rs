@@ -6,4 +6,6 @@
 
 pub mod emu;
 pub mod kir;
+pub mod nvrtc;
+pub mod print;
 pub mod templates;
