@@ -131,7 +131,8 @@ impl Emulator {
                     s.name
                 )));
             }
-            shared_bytes = shared_bytes.saturating_add(len as usize * s.elem.size());
+            shared_bytes =
+                shared_bytes.saturating_add((len as usize).saturating_mul(s.elem.size()));
             if shared_bytes > MAX_SHARED_BYTES {
                 return Err(bad_launch(format!("{shared_bytes} bytes of shared memory")));
             }
