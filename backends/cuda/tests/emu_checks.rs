@@ -767,3 +767,42 @@ fn loop_bound_compares_in_the_promoted_type() {
         "{err}"
     );
 }
+
+#[test]
+fn host_writes_initialise_single_elements() {
+    // A cache whose first 16 positions the host filled: the kernel may read those only.
+    let build = |n: i32| {
+        let mut kb = KernelBuilder::new("prefix", [32, 1, 1]);
+        let cache = kb.buffer("cache", Ty::Bf16, Access::Read);
+        let out = kb.buffer("out", Ty::F32, Access::Write);
+        let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I32));
+        let v = Expr::select(
+            t.clone().lt(Expr::i32(n)),
+            kb.load(cache, t.clone()).cast(Ty::F32),
+            Expr::f32(0.0),
+        );
+        kb.store(out, t, v);
+        kb.finish()
+    };
+    let mut cache = DeviceBuffer::new(Ty::Bf16, 32);
+    (0..16).for_each(|i| cache.set_f32(i, i as f32 + 0.5));
+    assert_eq!(cache.written().iter().filter(|&&w| w).count(), 16);
+    let err = launch(
+        &build(17),
+        vec![cache.clone(), DeviceBuffer::new(Ty::F32, 32)],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, EmuError::Uninitialised { index: 16, .. }),
+        "{err}"
+    );
+    let emu = launch(&build(16), vec![cache, DeviceBuffer::new(Ty::F32, 32)], &[]).unwrap();
+    assert_eq!(emu.buffer(BufferId(1)).to_f32()[15], 15.5);
+    let mut ids = DeviceBuffer::new(Ty::I32, 2);
+    ids.set_i64(1, -7);
+    assert_eq!(
+        (ids.to_i64(), ids.written()),
+        (vec![0, -7], vec![false, true])
+    );
+}
