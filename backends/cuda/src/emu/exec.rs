@@ -5,7 +5,7 @@
 
 use super::error::{At, BlockAt, EmuError};
 use super::memory::DeviceBuffer;
-use super::value::{self, as_i64, cast_lanes, truthy, Fault};
+use super::value::{self, as_i64, cast_lanes, Fault};
 use crate::kir::{BinOp, Expr, Kernel, ParamKind, Special, Stmt, Ty};
 
 /// The state of one launch while its blocks run.
@@ -183,11 +183,11 @@ impl<'a> Exec<'a> {
                 self.give(idx);
             }
             Stmt::If { cond, then, els } => {
-                let (c, cty) = self.eval(cond, mask)?;
+                let c = self.eval_as(cond, mask, Ty::Bool)?;
                 let mut then_mask = self.take_mask();
                 let mut else_mask = self.take_mask();
                 for i in 0..self.n {
-                    let t = truthy(c[i], cty);
+                    let t = c[i] != 0;
                     then_mask[i] = mask[i] && t;
                     else_mask[i] = mask[i] && !t;
                 }
@@ -421,11 +421,11 @@ impl<'a> Exec<'a> {
             }
             Expr::Select(c, a, b) => {
                 // C++ `c ? a : b` evaluates one side per thread: a guarded load stays guarded.
-                let (cv, cty) = self.eval(c, mask)?;
+                let cv = self.eval_as(c, mask, Ty::Bool)?;
                 let mut on_a = self.take_mask();
                 let mut on_b = self.take_mask();
                 for i in 0..self.n {
-                    let t = truthy(cv[i], cty);
+                    let t = cv[i] != 0;
                     on_a[i] = mask[i] && t;
                     on_b[i] = mask[i] && !t;
                 }
@@ -490,15 +490,14 @@ impl<'a> Exec<'a> {
         b: &'a Expr,
         mask: &[bool],
     ) -> Result<(Vec<u64>, Ty), EmuError> {
-        let (mut x, tx) = self.eval(a, mask)?;
+        let mut x = self.eval_as(a, mask, Ty::Bool)?;
         let mut need_b = self.take_mask();
         for i in 0..self.n {
-            let t = truthy(x[i], tx);
-            x[i] = t as u64;
+            let t = x[i] != 0;
             need_b[i] = mask[i] && (t == (op == BinOp::And));
         }
-        let r = self.eval(b, &need_b);
-        let (y, ty) = match r {
+        let r = self.eval_as(b, &need_b, Ty::Bool);
+        let y = match r {
             Ok(v) => v,
             Err(e) => {
                 self.give_mask(need_b);
@@ -508,7 +507,7 @@ impl<'a> Exec<'a> {
         };
         for i in 0..self.n {
             if need_b[i] {
-                x[i] = truthy(y[i], ty) as u64;
+                x[i] = y[i];
             }
         }
         self.give(y);
