@@ -4,7 +4,7 @@
 use vl3c_cuda::emu::{
     a_fragment, b_fragment, c_fragment, f32_to_bf16_bits, Arg, DeviceBuffer, Emulator,
 };
-use vl3c_cuda::kir::{Access, Expr, KernelBuilder, Lit, Shfl, Ty};
+use vl3c_cuda::kir::{Access, Expr, KernelBuilder, Lit, Shfl, Special, Ty};
 
 /// `out[i] = a[i] + b[i]` over `n` elements, 64 threads per block, `ceil(n/64)` blocks.
 fn add_kernel() -> vl3c_cuda::kir::Kernel {
@@ -342,4 +342,84 @@ fn bf16_rounding_of_ties_nan_and_infinity() {
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
     assert_eq!(bits, cases.map(|(_, w)| w).to_vec());
+}
+
+#[test]
+fn two_dimensional_blocks_group_warps_by_linear_thread_id() {
+    // 16×4 threads: warp 0 is rows y = 0 and 1 (x fastest), so a shfl_xor by 16 swaps rows.
+    let mut kb = KernelBuilder::new("tile2d", [16, 4, 1]);
+    let out = kb.buffer("out", Ty::I32, Access::Write);
+    let lanes = kb.buffer("lanes", Ty::I32, Access::Write);
+    let x = kb.let_("x", kb.thread_idx(0).cast(Ty::I32));
+    let y = kb.let_("y", kb.thread_idx(1).cast(Ty::I32));
+    let linear = kb.let_("linear", y.clone() * Expr::i32(16) + x.clone());
+    let partner = kb.shfl_xor("partner", linear.clone(), 16);
+    kb.store(out, linear.clone(), partner);
+    kb.store(lanes, linear, kb.lane().cast(Ty::I32));
+    let k = kb.finish();
+    let mut emu = Emulator::new();
+    let io = emu.alloc(DeviceBuffer::new(Ty::I32, 64));
+    let il = emu.alloc(DeviceBuffer::new(Ty::I32, 64));
+    emu.launch(&k, &[Arg::Buffer(io), Arg::Buffer(il)]).unwrap();
+    assert_eq!(
+        emu.buffer(io).to_i64(),
+        (0..64).map(|t| t ^ 16).collect::<Vec<i64>>()
+    );
+    assert_eq!(
+        emu.buffer(il).to_i64(),
+        (0..64).map(|t| t % 32).collect::<Vec<i64>>()
+    );
+}
+
+#[test]
+fn three_dimensional_grids_and_dimension_specials() {
+    // Each thread writes gridDim/blockDim-derived linear ids; the grid is a formula over `n`.
+    let mut kb = KernelBuilder::new("grid3d", [2, 2, 1]);
+    let out = kb.buffer("out", Ty::U32, Access::Write);
+    let n = kb.scalar("n", Ty::U32);
+    kb.grid(Expr::u32(3), n.clone(), n / Expr::u32(2));
+    let s = |kb: &KernelBuilder, sp: Special| {
+        let _ = kb;
+        Expr::Special(sp)
+    };
+    let block = s(&kb, Special::BlockIdx(0))
+        + s(&kb, Special::GridDim(0))
+            * (s(&kb, Special::BlockIdx(1))
+                + s(&kb, Special::GridDim(1)) * s(&kb, Special::BlockIdx(2)));
+    let thread = s(&kb, Special::ThreadIdx(0))
+        + s(&kb, Special::BlockDim(0)) * s(&kb, Special::ThreadIdx(1));
+    let id = kb.let_("id", block * Expr::u32(4) + thread);
+    kb.store(out, id.clone(), id);
+    let k = kb.finish();
+    let mut emu = Emulator::new();
+    let io = emu.alloc(DeviceBuffer::new(Ty::U32, 3 * 4 * 2 * 4));
+    let stats = emu
+        .launch(&k, &[Arg::Buffer(io), Arg::Scalar(Lit::U32(4))])
+        .unwrap();
+    assert_eq!((stats.blocks, stats.threads), (24, 96));
+    assert_eq!(emu.buffer(io).to_i64(), (0..96).collect::<Vec<i64>>());
+}
+
+#[test]
+fn faults_in_inactive_lanes_are_not_errors() {
+    // `t < 2 ? 2^30 * t : 0` overflows i32 only for the lanes that do not take that side, and a
+    // division by `t - 5` divides by zero only in a lane the branch excludes.
+    let mut kb = KernelBuilder::new("guarded_faults", [32, 1, 1]);
+    let out = kb.buffer("out", Ty::I32, Access::Write);
+    let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I32));
+    let v = Expr::select(
+        t.clone().lt(Expr::i32(2)),
+        Expr::i32(1 << 30) * t.clone(),
+        Expr::i32(0),
+    );
+    kb.store(out, t.clone(), v);
+    kb.if_(t.clone().ne(Expr::i32(5)), |kb| {
+        kb.store(out, t.clone(), Expr::i32(100) / (t.clone() - Expr::i32(5)));
+    });
+    let k = kb.finish();
+    let mut emu = Emulator::new();
+    let io = emu.alloc(DeviceBuffer::new(Ty::I32, 32));
+    emu.launch(&k, &[Arg::Buffer(io)]).unwrap();
+    let got = emu.buffer(io).to_i64();
+    assert_eq!(got[..7], [-20, -25, -33, -50, -100, 0, 100]);
 }
