@@ -423,3 +423,92 @@ fn faults_in_inactive_lanes_are_not_errors() {
     let got = emu.buffer(io).to_i64();
     assert_eq!(got[..7], [-20, -25, -33, -50, -100, 0, 100]);
 }
+
+#[test]
+fn rms_norm_in_bf16_matches_the_host() {
+    // One block of 256 threads per row: strided sum of squares (fma), a shared-memory tree,
+    // rsqrt, then the scaled row stored as bf16.
+    let hidden = 1536i64;
+    let mut kb = KernelBuilder::new("rms", [256, 1, 1]);
+    let x = kb.buffer("x", Ty::Bf16, Access::Read);
+    let w = kb.buffer("w", Ty::Bf16, Access::Read);
+    let out = kb.buffer("out", Ty::Bf16, Access::Write);
+    let rows = kb.scalar("rows", Ty::I64);
+    kb.grid(rows, Expr::i64(1), Expr::i64(1));
+    let sh = kb.shared("partial", Ty::F32, 256);
+    let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I64));
+    let row = kb.let_("row", kb.block_idx(0).cast(Ty::I64) * Expr::i64(hidden));
+    let acc = kb.var("acc", Expr::f32(0.0));
+    kb.for_(
+        "i",
+        t.clone(),
+        Expr::i64(hidden),
+        Expr::i64(256),
+        |kb, i| {
+            let v = kb.let_("v", kb.load(x, row.clone() + i).cast(Ty::F32));
+            kb.assign(acc, Expr::fma(v.clone(), v, Expr::Var(acc)));
+        },
+    );
+    kb.store(sh, t.clone(), Expr::Var(acc));
+    kb.barrier();
+    for stride in [128, 64, 32, 16, 8, 4, 2, 1] {
+        kb.if_(t.clone().lt(Expr::i64(stride)), |kb| {
+            let s = kb.load(sh, t.clone()) + kb.load(sh, t.clone() + Expr::i64(stride));
+            kb.store(sh, t.clone(), s);
+        });
+        kb.barrier();
+    }
+    let scale = kb.let_(
+        "scale",
+        (kb.load(sh, Expr::i64(0)) / Expr::f32(hidden as f32) + Expr::f32(1e-6)).rsqrt(),
+    );
+    kb.for_(
+        "i",
+        t.clone(),
+        Expr::i64(hidden),
+        Expr::i64(256),
+        |kb, i| {
+            let v = kb.load(x, row.clone() + i.clone()).cast(Ty::F32)
+                * scale.clone()
+                * kb.load(w, i.clone()).cast(Ty::F32);
+            kb.store(out, row.clone() + i, v.cast(Ty::Bf16));
+        },
+    );
+    let k = kb.finish();
+    let rows = 7usize;
+    let mut emu = Emulator::new();
+    let xv: Vec<f32> = (0..rows * 1536)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let ix = emu.alloc(DeviceBuffer::from_f32(Ty::Bf16, &xv));
+    let iw = emu.alloc(DeviceBuffer::from_f32(
+        Ty::Bf16,
+        &(0..1536)
+            .map(|i| 1.0 + (i % 5) as f32 / 8.0)
+            .collect::<Vec<f32>>(),
+    ));
+    let io = emu.alloc(DeviceBuffer::new(Ty::Bf16, rows * 1536));
+    let args = [
+        Arg::Buffer(ix),
+        Arg::Buffer(iw),
+        Arg::Buffer(io),
+        Arg::Scalar(Lit::I64(rows as i64)),
+    ];
+    emu.launch(&k, &args).unwrap();
+    let got = emu.buffer(io).to_f32();
+    let bf = |v: f32| vl3c_cuda::emu::bf16_bits_to_f32(f32_to_bf16_bits(v));
+    for r in 0..rows {
+        let row: Vec<f32> = (0..1536).map(|i| bf(xv[r * 1536 + i])).collect();
+        let ms = row.iter().map(|v| (v * v) as f64).sum::<f64>() / 1536.0;
+        let scale = 1.0 / (ms + 1e-6).sqrt();
+        for i in 0..1536 {
+            let want = row[i] as f64 * scale * bf(1.0 + (i % 5) as f32 / 8.0) as f64;
+            let g = got[r * 1536 + i] as f64;
+            // One bf16 rounding of the result (2^-8 relative) plus f32 noise.
+            assert!(
+                (g - want).abs() <= want.abs() / 128.0 + 1e-6,
+                "row {r} col {i}: {g} vs {want}"
+            );
+        }
+    }
+}
