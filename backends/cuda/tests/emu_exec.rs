@@ -349,25 +349,52 @@ fn two_dimensional_blocks_group_warps_by_linear_thread_id() {
     // 16×4 threads: warp 0 is rows y = 0 and 1 (x fastest), so a shfl_xor by 16 swaps rows.
     let mut kb = KernelBuilder::new("tile2d", [16, 4, 1]);
     let out = kb.buffer("out", Ty::I32, Access::Write);
-    let lanes = kb.buffer("lanes", Ty::I32, Access::Write);
     let x = kb.let_("x", kb.thread_idx(0).cast(Ty::I32));
     let y = kb.let_("y", kb.thread_idx(1).cast(Ty::I32));
     let linear = kb.let_("linear", y.clone() * Expr::i32(16) + x.clone());
     let partner = kb.shfl_xor("partner", linear.clone(), 16);
-    kb.store(out, linear.clone(), partner);
-    kb.store(lanes, linear, kb.lane().cast(Ty::I32));
+    kb.store(out, linear, partner);
     let k = kb.finish();
     let mut emu = Emulator::new();
     let io = emu.alloc(DeviceBuffer::new(Ty::I32, 64));
-    let il = emu.alloc(DeviceBuffer::new(Ty::I32, 64));
-    emu.launch(&k, &[Arg::Buffer(io), Arg::Buffer(il)]).unwrap();
+    emu.launch(&k, &[Arg::Buffer(io)]).unwrap();
     assert_eq!(
         emu.buffer(io).to_i64(),
         (0..64).map(|t| t ^ 16).collect::<Vec<i64>>()
     );
+}
+
+/// `lanes[linear] = LaneId` in blocks of `block` threads.
+fn lane_ids(block: [u32; 3]) -> Result<Vec<i64>, vl3c_cuda::emu::EmuError> {
+    let mut kb = KernelBuilder::new("lanes", block);
+    let lanes = kb.buffer("lanes", Ty::I32, Access::Write);
+    let x = kb.thread_idx(0).cast(Ty::I32);
+    let y = kb.thread_idx(1).cast(Ty::I32);
+    let linear = kb.let_("linear", y * Expr::i32(block[0] as i32) + x);
+    kb.store(lanes, linear, kb.lane().cast(Ty::I32));
+    let k = kb.finish();
+    let mut emu = Emulator::new();
+    let n = (block[0] * block[1]) as usize;
+    let il = emu.alloc(DeviceBuffer::new(Ty::I32, n));
+    emu.launch(&k, &[Arg::Buffer(il)])?;
+    Ok(emu.buffer(il).to_i64())
+}
+
+#[test]
+fn lane_id_is_the_linear_thread_id_mod_32() {
     assert_eq!(
-        emu.buffer(il).to_i64(),
-        (0..64).map(|t| t % 32).collect::<Vec<i64>>()
+        lane_ids([64, 2, 1]).unwrap(),
+        (0..128).map(|t| t % 32).collect::<Vec<i64>>()
+    );
+    assert_eq!(
+        lane_ids([48, 1, 1]).unwrap(),
+        (0..48).map(|t| t % 32).collect::<Vec<i64>>()
+    );
+    // Where warps straddle rows, the printed `threadIdx.x & 31` would not be the lane.
+    let err = lane_ids([16, 4, 1]).unwrap_err();
+    assert!(
+        matches!(err, vl3c_cuda::emu::EmuError::BadLaunch { .. }),
+        "{err}"
     );
 }
 

@@ -360,6 +360,19 @@ impl<'a> Exec<'a> {
                 out.fill(self.scalars[p.0 as usize]);
                 (out, ty)
             }
+            Expr::Special(Special::LaneId) if !lane_is_thread_x(self.k.block) => {
+                // The printer spells the lane `threadIdx.x & 31`, which is the hardware lane
+                // (linear id % 32) only when warps do not straddle rows of x.
+                let [x, y, z] = self.k.block;
+                let reason = format!(
+                    "LaneId in a ({x},{y},{z}) block: the x extent must be a multiple of 32 \
+                     when y or z exceeds 1"
+                );
+                return Err(EmuError::BadLaunch {
+                    kernel: self.k.name.clone(),
+                    reason,
+                });
+            }
             Expr::Special(s) => {
                 let mut out = self.take();
                 match *s {
@@ -569,6 +582,11 @@ impl<'a> Exec<'a> {
     pub(super) fn regs_mut(&mut self, v: crate::kir::VarId) -> &mut Vec<u64> {
         &mut self.regs[v.0 as usize]
     }
+}
+
+/// Whether `threadIdx.x % 32` is the lane (linear thread id % 32) in blocks of `block`.
+fn lane_is_thread_x(block: [u32; 3]) -> bool {
+    block[0].is_multiple_of(32) || block[1] * block[2] == 1
 }
 
 /// A statement as an error site names it: `store out`, `let acc`, `for i`.
