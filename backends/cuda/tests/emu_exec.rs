@@ -233,6 +233,37 @@ fn fragment_maps_cover_each_matrix_once() {
 }
 
 #[test]
+fn fragment_maps_agree_with_tinygrad() {
+    // tinygrad `ops_python.py`, CUDA m16n8k16: `a_elem(x, k, row) =
+    // x[k%2 + (row//8)*2 + (k//8)*4][(k//2)%4 + (row%8)*4]`, `b_elem(x, col, k) =
+    // x[k%2 + (k//8)*2][(k//2)%4 + col*4]`, `c_map(lane, e) = (e%2 + (lane%4)*2, lane//4 + (e//2)*8)`
+    // as (col, row).
+    for row in 0..16 {
+        for k in 0..16 {
+            let (e, lane) = (
+                k % 2 + (row / 8) * 2 + (k / 8) * 4,
+                (k / 2) % 4 + (row % 8) * 4,
+            );
+            assert_eq!(a_fragment(lane, e), (row, k));
+        }
+    }
+    for col in 0..8 {
+        for k in 0..16 {
+            let (e, lane) = (k % 2 + (k / 8) * 2, (k / 2) % 4 + col * 4);
+            assert_eq!(b_fragment(lane, e), (k, col));
+        }
+    }
+    for lane in 0..32 {
+        for e in 0..4 {
+            assert_eq!(
+                c_fragment(lane, e),
+                (lane / 4 + (e / 2) * 8, e % 2 + (lane % 4) * 2)
+            );
+        }
+    }
+}
+
+#[test]
 fn mma_matches_a_plain_matmul() {
     // A (16×16 row-major) and B (16×8, stored column-major: b[n*16 + k]) in bf16, C in f32;
     // each lane loads its fragments through the maps the PTX ISA gives.
