@@ -806,3 +806,36 @@ fn host_writes_initialise_single_elements() {
         (vec![0, -7], vec![false, true])
     );
 }
+
+#[test]
+fn loop_step_that_is_not_positive() {
+    let build = |step: Expr| {
+        let mut kb = KernelBuilder::new("stuck", [32, 1, 1]);
+        let out = kb.buffer("out", Ty::F32, Access::Write);
+        let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I32));
+        let acc = kb.var("acc", Expr::f32(0.0));
+        let start = Expr::f32(0.0);
+        kb.for_("x", start, Expr::f32(1.0), step, |kb, x| {
+            kb.assign(acc, Expr::Var(acc) + x)
+        });
+        kb.store(out, t, Expr::Var(acc));
+        kb.finish()
+    };
+    let err = launch(
+        &build(Expr::f32(0.0)),
+        vec![DeviceBuffer::new(Ty::F32, 32)],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, EmuError::UndefinedArithmetic { what, .. } if what.contains("step 0")),
+        "{err}"
+    );
+    let emu = launch(
+        &build(Expr::f32(0.25)),
+        vec![DeviceBuffer::new(Ty::F32, 32)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(emu.buffer(BufferId(0)).to_f32(), vec![1.5; 32]);
+}

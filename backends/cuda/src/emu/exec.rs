@@ -286,24 +286,35 @@ impl<'a> Exec<'a> {
             }
             self.exec_branch(body, "body", looping)?;
             self.cur = Some(s);
-            let st = self.eval_as(step, looping, vty)?;
-            if vty.is_int() {
-                if let Some(lane) = (0..self.n).find(|&i| looping[i] && as_i64(st[i], vty) <= 0) {
-                    let what = format!("loop step {} never reaches the end", as_i64(st[lane], vty));
-                    self.give(st);
-                    return Err(self.fault(lane, Fault::Undefined(what)));
+            // `i += step` in the counter's arithmetic type (bf16 counters add in f32); a step
+            // that is not positive would loop forever, or until the counter overflows.
+            let work = value::binary_types(BinOp::Add, value::promote(vty, vty)).0;
+            let st = self.eval_as(step, looping, work)?;
+            let stuck = |x: u64| match work {
+                Ty::F32 => {
+                    f32::from_bits(x as u32).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
                 }
+                _ => as_i64(x, work) <= 0,
+            };
+            if let Some(lane) = (0..self.n).find(|&i| looping[i] && stuck(st[i])) {
+                let what = match work {
+                    Ty::F32 => format!(
+                        "loop step {} never reaches the end",
+                        f32::from_bits(st[lane] as u32)
+                    ),
+                    _ => format!("loop step {} never reaches the end", as_i64(st[lane], work)),
+                };
+                self.give(st);
+                return Err(self.fault(lane, Fault::Undefined(what)));
             }
+            let mut cur = self.take();
+            cur.copy_from_slice(&self.regs[var.0 as usize]);
+            cast_lanes(&mut cur, vty, work);
             let mut next = self.take();
-            let r = value::binary(
-                BinOp::Add,
-                vty,
-                &self.regs[var.0 as usize],
-                &st,
-                &mut next,
-                looping,
-            );
+            let r = value::binary(BinOp::Add, work, &cur, &st, &mut next, looping);
             self.give(st);
+            self.give(cur);
+            cast_lanes(&mut next, work, vty);
             r.map_err(|(lane, f)| self.fault(lane, f))?;
             let reg = &mut self.regs[var.0 as usize];
             for ((r, &x), &m) in reg.iter_mut().zip(&next).zip(looping.iter()) {
