@@ -4,5 +4,6 @@
 //! `templates` builds the kernels of the optimized graphs' ops from Rust, one template per
 //! fused-op family.
 
+pub mod check;
 pub mod kir;
 pub mod templates;
