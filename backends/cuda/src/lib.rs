@@ -5,5 +5,9 @@
 //! fused-op family.
 
 pub mod check;
+pub mod emu;
+pub mod gemm;
 pub mod kir;
+pub mod nvrtc;
+pub mod print;
 pub mod templates;
