@@ -15,7 +15,7 @@ use crate::templates::Case;
 use std::collections::HashMap;
 use std::time::Instant;
 use vl3c_ir::{DType, Graph, Op};
-use vl3c_reference::{execute, Tensor};
+use vl3c_reference::{execute_sized, Tensor};
 
 /// Where kernels run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ fn run(case: &Case, backend: Backend, report: &mut CaseReport) -> Result<(), Str
         into.insert(name.clone(), tensor);
     }
     let no_weights: HashMap<String, Tensor> = HashMap::new();
-    let expected = execute(&graph, &values, &no_weights, &caches).map_err(|e| format!("reference: {e}"))?;
+    let expected = execute_sized(&graph, &values, &no_weights, &caches, &sizes).map_err(|e| format!("reference: {e}"))?;
 
     let mut emu = Emulator::new();
     let mut buffers: HashMap<String, BufferId> = HashMap::new();
