@@ -1,7 +1,9 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
+use vl3c_cuda::nvrtc::Sm;
+use vl3c_driver::{compile_cuda, CudaOptions};
 use vl3c_runtime::engine::compile_engine;
 
 #[derive(clap::Args)]
@@ -9,9 +11,16 @@ pub struct Args {
     /// Checkpoint directory: config.json plus model.safetensors or shards with model.safetensors.index.json.
     #[arg(long)]
     model: PathBuf,
-    /// Engine target: cpu (cuda and tensorrt are not supported yet).
+    /// Engine target: cpu, or cuda (kernels printed as CUDA C++ and compiled by NVRTC to cubins
+    /// ahead of time, no GPU needed; running CUDA engines is not supported yet). tensorrt: not yet.
     #[arg(long, default_value = "cpu")]
     target: String,
+    /// cuda: the GPU architectures to build cubins for (repeat or separate with commas): 80 (A100), 90 (H100/H200).
+    #[arg(long, value_delimiter = ',', default_value = "90")]
+    sm: Vec<String>,
+    /// cuda: build from config.json alone (graphs and kernels at the real sizes, no weights read).
+    #[arg(long)]
+    config_only: bool,
     /// Engine directory to write (created; files in it are overwritten).
     #[arg(long)]
     out: PathBuf,
@@ -36,8 +45,11 @@ pub fn update(bar: &ProgressBar, stage: &str, done: usize, total: usize) {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.target != "cpu" {
-        bail!("target `{}` is not supported yet (only `cpu`)", args.target);
+    match args.target.as_str() {
+        "cpu" if args.config_only => bail!("--config-only is for --target cuda: a CPU engine needs the checkpoint's weights"),
+        "cpu" => {}
+        "cuda" => return run_cuda(&args),
+        other => bail!("target `{other}` is not supported yet (expected `cpu` or `cuda`)"),
     }
     if args.threads > 0 {
         // Read by rayon's global pool, which nothing has started yet.
@@ -58,5 +70,38 @@ pub fn run(args: Args) -> Result<()> {
         report.raw_weights,
         report.weights_bytes as f64 / (1 << 20) as f64
     );
+    Ok(())
+}
+
+fn run_cuda(args: &Args) -> Result<()> {
+    let sms = args
+        .sm
+        .iter()
+        .map(|s| Sm::parse(s).with_context(|| format!("unknown --sm `{s}` (expected 80 or 90)")))
+        .collect::<Result<Vec<_>>>()?;
+    let start = Instant::now();
+    let bar = progress_bar();
+    let opts = CudaOptions { sms, config_only: args.config_only };
+    let report = compile_cuda(&args.model, &args.out, &opts, &mut |s, d, t| update(&bar, s, d, t));
+    bar.finish_and_clear();
+    let report = report?;
+    let cubins: Vec<String> = report.cubin_bytes.iter().map(|(sm, b)| format!("{sm} {:.1} KiB", *b as f64 / 1024.0)).collect();
+    eprintln!(
+        "compile: {} → {} in {:.2}s (optimize {:.2}s, NVRTC {:.2}s): {} steps ({} cuBLASLt calls), {} template instances, {} kernels; cubins {}",
+        args.model.display(),
+        args.out.display(),
+        start.elapsed().as_secs_f64(),
+        report.optimize_seconds,
+        report.nvrtc_seconds,
+        report.steps,
+        report.gemm_calls,
+        report.instances,
+        report.kernels,
+        cubins.join(", ")
+    );
+    for p in &report.problems {
+        eprintln!("warning: {p}");
+    }
+    eprintln!("note: running CUDA engines (eval/run --engine on a GPU or the emulator) is not supported yet");
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod check;
 pub mod emu;
 pub mod gemm;
 pub mod kir;
+pub mod lower;
 pub mod nvrtc;
 pub mod print;
 pub mod templates;
