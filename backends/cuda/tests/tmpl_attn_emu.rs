@@ -32,11 +32,12 @@ fn direct(spec: &AttnSpec, inputs: &HashMap<String, Vec<f32>>, ints: &HashMap<St
     let rotate = |x: &[f32], row: usize, pos: usize| -> Vec<f64> {
         let x: Vec<f64> = x[row * d..(row + 1) * d].iter().map(|&v| v as f64).collect();
         let (cos, sin) = (&inputs["cos"][pos * d..(pos + 1) * d], &inputs["sin"][pos * d..(pos + 1) * d]);
-        (0..d).map(|c| {
-            let rot = if c < d / 2 { -x[c + d / 2] } else { x[c - d / 2] };
-            x[c] * cos[c] as f64 + rot * sin[c] as f64
-        })
-        .collect()
+        (0..d)
+            .map(|c| {
+                let rot = if c < d / 2 { -x[c + d / 2] } else { x[c - d / 2] };
+                x[c] * cos[c] as f64 + rot * sin[c] as f64
+            })
+            .collect()
     };
     let plain = |x: &[f32], row: usize| -> Vec<f64> { x[row * d..(row + 1) * d].iter().map(|&v| v as f64).collect() };
     let past = t - n;
@@ -172,6 +173,32 @@ fn decode_split_kv_chunks() {
             let e = nmse(&t, &t.spec(), &sz);
             eprintln!("{} {sz:?}: nmse {e:.2e}", t.name());
             assert!(e < limit(dtype), "{} {sz:?}: nmse {e:e}", t.name());
+        }
+    }
+}
+
+/// The real 2B/7B shapes of `cases()`, timed; run by hand to size the case list.
+#[test]
+#[ignore]
+fn real_shapes_timed() {
+    for dtype in [Ty::F32, Ty::Bf16] {
+        let v = VisionAttention { dtype, heads: 16, head_dim: 72 };
+        for (n, frames) in [(64, 1), (1024, 16), (129, 3)] {
+            let start = std::time::Instant::now();
+            let e = nmse(&v, &v.spec(), &sizes(&[("n_patches", n), ("frames", frames)]));
+            eprintln!("{} n={n}: nmse {e:.2e} {:.2}s", v.name(), start.elapsed().as_secs_f64());
+        }
+        for (q_heads, kv_heads) in [(12, 2), (28, 4)] {
+            let p = PrefillAttention { dtype, q_heads, kv_heads, head_dim: 128 };
+            for seq_len in [7, 64, 129] {
+                let start = std::time::Instant::now();
+                let e = nmse(&p, &p.spec(), &sizes(&[("seq_len", seq_len), ("past_len", 0)]));
+                eprintln!("{} n={seq_len}: nmse {e:.2e} {:.2}s", p.name(), start.elapsed().as_secs_f64());
+            }
+            let dd = DecodeAttention { dtype, q_heads, kv_heads, head_dim: 128 };
+            let start = std::time::Instant::now();
+            let e = nmse(&dd, &dd.spec(), &sizes(&[("past_len", 299), ("kv_capacity", 300), ("max_chunks", 4)]));
+            eprintln!("{} t=300: nmse {e:.2e} {:.2}s", dd.name(), start.elapsed().as_secs_f64());
         }
     }
 }

@@ -3,11 +3,11 @@
 //! (`tools/cuda/install-nvrtc.sh`); `VL3C_SKIP_NVRTC=1` skips these tests where it is not.
 
 use vl3c_cuda::kir::Kernel;
+use vl3c_cuda::kir::Ty;
 use vl3c_cuda::nvrtc::{Nvrtc, Sm};
 use vl3c_cuda::print::print_module;
 use vl3c_cuda::templates::attention::{DecodeAttention, PrefillAttention, VisionAttention};
 use vl3c_cuda::templates::Template;
-use vl3c_cuda::kir::Ty;
 
 fn nvrtc() -> Option<Nvrtc> {
     match Nvrtc::load() {
@@ -40,7 +40,10 @@ fn check(sm: Sm) {
     assert!(!compiled.log.contains("warning"), "NVRTC warned:\n{}", compiled.log);
     let mut table = String::new();
     for r in &compiled.reports {
-        table.push_str(&format!("{:<48} regs {:>3} spills {}/{} stack {} smem {}\n", r.kernel, r.registers, r.spill_stores, r.spill_loads, r.stack_bytes, r.shared_bytes));
+        table.push_str(&format!(
+            "{:<48} regs {:>3} spills {}/{} stack {} smem {}\n",
+            r.kernel, r.registers, r.spill_stores, r.spill_loads, r.stack_bytes, r.shared_bytes
+        ));
     }
     eprintln!("{sm}:\n{table}");
     for r in &compiled.reports {
@@ -57,15 +60,4 @@ fn attention_compiles_for_sm_80() {
 #[test]
 fn attention_compiles_for_sm_90() {
     check(Sm::Sm90);
-}
-
-#[test]
-#[ignore]
-fn dump_log() {
-    let nvrtc = nvrtc().unwrap();
-    let k = DecodeAttention { dtype: Ty::Bf16, q_heads: 12, kv_heads: 2, head_dim: 128 }.kernels();
-    let source = print_module(&k);
-    std::fs::write("/tmp/attn_decode.cu", &source).unwrap();
-    let compiled = nvrtc.compile(&source, "attention.cu", Sm::Sm80).unwrap();
-    eprintln!("{}", compiled.log);
 }
