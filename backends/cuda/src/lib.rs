@@ -5,6 +5,7 @@
 //! fused-op family.
 
 pub mod emu;
+pub mod gemm;
 pub mod kir;
 pub mod nvrtc;
 pub mod print;

@@ -562,9 +562,10 @@ fn vector_type(elem: Ty, width: usize) -> &'static str {
         (Ty::I64, 2) => "longlong2",
         (Ty::Bf16, 2) => "unsigned int",
         (Ty::Bf16, 4) => "uint2",
+        (Ty::Bf16, 8) => "uint4",
         (Ty::Bool, 2) => "uchar2",
         (Ty::Bool, 4) => "uchar4",
-        (elem, width) => panic!("no vector access of {width} × {elem:?}: widths are 2 or 4"),
+        (elem, width) => panic!("no vector access of {width} × {elem:?}: widths are 2 or 4 (8 for bf16)"),
     }
 }
 
