@@ -7,7 +7,9 @@
 //! score is the quad's partial dot products summed by two shuffles. Key tiles of 32 sit in shared
 //! memory; the online softmax rescales per tile.
 
-use super::common::{allowed, ceil_div, declare_inputs, declare_lengths, key_range, rotated, to_dtype, AttnSpec, NEG_INF};
+use super::common::{
+    allowed, ceil_div, declare_inputs, declare_lengths, key_range, load_kv_tile, rotated, to_dtype, AttnSpec, KvTile, NEG_INF,
+};
 use crate::kir::{Access, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::AttentionMask;
 
@@ -63,29 +65,12 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     let l = b.var("l", Expr::f32(0.0));
     let o: Vec<_> = (0..dq).map(|c| b.var(&format!("o{c}"), Expr::f32(0.0))).collect();
     let k_tables = if spec.rope_k { inp.rope } else { None };
+    let tile = KvTile { ks, vs, keys: KEYS, threads: THREADS, k_tables };
     let kv_head_base = kvh * len.t.clone();
 
     b.for_("kb", range.lo.clone(), range.hi.clone(), Expr::i64(KEYS as i64), |b, kb| {
         b.barrier();
-        let tile_elems = Expr::i64((KEYS * d) as i64);
-        b.for_("e", tid.clone(), tile_elems, Expr::i64(THREADS), |b, e| {
-            let key = b.let_("key", kb.clone() + e.clone() / Expr::i64(d as i64));
-            let col = b.let_("col", e.clone() % Expr::i64(d as i64));
-            let row_base = b.let_("kv_row", (kv_head_base.clone() + key.clone()) * Expr::i64(d as i64));
-            b.if_else(
-                key.clone().lt(len.t.clone()),
-                |b| {
-                    let kval = rotated(b, inp.k, &row_base, &col, &key, d, k_tables);
-                    b.store(ks, e.clone(), kval);
-                    let vval = rotated(b, inp.v, &row_base, &col, &key, d, None);
-                    b.store(vs, e.clone(), vval);
-                },
-                |b| {
-                    b.store(ks, e.clone(), Expr::f32(0.0));
-                    b.store(vs, e.clone(), Expr::f32(0.0));
-                },
-            );
-        });
+        load_kv_tile(b, &inp, &tile, d, &kb, &kv_head_base, &len.t, &tid);
         b.barrier();
 
         let col0 = b.let_("col0", part.clone() * Expr::i64(dq as i64));

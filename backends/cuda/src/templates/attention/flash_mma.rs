@@ -11,7 +11,9 @@
 //! k-step of P·V (FA2's register reuse), so P never leaves registers; P·V needs no padding as
 //! head_dim is a multiple of the n8 block.
 
-use super::common::{allowed, ceil_div, declare_inputs, declare_lengths, key_range, rotated, to_dtype, AttnSpec, NEG_INF};
+use super::common::{
+    allowed, ceil_div, declare_inputs, declare_lengths, key_range, load_kv_tile, rotated, to_dtype, AttnSpec, KvTile, NEG_INF,
+};
 use super::flash_f32::mask_name;
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty, VarId};
 use vl3c_ir::AttentionMask;
@@ -104,33 +106,13 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     let l: Vec<VarId> = (0..2).map(|r| b.var(&format!("l{r}"), Expr::f32(0.0))).collect();
     let o: Vec<[VarId; 4]> = (0..n_blocks).map(|nb| [0, 1, 2, 3].map(|e| b.var(&format!("o{nb}_{e}"), Expr::f32(0.0)))).collect();
     let k_tables = if spec.rope_k { inp.rope } else { None };
+    let tile = KvTile { ks, vs, keys: KEYS, threads: THREADS, k_tables };
     let kv_head_base = kvh * len.t.clone();
     let scale = Expr::f32(spec.scale as f32);
 
     b.for_("kb", range.lo.clone(), range.hi.clone(), Expr::i64(KEYS as i64), |b, kb| {
         b.barrier();
-        let tile_elems = Expr::i64((KEYS * d) as i64);
-        b.for_("e", tid.clone(), tile_elems, Expr::i64(THREADS), |b, e| {
-            let key = b.let_("key", kb.clone() + e.clone() / Expr::i64(d as i64));
-            let col = b.let_("col", e.clone() % Expr::i64(d as i64));
-            let row_base = b.let_("kv_row", (kv_head_base.clone() + key.clone()) * Expr::i64(d as i64));
-            b.if_else(
-                key.clone().lt(len.t.clone()),
-                |b| {
-                    let kval = if k_tables.is_some() {
-                        rotated(b, inp.k, &row_base, &col, &key, d, k_tables).cast(Ty::Bf16)
-                    } else {
-                        Expr::load(inp.k, row_base.clone() + col.clone())
-                    };
-                    b.store(ks, e.clone(), kval);
-                    b.store(vs, e.clone(), Expr::load(inp.v, row_base.clone() + col.clone()));
-                },
-                |b| {
-                    b.store(ks, e.clone(), Expr::f32(0.0).cast(Ty::Bf16));
-                    b.store(vs, e.clone(), Expr::f32(0.0).cast(Ty::Bf16));
-                },
-            );
-        });
+        load_kv_tile(b, &inp, &tile, d, &kb, &kv_head_base, &len.t, &tid);
         b.barrier();
 
         // S = Q·Kᵀ: B of key block nb is Kᵀ, i.e. K rows read row-major: (k = dim, n = key g).
