@@ -199,14 +199,23 @@ fn convert(x: Expr, from: Ty, to: Ty) -> Expr {
 
 /// Where a key tile comes from and goes.
 pub struct KvTile {
-    /// Shared `[keys, d]` arrays; their element type is what the kernel computes with.
+    /// Shared `[keys, stride]` arrays (`stride >= d`); their element type is what the kernel
+    /// computes with.
     pub ks: Buf,
     pub vs: Buf,
     pub keys: usize,
+    pub stride: usize,
     /// Threads of the CTA, all of which take part.
     pub threads: i64,
     /// Rotary tables when keys rotate while loading.
     pub k_tables: Option<(Buf, Buf)>,
+}
+
+/// The row stride of a bf16 `[keys, d]` tile whose rows the mma fragments read eight at a time
+/// (lanes `groupID` 0..7): `≡ 8 (mod 64)` elements puts those rows 4 banks apart, so the 32 lanes
+/// hit 32 banks. d = 72 already is; 128 becomes 136.
+pub fn conflict_free_stride(d: usize) -> usize {
+    d + (8 + 64 - d % 64) % 64
 }
 
 /// Loads keys `kb .. kb + keys` (rows of `[t, d]` from `kv_head_base`) into shared memory, four
@@ -223,6 +232,7 @@ pub fn load_kv_tile(b: &mut KernelBuilder, inp: &Inputs, tile: &KvTile, d: usize
     b.for_("e", tid.clone() * Expr::i64(WIDTH as i64), Expr::i64((tile.keys * d) as i64), step, |b, e| {
         let key = b.let_("key", kb.clone() + e.clone() / d64.clone());
         let col = b.let_("col", e.clone() % d64.clone());
+        let slot = b.let_("slot", (e.clone() / d64.clone()) * Expr::i64(tile.stride as i64) + col.clone());
         let at = b.let_("kv_at", (kv_head_base.clone() + key.clone()) * d64.clone() + col.clone());
         b.if_else(
             key.clone().lt(t.clone()),
@@ -239,14 +249,14 @@ pub fn load_kv_tile(b: &mut KernelBuilder, inp: &Inputs, tile: &KvTile, d: usize
                     }
                     None => b.load_vec("kv_k", inp.k, at.clone(), WIDTH).into_iter().map(|x| convert(x, src, dst)).collect(),
                 };
-                b.store_vec(tile.ks, e.clone(), kvals);
+                b.store_vec(tile.ks, slot.clone(), kvals);
                 let vvals = b.load_vec("kv_v", inp.v, at.clone(), WIDTH).into_iter().map(|x| convert(x, src, dst)).collect();
-                b.store_vec(tile.vs, e.clone(), vvals);
+                b.store_vec(tile.vs, slot.clone(), vvals);
             },
             |b| {
                 let zero = convert(Expr::f32(0.0), Ty::F32, dst);
-                b.store_vec(tile.ks, e.clone(), vec![zero.clone(); WIDTH]);
-                b.store_vec(tile.vs, e.clone(), vec![zero; WIDTH]);
+                b.store_vec(tile.ks, slot.clone(), vec![zero.clone(); WIDTH]);
+                b.store_vec(tile.vs, slot.clone(), vec![zero; WIDTH]);
             },
         );
     });
