@@ -71,7 +71,11 @@ pub fn vec_width(ty: FloatTy, len: usize) -> usize {
         FloatTy::F32 => 4,
         FloatTy::Bf16 => 8,
     };
-    [8, 4, 2, 1].into_iter().filter(|&w| w <= widest).find(|w| len.is_multiple_of(*w)).expect("1 divides everything")
+    [8, 4, 2, 1]
+        .into_iter()
+        .filter(|&w| w <= widest)
+        .find(|w| len.is_multiple_of(*w))
+        .expect("1 divides everything")
 }
 
 /// `a` rounded up to a multiple of `m`.

@@ -48,7 +48,9 @@ impl HeadSource {
     fn width(self, ty: FloatTy, half: usize) -> usize {
         match self {
             HeadSource::Heads => vec_width(ty, half),
-            HeadSource::Merged { width, offset } => vec_width(ty, gcd(gcd(half, width), offset.max(1))),
+            HeadSource::Merged { width, offset } => {
+                vec_width(ty, gcd(gcd(half, width), offset.max(1)))
+            }
         }
     }
 
