@@ -5,7 +5,7 @@
 //! that would read past a weight or the wrong half of an activation fails here.
 
 use super::call::{CallError, DataType, Epilogue, GemmCall, ResolvedLayout, Transpose};
-use crate::emu::DeviceBuffer;
+use crate::emu::{f32_to_bf16_bits, DeviceBuffer};
 use crate::kir::Ty;
 use crate::templates::Sizes;
 
@@ -72,7 +72,7 @@ pub fn emulate(
                 if let Some(bias) = &bias {
                     value += bias.get(row)?;
                 }
-                d.set_f32(r.d.offset(batch, row, col) as usize, round(value, r.d.ty));
+                d.set_bits(r.d.offset(batch, row, col) as usize, bits(value, r.d.ty));
             }
         }
     }
@@ -124,10 +124,10 @@ fn check_span(operand: &'static str, len: usize, l: &ResolvedLayout, batch_count
     Ok(())
 }
 
-/// f32 → D's type, round to nearest even as cuBLASLt's bf16 output conversion.
-fn round(v: f32, ty: DataType) -> f32 {
+/// f32 → D's element bits, rounding to nearest even for bf16 as cuBLASLt's output conversion.
+fn bits(v: f32, ty: DataType) -> u64 {
     match ty {
-        DataType::F32 => v,
-        DataType::Bf16 => half::bf16::from_f32(v).to_f32(),
+        DataType::F32 => v.to_bits() as u64,
+        DataType::Bf16 => f32_to_bf16_bits(v) as u64,
     }
 }
