@@ -66,17 +66,8 @@ impl DeviceBuffer {
     pub fn from_f32(elem: Ty, v: &[f32]) -> Self {
         let mut b = DeviceBuffer::new(elem, v.len());
         for (i, &x) in v.iter().enumerate() {
-            let bits = match elem {
-                Ty::F32 => x.to_bits() as u64,
-                Ty::Bf16 => f32_to_bf16_bits(x) as u64,
-                Ty::Bool => (x != 0.0) as u64,
-                Ty::I32 => (x as i32) as u32 as u64,
-                Ty::U32 => (x as u32) as u64,
-                Ty::I64 => (x as i64) as u64,
-            };
-            b.set_bits(i, bits);
+            b.set_f32(i, x);
         }
-        b.init.fill(true);
         b
     }
 
@@ -84,17 +75,36 @@ impl DeviceBuffer {
     pub fn from_i64(elem: Ty, v: &[i64]) -> Self {
         let mut b = DeviceBuffer::new(elem, v.len());
         for (i, &x) in v.iter().enumerate() {
-            let bits = match elem {
-                Ty::Bool => (x != 0) as u64,
-                Ty::I32 | Ty::U32 => x as u32 as u64,
-                Ty::I64 => x as u64,
-                Ty::F32 => (x as f32).to_bits() as u64,
-                Ty::Bf16 => f32_to_bf16_bits(x as f32) as u64,
-            };
-            b.set_bits(i, bits);
+            b.set_i64(i, x);
         }
-        b.init.fill(true);
         b
+    }
+
+    /// Writes element `i` from the host (as a copy to the device would: it becomes initialised,
+    /// and no launch's race stamps change). Converts as [`DeviceBuffer::from_f32`]. Panics if
+    /// `i` is out of bounds.
+    pub fn set_f32(&mut self, i: usize, x: f32) {
+        let bits = match self.elem {
+            Ty::F32 => x.to_bits() as u64,
+            Ty::Bf16 => f32_to_bf16_bits(x) as u64,
+            Ty::Bool => (x != 0.0) as u64,
+            Ty::I32 => (x as i32) as u32 as u64,
+            Ty::U32 => (x as u32) as u64,
+            Ty::I64 => (x as i64) as u64,
+        };
+        self.set_bits(i, bits);
+    }
+
+    /// Writes element `i` from the host, converting as [`DeviceBuffer::from_i64`].
+    pub fn set_i64(&mut self, i: usize, x: i64) {
+        let bits = match self.elem {
+            Ty::Bool => (x != 0) as u64,
+            Ty::I32 | Ty::U32 => x as u32 as u64,
+            Ty::I64 => x as u64,
+            Ty::F32 => (x as f32).to_bits() as u64,
+            Ty::Bf16 => f32_to_bf16_bits(x as f32) as u64,
+        };
+        self.set_bits(i, bits);
     }
 
     /// The values as f32 (ints convert); uninitialised elements read as NaN.
@@ -159,9 +169,9 @@ impl DeviceBuffer {
         self.init[i]
     }
 
-    /// Element `i`'s bits, zero-extended.
+    /// Element `i`'s bits, zero-extended (whether initialised or not).
     #[inline]
-    pub(crate) fn bits(&self, i: usize) -> u64 {
+    pub fn bits(&self, i: usize) -> u64 {
         let b = &self.bytes;
         match self.elem.size() {
             1 => b[i] as u64,
@@ -171,8 +181,10 @@ impl DeviceBuffer {
         }
     }
 
+    /// Writes element `i`'s bits (truncated to the element size) from the host; it becomes
+    /// initialised.
     #[inline]
-    pub(crate) fn set_bits(&mut self, i: usize, bits: u64) {
+    pub fn set_bits(&mut self, i: usize, bits: u64) {
         let b = &mut self.bytes;
         match self.elem.size() {
             1 => b[i] = bits as u8,
