@@ -1,11 +1,12 @@
 //! Executes a [`GemmCall`] on emulator buffers, reading every field literally: column-major
 //! offsets from the leading dimensions and batch strides, `op(A)`/`op(B)` from the transposes,
-//! f32 accumulation, `alpha`/`beta`, the bias epilogue, one rounding to D's type. Every element
+//! f32 accumulation, `alpha`/`beta`, the bias epilogue, one rounding to D's type (`set_f32`
+//! rounds to nearest even, as cuBLASLt's bf16 output conversion). Every element
 //! it touches must lie inside its buffer and (for A, B, C, bias) have been written, so a layout
 //! that would read past a weight or the wrong half of an activation fails here.
 
 use super::call::{CallError, DataType, Epilogue, GemmCall, ResolvedLayout, Transpose};
-use crate::emu::{f32_to_bf16_bits, DeviceBuffer};
+use crate::emu::DeviceBuffer;
 use crate::kir::Ty;
 use crate::templates::Sizes;
 
@@ -72,7 +73,7 @@ pub fn emulate(
                 if let Some(bias) = &bias {
                     value += bias.get(row)?;
                 }
-                d.set_bits(r.d.offset(batch, row, col) as usize, bits(value, r.d.ty));
+                d.set_f32(r.d.offset(batch, row, col) as usize, value);
             }
         }
     }
@@ -122,12 +123,4 @@ fn check_span(operand: &'static str, len: usize, l: &ResolvedLayout, batch_count
         return Err(EmulateError::OutOfBounds { operand, reach: span - 1, ld: l.ld, stride: l.batch_stride, len });
     }
     Ok(())
-}
-
-/// f32 → D's element bits, rounding to nearest even for bf16 as cuBLASLt's output conversion.
-fn bits(v: f32, ty: DataType) -> u64 {
-    match ty {
-        DataType::F32 => v.to_bits() as u64,
-        DataType::Bf16 => f32_to_bf16_bits(v) as u64,
-    }
 }
