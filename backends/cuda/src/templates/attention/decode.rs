@@ -1,10 +1,12 @@
 //! Decode attention (one new query per head) over the KV cache: flash-decoding split-KV.
 //!
 //! `split` runs on a grid (max_chunks, kv_heads): each CTA holds its kv head's whole query group
-//! (K and V read once per group) and one chunk of keys, and writes the chunk's unnormalised partial
-//! output and its softmax statistics (max m, sum l: the log-sum-exp without a log) to f32 scratch; `merge` combines the chunks per head. The KV length
-//! is read from device memory (`kv_len`, one i64) and the grid is sized by the `max_chunks`
-//! parameter, so a captured CUDA graph replays for every step; CTAs past the chunk count exit.
+//! (K and V read once per group) and one chunk of keys, and writes the chunk's unnormalised
+//! partial output and its softmax statistics (max m and sum l: the log-sum-exp without a log) to
+//! f32 scratch; `merge` combines the chunks per head. The KV length is read from device memory
+//! (`kv_len`, one i64) and the grid is sized by the `max_chunks` parameter, so a captured CUDA
+//! graph replays for every step; CTAs past the chunk count exit. `kv_capacity` is the cache's rows
+//! per kv head (its allocation, fixed while a graph replays).
 //! The chunk is `ceil(kv_len / max_chunks)` rounded up to whole 128-key tiles.
 //!
 //! Decode reads every key once for few FLOPs, so it is bound by memory, not math: the bf16
