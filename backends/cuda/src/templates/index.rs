@@ -151,8 +151,16 @@ pub(crate) fn int_input(graph: &Graph, name: &str, sizes: &Sizes) -> Option<Vec<
         return None;
     }
     let count: i64 = ty.shape.iter().map(|d| eval(d, sizes)).product();
+    // The values reach their consumer through data movement (token ids reshaped, then gathered).
+    let mut reaching = vec![id];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let moves_data = matches!(node.op, Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Broadcast { .. } | Op::Fold);
+        if moves_data && reaching.contains(&node.inputs[0]) {
+            reaching.push(NodeId(i as u32));
+        }
+    }
     for user in &graph.nodes {
-        match (&user.op, user.inputs.iter().position(|i| *i == id)) {
+        match (&user.op, user.inputs.iter().position(|i| reaching.contains(i))) {
             (Op::Gather { axis }, Some(1)) => {
                 let rows = eval(&graph.ty(user.inputs[0]).shape[*axis], sizes).max(1);
                 return Some((0..count).map(|i| (mix(i as u64) % rows as u64) as i64).collect());
