@@ -4,6 +4,8 @@
 //! `templates` builds the kernels of the optimized graphs' ops from Rust, one template per
 //! fused-op family.
 
+pub mod emu;
+pub mod gemm;
 pub mod kir;
 pub mod nvrtc;
 pub mod print;

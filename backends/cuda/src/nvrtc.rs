@@ -80,10 +80,18 @@ pub enum NvrtcError {
     #[error("NVRTC not installed ({reason}): run {INSTALL_COMMAND}")]
     NotInstalled { reason: String },
     #[error("NVRTC at {path} lacks {symbol}: {message}")]
-    MissingSymbol { path: String, symbol: &'static str, message: String },
+    MissingSymbol {
+        path: String,
+        symbol: &'static str,
+        message: String,
+    },
     /// The source did not compile; `log` is NVRTC's whole log.
     #[error("NVRTC could not compile {program} for {arch}:\n{log}")]
-    Compile { program: String, arch: &'static str, log: String },
+    Compile {
+        program: String,
+        arch: &'static str,
+        log: String,
+    },
     #[error("NVRTC {call} failed: {message}")]
     Api { call: &'static str, message: String },
     #[error("source for {program} contains a NUL byte")]
@@ -171,7 +179,9 @@ impl Nvrtc {
             roots.push(PathBuf::from(home));
         }
         match Self::load_from_roots(&roots) {
-            Err(NvrtcError::NotInstalled { reason }) => Self::load_by_system_loader().map_err(|_| NvrtcError::NotInstalled { reason }),
+            Err(NvrtcError::NotInstalled { reason }) => {
+                Self::load_by_system_loader().map_err(|_| NvrtcError::NotInstalled { reason })
+            }
             other => other,
         }
     }
@@ -189,7 +199,9 @@ impl Nvrtc {
             }
         }
         let searched: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-        Err(NvrtcError::NotInstalled { reason: format!("no libnvrtc.so under {}", searched.join(", ")) })
+        Err(NvrtcError::NotInstalled {
+            reason: format!("no libnvrtc.so under {}", searched.join(", ")),
+        })
     }
 
     fn load_by_system_loader() -> Result<Nvrtc, NvrtcError> {
@@ -202,25 +214,37 @@ impl Nvrtc {
                 return Self::open(&path);
             }
         }
-        Err(NvrtcError::NotInstalled { reason: "the system loader finds no libnvrtc.so".into() })
+        Err(NvrtcError::NotInstalled {
+            reason: "the system loader finds no libnvrtc.so".into(),
+        })
     }
 
     fn open(path: &Path) -> Result<Nvrtc, NvrtcError> {
         let include_dir = include_dir_for(path).ok_or_else(|| NvrtcError::NotInstalled {
             reason: format!("no cuda_bf16.h next to {}", path.display()),
         })?;
-        let builtins = match builtins_beside(path) {
-            // SAFETY: as above; it stays loaded as long as `Nvrtc` holds it.
-            Some(builtins) => Some(unsafe { Library::new(&builtins) }.map_err(|e| NvrtcError::NotInstalled {
-                reason: format!("{} does not load: {e}", builtins.display()),
-            })?),
-            None => None,
-        };
+        let builtins =
+            match builtins_beside(path) {
+                // SAFETY: as above; it stays loaded as long as `Nvrtc` holds it.
+                Some(builtins) => Some(unsafe { Library::new(&builtins) }.map_err(|e| {
+                    NvrtcError::NotInstalled {
+                        reason: format!("{} does not load: {e}", builtins.display()),
+                    }
+                })?),
+                None => None,
+            };
         // SAFETY: as above; the library stays loaded as long as `Nvrtc` holds it.
-        let library = unsafe { Library::new(path) }
-            .map_err(|e| NvrtcError::NotInstalled { reason: format!("{} does not load: {e}", path.display()) })?;
+        let library = unsafe { Library::new(path) }.map_err(|e| NvrtcError::NotInstalled {
+            reason: format!("{} does not load: {e}", path.display()),
+        })?;
         let api = resolve_api(&library, path)?;
-        Ok(Nvrtc { api, library_path: path.to_path_buf(), include_dir, _library: library, _builtins: builtins })
+        Ok(Nvrtc {
+            api,
+            library_path: path.to_path_buf(),
+            include_dir,
+            _library: library,
+            _builtins: builtins,
+        })
     }
 
     /// NVRTC's (major, minor).
@@ -241,13 +265,20 @@ impl Nvrtc {
 
     /// Compiles one translation unit for `sm`: a cubin with ptxas' report, and PTX for the
     /// virtual architecture.
-    pub fn compile(&self, source: &str, program_name: &str, sm: Sm) -> Result<Compiled, NvrtcError> {
+    pub fn compile(
+        &self,
+        source: &str,
+        program_name: &str,
+        sm: Sm,
+    ) -> Result<Compiled, NvrtcError> {
         let cubin_run = self.run(source, program_name, sm.name(), true)?;
         let ptx_run = self.run(source, program_name, sm.virtual_name(), false)?;
         let reports = parse_ptxas_report(&cubin_run.log);
         Ok(Compiled {
             cubin: cubin_run.cubin,
-            ptx: String::from_utf8_lossy(&ptx_run.ptx).trim_end_matches('\0').to_string(),
+            ptx: String::from_utf8_lossy(&ptx_run.ptx)
+                .trim_end_matches('\0')
+                .to_string(),
             log: cubin_run.log,
             reports,
         })
@@ -269,8 +300,16 @@ impl Nvrtc {
         options
     }
 
-    fn run(&self, source: &str, program_name: &str, arch: &'static str, real_arch: bool) -> Result<RunOutput, NvrtcError> {
-        let nul = || NvrtcError::NulInSource { program: program_name.to_string() };
+    fn run(
+        &self,
+        source: &str,
+        program_name: &str,
+        arch: &'static str,
+        real_arch: bool,
+    ) -> Result<RunOutput, NvrtcError> {
+        let nul = || NvrtcError::NulInSource {
+            program: program_name.to_string(),
+        };
         let source_c = CString::new(source).map_err(|_| nul())?;
         let name_c = CString::new(program_name).map_err(|_| nul())?;
         let options: Vec<CString> = self
@@ -283,22 +322,65 @@ impl Nvrtc {
         let mut program: Program = std::ptr::null_mut();
         // SAFETY: valid NUL-terminated strings, no headers; `program` is destroyed below.
         let created = unsafe {
-            (self.api.create_program)(&mut program, source_c.as_ptr(), name_c.as_ptr(), 0, std::ptr::null(), std::ptr::null())
+            (self.api.create_program)(
+                &mut program,
+                source_c.as_ptr(),
+                name_c.as_ptr(),
+                0,
+                std::ptr::null(),
+                std::ptr::null(),
+            )
         };
         self.check("nvrtcCreateProgram", created)?;
-        let guard = ProgramGuard { api: &self.api, program };
+        let guard = ProgramGuard {
+            api: &self.api,
+            program,
+        };
 
         // SAFETY: the option pointers outlive the call.
-        let compiled = unsafe { (self.api.compile_program)(guard.program, option_ptrs.len() as c_int, option_ptrs.as_ptr()) };
-        let log = self.read_bytes(guard.program, "nvrtcGetProgramLog", self.api.get_program_log_size, self.api.get_program_log)?;
-        let log = String::from_utf8_lossy(&log).trim_end_matches('\0').to_string();
+        let compiled = unsafe {
+            (self.api.compile_program)(
+                guard.program,
+                option_ptrs.len() as c_int,
+                option_ptrs.as_ptr(),
+            )
+        };
+        let log = self.read_bytes(
+            guard.program,
+            "nvrtcGetProgramLog",
+            self.api.get_program_log_size,
+            self.api.get_program_log,
+        )?;
+        let log = String::from_utf8_lossy(&log)
+            .trim_end_matches('\0')
+            .to_string();
         if compiled != 0 {
-            return Err(NvrtcError::Compile { program: program_name.to_string(), arch, log });
+            return Err(NvrtcError::Compile {
+                program: program_name.to_string(),
+                arch,
+                log,
+            });
         }
         let (cubin, ptx) = if real_arch {
-            (self.read_bytes(guard.program, "nvrtcGetCUBIN", self.api.get_cubin_size, self.api.get_cubin)?, Vec::new())
+            (
+                self.read_bytes(
+                    guard.program,
+                    "nvrtcGetCUBIN",
+                    self.api.get_cubin_size,
+                    self.api.get_cubin,
+                )?,
+                Vec::new(),
+            )
         } else {
-            (Vec::new(), self.read_bytes(guard.program, "nvrtcGetPTX", self.api.get_ptx_size, self.api.get_ptx)?)
+            (
+                Vec::new(),
+                self.read_bytes(
+                    guard.program,
+                    "nvrtcGetPTX",
+                    self.api.get_ptx_size,
+                    self.api.get_ptx,
+                )?,
+            )
         };
         Ok(RunOutput { cubin, ptx, log })
     }
@@ -331,7 +413,9 @@ impl Nvrtc {
             format!("error {result}")
         } else {
             // SAFETY: non-null, NUL-terminated, static.
-            unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(text) }
+                .to_string_lossy()
+                .into_owned()
         };
         Err(NvrtcError::Api { call, message })
     }
@@ -374,7 +458,9 @@ fn include_dir_for(library: &Path) -> Option<PathBuf> {
         candidates.push(nvidia.join("cuda_runtime").join("include"));
         candidates.push(nvidia.join("cu13").join("include"));
     }
-    candidates.into_iter().find(|dir| dir.join("cuda_bf16.h").is_file())
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("cuda_bf16.h").is_file())
 }
 
 /// `libnvrtc-builtins.so.<major>.<minor>` next to NVRTC (not the `.alt` variant).
@@ -382,7 +468,11 @@ fn builtins_beside(library: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(library.parent()?)
         .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libnvrtc-builtins.so")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libnvrtc-builtins.so"))
+        })
         .collect();
     // The most specific name (`.so.13.0` over `.so`) is what NVRTC asks for.
     found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
@@ -394,18 +484,28 @@ fn mapped_path_of(needle: &str) -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
         .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| path.rsplit('/').next().is_some_and(|file| file.contains(needle) && !file.contains("builtins")))
+        .find(|path| {
+            path.rsplit('/')
+                .next()
+                .is_some_and(|file| file.contains(needle) && !file.contains("builtins"))
+        })
         .map(PathBuf::from)
 }
 
 fn resolve_api(library: &Library, path: &Path) -> Result<Api, NvrtcError> {
-    fn symbol<T: Copy>(library: &Library, path: &Path, name: &'static str) -> Result<T, NvrtcError> {
+    fn symbol<T: Copy>(
+        library: &Library,
+        path: &Path,
+        name: &'static str,
+    ) -> Result<T, NvrtcError> {
         // SAFETY: each symbol is given the signature of its declaration in nvrtc.h.
-        unsafe { library.get::<T>(name.as_bytes()) }.map(|s| *s).map_err(|e| NvrtcError::MissingSymbol {
-            path: path.display().to_string(),
-            symbol: name,
-            message: e.to_string(),
-        })
+        unsafe { library.get::<T>(name.as_bytes()) }
+            .map(|s| *s)
+            .map_err(|e| NvrtcError::MissingSymbol {
+                path: path.display().to_string(),
+                symbol: name,
+                message: e.to_string(),
+            })
     }
     Ok(Api {
         version: symbol(library, path, "nvrtcVersion")?,
@@ -433,17 +533,28 @@ pub fn parse_ptxas_report(log: &str) -> Vec<PtxasReport> {
     let mut reports: Vec<PtxasReport> = Vec::new();
     for line in log.lines() {
         if let Some(at) = line.find("Compiling entry function") {
-            let kernel = line[at..].split('\'').nth(1).unwrap_or_default().to_string();
-            reports.push(PtxasReport { kernel, ..PtxasReport::default() });
+            let kernel = line[at..]
+                .split('\'')
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            reports.push(PtxasReport {
+                kernel,
+                ..PtxasReport::default()
+            });
             continue;
         }
         if line.contains("Function properties for") {
             continue;
         }
-        let Some(report) = reports.last_mut() else { continue };
+        let Some(report) = reports.last_mut() else {
+            continue;
+        };
         for item in line.split(',') {
             let words: Vec<&str> = item.split_whitespace().collect();
-            let Some(at) = words.iter().position(|w| w.parse::<u32>().is_ok()) else { continue };
+            let Some(at) = words.iter().position(|w| w.parse::<u32>().is_ok()) else {
+                continue;
+            };
             let value: u32 = words[at].parse().expect("just parsed");
             match &words[at + 1..] {
                 ["registers"] => report.registers = value,
@@ -468,7 +579,9 @@ mod tests {
     fn not_installed_is_one_line_naming_the_install_script() {
         let empty = std::env::temp_dir().join(format!("vl3c-nvrtc-empty-{}", std::process::id()));
         std::fs::create_dir_all(&empty).unwrap();
-        let error = Nvrtc::load_from_roots(std::slice::from_ref(&empty)).err().expect("an empty directory holds no NVRTC");
+        let error = Nvrtc::load_from_roots(std::slice::from_ref(&empty))
+            .err()
+            .expect("an empty directory holds no NVRTC");
         std::fs::remove_dir_all(&empty).unwrap();
         let text = error.to_string();
         assert!(matches!(error, NvrtcError::NotInstalled { .. }), "{text}");
@@ -514,7 +627,12 @@ ptxas info    : Used 6 registers, used 0 barriers, 32 bytes cumulative stack siz
                     shared_bytes: 1024,
                     constant_bytes: 392,
                 },
-                PtxasReport { kernel: "second".into(), registers: 6, constant_bytes: 368, ..PtxasReport::default() },
+                PtxasReport {
+                    kernel: "second".into(),
+                    registers: 6,
+                    constant_bytes: 368,
+                    ..PtxasReport::default()
+                },
             ]
         );
     }

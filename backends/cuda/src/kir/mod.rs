@@ -138,8 +138,8 @@ pub enum Stmt {
     Let { var: VarId, init: Expr },
     Assign { var: VarId, value: Expr },
     Store { buf: Buf, index: Expr, value: Expr },
-    /// `vars.len()` (2 or 4) consecutive elements from `index`, which must be a multiple of the
-    /// width (the vector access is aligned); declares the vars.
+    /// `vars.len()` (2 or 4, or 8 `Bf16`: one 16-byte access) consecutive elements from `index`,
+    /// which must be a multiple of the width (the vector access is aligned); declares the vars.
     LoadVec { vars: Vec<VarId>, buf: Buf, index: Expr },
     StoreVec { buf: Buf, index: Expr, values: Vec<Expr> },
     If { cond: Expr, then: Vec<Stmt>, els: Vec<Stmt> },

@@ -11,16 +11,30 @@
 //!   any other buffer is scratch, sized by [`Template::scratch`];
 //! - a scalar parameter named like a graph symbol gets that symbol's value.
 
+mod block_reduce;
 mod cache;
 mod chain;
+mod elem;
 mod elementwise;
 mod index;
 mod layout;
 mod prim_cases;
 mod reduce;
+mod scan;
+
+pub mod activation;
+pub mod attention;
+pub mod embed;
+pub mod gemv;
+pub mod norm;
+pub mod prune;
+pub mod rope;
+pub mod softmax;
+pub mod vision;
 
 pub use cache::CacheAppend;
 pub use chain::ElementwiseChain;
+pub use elem::FloatTy;
 pub use index::MaskedRows;
 pub use reduce::Reduce;
 
@@ -91,6 +105,15 @@ pub const NMSE_BF16: f64 = 5e-4;
 /// 7B configs with short sequences, and at odd ones (length 1, 7, 129).
 pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
+    out.extend(gemv::cases());
+    out.extend(norm::cases());
+    out.extend(activation::cases());
+    out.extend(softmax::cases());
+    out.extend(rope::cases());
+    out.extend(prune::cases());
+    out.extend(vision::cases());
+    out.extend(embed::cases());
     out.extend(prim_cases::cases());
+    out.extend(attention::cases());
     out
 }

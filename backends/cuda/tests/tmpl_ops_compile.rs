@@ -1,0 +1,95 @@
+//! Every kernel of the op templates (norms, activations, softmax, rope, pruning, compaction,
+//! embedding) printed and compiled by NVRTC for each architecture: it must compile without
+//! warnings, spill nothing and fit its shared memory. Needs NVRTC, as `tests/nvrtc.rs` does
+//! (`VL3C_SKIP_NVRTC=1` skips).
+
+use std::collections::BTreeMap;
+use vl3c_cuda::kir::Kernel;
+use vl3c_cuda::nvrtc::{Nvrtc, Sm};
+use vl3c_cuda::print::print_module;
+use vl3c_cuda::templates::cases;
+
+const OPS: &[&str] = &[
+    "rms_norm",
+    "layer_norm",
+    "gelu_tanh",
+    "gelu_erf",
+    "silu",
+    "swiglu",
+    "softmax",
+    "rope",
+    "rope_cache",
+    "spatial_merge",
+    "diff_frame_prune",
+    "masked_select",
+    "embedding",
+    "masked_scatter",
+];
+
+/// The distinct kernels of these ops' cases, by name; one name never means two kernels.
+fn kernels() -> Vec<Kernel> {
+    let mut by_name: BTreeMap<String, Kernel> = BTreeMap::new();
+    for case in cases()
+        .into_iter()
+        .filter(|c| OPS.contains(&c.template.op()))
+    {
+        for k in case.template.kernels() {
+            match by_name.get(&k.name) {
+                Some(seen) => assert_eq!(seen, &k, "two different kernels are named {}", k.name),
+                None => {
+                    by_name.insert(k.name.clone(), k);
+                }
+            }
+        }
+    }
+    by_name.into_values().collect()
+}
+
+fn check(sm: Sm) {
+    let nvrtc = match Nvrtc::load() {
+        Ok(nvrtc) => nvrtc,
+        Err(error) if std::env::var("VL3C_SKIP_NVRTC").is_ok_and(|v| v == "1") => {
+            eprintln!("\n*** skipped: NVRTC not installed ({error}) ***\n");
+            return;
+        }
+        Err(error) => panic!("{error}"),
+    };
+    let kernels = kernels();
+    let source = print_module(&kernels);
+    let compiled = nvrtc
+        .compile(&source, "tmpl_ops.cu", sm)
+        .unwrap_or_else(|e| panic!("{e}\n--- source ---\n{source}"));
+    assert!(
+        !compiled.log.contains("warning"),
+        "NVRTC warned:\n{}",
+        compiled.log
+    );
+    for k in &kernels {
+        let report = compiled
+            .reports
+            .iter()
+            .find(|r| r.kernel == k.name)
+            .unwrap_or_else(|| panic!("no ptxas report for {}", k.name));
+        assert_eq!(
+            (report.spill_stores, report.spill_loads),
+            (0, 0),
+            "{} spills on {sm}",
+            k.name
+        );
+        assert!(
+            report.shared_bytes <= sm.max_shared_bytes_per_block(),
+            "{} uses too much shared memory",
+            k.name
+        );
+    }
+}
+
+#[test]
+fn op_kernels_compile_for_sm_80() {
+    check(Sm::Sm80);
+}
+
+#[test]
+fn op_kernels_compile_for_sm_90() {
+    check(Sm::Sm90);
+}
