@@ -26,6 +26,11 @@ fn every_op_prints() {
 }
 
 #[test]
+fn scale_bf16x8_prints() {
+    insta::assert_snapshot!(print_kernel(&print_samples::scale_bf16x8()));
+}
+
+#[test]
 fn awkward_names_print() {
     insta::assert_snapshot!(print_kernel(&print_samples::awkward_names()));
 }

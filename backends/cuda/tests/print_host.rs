@@ -337,3 +337,28 @@ fn mma_tile_multiplies_with_the_ptx_fragment_layout() {
         }
     }
 }
+
+#[test]
+fn scale_bf16x8_moves_eight_bf16_per_access() {
+    if !gxx_available() {
+        return;
+    }
+    // 1000 = 125 · 8 full vectors over two blocks; 1003 adds a scalar tail.
+    for n in [1000usize, 1003] {
+        let x: Vec<f32> = uniform(n, 5)
+            .iter()
+            .map(|v| bf16::from_f32(*v).to_f32())
+            .collect();
+        let launch = Launch {
+            kernel: print_samples::scale_bf16x8(),
+            grid: [n.div_ceil(512) as u32, 1, 1],
+            scalars: [("n", n as i64), ("scale", 3)].into(),
+            inputs: [("x", bf16_bytes(&x))].into(),
+            outputs: [("out", n)].into(),
+        };
+        let out = bf16_values(&run_on_host(&launch)["out"]);
+        for (i, (got, v)) in out.iter().zip(&x).enumerate() {
+            assert_eq!(*got, bf16::from_f32(v * 3.0).to_f32(), "n={n}, out[{i}]");
+        }
+    }
+}

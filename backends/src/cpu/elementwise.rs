@@ -1,6 +1,6 @@
 //! Row-wise and element-wise ops of the transformer blocks (GELU, SiLU, SwiGLU, LayerNorm,
 //! RMSNorm) on AVX-512 and several threads, with the reference executor's formulas
-//! (`runtime/src/exec/fused.rs`): norms accumulate in f64 and take `1/√` in f64; activations
+//! (`ir/reference/src/fused.rs`): norms accumulate in f64 and take `1/√` in f64; activations
 //! use a vector `exp` (about 2 ulp) where the reference calls f64 `exp`/`tanh`, and GELU's
 //! `x·½·(1 + tanh(s))` is computed as the equal `x / (1 + e^{−2s})`, which keeps full relative
 //! precision where `tanh(s)` is near −1. Without AVX-512 the same formulas run as scalar loops.

@@ -1,8 +1,8 @@
 //! Compiled CPU engines: [`compile::compile_engine`] writes one (format in
-//! `vl3c_backends::engine`), [`Engine::load`] checks and maps it, and the entry points run it.
+//! `vl3c_backends::engine`), [`Engine::load`] checks and reads it, and the entry points run it.
 //!
-//! Loading never recompiles: the graphs are parsed and verified, `weights.bin` is
-//! memory-mapped (tensors are views of the map) and every file is checked against the
+//! Loading never recompiles: the graphs are parsed and verified, `weights.bin` is read into
+//! memory once (see `weights.rs` for why it is not mapped) and every file is checked against the
 //! manifest's sha256. Execution is the reference executor's, with the engine claiming the
 //! nodes its plan lists (see `runner.rs`), so the forward contract is [`Model`]'s exactly.
 

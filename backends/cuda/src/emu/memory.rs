@@ -66,17 +66,8 @@ impl DeviceBuffer {
     pub fn from_f32(elem: Ty, v: &[f32]) -> Self {
         let mut b = DeviceBuffer::new(elem, v.len());
         for (i, &x) in v.iter().enumerate() {
-            let bits = match elem {
-                Ty::F32 => x.to_bits() as u64,
-                Ty::Bf16 => f32_to_bf16_bits(x) as u64,
-                Ty::Bool => (x != 0.0) as u64,
-                Ty::I32 => (x as i32) as u32 as u64,
-                Ty::U32 => (x as u32) as u64,
-                Ty::I64 => (x as i64) as u64,
-            };
-            b.set_bits(i, bits);
+            b.set_f32(i, x);
         }
-        b.init.fill(true);
         b
     }
 
@@ -84,17 +75,37 @@ impl DeviceBuffer {
     pub fn from_i64(elem: Ty, v: &[i64]) -> Self {
         let mut b = DeviceBuffer::new(elem, v.len());
         for (i, &x) in v.iter().enumerate() {
-            let bits = match elem {
-                Ty::Bool => (x != 0) as u64,
-                Ty::I32 | Ty::U32 => x as u32 as u64,
-                Ty::I64 => x as u64,
-                Ty::F32 => (x as f32).to_bits() as u64,
-                Ty::Bf16 => f32_to_bf16_bits(x as f32) as u64,
-            };
-            b.set_bits(i, bits);
+            b.set_i64(i, x);
         }
-        b.init.fill(true);
         b
+    }
+
+    /// A host write of element `i` (a copy to the device, not a kernel's store: no race
+    /// tracking), converted as [`DeviceBuffer::from_f32`] converts.
+    pub fn set_f32(&mut self, i: usize, x: f32) {
+        let bits = match self.elem {
+            Ty::F32 => x.to_bits() as u64,
+            Ty::Bf16 => f32_to_bf16_bits(x) as u64,
+            Ty::Bool => (x != 0.0) as u64,
+            Ty::I32 => (x as i32) as u32 as u64,
+            Ty::U32 => (x as u32) as u64,
+            Ty::I64 => (x as i64) as u64,
+        };
+        self.set_bits(i, bits);
+        self.init[i] = true;
+    }
+
+    /// A host write of element `i`, converted as [`DeviceBuffer::from_i64`] converts.
+    pub fn set_i64(&mut self, i: usize, x: i64) {
+        let bits = match self.elem {
+            Ty::Bool => (x != 0) as u64,
+            Ty::I32 | Ty::U32 => x as u32 as u64,
+            Ty::I64 => x as u64,
+            Ty::F32 => (x as f32).to_bits() as u64,
+            Ty::Bf16 => f32_to_bf16_bits(x as f32) as u64,
+        };
+        self.set_bits(i, bits);
+        self.init[i] = true;
     }
 
     /// The values as f32 (ints convert); uninitialised elements read as NaN.

@@ -13,6 +13,7 @@ pub fn all() -> Vec<Kernel> {
         mma_tile(),
         every_op(),
         awkward_names(),
+        scale_bf16x8(),
     ]
 }
 
@@ -483,6 +484,46 @@ pub fn awkward_names() -> Kernel {
         int,
         lane.clone(),
         Expr::load(dynamic, (lane + digit) % smem) + spaced,
+    );
+    b.finish()
+}
+
+/// `out = x · scale` in bf16, eight elements (one 16-byte access) per thread, with a scalar tail
+/// loop for lengths that are not a multiple of eight.
+pub fn scale_bf16x8() -> Kernel {
+    let mut b = KernelBuilder::new("scale_bf16x8", [64, 1, 1]);
+    let x = b.buffer("x", Ty::Bf16, Access::Read);
+    let out = b.buffer("out", Ty::Bf16, Access::Write);
+    let n = b.scalar("n", Ty::I64);
+    let scale = b.scalar("scale", Ty::F32);
+    b.grid(
+        ((n.clone() + Expr::i64(511)) / Expr::i64(512)).cast(Ty::U32),
+        Expr::u32(1),
+        Expr::u32(1),
+    );
+    let first = b.let_(
+        "first",
+        (b.block_idx(0) * Expr::u32(64) + b.thread_idx(0)).cast(Ty::I64) * Expr::i64(8),
+    );
+    b.if_else(
+        (first.clone() + Expr::i64(8)).le(n.clone()),
+        |b| {
+            let v = b.load_vec("v", x, first.clone(), 8);
+            let scaled = v
+                .into_iter()
+                .map(|v| (v.cast(Ty::F32) * scale.clone()).cast(Ty::Bf16))
+                .collect();
+            b.store_vec(out, first.clone(), scaled);
+        },
+        |b| {
+            b.for_("i", first.clone(), n.clone(), Expr::i64(1), |b, i| {
+                b.store(
+                    out,
+                    i.clone(),
+                    (Expr::load(x, i).cast(Ty::F32) * scale.clone()).cast(Ty::Bf16),
+                );
+            });
+        },
     );
     b.finish()
 }

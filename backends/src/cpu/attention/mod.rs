@@ -4,7 +4,7 @@
 //! as `[h, capacity, d]`. Two arithmetics ([`Precision`]): f32 throughout, and bf16 products
 //! with f32 accumulation for bf16 checkpoints.
 //!
-//! The f32 arithmetic follows the reference executor's `attention` (`runtime/src/exec/fused.rs`):
+//! The f32 arithmetic follows the reference executor's `attention` (`ir/reference/src/fused.rs`):
 //! optional RoPE on q (and k) rows (`x·cos + rotate_half(x)·sin`, in f32, same order), scores
 //! `(q·k)·scale` with f32 accumulation, masked entries `-inf`, a two-pass softmax (row max,
 //! `exp(s − max)`, sum), and `p·v`. Two deliberate differences, each within an ulp or two per

@@ -8,7 +8,7 @@
 //! arguments (they are symbolic dims in the IR). Inner loops use Cranelift's 128-bit SIMD
 //! (`F32X4` loads, arithmetic, stores; horizontal max/sum at row end), followed by a scalar
 //! tail. `exp`/`tanh`/`erf` are inline CLIF ([`math`]), so the object calls nothing outside
-//! itself. Arithmetic follows `runtime/src/exec/fused.rs`: same operation order, f32 rounding,
+//! itself. Arithmetic follows `ir/reference/src/fused.rs`: same operation order, f32 rounding,
 //! sums accumulated in f64, `rsqrt` in f64.
 //!
 //! # ABI

@@ -1,7 +1,7 @@
 //! LayerNorm and RMSNorm over rows of a compile-time width. Three (LayerNorm) or two (RMSNorm)
 //! passes over the row, each vectorized by 4 with a straight-line tail. The reductions are
 //! accumulated in f64 and the final scale computed as the reference executor does
-//! (`runtime/src/exec/fused.rs`), so results match it to within an ulp or two.
+//! (`ir/reference/src/fused.rs`), so results match it to within an ulp or two.
 //! Every element is read before it is written at the same index: `out == x` is allowed.
 
 use super::builder::{

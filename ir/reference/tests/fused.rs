@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Instant;
 use vl3c_ir::{Activation, AttentionMask, BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, TensorType, UnaryOp};
-use vl3c_runtime::exec::{execute, Tensor, TensorData};
+use vl3c_reference::{execute, Tensor, TensorData};
 
 // ---- graph building, mirroring frontends/src/lower/builder.rs ----
 

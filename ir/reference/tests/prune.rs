@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use vl3c_ir::{DType, Dim, Graph, Op, TensorType};
-use vl3c_runtime::exec::{execute, ExecError, Tensor, TensorData};
+use vl3c_reference::{execute, ExecError, Tensor, TensorData};
 
 /// Values per patch row: small, since the op never looks inside a row.
 const ROW: usize = 3;

@@ -7,7 +7,7 @@ use half::bf16;
 use proptest::prelude::*;
 use std::collections::HashMap;
 use vl3c_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, TensorType, UnaryOp};
-use vl3c_runtime::exec::{execute, ExecError, Outputs, Tensor, TensorData, WeightSource};
+use vl3c_reference::{execute, ExecError, Outputs, Tensor, TensorData, WeightSource};
 
 fn dims(shape: &[i64]) -> Vec<Dim> {
     shape.iter().map(|&d| Dim::Const(d)).collect()

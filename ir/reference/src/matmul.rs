@@ -39,13 +39,15 @@ fn plan(a: &[usize], b: &[usize]) -> Result<Plan, String> {
 
 /// Row and column strides of one stored matrix of logical shape `[rows, cols]`.
 #[derive(Clone, Copy)]
-pub(crate) struct Layout {
+pub struct Layout {
     rs: usize,
     cs: usize,
 }
 
 impl Layout {
-    pub(crate) fn new(rows: usize, cols: usize, transposed: bool) -> Layout {
+    /// A row-major `[rows, cols]` matrix, or, when `transposed`, one stored as its row-major
+    /// `[cols, rows]` transpose.
+    pub fn new(rows: usize, cols: usize, transposed: bool) -> Layout {
         if transposed {
             Layout { rs: 1, cs: rows }
         } else {
@@ -126,8 +128,9 @@ pub fn matmul(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor, St
 }
 
 /// `out[m, n] = x[m, k] · y[k, n]`; `out` row-major, the operands as their layouts say.
+/// Panics when a slice's length disagrees with `m`, `k`, `n` (a caller's bug, not bad input).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_f32(x: &[f32], lx: Layout, y: &[f32], ly: Layout, out: &mut [f32], m: usize, k: usize, n: usize) {
+pub fn gemm_f32(x: &[f32], lx: Layout, y: &[f32], ly: Layout, out: &mut [f32], m: usize, k: usize, n: usize) {
     assert!(x.len() == m * k && y.len() == k * n && out.len() == m * n, "gemm operand sizes");
     if m == 0 || n == 0 {
         return;

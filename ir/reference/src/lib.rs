@@ -10,13 +10,15 @@ mod accel;
 mod bind;
 mod elementwise;
 mod erf;
-pub(crate) mod fused;
+mod fused;
 mod index;
-pub(crate) mod matmul;
+/// The f32 gemm and its operand layouts, shared with the CPU engine's matmul so both block alike.
+pub mod matmul;
 pub mod profile;
 mod prune;
 mod reduce;
-pub(crate) mod shape;
+/// Broadcast and strided-walk helpers, shared with the CPU engine's kernels.
+pub mod shape;
 mod tensor;
 
 pub use prune::diff_frame_prune;
@@ -28,7 +30,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use vl3c_ir::{DType, Dim, Graph, NodeId, Op, TensorType};
 
-/// A checkpoint tensor as stored: little-endian bytes, borrowed (typically memory-mapped).
+/// A stored tensor: little-endian bytes, borrowed (from a checkpoint's memory map, or an engine's
+/// weights read at load).
 #[derive(Clone, Debug)]
 pub struct WeightView<'a> {
     pub dtype: DType,

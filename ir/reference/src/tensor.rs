@@ -28,12 +28,12 @@ pub struct Tensor {
 macro_rules! map_data {
     ($data:expr, $v:ident => $body:expr) => {
         match $data {
-            $crate::exec::TensorData::F32($v) => $crate::exec::TensorData::F32($body),
-            $crate::exec::TensorData::F16($v) => $crate::exec::TensorData::F16($body),
-            $crate::exec::TensorData::BF16($v) => $crate::exec::TensorData::BF16($body),
-            $crate::exec::TensorData::I32($v) => $crate::exec::TensorData::I32($body),
-            $crate::exec::TensorData::I64($v) => $crate::exec::TensorData::I64($body),
-            $crate::exec::TensorData::Bool($v) => $crate::exec::TensorData::Bool($body),
+            $crate::TensorData::F32($v) => $crate::TensorData::F32($body),
+            $crate::TensorData::F16($v) => $crate::TensorData::F16($body),
+            $crate::TensorData::BF16($v) => $crate::TensorData::BF16($body),
+            $crate::TensorData::I32($v) => $crate::TensorData::I32($body),
+            $crate::TensorData::I64($v) => $crate::TensorData::I64($body),
+            $crate::TensorData::Bool($v) => $crate::TensorData::Bool($body),
         }
     };
 }
