@@ -35,6 +35,9 @@ enum Command {
     /// Time the vision encoder, a prefill and greedy decoding on random inputs of the model's
     /// shapes, beside this machine's compute and memory-bandwidth limits.
     Bench(cli::bench::Args),
+    /// Run every CUDA kernel template at the 2B/7B and odd sizes on a backend (the emulator:
+    /// `--backend emu`) against the reference executor, as llama.cpp's test-backend-ops does.
+    TestKernels(cli::test_kernels::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Opt(a) => cli::opt::run(a),
         Command::Compile(a) => cli::compile::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::TestKernels(a) => cli::test_kernels::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

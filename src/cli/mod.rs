@@ -8,3 +8,4 @@ pub mod opt;
 pub mod preprocess;
 pub mod run;
 pub mod session;
+pub mod test_kernels;

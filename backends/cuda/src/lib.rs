@@ -4,6 +4,7 @@
 //! `templates` builds the kernels of the optimized graphs' ops from Rust, one template per
 //! fused-op family.
 
+pub mod check;
 pub mod emu;
 pub mod gemm;
 pub mod kir;

@@ -712,3 +712,130 @@ fn launch_geometry_is_checked() {
         Err(EmuError::BadLaunch { .. })
     ));
 }
+
+#[test]
+fn global_element_written_by_two_threads_of_one_block_between_barriers() {
+    let build = |barrier_between: bool| {
+        let mut kb = KernelBuilder::new("last_writer", [32, 1, 1]);
+        let out = kb.buffer("out", Ty::F32, Access::Write);
+        let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I32));
+        kb.if_(t.clone().eq(Expr::i32(0)), |kb| {
+            kb.store(out, Expr::i32(0), Expr::f32(1.0))
+        });
+        if barrier_between {
+            kb.barrier();
+        }
+        kb.if_(t.clone().eq(Expr::i32(5)), |kb| {
+            kb.store(out, Expr::i32(0), Expr::f32(2.0))
+        });
+        kb.finish()
+    };
+    let err = launch(&build(false), vec![DeviceBuffer::new(Ty::F32, 1)], &[]).unwrap_err();
+    assert!(
+        matches!(&err, EmuError::Race { kind: RaceKind::WriteWrite, at, .. } if at.thread == [5, 0, 0]),
+        "{err}"
+    );
+    // A barrier orders the two writes within the block.
+    let emu = launch(&build(true), vec![DeviceBuffer::new(Ty::F32, 1)], &[]).unwrap();
+    assert_eq!(emu.buffer(BufferId(0)).to_f32(), vec![2.0]);
+}
+
+#[test]
+fn loop_bound_compares_in_the_promoted_type() {
+    // An i32 counter against an i64 end past i32::MAX: C++ compares as long long, so the loop
+    // runs (and the i32 counter then overflows, which the emulator reports).
+    let mut kb = KernelBuilder::new("wide_end", [32, 1, 1]);
+    let out = kb.buffer("out", Ty::I32, Access::Write);
+    let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I32));
+    let n = kb.var("n", Expr::i32(0));
+    let end = Expr::i64(1 << 32) + t.clone().cast(Ty::I64);
+    kb.for_("i", Expr::i32(i32::MAX - 2), end, Expr::i32(1), |kb, _| {
+        kb.assign(n, Expr::Var(n) + Expr::i32(1))
+    });
+    kb.store(out, t, Expr::Var(n));
+    let err = launch(&kb.finish(), vec![DeviceBuffer::new(Ty::I32, 32)], &[]).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EmuError::I32Overflow {
+                op: "+",
+                a: 2147483647,
+                b: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn host_writes_initialise_single_elements() {
+    // A cache whose first 16 positions the host filled: the kernel may read those only.
+    let build = |n: i32| {
+        let mut kb = KernelBuilder::new("prefix", [32, 1, 1]);
+        let cache = kb.buffer("cache", Ty::Bf16, Access::Read);
+        let out = kb.buffer("out", Ty::F32, Access::Write);
+        let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I32));
+        let v = Expr::select(
+            t.clone().lt(Expr::i32(n)),
+            kb.load(cache, t.clone()).cast(Ty::F32),
+            Expr::f32(0.0),
+        );
+        kb.store(out, t, v);
+        kb.finish()
+    };
+    let mut cache = DeviceBuffer::new(Ty::Bf16, 32);
+    (0..16).for_each(|i| cache.set_f32(i, i as f32 + 0.5));
+    assert_eq!(cache.written().iter().filter(|&&w| w).count(), 16);
+    let err = launch(
+        &build(17),
+        vec![cache.clone(), DeviceBuffer::new(Ty::F32, 32)],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, EmuError::Uninitialised { index: 16, .. }),
+        "{err}"
+    );
+    let emu = launch(&build(16), vec![cache, DeviceBuffer::new(Ty::F32, 32)], &[]).unwrap();
+    assert_eq!(emu.buffer(BufferId(1)).to_f32()[15], 15.5);
+    let mut ids = DeviceBuffer::new(Ty::I32, 2);
+    ids.set_i64(1, -7);
+    assert_eq!(
+        (ids.to_i64(), ids.written()),
+        (vec![0, -7], vec![false, true])
+    );
+}
+
+#[test]
+fn loop_step_that_is_not_positive() {
+    let build = |step: Expr| {
+        let mut kb = KernelBuilder::new("stuck", [32, 1, 1]);
+        let out = kb.buffer("out", Ty::F32, Access::Write);
+        let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I32));
+        let acc = kb.var("acc", Expr::f32(0.0));
+        let start = Expr::f32(0.0);
+        kb.for_("x", start, Expr::f32(1.0), step, |kb, x| {
+            kb.assign(acc, Expr::Var(acc) + x)
+        });
+        kb.store(out, t, Expr::Var(acc));
+        kb.finish()
+    };
+    let err = launch(
+        &build(Expr::f32(0.0)),
+        vec![DeviceBuffer::new(Ty::F32, 32)],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, EmuError::UndefinedArithmetic { what, .. } if what.contains("step 0")),
+        "{err}"
+    );
+    let emu = launch(
+        &build(Expr::f32(0.25)),
+        vec![DeviceBuffer::new(Ty::F32, 32)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(emu.buffer(BufferId(0)).to_f32(), vec![1.5; 32]);
+}

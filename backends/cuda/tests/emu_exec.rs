@@ -4,7 +4,7 @@
 use vl3c_cuda::emu::{
     a_fragment, b_fragment, c_fragment, f32_to_bf16_bits, Arg, DeviceBuffer, Emulator,
 };
-use vl3c_cuda::kir::{Access, Expr, KernelBuilder, Lit, Shfl, Ty};
+use vl3c_cuda::kir::{Access, Expr, KernelBuilder, Lit, Shfl, Special, Ty};
 
 /// `out[i] = a[i] + b[i]` over `n` elements, 64 threads per block, `ceil(n/64)` blocks.
 fn add_kernel() -> vl3c_cuda::kir::Kernel {
@@ -233,6 +233,37 @@ fn fragment_maps_cover_each_matrix_once() {
 }
 
 #[test]
+fn fragment_maps_agree_with_tinygrad() {
+    // tinygrad `ops_python.py`, CUDA m16n8k16: `a_elem(x, k, row) =
+    // x[k%2 + (row//8)*2 + (k//8)*4][(k//2)%4 + (row%8)*4]`, `b_elem(x, col, k) =
+    // x[k%2 + (k//8)*2][(k//2)%4 + col*4]`, `c_map(lane, e) = (e%2 + (lane%4)*2, lane//4 + (e//2)*8)`
+    // as (col, row).
+    for row in 0..16 {
+        for k in 0..16 {
+            let (e, lane) = (
+                k % 2 + (row / 8) * 2 + (k / 8) * 4,
+                (k / 2) % 4 + (row % 8) * 4,
+            );
+            assert_eq!(a_fragment(lane, e), (row, k));
+        }
+    }
+    for col in 0..8 {
+        for k in 0..16 {
+            let (e, lane) = (k % 2 + (k / 8) * 2, (k / 2) % 4 + col * 4);
+            assert_eq!(b_fragment(lane, e), (k, col));
+        }
+    }
+    for lane in 0..32 {
+        for e in 0..4 {
+            assert_eq!(
+                c_fragment(lane, e),
+                (lane / 4 + (e / 2) * 8, e % 2 + (lane % 4) * 2)
+            );
+        }
+    }
+}
+
+#[test]
 fn mma_matches_a_plain_matmul() {
     // A (16×16 row-major) and B (16×8, stored column-major: b[n*16 + k]) in bf16, C in f32;
     // each lane loads its fragments through the maps the PTX ISA gives.
@@ -342,4 +373,200 @@ fn bf16_rounding_of_ties_nan_and_infinity() {
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
     assert_eq!(bits, cases.map(|(_, w)| w).to_vec());
+}
+
+#[test]
+fn two_dimensional_blocks_group_warps_by_linear_thread_id() {
+    // 16×4 threads: warp 0 is rows y = 0 and 1 (x fastest), so a shfl_xor by 16 swaps rows.
+    let mut kb = KernelBuilder::new("tile2d", [16, 4, 1]);
+    let out = kb.buffer("out", Ty::I32, Access::Write);
+    let x = kb.let_("x", kb.thread_idx(0).cast(Ty::I32));
+    let y = kb.let_("y", kb.thread_idx(1).cast(Ty::I32));
+    let linear = kb.let_("linear", y.clone() * Expr::i32(16) + x.clone());
+    let partner = kb.shfl_xor("partner", linear.clone(), 16);
+    kb.store(out, linear, partner);
+    let k = kb.finish();
+    let mut emu = Emulator::new();
+    let io = emu.alloc(DeviceBuffer::new(Ty::I32, 64));
+    emu.launch(&k, &[Arg::Buffer(io)]).unwrap();
+    assert_eq!(
+        emu.buffer(io).to_i64(),
+        (0..64).map(|t| t ^ 16).collect::<Vec<i64>>()
+    );
+}
+
+/// `lanes[linear] = LaneId` in blocks of `block` threads.
+fn lane_ids(block: [u32; 3]) -> Result<Vec<i64>, vl3c_cuda::emu::EmuError> {
+    let mut kb = KernelBuilder::new("lanes", block);
+    let lanes = kb.buffer("lanes", Ty::I32, Access::Write);
+    let x = kb.thread_idx(0).cast(Ty::I32);
+    let y = kb.thread_idx(1).cast(Ty::I32);
+    let linear = kb.let_("linear", y * Expr::i32(block[0] as i32) + x);
+    kb.store(lanes, linear, kb.lane().cast(Ty::I32));
+    let k = kb.finish();
+    let mut emu = Emulator::new();
+    let n = (block[0] * block[1]) as usize;
+    let il = emu.alloc(DeviceBuffer::new(Ty::I32, n));
+    emu.launch(&k, &[Arg::Buffer(il)])?;
+    Ok(emu.buffer(il).to_i64())
+}
+
+#[test]
+fn lane_id_is_the_linear_thread_id_mod_32() {
+    assert_eq!(
+        lane_ids([64, 2, 1]).unwrap(),
+        (0..128).map(|t| t % 32).collect::<Vec<i64>>()
+    );
+    assert_eq!(
+        lane_ids([48, 1, 1]).unwrap(),
+        (0..48).map(|t| t % 32).collect::<Vec<i64>>()
+    );
+    // Where warps straddle rows, the printed `threadIdx.x & 31` would not be the lane.
+    let err = lane_ids([16, 4, 1]).unwrap_err();
+    assert!(
+        matches!(err, vl3c_cuda::emu::EmuError::BadLaunch { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn three_dimensional_grids_and_dimension_specials() {
+    // Each thread writes gridDim/blockDim-derived linear ids; the grid is a formula over `n`.
+    let mut kb = KernelBuilder::new("grid3d", [2, 2, 1]);
+    let out = kb.buffer("out", Ty::U32, Access::Write);
+    let n = kb.scalar("n", Ty::U32);
+    kb.grid(Expr::u32(3), n.clone(), n / Expr::u32(2));
+    let s = |kb: &KernelBuilder, sp: Special| {
+        let _ = kb;
+        Expr::Special(sp)
+    };
+    let block = s(&kb, Special::BlockIdx(0))
+        + s(&kb, Special::GridDim(0))
+            * (s(&kb, Special::BlockIdx(1))
+                + s(&kb, Special::GridDim(1)) * s(&kb, Special::BlockIdx(2)));
+    let thread = s(&kb, Special::ThreadIdx(0))
+        + s(&kb, Special::BlockDim(0)) * s(&kb, Special::ThreadIdx(1));
+    let id = kb.let_("id", block * Expr::u32(4) + thread);
+    kb.store(out, id.clone(), id);
+    let k = kb.finish();
+    let mut emu = Emulator::new();
+    let io = emu.alloc(DeviceBuffer::new(Ty::U32, 3 * 4 * 2 * 4));
+    let stats = emu
+        .launch(&k, &[Arg::Buffer(io), Arg::Scalar(Lit::U32(4))])
+        .unwrap();
+    assert_eq!((stats.blocks, stats.threads), (24, 96));
+    assert_eq!(emu.buffer(io).to_i64(), (0..96).collect::<Vec<i64>>());
+}
+
+#[test]
+fn faults_in_inactive_lanes_are_not_errors() {
+    // `t < 2 ? 2^30 * t : 0` overflows i32 only for the lanes that do not take that side, and a
+    // division by `t - 5` divides by zero only in a lane the branch excludes.
+    let mut kb = KernelBuilder::new("guarded_faults", [32, 1, 1]);
+    let out = kb.buffer("out", Ty::I32, Access::Write);
+    let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I32));
+    let v = Expr::select(
+        t.clone().lt(Expr::i32(2)),
+        Expr::i32(1 << 30) * t.clone(),
+        Expr::i32(0),
+    );
+    kb.store(out, t.clone(), v);
+    kb.if_(t.clone().ne(Expr::i32(5)), |kb| {
+        kb.store(out, t.clone(), Expr::i32(100) / (t.clone() - Expr::i32(5)));
+    });
+    let k = kb.finish();
+    let mut emu = Emulator::new();
+    let io = emu.alloc(DeviceBuffer::new(Ty::I32, 32));
+    emu.launch(&k, &[Arg::Buffer(io)]).unwrap();
+    let got = emu.buffer(io).to_i64();
+    assert_eq!(got[..7], [-20, -25, -33, -50, -100, 0, 100]);
+}
+
+#[test]
+fn rms_norm_in_bf16_matches_the_host() {
+    // One block of 256 threads per row: strided sum of squares (fma), a shared-memory tree,
+    // rsqrt, then the scaled row stored as bf16.
+    let hidden = 1536i64;
+    let mut kb = KernelBuilder::new("rms", [256, 1, 1]);
+    let x = kb.buffer("x", Ty::Bf16, Access::Read);
+    let w = kb.buffer("w", Ty::Bf16, Access::Read);
+    let out = kb.buffer("out", Ty::Bf16, Access::Write);
+    let rows = kb.scalar("rows", Ty::I64);
+    kb.grid(rows, Expr::i64(1), Expr::i64(1));
+    let sh = kb.shared("partial", Ty::F32, 256);
+    let t = kb.let_("t", kb.thread_idx(0).cast(Ty::I64));
+    let row = kb.let_("row", kb.block_idx(0).cast(Ty::I64) * Expr::i64(hidden));
+    let acc = kb.var("acc", Expr::f32(0.0));
+    kb.for_(
+        "i",
+        t.clone(),
+        Expr::i64(hidden),
+        Expr::i64(256),
+        |kb, i| {
+            let v = kb.let_("v", kb.load(x, row.clone() + i).cast(Ty::F32));
+            kb.assign(acc, Expr::fma(v.clone(), v, Expr::Var(acc)));
+        },
+    );
+    kb.store(sh, t.clone(), Expr::Var(acc));
+    kb.barrier();
+    for stride in [128, 64, 32, 16, 8, 4, 2, 1] {
+        kb.if_(t.clone().lt(Expr::i64(stride)), |kb| {
+            let s = kb.load(sh, t.clone()) + kb.load(sh, t.clone() + Expr::i64(stride));
+            kb.store(sh, t.clone(), s);
+        });
+        kb.barrier();
+    }
+    let scale = kb.let_(
+        "scale",
+        (kb.load(sh, Expr::i64(0)) / Expr::f32(hidden as f32) + Expr::f32(1e-6)).rsqrt(),
+    );
+    kb.for_(
+        "i",
+        t.clone(),
+        Expr::i64(hidden),
+        Expr::i64(256),
+        |kb, i| {
+            let v = kb.load(x, row.clone() + i.clone()).cast(Ty::F32)
+                * scale.clone()
+                * kb.load(w, i.clone()).cast(Ty::F32);
+            kb.store(out, row.clone() + i, v.cast(Ty::Bf16));
+        },
+    );
+    let k = kb.finish();
+    let rows = 7usize;
+    let mut emu = Emulator::new();
+    let xv: Vec<f32> = (0..rows * 1536)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let ix = emu.alloc(DeviceBuffer::from_f32(Ty::Bf16, &xv));
+    let iw = emu.alloc(DeviceBuffer::from_f32(
+        Ty::Bf16,
+        &(0..1536)
+            .map(|i| 1.0 + (i % 5) as f32 / 8.0)
+            .collect::<Vec<f32>>(),
+    ));
+    let io = emu.alloc(DeviceBuffer::new(Ty::Bf16, rows * 1536));
+    let args = [
+        Arg::Buffer(ix),
+        Arg::Buffer(iw),
+        Arg::Buffer(io),
+        Arg::Scalar(Lit::I64(rows as i64)),
+    ];
+    emu.launch(&k, &args).unwrap();
+    let got = emu.buffer(io).to_f32();
+    let bf = |v: f32| vl3c_cuda::emu::bf16_bits_to_f32(f32_to_bf16_bits(v));
+    for r in 0..rows {
+        let row: Vec<f32> = (0..1536).map(|i| bf(xv[r * 1536 + i])).collect();
+        let ms = row.iter().map(|v| (v * v) as f64).sum::<f64>() / 1536.0;
+        let scale = 1.0 / (ms + 1e-6).sqrt();
+        for i in 0..1536 {
+            let want = row[i] as f64 * scale * bf(1.0 + (i % 5) as f32 / 8.0) as f64;
+            let g = got[r * 1536 + i] as f64;
+            // One bf16 rounding of the result (2^-8 relative) plus f32 noise.
+            assert!(
+                (g - want).abs() <= want.abs() / 128.0 + 1e-6,
+                "row {r} col {i}: {g} vs {want}"
+            );
+        }
+    }
 }

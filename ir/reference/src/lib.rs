@@ -135,11 +135,37 @@ pub fn execute_with(
     caches: &dyn CacheSource,
     accel: &dyn Accelerate,
 ) -> Result<Outputs, ExecError> {
+    execute_inner(graph, inputs, weights, caches, accel, &HashMap::new())
+}
+
+/// [`execute`] where some symbols are given rather than read off the inputs' shapes: those no
+/// input binds (an `iota` of a length the caller decides, as a kernel test does).
+pub fn execute_sized(
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    weights: &dyn WeightSource,
+    caches: &HashMap<String, Tensor>,
+    symbols: &HashMap<String, i64>,
+) -> Result<Outputs, ExecError> {
+    execute_inner(graph, inputs, weights, caches, &Reference, symbols)
+}
+
+fn execute_inner(
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    weights: &dyn WeightSource,
+    caches: &dyn CacheSource,
+    accel: &dyn Accelerate,
+    symbols: &HashMap<String, i64>,
+) -> Result<Outputs, ExecError> {
     let claims: Vec<Option<Vec<NodeId>>> = (0..graph.nodes.len()).map(|i| accel.claim(graph, i)).collect();
     let skip = skipped(graph, &claims);
     let sources = bind_sources(graph, inputs, caches)?;
     let mut binder = Binder::new(graph);
     bind_all(graph, &mut binder, &sources)?;
+    for (name, &value) in symbols {
+        binder.env.entry(name.clone()).or_insert(value);
+    }
     let (last, views) = plan_lifetimes(graph, &claims);
     let mut dying = vec![Vec::new(); graph.nodes.len()];
     for (j, &l) in last.iter().enumerate() {

@@ -18,7 +18,7 @@ enum Denied {
 /// The element lane bits `idx` (of type `ity`) plus `offset` address in a buffer of `len`.
 #[inline]
 fn element(idx: u64, ity: Ty, offset: i64, len: usize) -> Result<usize, Denied> {
-    let i = as_i64(idx, ity) + offset;
+    let i = as_i64(idx, ity).saturating_add(offset);
     if i < 0 {
         Err(Denied::Negative(i))
     } else if i as u64 >= len as u64 {

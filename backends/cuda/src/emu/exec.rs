@@ -5,7 +5,7 @@
 
 use super::error::{At, BlockAt, EmuError};
 use super::memory::DeviceBuffer;
-use super::value::{self, as_i64, cast_lanes, truthy, Fault};
+use super::value::{self, as_i64, cast_lanes, Fault};
 use crate::kir::{BinOp, Expr, Kernel, ParamKind, Special, Stmt, Ty};
 
 /// The state of one launch while its blocks run.
@@ -183,11 +183,11 @@ impl<'a> Exec<'a> {
                 self.give(idx);
             }
             Stmt::If { cond, then, els } => {
-                let (c, cty) = self.eval(cond, mask)?;
+                let c = self.eval_as(cond, mask, Ty::Bool)?;
                 let mut then_mask = self.take_mask();
                 let mut else_mask = self.take_mask();
                 for i in 0..self.n {
-                    let t = truthy(c[i], cty);
+                    let t = c[i] != 0;
                     then_mask[i] = mask[i] && t;
                     else_mask[i] = mask[i] && !t;
                 }
@@ -265,17 +265,16 @@ impl<'a> Exec<'a> {
         }
         self.give(v);
         loop {
-            let e = self.eval_as(end, looping, vty)?;
+            // `i < end` compares in the promoted type, as C++ does (an int against a long long).
+            let (mut e, ety) = self.eval(end, looping)?;
+            let (work, _) = value::binary_types(BinOp::Lt, value::promote(vty, ety));
+            let mut cur = self.take();
+            cur.copy_from_slice(&self.regs[var.0 as usize]);
+            cast_lanes(&mut cur, vty, work);
+            cast_lanes(&mut e, ety, work);
             let mut lt = self.take();
-            let (work, _) = value::binary_types(BinOp::Lt, vty);
-            let r = value::binary(
-                BinOp::Lt,
-                work,
-                &self.regs[var.0 as usize],
-                &e,
-                &mut lt,
-                looping,
-            );
+            let r = value::binary(BinOp::Lt, work, &cur, &e, &mut lt, looping);
+            self.give(cur);
             self.give(e);
             r.map_err(|(lane, f)| self.fault(lane, f))?;
             for (m, &c) in looping.iter_mut().zip(&lt) {
@@ -287,24 +286,35 @@ impl<'a> Exec<'a> {
             }
             self.exec_branch(body, "body", looping)?;
             self.cur = Some(s);
-            let st = self.eval_as(step, looping, vty)?;
-            if vty.is_int() {
-                if let Some(lane) = (0..self.n).find(|&i| looping[i] && as_i64(st[i], vty) <= 0) {
-                    let what = format!("loop step {} never reaches the end", as_i64(st[lane], vty));
-                    self.give(st);
-                    return Err(self.fault(lane, Fault::Undefined(what)));
+            // `i += step` in the counter's arithmetic type (bf16 counters add in f32); a step
+            // that is not positive would loop forever, or until the counter overflows.
+            let work = value::binary_types(BinOp::Add, value::promote(vty, vty)).0;
+            let st = self.eval_as(step, looping, work)?;
+            let stuck = |x: u64| match work {
+                Ty::F32 => {
+                    f32::from_bits(x as u32).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
                 }
+                _ => as_i64(x, work) <= 0,
+            };
+            if let Some(lane) = (0..self.n).find(|&i| looping[i] && stuck(st[i])) {
+                let what = match work {
+                    Ty::F32 => format!(
+                        "loop step {} never reaches the end",
+                        f32::from_bits(st[lane] as u32)
+                    ),
+                    _ => format!("loop step {} never reaches the end", as_i64(st[lane], work)),
+                };
+                self.give(st);
+                return Err(self.fault(lane, Fault::Undefined(what)));
             }
+            let mut cur = self.take();
+            cur.copy_from_slice(&self.regs[var.0 as usize]);
+            cast_lanes(&mut cur, vty, work);
             let mut next = self.take();
-            let r = value::binary(
-                BinOp::Add,
-                vty,
-                &self.regs[var.0 as usize],
-                &st,
-                &mut next,
-                looping,
-            );
+            let r = value::binary(BinOp::Add, work, &cur, &st, &mut next, looping);
             self.give(st);
+            self.give(cur);
+            cast_lanes(&mut next, work, vty);
             r.map_err(|(lane, f)| self.fault(lane, f))?;
             let reg = &mut self.regs[var.0 as usize];
             for ((r, &x), &m) in reg.iter_mut().zip(&next).zip(looping.iter()) {
@@ -360,6 +370,19 @@ impl<'a> Exec<'a> {
                 let mut out = self.take();
                 out.fill(self.scalars[p.0 as usize]);
                 (out, ty)
+            }
+            Expr::Special(Special::LaneId) if !lane_is_thread_x(self.k.block) => {
+                // The printer spells the lane `threadIdx.x & 31`, which is the hardware lane
+                // (linear id % 32) only when warps do not straddle rows of x.
+                let [x, y, z] = self.k.block;
+                let reason = format!(
+                    "LaneId in a ({x},{y},{z}) block: the x extent must be a multiple of 32 \
+                     when y or z exceeds 1"
+                );
+                return Err(EmuError::BadLaunch {
+                    kernel: self.k.name.clone(),
+                    reason,
+                });
             }
             Expr::Special(s) => {
                 let mut out = self.take();
@@ -422,11 +445,11 @@ impl<'a> Exec<'a> {
             }
             Expr::Select(c, a, b) => {
                 // C++ `c ? a : b` evaluates one side per thread: a guarded load stays guarded.
-                let (cv, cty) = self.eval(c, mask)?;
+                let cv = self.eval_as(c, mask, Ty::Bool)?;
                 let mut on_a = self.take_mask();
                 let mut on_b = self.take_mask();
                 for i in 0..self.n {
-                    let t = truthy(cv[i], cty);
+                    let t = cv[i] != 0;
                     on_a[i] = mask[i] && t;
                     on_b[i] = mask[i] && !t;
                 }
@@ -491,15 +514,14 @@ impl<'a> Exec<'a> {
         b: &'a Expr,
         mask: &[bool],
     ) -> Result<(Vec<u64>, Ty), EmuError> {
-        let (mut x, tx) = self.eval(a, mask)?;
+        let mut x = self.eval_as(a, mask, Ty::Bool)?;
         let mut need_b = self.take_mask();
         for i in 0..self.n {
-            let t = truthy(x[i], tx);
-            x[i] = t as u64;
+            let t = x[i] != 0;
             need_b[i] = mask[i] && (t == (op == BinOp::And));
         }
-        let r = self.eval(b, &need_b);
-        let (y, ty) = match r {
+        let r = self.eval_as(b, &need_b, Ty::Bool);
+        let y = match r {
             Ok(v) => v,
             Err(e) => {
                 self.give_mask(need_b);
@@ -509,7 +531,7 @@ impl<'a> Exec<'a> {
         };
         for i in 0..self.n {
             if need_b[i] {
-                x[i] = truthy(y[i], ty) as u64;
+                x[i] = y[i];
             }
         }
         self.give(y);
@@ -571,6 +593,11 @@ impl<'a> Exec<'a> {
     pub(super) fn regs_mut(&mut self, v: crate::kir::VarId) -> &mut Vec<u64> {
         &mut self.regs[v.0 as usize]
     }
+}
+
+/// Whether `threadIdx.x % 32` is the lane (linear thread id % 32) in blocks of `block`.
+fn lane_is_thread_x(block: [u32; 3]) -> bool {
+    block[0].is_multiple_of(32) || block[1] * block[2] == 1
 }
 
 /// A statement as an error site names it: `store out`, `let acc`, `for i`.

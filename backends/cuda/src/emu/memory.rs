@@ -80,8 +80,9 @@ impl DeviceBuffer {
         b
     }
 
-    /// A host write of element `i` (a copy to the device, not a kernel's store: no race
-    /// tracking), converted as [`DeviceBuffer::from_f32`] converts.
+    /// Writes element `i` from the host (as a copy to the device would: it becomes initialised,
+    /// and no launch's race stamps change). Converts as [`DeviceBuffer::from_f32`]. Panics if
+    /// `i` is out of bounds.
     pub fn set_f32(&mut self, i: usize, x: f32) {
         let bits = match self.elem {
             Ty::F32 => x.to_bits() as u64,
@@ -92,10 +93,9 @@ impl DeviceBuffer {
             Ty::I64 => (x as i64) as u64,
         };
         self.set_bits(i, bits);
-        self.init[i] = true;
     }
 
-    /// A host write of element `i`, converted as [`DeviceBuffer::from_i64`] converts.
+    /// Writes element `i` from the host, converting as [`DeviceBuffer::from_i64`].
     pub fn set_i64(&mut self, i: usize, x: i64) {
         let bits = match self.elem {
             Ty::Bool => (x != 0) as u64,
@@ -105,7 +105,6 @@ impl DeviceBuffer {
             Ty::Bf16 => f32_to_bf16_bits(x as f32) as u64,
         };
         self.set_bits(i, bits);
-        self.init[i] = true;
     }
 
     /// The values as f32 (ints convert); uninitialised elements read as NaN.
@@ -170,9 +169,9 @@ impl DeviceBuffer {
         self.init[i]
     }
 
-    /// Element `i`'s bits, zero-extended.
+    /// Element `i`'s bits, zero-extended (whether initialised or not).
     #[inline]
-    pub(crate) fn bits(&self, i: usize) -> u64 {
+    pub fn bits(&self, i: usize) -> u64 {
         let b = &self.bytes;
         match self.elem.size() {
             1 => b[i] as u64,
@@ -182,8 +181,10 @@ impl DeviceBuffer {
         }
     }
 
+    /// Writes element `i`'s bits (truncated to the element size) from the host; it becomes
+    /// initialised.
     #[inline]
-    pub(crate) fn set_bits(&mut self, i: usize, bits: u64) {
+    pub fn set_bits(&mut self, i: usize, bits: u64) {
         let b = &mut self.bytes;
         match self.elem.size() {
             1 => b[i] = bits as u8,

@@ -81,7 +81,8 @@ impl Emulator {
     }
 
     fn tick(&mut self) -> u32 {
-        self.clock += 1;
+        // Wrapping: stamps only need to differ from those of recent runs.
+        self.clock = self.clock.wrapping_add(1);
         self.clock
     }
 
@@ -130,7 +131,8 @@ impl Emulator {
                     s.name
                 )));
             }
-            shared_bytes = shared_bytes.saturating_add(len as usize * s.elem.size());
+            shared_bytes =
+                shared_bytes.saturating_add((len as usize).saturating_mul(s.elem.size()));
             if shared_bytes > MAX_SHARED_BYTES {
                 return Err(bad_launch(format!("{shared_bytes} bytes of shared memory")));
             }
@@ -146,7 +148,7 @@ impl Emulator {
         for z in 0..grid[2] {
             for y in 0..grid[1] {
                 for x in 0..grid[0] {
-                    clock += 1;
+                    clock = clock.wrapping_add(1);
                     ex.shared_run = clock;
                     ex.block_idx = [x, y, z];
                     ex.block_linear = x + grid[0] * (y + grid[1] * z);

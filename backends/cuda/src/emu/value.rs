@@ -55,16 +55,6 @@ pub(crate) fn as_i64(x: u64, ty: Ty) -> i64 {
     }
 }
 
-/// Whether lane bits of type `ty` are true as a C++ condition.
-#[inline]
-pub(crate) fn truthy(x: u64, ty: Ty) -> bool {
-    match ty {
-        Ty::F32 => f(x) != 0.0,
-        Ty::Bf16 => bf16_bits_to_f32(x as u16) != 0.0,
-        _ => x != 0,
-    }
-}
-
 /// `Expr::Cast` of one value: f32→bf16 rounds to nearest even; float→int truncates (saturating,
 /// NaN to 0, as `cvt.rzi`); ints widen by sign (`U32` by zero) and narrow by wrapping;
 /// bool→int is 0/1 and anything→bool is `!= 0`.
@@ -105,10 +95,19 @@ pub(crate) fn cast(x: u64, from: Ty, to: Ty) -> u64 {
 }
 
 pub(crate) fn cast_lanes(v: &mut [u64], from: Ty, to: Ty) {
-    if from != to {
-        for x in v.iter_mut() {
-            *x = cast(*x, from, to);
+    // The conversions every kernel runs get loops of their own; the rest go through `cast`.
+    match (from, to) {
+        _ if from == to => {}
+        (Ty::Bf16, Ty::F32) => v.iter_mut().for_each(|x| *x <<= 16),
+        (Ty::F32, Ty::Bf16) => v
+            .iter_mut()
+            .for_each(|x| *x = f32_to_bf16_bits(f(*x)) as u64),
+        (Ty::I32, Ty::I64) => v.iter_mut().for_each(|x| *x = i32v(*x) as i64 as u64),
+        (Ty::U32, Ty::I64) => {}
+        (Ty::I64 | Ty::U32, Ty::I32) | (Ty::I64, Ty::U32) => {
+            v.iter_mut().for_each(|x| *x &= 0xffff_ffff)
         }
+        _ => v.iter_mut().for_each(|x| *x = cast(*x, from, to)),
     }
 }
 
@@ -470,5 +469,22 @@ mod tests {
         assert_eq!(f32_to_bf16_bits(f32::MAX), 0x7f80);
         assert_eq!(f32_to_bf16_bits(f32::NEG_INFINITY), 0xff80);
         assert_eq!(f32_to_bf16_bits(f32::from_bits(0xffc0_0001)), 0x7fff);
+    }
+
+    #[test]
+    fn bf16_agrees_with_half_on_every_non_nan() {
+        // `half` also rounds to nearest even; only its NaN (quieted, sign kept) differs.
+        for hi in 0..=u16::MAX {
+            for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff] {
+                let x = f32::from_bits(((hi as u32) << 16) | lo);
+                if !x.is_nan() {
+                    assert_eq!(
+                        f32_to_bf16_bits(x),
+                        half::bf16::from_f32(x).to_bits(),
+                        "{x:e}"
+                    );
+                }
+            }
+        }
     }
 }

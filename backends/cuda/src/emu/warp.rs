@@ -129,8 +129,9 @@ impl<'a> Exec<'a> {
                 for lane in 0..32 {
                     for (e, o) in out.iter_mut().enumerate() {
                         let (row, col) = c_fragment(lane, e);
-                        // bf16 products are exact in f64 and so is their sum here: one rounding
-                        // at the end, as close to the tensor core as a fixed order gets.
+                        // bf16 products are exact in f64; summing the 16 there and rounding
+                        // once to f32 is within the tensor core's own (unspecified-order)
+                        // accumulation error.
                         let dot: f64 = (0..16).map(|k| am[row][k] as f64 * bm[k][col] as f64).sum();
                         o[warp + lane] = ((dot + cm[row][col] as f64) as f32).to_bits() as u64;
                     }
