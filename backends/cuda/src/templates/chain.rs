@@ -125,7 +125,6 @@ impl ElementwiseChain {
                 graph.declare_symbol(&s, 0, i64::MAX / 4);
             }
         }
-        Self::carry_iota_symbols(&mut graph)?;
         let (first_name, first) = graph.outputs.first().ok_or("the subgraph has no outputs")?;
         let shape = &graph.ty(*first).shape;
         for (name, id) in &graph.outputs {
@@ -146,29 +145,6 @@ impl ElementwiseChain {
             }
         }
         Ok(ElementwiseChain { graph, family, label })
-    }
-
-    /// The reference executor learns symbols from input shapes (or, for a masked select's or
-    /// the vision ids' fresh length, from the result), but an iota needs its length and start
-    /// before it runs. A symbol only an iota knows gets an input `extent_<symbol>`: `bool[symbol]`,
-    /// read by no kernel, there to carry the symbol's value to the reference.
-    fn carry_iota_symbols(graph: &mut Graph) -> Result<(), String> {
-        let in_inputs: Vec<&Dim> = graph.inputs().flat_map(|(_, _, t)| t.shape.iter()).collect();
-        let mut needed = Vec::new();
-        for n in &graph.nodes {
-            if let Op::Iota { len, start, .. } = &n.op {
-                for s in layout::symbols_of([len, start]) {
-                    if !in_inputs.contains(&&Dim::Sym(s.clone())) && !needed.contains(&s) {
-                        needed.push(s);
-                    }
-                }
-            }
-        }
-        for s in needed {
-            let ty = TensorType::new(DType::Bool, vec![Dim::Sym(s.clone())]);
-            graph.add_source(Op::Input { name: format!("extent_{s}") }, ty).map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 
     fn chain_label(graph: &Graph) -> String {
@@ -209,7 +185,7 @@ impl ElementwiseChain {
         let g = &self.graph;
         let mut b = KernelBuilder::new(kernel_name(self.family, &self.label), [BLOCK, 1, 1]);
         let mut inputs = HashMap::new();
-        // An input nothing reads (a symbol's carrier) is no kernel parameter.
+        // An input nothing reads is no kernel parameter.
         let read = |id: NodeId| g.nodes.iter().any(|n| n.inputs.contains(&id)) || g.outputs.iter().any(|(_, o)| *o == id);
         for (id, name, ty) in g.inputs().filter(|(id, _, _)| read(*id)) {
             inputs.insert(id, b.buffer(name, mem_ty(ty.dtype).expect("checked in new"), Access::Read));
