@@ -9,7 +9,8 @@ use vl3c_runtime::tensor_file::read_tensors;
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
     let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("meta.json").exists()).collect();
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("meta.json").exists()).collect();
+    assert!(!dirs.is_empty(), "no fixtures with meta.json under {}", root.display());
     dirs.sort();
     dirs
 }

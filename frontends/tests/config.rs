@@ -460,14 +460,14 @@ fn from_dir_reports_missing_config() {
 #[test]
 fn fixture_configs_parse() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models");
-    let Ok(entries) = std::fs::read_dir(&root) else {
-        return;
-    };
+    let entries = std::fs::read_dir(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+    let mut parsed = 0;
     for entry in entries {
         let path = entry.unwrap().path().join("config.json");
         if !path.is_file() {
             continue;
         }
+        parsed += 1;
         let c = ModelConfig::from_dir(path.parent().unwrap()).unwrap_or_else(|e| panic!("{e}"));
         let meta: Value = std::fs::read_to_string(path.with_file_name("meta.json"))
             .ok()
@@ -488,6 +488,7 @@ fn fixture_configs_parse() {
             assert_eq!(c.image_token_id as u64, id, "{}", path.display());
         }
     }
+    assert!(parsed > 0, "no fixture configs under {}", root.display());
 }
 
 #[test]

@@ -9,7 +9,8 @@ use vl3c_passes::{cost::Target, optimize, optimize_graph, Budget};
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models");
     let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").exists()).collect();
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").exists()).collect();
+    assert!(!dirs.is_empty(), "no fixture configs under {}", root.display());
     dirs.sort();
     dirs
 }

@@ -306,6 +306,7 @@ fn damaged_mp4_never_panics() {
         state
     };
     let (mut opened, mut decoded) = (0, 0);
+    let mut errors = Vec::new();
     for round in 0..60 {
         let mut bytes = mp4.clone();
         for _ in 0..1 + round % 4 {
@@ -315,11 +316,24 @@ fn damaged_mp4_never_panics() {
             bytes[at] ^= 1 << (next() % 8);
         }
         std::fs::write(&path, &bytes).unwrap();
-        let Ok(mut v) = open_video(&path) else { continue };
+        let mut v = match open_video(&path) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
         opened += 1;
-        if v.read_frames(&all_indices(v.as_ref()), &mut |_, _| {}).is_ok() {
-            decoded += 1;
+        match v.read_frames(&all_indices(v.as_ref()), &mut |_, _| {}) {
+            Ok(_) => decoded += 1,
+            Err(e) => errors.push(e.to_string()),
         }
     }
     eprintln!("damaged mp4: {opened}/60 opened, {decoded} decoded without error");
+    // The seeded damage must exercise both outcomes, or the test no longer tests the error path.
+    assert!(decoded > 0 && decoded < 60, "{decoded}/60 damaged files decoded: the damage no longer varies");
+    assert_eq!(errors.len(), 60 - decoded, "every damaged file that did not decode reported an error");
+    for e in &errors {
+        assert!(!e.trim().is_empty() && !e.contains('\n'), "an error is one non-empty line: {e:?}");
+    }
 }

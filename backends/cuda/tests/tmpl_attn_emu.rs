@@ -32,11 +32,12 @@ fn direct(spec: &AttnSpec, inputs: &HashMap<String, Vec<f32>>, ints: &HashMap<St
     let rotate = |x: &[f32], row: usize, pos: usize| -> Vec<f64> {
         let x: Vec<f64> = x[row * d..(row + 1) * d].iter().map(|&v| v as f64).collect();
         let (cos, sin) = (&inputs["cos"][pos * d..(pos + 1) * d], &inputs["sin"][pos * d..(pos + 1) * d]);
-        (0..d).map(|c| {
-            let rot = if c < d / 2 { -x[c + d / 2] } else { x[c - d / 2] };
-            x[c] * cos[c] as f64 + rot * sin[c] as f64
-        })
-        .collect()
+        (0..d)
+            .map(|c| {
+                let rot = if c < d / 2 { -x[c + d / 2] } else { x[c - d / 2] };
+                x[c] * cos[c] as f64 + rot * sin[c] as f64
+            })
+            .collect()
     };
     let plain = |x: &[f32], row: usize| -> Vec<f64> { x[row * d..(row + 1) * d].iter().map(|&v| v as f64).collect() };
     let past = t - n;
@@ -172,6 +173,33 @@ fn decode_split_kv_chunks() {
             let e = nmse(&t, &t.spec(), &sz);
             eprintln!("{} {sz:?}: nmse {e:.2e}", t.name());
             assert!(e < limit(dtype), "{} {sz:?}: nmse {e:e}", t.name());
+        }
+    }
+}
+
+/// The real 2B/7B shapes (the harness runs them against the reference executor; this checks
+/// them against the direct attention). About 10 s, so run on demand: `--ignored`.
+#[test]
+#[ignore]
+fn real_shapes() {
+    let check = |t: &dyn Template, spec: &AttnSpec, pairs: &[(&str, i64)]| {
+        let start = std::time::Instant::now();
+        let e = nmse(t, spec, &sizes(pairs));
+        eprintln!("{} {pairs:?}: nmse {e:.2e} in {:.2} s", t.name(), start.elapsed().as_secs_f64());
+        assert!(e < limit(spec.dtype), "{} {pairs:?}: nmse {e:e}", t.name());
+    };
+    for dtype in [Ty::F32, Ty::Bf16] {
+        let v = VisionAttention { dtype, heads: 16, head_dim: 72 };
+        for (n, frames) in [(64, 1), (256, 16), (129, 3)] {
+            check(&v, &v.spec(), &[("n_patches", n), ("frames", frames)]);
+        }
+        for (q_heads, kv_heads) in [(12, 2), (28, 4)] {
+            let p = PrefillAttention { dtype, q_heads, kv_heads, head_dim: 128 };
+            for seq_len in [7, 64, 129] {
+                check(&p, &p.spec(), &[("seq_len", seq_len), ("past_len", 0)]);
+            }
+            let d = DecodeAttention { dtype, q_heads, kv_heads, head_dim: 128 };
+            check(&d, &d.spec(), &[("past_len", 299), ("kv_capacity", 300), ("max_chunks", 4)]);
         }
     }
 }

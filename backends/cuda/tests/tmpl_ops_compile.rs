@@ -1,7 +1,6 @@
 //! Every kernel of the op templates (norms, activations, softmax, rope, pruning, compaction,
-//! embedding) printed and compiled by NVRTC for each architecture: it must compile without
-//! warnings, spill nothing and fit its shared memory. Needs NVRTC, as `tests/nvrtc.rs` does
-//! (`VL3C_SKIP_NVRTC=1` skips).
+//! embedding) printed into one module and compiled by NVRTC. Needs NVRTC, as `tests/nvrtc.rs`
+//! does (`VL3C_SKIP_NVRTC=1` skips).
 
 use std::collections::BTreeMap;
 use vl3c_cuda::kir::Kernel;
@@ -45,7 +44,11 @@ fn kernels() -> Vec<Kernel> {
     by_name.into_values().collect()
 }
 
-fn check(sm: Sm) {
+/// One module, as an engine loads them: the names must be distinct and NVRTC must not warn
+/// (an unused register or a narrowing it flags is a template bug). `nvrtc_templates.rs` compiles
+/// each instance for every architecture and checks spills and shared memory.
+#[test]
+fn op_kernels_share_one_module_without_warnings() {
     let nvrtc = match Nvrtc::load() {
         Ok(nvrtc) => nvrtc,
         Err(error) if std::env::var("VL3C_SKIP_NVRTC").is_ok_and(|v| v == "1") => {
@@ -57,7 +60,7 @@ fn check(sm: Sm) {
     let kernels = kernels();
     let source = print_module(&kernels);
     let compiled = nvrtc
-        .compile(&source, "tmpl_ops.cu", sm)
+        .compile(&source, "tmpl_ops.cu", Sm::Sm90)
         .unwrap_or_else(|e| panic!("{e}\n--- source ---\n{source}"));
     assert!(
         !compiled.log.contains("warning"),
@@ -65,31 +68,10 @@ fn check(sm: Sm) {
         compiled.log
     );
     for k in &kernels {
-        let report = compiled
-            .reports
-            .iter()
-            .find(|r| r.kernel == k.name)
-            .unwrap_or_else(|| panic!("no ptxas report for {}", k.name));
-        assert_eq!(
-            (report.spill_stores, report.spill_loads),
-            (0, 0),
-            "{} spills on {sm}",
-            k.name
-        );
         assert!(
-            report.shared_bytes <= sm.max_shared_bytes_per_block(),
-            "{} uses too much shared memory",
+            compiled.reports.iter().any(|r| r.kernel == k.name),
+            "no ptxas report for {}",
             k.name
         );
     }
-}
-
-#[test]
-fn op_kernels_compile_for_sm_80() {
-    check(Sm::Sm80);
-}
-
-#[test]
-fn op_kernels_compile_for_sm_90() {
-    check(Sm::Sm90);
 }

@@ -13,36 +13,56 @@ use vl3c_cuda::templates::{FloatTy, Template};
 
 /// Launches `kernels` in order, binding buffer parameters by name from `buffers` and scalar
 /// parameters from `scalars`, as the harness and the engine do.
-fn run(emu: &mut Emulator, kernels: &[Kernel], buffers: &[(&str, BufferId)], scalars: &[(&str, i64)]) {
+fn run(
+    emu: &mut Emulator,
+    kernels: &[Kernel],
+    buffers: &[(&str, BufferId)],
+    scalars: &[(&str, i64)],
+) {
     for k in kernels {
         let args: Vec<Arg> = k
             .params
             .iter()
             .map(|p| match p.kind {
                 ParamKind::Buffer { .. } => {
-                    let (_, id) = buffers.iter().find(|(n, _)| *n == p.name).unwrap_or_else(|| panic!("no buffer {}", p.name));
+                    let (_, id) = buffers
+                        .iter()
+                        .find(|(n, _)| *n == p.name)
+                        .unwrap_or_else(|| panic!("no buffer {}", p.name));
                     Arg::Buffer(*id)
                 }
                 ParamKind::Scalar(_) => {
-                    let (_, v) = scalars.iter().find(|(n, _)| *n == p.name).unwrap_or_else(|| panic!("no scalar {}", p.name));
+                    let (_, v) = scalars
+                        .iter()
+                        .find(|(n, _)| *n == p.name)
+                        .unwrap_or_else(|| panic!("no scalar {}", p.name));
                     Arg::Scalar(Lit::I64(*v))
                 }
             })
             .collect();
-        emu.launch(k, &args).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+        emu.launch(k, &args)
+            .unwrap_or_else(|e| panic!("{}: {e}", k.name));
     }
 }
 
 /// A deterministic value in [-1, 1).
 fn noise(i: usize) -> f32 {
-    let h = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let h = (i as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29)
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
     (h >> 40) as f32 / (1u64 << 23) as f32 - 1.0
 }
 
 #[test]
 fn pruning_drops_repeated_frames_and_keeps_one_token_per_frame() {
     const VALUES: usize = 6;
-    let prune = DiffFramePrune { dtype: FloatTy::F32, patch_values: VALUES, merge: 2, threshold: 0.1 };
+    let prune = DiffFramePrune {
+        dtype: FloatTy::F32,
+        patch_values: VALUES,
+        merge: 2,
+        threshold: 0.1,
+    };
     // Entry 0: 5 frames of 4×4 patches = 4 tokens per frame; entry 1: 2 frames of one token.
     let grid: [[i64; 3]; 2] = [[5, 4, 4], [2, 2, 2]];
     let block = 4 * VALUES;
@@ -80,7 +100,12 @@ fn pruning_drops_repeated_frames_and_keeps_one_token_per_frame() {
     let g = emu.alloc(DeviceBuffer::from_i64(Ty::I64, &grid.concat()));
     let out = emu.alloc(DeviceBuffer::new(Ty::Bool, expected.len()));
     let sizes = [("n_merged", expected.len() as i64), ("n_entries", 2)];
-    run(&mut emu, &prune.kernels(), &[("pixel_values", px), ("grid_thw", g), ("out", out)], &sizes);
+    run(
+        &mut emu,
+        &prune.kernels(),
+        &[("pixel_values", px), ("grid_thw", g), ("out", out)],
+        &sizes,
+    );
     assert_eq!(emu.buffer(out).to_i64(), expected.map(i64::from).to_vec());
 }
 
@@ -88,10 +113,18 @@ fn pruning_drops_repeated_frames_and_keeps_one_token_per_frame() {
 fn compaction_carries_the_scan_across_more_tiles_than_a_block() {
     // 2^18 + 5000 rows: 262 tiles of 1024, more than the 256 the offsets kernel scans at once.
     let rows = (1 << 18) + 5000;
-    let mask: Vec<i64> = (0..rows).map(|i| i64::from(i % 3 == 0 || i % 7 == 1)).collect();
+    let mask: Vec<i64> = (0..rows)
+        .map(|i| i64::from(i % 3 == 0 || i % 7 == 1))
+        .collect();
     let data: Vec<f32> = (0..rows * 2).map(|i| i as f32).collect();
-    let expected: Vec<f32> = (0..rows).filter(|&i| mask[i] == 1).flat_map(|i| [(2 * i) as f32, (2 * i + 1) as f32]).collect();
-    let select = MaskedSelect { dtype: FloatTy::F32, features: 2 };
+    let expected: Vec<f32> = (0..rows)
+        .filter(|&i| mask[i] == 1)
+        .flat_map(|i| [(2 * i) as f32, (2 * i + 1) as f32])
+        .collect();
+    let select = MaskedSelect {
+        dtype: FloatTy::F32,
+        features: 2,
+    };
     let sizes = [("rows", rows as i64), ("kept", (expected.len() / 2) as i64)];
     let scratch = select.scratch(&sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect());
 
@@ -99,7 +132,10 @@ fn compaction_carries_the_scan_across_more_tiles_than_a_block() {
     let d = emu.alloc(DeviceBuffer::from_f32(Ty::F32, &data));
     let m = emu.alloc(DeviceBuffer::from_i64(Ty::Bool, &mask));
     let out = emu.alloc(DeviceBuffer::new(Ty::F32, expected.len()));
-    let scratch: Vec<(String, BufferId)> = scratch.into_iter().map(|s| (s.name, emu.alloc(DeviceBuffer::new(s.elem, s.len)))).collect();
+    let scratch: Vec<(String, BufferId)> = scratch
+        .into_iter()
+        .map(|s| (s.name, emu.alloc(DeviceBuffer::new(s.elem, s.len))))
+        .collect();
     let mut buffers: Vec<(&str, BufferId)> = vec![("data", d), ("mask", m), ("out", out)];
     buffers.extend(scratch.iter().map(|(n, id)| (n.as_str(), *id)));
     run(&mut emu, &select.kernels(), &buffers, &sizes);
@@ -108,7 +144,10 @@ fn compaction_carries_the_scan_across_more_tiles_than_a_block() {
 
 #[test]
 fn scatter_without_sources_copies_the_base() {
-    let scatter = MaskedScatter { dtype: FloatTy::Bf16, hidden: 4 };
+    let scatter = MaskedScatter {
+        dtype: FloatTy::Bf16,
+        hidden: 4,
+    };
     let base: Vec<f32> = (0..12).map(|i| i as f32).collect();
     let sizes = [("rows", 3), ("n_src", 0)];
     let mut emu = Emulator::new();
@@ -117,8 +156,12 @@ fn scatter_without_sources_copies_the_base() {
     let s = emu.alloc(DeviceBuffer::from_f32(Ty::Bf16, &[]));
     let out = emu.alloc(DeviceBuffer::new(Ty::Bf16, 12));
     let scratch = scatter.scratch(&sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect());
-    let scratch: Vec<(String, BufferId)> = scratch.into_iter().map(|s| (s.name, emu.alloc(DeviceBuffer::new(s.elem, s.len)))).collect();
-    let mut buffers: Vec<(&str, BufferId)> = vec![("base", b), ("mask", m), ("src", s), ("out", out)];
+    let scratch: Vec<(String, BufferId)> = scratch
+        .into_iter()
+        .map(|s| (s.name, emu.alloc(DeviceBuffer::new(s.elem, s.len))))
+        .collect();
+    let mut buffers: Vec<(&str, BufferId)> =
+        vec![("base", b), ("mask", m), ("src", s), ("out", out)];
     buffers.extend(scratch.iter().map(|(n, id)| (n.as_str(), *id)));
     run(&mut emu, &scatter.kernels(), &buffers, &sizes);
     assert_eq!(emu.buffer(out).to_f32(), base);
@@ -142,21 +185,45 @@ fn cache_append_writes_only_the_new_positions() {
         let v = &qkv[i * width + (hq + hk) * d..][..d];
         let dst = (past + i) * d;
         for j in 0..d {
-            let rotated = if j < d / 2 { -k[j + d / 2] } else { k[j - d / 2] };
+            let rotated = if j < d / 2 {
+                -k[j + d / 2]
+            } else {
+                k[j - d / 2]
+            };
             key[dst + j] = k[j] * cos[i * d + j] + rotated * sin[i * d + j];
             value[dst + j] = v[j];
         }
     }
 
-    let step = RopeCache { dtype: FloatTy::F32, q_heads: hq, kv_heads: hk, head_dim: d };
+    let step = RopeCache {
+        dtype: FloatTy::F32,
+        q_heads: hq,
+        kv_heads: hk,
+        head_dim: d,
+    };
     let mut emu = Emulator::new();
     let q = emu.alloc(DeviceBuffer::from_f32(Ty::F32, &qkv));
     let c = emu.alloc(DeviceBuffer::from_f32(Ty::F32, &cos));
     let s = emu.alloc(DeviceBuffer::from_f32(Ty::F32, &sin));
     let kc = emu.alloc(DeviceBuffer::from_f32(Ty::F32, &old));
     let vc = emu.alloc(DeviceBuffer::from_f32(Ty::F32, &old));
-    let sizes = [("n", n as i64), ("past_len", past as i64), ("capacity", capacity as i64)];
-    run(&mut emu, &step.kernels(), &[("qkv", q), ("cos", c), ("sin", s), ("key", kc), ("value", vc)], &sizes);
+    let sizes = [
+        ("n", n as i64),
+        ("past_len", past as i64),
+        ("capacity", capacity as i64),
+    ];
+    run(
+        &mut emu,
+        &step.kernels(),
+        &[
+            ("qkv", q),
+            ("cos", c),
+            ("sin", s),
+            ("key", kc),
+            ("value", vc),
+        ],
+        &sizes,
+    );
     assert_eq!(emu.buffer(kc).to_f32(), key);
     assert_eq!(emu.buffer(vc).to_f32(), value);
 }

@@ -1,6 +1,7 @@
 //! Executes a [`GemmCall`] on emulator buffers, reading every field literally: column-major
 //! offsets from the leading dimensions and batch strides, `op(A)`/`op(B)` from the transposes,
-//! f32 accumulation, `alpha`/`beta`, the bias epilogue, one rounding to D's type. Every element
+//! f32 accumulation, `alpha`/`beta`, the bias epilogue, one rounding to D's type (`set_f32`
+//! rounds to nearest even, as cuBLASLt's bf16 output conversion). Every element
 //! it touches must lie inside its buffer and (for A, B, C, bias) have been written, so a layout
 //! that would read past a weight or the wrong half of an activation fails here.
 
@@ -72,7 +73,7 @@ pub fn emulate(
                 if let Some(bias) = &bias {
                     value += bias.get(row)?;
                 }
-                d.set_f32(r.d.offset(batch, row, col) as usize, round(value, r.d.ty));
+                d.set_f32(r.d.offset(batch, row, col) as usize, value);
             }
         }
     }
@@ -122,12 +123,4 @@ fn check_span(operand: &'static str, len: usize, l: &ResolvedLayout, batch_count
         return Err(EmulateError::OutOfBounds { operand, reach: span - 1, ld: l.ld, stride: l.batch_stride, len });
     }
     Ok(())
-}
-
-/// f32 → D's type, round to nearest even as cuBLASLt's bf16 output conversion.
-fn round(v: f32, ty: DataType) -> f32 {
-    match ty {
-        DataType::F32 => v,
-        DataType::Bf16 => half::bf16::from_f32(v).to_f32(),
-    }
 }

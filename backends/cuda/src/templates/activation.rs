@@ -58,7 +58,7 @@ impl Template for Act {
     }
 
     fn kernels(&self) -> Vec<Kernel> {
-        let (ty, w) = (self.dtype, vec_width(self.features));
+        let (ty, w) = (self.dtype, vec_width(self.dtype, self.features));
         let mut b = KernelBuilder::new(
             format!("{}_{}_f{}", self.op(), ty.name(), self.features),
             [THREADS as u32, 1, 1],
@@ -146,7 +146,7 @@ impl Template for SwiGlu {
         let (ty, i, w) = (
             self.dtype,
             self.intermediate as i64,
-            vec_width(self.intermediate),
+            vec_width(self.dtype, self.intermediate),
         );
         let per_row = i / w as i64;
         let mut b = KernelBuilder::new(

@@ -185,7 +185,9 @@ impl ElementwiseChain {
         let g = &self.graph;
         let mut b = KernelBuilder::new(kernel_name(self.family, &self.label), [BLOCK, 1, 1]);
         let mut inputs = HashMap::new();
-        for (id, name, ty) in g.inputs() {
+        // An input nothing reads is no kernel parameter.
+        let read = |id: NodeId| g.nodes.iter().any(|n| n.inputs.contains(&id)) || g.outputs.iter().any(|(_, o)| *o == id);
+        for (id, name, ty) in g.inputs().filter(|(id, _, _)| read(*id)) {
             inputs.insert(id, b.buffer(name, mem_ty(ty.dtype).expect("checked in new"), Access::Read));
         }
         let outputs: Vec<(Buf, NodeId)> =

@@ -64,11 +64,16 @@ impl FloatTy {
     }
 }
 
-/// The widest vector access (4, 2 or 1 elements) that tiles a row of `len` elements, so every
-/// vector of every row stays aligned.
-pub fn vec_width(len: usize) -> usize {
-    [4, 2, 1]
+/// The widest vector access (16 bytes: 8 bf16 or 4 f32, else 2 or 1 elements) that tiles a row
+/// of `len` elements of `ty`, so every vector of every row stays aligned.
+pub fn vec_width(ty: FloatTy, len: usize) -> usize {
+    let widest = match ty {
+        FloatTy::F32 => 4,
+        FloatTy::Bf16 => 8,
+    };
+    [8, 4, 2, 1]
         .into_iter()
+        .filter(|&w| w <= widest)
         .find(|w| len.is_multiple_of(*w))
         .expect("1 divides everything")
 }

@@ -32,7 +32,11 @@ impl Template for Embedding {
     }
 
     fn kernels(&self) -> Vec<Kernel> {
-        let (ty, h, w) = (self.dtype, self.hidden as i64, vec_width(self.hidden));
+        let (ty, h, w) = (
+            self.dtype,
+            self.hidden as i64,
+            vec_width(self.dtype, self.hidden),
+        );
         let mut b = KernelBuilder::new(format!("embedding_{}_h{h}", ty.name()), [256, 1, 1]);
         let table = b.buffer("table", ty.ty(), Access::Read);
         let ids = b.buffer("ids", Ty::I64, Access::Read);
@@ -97,7 +101,11 @@ pub struct MaskedScatter {
 
 impl MaskedScatter {
     fn scatter_kernel(&self) -> Kernel {
-        let (ty, h, w) = (self.dtype, self.hidden as i64, vec_width(self.hidden));
+        let (ty, h, w) = (
+            self.dtype,
+            self.hidden as i64,
+            vec_width(self.dtype, self.hidden),
+        );
         let mut b = KernelBuilder::new(format!("masked_scatter_{}_h{h}", ty.name()), [256, 1, 1]);
         let base = b.buffer("base", ty.ty(), Access::Read);
         let mask = b.buffer("mask", Ty::Bool, Access::Read);

@@ -312,10 +312,10 @@ fn epilogue(sum: Expr, bias: Option<Buf>, residual: Option<Buf>, row: &Expr, fea
     value
 }
 
-/// The per-layer GEMVs of decode (one token) in the 2B config, the 7B's q|k|v, the fixture's
-/// lm_head, forced split-K schedules, and odd shapes (7 rows, N = 129, f32 checkpoints). The
-/// 7B's o (3584²), down (18944×3584) and gate|up (3584×37888) run the same code as the 2B's
-/// with longer loops or more blocks, and would take 3, 21 and 40 s of emulator time.
+/// The per-layer GEMVs of decode (one token) in the 2B config, the 7B's q|k|v
+/// and o, the fixture's lm_head, forced split-K schedules, and odd shapes (7 rows, N = 129, f32
+/// checkpoints). The 7B's down (18944×3584) and gate|up (3584×37888) run the same code as the
+/// 2B's with longer loops or more blocks, and would take about 15 and 30 s of emulator time.
 pub fn cases() -> Vec<Case> {
     let one = [("rows", 1)];
     let seven = [("rows", 7)];
@@ -328,8 +328,9 @@ pub fn cases() -> Vec<Case> {
         Case::new(Gemv::new(bf16, 8960, 1536, false, true), &one),
         // 2B k or v alone: N = 256 leaves SMs idle without split-K.
         Case::new(Gemv::new(bf16, 1536, 256, true, false), &one),
-        // 7B q|k|v merged (3584 + 512 + 512).
+        // 7B q|k|v merged (3584 + 512 + 512), o.
         Case::new(Gemv::new(bf16, 3584, 4608, true, false), &one),
+        Case::new(Gemv::new(bf16, 3584, 3584, false, true), &one),
         // The fixture's lm_head (hidden 64, vocab 128): K shorter than one warp's stride.
         Case::new(Gemv::new(bf16, 64, 128, false, false), &one),
         Case::new(Gemv::new(Ty::F32, 64, 128, false, false), &one),

@@ -5,7 +5,7 @@
 use super::chain::{global_index, kernel_name, Emitter};
 use super::elementwise::mem_ty;
 use super::layout::{self, Index};
-use super::{Scratch, Sizes, Template, NMSE_F32};
+use super::{scan, Scratch, Sizes, Template, NMSE_F32};
 use crate::kir::{Access, Expr, Kernel, KernelBuilder, Ty};
 use std::collections::HashMap;
 use vl3c_ir::{Dim, Graph, NodeId, Op, TensorType};
@@ -151,8 +151,16 @@ pub(crate) fn int_input(graph: &Graph, name: &str, sizes: &Sizes) -> Option<Vec<
         return None;
     }
     let count: i64 = ty.shape.iter().map(|d| eval(d, sizes)).product();
+    // The values reach their consumer through data movement (token ids reshaped, then gathered).
+    let mut reaching = vec![id];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let moves_data = matches!(node.op, Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Broadcast { .. } | Op::Fold);
+        if moves_data && reaching.contains(&node.inputs[0]) {
+            reaching.push(NodeId(i as u32));
+        }
+    }
     for user in &graph.nodes {
-        match (&user.op, user.inputs.iter().position(|i| *i == id)) {
+        match (&user.op, user.inputs.iter().position(|i| reaching.contains(i))) {
             (Op::Gather { axis }, Some(1)) => {
                 let rows = eval(&graph.ty(user.inputs[0]).shape[*axis], sizes).max(1);
                 return Some((0..count).map(|i| (mix(i as u64) % rows as u64) as i64).collect());
@@ -187,17 +195,14 @@ pub(crate) fn int_input(graph: &Graph, name: &str, sizes: &Sizes) -> Option<Vec<
 
 /// Masked row select (`data [N, ..]`, `mask [N]` → the true rows, in order) or masked row
 /// scatter (`base [N, ..]`, `mask [N]`, `src [M, ..]` → base with the true rows replaced by src's
-/// rows, in order). One kernel writes each row's inclusive count of true rows to scratch
-/// `positions` (one block: per-thread runs, then a block-wide scan), the second copies rows.
+/// rows, in order). The mask's exclusive prefix sum (`scan`'s two kernels, any length) gives
+/// every true row its destination (select) or source (scatter) row; a third kernel copies.
 #[derive(Clone, Debug)]
 pub struct MaskedRows {
     graph: Graph,
     scatter: bool,
     label: String,
 }
-
-/// Threads of the one block that scans the mask.
-const SCAN_THREADS: u32 = 1024;
 
 impl MaskedRows {
     /// `masked_select(data, mask)` into `len` rows.
@@ -215,6 +220,10 @@ impl MaskedRows {
     fn build(tensors: Vec<(&str, TensorType)>, op: Op, label: String, scatter: bool) -> Result<MaskedRows, String> {
         let mut graph = Graph::new(op.mnemonic());
         let rows = tensors[0].1.shape.first().cloned().ok_or("masked rows need a tensor of rank ≥ 1")?;
+        // The scan kernels take the row count as a scalar named like its symbol.
+        if !matches!(rows, Dim::Sym(_)) {
+            return Err(format!("the row count of masked rows is a symbol (the scan reads it as a parameter), not `{rows}`"));
+        }
         mem_ty(tensors[0].1.dtype)?;
         let mask_ty = TensorType::new(vl3c_ir::DType::Bool, vec![rows]);
         let data = graph.add_source(Op::Input { name: tensors[0].0.into() }, tensors[0].1.clone()).map_err(|e| e.to_string())?;
@@ -240,45 +249,6 @@ impl MaskedRows {
         &self.input_ty("mask").shape[0]
     }
 
-    /// `positions[r]` = the number of true rows among `mask[0..=r]`.
-    fn scan_kernel(&self) -> Kernel {
-        let mut b = KernelBuilder::new(kernel_name("masked_rows_scan", &self.label), [SCAN_THREADS, 1, 1]);
-        let mask = b.buffer("mask", Ty::Bool, Access::Read);
-        let positions = b.buffer("positions", Ty::I64, Access::Write);
-        let syms = layout::declare_symbols(&mut b, &layout::symbols_of([self.rows()]));
-        let rows = layout::dim(self.rows(), &syms);
-        let threads = Expr::i64(SCAN_THREADS as i64);
-        let tid = b.let_("tid", b.thread_idx(0).cast(Ty::I64));
-        // Each thread counts one contiguous run of rows, so the block scans one count per thread.
-        let run = b.let_("run", (rows.clone() + threads - Expr::i64(1)) / Expr::i64(SCAN_THREADS as i64));
-        let start = b.let_("start", tid.clone() * run.clone());
-        let end = b.let_("end", (start.clone() + run).min(rows));
-        let one_if = |m: Expr| Expr::select(m, Expr::i64(1), Expr::i64(0));
-        let count = b.var("count", Expr::i64(0));
-        b.for_("r", start.clone(), end.clone(), Expr::i64(1), |b, r| b.assign(count, Expr::Var(count) + one_if(b.load(mask, r))));
-        let sums = b.shared("run_counts", Ty::I64, SCAN_THREADS as usize);
-        b.store(sums, tid.clone(), Expr::Var(count));
-        b.barrier();
-        // Hillis–Steele: after the step of distance d each slot holds the sum of the 2d slots
-        // ending at it; reads and writes sit in different barrier intervals.
-        let mut distance = 1;
-        while distance < SCAN_THREADS as i64 {
-            let d = Expr::i64(distance);
-            let earlier = Expr::select(tid.clone().ge(d.clone()), b.load(sums, (tid.clone() - d).max(Expr::i64(0))), Expr::i64(0));
-            let sum = b.let_("sum", b.load(sums, tid.clone()) + earlier);
-            b.barrier();
-            b.store(sums, tid.clone(), sum);
-            b.barrier();
-            distance *= 2;
-        }
-        let running = b.var("running", b.load(sums, tid) - Expr::Var(count));
-        b.for_("r", start, end, Expr::i64(1), |b, r| {
-            b.assign(running, Expr::Var(running) + one_if(b.load(mask, r.clone())));
-            b.store(positions, r, Expr::Var(running));
-        });
-        b.finish()
-    }
-
     /// Select: each element of a true row goes to its row's place. Scatter: each output element
     /// is the base's, or for a true row, the source row its position names.
     fn copy_kernel(&self) -> Kernel {
@@ -290,7 +260,7 @@ impl MaskedRows {
         let data = b.buffer(data_name, elem, Access::Read);
         let mask = b.buffer("mask", Ty::Bool, Access::Read);
         let src = self.scatter.then(|| b.buffer("src", elem, Access::Read));
-        let positions = b.buffer("positions", Ty::I64, Access::Read);
+        let prefix = scan::Prefix::declare(&mut b);
         let out = b.buffer("out", elem, Access::Write);
         let out_ty = self.graph.ty(self.graph.outputs[0].1).clone();
         let mut dims: Vec<&Dim> = data_ty.shape.iter().chain(out_ty.shape.iter()).collect();
@@ -308,7 +278,7 @@ impl MaskedRows {
                 None => {
                     let len = layout::dim(&out_ty.shape[0], &syms);
                     b.if_(taken, |b| {
-                        let dst = b.let_("dst", b.load(positions, r) - Expr::i64(1));
+                        let dst = b.let_("dst", prefix.of(r));
                         // A mask with more true rows than `len` (which the reference rejects)
                         // writes only the first `len`.
                         b.if_(dst.clone().lt(len), |b| b.store(out, layout::add(layout::mul(dst, row.clone()), c), b.load(data, gid.clone())));
@@ -318,7 +288,7 @@ impl MaskedRows {
                     let src_rows = layout::dim(&src_ty.as_ref().expect("scatter has a source").shape[0], &syms);
                     let v = b.var("v", b.load(data, gid.clone()));
                     b.if_(taken, |b| {
-                        let from = b.let_("from", b.load(positions, r) - Expr::i64(1));
+                        let from = b.let_("from", prefix.of(r));
                         b.if_(from.clone().lt(src_rows), |b| b.assign(v, b.load(src, layout::add(layout::mul(from, row.clone()), c))));
                     });
                     b.store(out, gid.clone(), Expr::Var(v));
@@ -343,7 +313,9 @@ impl Template for MaskedRows {
     }
 
     fn kernels(&self) -> Vec<Kernel> {
-        vec![self.scan_kernel(), self.copy_kernel()]
+        let Dim::Sym(rows) = self.rows() else { unreachable!("checked in build") };
+        let prefix = kernel_name(if self.scatter { "masked_scatter" } else { "masked_select" }, &self.label);
+        vec![scan::scan_tiles(&prefix, rows), scan::scan_tile_offsets(&prefix, rows), self.copy_kernel()]
     }
 
     fn reference(&self) -> Graph {
@@ -351,7 +323,7 @@ impl Template for MaskedRows {
     }
 
     fn scratch(&self, sizes: &Sizes) -> Vec<Scratch> {
-        vec![Scratch { name: "positions".into(), elem: Ty::I64, len: eval(self.rows(), sizes).max(0) as usize }]
+        scan::scratch(eval(self.rows(), sizes).max(0) as usize)
     }
 
     /// The mask selects exactly as many rows as the output (select) or the source (scatter)

@@ -38,8 +38,8 @@ struct RowPlan {
 }
 
 impl RowPlan {
-    fn new(hidden: usize) -> RowPlan {
-        let width = vec_width(hidden);
+    fn new(ty: FloatTy, hidden: usize) -> RowPlan {
+        let width = vec_width(ty, hidden);
         let vectors = hidden / width;
         let per_thread = vectors.div_ceil(1024);
         let threads = round_up(vectors.div_ceil(per_thread), 32);
@@ -62,7 +62,7 @@ impl RowPlan {
 
 impl Norm {
     fn kernel(&self) -> Kernel {
-        let plan = RowPlan::new(self.hidden);
+        let plan = RowPlan::new(self.dtype, self.hidden);
         let (h, w, ty) = (self.hidden as i64, plan.width, self.dtype);
         let mut b = KernelBuilder::new(
             format!(

@@ -45,7 +45,7 @@ fn layout_cases() -> Vec<Case> {
     // q/k/v heads split off the projection (2B, 7B, vision), and attention's output merged back.
     out.extend(at(single(perm_102(), &[f32t(&["seq_len", "12", "128"])]), &[&[("seq_len", 7)], &[("seq_len", 1)]]));
     out.extend(at(single(perm_102(), &[f32t(&["seq_len", "2", "128"])]), &[&[("seq_len", 129)]]));
-    out.extend(at(single(perm_102(), &[f32t(&["seq_len", "28", "128"])]), &[&[("seq_len", 7)]]));
+    out.extend(at(single(perm_102(), &[f32t(&["seq_len", "28", "128"])]), &[&[("seq_len", 7)], &[("seq_len", 129)]]));
     out.extend(at(single(perm_102(), &[f32t(&["seq_len", "4", "128"])]), &[&[("seq_len", 1)]]));
     out.extend(at(single(perm_102(), &[f32t(&["12", "seq_len", "128"])]), &[&[("seq_len", 7)]]));
     out.extend(at(single(perm_102(), &[f32t(&["n_merged", "16", "72"])]), &[&[("n_merged", 7)], &[("n_merged", 1)]]));
@@ -93,7 +93,7 @@ fn index_cases() -> Vec<Case> {
     let mut out = Vec::new();
     let table = |hidden: &str| ty(DType::BF16, &["1000", hidden]);
     out.extend(at(single(Op::Gather { axis: 0 }, &[table("1536"), i64t(&["seq_len"])]), &[&[("seq_len", 7)], &[("seq_len", 1)]]));
-    out.extend(at(single(Op::Gather { axis: 0 }, &[table("3584"), i64t(&["seq_len"])]), &[&[("seq_len", 7)]]));
+    out.extend(at(single(Op::Gather { axis: 0 }, &[table("3584"), i64t(&["seq_len"])]), &[&[("seq_len", 7)], &[("seq_len", 129)]]));
     out.extend(at(single(Op::Gather { axis: 0 }, &[f32t(&["99", "32"]), i64t(&["1", "seq_len"])]), &[&[("seq_len", 129)]]));
     out.extend(at(single(Op::Gather { axis: 1 }, &[f32t(&["3", "10", "4"]), i64t(&["seq_len"])]), &[&[("seq_len", 7)]]));
 
@@ -109,6 +109,7 @@ fn index_cases() -> Vec<Case> {
     out.extend(at(select("1536"), &[&[("n_video_tokens", 7), ("n_video_kept", 3)], &[("n_video_tokens", 1), ("n_video_kept", 1)]]));
     out.extend(at(select("32"), &[&[("n_video_tokens", 1500), ("n_video_kept", 1100)]]));
     out.extend(at(select("3584"), &[&[("n_video_tokens", 7), ("n_video_kept", 7)]]));
+    out.extend(at(select("1536"), &[&[("n_video_tokens", 600), ("n_video_kept", 450)]]));
     let scatter = |row: &str| MaskedRows::scatter(f32t(&["seq_len", row]), f32t(&["n_image_tokens", row])).expect("types check");
     out.extend(at(scatter("1536"), &[&[("seq_len", 7), ("n_image_tokens", 3)]]));
     out.extend(at(scatter("32"), &[&[("seq_len", 129), ("n_image_tokens", 64)], &[("seq_len", 1), ("n_image_tokens", 0)]]));
@@ -175,6 +176,7 @@ fn reduce_cases() -> Vec<Case> {
     let r = |op, axes: &[usize], keep, t: TensorType| Reduce::new(op, axes.to_vec(), keep, t).expect("types check");
     let mut out = Vec::new();
     out.extend(at(r(ReduceOp::Sum, &[1], false, f32t(&["seq_len", "1536"])), &[&[("seq_len", 7)], &[("seq_len", 1)]]));
+    out.extend(at(r(ReduceOp::Sum, &[1], true, f32t(&["seq_len", "8960"])), &[&[("seq_len", 129)]]));
     out.extend(at(r(ReduceOp::Mean, &[2], true, f32t(&["12", "seq_len", "128"])), &[&[("seq_len", 7)]]));
     out.extend(at(r(ReduceOp::Mean, &[1], true, f32t(&["n_merged", "1152"])), &[&[("n_merged", 129)]]));
     out.extend(at(r(ReduceOp::Max, &[1], true, ty(DType::BF16, &["seq_len", "3584"])), &[&[("seq_len", 1)]]));
@@ -240,7 +242,10 @@ fn chain_cases() -> Vec<Case> {
     let cos = g.add(Op::Transpose { perm: vec![1, 0, 2] }, &[cos]);
     let sin = g.add(Op::Unary(UnaryOp::Sin), &[angles]);
     let sin = g.add(Op::Transpose { perm: vec![1, 0, 2] }, &[sin]);
-    out.extend(at(g.chain(&[("cos", cos), ("sin", sin)]), &[&[("n_entries", 2), ("n_merged", 9)], &[("n_entries", 3), ("n_merged", 33)]]));
+    out.extend(at(
+        g.chain(&[("cos", cos), ("sin", sin)]),
+        &[&[("n_entries", 2), ("n_merged", 9)], &[("n_entries", 3), ("n_merged", 33)], &[("n_entries", 4), ("n_merged", 1024)]],
+    ));
 
     // The embedding: token ids gathered from a bf16 table, widened to f32.
     let mut g = ChainGraph(Graph::new("embed"));

@@ -267,7 +267,11 @@ pub struct MaskedSelect {
 
 impl MaskedSelect {
     fn gather_kernel(&self) -> Kernel {
-        let (ty, f, w) = (self.dtype, self.features as i64, vec_width(self.features));
+        let (ty, f, w) = (
+            self.dtype,
+            self.features as i64,
+            vec_width(self.dtype, self.features),
+        );
         let mut b = KernelBuilder::new(
             format!("masked_select_gather_{}_f{f}", ty.name()),
             [THREADS as u32, 1, 1],

@@ -45,10 +45,12 @@ impl HeadSource {
     }
 
     /// A vector width that keeps every access of this layout aligned.
-    fn width(self, half: usize) -> usize {
+    fn width(self, ty: FloatTy, half: usize) -> usize {
         match self {
-            HeadSource::Heads => vec_width(half),
-            HeadSource::Merged { width, offset } => vec_width(gcd(gcd(half, width), offset.max(1))),
+            HeadSource::Heads => vec_width(ty, half),
+            HeadSource::Merged { width, offset } => {
+                vec_width(ty, gcd(gcd(half, width), offset.max(1)))
+            }
         }
     }
 
@@ -226,7 +228,7 @@ impl Template for Rope {
 
     fn kernels(&self) -> Vec<Kernel> {
         let (ty, d) = (self.dtype, self.head_dim);
-        let w = self.source.width(d / 2);
+        let w = self.source.width(ty, d / 2);
         let source = match self.source {
             HeadSource::Heads => String::new(),
             HeadSource::Merged { width, offset } => format!("_qkv{width}_at{offset}"),
@@ -340,8 +342,8 @@ impl Template for RopeCache {
         let (ty, d, hk) = (self.dtype, self.head_dim, self.kv_heads);
         let w = self
             .k_source()
-            .width(d / 2)
-            .min(self.v_source().width(d / 2));
+            .width(ty, d / 2)
+            .min(self.v_source().width(ty, d / 2));
         let mut b = KernelBuilder::new(
             format!(
                 "rope_cache_{}_hq{}_hk{}_d{}",

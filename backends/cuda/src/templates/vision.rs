@@ -31,7 +31,11 @@ impl Template for SpatialMerge {
     }
 
     fn kernels(&self) -> Vec<Kernel> {
-        let (ty, f, w) = (self.dtype, self.features as i64, vec_width(self.features));
+        let (ty, f, w) = (
+            self.dtype,
+            self.features as i64,
+            vec_width(self.dtype, self.features),
+        );
         let group = (self.merge * self.merge) as i64;
         let mut b = KernelBuilder::new(
             format!("spatial_merge_{}_f{f}_m{}", ty.name(), self.merge),

@@ -187,3 +187,77 @@ pub fn to_dtype(value: Expr, dtype: Ty) -> Expr {
         value.cast(dtype)
     }
 }
+
+/// `x` (of type `from`) as `to`.
+fn convert(x: Expr, from: Ty, to: Ty) -> Expr {
+    if from == to {
+        x
+    } else {
+        x.cast(to)
+    }
+}
+
+/// Where a key tile comes from and goes.
+pub struct KvTile {
+    /// Shared `[keys, stride]` arrays (`stride >= d`); their element type is what the kernel
+    /// computes with.
+    pub ks: Buf,
+    pub vs: Buf,
+    pub keys: usize,
+    pub stride: usize,
+    /// Threads of the CTA, all of which take part.
+    pub threads: i64,
+    /// Rotary tables when keys rotate while loading.
+    pub k_tables: Option<(Buf, Buf)>,
+}
+
+/// The row stride of a bf16 `[keys, d]` tile whose rows the mma fragments read eight at a time
+/// (lanes `groupID` 0..7): `≡ 8 (mod 64)` elements puts those rows 4 banks apart, so the 32 lanes
+/// hit 32 banks. d = 72 already is; 128 becomes 136.
+pub fn conflict_free_stride(d: usize) -> usize {
+    d + (8 + 64 - d % 64) % 64
+}
+
+/// Loads keys `kb .. kb + keys` (rows of `[t, d]` from `kv_head_base`) into shared memory, four
+/// consecutive elements per step (d is a multiple of 4, so a step never crosses a row) with
+/// vector loads and stores; keys past `t` are zeros, so no lane reads uninitialised memory.
+#[allow(clippy::too_many_arguments)]
+pub fn load_kv_tile(b: &mut KernelBuilder, inp: &Inputs, tile: &KvTile, d: usize, kb: &Expr, kv_head_base: &Expr, t: &Expr, tid: &Expr) {
+    const WIDTH: usize = 4;
+    assert!(d.is_multiple_of(WIDTH), "head_dim {d} must split into vectors of {WIDTH}");
+    let src = b.kernel().buf_elem(inp.k);
+    let dst = b.kernel().buf_elem(tile.ks);
+    let d64 = Expr::i64(d as i64);
+    let step = Expr::i64(tile.threads * WIDTH as i64);
+    b.for_("e", tid.clone() * Expr::i64(WIDTH as i64), Expr::i64((tile.keys * d) as i64), step, |b, e| {
+        let key = b.let_("key", kb.clone() + e.clone() / d64.clone());
+        let col = b.let_("col", e.clone() % d64.clone());
+        let slot = b.let_("slot", (e.clone() / d64.clone()) * Expr::i64(tile.stride as i64) + col.clone());
+        let at = b.let_("kv_at", (kv_head_base.clone() + key.clone()) * d64.clone() + col.clone());
+        b.if_else(
+            key.clone().lt(t.clone()),
+            |b| {
+                let kvals: Vec<Expr> = match tile.k_tables {
+                    Some(tables) => {
+                        let row = at.clone() - col.clone();
+                        (0..WIDTH)
+                            .map(|i| {
+                                let x = rotated(b, inp.k, &row, &(col.clone() + Expr::i64(i as i64)), &key, d, Some(tables));
+                                convert(x, Ty::F32, dst)
+                            })
+                            .collect()
+                    }
+                    None => b.load_vec("kv_k", inp.k, at.clone(), WIDTH).into_iter().map(|x| convert(x, src, dst)).collect(),
+                };
+                b.store_vec(tile.ks, slot.clone(), kvals);
+                let vvals = b.load_vec("kv_v", inp.v, at.clone(), WIDTH).into_iter().map(|x| convert(x, src, dst)).collect();
+                b.store_vec(tile.vs, slot.clone(), vvals);
+            },
+            |b| {
+                let zero = convert(Expr::f32(0.0), Ty::F32, dst);
+                b.store_vec(tile.ks, slot.clone(), vec![zero.clone(); WIDTH]);
+                b.store_vec(tile.vs, slot.clone(), vec![zero; WIDTH]);
+            },
+        );
+    });
+}

@@ -1,16 +1,18 @@
 //! Decode attention (one new query per head) over the KV cache: flash-decoding split-KV.
 //!
 //! `split` runs on a grid (max_chunks, kv_heads): each CTA holds its kv head's whole query group
-//! (K and V read once per group) and one chunk of keys, and writes the chunk's normalised partial
-//! output and its softmax statistics (max m, sum l: the log-sum-exp without a log) to f32 scratch; `merge` combines the chunks per head. The KV length
-//! is read from device memory (`kv_len`, one i64) and the grid is sized by the `max_chunks`
-//! parameter, so a captured CUDA graph replays for every step; CTAs past the chunk count exit.
+//! (K and V read once per group) and one chunk of keys, and writes the chunk's unnormalised
+//! partial output and its softmax statistics (max m and sum l: the log-sum-exp without a log) to
+//! f32 scratch; `merge` combines the chunks per head. The KV length is read from device memory
+//! (`kv_len`, one i64) and the grid is sized by the `max_chunks` parameter, so a captured CUDA
+//! graph replays for every step; CTAs past the chunk count exit. `kv_capacity` is the cache's rows
+//! per kv head (its allocation, fixed while a graph replays).
 //! The chunk is `ceil(kv_len / max_chunks)` rounded up to whole 128-key tiles.
 //!
 //! Decode reads every key once for few FLOPs, so it is bound by memory, not math: the bf16
 //! instance loads bf16 and computes in f32 on the CUDA cores, as FlashInfer's decode does.
 
-use super::common::{ceil_div, declare_inputs, load_f32, rotated, to_dtype, AttnSpec, NEG_INF};
+use super::common::{declare_inputs, load_f32, rotated, to_dtype, AttnSpec, NEG_INF};
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
 
 const THREADS: i64 = 128;
@@ -18,22 +20,30 @@ const WARPS: usize = (THREADS / 32) as usize;
 /// Keys per tile: one per thread for the scores, four per lane for the softmax reductions.
 pub const TILE: i64 = THREADS;
 
-/// Keys per chunk.
-fn chunk_len(kv_len: &Expr, max_chunks: &Expr) -> Expr {
-    ceil_div(ceil_div(kv_len.clone(), max_chunks.clone()), Expr::i64(TILE)) * Expr::i64(TILE)
-}
-
 struct Chunking {
     kv_len: Expr,
     max_chunks: Expr,
+    /// Keys per chunk.
+    chunk: Expr,
     chunks: Expr,
 }
 
+/// The chunk arithmetic runs in i32 (a cache of 2³¹ keys is far off, and the emulator reports an
+/// overflow): an i64 division by a runtime value is a called subroutine in ptxas, whose register
+/// saves spilled.
 fn chunking(b: &mut KernelBuilder, kv_len_buf: Buf, max_chunks: Expr) -> Chunking {
     let kv_len = b.let_("kv_len", Expr::load(kv_len_buf, Expr::i64(0)));
-    let chunk = b.let_("chunk", chunk_len(&kv_len, &max_chunks));
-    let chunks = b.let_("chunks", ceil_div(kv_len.clone(), chunk));
-    Chunking { kv_len, max_chunks, chunks }
+    let len32 = b.let_("kv_len32", kv_len.clone().cast(Ty::I32));
+    let max32 = b.let_("max_chunks32", max_chunks.clone().cast(Ty::I32));
+    let tile = Expr::i32(TILE as i32);
+    let chunk32 = b.let_("chunk32", ceil_div32(ceil_div32(len32.clone(), max32), tile.clone()) * tile);
+    let chunks = b.let_("chunks", ceil_div32(len32, chunk32.clone()).cast(Ty::I64));
+    let chunk = chunk32.cast(Ty::I64);
+    Chunking { kv_len, max_chunks, chunk, chunks }
+}
+
+fn ceil_div32(a: Expr, b: Expr) -> Expr {
+    (a + b.clone() - Expr::i32(1)) / b
 }
 
 fn dtype_name(spec: &AttnSpec) -> String {
@@ -45,7 +55,9 @@ pub fn split(spec: &AttnSpec) -> Kernel {
     assert!(spec.head_dim.is_multiple_of(4), "head_dim {} must split into vector loads of 4", spec.head_dim);
     let d = spec.head_dim;
     let g = spec.group();
-    let per_thread = (g * d).div_ceil(THREADS as usize);
+    assert!((THREADS as usize).is_multiple_of(d), "head_dim {d} must divide the {THREADS} threads of a decode CTA");
+    let heads_per_pass = THREADS as usize / d;
+    let per_thread = g.div_ceil(heads_per_pass);
     let mut b = KernelBuilder::new(format!("attention_decode_split_{}", dtype_name(spec)), [THREADS as u32, 1, 1]);
     let inp = declare_inputs(&mut b, spec);
     let kv_len_buf = b.buffer("kv_len", Ty::I64, Access::Read);
@@ -58,21 +70,22 @@ pub fn split(spec: &AttnSpec) -> Kernel {
     let qs = b.shared("q_group", Ty::F32, g * d);
     let ss = b.shared("scores", Ty::F32, g * TILE as usize);
     let alpha_s = b.shared("alpha", Ty::F32, g);
-    let l_s = b.shared("l", Ty::F32, g);
 
-    let tid = b.let_("tid", b.thread_idx(0).cast(Ty::I64));
-    let warp = b.let_("warp", tid.clone() / Expr::i64(32));
-    let lane = b.let_("lane", tid.clone() % Expr::i64(32));
-    let kvh = b.let_("kvh", b.block_idx(1).cast(Ty::I64));
-    let chunk_idx = b.let_("chunk_idx", b.block_idx(0).cast(Ty::I64));
+    // Thread and block coordinates as formulas over the special registers, not variables: ptxas
+    // rematerialises them instead of keeping 64-bit copies live across the key loop (which
+    // made it spill on sm_90).
+    let tid = b.thread_idx(0).cast(Ty::I64);
+    let warp = tid.clone() / Expr::i64(32);
+    let lane = tid.clone() % Expr::i64(32);
+    let kvh = b.block_idx(1).cast(Ty::I64);
+    let chunk_idx = b.block_idx(0).cast(Ty::I64);
     let ch = chunking(&mut b, kv_len_buf, max_chunks);
     let g64 = Expr::i64(g as i64);
     let d64 = Expr::i64(d as i64);
 
     b.if_(chunk_idx.clone().lt(ch.chunks.clone()), |b| {
-        let chunk = chunk_len(&ch.kv_len, &ch.max_chunks);
-        let start = b.let_("start", chunk_idx.clone() * chunk.clone());
-        let end = b.let_("end", (start.clone() + chunk).min(ch.kv_len.clone()));
+        let start = b.let_("start", chunk_idx.clone() * ch.chunk.clone());
+        let end = b.let_("end", (start.clone() + ch.chunk.clone()).min(ch.kv_len.clone()));
         let q_tables = if spec.rope_q { inp.rope } else { None };
         let scale = Expr::f32(spec.scale as f32);
         b.for_("e", tid.clone(), Expr::i64((g * d) as i64), Expr::i64(THREADS), |b, e| {
@@ -89,14 +102,14 @@ pub fn split(spec: &AttnSpec) -> Kernel {
         let l_slot: Vec<_> = (0..slots).map(|s| b.var(&format!("l{s}"), Expr::f32(0.0))).collect();
         let m: Vec<_> = (0..g).map(|h| m_slot[h / WARPS]).collect();
         let l: Vec<_> = (0..g).map(|h| l_slot[h / WARPS]).collect();
-        // Thread outputs: element tid + THREADS·k of the group's [g, d] output.
-        let outs: Vec<(Expr, Expr, Expr)> = (0..per_thread)
+        // Thread outputs: column tid % d of heads tid / d + k·(THREADS / d), so one V element
+        // read per key serves all of a thread's outputs. Heads past the group are clamped for
+        // reads and never stored.
+        let col = tid.clone() % d64.clone();
+        let outs: Vec<(Expr, Expr)> = (0..per_thread)
             .map(|k| {
-                // Index formulas, not registers: they are cheap to recompute and 3·g registers
-                // held across the key loop made ptxas spill for g = 7.
-                let idx = tid.clone() + Expr::i64(THREADS * k as i64);
-                let clamped = idx.clone().min(Expr::i64((g * d) as i64 - 1));
-                (idx, clamped.clone() / d64.clone(), clamped % d64.clone())
+                let h = tid.clone() / d64.clone() + Expr::i64((k * heads_per_pass) as i64);
+                (h.clone(), h.min(Expr::i64(g as i64 - 1)))
             })
             .collect();
         let o: Vec<_> = (0..per_thread).map(|k| b.var(&format!("o{k}"), Expr::f32(0.0))).collect();
@@ -156,15 +169,15 @@ pub fn split(spec: &AttnSpec) -> Kernel {
             }
             b.barrier();
 
-            for (&ok, (_, h, _)) in o.iter().zip(&outs) {
+            for (&ok, (_, h)) in o.iter().zip(&outs) {
                 b.assign(ok, Expr::Var(ok) * Expr::load(alpha_s, h.clone()));
             }
             let keys_here = (end.clone() - kb.clone()).min(Expr::i64(TILE));
             b.for_("j", Expr::i64(0), keys_here, Expr::i64(1), |b, j| {
-                let v_row = b.let_("v_row", (kv_base.clone() + kb.clone() + j.clone()) * d64.clone());
-                for (&ok, (_, h, col)) in o.iter().zip(&outs) {
+                let vval = b.let_("vval", load_f32(b, inp.v, (kv_base.clone() + kb.clone() + j.clone()) * d64.clone() + col.clone()));
+                for (&ok, (_, h)) in o.iter().zip(&outs) {
                     let pj = Expr::load(ss, h.clone() * Expr::i64(TILE) + j.clone());
-                    b.assign(ok, Expr::fma(pj, load_f32(b, inp.v, v_row.clone() + col.clone()), Expr::Var(ok)));
+                    b.assign(ok, Expr::fma(pj, vval.clone(), Expr::Var(ok)));
                 }
             });
             b.barrier();
@@ -173,17 +186,17 @@ pub fn split(spec: &AttnSpec) -> Kernel {
         for h in 0..g {
             let owner = warp.clone().eq(Expr::i64((h % WARPS) as i64)).and(lane.clone().eq(Expr::i64(0)));
             b.if_(owner, |b| {
-                b.store(l_s, Expr::i64(h as i64), Expr::Var(l[h]));
                 let slot = (kvh.clone() * g64.clone() + Expr::i64(h as i64)) * ch.max_chunks.clone() + chunk_idx.clone();
                 b.store(stats_part, slot.clone() * Expr::i64(2), Expr::Var(m[h]));
                 b.store(stats_part, slot * Expr::i64(2) + Expr::i64(1), Expr::Var(l[h]));
             });
         }
-        b.barrier();
-        for (&ok, (idx, h, col)) in o.iter().zip(&outs) {
-            b.if_(idx.clone().lt(Expr::i64((g * d) as i64)), |b| {
+        // Unnormalised: the merge divides once per element, and a division here (a called slow
+        // path in ptxas) made the split kernel spill.
+        for (&ok, (head, h)) in o.iter().zip(&outs) {
+            b.if_(head.clone().lt(Expr::i64(g as i64)), |b| {
                 let slot = (kvh.clone() * g64.clone() + h.clone()) * ch.max_chunks.clone() + chunk_idx.clone();
-                b.store(o_part, slot * d64.clone() + col.clone(), Expr::Var(ok) / Expr::load(l_s, h.clone()));
+                b.store(o_part, slot * d64.clone() + col.clone(), Expr::Var(ok));
             });
         }
     });
@@ -200,8 +213,8 @@ fn butterfly(b: &mut KernelBuilder, name: &str, value: Expr, op: impl Fn(Expr, E
     acc
 }
 
-/// One CTA per query head: with `M = max_c m_c` and `w_c = e^{m_c − M}·l_c` (the chunk's
-/// log-sum-exp `m_c + ln l_c` shifted by `M`, without a log), `out = Σ_c w_c·O_c / Σ_c w_c`.
+/// One CTA per query head: with `M = max_c m_c` and `w_c = e^{m_c − M}` (the chunks' log-sum-exp
+/// merge, without a log), `out = Σ_c w_c·O_c / Σ_c w_c·l_c` over the unnormalised chunk outputs.
 pub fn merge(spec: &AttnSpec) -> Kernel {
     let d = spec.head_dim;
     let mut b = KernelBuilder::new(format!("attention_decode_merge_{}", dtype_name(spec)), [THREADS as u32, 1, 1]);
@@ -228,7 +241,7 @@ pub fn merge(spec: &AttnSpec) -> Kernel {
     b.for_("col", tid, d64.clone(), Expr::i64(THREADS), |b, col| {
         let acc = b.var("acc", Expr::f32(0.0));
         b.for_("c", Expr::i64(0), ch.chunks.clone(), Expr::i64(1), |b, c| {
-            let w = (m(&c) - Expr::Var(top)).exp() * l(&c);
+            let w = (m(&c) - Expr::Var(top)).exp();
             let part = Expr::load(o_part, (first.clone() + c.clone()) * d64.clone() + col.clone());
             b.assign(acc, Expr::fma(w, part, Expr::Var(acc)));
         });

@@ -3,11 +3,14 @@
 //!
 //! One CTA owns 64 packed rows of one kv head; a packed row is (position, head of the group),
 //! position-major, so the group's heads share every K/V tile the CTA loads. Four consecutive
-//! threads (a quad) share a row, each holding a quarter of q and of the output accumulator; a
-//! score is the quad's partial dot products summed by two shuffles. Key tiles of 32 sit in shared
+//! threads (a quad) share a row, each holding every fourth column of q and of the output
+//! accumulator (so a quad reads four consecutive shared words: no bank conflicts, whatever
+//! head_dim is); a score is the quad's partial dot products summed by two shuffles. Key tiles of 32 sit in shared
 //! memory; the online softmax rescales per tile.
 
-use super::common::{allowed, ceil_div, declare_inputs, declare_lengths, key_range, rotated, to_dtype, AttnSpec, NEG_INF};
+use super::common::{
+    allowed, ceil_div, declare_inputs, declare_lengths, key_range, load_kv_tile, rotated, to_dtype, AttnSpec, KvTile, NEG_INF,
+};
 use crate::kir::{Access, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::AttentionMask;
 
@@ -48,7 +51,7 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     let scale = Expr::f32(spec.scale as f32);
     let qv: Vec<Expr> = (0..dq)
         .map(|c| {
-            let col = part.clone() * Expr::i64(dq as i64) + Expr::i64(c as i64);
+            let col = Expr::i64((c * QUAD as usize) as i64) + part.clone();
             let x = rotated(&b, inp.q, &q_row, &col, &pos, d, q_tables);
             b.let_(&format!("q{c}"), x * scale.clone())
         })
@@ -63,35 +66,17 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     let l = b.var("l", Expr::f32(0.0));
     let o: Vec<_> = (0..dq).map(|c| b.var(&format!("o{c}"), Expr::f32(0.0))).collect();
     let k_tables = if spec.rope_k { inp.rope } else { None };
+    let tile = KvTile { ks, vs, keys: KEYS, stride: d, threads: THREADS, k_tables };
     let kv_head_base = kvh * len.t.clone();
 
     b.for_("kb", range.lo.clone(), range.hi.clone(), Expr::i64(KEYS as i64), |b, kb| {
         b.barrier();
-        let tile_elems = Expr::i64((KEYS * d) as i64);
-        b.for_("e", tid.clone(), tile_elems, Expr::i64(THREADS), |b, e| {
-            let key = b.let_("key", kb.clone() + e.clone() / Expr::i64(d as i64));
-            let col = b.let_("col", e.clone() % Expr::i64(d as i64));
-            let row_base = b.let_("kv_row", (kv_head_base.clone() + key.clone()) * Expr::i64(d as i64));
-            b.if_else(
-                key.clone().lt(len.t.clone()),
-                |b| {
-                    let kval = rotated(b, inp.k, &row_base, &col, &key, d, k_tables);
-                    b.store(ks, e.clone(), kval);
-                    let vval = rotated(b, inp.v, &row_base, &col, &key, d, None);
-                    b.store(vs, e.clone(), vval);
-                },
-                |b| {
-                    b.store(ks, e.clone(), Expr::f32(0.0));
-                    b.store(vs, e.clone(), Expr::f32(0.0));
-                },
-            );
-        });
+        load_kv_tile(b, &inp, &tile, d, &kb, &kv_head_base, &len.t, &tid);
         b.barrier();
 
-        let col0 = b.let_("col0", part.clone() * Expr::i64(dq as i64));
         let scores: Vec<Expr> = (0..KEYS)
             .map(|j| {
-                let at = |c: usize| Expr::i64((j * d + c) as i64) + col0.clone();
+                let at = |c: usize| Expr::i64((j * d + c * QUAD as usize) as i64) + part.clone();
                 let partial =
                     (1..dq).fold(qv[0].clone() * Expr::load(ks, at(0)), |acc, c| Expr::fma(qv[c].clone(), Expr::load(ks, at(c)), acc));
                 let partial = b.let_(&format!("dot{j}_"), partial);
@@ -115,7 +100,7 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
         b.assign(m, m_new);
         for (c, &oc) in o.iter().enumerate() {
             let acc = p.iter().enumerate().fold(Expr::Var(oc) * alpha.clone(), |acc, (j, pj)| {
-                Expr::fma(pj.clone(), Expr::load(vs, Expr::i64((j * d + c) as i64) + col0.clone()), acc)
+                Expr::fma(pj.clone(), Expr::load(vs, Expr::i64((j * d + c * QUAD as usize) as i64) + part.clone()), acc)
             });
             b.assign(oc, acc);
         }
@@ -124,7 +109,7 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     b.if_(valid, |b| {
         let inv = b.let_("inv_l", Expr::f32(1.0) / Expr::Var(l));
         for (c, &oc) in o.iter().enumerate() {
-            let col = part.clone() * Expr::i64(dq as i64) + Expr::i64(c as i64);
+            let col = Expr::i64((c * QUAD as usize) as i64) + part.clone();
             b.store(out, q_row.clone() + col, to_dtype(Expr::Var(oc) * inv.clone(), spec.dtype));
         }
     });

@@ -4,14 +4,18 @@
 //!
 //! One CTA of four warps owns 64 packed rows (position-major (position, head of the group)) of one
 //! kv head; each warp owns 16 rows and keeps its Q fragments in registers, read straight from
-//! global memory and rotated on the way. Key tiles of 64 rows of K and V sit in shared memory.
+//! global memory and rotated on the way. Key tiles of 64 rows of K and V sit in shared memory,
+//! rows padded so the fragment reads are free of bank conflicts.
 //! S = Q·Kᵀ runs over head_dim rounded up to 16: since head_dim is a multiple of 8, padding is
 //! whole 8-column halves of a k-step, which are constant zero fragments (72 → 80 costs nothing to
 //! load). The S accumulators of two adjacent key blocks are exactly the A fragment of P for one
 //! k-step of P·V (FA2's register reuse), so P never leaves registers; P·V needs no padding as
 //! head_dim is a multiple of the n8 block.
 
-use super::common::{allowed, ceil_div, declare_inputs, declare_lengths, key_range, rotated, to_dtype, AttnSpec, NEG_INF};
+use super::common::{
+    allowed, ceil_div, conflict_free_stride, declare_inputs, declare_lengths, key_range, load_kv_tile, rotated, to_dtype, AttnSpec, KvTile,
+    NEG_INF,
+};
 use super::flash_f32::mask_name;
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty, VarId};
 use vl3c_ir::AttentionMask;
@@ -54,8 +58,9 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     let len = declare_lengths(&mut b, spec);
     let packed_rows = len.n.clone() * Expr::i64(group);
     b.grid(ceil_div(packed_rows.clone(), Expr::i64(ROWS)), Expr::i64(spec.kv_heads as i64), Expr::i64(1));
-    let ks = b.shared("k_tile", Ty::Bf16, KEYS * d);
-    let vs = b.shared("v_tile", Ty::Bf16, KEYS * d);
+    let stride = conflict_free_stride(d);
+    let ks = b.shared("k_tile", Ty::Bf16, KEYS * stride);
+    let vs = b.shared("v_tile", Ty::Bf16, KEYS * stride);
 
     let tid = b.let_("tid", b.thread_idx(0).cast(Ty::I64));
     let lane = b.let_("lane", tid.clone() % Expr::i64(32));
@@ -104,33 +109,13 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     let l: Vec<VarId> = (0..2).map(|r| b.var(&format!("l{r}"), Expr::f32(0.0))).collect();
     let o: Vec<[VarId; 4]> = (0..n_blocks).map(|nb| [0, 1, 2, 3].map(|e| b.var(&format!("o{nb}_{e}"), Expr::f32(0.0)))).collect();
     let k_tables = if spec.rope_k { inp.rope } else { None };
+    let tile = KvTile { ks, vs, keys: KEYS, stride, threads: THREADS, k_tables };
     let kv_head_base = kvh * len.t.clone();
     let scale = Expr::f32(spec.scale as f32);
 
     b.for_("kb", range.lo.clone(), range.hi.clone(), Expr::i64(KEYS as i64), |b, kb| {
         b.barrier();
-        let tile_elems = Expr::i64((KEYS * d) as i64);
-        b.for_("e", tid.clone(), tile_elems, Expr::i64(THREADS), |b, e| {
-            let key = b.let_("key", kb.clone() + e.clone() / Expr::i64(d as i64));
-            let col = b.let_("col", e.clone() % Expr::i64(d as i64));
-            let row_base = b.let_("kv_row", (kv_head_base.clone() + key.clone()) * Expr::i64(d as i64));
-            b.if_else(
-                key.clone().lt(len.t.clone()),
-                |b| {
-                    let kval = if k_tables.is_some() {
-                        rotated(b, inp.k, &row_base, &col, &key, d, k_tables).cast(Ty::Bf16)
-                    } else {
-                        Expr::load(inp.k, row_base.clone() + col.clone())
-                    };
-                    b.store(ks, e.clone(), kval);
-                    b.store(vs, e.clone(), Expr::load(inp.v, row_base.clone() + col.clone()));
-                },
-                |b| {
-                    b.store(ks, e.clone(), Expr::f32(0.0).cast(Ty::Bf16));
-                    b.store(vs, e.clone(), Expr::f32(0.0).cast(Ty::Bf16));
-                },
-            );
-        });
+        load_kv_tile(b, &inp, &tile, d, &kb, &kv_head_base, &len.t, &tid);
         b.barrier();
 
         // S = Q·Kᵀ: B of key block nb is Kᵀ, i.e. K rows read row-major: (k = dim, n = key g).
@@ -143,7 +128,7 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
                     if kk * 16 + off + 8 > d {
                         return zero.clone();
                     }
-                    let at = key_row.clone() * Expr::i64(d as i64) + Expr::i64((kk * 16 + off) as i64) + tig.clone() * Expr::i64(2);
+                    let at = key_row.clone() * Expr::i64(stride as i64) + Expr::i64((kk * 16 + off) as i64) + tig.clone() * Expr::i64(2);
                     pack_loads(ks, at.clone(), at + Expr::i64(1))
                 };
                 acc = b.mma(&format!("s{nb}_{kk}_"), a.clone(), [frag(0), frag(8)], acc);
@@ -203,7 +188,7 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
             for (nb, blk) in acc.iter_mut().enumerate() {
                 // B = V (k = key, n = dim): keys 2·tig, 2·tig+1 (and +8) of dim column g.
                 let at = |key_off: i64| {
-                    (Expr::i64(kk as i64 * 16 + key_off) + tig.clone() * Expr::i64(2)) * Expr::i64(d as i64)
+                    (Expr::i64(kk as i64 * 16 + key_off) + tig.clone() * Expr::i64(2)) * Expr::i64(stride as i64)
                         + Expr::i64((nb * 8) as i64)
                         + g.clone()
                 };
