@@ -124,8 +124,13 @@ fn select_node(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, Str
         }
     };
     let inputs = bind_inputs(g, id, template.as_ref())?;
+    let output = match &n.op {
+        // The append writes the cache in place: its buffer is named like the cache state.
+        Op::CacheAppend { name, .. } => name.clone(),
+        _ => "out".into(),
+    };
     let instance = plan.intern(template);
-    Ok(Step::Launch { node, instance, inputs, output: "out".into() })
+    Ok(Step::Launch { node, instance, inputs, output })
 }
 
 fn matmul(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, String> {
@@ -140,12 +145,13 @@ fn matmul(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, String> 
     };
     let w_ty = g.ty(w);
     let gemv = match (stored, w_ty.rank(), w_ty.shape.first().and_then(|d| d.as_const()), w_ty.shape.last().and_then(|d| d.as_const())) {
-        (true, 2, Some(k), Some(nn)) => {
+        // A single-row matmul happens in decode steps only.
+        (true, 2, Some(k), Some(nn)) if g.name == "decode" => {
             let ty = match n.ty.dtype {
                 DType::BF16 => Ty::Bf16,
                 _ => Ty::F32,
             };
-            Some(plan.intern(Arc::new(Gemv::new(ty, k, nn, bias, residual))))
+            Gemv::supports(ty, k).then(|| plan.intern(Arc::new(Gemv::new(ty, k, nn, bias, residual))))
         }
         _ => None,
     };
@@ -199,8 +205,14 @@ fn check_spec(spec: crate::templates::attention::AttnSpec, scale: f64, rope_q: b
 /// differs between the two is an error, not a guess.
 fn bind_inputs(g: &Graph, id: NodeId, t: &dyn Template) -> Result<BTreeMap<String, usize>, String> {
     let reference = t.reference();
-    let out = reference.output("out").ok_or_else(|| format!("{}: the reference graph has no output `out`", t.name()))?;
-    let main = reference.node(out);
+    let mnemonic = g.node(id).op.mnemonic();
+    // The node computing `out`, or (an in-place op such as a cache append has no `out`) the
+    // last node doing what `id` does.
+    let main = reference
+        .output("out")
+        .or_else(|| reference.node_ids().filter(|&r| reference.node(r).op.mnemonic() == mnemonic).last())
+        .map(|r| reference.node(r))
+        .ok_or_else(|| format!("{}: the reference graph computes no `{mnemonic}`", t.name()))?;
     if main.op.mnemonic() != g.node(id).op.mnemonic() {
         return Err(format!("{}: the reference computes `{}`, not `{}`", t.name(), main.op.mnemonic(), g.node(id).op.mnemonic()));
     }

@@ -49,11 +49,18 @@ impl Gemv {
             1
         } else {
             // The fewest whole-step slices that fill the SMs, else the most there are.
-            (1..=steps.min(16)).filter(|d| steps % d == 0).find(|d| blocks * d >= SM_COUNT).unwrap_or_else(|| {
-                (1..=steps.min(16)).filter(|d| steps % d == 0).max().expect("1 divides every step count")
+            // A slice must hold whole lane chunks, which whole steps do only when K has no tail.
+            let whole = |d: &i64| steps % d == 0 && k % (lane_chunk(dtype) * d) == 0;
+            (1..=steps.min(16)).filter(whole).find(|d| blocks * d >= SM_COUNT).unwrap_or_else(|| {
+                (1..=steps.min(16)).filter(whole).max().expect("1 divides every step count")
             })
         };
         Gemv { dtype, k, n, bias, residual, outputs_per_warp, split_k }.checked()
+    }
+
+    /// Whether a GEMV over `k` inputs of `dtype` exists: every lane loads whole 16-byte chunks.
+    pub fn supports(dtype: Ty, k: i64) -> bool {
+        matches!(dtype, Ty::F32 | Ty::Bf16) && k > 0 && k % lane_chunk(dtype) == 0
     }
 
     /// The same shape with a chosen schedule.
