@@ -6,8 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-fn table() -> &'static Mutex<HashMap<(String, String), (u64, Duration)>> {
-    static T: OnceLock<Mutex<HashMap<(String, String), (u64, Duration)>>> = OnceLock::new();
+/// `(graph, op)` → (calls, total time).
+type Table = HashMap<(String, String), (u64, Duration)>;
+
+fn table() -> &'static Mutex<Table> {
+    static T: OnceLock<Mutex<Table>> = OnceLock::new();
     T.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
