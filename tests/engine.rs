@@ -184,9 +184,12 @@ fn flipped_byte_in_weights_is_a_checksum_error() {
 #[test]
 fn other_target_is_refused() {
     let e = engine_copy();
+    edit_manifest(e.path(), |m| m["target"] = "tensorrt".into());
+    let err = load_err(e.path());
+    assert!(err.contains("built for target `tensorrt`"), "{err}");
     edit_manifest(e.path(), |m| m["target"] = "cuda".into());
     let err = load_err(e.path());
-    assert!(err.contains("built for target `cuda`"), "{err}");
+    assert!(err.contains("running CUDA engines (on a GPU or the emulator) is not supported yet"), "{err}");
 }
 
 #[test]
@@ -257,10 +260,10 @@ fn cli_compile_and_eval_engine() {
     assert!(diff(&got["logits"], &expected["logits"]).max <= 1e-4);
     assert_eq!(ids(&got["generated_ids"]), ids(&expected["generated_ids"]));
 
-    let s = Command::new(bin).args(["compile", "--model"]).arg(&dir).args(["--target", "cuda", "--out"]).arg(&eng).output().unwrap();
+    let s = Command::new(bin).args(["compile", "--model"]).arg(&dir).args(["--target", "tensorrt", "--out"]).arg(&eng).output().unwrap();
     assert!(!s.status.success());
     let err = String::from_utf8_lossy(&s.stderr);
-    assert_eq!(err.trim(), "error: target `cuda` is not supported yet (only `cpu`)");
+    assert_eq!(err.trim(), "error: target `tensorrt` is not supported yet (expected `cpu` or `cuda`)");
     let s = Command::new(bin).args(["eval", "--engine"]).arg(&eng).arg("--model").arg(&dir).output().unwrap();
     assert!(!s.status.success());
 }

@@ -1,0 +1,90 @@
+//! `vl3c compile --target cuda` on every fixture checkpoint and on the real 2B/7B configs, for
+//! sm_80 and sm_90: every runtime node gets exactly one step, every kernel compiles without a
+//! spill, an attention stack frame or shared memory over the limit, and the engine holds what
+//! a loader will need.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use vl3c_cuda::lower::runtime_nodes;
+use vl3c_cuda::nvrtc::Sm;
+use vl3c_driver::{compile_cuda, CudaOptions, CUDA_DIR};
+use vl3c_ir::Op;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = root().join("tests/fixtures/models");
+    let mut out: Vec<PathBuf> =
+        std::fs::read_dir(&dir).expect("fixture dir").flatten().map(|e| e.path()).filter(|p| p.join("config.json").is_file()).collect();
+    out.sort();
+    assert!(out.len() >= 5, "expected the fixture checkpoints under {}", dir.display());
+    out
+}
+
+fn check_engine(model: &Path, config_only: bool) {
+    let out = tempfile::tempdir().expect("tempdir");
+    let opts = CudaOptions { sms: Sm::ALL.to_vec(), config_only };
+    let report = compile_cuda(model, out.path(), &opts, &mut |_, _, _| {})
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    assert!(report.problems.is_empty(), "{}: {:#?}", model.display(), report.problems);
+    for sm in Sm::ALL {
+        for file in [format!("{}.cubin", sm.name()), format!("{}.ptx", sm.virtual_name()), format!("ptxas_{}.json", sm.name())] {
+            let path = out.path().join(CUDA_DIR).join(&file);
+            assert!(std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false), "{} missing", path.display());
+        }
+        let reports = &report.reports[sm.name()];
+        assert_eq!(reports.len(), report.kernels, "{}: one ptxas report per kernel on {}", model.display(), sm.name());
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["target"], "cuda");
+
+    // Every node that runs at inference time, and only those, has exactly one step.
+    let graphs = vl3c_ir::parse_graphs(&std::fs::read_to_string(out.path().join("graphs.vir")).unwrap()).unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join(CUDA_DIR).join("plan.json")).unwrap()).unwrap();
+    let plans = plan["graphs"].as_array().unwrap();
+    assert_eq!(plans.len(), graphs.len());
+    for (g, p) in graphs.iter().zip(plans) {
+        assert_eq!(p["graph"], g.name.as_str());
+        let live = runtime_nodes(g);
+        let want: BTreeSet<usize> = (0..g.nodes.len())
+            .filter(|&i| {
+                live[i]
+                    && !matches!(
+                        g.nodes[i].op,
+                        Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. } | Op::Fold | Op::Constant { .. }
+                    )
+            })
+            .collect();
+        let steps: Vec<usize> = p["steps"].as_array().unwrap().iter().map(|s| s["node"].as_u64().unwrap() as usize).collect();
+        let have: BTreeSet<usize> = steps.iter().copied().collect();
+        assert_eq!(steps.len(), have.len(), "{} {}: a node has two steps", model.display(), g.name);
+        assert_eq!(have, want, "{} {}: steps do not cover the runtime nodes", model.display(), g.name);
+    }
+}
+
+#[test]
+fn every_fixture_compiles_for_cuda() {
+    for model in fixtures() {
+        check_engine(&model, false);
+    }
+}
+
+#[test]
+fn the_real_2b_and_7b_configs_compile_for_cuda() {
+    for name in ["videollama3-2b", "videollama3-7b"] {
+        check_engine(&root().join("examples/configs").join(name), true);
+    }
+}
+
+#[test]
+fn a_missing_config_is_one_line() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = CudaOptions { sms: vec![Sm::Sm90], config_only: true };
+    let e = compile_cuda(Path::new("/nonexistent/model"), out.path(), &opts, &mut |_, _, _| {}).err().expect("an error");
+    let text = e.to_string();
+    assert!(text.contains("/nonexistent/model") && !text.contains('\n'), "{text}");
+}

@@ -1,0 +1,58 @@
+//! The CUDA target's CLI: `compile --target cuda` and `test-kernels`.
+
+mod common;
+
+use common::{assert_one_line_error, fixture, s, stderr, vl3c};
+
+#[test]
+fn compile_cuda_writes_cubins_and_an_engine_that_says_it_cannot_run_yet() {
+    let out = tempfile::tempdir().unwrap();
+    let eng = out.path().join("engine");
+    let model = fixture("image_tied_f32");
+    let o = vl3c(&["compile", "--model", s(&model), "--target", "cuda", "--sm", "90", "--out", s(&eng)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("cubins sm_90") && err.contains("template instances"), "{err}");
+    assert!(eng.join("cuda/sm_90.cubin").is_file() && eng.join("cuda/kernels.cu").is_file());
+    let inputs = model.join("inputs.safetensors");
+    let o = vl3c(&["eval", "--engine", s(&eng), "--inputs", s(&inputs), "--out", s(&out.path().join("o.safetensors"))]);
+    assert_one_line_error(&o, "running CUDA engines");
+}
+
+#[test]
+fn compile_flags_are_checked() {
+    let out = tempfile::tempdir().unwrap();
+    let model = fixture("image_tied_f32");
+    let o = vl3c(&["compile", "--model", s(&model), "--target", "cuda", "--sm", "75", "--out", s(out.path())]);
+    assert_one_line_error(&o, "unknown --sm `75`");
+    let o = vl3c(&["compile", "--model", s(&model), "--target", "cpu", "--config-only", "--out", s(out.path())]);
+    assert_one_line_error(&o, "--config-only is for --target cuda");
+}
+
+#[test]
+fn test_kernels_runs_a_filtered_family_on_the_emulator() {
+    let o = vl3c(&["test-kernels", "-o", "rms_norm", "-p", "hidden=1536"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("OK") && err.contains("rms_norm") && err.contains(" 0 failed"), "{err}");
+    assert!(!err.contains("layer_norm"), "the -o filter let another family through: {err}");
+}
+
+#[test]
+fn test_kernels_rejects_what_it_cannot_do() {
+    assert_one_line_error(&vl3c(&["test-kernels", "--backend", "cuda"]), "not supported yet");
+    assert_one_line_error(&vl3c(&["test-kernels", "-o", "no_such_op"]), "no op family `no_such_op`");
+    assert_one_line_error(&vl3c(&["test-kernels", "-p", "nothing-matches-this"]), "no case matches");
+}
+
+#[test]
+fn test_kernels_lists_and_reports_json() {
+    let o = vl3c(&["test-kernels", "--list", "-o", "softmax"]);
+    assert!(o.status.success());
+    let listed = String::from_utf8_lossy(&o.stdout).lines().count();
+    assert!(listed >= 2, "{listed} softmax cases");
+    let o = vl3c(&["test-kernels", "-o", "softmax", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reports"].as_array().unwrap().len(), listed);
+}
