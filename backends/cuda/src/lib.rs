@@ -2,7 +2,9 @@
 //! printer (`print`), whose text NVRTC compiles ahead of time (`nvrtc`), and the emulator (`emu`),
 //! which executes the same kernels on the CPU with the checks a GPU would not give us.
 //! `templates` builds the kernels of the optimized graphs' ops from Rust, one template per
-//! fused-op family.
+//! fused-op family; `gemm` describes the GEMMs left to cuBLASLt as data the emulator can also
+//! execute; `lower` decides, at compile time, what computes every node of an engine; `check` is
+//! `vl3c test-kernels`, every template case against the reference executor.
 
 pub mod check;
 pub mod emu;
