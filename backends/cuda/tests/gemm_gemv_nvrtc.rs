@@ -2,21 +2,16 @@
 //! printed text must compile without warnings, load the weight 16 bytes at a time, and not spill.
 //! NVRTC must be installed (`tools/cuda/install-nvrtc.sh`) unless `VL3C_SKIP_NVRTC=1`.
 
+mod common;
+
 use std::collections::BTreeMap;
-use vl3c_cuda::nvrtc::{Nvrtc, Sm};
+use vl3c_cuda::nvrtc::Sm;
 use vl3c_cuda::print::print_module;
 use vl3c_cuda::templates::gemv;
 
 #[test]
 fn gemv_kernels_compile_without_spills() {
-    let nvrtc = match Nvrtc::load() {
-        Ok(nvrtc) => nvrtc,
-        Err(error) if std::env::var("VL3C_SKIP_NVRTC").is_ok_and(|v| v == "1") => {
-            eprintln!("\n*** skipped: NVRTC not installed ({error}) ***\n");
-            return;
-        }
-        Err(error) => panic!("{error}"),
-    };
+    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
     let mut kernels = BTreeMap::new();
     for case in gemv::cases() {
         for k in case.template.kernels() {

@@ -2,24 +2,13 @@
 //! ptxas' resource report. NVRTC must be installed (`tools/cuda/install-nvrtc.sh`); without it
 //! these tests fail, unless `VL3C_SKIP_NVRTC=1` says to skip them.
 
+mod common;
+
 mod print_samples;
 
 use vl3c_cuda::nvrtc::{Compiled, Nvrtc, Sm};
 use vl3c_cuda::print::print_module;
 
-/// NVRTC, or `None` (after saying so loudly) where the environment opts out of NVRTC tests.
-fn nvrtc() -> Option<Nvrtc> {
-    match Nvrtc::load() {
-        Ok(nvrtc) => Some(nvrtc),
-        Err(error) if std::env::var("VL3C_SKIP_NVRTC").is_ok_and(|v| v == "1") => {
-            // Straight to the file descriptor: the test harness captures `eprintln!` of passing tests.
-            let line = format!("\n*** skipped: {error} ***\n");
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-            None
-        }
-        Err(error) => panic!("{error}"),
-    }
-}
 
 fn compile_samples(nvrtc: &Nvrtc, sm: Sm) -> Compiled {
     let source = print_module(&print_samples::all());
@@ -51,7 +40,7 @@ fn report_table(compiled: &Compiled) -> String {
 }
 
 fn check(sm: Sm) {
-    let Some(nvrtc) = nvrtc() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
     let compiled = compile_samples(&nvrtc, sm);
     assert!(
         compiled.cubin.starts_with(b"\x7fELF"),
@@ -104,7 +93,7 @@ fn samples_compile_for_sm_90() {
 
 #[test]
 fn nvrtc_is_the_pinned_release() {
-    let Some(nvrtc) = nvrtc() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
     // The reports above are pinned for this release; the GPU machine's driver takes its PTX.
     assert_eq!(
         nvrtc.version(),
@@ -116,7 +105,7 @@ fn nvrtc_is_the_pinned_release() {
 
 #[test]
 fn compile_errors_carry_the_log() {
-    let Some(nvrtc) = nvrtc() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
     let error = nvrtc
         .compile(
             "extern \"C\" __global__ void broken() { undeclared = 1; }",

@@ -4,23 +4,16 @@
 //! a block of 896 threads caps registers at 72; whether that is acceptable is each template's call.
 //! NVRTC must be installed (`tools/cuda/install-nvrtc.sh`) unless `VL3C_SKIP_NVRTC=1`.
 
+mod common;
+
 use std::collections::BTreeSet;
-use vl3c_cuda::nvrtc::{Nvrtc, Sm};
+use vl3c_cuda::nvrtc::Sm;
 use vl3c_cuda::print::print_module;
 use vl3c_cuda::templates::cases;
 
 #[test]
 fn every_template_instance_compiles() {
-    let nvrtc = match Nvrtc::load() {
-        Ok(nvrtc) => nvrtc,
-        Err(error) if std::env::var("VL3C_SKIP_NVRTC").is_ok_and(|v| v == "1") => {
-            // Straight to the file descriptor: the test harness captures `eprintln!` of passing tests.
-            let line = format!("\n*** skipped: {error} ***\n");
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-            return;
-        }
-        Err(error) => panic!("{error}"),
-    };
+    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
     // Sizes are launch arguments: one compile per instance covers all its cases.
     let mut seen = BTreeSet::new();
     let jobs: Vec<(String, &'static str, String, Sm)> = cases()

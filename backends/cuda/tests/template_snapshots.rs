@@ -6,6 +6,8 @@
 //! `VL3C_SKIP_NVRTC=1`. Regenerate with `INSTA_UPDATE=always cargo test -p vl3c-cuda --test
 //! template_snapshots` and review the diff.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,19 +18,6 @@ use vl3c_cuda::templates::{cases, Template};
 /// The snapshot name prefix insta derives from this file's name.
 const SNAPSHOT_PREFIX: &str = "template_snapshots__";
 
-/// NVRTC, or `None` (after saying so loudly) where the environment opts out of NVRTC tests.
-fn nvrtc() -> Option<Nvrtc> {
-    match Nvrtc::load() {
-        Ok(nvrtc) => Some(nvrtc),
-        Err(error) if std::env::var("VL3C_SKIP_NVRTC").is_ok_and(|v| v == "1") => {
-            // Straight to the file descriptor: the test harness captures `eprintln!` of passing tests.
-            let line = format!("\n*** skipped: {error} ***\n");
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-            None
-        }
-        Err(error) => panic!("{error}"),
-    }
-}
 
 /// Names of the 2B config's own sizes (hidden 1536, 12 query heads, MLP 8960): an instance at
 /// these is what the 2B model actually runs, so its source is the most telling one to review.
@@ -106,7 +95,7 @@ fn snapshot_text(nvrtc: &Nvrtc, template: &dyn Template) -> String {
 
 #[test]
 fn every_template_family_matches_its_snapshot() {
-    let Some(nvrtc) = nvrtc() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
     let families: Vec<(&'static str, Arc<dyn Template>)> = representatives().into_iter().collect();
     // NVRTC compiles independent programs concurrently; one compile per family.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -3,23 +3,15 @@
 //! NVRTC must be installed (`tools/cuda/install-nvrtc.sh`); `VL3C_SKIP_NVRTC=1` skips these tests
 //! where it is not.
 
+mod common;
+
 use vl3c_cuda::kir::Kernel;
 use vl3c_cuda::kir::Ty;
-use vl3c_cuda::nvrtc::{Nvrtc, Sm};
+use vl3c_cuda::nvrtc::Sm;
 use vl3c_cuda::print::print_module;
 use vl3c_cuda::templates::attention::{DecodeAttention, PrefillAttention, VisionAttention};
 use vl3c_cuda::templates::Template;
 
-fn nvrtc() -> Option<Nvrtc> {
-    match Nvrtc::load() {
-        Ok(nvrtc) => Some(nvrtc),
-        Err(error) if std::env::var("VL3C_SKIP_NVRTC").is_ok_and(|v| v == "1") => {
-            eprintln!("\n*** skipped: NVRTC not installed ({error}) ***\n");
-            None
-        }
-        Err(error) => panic!("{error}"),
-    }
-}
 
 /// Every kernel of the real 2B/7B shapes, both dtypes.
 fn kernels() -> Vec<Kernel> {
@@ -35,7 +27,7 @@ fn kernels() -> Vec<Kernel> {
 }
 
 fn check(sm: Sm) {
-    let Some(nvrtc) = nvrtc() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
     let source = print_module(&kernels());
     let compiled = nvrtc.compile(&source, "attention.cu", sm).unwrap_or_else(|e| panic!("{e}"));
     assert!(!compiled.log.contains("warning"), "NVRTC warned:\n{}", compiled.log);

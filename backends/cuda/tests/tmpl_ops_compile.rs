@@ -2,9 +2,11 @@
 //! embedding) printed into one module and compiled by NVRTC. Needs NVRTC, as `tests/nvrtc.rs`
 //! does (`VL3C_SKIP_NVRTC=1` skips).
 
+mod common;
+
 use std::collections::BTreeMap;
 use vl3c_cuda::kir::Kernel;
-use vl3c_cuda::nvrtc::{Nvrtc, Sm};
+use vl3c_cuda::nvrtc::Sm;
 use vl3c_cuda::print::print_module;
 use vl3c_cuda::templates::cases;
 
@@ -49,14 +51,7 @@ fn kernels() -> Vec<Kernel> {
 /// each instance for every architecture and checks spills and shared memory.
 #[test]
 fn op_kernels_share_one_module_without_warnings() {
-    let nvrtc = match Nvrtc::load() {
-        Ok(nvrtc) => nvrtc,
-        Err(error) if std::env::var("VL3C_SKIP_NVRTC").is_ok_and(|v| v == "1") => {
-            eprintln!("\n*** skipped: NVRTC not installed ({error}) ***\n");
-            return;
-        }
-        Err(error) => panic!("{error}"),
-    };
+    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
     let kernels = kernels();
     let source = print_module(&kernels);
     let compiled = nvrtc
