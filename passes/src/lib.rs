@@ -13,6 +13,7 @@ pub mod convert;
 pub mod cost;
 pub mod extract;
 pub mod lang;
+pub mod layers;
 pub mod rules;
 pub mod schedule;
 

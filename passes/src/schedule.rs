@@ -3,16 +3,19 @@
 //!
 //! Partition. Weight-only subgraphs and zero-operand nodes (weights, constants, iotas, inputs,
 //! cache reads) belong to no window: each window gets its own copy of the ones it reads. Every
-//! other node gets a *level*: the prelude, layer `i` of a family (the weight-name prefix up to
-//! `layers.{i}.`, e.g. `model.vision_model.encoder.layers.` and `model.language_model.layers.`
-//! are separate families), or the epilogue. `fwd` is the latest level among a node's operands
-//! and the layers of the weights it reads; `bwd` is the earliest level among its consumers.
+//! other node gets a *level*: the prelude, layer `i` of a family, or the epilogue. `fwd` is the
+//! latest level among a node's operands and the layers of the weights it reads; `bwd` is the
+//! earliest level among its consumers.
 //! Where they differ the node sits between two layers, and the residual stream value decides:
 //! the *boundary* is the value that leaves the earlier layer's core (or, in the prelude, the one
 //! read both by a layer's core and by its norm); what the boundary feeds before the next core
 //! (the next layer's norm) moves to the later level, the rest stays early. So each layer window
 //! reads the previous residual stream as an external input, and its nodes used elsewhere
 //! become window outputs; cache appends stay in their window as effects.
+//!
+//! Which layer a weight belongs to comes from [`crate::layers`], which finds the residual stream
+//! and the period of its blocks in the graph's structure; weight names play no part, so a
+//! checkpoint named another way (the DAMO layout, any renaming) is scheduled alike.
 //!
 //! Shared prelude values (RoPE tables, attention masks, segment ids) stay in the prelude of the
 //! stitched graph, but a window that reads one gets a copy of its definition (at most
@@ -25,6 +28,7 @@
 //! [`crate::optimize`] and re-instantiated with each layer's names.
 
 use crate::cost::Target;
+use crate::layers::{copied, weight_anchors, Anchor};
 use crate::{optimize, Budget, OptError, Stats};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -42,20 +46,6 @@ pub enum Level {
     Epilogue,
 }
 
-/// The family (weight-name prefix up to and including `layers.`) and index of a layer weight.
-pub fn layer_of(name: &str) -> Option<(&str, usize)> {
-    let mut from = 0;
-    while let Some(pos) = name[from..].find("layers.") {
-        let start = from + pos + "layers.".len();
-        let digits = name[start..].bytes().take_while(u8::is_ascii_digit).count();
-        if digits > 0 && name[start + digits..].starts_with('.') {
-            return Some((&name[..start], name[start..start + digits].parse().ok()?));
-        }
-        from = start;
-    }
-    None
-}
-
 /// The partition of a graph into windows.
 pub struct Plan {
     /// Per node; `None` for nodes copied into windows (weight-only subgraphs, zero-operand ops).
@@ -70,7 +60,13 @@ pub struct Plan {
     pub monotone: bool,
 }
 
+/// The partition of `g` (see the module docs).
 pub fn plan(g: &Graph) -> Plan {
+    plan_with(g, &weight_anchors(g))
+}
+
+/// [`plan`] with the weights anchored by `anchors` (per node, as [`weight_anchors`] gives).
+pub fn plan_with(g: &Graph, anchors: &[Option<Anchor>]) -> Plan {
     let n = g.nodes.len();
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, node) in g.nodes.iter().enumerate() {
@@ -78,33 +74,20 @@ pub fn plan(g: &Graph) -> Plan {
             consumers[inp.index()].push(i);
         }
     }
-    let mut families: Vec<String> = Vec::new();
-    // Copied nodes: what layer weights they read, and whether they read any other weight.
-    let mut copied = vec![false; n];
-    let mut wconst = vec![false; n];
+    let copied = copied(g);
+    // Copied nodes: what layer weights they read, and whether they read any outer weight.
     let mut wlayer: Vec<Option<Level>> = vec![None; n];
     let mut plain = vec![false; n];
     for (i, node) in g.nodes.iter().enumerate() {
-        wconst[i] = match &node.op {
-            Op::Weight { .. } | Op::Constant { .. } => true,
-            _ if node.inputs.is_empty() => false,
-            _ => node.inputs.iter().all(|m| wconst[m.index()]),
-        };
-        copied[i] = node.inputs.is_empty() || wconst[i];
-        if let Op::Weight { name } = &node.op {
-            match layer_of(name) {
-                Some((fam, idx)) => {
-                    let rank = families.iter().position(|f| f == fam).unwrap_or_else(|| {
-                        families.push(fam.to_string());
-                        families.len() - 1
-                    });
-                    wlayer[i] = Some(Level::Layer(rank, idx));
-                }
-                None => plain[i] = true,
+        match anchors[i] {
+            Some(Anchor::Layer { family, index }) => wlayer[i] = Some(Level::Layer(family, index)),
+            Some(Anchor::Outer) => plain[i] = true,
+            Some(Anchor::Shared) => {}
+            None if copied[i] => {
+                wlayer[i] = node.inputs.iter().filter_map(|m| wlayer[m.index()].clone()).max();
+                plain[i] = node.inputs.iter().any(|m| plain[m.index()]);
             }
-        } else if copied[i] {
-            wlayer[i] = node.inputs.iter().filter_map(|m| wlayer[m.index()].clone()).max();
-            plain[i] = node.inputs.iter().any(|m| plain[m.index()]);
+            None => {}
         }
     }
 
@@ -224,7 +207,7 @@ pub fn plan(g: &Graph) -> Plan {
             let label = match &l {
                 Level::Prelude => "prelude".to_string(),
                 Level::Epilogue => "epilogue".to_string(),
-                Level::Layer(f, i) => format!("{}{i}", families[*f]),
+                Level::Layer(f, i) => format!("family {f} layer {i}"),
             };
             (l, label)
         })
