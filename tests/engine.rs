@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vl3c_runtime::engine::{compile_engine, Engine, GemmMode};
+use vl3c_driver::CpuTarget;
+use vl3c_runtime::engine::{self, Engine, GemmMode};
 use vl3c_runtime::exec::{Tensor, TensorData};
 use vl3c_runtime::tensor_file::read_tensors;
 
@@ -12,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn compile(name: &str, out: &Path) {
-    compile_engine(&fixture(name), "cpu", out, &mut |_, _, _| {}).unwrap_or_else(|e| panic!("{name}: compile: {e}"));
+    engine::compile(&fixture(name), &mut CpuTarget::default(), false, out, &mut |_, _, _| {}).unwrap_or_else(|e| panic!("{name}: compile: {e}"));
 }
 
 fn load(dir: &Path, max_context: usize) -> Result<Engine, String> {
@@ -214,6 +215,72 @@ fn missing_file_is_refused() {
     std::fs::remove_file(e.path().join("plan.json")).unwrap();
     let err = load_err(e.path());
     assert!(err.contains("plan.json: is missing"), "{err}");
+}
+
+/// Rewrites plan.json through `f` and re-lists it in the manifest, as a compiler that decided
+/// differently would have written it.
+fn edit_plan(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("plan.json");
+    let mut plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut plan);
+    let bytes = serde_json::to_vec(&plan).unwrap();
+    std::fs::write(&p, &bytes).unwrap();
+    edit_manifest(dir, |m| m["files"]["plan.json"] = serde_json::json!({"bytes": bytes.len(), "sha256": vl3c_engine::sha256_hex(&bytes)}));
+}
+
+/// The first claim of `kind` in graph `graph`.
+fn claim<'a>(plan: &'a mut serde_json::Value, graph: &str, kind: &str) -> &'a mut serde_json::Value {
+    let claims = plan["graphs"][graph]["claims"].as_array_mut().unwrap();
+    claims.iter_mut().find(|c| c["kind"] == kind).unwrap_or_else(|| panic!("no {kind} claim in {graph}"))
+}
+
+#[test]
+fn the_plan_records_what_runs_each_node() {
+    let e = engine_copy();
+    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(e.path().join("plan.json")).unwrap()).unwrap();
+    let claims = |g: &str| plan["graphs"][g]["claims"].as_array().unwrap().clone();
+    // Vision attention reads q, k and v as columns of the fused qkv projection.
+    let vision = claims("vision_m1");
+    let attn = vision.iter().find(|c| c["kind"] == "attention").expect("a vision attention claim");
+    for (op, offset) in [("q", 0), ("k", 1), ("v", 2)] {
+        assert_eq!(attn[op]["from"], "columns", "{attn}");
+        assert!(attn[op]["offset"].as_u64().unwrap() >= offset, "{attn}");
+    }
+    // Decode attention reads k and v from the engine's cache; SwiGLU reads the merged gate|up.
+    let decode = claims("decode");
+    let attn = decode.iter().find(|c| c["kind"] == "attention").expect("a decode attention claim");
+    assert_eq!((&attn["k"]["from"], &attn["v"]["from"]), (&"cache".into(), &"cache".into()), "{attn}");
+    assert!(decode.iter().any(|c| c["kind"] == "swi_glu_columns"), "no SwiGLU column claim in decode");
+    assert!(decode.iter().any(|c| c["kind"] == "cache_append" && c["rows"]["from"] == "columns"));
+}
+
+#[test]
+fn a_claim_that_does_not_fit_its_graph_is_refused() {
+    let e = engine_copy();
+    // Columns past the projection's width.
+    edit_plan(e.path(), |p| claim(p, "vision_m1", "attention")["q"]["offset"] = 1_000_000.into());
+    let err = load_err(e.path());
+    assert!(err.contains("graph `vision_m1`: attention claim on %") && err.contains("does not match graphs.vir"), "{err}");
+
+    let e = engine_copy();
+    edit_plan(e.path(), |p| claim(p, "decode", "swi_glu_columns")["up"] = 1_000_000.into());
+    let err = load_err(e.path());
+    assert!(err.contains("graph `decode`: swiglu claim on %"), "{err}");
+
+    // A cache the attention does not append to.
+    let e = engine_copy();
+    edit_plan(e.path(), |p| claim(p, "decode", "attention")["k"]["name"] = "no_such_cache".into());
+    let err = load_err(e.path());
+    assert!(err.contains("graph `decode`: attention claim on %"), "{err}");
+
+    // A kernel claimed for a node of another op.
+    let e = engine_copy();
+    edit_plan(e.path(), |p| {
+        let matmul = claim(p, "prefill", "matmul")["node"].clone();
+        claim(p, "prefill", "kernel")["node"] = matmul;
+    });
+    let err = load_err(e.path());
+    assert!(err.contains("graph `prefill`: kernel claim on %"), "{err}");
 }
 
 #[test]

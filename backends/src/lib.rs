@@ -1,5 +1,10 @@
-//! Code generation from vl3c IR, the CPU kernels the generated engines call, and the engine
-//! file format.
+//! The CPU target: its kernels (`cpu`: packed bf16 GEMM/GEMV, AMX, attention, Cranelift
+//! codegen of the fused row ops), what runs each node (`select`, compile time), the engine
+//! section it writes (`plan`), and the [`vl3c_engine::Target`] the driver calls (`target`).
 
 pub mod cpu;
-pub mod engine;
+pub mod plan;
+pub mod select;
+pub mod target;
+
+pub use target::{CpuReport, CpuTarget};

@@ -3,7 +3,8 @@
 //! greedy decoding over the KV cache. `prefill` and `decode_step` expose the two halves so a
 //! generator can sample between steps.
 
-use crate::exec::{execute, ExecError, Outputs, Tensor, TensorData, WeightSource, WeightView};
+use crate::exec::{execute, ExecError, Outputs, Tensor, TensorData};
+use vl3c_driver::CheckpointWeights;
 use std::collections::HashMap;
 use std::path::Path;
 use vl3c_frontends::lower::{cache_names, ModelGraphs, MAX_ENTRIES_PER_CALL};
@@ -72,21 +73,19 @@ pub struct ForwardResult {
     pub peak_intermediate_bytes: usize,
 }
 
-pub(crate) struct CheckpointWeights<'a>(pub(crate) &'a Checkpoint);
-
-impl WeightSource for CheckpointWeights<'_> {
-    fn weight(&self, name: &str) -> Option<WeightView<'_>> {
-        self.0.tensor(name).map(|t| WeightView { dtype: t.dtype, shape: t.shape.to_vec(), bytes: t.bytes })
-    }
+/// The image processor's pixel limit (`dir/preprocessor_config.json`) bounds the encoder's
+/// symbols, so the graphs a checkpoint runs and compiles with are built from the config with it.
+pub(crate) fn apply_preprocessor_limits(cfg: &mut ModelConfig, dir: &Path) -> Result<()> {
+    let images = crate::preprocess::ImageProcessorConfig::from_model_dir(dir)?;
+    cfg.vision_limits.image_max_patches = images.max_pixels / (images.patch_size * images.patch_size);
+    Ok(())
 }
 
 impl Model {
     pub fn open(dir: &Path) -> Result<Model> {
         let checkpoint = Checkpoint::open(dir)?;
         let mut cfg = checkpoint.config().clone();
-        // The image processor's pixel limit bounds the encoder's symbols.
-        let images = crate::preprocess::ImageProcessorConfig::from_model_dir(dir)?;
-        cfg.vision_limits.image_max_patches = images.max_pixels / (images.patch_size * images.patch_size);
+        apply_preprocessor_limits(&mut cfg, dir)?;
         let declared = cfg.declared_dtype;
         let graphs = ModelGraphs::lower(&cfg, &|name| checkpoint.weight_dtype(name).unwrap_or(declared))?;
         Ok(Model { backend: Backend::Checkpoint(Box::new(checkpoint)), config: cfg, graphs, max_context: None })

@@ -2,9 +2,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
-use vl3c_cuda::nvrtc::Sm;
-use vl3c_driver::{compile_cuda, CudaOptions};
-use vl3c_runtime::engine::compile_engine;
+use vl3c_driver::{target_by_name, Sm};
+use vl3c_runtime::engine::compile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,11 +44,14 @@ pub fn update(bar: &ProgressBar, stage: &str, done: usize, total: usize) {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    match args.target.as_str() {
-        "cpu" if args.config_only => bail!("--config-only is for --target cuda: a CPU engine needs the checkpoint's weights"),
-        "cpu" => {}
-        "cuda" => return run_cuda(&args),
-        other => bail!("target `{other}` is not supported yet (expected `cpu` or `cuda`)"),
+    let sms = args
+        .sm
+        .iter()
+        .map(|s| Sm::parse(s).with_context(|| format!("unknown --sm `{s}` (expected 80 or 90)")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut target = target_by_name(&args.target, &sms)?;
+    if args.config_only && args.target == "cpu" {
+        bail!("--config-only is for --target cuda: a CPU engine needs the checkpoint's weights");
     }
     if args.threads > 0 {
         // Read by rayon's global pool, which nothing has started yet.
@@ -57,51 +59,23 @@ pub fn run(args: Args) -> Result<()> {
     }
     let start = Instant::now();
     let bar = progress_bar();
-    let report = compile_engine(&args.model, &args.target, &args.out, &mut |s, d, t| update(&bar, s, d, t))?;
+    let compiled = compile(&args.model, target.as_mut(), args.config_only, &args.out, &mut |s, d, t| update(&bar, s, d, t));
     bar.finish_and_clear();
+    let compiled = compiled?;
     eprintln!(
-        "compile: {} → {} in {:.2}s: {} bf16-packed and {} f32 matmul weights, {} folded tensors, {} raw weights, weights.bin {:.1} MiB",
+        "compile: {} → {} ({}) in {:.2}s (optimize {:.2}s): {}",
         args.model.display(),
         args.out.display(),
+        compiled.target,
         start.elapsed().as_secs_f64(),
-        report.packed_bf16,
-        report.packed_f32,
-        report.folds_raw,
-        report.raw_weights,
-        report.weights_bytes as f64 / (1 << 20) as f64
+        compiled.optimize_seconds,
+        compiled.summary
     );
-    Ok(())
-}
-
-fn run_cuda(args: &Args) -> Result<()> {
-    let sms = args
-        .sm
-        .iter()
-        .map(|s| Sm::parse(s).with_context(|| format!("unknown --sm `{s}` (expected 80 or 90)")))
-        .collect::<Result<Vec<_>>>()?;
-    let start = Instant::now();
-    let bar = progress_bar();
-    let opts = CudaOptions { sms, config_only: args.config_only };
-    let report = compile_cuda(&args.model, &args.out, &opts, &mut |s, d, t| update(&bar, s, d, t));
-    bar.finish_and_clear();
-    let report = report?;
-    let cubins: Vec<String> = report.cubin_bytes.iter().map(|(sm, b)| format!("{sm} {:.1} KiB", *b as f64 / 1024.0)).collect();
-    eprintln!(
-        "compile: {} → {} in {:.2}s (optimize {:.2}s, NVRTC {:.2}s): {} steps ({} cuBLASLt calls), {} template instances, {} kernels; cubins {}",
-        args.model.display(),
-        args.out.display(),
-        start.elapsed().as_secs_f64(),
-        report.optimize_seconds,
-        report.nvrtc_seconds,
-        report.steps,
-        report.gemm_calls,
-        report.instances,
-        report.kernels,
-        cubins.join(", ")
-    );
-    for p in &report.problems {
-        eprintln!("warning: {p}");
+    for w in &compiled.warnings {
+        eprintln!("warning: {w}");
     }
-    eprintln!("note: running CUDA engines (eval/run --engine on a GPU or the emulator) is not supported yet");
+    if compiled.target == "cuda" {
+        eprintln!("note: running CUDA engines (eval/run --engine on a GPU or the emulator) is not supported yet");
+    }
     Ok(())
 }

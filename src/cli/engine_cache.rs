@@ -4,8 +4,9 @@
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use vl3c_backends::engine::sha256_hex;
-use vl3c_runtime::engine::compile_engine;
+use vl3c_engine::sha256_hex;
+use vl3c_driver::CpuTarget;
+use vl3c_runtime::engine::compile;
 
 /// `$VL3C_CACHE_DIR`, else `$XDG_CACHE_HOME/vl3c`, else `~/.cache/vl3c`.
 pub fn cache_root() -> PathBuf {
@@ -48,7 +49,7 @@ pub fn ensure_engine(model_dir: &Path, progress: &mut dyn FnMut(&str, usize, usi
     std::fs::create_dir_all(&root).with_context(|| format!("{}: cannot create the engine cache", root.display()))?;
     let scratch = root.join(format!(".compiling-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    compile_engine(model_dir, "cpu", &scratch, progress)?;
+    compile(model_dir, &mut CpuTarget::default(), false, &scratch, progress)?;
     match std::fs::rename(&scratch, &dest) {
         Ok(()) => Ok(dest),
         // Another process finished the same engine first: use theirs.

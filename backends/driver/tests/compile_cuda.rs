@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use vl3c_cuda::lower::runtime_nodes;
 use vl3c_cuda::nvrtc::Sm;
-use vl3c_driver::{compile_cuda, CudaOptions, CUDA_DIR};
+use vl3c_cuda::{CudaTarget, CUDA_DIR};
+use vl3c_driver::{compile, ModelSource};
+use vl3c_frontends::Checkpoint;
 use vl3c_ir::Op;
 
 fn root() -> PathBuf {
@@ -25,9 +27,14 @@ fn fixtures() -> Vec<PathBuf> {
 
 fn check_engine(model: &Path, config_only: bool) {
     let out = tempfile::tempdir().expect("tempdir");
-    let opts = CudaOptions { sms: Sm::ALL.to_vec(), config_only };
-    let report = compile_cuda(model, out.path(), &opts, &mut |_, _, _| {})
-        .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let mut target = CudaTarget::new(Sm::ALL.to_vec());
+    let checkpoint = (!config_only).then(|| Checkpoint::open(model).unwrap_or_else(|e| panic!("{}: {e}", model.display())));
+    let source = match &checkpoint {
+        Some(c) => ModelSource::checkpoint(model, c),
+        None => ModelSource::config_only(model).unwrap_or_else(|e| panic!("{}: {e}", model.display())),
+    };
+    compile(&source, &mut target, out.path(), &mut |_, _, _| {}).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let report = &target.report;
     assert!(report.problems.is_empty(), "{}: {:#?}", model.display(), report.problems);
     for sm in Sm::ALL {
         for file in [format!("{}.cubin", sm.name()), format!("{}.ptx", sm.virtual_name()), format!("ptxas_{}.json", sm.name())] {
@@ -83,8 +90,10 @@ fn the_real_2b_and_7b_configs_compile_for_cuda() {
 #[test]
 fn a_missing_config_is_one_line() {
     let out = tempfile::tempdir().unwrap();
-    let opts = CudaOptions { sms: vec![Sm::Sm90], config_only: true };
-    let e = compile_cuda(Path::new("/nonexistent/model"), out.path(), &opts, &mut |_, _, _| {}).err().expect("an error");
-    let text = e.to_string();
+    let source = ModelSource::config_only(Path::new("/nonexistent/model"));
+    let text = match source {
+        Ok(s) => compile(&s, &mut CudaTarget::new(vec![Sm::Sm90]), out.path(), &mut |_, _, _| {}).err().expect("an error").to_string(),
+        Err(e) => e.to_string(),
+    };
     assert!(text.contains("/nonexistent/model") && !text.contains('\n'), "{text}");
 }

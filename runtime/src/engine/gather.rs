@@ -4,7 +4,7 @@
 
 use crate::exec::Tensor;
 use vl3c_backends::cpu::PackedBf16;
-use vl3c_backends::engine::{TensorEntry, TensorLayout};
+use vl3c_engine::{TensorEntry, TensorLayout};
 use vl3c_ir::DType;
 
 /// `table[ids]` along axis 0, `table` being `bytes` as `e` stores it: the `[v, h]` weight when

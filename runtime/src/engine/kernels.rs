@@ -5,7 +5,7 @@ use crate::exec::Tensor;
 use vl3c_backends::cpu::codegen::LoadedKernels;
 use vl3c_backends::cpu::elementwise::{self, Act};
 use vl3c_backends::cpu::has_avx512_bf16;
-use vl3c_backends::engine::KernelDesc;
+use vl3c_backends::plan::KernelDesc;
 
 pub(crate) struct Kernels {
     loaded: LoadedKernels,

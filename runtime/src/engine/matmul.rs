@@ -5,7 +5,7 @@ use crate::exec::matmul::{gemm_f32, Layout};
 use crate::exec::shape::{broadcast_shape, expand};
 use crate::exec::Tensor;
 use vl3c_backends::cpu::{self, Backend, Epilogue, GemmMode, PackedBf16};
-use vl3c_backends::engine::{TensorEntry, TensorLayout};
+use vl3c_engine::{TensorEntry, TensorLayout};
 
 /// `a · W (+ epilogue operands, in order)`, `W` the stored `[k, n]` weight (`bytes`).
 pub(crate) fn matmul(a: &Tensor, e: &TensorEntry, bytes: &[u8], epilogue: &[&Tensor], mode: GemmMode, threads: usize) -> Result<Tensor, String> {

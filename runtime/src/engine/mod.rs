@@ -1,5 +1,6 @@
-//! Compiled CPU engines: [`compile::compile_engine`] writes one (format in
-//! `vl3c_backends::engine`), [`Engine::load`] checks and reads it, and the entry points run it.
+//! Compiled CPU engines: [`compile`] writes one through the compile driver (vl3c-driver; format
+//! in `vl3c_engine` and `vl3c_backends::plan`), [`Engine::load`] checks and reads it, and the
+//! entry points run it.
 //!
 //! Loading never recompiles: the graphs are parsed and verified, `weights.bin` is read into
 //! memory once (see `weights.rs` for why it is not mapped) and every file is checked against the
@@ -7,16 +8,16 @@
 //! nodes its plan lists (see `runner.rs`), so the forward contract is [`Model`]'s exactly.
 
 mod attention;
-pub mod compile;
+mod claims;
 mod gather;
 mod kernels;
 mod kv;
 mod matmul;
-mod plan;
 mod runner;
 mod weights;
 
-pub use compile::{compile_engine, CompileReport, Progress};
+pub use vl3c_driver::{Compiled, DriverError};
+pub use vl3c_engine::{Progress, Target};
 
 use crate::exec::Tensor;
 use crate::model::{int_values, KvState, Model, ModelError, NamedTensors};
@@ -25,10 +26,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 pub use vl3c_backends::cpu::GemmMode;
-use vl3c_backends::engine::{self as fmt, Claim, EngineError, Manifest, Plan, TensorLayout};
+use vl3c_backends::plan::{self as cpu_plan, Claim, Plan};
+use vl3c_engine::{self as fmt, EngineError, Manifest};
 use vl3c_frontends::lower::ModelGraphs;
 use vl3c_frontends::ModelConfig;
-use vl3c_ir::{parse_graphs, verify, Graph, Op};
+use vl3c_ir::{parse_graphs, verify, Graph};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,6 +38,8 @@ pub enum Error {
     Format(#[from] EngineError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -79,8 +83,8 @@ impl Engine {
     pub fn load(dir: &Path, max_context: usize, threads: usize, progress: Progress) -> Result<Engine> {
         const STEPS: usize = 5;
         progress("load", 0, STEPS);
-        let manifest = Manifest::read_and_check(dir)?;
-        manifest.require_files(dir)?;
+        let manifest = Manifest::read_and_check(dir, "cpu")?;
+        manifest.require_files(dir, &[cpu_plan::PLAN, cpu_plan::WEIGHTS])?;
         let read = |name: &str| -> Result<Vec<u8>> {
             let path = dir.join(name);
             let bytes = std::fs::read(&path).map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
@@ -107,11 +111,11 @@ impl Engine {
         };
         progress("load", 3, STEPS);
 
-        let path = dir.join(fmt::PLAN);
+        let path = dir.join(cpu_plan::PLAN);
         let plan: Plan =
-            serde_json::from_slice(&read(fmt::PLAN)?).map_err(|e| file_err(&path, format!("is malformed: {e}")))?;
-        let weights_len = manifest.files.get(fmt::WEIGHTS).map_or(0, |f| f.bytes);
-        check_plan(&plan, &graphs, weights_len).map_err(|m| file_err(&path, m))?;
+            serde_json::from_slice(&read(cpu_plan::PLAN)?).map_err(|e| file_err(&path, format!("is malformed: {e}")))?;
+        let weights_len = manifest.files.get(cpu_plan::WEIGHTS).map_or(0, |f| f.bytes);
+        check_tensors(&plan, weights_len).map_err(|m| file_err(&path, m))?;
         // The decode step's matmul weights go first, in the order a step reads them.
         let mut first: Vec<(usize, u64)> = plan
             .graphs
@@ -133,21 +137,21 @@ impl Engine {
         let path = dir.join("config.json");
         let config_text = String::from_utf8(read("config.json")?).map_err(|_| file_err(&path, "is not UTF-8"))?;
         let config = ModelConfig::from_json_str(&config_text, &path.display().to_string()).map_err(ModelError::from)?;
-        let kernels = match (manifest.files.contains_key(fmt::KERNELS), plan.kernels.is_empty()) {
+        let kernels = match (manifest.files.contains_key(cpu_plan::KERNELS), plan.kernels.is_empty()) {
             (true, _) => {
-                let object = read(fmt::KERNELS)?;
-                let path = dir.join(fmt::KERNELS);
+                let object = read(cpu_plan::KERNELS)?;
+                let path = dir.join(cpu_plan::KERNELS);
                 Some(kernels::Kernels::load(&object, &plan.kernels).map_err(|m| file_err(&path, m))?)
             }
             (false, true) => None,
-            (false, false) => return Err(file_err(&dir.join(fmt::PLAN), "lists kernels but the engine has no kernels.o")),
+            (false, false) => return Err(file_err(&dir.join(cpu_plan::PLAN), "lists kernels but the engine has no kernels.o")),
         };
         progress("load", 4, STEPS);
 
         keep_freed_memory();
         let gemm_mode = Arc::new(AtomicU8::new(0));
         let runner = runner::Runner::new(map, plan, &graphs, threads, kernels, gemm_mode.clone(), max_context)
-            .map_err(|m| file_err(&dir.join(fmt::PLAN), m))?;
+            .map_err(|m| file_err(&dir.join(cpu_plan::PLAN), m))?;
         let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
         progress("load", STEPS, STEPS);
         Ok(Engine { dir: dir.to_path_buf(), manifest, model, max_context, gemm_mode })
@@ -254,74 +258,32 @@ fn keep_freed_memory() {
     }
 }
 
-/// Every claim must name a node of the right kind and a stored tensor of the node's shape, and
-/// every stored tensor must lie inside `weights.bin`.
-fn check_plan(plan: &Plan, graphs: &ModelGraphs, weights_len: u64) -> std::result::Result<(), String> {
+/// Every stored tensor must lie inside `weights.bin` (the claims are checked against the graphs
+/// by the runner, `claims.rs`).
+fn check_tensors(plan: &Plan, weights_len: u64) -> std::result::Result<(), String> {
     for (name, t) in &plan.tensors {
         if t.offset.checked_add(t.bytes).is_none_or(|end| end > weights_len) {
             return Err(format!("tensor `{name}` lies outside weights.bin"));
         }
     }
-    for g in graphs.all() {
-        let gname = g.name.as_str();
-        let Some(gp) = plan.graphs.get(gname) else { return Err(format!("has no plan for graph `{gname}`")) };
-        let tensor = |t: &str| plan.tensors.get(t).ok_or_else(|| format!("graph `{gname}` reads unknown tensor `{t}`"));
-        for c in &gp.claims {
-            let (node, t, matmul) = match c {
-                Claim::Fold { node, tensor } => (*node, tensor, false),
-                Claim::Matmul { node, tensor } => (*node, tensor, true),
-                Claim::Gather { node, tensor: name, transposed } => {
-                    let bad = || format!("graph `{gname}`: gather claim on %{node} does not match graphs.vir");
-                    if *node >= g.nodes.len() || !plan::gather_claimable(g, *node) {
-                        return Err(bad());
-                    }
-                    let table = &g.nodes[g.nodes[*node].inputs[0].index()].ty;
-                    let dims: Vec<usize> = table.shape.iter().filter_map(|d| d.as_const()).map(|c| c as usize).collect();
-                    let e = tensor(name)?;
-                    let stored = if *transposed { vec![dims[1], dims[0]] } else { dims };
-                    let layout_ok = match e.layout {
-                        TensorLayout::Raw => !*transposed || e.dtype == "f32",
-                        TensorLayout::PackedBf16 { n, k } => *transposed && [k, n] == stored[..],
-                    };
-                    if e.shape != stored || !layout_ok || (!*transposed && e.dtype != table.dtype.to_string()) {
-                        return Err(bad());
-                    }
-                    continue;
-                }
-                // Checked against the graphs where the runner derives their plans.
-                Claim::Attention { .. } | Claim::CacheAppend { .. } => continue,
-                Claim::Kernel { node, kernel } => {
-                    let desc = plan.kernels.get(*kernel);
-                    if *node >= g.nodes.len() || desc.is_none() || plan::kernel_desc(g, *node).as_ref() != desc {
-                        return Err(format!("graph `{gname}`: kernel claim on %{node} does not match graphs.vir"));
-                    }
-                    continue;
-                }
-            };
-            let bad = || format!("graph `{gname}`: claim on %{node} does not match graphs.vir");
-            if node >= g.nodes.len() {
-                return Err(bad());
-            }
-            let e = tensor(t)?;
-            let ty = if matmul {
-                if !plan::matmul_claimable(g, node) {
-                    return Err(bad());
-                }
-                &g.nodes[g.nodes[node].inputs[1].index()].ty
-            } else {
-                if g.nodes[node].op != Op::Fold || e.layout != TensorLayout::Raw {
-                    return Err(bad());
-                }
-                &g.nodes[node].ty
-            };
-            let consts: Option<Vec<usize>> = ty.shape.iter().map(|d| d.as_const().map(|c| c as usize)).collect();
-            if consts.is_some_and(|s| s != e.shape) {
-                return Err(bad());
-            }
-        }
-        for w in &gp.weights {
-            tensor(w)?;
+    for (gname, gp) in &plan.graphs {
+        if let Some(w) = gp.weights.iter().find(|w| !plan.tensors.contains_key(*w)) {
+            return Err(format!("graph `{gname}` reads unknown tensor `{w}`"));
         }
     }
     Ok(())
+}
+
+/// Compiles the checkpoint `model_dir` for `target` into `out_dir` with the one compile driver,
+/// from the graphs [`Model::open`] runs (the image processor's pixel limit bounds the
+/// encoder's symbols); `config_only`: from config.json alone, no weights (targets that need
+/// weights refuse).
+pub fn compile(model_dir: &Path, target: &mut dyn Target, config_only: bool, out_dir: &Path, progress: Progress) -> Result<Compiled> {
+    let checkpoint = if config_only { None } else { Some(vl3c_frontends::Checkpoint::open(model_dir).map_err(ModelError::from)?) };
+    let mut source = match &checkpoint {
+        Some(c) => vl3c_driver::ModelSource::checkpoint(model_dir, c),
+        None => vl3c_driver::ModelSource::config_only(model_dir)?,
+    };
+    crate::model::apply_preprocessor_limits(&mut source.config, model_dir)?;
+    Ok(vl3c_driver::compile(&source, target, out_dir, progress)?)
 }

@@ -3,10 +3,10 @@
 //! `weights.bin`, matmuls on pre-laid-out weights, generated kernels, embedding lookups read in
 //! place, attention on the attention kernel, and cache appends into the engine's own KV cache.
 
-use super::attention::{self, AppendSrc, AttnPlan, Readers};
+use super::attention;
+use super::claims::{self, Claimed, Kind};
 use super::kernels::Kernels;
 use super::kv::{CacheSpec, KvStore};
-use super::plan::{self, Want};
 use crate::exec::{execute_with, Accelerate, CacheSource, Computed, ExecError, Operands, Outputs, Tensor, WeightSource, WeightView};
 use crate::model::{GraphRunner, NamedTensors};
 use super::weights::Weights;
@@ -19,7 +19,8 @@ use std::sync::Arc;
 use vl3c_backends::cpu::attention::{Precision, View};
 use vl3c_backends::cpu::elementwise;
 use vl3c_backends::cpu::GemmMode;
-use vl3c_backends::engine::{Claim, KernelDesc, Plan, TensorEntry, TensorLayout};
+use vl3c_backends::plan::{AppendRows, AttentionOperand, Claim, Plan};
+use vl3c_engine::{TensorEntry, TensorLayout};
 use vl3c_frontends::lower::ModelGraphs;
 use vl3c_ir::{DType, Graph, NodeId, Op};
 
@@ -41,25 +42,9 @@ pub(crate) struct Runner {
     max_context: usize,
 }
 
-struct Claimed {
-    kind: Kind,
-    reads: Vec<NodeId>,
-}
-
-enum Kind {
-    Fold(TensorEntry),
-    Matmul(TensorEntry),
-    Kernel(usize),
-    Gather(TensorEntry, bool),
-    Attention(AttnPlan),
-    CacheAppend(String, AppendSrc),
-    /// A swiglu kernel claim over column ranges of one matrix (node, gate and up offsets).
-    SwiGluColumns(NodeId, usize, usize),
-}
-
 impl Runner {
-    /// Derives every claim's reads (and each attention's plan) from the graphs; an attention or
-    /// cache claim the graphs do not support is an error.
+    /// Checks every claim against the graphs (see `claims.rs`); a claim that does not fit is
+    /// an error naming it.
     pub(crate) fn new(
         map: Weights,
         plan: Plan,
@@ -72,40 +57,15 @@ impl Runner {
         let held = kv_held(&plan, graphs)?;
         let mut claims = HashMap::new();
         for g in graphs.all() {
-            let Some(gp) = plan.graphs.get(&g.name) else { continue };
-            let r = Readers::of(g);
+            let gp = plan.graphs.get(&g.name).ok_or_else(|| format!("has no plan for graph `{}`", g.name))?;
             let mut by_node = HashMap::new();
             for c in &gp.claims {
-                let (node, kind, want) = match c {
-                    Claim::Fold { node, tensor } => (*node, Kind::Fold(plan.tensors[tensor].clone()), Some(Want::Fold)),
-                    Claim::Matmul { node, tensor } => (*node, Kind::Matmul(plan.tensors[tensor].clone()), Some(Want::Matmul)),
-                    Claim::Kernel { node, kernel } => match attention::swiglu_columns(g, *node) {
-                        // The gate and up halves are read in place, so their slices are skipped.
-                        Some((x, go, uo)) if plan.kernels.get(*kernel) == Some(&KernelDesc::SwiGlu) => {
-                            by_node.insert(*node, Claimed { kind: Kind::SwiGluColumns(x, go, uo), reads: vec![x] });
-                            continue;
-                        }
-                        _ => (*node, Kind::Kernel(*kernel), None),
-                    },
-                    Claim::Gather { node, tensor, transposed } => (*node, Kind::Gather(plan.tensors[tensor].clone(), *transposed), Some(Want::Gather)),
-                    Claim::Attention { node } => {
-                        let p = attention::plan(g, &r, *node, held)
-                            .ok_or_else(|| format!("graph `{}`: attention claim on %{node} does not match graphs.vir", g.name))?;
-                        (*node, Kind::Attention(p), Some(Want::Attention))
-                    }
-                    Claim::CacheAppend { node } => match &g.nodes[*node].op {
-                        Op::CacheAppend { name, .. } if attention::cache_holdable(g, &r, *node) => {
-                            (*node, Kind::CacheAppend(name.clone(), attention::append_source(g, *node).0), Some(Want::CacheAppend))
-                        }
-                        _ => return Err(format!("graph `{}`: cache claim on %{node} does not match graphs.vir", g.name)),
-                    },
-                };
-                let reads = match want {
-                    Some(w) => plan::reads(g, &r, node, w, held),
-                    None => g.nodes[node].inputs.clone(),
-                };
-                by_node.insert(node, Claimed { kind, reads });
+                let (node, claimed) = claims::check(g, &plan, c, held)?;
+                if by_node.insert(node, claimed).is_some() {
+                    return Err(format!("graph `{}` claims %{node} twice", g.name));
+                }
             }
+            claims::check_held_caches(g, &by_node)?;
             claims.insert(g.name.clone(), by_node);
         }
         // Caches attention reads as keys are kept transposed.
@@ -113,7 +73,10 @@ impl Runner {
             .values()
             .flat_map(|c: &HashMap<usize, Claimed>| c.values())
             .filter_map(|c| match &c.kind {
-                Kind::Attention(AttnPlan { k: attention::Src::Cache(name), .. }) => Some(name.clone()),
+                Kind::Attention(a) => match &a.k {
+                    AttentionOperand::Cache { name } => Some(name.clone()),
+                    _ => None,
+                },
                 _ => None,
             })
             .collect();
@@ -280,16 +243,16 @@ impl Accelerate for Accel<'_> {
             Kind::CacheAppend(name, src) => {
                 let kv = self.kv.ok_or("the engine keeps this KV cache; run the graph with it")?;
                 return Ok(Computed::Held(match src {
-                    AppendSrc::Operand => kv.append(name, ops.get(1).map_err(err)?.as_ref())?,
-                    AppendSrc::Columns { node: x, offset, rope } => {
+                    AppendRows::Operand => kv.append(name, ops.get(1).map_err(err)?.as_ref())?,
+                    AppendRows::Columns { node: x, offset, rope } => {
                         let ty = &graph.nodes[node].ty;
                         let (h, d) = (ty.shape[0].as_const().unwrap_or(0) as usize, ty.shape[2].as_const().unwrap_or(0) as usize);
-                        let xt = ops.node(*x).map_err(err)?;
+                        let xt = ops.node(NodeId(*x as u32)).map_err(err)?;
                         let [len, width] = xt.shape[..] else { return Err(format!("projection {:?} is not 2-D", xt.shape)) };
                         let data = f32s(&xt)?.get(*offset..).ok_or("projection too narrow")?;
                         let view = View { data, heads: h, len, d, head_stride: d, row_stride: width };
                         let tables = match rope {
-                            Some((c, s)) => Some((ops.node(*c).map_err(err)?, ops.node(*s).map_err(err)?)),
+                            Some([c, s]) => Some((ops.node(NodeId(*c as u32)).map_err(err)?, ops.node(NodeId(*s as u32)).map_err(err)?)),
                             None => None,
                         };
                         let rope = match &tables {

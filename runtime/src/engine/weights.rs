@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use vl3c_backends::engine::{Manifest, Plan, TensorEntry, WEIGHTS};
+use vl3c_backends::plan::{Plan, WEIGHTS};
+use vl3c_engine::{Manifest, TensorEntry};
 
 /// Bytes read and hashed at a time.
 const CHUNK: usize = 16 << 20;
@@ -128,7 +129,7 @@ fn zeroed_lines(n: usize) -> Vec<Line> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use vl3c_backends::engine::{sha256_hex, FileEntry, Source, TensorLayout};
+    use vl3c_engine::{sha256_hex, FileEntry, Source, TensorLayout};
 
     fn entry(offset: u64, bytes: u64) -> TensorEntry {
         TensorEntry { offset, bytes, dtype: "bf16".into(), shape: vec![bytes as usize / 2], layout: TensorLayout::Raw }

@@ -2,7 +2,7 @@
 //! view f32 data in the memory map directly (a map starts page-aligned) and the kernels' panel
 //! loads never straddle a cache line at a tensor's start.
 
-use super::EngineError;
+use crate::EngineError;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ pub const ALIGN: u64 = 64;
 pub enum TensorLayout {
     /// Row-major little-endian in `dtype`, as the IR value (e.g. a fold's `[k, n]` f32).
     Raw,
-    /// `backends::cpu::PackedBf16` panels of the `[n, k]` matrix `Wᵀ` of a `[k, n]` value
+    /// The CPU target's `vl3c_backends::cpu::PackedBf16` panels of the `[n, k]` matrix `Wᵀ` of a `[k, n]` value
     /// (exact: every value was a bf16).
     PackedBf16 { n: usize, k: usize },
 }

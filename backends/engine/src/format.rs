@@ -1,27 +1,16 @@
-//! The on-disk CPU engine format: what `vl3c compile` writes and the runtime's loader checks.
-//!
-//! An engine is a directory (see ARCHITECTURE.md, "Engine format"):
+//! The target-neutral part of an engine directory (see ARCHITECTURE.md, "Engine format"):
 //!
 //! * `manifest.json` — [`Manifest`]: format version, target, required CPU features, the source
 //!   checkpoint's hashes, and the size and sha256 of every other file.
 //! * `graphs.vir` — the optimized graphs in IR text form (vision_m1, vision_m2, projector,
 //!   prefill, decode); their symbols with bounds are the engine's shape constraints.
-//! * `plan.json` — [`Plan`]: per graph, which nodes the engine computes itself and from which
-//!   stored tensor, plus the index of `weights.bin`.
-//! * `weights.bin` — every stored tensor at a 64-byte-aligned offset: pre-evaluated `fold`
-//!   subgraphs (matmul weights packed for the kernels) and the raw weights the graphs still read.
-//! * `kernels.o` — native code (Cranelift object), when the target has generated kernels.
 //! * `config.json` and, when the checkpoint has them, `tokenizer.json`,
 //!   `preprocessor_config.json`, `video_preprocessor_config.json`, `generation_config.json`, copied verbatim.
 //!
-//! This module only knows the format; building the contents needs the reference executor (to
-//! evaluate folds), so the compile driver lives in vl3c-runtime (`engine::compile`).
+//! Everything else is the target's section: what its [`crate::Target::emit`] wrote (the CPU's
+//! `plan.json`, `weights.bin`, `kernels.o`; the CUDA target's `cuda/`), listed in the manifest
+//! like every other file.
 
-mod weights;
-
-pub use weights::{TensorEntry, TensorLayout, WeightsWriter, ALIGN};
-
-use crate::cpu::codegen::KernelSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -29,12 +18,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever a file's meaning changes; a loader accepts exactly its own version.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: the CPU plan records each claim's operands (attention sources, cache rows, SwiGLU columns).
+pub const FORMAT_VERSION: u32 = 3;
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPHS: &str = "graphs.vir";
-pub const PLAN: &str = "plan.json";
-pub const WEIGHTS: &str = "weights.bin";
-pub const KERNELS: &str = "kernels.o";
 /// Checkpoint files copied into the engine when present (config.json is required).
 pub const COPIED: [&str; 5] = ["config.json", "tokenizer.json", "preprocessor_config.json", "video_preprocessor_config.json", "generation_config.json"];
 /// The graphs every engine holds, in `graphs.vir` order.
@@ -46,7 +33,10 @@ pub enum EngineError {
     File { path: PathBuf, message: String },
     #[error("{0}")]
     Incompatible(String),
-    #[error("target `{0}` is not supported yet (only `cpu`)")]
+    /// The target could not build what the graphs need (a tool missing, a kernel failing to compile).
+    #[error("{0}")]
+    Build(String),
+    #[error("target `{0}` is not supported yet (expected `cpu` or `cuda`)")]
     UnsupportedTarget(String),
 }
 
@@ -83,87 +73,6 @@ pub struct Manifest {
     pub source: Source,
     /// Every other file of the engine → size and sha256.
     pub files: BTreeMap<String, FileEntry>,
-}
-
-/// One node the engine computes itself.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Claim {
-    /// A `fold` node: its value is the stored tensor `tensor` (evaluated at compile time).
-    Fold { node: usize, tensor: String },
-    /// A `matmul` / `fused_matmul` whose weight operand (operand 1, a fold) is the stored,
-    /// kernel-laid-out tensor `tensor`; the fold itself is then never evaluated.
-    Matmul { node: usize, tensor: String },
-    /// A fused op run by kernel `kernel` of `kernels.o` (index into [`Plan::kernels`]).
-    Kernel { node: usize, kernel: usize },
-    /// A `gather` along axis 0 of a weight `[v, h]` (the token embedding), reading rows of the
-    /// stored tensor `tensor` in place: the weight itself (`transposed: false`, raw), or the
-    /// tied LM head's weight (`transposed: true`: the `[h, v]` matmul weight, packed or raw),
-    /// so a tied table is stored once.
-    Gather { node: usize, tensor: String, transposed: bool },
-    /// An `attention` on the engine's attention kernel, or the `[n, heads·d]` reshape of its
-    /// transposed result (then written in that layout directly). The operands it reads in place
-    /// (q, k, v as columns of a fused projection, k and v from the engine's KV cache) are
-    /// derived from `graphs.vir` by the loader, as the compiler derived them.
-    Attention { node: usize },
-    /// A `cache_append` into the engine's own KV cache (preallocated from `--max-context`,
-    /// appended in place). A graph's plan claims all of its cache appends or none.
-    CacheAppend { node: usize },
-}
-
-/// A generated kernel, as the plan records it (`cpu::codegen::KernelSpec`, serializable).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum KernelDesc {
-    LayerNorm { width: usize, eps: f64 },
-    RmsNorm { width: usize, eps: f64 },
-    Softmax { width: usize },
-    GeluTanh,
-    GeluErf,
-    Silu,
-    #[serde(rename = "swiglu")]
-    SwiGlu,
-}
-
-impl KernelDesc {
-    pub fn spec(self) -> KernelSpec {
-        match self {
-            KernelDesc::LayerNorm { width, eps } => KernelSpec::LayerNorm { width, eps },
-            KernelDesc::RmsNorm { width, eps } => KernelSpec::RmsNorm { width, eps },
-            KernelDesc::Softmax { width } => KernelSpec::Softmax { width },
-            KernelDesc::GeluTanh => KernelSpec::Gelu { tanh: true },
-            KernelDesc::GeluErf => KernelSpec::Gelu { tanh: false },
-            KernelDesc::Silu => KernelSpec::Silu,
-            KernelDesc::SwiGlu => KernelSpec::SwiGlu,
-        }
-    }
-}
-
-/// x86 features Cranelift may use when it targets the host (cranelift-native enables each one
-/// the CPU has), so an engine with `kernels.o` requires the ones its compile host had.
-pub fn codegen_features() -> Vec<String> {
-    const CANDIDATES: [&str; 16] = [
-        "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt", "avx512f",
-        "avx512vl", "avx512dq", "avx512bw",
-    ];
-    CANDIDATES.iter().filter(|f| cpu_has(f)).map(|f| f.to_string()).collect()
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct GraphPlan {
-    pub claims: Vec<Claim>,
-    /// Checkpoint weights the graph still reads directly, stored raw under their own names.
-    pub weights: Vec<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Plan {
-    pub graphs: BTreeMap<String, GraphPlan>,
-    /// The kernels of `kernels.o`, in symbol-index order (empty: no kernels.o).
-    #[serde(default)]
-    pub kernels: Vec<KernelDesc>,
-    /// `weights.bin`'s index.
-    pub tensors: BTreeMap<String, TensorEntry>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -229,14 +138,10 @@ pub fn cpu_has(name: &str) -> bool {
     }
 }
 
-/// The features the matmul kernels use when present (they fall back to portable code).
-pub fn optional_features() -> Vec<String> {
-    ["avx512f", "avx512bw", "avx512vl", "avx512bf16"].iter().map(|s| s.to_string()).collect()
-}
-
 impl Manifest {
-    /// Reads `dir/manifest.json` and checks that this build and this CPU can run the engine.
-    pub fn read_and_check(dir: &Path) -> Result<Manifest, EngineError> {
+    /// Reads `dir/manifest.json` and checks that this build and this CPU can run the engine, an
+    /// engine of `target`.
+    pub fn read_and_check(dir: &Path, target: &str) -> Result<Manifest, EngineError> {
         let path = dir.join(MANIFEST);
         if !dir.is_dir() {
             return Err(EngineError::file(dir, "is not an engine directory (vl3c compile writes one)"));
@@ -258,15 +163,15 @@ impl Manifest {
             None => return Err(EngineError::file(&path, "has no format_version")),
         }
         let m: Manifest = serde_json::from_value(loose).map_err(|e| EngineError::file(&path, format!("is malformed: {e}")))?;
-        if m.target == "cuda" {
+        if m.target == "cuda" && target != "cuda" {
             return Err(EngineError::Incompatible(format!(
                 "{}: a CUDA engine; running CUDA engines (on a GPU or the emulator) is not supported yet",
                 path.display()
             )));
         }
-        if m.target != "cpu" {
+        if m.target != target {
             return Err(EngineError::Incompatible(format!(
-                "{}: engine was built for target `{}`, but this loader runs `cpu` engines",
+                "{}: engine was built for target `{}`, but this loader runs `{target}` engines",
                 path.display(),
                 m.target
             )));
@@ -303,15 +208,15 @@ impl Manifest {
         Ok(())
     }
 
-    /// Every listed file must exist; returns their paths.
-    pub fn require_files(&self, dir: &Path) -> Result<(), EngineError> {
+    /// Every listed file must exist, and `required` must be listed.
+    pub fn require_files(&self, dir: &Path, required: &[&str]) -> Result<(), EngineError> {
         for name in self.files.keys() {
             let path = dir.join(name);
             if !path.is_file() {
                 return Err(EngineError::file(&path, "is missing (engine incomplete; recompile it)"));
             }
         }
-        for name in [GRAPHS, PLAN, WEIGHTS, "config.json"] {
+        for &name in [GRAPHS, "config.json"].iter().chain(required) {
             if !self.files.contains_key(name) {
                 return Err(EngineError::file(&dir.join(MANIFEST), format!("does not list {name}")));
             }

@@ -1,32 +1,39 @@
-//! Which nodes the CPU engine computes itself. Shared by the compiler (which stores what the
-//! claims read) and by the loader's checks, so the two cannot disagree.
+//! What the CPU engine runs each node with, decided at compile time from the optimized graph.
+//! The answers go into the plan ([`crate::plan::Claim`]); the loader never runs these matchers.
 
-use super::attention::{self, Readers};
-use crate::exec::skipped;
+pub mod attention;
+
+use crate::plan::{AppendRows, Claim, KernelDesc};
+use attention::{AttnPlan, Readers};
 use std::collections::HashMap;
-use vl3c_backends::engine::KernelDesc;
 use vl3c_ir::{Activation, DType, Graph, NodeId, Op};
+use vl3c_reference::skipped;
 
-/// What the engine does with a node it claims at compile time (before kernels are chosen).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Want {
+/// What the engine does with a node, before weights are stored and kernels numbered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Want {
     /// A fold whose value is stored.
     Fold,
     /// A matmul on a pre-laid-out weight.
     Matmul,
     /// A gather of rows of a weight, read in place.
     Gather,
-    /// An attention on the engine's kernel (see `attention.rs`).
-    Attention,
+    /// An attention on the engine's kernel.
+    Attention(AttnPlan),
     /// A cache append into the engine's own KV cache.
-    CacheAppend,
+    CacheAppend(AppendRows),
+    /// A SwiGLU over two column ranges of one matrix.
+    SwiGluColumns { matrix: usize, gate: usize, up: usize },
+    /// A fused op on a generated kernel.
+    Kernel(KernelDesc),
 }
 
-/// Per node what the engine claims, and per node whether nothing unclaimed reads it. `held`:
-/// the engine keeps the KV caches (every `cache_append` and the attentions over them claimed).
-pub(crate) fn claims_for(g: &Graph, held: bool) -> (Vec<Option<Want>>, Vec<bool>) {
+/// Per node what the engine claims (`None`: the reference executor's code runs it), and per
+/// node whether nothing that runs reads it. `held`: the engine keeps the KV caches (every
+/// `cache_append` and the attentions over them claimed).
+pub fn select(g: &Graph, held: bool) -> (Vec<Option<Want>>, Vec<bool>) {
     let r = Readers::of(g);
-    let mut claims: Vec<Option<Want>> = (0..g.nodes.len())
+    let mut wants: Vec<Option<Want>> = (0..g.nodes.len())
         .map(|i| {
             if g.nodes[i].op == Op::Fold {
                 Some(Want::Fold)
@@ -34,38 +41,50 @@ pub(crate) fn claims_for(g: &Graph, held: bool) -> (Vec<Option<Want>>, Vec<bool>
                 Some(Want::Matmul)
             } else if gather_claimable(g, i) {
                 Some(Want::Gather)
+            } else if held && matches!(g.nodes[i].op, Op::CacheAppend { .. }) {
+                Some(Want::CacheAppend(attention::append_source(g, i).0))
+            } else if let Some((matrix, gate, up)) = attention::swiglu_columns(g, i) {
+                Some(Want::SwiGluColumns { matrix: matrix.index(), gate, up })
             } else {
-                (held && matches!(g.nodes[i].op, Op::CacheAppend { .. })).then_some(Want::CacheAppend)
+                kernel_desc(g, i).map(Want::Kernel)
             }
         })
         .collect();
     for a in (0..g.nodes.len()).filter(|&a| matches!(g.nodes[a].op, Op::Attention { .. })) {
         let c = attention::claim_node(g, &r, a);
-        if attention::plan(g, &r, c, held).is_some() {
-            claims[c] = Some(Want::Attention);
+        if let Some(p) = attention::plan(g, &r, c, held) {
+            wants[c] = Some(Want::Attention(p));
         }
     }
-    let reads: Vec<Option<Vec<NodeId>>> = claims.iter().enumerate().map(|(i, c)| c.map(|w| reads(g, &r, i, w, held))).collect();
+    let reads: Vec<Option<Vec<NodeId>>> = wants.iter().enumerate().map(|(i, w)| w.as_ref().map(|w| reads(g, i, w))).collect();
     let skip = skipped(g, &reads);
-    (claims, skip)
+    (wants, skip)
 }
 
 /// The nodes a claim reads: none for a fold, the operands but the weight for a matmul, the
-/// indices for a gather, the new rows for a cache append, the plan's for an attention.
-pub(crate) fn reads(g: &Graph, r: &Readers, node: usize, want: Want, held: bool) -> Vec<NodeId> {
+/// indices for a gather, the new rows for a cache append, the matrix for SwiGLU columns, the
+/// plan's for an attention, every operand for a kernel.
+fn reads(g: &Graph, node: usize, want: &Want) -> Vec<NodeId> {
     let ins = &g.nodes[node].inputs;
     match want {
         Want::Fold => Vec::new(),
         Want::Matmul => ins.iter().enumerate().filter(|&(pos, _)| pos != 1).map(|(_, &x)| x).collect(),
         Want::Gather => ins.get(1).copied().into_iter().collect(),
-        Want::CacheAppend => attention::append_source(g, node).1,
-        Want::Attention => attention::plan(g, r, node, held).map(|p| p.reads).unwrap_or_default(),
+        Want::CacheAppend(_) => attention::append_source(g, node).1,
+        Want::Attention(p) => p.reads.clone(),
+        Want::SwiGluColumns { matrix, .. } => vec![NodeId(*matrix as u32)],
+        Want::Kernel(_) => ins.clone(),
     }
+}
+
+/// The claim of an attention plan.
+pub fn attention_claim(node: usize, p: &AttnPlan) -> Claim {
+    Claim::Attention { node, attention: p.attn, rows_out: p.rows_out, q: p.q.clone(), k: p.k.clone(), v: p.v.clone() }
 }
 
 /// Whether the engine can keep every KV cache of `g` itself: each `cache_append` is holdable
 /// and every attention over one runs on the kernel.
-pub(crate) fn holds_caches(g: &Graph) -> bool {
+pub fn holds_caches(g: &Graph) -> bool {
     if !attention::all_caches_holdable(g) {
         return false;
     }
@@ -77,7 +96,7 @@ pub(crate) fn holds_caches(g: &Graph) -> bool {
 }
 
 /// A gather along axis 0 of a 2-D weight of constant shape (the token embedding lookup).
-pub(crate) fn gather_claimable(g: &Graph, i: usize) -> bool {
+pub fn gather_claimable(g: &Graph, i: usize) -> bool {
     let node = &g.nodes[i];
     let (Op::Gather { axis: 0 }, [table, _]) = (&node.op, node.inputs.as_slice()) else { return false };
     let t = &g.nodes[table.index()];
@@ -86,7 +105,7 @@ pub(crate) fn gather_claimable(g: &Graph, i: usize) -> bool {
 
 /// For a claimable gather, the claimed matmul whose weight is its table transposed (a tied LM
 /// head: `fold(transpose(cast(table)))`, the cast absent for an f32 table), whose stored form the gather can read instead.
-pub(crate) fn tied_matmul(g: &Graph, gather: usize) -> Option<usize> {
+pub fn tied_matmul(g: &Graph, gather: usize) -> Option<usize> {
     let table = g.nodes[gather].inputs[0];
     (0..g.nodes.len()).find(|&m| {
         matmul_claimable(g, m) && {
@@ -102,7 +121,7 @@ pub(crate) fn tied_matmul(g: &Graph, gather: usize) -> Option<usize> {
 
 /// An f32 matmul (plain or fused) whose rhs is a fold of constant shape `[k, n]`: the kernels'
 /// `A[m, k] · W` with any batch dims of `A` folded into m.
-pub(crate) fn matmul_claimable(g: &Graph, i: usize) -> bool {
+pub fn matmul_claimable(g: &Graph, i: usize) -> bool {
     let node = &g.nodes[i];
     if !matches!(node.op, Op::MatMul | Op::FusedMatMul { .. }) || node.inputs.len() < 2 {
         return false;
@@ -119,7 +138,7 @@ pub(crate) fn matmul_claimable(g: &Graph, i: usize) -> bool {
 
 /// A structural key of a weight-only subgraph, equal for equal computations in any graph, so
 /// a weight shared by prefill and decode is stored once.
-pub(crate) fn fold_key(g: &Graph, id: NodeId) -> String {
+pub fn fold_key(g: &Graph, id: NodeId) -> String {
     fn go(g: &Graph, id: NodeId, memo: &mut HashMap<usize, String>) -> String {
         if let Some(k) = memo.get(&id.index()) {
             return k.clone();
@@ -135,7 +154,7 @@ pub(crate) fn fold_key(g: &Graph, id: NodeId) -> String {
 
 /// The generated kernel that computes node `i`, if one does: f32 throughout, the row width a
 /// constant (it is baked into the code), norm parameters exactly `[width]`, and no broadcasting.
-pub(crate) fn kernel_desc(g: &Graph, i: usize) -> Option<KernelDesc> {
+pub fn kernel_desc(g: &Graph, i: usize) -> Option<KernelDesc> {
     let node = &g.nodes[i];
     let ins: Vec<_> = node.inputs.iter().map(|x| &g.nodes[x.index()].ty).collect();
     if node.ty.dtype != DType::F32 || ins.iter().any(|t| t.dtype != DType::F32) {

@@ -1,0 +1,195 @@
+//! The CPU target: what runs each node (`select`), the folds evaluated and matmul weights
+//! packed into `weights.bin`, the fused ops' native code into `kernels.o`, and the plan that
+//! records all of it.
+
+use crate::cpu::{codegen, pack};
+use crate::plan::{self, Claim, GraphPlan, Plan};
+use crate::select::{self, attention_claim, fold_key, holds_caches, tied_matmul, Want};
+use half::bf16;
+use std::collections::HashMap;
+use vl3c_engine::{Emit, Emitted, EngineError, Target, TensorEntry, TensorLayout, WeightsWriter};
+use vl3c_ir::{Graph, NodeId, Op};
+use vl3c_reference::Tensor;
+
+/// What the CPU target stored, for the user.
+#[derive(Debug, Default, Clone)]
+pub struct CpuReport {
+    pub packed_bf16: usize,
+    pub packed_f32: usize,
+    pub folds_raw: usize,
+    pub raw_weights: usize,
+    pub kernels: usize,
+    pub weights_bytes: u64,
+}
+
+#[derive(Default)]
+pub struct CpuTarget {
+    pub report: CpuReport,
+}
+
+fn err(message: impl Into<String>) -> EngineError {
+    EngineError::Incompatible(message.into())
+}
+
+impl Target for CpuTarget {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn cost_model(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn emit(&mut self, graphs: &[&Graph], out: &mut Emit) -> Result<Emitted, EngineError> {
+        let mut report = CpuReport::default();
+        let mut writer = WeightsWriter::create(&out.path(plan::WEIGHTS)?)?;
+        let mut plan = Plan::default();
+        let mut stored: HashMap<String, String> = HashMap::new(); // fold key + form → tensor name
+        let total_folds: usize = graphs.iter().map(|g| g.nodes.iter().filter(|n| n.op == Op::Fold).count()).sum();
+        let mut done = 0;
+        // The KV caches are the engine's when both graphs that use them let it keep them all.
+        let by_name = |n: &str| graphs.iter().find(|g| g.name == n).copied();
+        let held = match (by_name("prefill"), by_name("decode")) {
+            (Some(p), Some(d)) => holds_caches(p) && holds_caches(d),
+            _ => false,
+        };
+        for g in graphs.iter().copied() {
+            let (wants, skip) = select::select(g, held);
+            let mut gp = GraphPlan::default();
+            let mut keys: HashMap<usize, String> = HashMap::new();
+            // Stores (once across graphs) the value of fold `fold` in one form; its tensor name.
+            let mut store_fold = |fold: usize, packed: bool, writer: &mut WeightsWriter, plan: &mut Plan, out: &Emit, report: &mut CpuReport| {
+                let key = keys.entry(fold).or_insert_with(|| fold_key(g, NodeId(fold as u32))).clone();
+                let form = if packed { "packed" } else { "raw" };
+                if let Some(t) = stored.get(&format!("{form} {key}")) {
+                    return Ok::<_, EngineError>(t.clone());
+                }
+                let value = out.fold(g, fold)?;
+                let tname = format!("{form}{}", stored.len());
+                let entry = if packed { store_packed(writer, &value, report)? } else { store_raw(writer, &value, report)? };
+                plan.tensors.insert(tname.clone(), entry);
+                stored.insert(format!("{form} {key}"), tname.clone());
+                Ok(tname)
+            };
+            for (i, want) in wants.iter().enumerate() {
+                let Some(want) = want else { continue };
+                if *want == Want::Fold {
+                    if !skip[i] {
+                        let tensor = store_fold(i, false, &mut writer, &mut plan, out, &mut report)?;
+                        gp.claims.push(Claim::Fold { node: i, tensor });
+                    } // else only packed readers: its raw value is never needed
+                    done += 1;
+                    out.progress("fold+pack weights", done, total_folds);
+                    continue;
+                }
+                if skip[i] {
+                    continue;
+                }
+                let claim = match want {
+                    Want::Fold => unreachable!("handled above"),
+                    Want::Matmul => {
+                        let tensor = store_fold(g.nodes[i].inputs[1].index(), true, &mut writer, &mut plan, out, &mut report)?;
+                        Claim::Matmul { node: i, tensor }
+                    }
+                    Want::Attention(p) => attention_claim(i, p),
+                    Want::CacheAppend(rows) => Claim::CacheAppend { node: i, rows: rows.clone() },
+                    Want::SwiGluColumns { matrix, gate, up } => Claim::SwiGluColumns { node: i, matrix: *matrix, gate: *gate, up: *up },
+                    Want::Kernel(desc) => {
+                        let kernel = plan.kernels.iter().position(|k| k == desc).unwrap_or_else(|| {
+                            plan.kernels.push(*desc);
+                            plan.kernels.len() - 1
+                        });
+                        Claim::Kernel { node: i, kernel }
+                    }
+                    // A tied table is read from the LM head's stored weight, so it is stored once.
+                    Want::Gather => match tied_matmul(g, i) {
+                        Some(m) => {
+                            let tensor = store_fold(g.nodes[m].inputs[1].index(), true, &mut writer, &mut plan, out, &mut report)?;
+                            Claim::Gather { node: i, tensor, transposed: true }
+                        }
+                        None => {
+                            let Op::Weight { name } = &g.nodes[g.nodes[i].inputs[0].index()].op else { unreachable!("gather_claimable") };
+                            store_weight(&mut writer, &mut plan, out, name, &mut report)?;
+                            Claim::Gather { node: i, tensor: name.clone(), transposed: false }
+                        }
+                    },
+                };
+                gp.claims.push(claim);
+            }
+            for (i, n) in g.nodes.iter().enumerate() {
+                if let (Op::Weight { name }, false) = (&n.op, skip[i]) {
+                    store_weight(&mut writer, &mut plan, out, name, &mut report)?;
+                    gp.weights.push(name.clone());
+                }
+            }
+            plan.graphs.insert(g.name.clone(), gp);
+        }
+        writer.finish()?;
+        out.progress("fold+pack weights", total_folds, total_folds);
+
+        out.progress("codegen", 0, 1);
+        // The fused ops' native code, ahead of time: one object the loader only relocates.
+        let mut cpu_features = Vec::new();
+        if !plan.kernels.is_empty() {
+            let specs: Vec<_> = plan.kernels.iter().map(|k| k.spec()).collect();
+            let obj = codegen::compile_kernels(&specs).map_err(|e| err(format!("codegen: {e}")))?;
+            out.write(plan::KERNELS, &obj.bytes)?;
+            cpu_features = plan::codegen_features();
+        } else {
+            out.remove_stale(plan::KERNELS);
+        }
+        report.kernels = plan.kernels.len();
+        out.progress("codegen", 1, 1);
+        out.write(plan::PLAN, serde_json::to_string_pretty(&plan).expect("plan serializes").as_bytes())?;
+        report.weights_bytes = std::fs::metadata(out.dir().join(plan::WEIGHTS)).map(|m| m.len()).unwrap_or(0);
+        let summary = format!(
+            "{} bf16-packed and {} f32 matmul weights, {} folded tensors, {} raw weights, {} kernels, weights.bin {:.1} MiB",
+            report.packed_bf16,
+            report.packed_f32,
+            report.folds_raw,
+            report.raw_weights,
+            report.kernels,
+            report.weights_bytes as f64 / (1 << 20) as f64
+        );
+        self.report = report;
+        Ok(Emitted { cpu_features, cpu_features_optional: plan::optional_features(), summary, warnings: Vec::new() })
+    }
+}
+
+/// A checkpoint weight, stored raw under its own name (once).
+fn store_weight(w: &mut WeightsWriter, plan: &mut Plan, out: &Emit, name: &str, report: &mut CpuReport) -> Result<(), EngineError> {
+    if !plan.tensors.contains_key(name) {
+        let t = out.weight(name)?;
+        let e = w.push(t.bytes, &t.dtype.to_string(), t.shape.to_vec(), TensorLayout::Raw)?;
+        plan.tensors.insert(name.to_string(), e);
+        report.raw_weights += 1;
+    }
+    Ok(())
+}
+
+fn store_raw(w: &mut WeightsWriter, t: &Tensor, report: &mut CpuReport) -> Result<TensorEntry, EngineError> {
+    report.folds_raw += 1;
+    w.push(t.raw_bytes(), &t.dtype().to_string(), t.shape.clone(), TensorLayout::Raw)
+}
+
+/// A matmul weight `[k, n]`: bf16 panels when every value is a bf16 (exact, half the bytes,
+/// the bf16 kernels), else f32 `[k, n]` as is (f32 checkpoints keep full precision).
+fn store_packed(w: &mut WeightsWriter, t: &Tensor, report: &mut CpuReport) -> Result<TensorEntry, EngineError> {
+    let [k, n] = t.shape[..] else { return Err(err(format!("matmul weight has shape {:?}, not [k, n]", t.shape))) };
+    let v = t.as_f32();
+    let exact = v.iter().all(|&x| bf16::from_f32(x).to_f32().to_bits() == x.to_bits());
+    if !exact {
+        report.packed_f32 += 1;
+        let bytes: &[u8] = bytemuck::cast_slice(&v);
+        return w.push(bytes, "f32", vec![k, n], TensorLayout::Raw);
+    }
+    report.packed_bf16 += 1;
+    let mut wt = vec![bf16::ZERO; n * k];
+    for i in 0..k {
+        for j in 0..n {
+            wt[j * k + i] = bf16::from_f32(v[i * n + j]);
+        }
+    }
+    let p = pack(&wt, n, k);
+    w.push(p.as_bytes(), "f32", vec![k, n], TensorLayout::PackedBf16 { n, k })
+}
