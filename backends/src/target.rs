@@ -4,11 +4,10 @@
 
 use crate::cpu::{codegen, pack};
 use crate::plan::{self, Claim, GraphPlan, Plan};
-use crate::select::{self, attention_claim, fold_key, holds_caches, tied_matmul, Want};
+use crate::select::{self, attention_claim, holds_caches, tied_matmul, Want};
 use half::bf16;
-use std::collections::HashMap;
-use vl3c_engine::{Emit, Emitted, EngineError, Target, TensorEntry, TensorLayout, WeightsWriter};
-use vl3c_ir::{Graph, NodeId, Op};
+use vl3c_engine::{Emit, Emitted, EngineError, Target, TensorEntry, TensorLayout, TensorStore, WeightsWriter};
+use vl3c_ir::{Graph, Op};
 use vl3c_reference::Tensor;
 
 /// What the CPU target stored, for the user.
@@ -42,9 +41,8 @@ impl Target for CpuTarget {
 
     fn emit(&mut self, graphs: &[&Graph], out: &mut Emit) -> Result<Emitted, EngineError> {
         let mut report = CpuReport::default();
-        let mut writer = WeightsWriter::create(&out.path(plan::WEIGHTS)?)?;
+        let mut store = TensorStore::create(out, plan::WEIGHTS)?;
         let mut plan = Plan::default();
-        let mut stored: HashMap<String, String> = HashMap::new(); // fold key + form → tensor name
         let total_folds: usize = graphs.iter().map(|g| g.nodes.iter().filter(|n| n.op == Op::Fold).count()).sum();
         let mut done = 0;
         // The KV caches are the engine's when both graphs that use them let it keep them all.
@@ -56,26 +54,16 @@ impl Target for CpuTarget {
         for g in graphs.iter().copied() {
             let (wants, skip) = select::select(g, held);
             let mut gp = GraphPlan::default();
-            let mut keys: HashMap<usize, String> = HashMap::new();
-            // Stores (once across graphs) the value of fold `fold` in one form; its tensor name.
-            let mut store_fold = |fold: usize, packed: bool, writer: &mut WeightsWriter, plan: &mut Plan, out: &Emit, report: &mut CpuReport| {
-                let key = keys.entry(fold).or_insert_with(|| fold_key(g, NodeId(fold as u32))).clone();
-                let form = if packed { "packed" } else { "raw" };
-                if let Some(t) = stored.get(&format!("{form} {key}")) {
-                    return Ok::<_, EngineError>(t.clone());
-                }
-                let value = out.fold(g, fold)?;
-                let tname = format!("{form}{}", stored.len());
-                let entry = if packed { store_packed(writer, &value, report)? } else { store_raw(writer, &value, report)? };
-                plan.tensors.insert(tname.clone(), entry);
-                stored.insert(format!("{form} {key}"), tname.clone());
-                Ok(tname)
+            // A matmul weight `[k, n]`, packed for the kernels.
+            let packed = |store: &mut TensorStore, out: &Emit, fold: usize, report: &mut CpuReport| {
+                store.fold(out, g, fold, "packed", |w, t| store_packed(w, t, report)).map(|(name, _)| name)
             };
             for (i, want) in wants.iter().enumerate() {
                 let Some(want) = want else { continue };
                 if *want == Want::Fold {
                     if !skip[i] {
-                        let tensor = store_fold(i, false, &mut writer, &mut plan, out, &mut report)?;
+                        let (tensor, new) = store.raw_fold(out, g, i)?;
+                        report.folds_raw += usize::from(new);
                         gp.claims.push(Claim::Fold { node: i, tensor });
                     } // else only packed readers: its raw value is never needed
                     done += 1;
@@ -87,10 +75,7 @@ impl Target for CpuTarget {
                 }
                 let claim = match want {
                     Want::Fold => unreachable!("handled above"),
-                    Want::Matmul => {
-                        let tensor = store_fold(g.nodes[i].inputs[1].index(), true, &mut writer, &mut plan, out, &mut report)?;
-                        Claim::Matmul { node: i, tensor }
-                    }
+                    Want::Matmul => Claim::Matmul { node: i, tensor: packed(&mut store, out, g.nodes[i].inputs[1].index(), &mut report)? },
                     Want::Attention(p) => attention_claim(i, p),
                     Want::CacheAppend(rows) => Claim::CacheAppend { node: i, rows: rows.clone() },
                     Want::SwiGluColumns { matrix, gate, up } => Claim::SwiGluColumns { node: i, matrix: *matrix, gate: *gate, up: *up },
@@ -103,13 +88,10 @@ impl Target for CpuTarget {
                     }
                     // A tied table is read from the LM head's stored weight, so it is stored once.
                     Want::Gather => match tied_matmul(g, i) {
-                        Some(m) => {
-                            let tensor = store_fold(g.nodes[m].inputs[1].index(), true, &mut writer, &mut plan, out, &mut report)?;
-                            Claim::Gather { node: i, tensor, transposed: true }
-                        }
+                        Some(m) => Claim::Gather { node: i, tensor: packed(&mut store, out, g.nodes[m].inputs[1].index(), &mut report)?, transposed: true },
                         None => {
                             let Op::Weight { name } = &g.nodes[g.nodes[i].inputs[0].index()].op else { unreachable!("gather_claimable") };
-                            store_weight(&mut writer, &mut plan, out, name, &mut report)?;
+                            report.raw_weights += usize::from(store.weight(out, name)?);
                             Claim::Gather { node: i, tensor: name.clone(), transposed: false }
                         }
                     },
@@ -118,13 +100,13 @@ impl Target for CpuTarget {
             }
             for (i, n) in g.nodes.iter().enumerate() {
                 if let (Op::Weight { name }, false) = (&n.op, skip[i]) {
-                    store_weight(&mut writer, &mut plan, out, name, &mut report)?;
+                    report.raw_weights += usize::from(store.weight(out, name)?);
                     gp.weights.push(name.clone());
                 }
             }
             plan.graphs.insert(g.name.clone(), gp);
         }
-        writer.finish()?;
+        plan.tensors = store.finish()?;
         out.progress("fold+pack weights", total_folds, total_folds);
 
         out.progress("codegen", 0, 1);
@@ -154,22 +136,6 @@ impl Target for CpuTarget {
         self.report = report;
         Ok(Emitted { cpu_features, cpu_features_optional: plan::optional_features(), summary, warnings: Vec::new() })
     }
-}
-
-/// A checkpoint weight, stored raw under its own name (once).
-fn store_weight(w: &mut WeightsWriter, plan: &mut Plan, out: &Emit, name: &str, report: &mut CpuReport) -> Result<(), EngineError> {
-    if !plan.tensors.contains_key(name) {
-        let t = out.weight(name)?;
-        let e = w.push(t.bytes, &t.dtype.to_string(), t.shape.to_vec(), TensorLayout::Raw)?;
-        plan.tensors.insert(name.to_string(), e);
-        report.raw_weights += 1;
-    }
-    Ok(())
-}
-
-fn store_raw(w: &mut WeightsWriter, t: &Tensor, report: &mut CpuReport) -> Result<TensorEntry, EngineError> {
-    report.folds_raw += 1;
-    w.push(t.raw_bytes(), &t.dtype().to_string(), t.shape.clone(), TensorLayout::Raw)
 }
 
 /// A matmul weight `[k, n]`: bf16 panels when every value is a bf16 (exact, half the bytes,

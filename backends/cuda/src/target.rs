@@ -1,13 +1,14 @@
 //! The CUDA target: a device plan (a template instance or cuBLASLt call per node), its kernels
-//! printed into one module that NVRTC compiles per architecture, and the engine's `cuda/`.
+//! printed into one module that NVRTC compiles per architecture, the values of the weights and
+//! folds the steps read (`cuda/weights.bin`, as the IR holds them), and the engine's `cuda/`.
 
-use crate::lower::{build_module, DevicePlan, GraphPlan, InstanceEntry, Step};
+use crate::lower::{build_module, runtime_nodes, DevicePlan, GraphPlan, InstanceEntry, Step};
 use crate::nvrtc::{Nvrtc, PtxasReport, Sm};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use vl3c_engine::{Emit, Emitted, EngineError, Target};
-use vl3c_ir::Graph;
+use vl3c_engine::{Emit, Emitted, EngineError, Target, TensorEntry, TensorStore};
+use vl3c_ir::{Graph, Op};
 
 /// The engine's CUDA section, a directory inside the engine.
 pub const CUDA_DIR: &str = "cuda";
@@ -24,6 +25,9 @@ pub struct CudaReport {
     /// Spills, attention stack frames, shared memory over the limit.
     pub problems: Vec<String>,
     pub nvrtc_seconds: f64,
+    /// Tensors in `cuda/weights.bin` and its size (0 for `--config-only`).
+    pub stored_tensors: usize,
+    pub weights_bytes: u64,
 }
 
 pub struct CudaTarget {
@@ -43,7 +47,39 @@ impl CudaTarget {
 #[derive(Serialize)]
 struct PlanFile<'a> {
     instances: Vec<InstanceEntry>,
-    graphs: &'a [GraphPlan],
+    graphs: Vec<GraphFile<'a>>,
+    /// Whether `cuda/weights.bin` holds the values of every stored node (not `--config-only`).
+    weights: bool,
+    /// `cuda/weights.bin`'s index.
+    tensors: BTreeMap<String, TensorEntry>,
+}
+
+#[derive(Serialize)]
+struct GraphFile<'a> {
+    #[serde(flatten)]
+    plan: &'a GraphPlan,
+    /// Source nodes the steps read whose values the compiler stored (checkpoint weights, folds
+    /// evaluated on the reference executor) → tensor of `cuda/weights.bin`, as the IR holds them.
+    stored: BTreeMap<usize, String>,
+}
+
+/// Stores every checkpoint weight and fold value a step of `g` reads: node → tensor.
+fn store_sources(g: &Graph, store: &mut TensorStore, out: &Emit) -> Result<BTreeMap<usize, String>, EngineError> {
+    let live = runtime_nodes(g);
+    let mut stored = BTreeMap::new();
+    for (i, n) in g.nodes.iter().enumerate().filter(|&(i, _)| live[i]) {
+        match &n.op {
+            Op::Fold => {
+                stored.insert(i, store.raw_fold(out, g, i)?.0);
+            }
+            Op::Weight { name } => {
+                store.weight(out, name)?;
+                stored.insert(i, name.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(stored)
 }
 
 fn build_err(e: impl std::fmt::Display) -> EngineError {
@@ -79,7 +115,25 @@ impl Target for CudaTarget {
         report.gemm_calls = plan.graphs.iter().flat_map(|g| &g.steps).filter(|s| matches!(s, Step::Matmul { .. })).count();
         report.problems = module.problems();
 
-        let plan_file = PlanFile { instances: plan.instance_index(), graphs: &plan.graphs };
+        // The values the device reads but no step computes; none from config.json alone.
+        let mut stored = Vec::new();
+        let mut tensors = BTreeMap::new();
+        if out.has_weights() {
+            let mut store = TensorStore::create(out, &format!("{CUDA_DIR}/weights.bin"))?;
+            for (i, g) in graphs.iter().enumerate() {
+                out.progress("fold weights", i, graphs.len());
+                stored.push(store_sources(g, &mut store, out)?);
+            }
+            out.progress("fold weights", graphs.len(), graphs.len());
+            tensors = store.finish()?;
+        } else {
+            out.remove_stale(&format!("{CUDA_DIR}/weights.bin"));
+            stored.resize(graphs.len(), BTreeMap::new());
+        }
+        report.stored_tensors = tensors.len();
+        report.weights_bytes = tensors.values().map(|e| e.offset + e.bytes).max().unwrap_or(0);
+        let graph_files = plan.graphs.iter().zip(stored).map(|(plan, stored)| GraphFile { plan, stored }).collect();
+        let plan_file = PlanFile { instances: plan.instance_index(), graphs: graph_files, weights: out.has_weights(), tensors };
         out.write(&format!("{CUDA_DIR}/plan.json"), &json(&plan_file))?;
         out.write(&format!("{CUDA_DIR}/kernels.kir.json"), &json(&module.kernels))?;
         out.write(&format!("{CUDA_DIR}/kernels.cu"), module.source.as_bytes())?;
@@ -92,13 +146,17 @@ impl Target for CudaTarget {
         }
         let cubins: Vec<String> = report.cubin_bytes.iter().map(|(sm, b)| format!("{sm} {:.1} KiB", *b as f64 / 1024.0)).collect();
         let summary = format!(
-            "{} steps ({} cuBLASLt calls), {} template instances, {} kernels, NVRTC {:.2}s; cubins {}",
+            "{} steps ({} cuBLASLt calls), {} template instances, {} kernels, NVRTC {:.2}s; cubins {}; weights.bin {}",
             report.steps,
             report.gemm_calls,
             report.instances,
             report.kernels,
             report.nvrtc_seconds,
-            cubins.join(", ")
+            cubins.join(", "),
+            match out.has_weights() {
+                true => format!("{} tensors, {:.1} MiB", report.stored_tensors, report.weights_bytes as f64 / (1 << 20) as f64),
+                false => "none (--config-only)".to_string(),
+            }
         );
         let warnings = report.problems.clone();
         self.report = report;

@@ -54,6 +54,9 @@ fn check_engine(model: &Path, config_only: bool) {
         serde_json::from_slice(&std::fs::read(out.path().join(CUDA_DIR).join("plan.json")).unwrap()).unwrap();
     let plans = plan["graphs"].as_array().unwrap();
     assert_eq!(plans.len(), graphs.len());
+    assert_eq!(plan["weights"], !config_only, "{}", model.display());
+    let weights_bin = std::fs::read(out.path().join(CUDA_DIR).join("weights.bin")).ok();
+    assert_eq!(weights_bin.is_some(), !config_only, "{}: cuda/weights.bin present iff weights were read", model.display());
     for (g, p) in graphs.iter().zip(plans) {
         assert_eq!(p["graph"], g.name.as_str());
         let live = runtime_nodes(g);
@@ -70,6 +73,31 @@ fn check_engine(model: &Path, config_only: bool) {
         let have: BTreeSet<usize> = steps.iter().copied().collect();
         assert_eq!(steps.len(), have.len(), "{} {}: a node has two steps", model.display(), g.name);
         assert_eq!(have, want, "{} {}: steps do not cover the runtime nodes", model.display(), g.name);
+
+        // Every weight and fold a step reads is stored, as the IR types it.
+        let stored = p["stored"].as_object().unwrap();
+        let sources: BTreeSet<usize> =
+            (0..g.nodes.len()).filter(|&i| live[i] && matches!(g.nodes[i].op, Op::Weight { .. } | Op::Fold)).collect();
+        let keys: BTreeSet<usize> = stored.keys().map(|k| k.parse().unwrap()).collect();
+        if config_only {
+            assert!(keys.is_empty(), "{} {}: stored tensors without weights", model.display(), g.name);
+            continue;
+        }
+        assert_eq!(keys, sources, "{} {}: stored sources", model.display(), g.name);
+        let bin = weights_bin.as_ref().unwrap();
+        let ckpt = checkpoint.as_ref().unwrap();
+        for (node, tensor) in stored {
+            let n = &g.nodes[node.parse::<usize>().unwrap()];
+            let e = &plan["tensors"][tensor.as_str().unwrap()];
+            let shape: Vec<i64> = n.ty.shape.iter().map(|d| d.as_const().expect("stored nodes have constant shapes")).collect();
+            let stored_shape: Vec<i64> = e["shape"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+            assert_eq!((stored_shape, e["dtype"].as_str().unwrap()), (shape, n.ty.dtype.to_string().as_str()), "{} {} %{node}", model.display(), g.name);
+            let (off, len) = (e["offset"].as_u64().unwrap() as usize, e["bytes"].as_u64().unwrap() as usize);
+            assert!(off % 64 == 0 && off + len <= bin.len(), "{} {} %{node}: {off}+{len} in {}", model.display(), g.name, bin.len());
+            if let Op::Weight { name } = &n.op {
+                assert_eq!(&bin[off..off + len], ckpt.tensor(name).unwrap().bytes, "{} {}: weight `{name}` stored as read", model.display(), g.name);
+            }
+        }
     }
 }
 

@@ -5,7 +5,6 @@ pub mod attention;
 
 use crate::plan::{AppendRows, Claim, KernelDesc};
 use attention::{AttnPlan, Readers};
-use std::collections::HashMap;
 use vl3c_ir::{Activation, DType, Graph, NodeId, Op};
 use vl3c_reference::skipped;
 
@@ -134,22 +133,6 @@ pub fn matmul_claimable(g: &Graph, i: usize) -> bool {
         && a.ty.rank() >= 2
         && node.ty.dtype == DType::F32
         && node.inputs.iter().all(|x| g.nodes[x.index()].ty.dtype == DType::F32)
-}
-
-/// A structural key of a weight-only subgraph, equal for equal computations in any graph, so
-/// a weight shared by prefill and decode is stored once.
-pub fn fold_key(g: &Graph, id: NodeId) -> String {
-    fn go(g: &Graph, id: NodeId, memo: &mut HashMap<usize, String>) -> String {
-        if let Some(k) = memo.get(&id.index()) {
-            return k.clone();
-        }
-        let n = &g.nodes[id.index()];
-        let args: Vec<String> = n.inputs.iter().map(|&x| go(g, x, memo)).collect();
-        let k = format!("{:?}:{}({})", n.op, n.ty, args.join(","));
-        memo.insert(id.index(), k.clone());
-        k
-    }
-    go(g, id, &mut HashMap::new())
 }
 
 /// The generated kernel that computes node `i`, if one does: f32 throughout, the row width a
