@@ -40,7 +40,18 @@ enum Command {
     TestKernels(cli::test_kernels::Args),
 }
 
+/// A closed stdout (`vl3c inspect … | head`) ends the process quietly, as it does for every Unix
+/// tool; Rust's runtime ignores SIGPIPE, which turns the next `println!` into a panic.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    die_quietly_on_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),

@@ -17,6 +17,43 @@ fn compile_cuda_writes_cubins_and_an_engine_that_says_it_cannot_run_yet() {
     let inputs = model.join("inputs.safetensors");
     let o = vl3c(&["eval", "--engine", s(&eng), "--inputs", s(&inputs), "--out", s(&out.path().join("o.safetensors"))]);
     assert_one_line_error(&o, "running CUDA engines");
+
+    // The plan, read from the engine: every step of the decode graph, with its kernels.
+    let o = vl3c(&["inspect", "--engine", s(&eng), "--plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("graph decode:") && text.contains("cuBLASLt") && text.contains("launch rms_norm("), "{text}");
+    let steps: usize = text.lines().find(|l| l.starts_with("graph decode:")).and_then(|l| l.split_whitespace().nth(2)).unwrap().parse().unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(eng.join("cuda/plan.json")).unwrap()).unwrap();
+    let decode = plan["graphs"].as_array().unwrap().iter().find(|g| g["graph"] == "decode").unwrap();
+    assert_eq!(steps, decode["steps"].as_array().unwrap().len());
+}
+
+#[test]
+fn inspect_engine_shows_the_cpu_claims_and_survives_a_closed_pipe() {
+    let out = tempfile::tempdir().unwrap();
+    let eng = out.path().join("engine");
+    let o = vl3c(&["compile", "--model", s(&fixture("image_tied_f32")), "--out", s(&eng)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = vl3c(&["inspect", "--engine", s(&eng)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("target      cpu (format 3"));
+    let o = vl3c(&["inspect", "--engine", s(&eng), "--plan"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("attention") && text.contains("from=cache") && text.contains("swi_glu_columns"), "{text}");
+    assert_one_line_error(&vl3c(&["inspect", "--plan", "--model", s(&fixture("image_tied_f32"))]), "--plan shows an engine's plan");
+
+    // `| head`: the reader goes away after one line; vl3c ends quietly, no panic message.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vl3c"))
+        .args(["inspect", "--engine", s(&eng), "--plan"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

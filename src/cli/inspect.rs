@@ -6,17 +6,33 @@ use vl3c_frontends::lower::ModelGraphs;
 use vl3c_frontends::{expected_weights, Checkpoint, Part};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["model", "engine"])))]
 pub struct Args {
-    /// Checkpoint directory.
+    /// Checkpoint directory: its architecture, parameters, dtypes and IR op counts.
     #[arg(long)]
-    model: PathBuf,
-    /// Print one JSON object instead of text.
+    model: Option<PathBuf>,
+    /// Engine directory written by `vl3c compile`: its target and files.
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// With --engine: what runs each node of each graph (CPU: the claims and kernels; CUDA: the
+    /// steps, template instances, cuBLASLt calls and stored tensors).
+    #[arg(long, requires = "engine")]
+    plan: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let ckpt = Checkpoint::open(&args.model)?;
+    if args.plan && args.engine.is_none() {
+        anyhow::bail!("--plan shows an engine's plan: give --engine DIR");
+    }
+    let model = match (&args.model, &args.engine) {
+        (_, Some(engine)) => return crate::cli::inspect_engine::run(engine, args.plan, args.json),
+        (Some(model), None) => model.clone(),
+        (None, None) => anyhow::bail!("give --model DIR or --engine DIR"),
+    };
+    let ckpt = Checkpoint::open(&model)?;
     let cfg = ckpt.config();
     let declared = cfg.declared_dtype;
     let graphs = ModelGraphs::lower(cfg, &|name| ckpt.weight_dtype(name).unwrap_or(declared))?;
@@ -54,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    println!("checkpoint  {}", args.model.display());
+    println!("checkpoint  {}", model.display());
     println!("layout      {:?} ({} file(s), {:.1} MiB)", cfg.layout, ckpt.files().len(), ckpt.total_bytes() as f64 / (1 << 20) as f64);
     println!(
         "llm         {} layers, hidden {}, intermediate {}, {} heads / {} kv heads × {}, vocab {}, rope θ {}, lm_head {}",

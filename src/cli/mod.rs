@@ -4,6 +4,7 @@ pub mod compile;
 pub mod engine_cache;
 pub mod eval;
 pub mod inspect;
+pub mod inspect_engine;
 pub mod opt;
 pub mod preprocess;
 pub mod run;
