@@ -251,12 +251,12 @@ fn fully_masked_row_is_nan_and_bad_shapes_are_errors() {
     let mut out = vec![0f32; 8];
     attention(view(&q), Keys::Rows(view(&nan_scores)), view(&kv), None, Mask::Full, 1.0, OutView { data: &mut out, head_stride: 8, row_stride: 4 }, 1).unwrap();
     assert!(out.iter().all(|x| x.is_nan()));
-    let err = attention(view(&q), Keys::Rows(View::contiguous(&kv, 1, 2, 2)), view(&kv), None, Mask::Full, 1.0, OutView { data: &mut out, head_stride: 8, row_stride: 4 }, 1);
-    assert!(err.is_err());
-    let err = attention(view(&q), Keys::Rows(view(&kv)), view(&kv), None, Mask::Full, 1.0, OutView { data: &mut out[..4], head_stride: 8, row_stride: 4 }, 1);
-    assert!(err.is_err());
+    let err = attention(view(&q), Keys::Rows(View::contiguous(&kv, 1, 2, 2)), view(&kv), None, Mask::Full, 1.0, OutView { data: &mut out, head_stride: 8, row_stride: 4 }, 1).unwrap_err();
+    assert_eq!(err, "k [1, 2, 2] and v [1, 2, 4] must match q's head_dim 4");
+    let err = attention(view(&q), Keys::Rows(view(&kv)), view(&kv), None, Mask::Full, 1.0, OutView { data: &mut out[..4], head_stride: 8, row_stride: 4 }, 1).unwrap_err();
+    assert_eq!(err, "output of [1, 2, 4] does not fit 4 elements");
     // A transposed cache must leave room for whole vectors of keys.
     let short = Keys::Transposed(View { data: &kv, heads: 1, len: 2, d: 4, head_stride: 8, row_stride: 2 });
-    let err = attention(view(&q), short, view(&kv), None, Mask::Full, 1.0, OutView { data: &mut out, head_stride: 8, row_stride: 4 }, 1);
-    assert!(err.is_err());
+    let err = attention(view(&q), short, view(&kv), None, Mask::Full, 1.0, OutView { data: &mut out, head_stride: 8, row_stride: 4 }, 1).unwrap_err();
+    assert_eq!(err, "k view [1, 2, 4] runs past its 8 elements");
 }

@@ -8,7 +8,7 @@ use reference as r;
 use reference::{max_err, Mask, Rng};
 use std::sync::OnceLock;
 use vl3c_backends::cpu::codegen::{
-    clif_text, compile_kernels, KernelSpec, LoadedKernels, MaskKind,
+    clif_text, compile_kernels, CodegenError, KernelSpec, LoadedKernels, MaskKind,
 };
 
 const WIDTHS: [usize; 8] = [1, 3, 7, 32, 37, 72, 128, 1152];
@@ -444,35 +444,58 @@ fn attention_softmax_matches_reference() {
 
 #[test]
 fn invalid_specs_are_errors() {
-    for spec in [
-        KernelSpec::LayerNorm {
-            width: 0,
-            eps: 1e-6,
-        },
-        KernelSpec::RmsNorm {
-            width: 8,
-            eps: f64::NAN,
-        },
-        KernelSpec::Rope { d: 7 },
-        KernelSpec::Softmax { width: 0 },
-        KernelSpec::AttentionSoftmax {
-            scale: f64::INFINITY,
-            mask: MaskKind::Full,
-        },
+    for (spec, why) in [
+        (
+            KernelSpec::LayerNorm {
+                width: 0,
+                eps: 1e-6,
+            },
+            "width must be in 1..=2^24",
+        ),
+        (
+            KernelSpec::RmsNorm {
+                width: 8,
+                eps: f64::NAN,
+            },
+            "eps must be finite and >= 0",
+        ),
+        (KernelSpec::Rope { d: 7 }, "d must be even, in 2..=2^24"),
+        (KernelSpec::Softmax { width: 0 }, "width must be in 1..=2^24"),
+        (
+            KernelSpec::AttentionSoftmax {
+                scale: f64::INFINITY,
+                mask: MaskKind::Full,
+            },
+            "scale must be finite",
+        ),
     ] {
-        assert!(
-            compile_kernels(&[KernelSpec::Add, spec]).is_err(),
-            "{spec:?}"
-        );
+        // The Debug text, not `==`: a NaN eps is not equal to itself.
+        match compile_kernels(&[KernelSpec::Add, spec]) {
+            Err(CodegenError::InvalidSpec { index: 1, spec: got, reason })
+                if format!("{got:?}") == format!("{spec:?}") && reason == why => {}
+            other => panic!("{spec:?}: expected InvalidSpec at index 1 ({why}), got {other:?}"),
+        }
     }
 }
 
 #[test]
 fn wrong_kind_and_index_are_errors() {
     let c = compiled();
-    assert!(c.kernels.softmax(c.index(KernelSpec::Add)).is_err());
-    assert!(c.kernels.layer_norm(c.specs.len()).is_err());
-    assert!(c.kernels.check_specs(&c.specs[1..]).is_err());
+    let add = c.index(KernelSpec::Add);
+    let e = c.kernels.softmax(add).unwrap_err();
+    assert!(
+        matches!(&e, CodegenError::Kernel { index, reason } if *index == add && reason == "is add, not softmax"),
+        "{e}"
+    );
+    let n = c.specs.len();
+    let e = c.kernels.layer_norm(n).unwrap_err();
+    assert!(
+        matches!(&e, CodegenError::Kernel { index, reason } if *index == n && reason.starts_with("out of range")),
+        "{e}"
+    );
+    let e = c.kernels.check_specs(&c.specs[1..]).unwrap_err();
+    let want = format!("object has {n} kernels, expected {}", n - 1);
+    assert!(matches!(&e, CodegenError::Object(m) if *m == want), "{e}");
 }
 
 #[test]
@@ -480,22 +503,28 @@ fn malformed_objects_are_errors() {
     let obj = compile_kernels(&[KernelSpec::Add, KernelSpec::Softmax { width: 37 }]).unwrap();
     let good = &obj.bytes;
     assert!(LoadedKernels::load(good).is_ok());
-    assert!(LoadedKernels::load(&[]).is_err());
-    assert!(LoadedKernels::load(b"not an object").is_err());
+    let object_err = |bytes: &[u8]| match LoadedKernels::load(bytes) {
+        Err(CodegenError::Object(m)) => m,
+        other => panic!("expected a malformed-object error, got {other:?}"),
+    };
+    // Under 16 bytes there is no file magic to read; 16 bytes of text have an unknown one.
+    assert_eq!(object_err(&[]), "Could not read file magic");
+    assert_eq!(object_err(b"not an object"), "Could not read file magic");
+    assert_eq!(object_err(b"not an object file"), "Unknown file magic");
     for cut in [4, 16, 63, good.len() / 2, good.len() - 1] {
-        assert!(
-            LoadedKernels::load(&good[..cut]).is_err(),
-            "truncated at {cut}"
-        );
+        let m = object_err(&good[..cut]);
+        assert!(!m.is_empty(), "truncated at {cut}");
     }
     // e_type = executable, then e_machine = something else: both rejected.
     let mut exec = good.clone();
     exec[16] = 2;
-    assert!(LoadedKernels::load(&exec).is_err());
+    let m = object_err(&exec);
+    assert!(m.starts_with("expected a relocatable object"), "{m}");
     let mut arch = good.clone();
     arch[18] = 0x28; // EM_ARM
     arch[19] = 0;
-    assert!(LoadedKernels::load(&arch).is_err());
+    let m = object_err(&arch);
+    assert!(m.contains("not this host"), "{m}");
     // Corrupting bytes anywhere must give Ok or Err, never a panic.
     let mut rng = Rng::new(9);
     for _ in 0..2000 {

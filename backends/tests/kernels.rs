@@ -12,7 +12,8 @@ mod common;
 use common::{reference, tolerance, Rng};
 use half::bf16;
 use vl3c_backends::cpu::{
-    self, gemm_with, gemv_with, pack, Backend, Epilogue, GemmMode, GemvMode, PackedBf16,
+    self, gemm_with, gemv_with, pack, Backend, Epilogue, GemmMode, GemvMode, LayoutError,
+    PackedBf16,
 };
 
 const SIZES: [usize; 6] = [1, 3, 17, 33, 64, 1000];
@@ -62,7 +63,9 @@ fn pack_roundtrip_and_bytes() {
             cpu::gemv(&p, &x, &mut y0, 1);
             cpu::gemv(&q, &x, &mut y1, 2);
             assert_eq!(y0, y1);
-            assert!(PackedBf16::from_bytes(&p.as_bytes()[1..], n, k).is_err());
+            let expected = p.as_bytes().len();
+            let err = PackedBf16::from_bytes(&p.as_bytes()[1..], n, k).err();
+            assert_eq!(err, Some(LayoutError { n, k, expected, got: expected - 1 }));
         }
     }
 }

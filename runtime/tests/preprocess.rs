@@ -310,10 +310,13 @@ fn smart_resize_errors() {
     let e = smart_resize(1, 201, 14, 3136, 1003520).unwrap_err();
     assert!(matches!(e, PreprocessError::AspectRatio { .. }), "{e}");
     assert!(e.to_string().contains("200"), "{e}");
-    assert!(smart_resize(201, 1, 14, 3136, 1003520).is_err());
-    assert!(smart_resize(0, 10, 14, 3136, 1003520).is_err());
+    let e = smart_resize(201, 1, 14, 3136, 1003520).unwrap_err();
+    assert!(matches!(e, PreprocessError::AspectRatio { height: 201, width: 1, .. }), "{e}");
+    let e = smart_resize(0, 10, 14, 3136, 1003520).unwrap_err();
+    assert!(matches!(&e, PreprocessError::InvalidSize(m) if m.contains("zero size (0x10)")), "{e}");
     // Python returns (0, 0) here; an empty target is an error in Rust
-    assert!(smart_resize(7, 7, 14, 0, 1_000_000_000).is_err());
+    let e = smart_resize(7, 7, 14, 0, 1_000_000_000).unwrap_err();
+    assert!(matches!(&e, PreprocessError::InvalidSize(m) if m.contains("empty target 0x0")), "{e}");
 }
 
 // ---------------------------------------------------------------- config
@@ -352,9 +355,16 @@ fn config_styles() {
     let c = ImageProcessorConfig::from_json_str(r#"{"merge_size": 2}"#).unwrap();
     assert_eq!((c.merge_size, c.factor(), c.min_pixels), (2, 28, 3136));
 
-    assert!(ImageProcessorConfig::from_json_str("{not json").is_err());
-    assert!(ImageProcessorConfig::from_json_str(r#"{"size": {"shortest_edge": -3}}"#).is_err());
-    assert!(ImageProcessorConfig::from_json_str(r#"{"patch_size": 0}"#).is_err());
+    let config_err = |text: &str| match ImageProcessorConfig::from_json_str(text) {
+        Err(PreprocessError::InvalidConfig(msg)) => msg,
+        other => panic!("{text}: expected InvalidConfig, got {other:?}"),
+    };
+    let msg = config_err("{not json");
+    assert!(msg.starts_with("not valid JSON"), "{msg}");
+    let msg = config_err(r#"{"size": {"shortest_edge": -3}}"#);
+    assert!(msg.contains("`size.shortest_edge` must be a non-negative integer, got -3"), "{msg}");
+    let msg = config_err(r#"{"patch_size": 0}"#);
+    assert!(msg.contains("patch_size (0)") && msg.contains("must be positive"), "{msg}");
 }
 
 #[test]

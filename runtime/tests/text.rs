@@ -171,7 +171,8 @@ fn video_layout_for_a_synthetic_mask() {
     assert_eq!(video_placeholder(&v), expected);
     let expanded = expand_placeholders("a<|video_pad|>\nb", &[], &[v]).unwrap();
     assert_eq!(expanded, format!("a{expected}\nb"));
-    assert!(VideoTokens::from_mask(vec![0.0, 1.0], &[true, true, true]).is_err());
+    let err = VideoTokens::from_mask(vec![0.0, 1.0], &[true, true, true]).err().expect("3 entries do not split into 2 frames");
+    assert!(err.contains("mask of 3 entries does not split into 2 frames"), "{err}");
     assert_eq!(VideoTokens::timestamps_from_indices(&[0, 5, 10], 10.0), vec![0.0, 0.5, 1.0]);
 }
 
@@ -254,8 +255,10 @@ fn top_k_keeps_ties_and_top_p_keeps_at_least_one() {
     let l: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|x| x.ln()).collect();
     let p = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.7, seed: 0 }).probabilities(&l);
     assert!((p[0] - 0.625).abs() < 1e-6 && (p[1] - 0.375).abs() < 1e-6 && p[2] == 0.0, "{p:?}");
-    assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().is_err());
-    assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
+    let err = SamplingParams { top_p: 0.0, ..Default::default() }.validate().unwrap_err();
+    assert!(err.starts_with("top_p must be in (0, 1]"), "{err}");
+    let err = SamplingParams { temperature: -1.0, ..Default::default() }.validate().unwrap_err();
+    assert!(err.starts_with("temperature must be a finite number ≥ 0"), "{err}");
 }
 
 #[test]

@@ -305,7 +305,9 @@ fn sampling_request_resolution() {
     let e = sample_indices(10, Some(10.0), &cfg, both).unwrap_err();
     assert!(e.to_string().contains("mutually exclusive"), "{e}");
     let cfg_nf = VideoProcessorConfig { num_frames: Some(8), ..Default::default() };
-    assert!(sample_indices(20, Some(10.0), &cfg_nf, fps2).is_err(), "config num_frames + requested fps");
+    // config num_frames + requested fps
+    let e = sample_indices(20, Some(10.0), &cfg_nf, fps2).unwrap_err();
+    assert!(e.to_string().contains("mutually exclusive"), "{e}");
     let cfg_on = VideoProcessorConfig { do_sample_frames: true, ..Default::default() };
     let e = sample_indices(10, Some(10.0), &cfg_on, none).unwrap_err();
     assert!(e.to_string().contains("neither"), "{e}");
@@ -315,9 +317,12 @@ fn sampling_request_resolution() {
     assert!(e.to_string().contains("exceeds"), "{e}");
     let e = sample_indices(15, None, &cfg, SamplingRequest { fps: None, num_frames: Some(13) }).unwrap_err();
     assert!(e.to_string().contains("IndexError"), "{e}");
-    assert!(sample_indices(0, Some(10.0), &cfg, fps2).is_err());
-    assert!(sample_indices(10, Some(0.0), &cfg, fps2).is_err());
-    assert!(sample_indices(10, Some(10.0), &cfg, SamplingRequest { fps: Some(f64::NAN), num_frames: None }).is_err());
+    let e = sample_indices(0, Some(10.0), &cfg, fps2).unwrap_err();
+    assert!(matches!(&e, VideoProcessError::Sampling(m) if m == "the video has no frames"), "{e}");
+    let e = sample_indices(10, Some(0.0), &cfg, fps2).unwrap_err();
+    assert!(matches!(&e, VideoProcessError::Input(m) if m.contains("frame rate 0 is not a positive number")), "{e}");
+    let e = sample_indices(10, Some(10.0), &cfg, SamplingRequest { fps: Some(f64::NAN), num_frames: None }).unwrap_err();
+    assert!(matches!(&e, VideoProcessError::Sampling(m) if m.contains("fps must be a finite number, got NaN")), "{e}");
 }
 
 // ---------------------------------------------------------------- preprocessing errors
@@ -414,26 +419,33 @@ fn config_defaults_and_keys() {
     assert_eq!((c.min_pixels, c.max_pixels, c.fps, c.max_frames), (3136, 100000, Some(1.0), 128));
     assert!(c.do_sample_frames && !c.use_token_compression, "null reads as false, as in transformers");
     // a `size` without a bound is transformers' "must contain 'shortest_edge' and 'longest_edge'"
-    assert!(VideoProcessorConfig::from_json_str(r#"{"size": {"longest_edge": 1000}}"#).is_err());
+    let e = VideoProcessorConfig::from_json_str(r#"{"size": {"longest_edge": 1000}}"#).unwrap_err();
+    assert!(
+        matches!(&e, VideoProcessError::InvalidConfig(m) if m.contains("must contain both `shortest_edge` and `longest_edge`")),
+        "{e}"
+    );
     assert_eq!(
         VideoProcessorConfig::from_json_str(r#"{"size": {"longest_edge": 1000}, "min_pixels": 5}"#).unwrap().min_pixels,
         5
     );
-    for bad in [
-        "{not json",
-        "[1]",
-        r#"{"size": {"shortest_edge": 0, "longest_edge": 10}}"#,
-        r#"{"patch_size": 0}"#,
-        r#"{"merge_size": -2}"#,
-        r#"{"num_frames": 2.5}"#,
-        r#"{"fps": "fast"}"#,
-        r#"{"do_sample_frames": 1}"#,
-        r#"{"resample": 2}"#,
-        r#"{"image_mean": [0.48, 0.45, 0.4]}"#,
-        r#"{"do_normalize": false}"#,
-        r#"{"rescale_factor": 1.0}"#,
+    for (bad, why) in [
+        ("{not json", "not valid JSON"),
+        ("[1]", "top level is not a JSON object"),
+        (r#"{"size": {"shortest_edge": 0, "longest_edge": 10}}"#, "`size.shortest_edge` must be positive"),
+        (r#"{"patch_size": 0}"#, "`patch_size` must be positive"),
+        (r#"{"merge_size": -2}"#, "`merge_size` must be a non-negative integer, got -2"),
+        (r#"{"num_frames": 2.5}"#, "`num_frames` must be a non-negative integer, got 2.5"),
+        (r#"{"fps": "fast"}"#, "`fps` must be a number"),
+        (r#"{"do_sample_frames": 1}"#, "`do_sample_frames` must be true or false, got 1"),
+        (r#"{"resample": 2}"#, "`resample` 2 is not supported"),
+        (r#"{"image_mean": [0.48, 0.45, 0.4]}"#, "`image_mean` [0.48,0.45,0.4] is not supported"),
+        (r#"{"do_normalize": false}"#, "`do_normalize: false` is not supported"),
+        (r#"{"rescale_factor": 1.0}"#, "`rescale_factor` 1 is not supported"),
     ] {
-        assert!(VideoProcessorConfig::from_json_str(bad).is_err(), "{bad}");
+        match VideoProcessorConfig::from_json_str(bad) {
+            Err(VideoProcessError::InvalidConfig(m)) if m.contains(why) => {}
+            other => panic!("{bad}: expected InvalidConfig containing {why:?}, got {other:?}"),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use vl3c_cuda::emu::DeviceBuffer;
 use vl3c_cuda::gemm::{
-    describe, emulate, ComputeType, DataType, EmulateError, Epilogue, Extent, GemmCall, Transpose, WeightLayout,
+    describe, emulate, CallError, ComputeType, DataType, EmulateError, Epilogue, Extent, GemmCall, Transpose, WeightLayout,
 };
 use vl3c_cuda::kir::Ty;
 use vl3c_cuda::templates::Sizes;
@@ -209,11 +209,13 @@ fn planted_wrong_leading_dimension_is_caught() {
     // The weight stored [K, N] but described as [N, K]: op(A) has the wrong shape.
     let mut call = good.clone();
     call.transa = Transpose::N;
-    assert!(p.run(&call, WeightLayout::Nk, Ty::F32, n_merged).is_err());
+    let e = p.run(&call, WeightLayout::Nk, Ty::F32, n_merged).unwrap_err();
+    assert!(matches!(&e, EmulateError::Call(CallError::Invalid(m)) if m == "op(A) is 40×24 but the product needs 24×40"), "{e}");
     // A row-major reading of the activations (ldb = tokens, transposed) is out of shape too.
     let mut call = good;
     call.transb = Transpose::T;
-    assert!(p.run(&call, WeightLayout::Nk, Ty::F32, n_merged).is_err());
+    let e = p.run(&call, WeightLayout::Nk, Ty::F32, n_merged).unwrap_err();
+    assert!(matches!(&e, EmulateError::Call(CallError::Invalid(m)) if m == "op(B) is 12×40 but the product needs 40×12"), "{e}");
 }
 
 #[test]
@@ -274,13 +276,16 @@ fn rejects_what_is_not_one_cublaslt_call() {
     let w = input(&mut g, "w", DType::F32, dims(&[8, 6]));
     let row = input(&mut g, "row", DType::F32, dims(&[1, 6]));
     let neg = g.add(Op::Unary(vl3c_ir::UnaryOp::Neg), &[x]).unwrap();
-    assert!(describe(&g, neg, WeightLayout::Nk).is_err(), "not a matmul");
+    let e = describe(&g, neg, WeightLayout::Nk).unwrap_err();
+    assert!(e.node == neg.0 && e.message.ends_with("is not a matmul"), "{e}");
     let fused = g.add(Op::FusedMatMul { bias: false, residual: true }, &[x, w, row]).unwrap();
-    assert!(describe(&g, fused, WeightLayout::Nk).is_err(), "a broadcast residual is not C");
+    let e = describe(&g, fused, WeightLayout::Nk).unwrap_err();
+    assert!(e.message.starts_with("residual") && e.message.contains("is not the result's shape"), "a broadcast residual is not C: {e}");
     let xi = input(&mut g, "xi", DType::I32, dims(&[4, 8]));
     let wi = input(&mut g, "wi", DType::I32, dims(&[8, 6]));
     let int = g.add(Op::MatMul, &[xi, wi]).unwrap();
-    assert!(describe(&g, int, WeightLayout::Nk).is_err(), "integer matmul");
+    let e = describe(&g, int, WeightLayout::Nk).unwrap_err();
+    assert!(e.message.starts_with("cuBLASLt calls are bf16 or f32, not"), "integer matmul: {e}");
 }
 
 /// NMSE as test-kernels computes it: Σ(got − want)² / Σ want².

@@ -198,10 +198,12 @@ mod tests {
 
     #[test]
     fn scan_rejects_garbage_without_panicking() {
-        assert!(scan(b"").is_err());
-        assert!(scan(b"GIF89a").is_err());
-        assert!(scan(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x2c\x00").is_err());
-        assert!(scan(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x99").is_err());
+        let err = |data: &[u8]| scan(data).err().expect("garbage must not scan");
+        assert_eq!(err(b""), "the GIF ends early");
+        assert_eq!(err(b"GIF87b\x01\x00\x01\x00\x00\x00\x00\x3b"), "not a GIF87a/GIF89a header");
+        assert_eq!(err(b"GIF89a"), "the GIF ends early");
+        assert_eq!(err(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x2c\x00"), "the GIF ends early");
+        assert_eq!(err(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x99"), "unknown block type 0x99 at byte 13");
         let empty = scan(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x3b").unwrap();
         assert!(empty.delays.is_empty());
     }

@@ -274,9 +274,10 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        assert!(parse_sps(&[]).is_err());
-        assert!(parse_sps(&[0x68, 1, 2]).is_err());
-        assert!(parse_sps(&[0x67, 0x64]).is_err());
-        assert!(parse_sps(&[0x67, 0x64, 0, 0x0b, 0, 0, 0, 0, 0, 0]).is_err());
+        assert_eq!(parse_sps(&[]).unwrap_err(), "empty SPS");
+        assert_eq!(parse_sps(&[0x68, 1, 2]).unwrap_err(), "NAL type 8 is not an SPS");
+        assert_eq!(parse_sps(&[0x67, 0x64]).unwrap_err(), "SPS ends early");
+        // seq_parameter_set_id is an exp-Golomb code of 48 zero bits.
+        assert_eq!(parse_sps(&[0x67, 0x64, 0, 0x0b, 0, 0, 0, 0, 0, 0]).unwrap_err(), "exp-Golomb code longer than 32 bits");
     }
 }
