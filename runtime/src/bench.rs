@@ -167,7 +167,7 @@ fn sum_two_streams(c: &[u64]) -> u64 {
 /// AMX `tdpbf16ps` where the CPU has AMX-BF16 (the engine's bf16 GEMMs run there), else the f32
 /// FMA loop of [`measure_peak_gflops`].
 pub fn measure_matmul_peak_gflops(threads: usize) -> (f64, &'static str) {
-    match vl3c_backends::cpu::amx::peak_gflops(threads) {
+    match vl3c_cpu::amx::peak_gflops(threads) {
         Some(g) => (g, "AMX bf16 tdpbf16ps"),
         None => (measure_peak_gflops(threads), "f32 FMA"),
     }

@@ -1,7 +1,7 @@
 //! The one compile driver: checkpoint (or config alone) → graphs → optimized with the target's
 //! cost model → the target selects what runs each node and writes its section
 //! ([`vl3c_engine::Target::emit`]) → graphs, copied checkpoint files and the manifest, which
-//! lists and hashes every file. Targets: [`CpuTarget`] (vl3c-backends), [`CudaTarget`]
+//! lists and hashes every file. Targets: [`CpuTarget`] (vl3c-cpu), [`CudaTarget`]
 //! (vl3c-cuda).
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use vl3c_passes::schedule::{optimize_graph_with, Memo};
 use vl3c_passes::Budget;
 use vl3c_reference::{WeightSource, WeightView};
 
-pub use vl3c_backends::CpuTarget;
+pub use vl3c_cpu::CpuTarget;
 pub use vl3c_cuda::nvrtc::Sm;
 pub use vl3c_cuda::CudaTarget;
 

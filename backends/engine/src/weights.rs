@@ -15,7 +15,7 @@ pub const ALIGN: u64 = 64;
 pub enum TensorLayout {
     /// Row-major little-endian in `dtype`, as the IR value (e.g. a fold's `[k, n]` f32).
     Raw,
-    /// The CPU target's `vl3c_backends::cpu::PackedBf16` panels of the `[n, k]` matrix `Wᵀ` of a `[k, n]` value
+    /// The CPU target's `vl3c_cpu::PackedBf16` panels of the `[n, k]` matrix `Wᵀ` of a `[k, n]` value
     /// (exact: every value was a bf16).
     PackedBf16 { n: usize, k: usize },
 }

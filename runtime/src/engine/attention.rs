@@ -1,4 +1,4 @@
-//! A claimed attention on the CPU attention kernel (`vl3c_backends::cpu::attention`): q, k and
+//! A claimed attention on the CPU attention kernel (`vl3c_cpu::attention`): q, k and
 //! v read where the plan says (the operand, columns of a fused projection, the engine's KV
 //! cache), the result written as `[heads, n, d]` or directly as the `[n, heads·d]` rows.
 
@@ -7,9 +7,9 @@ use super::kv::{CacheBuf, KvStore};
 use crate::exec::{Operands, Tensor};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use vl3c_backends::cpu::attention::{self as kernel, Keys, Mask, OutView, Precision, Rope, View};
-use vl3c_backends::cpu::Backend;
-use vl3c_backends::plan::AttentionOperand as Src;
+use vl3c_cpu::attention::{self as kernel, Keys, Mask, OutView, Precision, Rope, View};
+use vl3c_cpu::Backend;
+use vl3c_cpu::plan::AttentionOperand as Src;
 use vl3c_ir::{AttentionMask, DType, Graph, NodeId, Op};
 
 /// Runs a claimed attention on the kernel, its products in `precision`. `kv`: the engine's

@@ -1,10 +1,10 @@
 //! The loader's side of the plan: each claim checked against the graph's types (node kinds,
 //! dtypes, constant widths, stored tensors' shapes), and what it reads. Nothing here decides
-//! what a node runs on; the compiler did (`vl3c_backends::select`) and the plan says it, so an
+//! what a node runs on; the compiler did (`vl3c_cpu::select`) and the plan says it, so an
 //! engine is read the same way whatever the compiler's matchers become.
 
 use std::collections::HashMap;
-use vl3c_backends::plan::{AppendRows, AttentionOperand, Claim, KernelDesc, Plan};
+use vl3c_cpu::plan::{AppendRows, AttentionOperand, Claim, KernelDesc, Plan};
 use vl3c_engine::{TensorEntry, TensorLayout};
 use vl3c_ir::{Activation, AttentionMask, DType, Graph, NodeId, Op, TensorType};
 

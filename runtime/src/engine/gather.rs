@@ -3,7 +3,7 @@
 //! `weight` operand), and a tied table is read from the LM head's packed weight.
 
 use crate::exec::Tensor;
-use vl3c_backends::cpu::PackedBf16;
+use vl3c_cpu::PackedBf16;
 use vl3c_engine::{TensorEntry, TensorLayout};
 use vl3c_ir::DType;
 

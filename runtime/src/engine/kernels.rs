@@ -2,10 +2,10 @@
 //! maps and relocates the object (no recompilation) and checks it holds the plan's kernels.
 
 use crate::exec::Tensor;
-use vl3c_backends::cpu::codegen::LoadedKernels;
-use vl3c_backends::cpu::elementwise::{self, Act};
-use vl3c_backends::cpu::has_avx512_bf16;
-use vl3c_backends::plan::KernelDesc;
+use vl3c_cpu::codegen::LoadedKernels;
+use vl3c_cpu::elementwise::{self, Act};
+use vl3c_cpu::has_avx512_bf16;
+use vl3c_cpu::plan::KernelDesc;
 
 pub(crate) struct Kernels {
     loaded: LoadedKernels,
@@ -33,7 +33,7 @@ impl Kernels {
             Some(v) if v.len() == len => Ok(v.as_ptr()),
             _ => Err(format!("kernel {k} ({desc:?}): operand {i} does not have {len} elements")),
         };
-        let e = |e: vl3c_backends::cpu::codegen::CodegenError| e.to_string();
+        let e = |e: vl3c_cpu::codegen::CodegenError| e.to_string();
         let rows = |width: usize| {
             if width == 0 || n % width != 0 {
                 Err(format!("kernel {k} ({desc:?}): {n} elements are not rows of {width}"))

@@ -9,7 +9,7 @@
 use crate::exec::{CacheSource, Tensor};
 use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
-use vl3c_backends::cpu::attention::{rotate, Keys, View};
+use vl3c_cpu::attention::{rotate, Keys, View};
 use vl3c_ir::DType;
 
 pub(crate) struct CacheBuf {

@@ -4,7 +4,7 @@
 use crate::exec::matmul::{gemm_f32, Layout};
 use crate::exec::shape::{broadcast_shape, expand};
 use crate::exec::Tensor;
-use vl3c_backends::cpu::{self, Backend, Epilogue, GemmMode, PackedBf16};
+use vl3c_cpu::{self as cpu, Backend, Epilogue, GemmMode, PackedBf16};
 use vl3c_engine::{TensorEntry, TensorLayout};
 
 /// `a · W (+ epilogue operands, in order)`, `W` the stored `[k, n]` weight (`bytes`).

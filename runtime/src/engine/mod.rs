@@ -1,5 +1,5 @@
 //! Compiled CPU engines: [`compile`] writes one through the compile driver (vl3c-driver; format
-//! in `vl3c_engine` and `vl3c_backends::plan`), [`Engine::load`] checks and reads it, and the
+//! in `vl3c_engine` and `vl3c_cpu::plan`), [`Engine::load`] checks and reads it, and the
 //! entry points run it.
 //!
 //! Loading never recompiles: the graphs are parsed and verified, `weights.bin` is read into
@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-pub use vl3c_backends::cpu::GemmMode;
-use vl3c_backends::plan::{self as cpu_plan, Claim, Plan};
+pub use vl3c_cpu::GemmMode;
+use vl3c_cpu::plan::{self as cpu_plan, Claim, Plan};
 use vl3c_engine::{self as fmt, EngineError, Manifest};
 use vl3c_frontends::lower::ModelGraphs;
 use vl3c_frontends::ModelConfig;

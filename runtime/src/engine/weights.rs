@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use vl3c_backends::plan::{Plan, WEIGHTS};
+use vl3c_cpu::plan::{Plan, WEIGHTS};
 use vl3c_engine::{Manifest, TensorEntry};
 
 /// Bytes read and hashed at a time.

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{reference, tolerance, Rng};
-use vl3c_backends::cpu::{self, gemm_with, pack, Backend, Epilogue, GemmMode};
+use vl3c_cpu::{self as cpu, gemm_with, pack, Backend, Epilogue, GemmMode};
 
 /// Whether to skip: the CPU (or OS) lacks AMX-BF16. A skip shows as a pass, so a machine that
 /// must run these sets `VL3C_REQUIRE_AMX=1` and a missing AMX fails instead.

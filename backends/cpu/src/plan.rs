@@ -6,7 +6,7 @@
 //! a SwiGLU takes), so the loader only checks a claim against the graph's types and runs it: a
 //! change to the compiler's matchers (`select`) cannot change how an existing engine is read.
 
-use crate::cpu::codegen::KernelSpec;
+use crate::codegen::KernelSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use vl3c_engine::TensorEntry;

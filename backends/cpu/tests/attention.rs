@@ -12,8 +12,8 @@
 mod common;
 
 use common::Rng;
-use vl3c_backends::cpu::attention::{attention, attention_with, Keys, Mask, OutView, Precision, Rope, View, BF16_MIN_QUERIES};
-use vl3c_backends::cpu::{has_avx512_bf16, Backend};
+use vl3c_cpu::attention::{attention, attention_with, Keys, Mask, OutView, Precision, Rope, View, BF16_MIN_QUERIES};
+use vl3c_cpu::{has_avx512_bf16, Backend};
 
 struct Case {
     hq: usize,

@@ -9,7 +9,7 @@
 //!
 //! The tile state is per thread: [`Tiles`] configures it (`ldtilecfg`) for one attention call's
 //! share and releases it (`tilerelease`) when dropped. The process-level permission is the one
-//! [`crate::cpu::amx::available`] requests.
+//! [`crate::amx::available`] requests.
 
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
@@ -20,7 +20,7 @@ pub(super) struct Tiles(());
 
 impl Tiles {
     /// # Safety
-    /// AMX available and the tile permission granted ([`crate::cpu::amx::available`]).
+    /// AMX available and the tile permission granted ([`crate::amx::available`]).
     pub(super) unsafe fn configure() -> Tiles {
         // Palette 1; tiles 0–7 all 16 rows × 64 bytes.
         #[repr(C, align(64))]

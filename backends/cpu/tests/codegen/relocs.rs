@@ -8,7 +8,7 @@ use object::{
     Architecture, BinaryFormat, Endianness, RelocationEncoding, RelocationFlags, RelocationKind,
     SymbolFlags, SymbolKind, SymbolScope,
 };
-use vl3c_backends::cpu::codegen::LoadedKernels;
+use vl3c_cpu::codegen::LoadedKernels;
 
 fn func(obj: &mut Object, name: &str, text: object::write::SectionId, code: &[u8]) -> u64 {
     let off = obj.append_section_data(text, code, 16);

@@ -1,7 +1,7 @@
 //! Plain-Rust references with the arithmetic of `ir/reference/src/fused.rs`, row by row, plus
 //! the data generator and the error measure the tests share.
 
-#[path = "../../../ir/reference/src/erf.rs"]
+#[path = "../../../../ir/reference/src/erf.rs"]
 mod erf_impl;
 pub use erf_impl::erf;
 

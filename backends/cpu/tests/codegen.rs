@@ -7,7 +7,7 @@ mod reference;
 use reference as r;
 use reference::{max_err, Mask, Rng};
 use std::sync::OnceLock;
-use vl3c_backends::cpu::codegen::{
+use vl3c_cpu::codegen::{
     clif_text, compile_kernels, CodegenError, KernelSpec, LoadedKernels, MaskKind,
 };
 

@@ -2,12 +2,12 @@
 //! patches, d 72, q and k rotated, one segment), a 300-token prefill (12 query heads over 2 kv
 //! heads, d 128, causal) and a decode step at a 300-token context, with f32 and bf16 products
 //! (the bf16 ones on AMX where the CPU has it; a decode step stays f32).
-//! `cargo bench -p vl3c-backends --bench attention` (add a thread count, default 2, and words
+//! `cargo bench -p vl3c-cpu --bench attention` (add a thread count, default 2, and words
 //! that the cases' names must contain, e.g. `-- 1 vision Bf16`)
 
 use std::time::Instant;
-use vl3c_backends::cpu::attention::{attention_with, Keys, Mask, OutView, Precision, Rope, View};
-use vl3c_backends::cpu::Backend;
+use vl3c_cpu::attention::{attention_with, Keys, Mask, OutView, Precision, Rope, View};
+use vl3c_cpu::Backend;
 
 fn data(n: usize, seed: u32) -> Vec<f32> {
     (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0).collect()

@@ -41,7 +41,7 @@
 //!
 //! Adds, bias adds, RoPE and the norms are within 1–2 ulp of the reference (the norms only differ
 //! in the order of f64 additions); exp-based kernels carry [`math`]'s error (see there and the
-//! measured numbers in `backends/tests/codegen.rs`).
+//! measured numbers in `backends/cpu/tests/codegen.rs`).
 
 mod builder;
 mod elementwise;

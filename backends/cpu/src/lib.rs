@@ -1,4 +1,8 @@
-//! CPU matmul kernels for bf16 weights with f32 activations and f32 accumulation.
+//! The CPU target: its kernels, what runs each node (`select`, compile time), the engine
+//! section it writes (`plan`), and the [`vl3c_engine::Target`] the driver calls (`target`).
+//!
+//! Kernels: CPU matmul kernels for bf16 weights with f32 activations and f32 accumulation,
+//! attention, and Cranelift code generation of the fused row ops (`codegen`).
 //!
 //! Weights stay bf16 in memory, re-laid-out once by [`pack`] into [`PackedBf16`] (panels of 32
 //! output rows, bf16 pairs along k: see [`pack`](mod@pack) for the exact layout). Two products:
@@ -25,6 +29,12 @@ pub mod gemv;
 pub mod pack;
 pub mod threads;
 pub mod vmath;
+
+pub mod plan;
+pub mod select;
+pub mod target;
+
+pub use target::{CpuReport, CpuTarget};
 
 use std::mem::MaybeUninit;
 

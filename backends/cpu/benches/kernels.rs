@@ -1,10 +1,10 @@
 //! Generated kernels against plain Rust loops with the reference executor's arithmetic, one
 //! thread, GB/s of activations moved (read x + write out; RoPE also reads its two tables).
-//! `cargo bench -p vl3c-backends --bench kernels`
+//! `cargo bench -p vl3c-cpu --bench kernels`
 
 use std::hint::black_box;
 use std::time::Instant;
-use vl3c_backends::cpu::codegen::{compile_kernels, KernelSpec, LoadedKernels};
+use vl3c_cpu::codegen::{compile_kernels, KernelSpec, LoadedKernels};
 
 fn time(bytes: usize, mut f: impl FnMut()) -> f64 {
     f();

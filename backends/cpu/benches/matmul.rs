@@ -1,6 +1,6 @@
 //! Matmul kernel benchmark on VideoLLaMA3-2B shapes.
 //!
-//! Run: `cargo bench -p vl3c-backends --bench matmul` (add `-- quick` for fewer shapes,
+//! Run: `cargo bench -p vl3c-cpu --bench matmul` (add `-- quick` for fewer shapes,
 //! `-- gemm` / `-- gemv` / `-- peak` / `-- amx` to run one section).
 //!
 //! GEMV "hot" repeats one weight (it may sit in the 480 MB L3 of some hosts); "cold" cycles
@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use half::bf16;
-use vl3c_backends::cpu::{self, Backend, Epilogue, GemmMode, GemvMode, PackedBf16};
+use vl3c_cpu::{self as cpu, Backend, Epilogue, GemmMode, GemvMode, PackedBf16};
 
 struct Rng(u64);
 impl Rng {
@@ -365,7 +365,7 @@ fn main() {
             || args.iter().any(|a| a == s)
     };
     println!(
-        "command: cargo bench -p vl3c-backends --bench matmul {}",
+        "command: cargo bench -p vl3c-cpu --bench matmul {}",
         args.join(" ")
     );
     println!("amx: {}", cpu::has_amx());

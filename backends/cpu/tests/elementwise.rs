@@ -4,7 +4,7 @@
 mod common;
 
 use common::Rng;
-use vl3c_backends::cpu::elementwise::{activation, layer_norm, rms_norm, swiglu, Act};
+use vl3c_cpu::elementwise::{activation, layer_norm, rms_norm, swiglu, Act};
 
 fn gelu_tanh(x: f64) -> f64 {
     0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())

@@ -2,7 +2,7 @@
 //! packed into `weights.bin`, the fused ops' native code into `kernels.o`, and the plan that
 //! records all of it.
 
-use crate::cpu::{codegen, pack};
+use crate::{codegen, pack};
 use crate::plan::{self, Claim, GraphPlan, Plan};
 use crate::select::{self, attention_claim, holds_caches, tied_matmul, Want};
 use half::bf16;

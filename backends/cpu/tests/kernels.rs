@@ -11,8 +11,8 @@ mod common;
 
 use common::{reference, tolerance, Rng};
 use half::bf16;
-use vl3c_backends::cpu::{
-    self, gemm_with, gemv_with, pack, Backend, Epilogue, GemmMode, GemvMode, LayoutError,
+use vl3c_cpu::{
+    self as cpu, gemm_with, gemv_with, pack, Backend, Epilogue, GemmMode, GemvMode, LayoutError,
     PackedBf16,
 };
 

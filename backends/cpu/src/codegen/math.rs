@@ -6,7 +6,7 @@
 //! to `fmaf`), and the generated CLIF would differ between hosts. Polynomials use `fmul`+`fadd`.
 //! No `nearest`/`floor` either (libcalls without SSE4.1): rounding uses the 1.5·2²³ trick.
 //!
-//! Accuracy (measured by `backends/tests/codegen.rs` against f64 `exp`/`tanh` and the reference
+//! Accuracy (measured by `backends/cpu/tests/codegen.rs` against f64 `exp`/`tanh` and the reference
 //! executor's f64 `erf` over dense grids):
 //! * [`exp`]: ≤ 2 ulp relative for results in the normal range; inputs below −104 give +0,
 //!   above 89 give +inf, NaN stays NaN; results below 2⁻¹²⁶ are correctly scaled (subnormal).
