@@ -20,12 +20,13 @@ pub fn cache_root() -> PathBuf {
     base.join("vl3c")
 }
 
-/// vl3c's version, the checkpoint's absolute path, config.json's bytes, and every other file's
+/// vl3c's version and engine format version (a cached engine of another format would be
+/// refused at load), the checkpoint's absolute path, config.json's bytes, and every other file's
 /// name, size and modification time (hashing gigabytes of weights on every run would cost more
 /// than the run).
 fn cache_key(model_dir: &Path) -> Result<String> {
     let dir = model_dir.canonicalize().with_context(|| format!("{}: cannot open", model_dir.display()))?;
-    let mut text = format!("vl3c {}\n{}\n", env!("CARGO_PKG_VERSION"), dir.display());
+    let mut text = format!("vl3c {} format {}\n{}\n", env!("CARGO_PKG_VERSION"), vl3c_engine::FORMAT_VERSION, dir.display());
     let config = std::fs::read(dir.join("config.json")).with_context(|| format!("{}: no config.json", dir.display()))?;
     text.push_str(&sha256_hex(&config));
     let mut entries: Vec<_> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).collect();
