@@ -32,7 +32,7 @@ fn run(g: &Gemv, rows: usize) -> (Vec<f32>, Vec<f32>) {
     .collect();
     let sizes: Sizes = [("rows".to_string(), rows as i64)].into_iter().collect();
     let scratch: HashMap<String, (Ty, usize)> =
-        g.scratch(&sizes).into_iter().map(|s| (s.name, (s.elem, s.len))).collect();
+        g.scratch().into_iter().map(|s| (s.name.clone(), (s.elem, s.len_at(&sizes).unwrap()))).collect();
 
     let mut emu = Emulator::new();
     let mut ids = HashMap::new();

@@ -105,8 +105,8 @@ fn nmse(t: &dyn Template, spec: &AttnSpec, sz: &Sizes) -> f64 {
     };
     let out = emu.alloc(DeviceBuffer::new(spec.dtype, hq * n as usize * d));
     buffers.insert("out".into(), out);
-    for s in t.scratch(sz) {
-        buffers.insert(s.name.clone(), emu.alloc(DeviceBuffer::new(s.elem, s.len)));
+    for s in t.scratch() {
+        buffers.insert(s.name.clone(), emu.alloc(DeviceBuffer::new(s.elem, s.len_at(sz).unwrap())));
     }
     for k in t.kernels() {
         let args: Vec<Arg> = k

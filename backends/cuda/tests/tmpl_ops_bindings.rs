@@ -64,7 +64,7 @@ fn kernels_and_reference_graphs_bind_by_name() {
                 _ => None,
             })
             .collect();
-        let scratch: Vec<String> = t.scratch(&case.sizes).into_iter().map(|s| s.name).collect();
+        let scratch: Vec<String> = t.scratch().into_iter().map(|s| s.name).collect();
         let mut written = Vec::new();
         for k in t.kernels() {
             for p in &k.params {

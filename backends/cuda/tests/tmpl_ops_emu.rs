@@ -9,7 +9,7 @@ use vl3c_cuda::kir::{Kernel, Lit, ParamKind, Ty};
 use vl3c_cuda::templates::embed::MaskedScatter;
 use vl3c_cuda::templates::prune::{DiffFramePrune, MaskedSelect};
 use vl3c_cuda::templates::rope::RopeCache;
-use vl3c_cuda::templates::{FloatTy, Template};
+use vl3c_cuda::templates::{FloatTy, Sizes, Template};
 
 /// Launches `kernels` in order, binding buffer parameters by name from `buffers` and scalar
 /// parameters from `scalars`, as the harness and the engine do.
@@ -126,7 +126,8 @@ fn compaction_carries_the_scan_across_more_tiles_than_a_block() {
         features: 2,
     };
     let sizes = [("rows", rows as i64), ("kept", (expected.len() / 2) as i64)];
-    let scratch = select.scratch(&sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+    let size_map: Sizes = sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let scratch = select.scratch();
 
     let mut emu = Emulator::new();
     let d = emu.alloc(DeviceBuffer::from_f32(Ty::F32, &data));
@@ -134,7 +135,10 @@ fn compaction_carries_the_scan_across_more_tiles_than_a_block() {
     let out = emu.alloc(DeviceBuffer::new(Ty::F32, expected.len()));
     let scratch: Vec<(String, BufferId)> = scratch
         .into_iter()
-        .map(|s| (s.name, emu.alloc(DeviceBuffer::new(s.elem, s.len))))
+        .map(|s| {
+            let len = s.len_at(&size_map).unwrap();
+            (s.name, emu.alloc(DeviceBuffer::new(s.elem, len)))
+        })
         .collect();
     let mut buffers: Vec<(&str, BufferId)> = vec![("data", d), ("mask", m), ("out", out)];
     buffers.extend(scratch.iter().map(|(n, id)| (n.as_str(), *id)));
@@ -155,10 +159,14 @@ fn scatter_without_sources_copies_the_base() {
     let m = emu.alloc(DeviceBuffer::from_i64(Ty::Bool, &[0, 0, 0]));
     let s = emu.alloc(DeviceBuffer::from_f32(Ty::Bf16, &[]));
     let out = emu.alloc(DeviceBuffer::new(Ty::Bf16, 12));
-    let scratch = scatter.scratch(&sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+    let size_map: Sizes = sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let scratch = scatter.scratch();
     let scratch: Vec<(String, BufferId)> = scratch
         .into_iter()
-        .map(|s| (s.name, emu.alloc(DeviceBuffer::new(s.elem, s.len))))
+        .map(|s| {
+            let len = s.len_at(&size_map).unwrap();
+            (s.name, emu.alloc(DeviceBuffer::new(s.elem, len)))
+        })
         .collect();
     let mut buffers: Vec<(&str, BufferId)> =
         vec![("base", b), ("mask", m), ("src", s), ("out", out)];

@@ -48,6 +48,13 @@ fn check_engine(model: &Path, config_only: bool) {
         serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["target"], "cuda");
 
+    // Every instance says how to launch it: buffers and scalars bind to its reference graph.
+    let kernels: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join(CUDA_DIR).join("kernels.kir.json")).unwrap()).unwrap();
+    for inst in plan_instances(out.path()) {
+        check_instance_binds(&inst, &kernels, model);
+    }
+
     // Every node that runs at inference time, and only those, has exactly one step.
     let graphs = vl3c_ir::parse_graphs(&std::fs::read_to_string(out.path().join("graphs.vir")).unwrap()).unwrap();
     let plan: serde_json::Value =
@@ -96,6 +103,52 @@ fn check_engine(model: &Path, config_only: bool) {
             assert!(off % 64 == 0 && off + len <= bin.len(), "{} {} %{node}: {off}+{len} in {}", model.display(), g.name, bin.len());
             if let Op::Weight { name } = &n.op {
                 assert_eq!(&bin[off..off + len], ckpt.tensor(name).unwrap().bytes, "{} {}: weight `{name}` stored as read", model.display(), g.name);
+            }
+        }
+    }
+}
+
+fn plan_instances(engine: &Path) -> Vec<serde_json::Value> {
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(engine.join(CUDA_DIR).join("plan.json")).unwrap()).unwrap();
+    plan["instances"].as_array().unwrap().clone()
+}
+
+/// Scalars a kernel takes that the instance's reference graph does not determine: the loader
+/// provides them from the engine's own state (the KV cache's capacity, the split-KV chunk count
+/// it launches with). Any other unbound scalar fails the test.
+const ENGINE_SCALARS: [&str; 2] = ["kv_capacity", "max_chunks"];
+
+fn check_instance_binds(inst: &serde_json::Value, kernels: &serde_json::Value, model: &Path) {
+    let name = inst["name"].as_str().unwrap();
+    let reference = vl3c_ir::Graph::parse(inst["reference"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{} {name}: reference does not parse: {e}", model.display()));
+    let symbols: BTreeSet<&str> = reference.symbols.iter().map(|s| s.name.as_str()).collect();
+    let mut buffers: BTreeSet<String> = reference
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Input { name } | Op::CacheRead { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    buffers.extend(reference.outputs.iter().map(|(o, _)| o.clone()));
+    for s in inst["scratch"].as_array().unwrap() {
+        let len = vl3c_ir::Dim::parse(s["len"].as_str().unwrap()).unwrap();
+        let mut used = Vec::new();
+        len.symbols(&mut used);
+        for sym in used {
+            assert!(symbols.contains(sym.as_str()) || ENGINE_SCALARS.contains(&sym.as_str()), "{} {name}: scratch length uses `{sym}`", model.display());
+        }
+        buffers.insert(s["name"].as_str().unwrap().to_string());
+    }
+    for k in inst["kernels"].as_array().unwrap() {
+        let k = kernels.as_array().unwrap().iter().find(|x| x["name"] == *k).unwrap_or_else(|| panic!("{name}: kernel {k} missing"));
+        for p in k["params"].as_array().unwrap() {
+            let pname = p["name"].as_str().unwrap();
+            if p["kind"].get("Buffer").is_some() {
+                assert!(buffers.contains(pname), "{} {name}: buffer `{pname}` is no input, output or scratch", model.display());
+            } else {
+                assert!(symbols.contains(pname) || ENGINE_SCALARS.contains(&pname), "{} {name}: scalar `{pname}` is bound by nothing", model.display());
             }
         }
     }

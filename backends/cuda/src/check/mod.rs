@@ -84,8 +84,11 @@ fn run(case: &Case, backend: Backend, report: &mut CaseReport) -> Result<(), Str
 
     let mut emu = Emulator::new();
     let mut buffers: HashMap<String, BufferId> = HashMap::new();
-    let scratch: HashMap<String, (Ty, usize)> =
-        t.scratch(&case.sizes).into_iter().map(|s| (s.name, (s.elem, s.len))).collect();
+    let mut scratch: HashMap<String, (Ty, usize)> = HashMap::new();
+    for s in t.scratch() {
+        let len = s.len_at(&case.sizes)?;
+        scratch.insert(s.name, (s.elem, len));
+    }
     let kernels = t.kernels();
     for k in &kernels {
         let mut args = Vec::with_capacity(k.params.len());

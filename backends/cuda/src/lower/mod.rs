@@ -99,22 +99,47 @@ impl DevicePlan {
         self.instances.len() - 1
     }
 
-    /// `instances.json`: each instance's name, op family and kernel names, in plan order.
+    /// Each instance as the plan stores it, in plan order.
     pub fn instance_index(&self) -> Vec<InstanceEntry> {
         self.instances
             .iter()
-            .map(|i| InstanceEntry {
-                name: i.template.name(),
-                op: i.template.op().to_string(),
-                kernels: i.template.kernels().into_iter().map(|k| k.name).collect(),
+            .map(|i| {
+                let t = &i.template;
+                InstanceEntry {
+                    name: t.name(),
+                    op: t.op().to_string(),
+                    kernels: t.kernels().into_iter().map(|k| k.name).collect(),
+                    reference: t.reference().to_string(),
+                    scratch: t
+                        .scratch()
+                        .into_iter()
+                        .map(|s| ScratchEntry { name: s.name, elem: format!("{:?}", s.elem), len: s.len.to_string() })
+                        .collect(),
+                }
             })
             .collect()
     }
 }
 
+/// An instance as `cuda/plan.json` stores it: what a loader needs to launch it without the
+/// template's code. Buffers and scalars bind by name (see `templates`): `reference` is the
+/// instance's meaning as IR text, whose inputs and outputs name the buffers and whose symbols
+/// name the scalars (a loader binds them by matching the inputs' types against the actual
+/// shapes); `scratch` sizes the rest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceEntry {
     pub name: String,
     pub op: String,
     pub kernels: Vec<String>,
+    pub reference: String,
+    pub scratch: Vec<ScratchEntry>,
+}
+
+/// A scratch buffer: element type (`F32`, `I64`), length as a dimension over the reference's
+/// symbols in IR text (`Dim::parse` reads it back).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScratchEntry {
+    pub name: String,
+    pub elem: String,
+    pub len: String,
 }

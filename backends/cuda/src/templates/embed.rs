@@ -170,8 +170,8 @@ impl Template for MaskedScatter {
         g
     }
 
-    fn scratch(&self, sizes: &Sizes) -> Vec<Scratch> {
-        scan::scratch(sizes["rows"] as usize)
+    fn scratch(&self) -> Vec<Scratch> {
+        scan::scratch(Dim::sym("rows"))
     }
 
     fn int_input(&self, name: &str, sizes: &Sizes) -> Option<Vec<i64>> {

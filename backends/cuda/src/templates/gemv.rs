@@ -13,7 +13,7 @@
 //! The reference graph reads the same `w_nk` input and transposes it to the `[K, N]` operand
 //! `fused_matmul` takes, so both sides see the same random weight.
 
-use super::{Case, Scratch, Sizes, Template, NMSE_BF16, NMSE_F32};
+use super::{Case, Scratch, Template, NMSE_BF16, NMSE_F32};
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
 use vl3c_ir::{DType, Dim, Graph, Op, TensorType};
 
@@ -264,12 +264,12 @@ impl Template for Gemv {
         g
     }
 
-    fn scratch(&self, sizes: &Sizes) -> Vec<Scratch> {
+    fn scratch(&self) -> Vec<Scratch> {
         if self.split_k == 1 {
             return Vec::new();
         }
-        let rows = sizes.get("rows").copied().unwrap_or(1).max(0);
-        vec![Scratch { name: "partials".into(), elem: Ty::F32, len: (self.split_k * rows * self.n) as usize }]
+        let len = Dim::Mul(Box::new(Dim::Const(self.split_k * self.n)), Box::new(Dim::sym("rows")));
+        vec![Scratch { name: "partials".into(), elem: Ty::F32, len }]
     }
 
     fn nmse_limit(&self) -> f64 {

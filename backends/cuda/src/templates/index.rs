@@ -322,8 +322,8 @@ impl Template for MaskedRows {
         self.graph.clone()
     }
 
-    fn scratch(&self, sizes: &Sizes) -> Vec<Scratch> {
-        scan::scratch(eval(self.rows(), sizes).max(0) as usize)
+    fn scratch(&self) -> Vec<Scratch> {
+        scan::scratch(self.rows().clone())
     }
 
     /// The mask selects exactly as many rows as the output (select) or the source (scatter)

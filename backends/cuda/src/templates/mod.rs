@@ -41,17 +41,28 @@ pub use reduce::Reduce;
 use crate::kir::{Kernel, Ty};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vl3c_ir::Graph;
+use vl3c_ir::{Dim, Graph};
 
 /// Symbol values of one case, by name (`rows`, `n`, `kv_len`, …).
 pub type Sizes = BTreeMap<String, i64>;
 
-/// A buffer the kernels of one instance pass between them (split-KV partials, prefix sums).
+/// A buffer the kernels of one instance pass between them (split-KV partials, prefix sums). Its
+/// length is a formula over the instance's symbols, so an engine's plan can carry it and a
+/// loader size it without the template's code.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scratch {
     pub name: String,
     pub elem: Ty,
-    pub len: usize,
+    pub len: Dim,
+}
+
+impl Scratch {
+    /// The length at `sizes` (at least one element: a zero-length launch still binds the buffer).
+    pub fn len_at(&self, sizes: &Sizes) -> Result<usize, String> {
+        let env: std::collections::HashMap<String, i64> = sizes.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let n = self.len.eval(&env).map_err(|e| format!("scratch `{}` = {}: {e}", self.name, self.len))?;
+        usize::try_from(n.max(1)).map_err(|_| format!("scratch `{}` = {n} elements", self.name))
+    }
 }
 
 pub trait Template: Send + Sync {
@@ -65,8 +76,8 @@ pub trait Template: Send + Sync {
     /// What this instance computes, as a small IR graph (usually one op) whose outputs are named
     /// like the kernels' output buffers.
     fn reference(&self) -> Graph;
-    /// Scratch buffers for these sizes.
-    fn scratch(&self, _sizes: &Sizes) -> Vec<Scratch> {
+    /// Scratch buffers, their lengths over the instance's symbols.
+    fn scratch(&self) -> Vec<Scratch> {
         Vec::new()
     }
     /// Values for an integer or bool graph input (segment ids, token ids, masks); `None` for

@@ -9,6 +9,7 @@
 use super::elem::{bid, tid};
 use super::Scratch;
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
+use vl3c_ir::Dim;
 
 pub const THREADS: usize = 256;
 const ITEMS: usize = 4;
@@ -19,28 +20,13 @@ pub const LOCAL: &str = "scan_local";
 pub const TILE_SUMS: &str = "scan_tile_sums";
 pub const TILE_OFFSETS: &str = "scan_tile_offsets";
 
-pub fn tiles(len: usize) -> usize {
-    len.div_ceil(TILE)
-}
-
-pub fn scratch(len: usize) -> Vec<Scratch> {
-    let t = tiles(len).max(1);
+/// The scan's scratch for `len` flags: one prefix per flag, one sum and one offset per tile.
+pub fn scratch(len: Dim) -> Vec<Scratch> {
+    let t = Dim::FloorDiv(Box::new(Dim::Add(Box::new(len.clone()), Box::new(Dim::Const(TILE as i64 - 1)))), Box::new(Dim::Const(TILE as i64)));
     vec![
-        Scratch {
-            name: LOCAL.into(),
-            elem: Ty::I64,
-            len: len.max(1),
-        },
-        Scratch {
-            name: TILE_SUMS.into(),
-            elem: Ty::I64,
-            len: t,
-        },
-        Scratch {
-            name: TILE_OFFSETS.into(),
-            elem: Ty::I64,
-            len: t,
-        },
+        Scratch { name: LOCAL.into(), elem: Ty::I64, len },
+        Scratch { name: TILE_SUMS.into(), elem: Ty::I64, len: t.clone() },
+        Scratch { name: TILE_OFFSETS.into(), elem: Ty::I64, len: t },
     ]
 }
 

@@ -19,7 +19,7 @@ pub use common::AttnSpec;
 
 use super::{Case, Scratch, Sizes, Template, NMSE_BF16, NMSE_F32};
 use crate::kir::{Kernel, Ty};
-use vl3c_ir::{AttentionMask, Graph};
+use vl3c_ir::{AttentionMask, Dim, Graph};
 
 fn nmse_limit(dtype: Ty) -> f64 {
     if dtype == Ty::Bf16 {
@@ -163,11 +163,11 @@ impl Template for DecodeAttention {
     fn reference(&self) -> Graph {
         reference::decode(&self.spec())
     }
-    fn scratch(&self, sizes: &Sizes) -> Vec<Scratch> {
-        let slots = self.q_heads * sizes.get("max_chunks").copied().unwrap_or(1).max(1) as usize;
+    fn scratch(&self) -> Vec<Scratch> {
+        let per_chunk = |n: usize| Dim::Mul(Box::new(Dim::Const(n as i64)), Box::new(Dim::sym("max_chunks")));
         vec![
-            Scratch { name: "o_partial".into(), elem: Ty::F32, len: slots * self.head_dim },
-            Scratch { name: "stats_partial".into(), elem: Ty::F32, len: 2 * slots },
+            Scratch { name: "o_partial".into(), elem: Ty::F32, len: per_chunk(self.q_heads * self.head_dim) },
+            Scratch { name: "stats_partial".into(), elem: Ty::F32, len: per_chunk(2 * self.q_heads) },
         ]
     }
     /// `kv_len`: the keys in the cache after this step's append.
