@@ -8,9 +8,11 @@
 //! name (see `templates`): a step lists the node ids of the instance's inputs, in the order of
 //! its reference graph's inputs, so the binding is data in the plan, not a rule in the loader.
 
+mod bind;
 mod module;
 mod select;
 
+pub use bind::bind_symbols;
 pub use module::{build_module, KernelModule, ModuleError, SmBuild};
 pub use select::{runtime_nodes, select_graph};
 
