@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use vl3c_cpu::plan::{AppendRows, AttentionOperand, Claim, KernelDesc, Plan};
+use vl3c_cpu::select::attention::Readers;
 use vl3c_engine::{TensorEntry, TensorLayout};
 use vl3c_ir::{Activation, AttentionMask, DType, Graph, NodeId, Op, TensorType};
 
@@ -247,23 +248,17 @@ fn append_reads(g: &Graph, node: usize, rows: &AppendRows) -> Option<(String, Ve
 /// A claimed cache append produces no value, only the engine's cache: every reader must be a
 /// claimed attention that reads it as that cache, and the `cache_read` under it read by it alone.
 pub(crate) fn check_held_caches(g: &Graph, claims: &HashMap<usize, Claimed>) -> Result<(), String> {
-    let mut readers: Vec<Vec<(usize, usize)>> = vec![Vec::new(); g.nodes.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        for (pos, x) in n.inputs.iter().enumerate() {
-            readers[x.index()].push((i, pos));
-        }
-    }
-    let outputs: Vec<usize> = g.outputs.iter().map(|(_, x)| x.index()).collect();
+    let readers = Readers::of(g);
     for (&node, c) in claims {
         let Kind::CacheAppend(name, _) = &c.kind else { continue };
         let read = g.nodes[node].inputs[0].index();
         let bad = || format!("graph `{}`: the engine keeps cache `{name}`, but %{node} is read other than by its attentions", g.name);
-        if outputs.contains(&node) || outputs.contains(&read) || readers[read].len() != 1 {
+        if readers.is_output(node) || readers.is_output(read) || readers.of_node(read).len() != 1 {
             return Err(bad());
         }
-        for &(r, pos) in &readers[node] {
+        for &(r, pos) in readers.of_node(node) {
             let by_kernel = claims.values().any(|c| match &c.kind {
-                Kind::Attention(a) => a.attn == r && matches!([&a.q, &a.k, &a.v][pos.min(2)], AttentionOperand::Cache { name: n } if n == name) && pos < 3,
+                Kind::Attention(a) => a.attn == r && matches!([&a.q, &a.k, &a.v].get(pos), Some(AttentionOperand::Cache { name: n }) if n == name),
                 _ => false,
             });
             if !by_kernel {

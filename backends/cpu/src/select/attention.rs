@@ -28,6 +28,15 @@ impl Readers {
         Readers { by_node, output }
     }
 
+    /// The readers of node `i`, as (reader, operand position).
+    pub fn of_node(&self, i: usize) -> &[(usize, usize)] {
+        &self.by_node[i]
+    }
+
+    pub fn is_output(&self, i: usize) -> bool {
+        self.output[i]
+    }
+
     /// The single reader of `i`, when it has exactly one and is not an output.
     fn only(&self, i: usize) -> Option<(usize, usize)> {
         match self.by_node[i].as_slice() {
