@@ -14,6 +14,7 @@ pub mod kir;
 pub mod lower;
 pub mod nvrtc;
 pub mod print;
+pub mod run;
 pub mod target;
 pub mod templates;
 
