@@ -2,14 +2,16 @@
 //! mask, softmax, weighted sum), independent of the kernels' tiling, splitting and online softmax.
 //! The harness (`test_kernels`) checks the same templates against the reference executor; this
 //! test also pins the edge cases of the tiling: partial tiles, segments crossing tile edges,
-//! prefixes in the cache, more than one decode chunk.
+//! prefixes in the cache, more than one decode chunk, a cache with rows to spare.
 
 use std::collections::HashMap;
+use vl3c_cuda::check::OutputCheck;
 use vl3c_cuda::emu::{bf16_bits_to_f32, f32_to_bf16_bits, Arg, BufferId, DeviceBuffer, Emulator};
 use vl3c_cuda::kir::{Lit, ParamKind, Ty};
 use vl3c_cuda::templates::attention::{AttnSpec, DecodeAttention, PrefillAttention, VisionAttention};
 use vl3c_cuda::templates::{Sizes, Template};
-use vl3c_ir::{AttentionMask, Op};
+use vl3c_ir::{AttentionMask, DType, Op};
+use vl3c_reference::{execute_sized, Tensor};
 
 struct Rng(u64);
 
@@ -155,11 +157,70 @@ fn prefill_causal_gqa_with_prefix() {
         // Group 3: packed tiles end mid-position.
         let t = PrefillAttention { dtype, q_heads: 6, kv_heads: 2, head_dim: 16 };
         for (seq_len, past_len) in [(1, 0), (7, 0), (30, 0), (5, 70), (1, 9)] {
-            let sz = sizes(&[("seq_len", seq_len), ("past_len", past_len)]);
+            let sz = sizes(&[("seq_len", seq_len), ("past_len", past_len), ("kv_capacity", seq_len + past_len)]);
             let e = nmse(&t, &t.spec(), &sz);
             eprintln!("{} {sz:?}: nmse {e:.2e}", t.name());
             assert!(e < limit(dtype), "{} {sz:?}: nmse {e:e}", t.name());
         }
+    }
+}
+
+/// Prefill reads the engine's cache, `kv_capacity` rows per kv head of which only the first
+/// `past_len + seq_len` are valid: the rows past them stay uninitialised, so the emulator fails
+/// the launch if the kernel reads one, and the output must match the reference executor on the
+/// unpadded keys.
+#[test]
+fn prefill_reads_cache_with_capacity() {
+    let (seq_len, past_len, capacity) = (9usize, 3usize, 20usize);
+    let t = past_len + seq_len;
+    for dtype in [Ty::F32, Ty::Bf16] {
+        // Two kv heads, so a wrong head stride lands in the padding or the other head.
+        let tmpl = PrefillAttention { dtype, q_heads: 6, kv_heads: 2, head_dim: 16 };
+        let spec = tmpl.spec();
+        let (hkv, d) = (spec.kv_heads, spec.head_dim);
+        let ir_dtype = if dtype == Ty::F32 { DType::F32 } else { DType::BF16 };
+        let sz = sizes(&[("seq_len", seq_len as i64), ("past_len", past_len as i64), ("kv_capacity", capacity as i64)]);
+        let symbols: HashMap<String, i64> = sz.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let graph = tmpl.reference();
+        let mut rng = Rng(0x243f_6a88_85a3_08d3);
+        let mut emu = Emulator::new();
+        let (mut inputs, mut buffers) = (HashMap::new(), HashMap::new());
+        for node in &graph.nodes {
+            let Op::Input { name } = &node.op else { continue };
+            let shape = node.ty.concrete_shape(&symbols).expect("sizes bind the graph");
+            let v: Vec<f32> = (0..shape.iter().product()).map(|_| rng.uniform()).collect();
+            let buf = if name == "k" || name == "v" {
+                assert_eq!(shape, [hkv, t, d]);
+                let mut b = DeviceBuffer::new(dtype, hkv * capacity * d);
+                for (i, x) in v.iter().enumerate() {
+                    let (h, row) = (i / (t * d), i % (t * d));
+                    b.set_f32(h * capacity * d + row, *x);
+                }
+                b
+            } else {
+                DeviceBuffer::from_f32(dtype, &v)
+            };
+            buffers.insert(name.clone(), emu.alloc(buf));
+            inputs.insert(name.clone(), Tensor::from_f32(ir_dtype, shape, v));
+        }
+        let no_weights: HashMap<String, Tensor> = HashMap::new();
+        let expected = execute_sized(&graph, &inputs, &no_weights, &HashMap::new(), &symbols).expect("reference");
+        let out = emu.alloc(DeviceBuffer::new(dtype, spec.q_heads * seq_len * d));
+        buffers.insert("out".to_string(), out);
+        for k in tmpl.kernels() {
+            let args: Vec<Arg> = k
+                .params
+                .iter()
+                .map(|p| match p.kind {
+                    ParamKind::Buffer { .. } => Arg::Buffer(buffers[&p.name]),
+                    ParamKind::Scalar(_) => Arg::Scalar(Lit::I64(sz[&p.name])),
+                })
+                .collect();
+            emu.launch(&k, &args).unwrap_or_else(|e| panic!("{} {sz:?}: {e}", k.name));
+        }
+        let check = OutputCheck::compare("out", &expected.outputs["out"], emu.buffer(out), tmpl.nmse_limit());
+        eprintln!("{} {sz:?}: nmse {:.2e}", tmpl.name(), check.nmse);
+        assert!(check.passed(), "{} {sz:?}: {check:?}", tmpl.name());
     }
 }
 
@@ -196,7 +257,7 @@ fn real_shapes() {
         for (q_heads, kv_heads) in [(12, 2), (28, 4)] {
             let p = PrefillAttention { dtype, q_heads, kv_heads, head_dim: 128 };
             for seq_len in [7, 64, 129] {
-                check(&p, &p.spec(), &[("seq_len", seq_len), ("past_len", 0)]);
+                check(&p, &p.spec(), &[("seq_len", seq_len), ("past_len", 0), ("kv_capacity", seq_len)]);
             }
             let d = DecodeAttention { dtype, q_heads, kv_heads, head_dim: 128 };
             check(&d, &d.spec(), &[("past_len", 299), ("kv_capacity", 300), ("max_chunks", 4)]);

@@ -15,7 +15,7 @@ use crate::templates::vision::SpatialMerge;
 use crate::templates::{CacheAppend, ElementwiseChain, FloatTy, Reduce, Template};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vl3c_ir::{AttentionMask, DType, Graph, NodeId, Op};
+use vl3c_ir::{AttentionMask, DType, Dim, Graph, NodeId, Op};
 
 /// Which nodes run at inference time: everything the outputs reach without passing through a
 /// `fold` (a fold's value is computed at compile time and stored; what only it reads never runs).
@@ -114,9 +114,10 @@ fn select_node(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, Str
         Op::Gather { axis: 0 } if dtype.is_float() && is_source(&g.node(ops[0]).op) && g.ty(ops[0]).rank() == 2 => {
             Arc::new(Embedding { dtype: float(dtype)?, hidden: fixed(g, ops[0], -1, "hidden size")? })
         }
-        Op::CacheAppend { name, axis } => {
-            Arc::new(CacheAppend::new(name, *axis, g.ty(ops[0]).clone(), g.ty(ops[1]).clone())?)
-        }
+        // The engine allocates each cache once at its maximum context, which attention reads too.
+        Op::CacheAppend { name, axis } => Arc::new(
+            CacheAppend::new(name, *axis, g.ty(ops[0]).clone(), g.ty(ops[1]).clone())?.with_capacity(Dim::sym("kv_capacity")),
+        ),
         Op::Reduce { op, axes, keep_dims } => Arc::new(Reduce::new(*op, axes.clone(), *keep_dims, g.ty(ops[0]).clone())?),
         op => {
             let types: Vec<_> = ops.iter().map(|o| g.ty(*o).clone()).collect();

@@ -111,20 +111,25 @@ pub struct Lengths {
     pub t: Expr,
     /// Keys before the first query (`t - n`): query `i` sits at absolute position `past + i`.
     pub past: Expr,
+    /// Rows per kv head in the k and v buffers (`>= t`): the LLM reads the engine's cache, which
+    /// is allocated once at its maximum length.
+    pub kv_rows: Expr,
 }
 
 /// The scalar parameters that carry the lengths: `n_patches` for vision (keys are the queries),
-/// `seq_len` and `past_len` for the LLM (keys are the cache plus the new tokens).
+/// `seq_len` and `past_len` for the LLM (keys are the cache plus the new tokens) and
+/// `kv_capacity`, the cache's rows per kv head.
 pub fn declare_lengths(b: &mut KernelBuilder, spec: &AttnSpec) -> Lengths {
     match spec.mask {
         AttentionMask::Segments => {
             let n = b.scalar("n_patches", Ty::I64);
-            Lengths { n: n.clone(), t: n, past: Expr::i64(0) }
+            Lengths { n: n.clone(), t: n.clone(), past: Expr::i64(0), kv_rows: n }
         }
         AttentionMask::Causal => {
             let n = b.scalar("seq_len", Ty::I64);
             let past = b.scalar("past_len", Ty::I64);
-            Lengths { t: past.clone() + n.clone(), n, past }
+            let kv_rows = b.scalar("kv_capacity", Ty::I64);
+            Lengths { t: past.clone() + n.clone(), n, past, kv_rows }
         }
         AttentionMask::Full => panic!("no graph has full (unmasked) attention; its templates are not built"),
     }
@@ -218,7 +223,7 @@ pub fn conflict_free_stride(d: usize) -> usize {
     d + (8 + 64 - d % 64) % 64
 }
 
-/// Loads keys `kb .. kb + keys` (rows of `[t, d]` from `kv_head_base`) into shared memory, four
+/// Loads keys `kb .. kb + keys` (rows of `[.., d]` from `kv_head_base`) into shared memory, four
 /// consecutive elements per step (d is a multiple of 4, so a step never crosses a row) with
 /// vector loads and stores; keys past `t` are zeros, so no lane reads uninitialised memory.
 #[allow(clippy::too_many_arguments)]

@@ -67,7 +67,7 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     let o: Vec<_> = (0..dq).map(|c| b.var(&format!("o{c}"), Expr::f32(0.0))).collect();
     let k_tables = if spec.rope_k { inp.rope } else { None };
     let tile = KvTile { ks, vs, keys: KEYS, stride: d, threads: THREADS, k_tables };
-    let kv_head_base = kvh * len.t.clone();
+    let kv_head_base = kvh * len.kv_rows.clone();
 
     b.for_("kb", range.lo.clone(), range.hi.clone(), Expr::i64(KEYS as i64), |b, kb| {
         b.barrier();

@@ -110,7 +110,7 @@ pub fn kernel(spec: &AttnSpec) -> Kernel {
     let o: Vec<[VarId; 4]> = (0..n_blocks).map(|nb| [0, 1, 2, 3].map(|e| b.var(&format!("o{nb}_{e}"), Expr::f32(0.0)))).collect();
     let k_tables = if spec.rope_k { inp.rope } else { None };
     let tile = KvTile { ks, vs, keys: KEYS, stride, threads: THREADS, k_tables };
-    let kv_head_base = kvh * len.t.clone();
+    let kv_head_base = kvh * len.kv_rows.clone();
     let scale = Expr::f32(spec.scale as f32);
 
     b.for_("kb", range.lo.clone(), range.hi.clone(), Expr::i64(KEYS as i64), |b, kb| {

@@ -85,7 +85,8 @@ impl Template for VisionAttention {
     }
 }
 
-/// The LLM's prefill attention: causal GQA over `past_len` cached keys and `seq_len` new ones.
+/// The LLM's prefill attention: causal GQA over `past_len` cached keys and `seq_len` new ones;
+/// `kv_capacity` is the cache's rows per kv head, as for decode.
 #[derive(Clone, Debug)]
 pub struct PrefillAttention {
     pub dtype: Ty,
@@ -200,7 +201,9 @@ pub fn cases() -> Vec<Case> {
         for (q_heads, kv_heads) in LLM_HEADS {
             let prefill = PrefillAttention { dtype, q_heads, kv_heads, head_dim: LLM_HEAD_DIM };
             for (seq_len, past_len) in [(1, 0), (7, 0), (64, 0), (129, 0), (7, 9)] {
-                out.push(Case::new(prefill.clone(), &[("seq_len", seq_len), ("past_len", past_len)]));
+                // The harness allocates k and v as the reference's contiguous keys.
+                let sizes = [("seq_len", seq_len), ("past_len", past_len), ("kv_capacity", seq_len + past_len)];
+                out.push(Case::new(prefill.clone(), &sizes));
             }
             let decode = DecodeAttention { dtype, q_heads, kv_heads, head_dim: LLM_HEAD_DIM };
             for (past_len, max_chunks) in [(0, 4), (128, 4), (299, 4), (299, 1)] {
@@ -209,7 +212,10 @@ pub fn cases() -> Vec<Case> {
             }
         }
         // The fixtures' small shapes: GQA 4/1 with head_dim 16, and 4 heads of 12 in vision.
-        out.push(Case::new(PrefillAttention { dtype, q_heads: 4, kv_heads: 1, head_dim: 16 }, &[("seq_len", 9), ("past_len", 3)]));
+        out.push(Case::new(
+            PrefillAttention { dtype, q_heads: 4, kv_heads: 1, head_dim: 16 },
+            &[("seq_len", 9), ("past_len", 3), ("kv_capacity", 12)],
+        ));
         out.push(Case::new(
             DecodeAttention { dtype, q_heads: 4, kv_heads: 1, head_dim: 16 },
             &[("past_len", 11), ("kv_capacity", 12), ("max_chunks", 2)],
