@@ -13,6 +13,12 @@ of `vl3c bench --json` (vision_s, prefill_s, decode_tok_s, peak_rss_bytes) plus 
 
     python tools/bench/pytorch_bench.py --config examples/configs/videollama3-2b/config.json \
         --dtype bf16 --image-size 448 --context 300 --decode-tokens 32
+
+`--device cuda` runs the same phases on the GPU (the baseline of `vl3c bench --device cuda`): the
+model is built on the device, attention is transformers' "sdpa" unless --attn says otherwise, and
+every timed phase is bracketed by torch.cuda.synchronize(), so a figure is the GPU's work and not
+only the launches. Adds peak_gpu_bytes (torch.cuda.max_memory_allocated) and the GPU's name.
+The default stays the CPU, as tools/bench/compare.sh uses it.
 """
 
 import argparse
@@ -43,7 +49,14 @@ def parse_args():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-generate", action="store_true", help="skip the generate() decode figure")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
+    p.add_argument(
+        "--attn",
+        help='attn_implementation ("sdpa", "eager", …); default: "sdpa" on CUDA, transformers\' own choice on the CPU',
+    )
     a = p.parse_args()
+    if a.device != "cpu" and not a.device.startswith("cuda"):
+        p.error("--device must be cpu, cuda or cuda:N")
     for name in ["image_size", "context", "decode_tokens", "threads", "repeat"]:
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -52,13 +65,25 @@ def parse_args():
     return a
 
 
-def build_model(config_path, dtype, seed):
+def build_model(config_path, dtype, seed, device="cpu", attn=None):
     cfg = VideoLlama3Config.from_json_file(config_path)
     torch.manual_seed(seed)
+    kwargs = {"dtype": dtype}
+    if attn is not None:
+        kwargs["attn_implementation"] = attn
     # The config's own initializers (normal, std initializer_range): realistic magnitudes, no
     # denormals or NaNs that an uninitialized tensor could hold and that would skew timings.
-    model = VideoLlama3ForConditionalGeneration._from_config(cfg, dtype=dtype)
-    return model.eval(), cfg
+    # On a GPU the parameters are created (and initialized) there: seconds instead of a minute.
+    with torch.device(device):
+        try:
+            model = VideoLlama3ForConditionalGeneration._from_config(cfg, **kwargs)
+        except TypeError:
+            if attn is None:
+                raise
+            # A transformers whose _from_config takes no attn_implementation: set it on the config.
+            cfg._attn_implementation = attn
+            model = VideoLlama3ForConditionalGeneration._from_config(cfg, dtype=dtype)
+    return model.to(device).eval(), cfg
 
 
 def random_ids(cfg, n, gen):
@@ -81,9 +106,17 @@ def cache_of(out):
     return getattr(out, CACHE_ARG)
 
 
+def sync():
+    """Waits for the GPU's queued work (nothing to wait for on the CPU)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn):
+    sync()
     start = time.perf_counter()
     out = fn()
+    sync()
     return out, time.perf_counter() - start
 
 
@@ -91,7 +124,15 @@ def main():
     a = parse_args()
     torch.set_num_threads(a.threads)
     dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[a.dtype]
-    model, cfg = build_model(a.config, dtype, a.seed)
+    cuda = a.device.startswith("cuda")
+    if cuda:
+        if not torch.cuda.is_available():
+            sys.exit("error: --device cuda, but torch sees no GPU")
+        if ":" in a.device:
+            torch.cuda.set_device(torch.device(a.device))
+        torch.cuda.init()
+    attn = a.attn or ("sdpa" if cuda else None)
+    model, cfg = build_model(a.config, dtype, a.seed, a.device, attn)
     vc = cfg.vision_config
     patch = vc.patch_size
     if a.image_size % patch:
@@ -103,17 +144,21 @@ def main():
     grid = torch.tensor([[1, side, side]])
     merge = torch.tensor([1])
     ids = random_ids(cfg, a.context, gen)
+    # Drawn on the CPU (same values whatever the device), then moved.
+    pixels, grid, merge, ids = (t.to(a.device) for t in (pixels, grid, merge, ids))
 
     def one_run():
         _, vision_s = timed(lambda: model.model.get_image_features(pixels, grid, merge))
         out, prefill_s = timed(lambda: model(input_ids=ids, use_cache=True))
         past = cache_of(out)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        sync()
         start = time.perf_counter()
         for _ in range(a.decode_tokens):
             out = model(input_ids=nxt, use_cache=True, **{CACHE_ARG: past})
             past = cache_of(out)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        sync()
         decode_s = time.perf_counter() - start
         generate_s = None
         if not a.no_generate:
@@ -128,6 +173,8 @@ def main():
             )
         return dict(vision_s=vision_s, prefill_s=prefill_s, decode_s=decode_s, generate_s=generate_s)
 
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     runs = []
     with torch.inference_mode():
         for i in range(a.warmup + a.repeat):
@@ -143,6 +190,8 @@ def main():
         # Linux reports ru_maxrss in KiB.
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+    if cuda:
+        result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
     if not a.no_generate:
         # generate() = one prefill (yielding the first token) + decode_tokens-1 decode steps.
         gen_s = med("generate_s")
@@ -155,7 +204,8 @@ def main():
         "decode_tok_s": [a.decode_tokens / r["decode_s"] for r in runs],
     }
     result["config"] = {
-        "backend": f"pytorch {a.dtype}",
+        "backend": f"pytorch {a.dtype}" + (f" {a.device}" if cuda else ""),
+        "device": a.device,
         "source": a.config,
         "dtype": a.dtype,
         "image_size": a.image_size,
@@ -166,9 +216,13 @@ def main():
         "warmup": a.warmup,
         "repeat": a.repeat,
         "attn_implementation": model.config._attn_implementation,
+        "vision_attn_implementation": getattr(model.config.vision_config, "_attn_implementation", None),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+    if cuda:
+        result["config"]["gpu"] = torch.cuda.get_device_name()
+        result["config"]["cuda"] = torch.version.cuda
     print(json.dumps(result, indent=2))
 
 
