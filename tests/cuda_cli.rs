@@ -5,7 +5,7 @@ mod common;
 use common::{assert_one_line_error, fixture, s, stderr, vl3c};
 
 #[test]
-fn compile_cuda_writes_cubins_and_an_engine_that_says_it_cannot_run_yet() {
+fn compile_cuda_writes_cubins_and_an_engine_that_runs_on_the_emulator_only_when_asked() {
     let out = tempfile::tempdir().unwrap();
     let eng = out.path().join("engine");
     let model = fixture("image_tied_f32");
@@ -15,8 +15,10 @@ fn compile_cuda_writes_cubins_and_an_engine_that_says_it_cannot_run_yet() {
     assert!(err.contains("cubins sm_90") && err.contains("template instances"), "{err}");
     assert!(eng.join("cuda/sm_90.cubin").is_file() && eng.join("cuda/kernels.cu").is_file());
     let inputs = model.join("inputs.safetensors");
+    // The default device is the GPU; without one, one line that names the emulator.
     let o = vl3c(&["eval", "--engine", s(&eng), "--inputs", s(&inputs), "--out", s(&out.path().join("o.safetensors"))]);
-    assert_one_line_error(&o, "running CUDA engines");
+    assert_one_line_error(&o, "--device emu");
+    assert_one_line_error(&vl3c(&["eval", "--engine", s(&eng), "--device", "tpu", "--inputs", s(&inputs), "--out", "x"]), "unknown device `tpu`");
 
     // The plan, read from the engine: every step of the decode graph, with its kernels.
     let o = vl3c(&["inspect", "--engine", s(&eng), "--plan"]);

@@ -188,9 +188,10 @@ fn other_target_is_refused() {
     edit_manifest(e.path(), |m| m["target"] = "tensorrt".into());
     let err = load_err(e.path());
     assert!(err.contains("built for target `tensorrt`"), "{err}");
+    // A CPU engine relabelled as CUDA lacks the CUDA section.
     edit_manifest(e.path(), |m| m["target"] = "cuda".into());
     let err = load_err(e.path());
-    assert!(err.contains("running CUDA engines (on a GPU or the emulator) is not supported yet"), "{err}");
+    assert!(err.contains("does not list cuda/plan.json"), "{err}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use vl3c_runtime::bench::{self as b, SplitMix, Work};
-use vl3c_runtime::engine::Engine;
+use vl3c_runtime::engine::{DeviceSpec, Engine};
 use vl3c_runtime::exec::Tensor;
 use vl3c_runtime::generate::StepModel;
 use vl3c_runtime::model::{Model, NamedTensors};
@@ -33,6 +33,10 @@ pub struct Args {
     /// Threads for the kernels and the probes (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Where a CUDA engine runs: `cuda` (the first GPU, the default), `cuda:N`, or `emu` (the
+    /// kernel-IR emulator with every check on: slow, for tests and machines without a GPU).
+    #[arg(long, requires = "engine")]
+    device: Option<DeviceSpec>,
     /// Untimed runs before the timed ones.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
@@ -87,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
     let bench = match &args.engine {
         Some(dir) => {
             // The cache must hold the prompt, the decoded tokens and the first sampled one.
-            engine = Engine::load(dir, context + decode_tokens + 1, threads, &mut |_, _, _| {})
+            engine = Engine::load_on(dir, context + decode_tokens + 1, threads, args.device.unwrap_or_default(), &mut |_, _, _| {})
                 .with_context(|| format!("cannot load engine {}", dir.display()))?;
             let declared = engine.model().config().declared_dtype;
             Bench { model: engine.model(), backend: "engine", dtype_of: Box::new(move |_| declared) }

@@ -11,7 +11,8 @@ pub struct Args {
     #[arg(long)]
     model: PathBuf,
     /// Engine target: cpu, or cuda (kernels printed as CUDA C++ and compiled by NVRTC to cubins
-    /// ahead of time, no GPU needed; running CUDA engines is not supported yet). tensorrt: not yet.
+    /// ahead of time, no GPU needed; the engine runs on a GPU, or with `--device emu` on the
+    /// kernel emulator). tensorrt: not yet.
     #[arg(long, default_value = "cpu")]
     target: String,
     /// cuda: the GPU architectures to build cubins for (repeat or separate with commas): 80 (A100), 90 (H100/H200).
@@ -75,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if compiled.target == "cuda" {
-        eprintln!("note: running CUDA engines (eval/run --engine on a GPU or the emulator) is not supported yet");
+        eprintln!("run it with `--engine {}` on a GPU, or `--device emu` on the kernel emulator", args.out.display());
     }
     Ok(())
 }

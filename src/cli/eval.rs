@@ -1,7 +1,7 @@
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
-use vl3c_runtime::engine::Engine;
+use vl3c_runtime::engine::{DeviceSpec, Engine};
 use vl3c_runtime::model::Model;
 use vl3c_runtime::tensor_file::{read_tensors, write_tensors};
 
@@ -36,6 +36,10 @@ pub struct Args {
     /// With --engine: threads for the matmul kernels (0 = all cores).
     #[arg(long, default_value_t = 0, requires = "engine")]
     threads: usize,
+    /// Where a CUDA engine runs: `cuda` (the first GPU, the default), `cuda:N`, or `emu` (the
+    /// kernel-IR emulator with every check on: slow, for tests and machines without a GPU).
+    #[arg(long, requires = "engine")]
+    device: Option<DeviceSpec>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -47,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(dir) => {
             let threads = if args.threads > 0 { args.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
             let bar = super::compile::progress_bar();
-            let loaded = Engine::load(dir, args.max_context, threads, &mut |s, d, t| super::compile::update(&bar, s, d, t));
+            let loaded = Engine::load_on(dir, args.max_context, threads, args.device.unwrap_or_default(), &mut |s, d, t| super::compile::update(&bar, s, d, t));
             bar.finish_and_clear();
             engine = loaded?;
             engine.model()

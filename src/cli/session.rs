@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vl3c_runtime::chat::{prompt_ids, Content, ImageTokens, Message, VideoTokens};
-use vl3c_runtime::engine::Engine;
+use vl3c_runtime::engine::{DeviceSpec, Engine};
 use vl3c_runtime::generate::{Generation, GenerationStats, Generator, Prompt};
 use vl3c_runtime::media::{EncodedImages, EncodedVideo, EncoderCache};
 use vl3c_runtime::model::Model;
@@ -81,6 +81,10 @@ pub struct SessionArgs {
     /// Threads for the engine's kernels (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where a CUDA engine runs: `cuda` (the first GPU, the default), `cuda:N`, or `emu` (the
+    /// kernel-IR emulator with every check on: slow, for tests and machines without a GPU).
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
 }
 
 /// The model a session runs: a compiled engine, or the checkpoint on the reference executor.
@@ -349,7 +353,7 @@ fn load_runtime(dir: &Path, args: &SessionArgs, context: usize) -> Result<Runtim
         };
         let threads = if args.threads > 0 { args.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
         spinner.set_message(format!("loading engine {}", engine_dir.display()));
-        Runtime::Engine(Box::new(Engine::load(&engine_dir, context, threads, &mut |_, _, _| {})?))
+        Runtime::Engine(Box::new(Engine::load_on(&engine_dir, context, threads, args.device.unwrap_or_default(), &mut |_, _, _| {})?))
     };
     spinner.finish_and_clear();
     Ok(runtime)

@@ -2,12 +2,12 @@
 //! printed into one module that NVRTC compiles per architecture, the values of the weights and
 //! folds the steps read (`cuda/weights.bin`, as the IR holds them), and the engine's `cuda/`.
 
-use crate::lower::{build_module, runtime_nodes, DevicePlan, GraphPlan, InstanceEntry, Step};
+use crate::lower::{build_module, runtime_nodes, DevicePlan, GraphFile, PlanFile, Step, KERNELS_FILE, PLAN_FILE, WEIGHTS_FILE};
 use crate::nvrtc::{Nvrtc, PtxasReport, Sm};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use vl3c_engine::{Emit, Emitted, EngineError, Target, TensorEntry, TensorStore};
+use vl3c_engine::{Emit, Emitted, EngineError, Target, TensorStore};
 use vl3c_ir::{Graph, Op};
 
 /// The engine's CUDA section, a directory inside the engine.
@@ -41,26 +41,6 @@ impl CudaTarget {
     pub fn new(sms: Vec<Sm>) -> CudaTarget {
         CudaTarget { sms, nvrtc: None, report: CudaReport::default() }
     }
-}
-
-/// The plan as `cuda/plan.json` stores it.
-#[derive(Serialize)]
-struct PlanFile<'a> {
-    instances: Vec<InstanceEntry>,
-    graphs: Vec<GraphFile<'a>>,
-    /// Whether `cuda/weights.bin` holds the values of every stored node (not `--config-only`).
-    weights: bool,
-    /// `cuda/weights.bin`'s index.
-    tensors: BTreeMap<String, TensorEntry>,
-}
-
-#[derive(Serialize)]
-struct GraphFile<'a> {
-    #[serde(flatten)]
-    plan: &'a GraphPlan,
-    /// Source nodes the steps read whose values the compiler stored (checkpoint weights, folds
-    /// evaluated on the reference executor) → tensor of `cuda/weights.bin`, as the IR holds them.
-    stored: BTreeMap<usize, String>,
 }
 
 /// Stores every checkpoint weight and fold value a step of `g` reads: node → tensor.
@@ -119,7 +99,7 @@ impl Target for CudaTarget {
         let mut stored = Vec::new();
         let mut tensors = BTreeMap::new();
         if out.has_weights() {
-            let mut store = TensorStore::create(out, &format!("{CUDA_DIR}/weights.bin"))?;
+            let mut store = TensorStore::create(out, &format!("{CUDA_DIR}/{WEIGHTS_FILE}"))?;
             for (i, g) in graphs.iter().enumerate() {
                 out.progress("fold weights", i, graphs.len());
                 stored.push(store_sources(g, &mut store, out)?);
@@ -127,15 +107,15 @@ impl Target for CudaTarget {
             out.progress("fold weights", graphs.len(), graphs.len());
             tensors = store.finish()?;
         } else {
-            out.remove_stale(&format!("{CUDA_DIR}/weights.bin"));
+            out.remove_stale(&format!("{CUDA_DIR}/{WEIGHTS_FILE}"));
             stored.resize(graphs.len(), BTreeMap::new());
         }
         report.stored_tensors = tensors.len();
         report.weights_bytes = tensors.values().map(|e| e.offset + e.bytes).max().unwrap_or(0);
-        let graph_files = plan.graphs.iter().zip(stored).map(|(plan, stored)| GraphFile { plan, stored }).collect();
+        let graph_files = plan.graphs.iter().zip(stored).map(|(plan, stored)| GraphFile { plan: plan.clone(), stored }).collect();
         let plan_file = PlanFile { instances: plan.instance_index(), graphs: graph_files, weights: out.has_weights(), tensors };
-        out.write(&format!("{CUDA_DIR}/plan.json"), &json(&plan_file))?;
-        out.write(&format!("{CUDA_DIR}/kernels.kir.json"), &json(&module.kernels))?;
+        out.write(&format!("{CUDA_DIR}/{PLAN_FILE}"), &json(&plan_file))?;
+        out.write(&format!("{CUDA_DIR}/{KERNELS_FILE}"), &json(&module.kernels))?;
         out.write(&format!("{CUDA_DIR}/kernels.cu"), module.source.as_bytes())?;
         for b in &module.builds {
             out.write(&format!("{CUDA_DIR}/{}.cubin", b.sm.name()), &b.cubin)?;

@@ -163,12 +163,6 @@ impl Manifest {
             None => return Err(EngineError::file(&path, "has no format_version")),
         }
         let m: Manifest = serde_json::from_value(loose).map_err(|e| EngineError::file(&path, format!("is malformed: {e}")))?;
-        if m.target == "cuda" && target != "cuda" {
-            return Err(EngineError::Incompatible(format!(
-                "{}: a CUDA engine; running CUDA engines (on a GPU or the emulator) is not supported yet",
-                path.display()
-            )));
-        }
         if m.target != target {
             return Err(EngineError::Incompatible(format!(
                 "{}: engine was built for target `{}`, but this loader runs `{target}` engines",

@@ -9,6 +9,7 @@
 
 mod attention;
 mod claims;
+mod cuda;
 mod gather;
 mod kernels;
 mod kv;
@@ -16,6 +17,7 @@ mod matmul;
 mod runner;
 mod weights;
 
+pub use cuda::DeviceSpec;
 pub use vl3c_driver::{Compiled, DriverError};
 pub use vl3c_engine::{Progress, Target};
 
@@ -27,6 +29,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 pub use vl3c_cpu::GemmMode;
 use vl3c_cpu::plan::{self as cpu_plan, Claim, Plan};
+use vl3c_cuda::lower::{KERNELS_FILE, PLAN_FILE, WEIGHTS_FILE};
+use vl3c_cuda::run::Program;
+use vl3c_cuda::CUDA_DIR;
 use vl3c_engine::{self as fmt, EngineError, Manifest};
 use vl3c_frontends::lower::ModelGraphs;
 use vl3c_frontends::ModelConfig;
@@ -47,6 +52,8 @@ type Result<T> = std::result::Result<T, Error>;
 pub struct Engine {
     dir: PathBuf,
     manifest: Manifest,
+    /// Where the engine runs: "cpu (N threads)", "emu (…)", "cuda:0 (…)".
+    device: String,
     model: Model,
     max_context: usize,
     gemm_mode: Arc<AtomicU8>,
@@ -79,36 +86,28 @@ fn file_err(path: &Path, message: impl Into<String>) -> Error {
 
 impl Engine {
     /// Loads `dir` (see the module docs for what is checked); the KV cache holds at most
-    /// `max_context` positions; the matmul kernels use `threads` threads.
+    /// `max_context` positions; the matmul kernels use `threads` threads. A CUDA engine runs on
+    /// its default device (the first GPU).
     pub fn load(dir: &Path, max_context: usize, threads: usize, progress: Progress) -> Result<Engine> {
+        Engine::load_on(dir, max_context, threads, DeviceSpec::Default, progress)
+    }
+
+    /// [`Engine::load`] on `device`: the emulator or a GPU for a CUDA engine; a CPU engine
+    /// accepts only the default.
+    pub fn load_on(dir: &Path, max_context: usize, threads: usize, device: DeviceSpec, progress: Progress) -> Result<Engine> {
         const STEPS: usize = 5;
         progress("load", 0, STEPS);
+        if engine_target(dir) == "cuda" {
+            return Engine::load_cuda(dir, max_context, device, progress);
+        }
+        if device != DeviceSpec::Default {
+            return Err(file_err(dir, "is a CPU engine; --device chooses where a CUDA engine runs (compile one with --target cuda)"));
+        }
         let manifest = Manifest::read_and_check(dir, "cpu")?;
         manifest.require_files(dir, &[cpu_plan::PLAN, cpu_plan::WEIGHTS])?;
-        let read = |name: &str| -> Result<Vec<u8>> {
-            let path = dir.join(name);
-            let bytes = std::fs::read(&path).map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
-            manifest.check_file(dir, name, &bytes)?;
-            Ok(bytes)
-        };
+        let read = |name: &str| read_checked(dir, &manifest, name);
         progress("load", 1, STEPS);
-
-        let path = dir.join(fmt::GRAPHS);
-        let text = String::from_utf8(read(fmt::GRAPHS)?).map_err(|_| file_err(&path, "is not UTF-8"))?;
-        let parsed = parse_graphs(&text).map_err(|e| file_err(&path, format!("does not parse: {e}")))?;
-        let mut by_name: HashMap<String, Graph> = HashMap::new();
-        for g in parsed {
-            verify(&g).map_err(|e| file_err(&path, format!("graph `{}` does not verify: {e}", g.name)))?;
-            by_name.insert(g.name.clone(), g);
-        }
-        let mut take = |name: &str| by_name.remove(name).ok_or_else(|| file_err(&path, format!("has no graph `{name}`")));
-        let graphs = ModelGraphs {
-            vision_m1: take("vision_m1")?,
-            vision_m2: take("vision_m2")?,
-            projector: take("projector")?,
-            prefill: take("prefill")?,
-            decode: take("decode")?,
-        };
+        let graphs = read_graphs(dir, &manifest)?;
         progress("load", 3, STEPS);
 
         let path = dir.join(cpu_plan::PLAN);
@@ -134,9 +133,7 @@ impl Engine {
         let first: Vec<u64> = first.into_iter().map(|(_, o)| o).collect();
         let map = weights::Weights::read(dir, &manifest, &plan, &first)?;
         progress("load", 2, STEPS);
-        let path = dir.join("config.json");
-        let config_text = String::from_utf8(read("config.json")?).map_err(|_| file_err(&path, "is not UTF-8"))?;
-        let config = ModelConfig::from_json_str(&config_text, &path.display().to_string()).map_err(ModelError::from)?;
+        let config = read_config(dir, &manifest)?;
         let kernels = match (manifest.files.contains_key(cpu_plan::KERNELS), plan.kernels.is_empty()) {
             (true, _) => {
                 let object = read(cpu_plan::KERNELS)?;
@@ -154,7 +151,35 @@ impl Engine {
             .map_err(|m| file_err(&dir.join(cpu_plan::PLAN), m))?;
         let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
         progress("load", STEPS, STEPS);
-        Ok(Engine { dir: dir.to_path_buf(), manifest, model, max_context, gemm_mode })
+        let device = format!("cpu ({threads} threads)");
+        Ok(Engine { dir: dir.to_path_buf(), manifest, device, model, max_context, gemm_mode })
+    }
+
+    fn load_cuda(dir: &Path, max_context: usize, device: DeviceSpec, progress: Progress) -> Result<Engine> {
+        const STEPS: usize = 4;
+        let manifest = Manifest::read_and_check(dir, "cuda")?;
+        let files: Vec<String> = [PLAN_FILE, KERNELS_FILE, WEIGHTS_FILE].iter().map(|f| format!("{CUDA_DIR}/{f}")).collect();
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        manifest.require_files(dir, &names)?;
+        let graphs = read_graphs(dir, &manifest)?;
+        let config = read_config(dir, &manifest)?;
+        progress("load", 1, STEPS);
+        let cuda_dir = dir.join(CUDA_DIR);
+        let dev = cuda::open_device(device, &cuda_dir).map_err(|m| Error::Format(EngineError::Incompatible(m)))?;
+        progress("load", 2, STEPS);
+        let program = Program::load_with(&|name| read_checked(dir, &manifest, &format!("{CUDA_DIR}/{name}")).map_err(|e| e.to_string()), dev)
+            .map_err(|e| file_err(&cuda_dir, e.to_string()))?;
+        progress("load", 3, STEPS);
+        let runner = cuda::CudaRunner::new(program, graphs.decode.clone(), max_context);
+        let device = runner.describe_device();
+        let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
+        progress("load", STEPS, STEPS);
+        Ok(Engine { dir: dir.to_path_buf(), manifest, device, model, max_context, gemm_mode: Arc::new(AtomicU8::new(0)) })
+    }
+
+    /// Where the engine runs.
+    pub fn device(&self) -> &str {
+        &self.device
     }
 
     /// The arithmetic of the bf16 GEMMs (prefill, vision): `Auto` (the default) picks per CPU;
@@ -235,6 +260,50 @@ impl Engine {
         })?;
         Ok(self.model.decode_step(state, token)?)
     }
+}
+
+/// The target the manifest in `dir` names ("cpu" when it cannot be read: the CPU loader then
+/// reports what is wrong with it).
+fn engine_target(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(fmt::MANIFEST))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("target").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "cpu".into())
+}
+
+/// `name` read and checked against the manifest's size and sha256.
+fn read_checked(dir: &Path, manifest: &Manifest, name: &str) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
+    manifest.check_file(dir, name, &bytes)?;
+    Ok(bytes)
+}
+
+/// `graphs.vir`, parsed and verified: the five graphs every engine runs.
+fn read_graphs(dir: &Path, manifest: &Manifest) -> Result<ModelGraphs> {
+    let path = dir.join(fmt::GRAPHS);
+    let text = String::from_utf8(read_checked(dir, manifest, fmt::GRAPHS)?).map_err(|_| file_err(&path, "is not UTF-8"))?;
+    let parsed = parse_graphs(&text).map_err(|e| file_err(&path, format!("does not parse: {e}")))?;
+    let mut by_name: HashMap<String, Graph> = HashMap::new();
+    for g in parsed {
+        verify(&g).map_err(|e| file_err(&path, format!("graph `{}` does not verify: {e}", g.name)))?;
+        by_name.insert(g.name.clone(), g);
+    }
+    let mut take = |name: &str| by_name.remove(name).ok_or_else(|| file_err(&path, format!("has no graph `{name}`")));
+    Ok(ModelGraphs {
+        vision_m1: take("vision_m1")?,
+        vision_m2: take("vision_m2")?,
+        projector: take("projector")?,
+        prefill: take("prefill")?,
+        decode: take("decode")?,
+    })
+}
+
+fn read_config(dir: &Path, manifest: &Manifest) -> Result<ModelConfig> {
+    let path = dir.join("config.json");
+    let text = String::from_utf8(read_checked(dir, manifest, "config.json")?).map_err(|_| file_err(&path, "is not UTF-8"))?;
+    Ok(ModelConfig::from_json_str(&text, &path.display().to_string()).map_err(ModelError::from)?)
 }
 
 /// Has glibc's malloc serve buffers below 32 MiB from its heap and keep freed memory instead of

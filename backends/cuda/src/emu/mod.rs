@@ -80,6 +80,13 @@ impl Emulator {
         &mut self.buffers[id.0]
     }
 
+    /// Releases the buffer's memory; the id must not be used again (a later use sees an empty
+    /// buffer, so any access is out of bounds).
+    pub fn free(&mut self, id: BufferId) {
+        let elem = self.buffers[id.0].elem();
+        self.buffers[id.0] = DeviceBuffer::new(elem, 0);
+    }
+
     fn tick(&mut self) -> u32 {
         // Wrapping: stamps only need to differ from those of recent runs.
         self.clock = self.clock.wrapping_add(1);

@@ -10,7 +10,41 @@ pub enum Lit {
     I32(i32),
     U32(u32),
     I64(i64),
-    F32(f32),
+    F32(#[serde(with = "f32_json")] f32),
+}
+
+/// JSON has no infinities or NaN (serde_json writes them as `null`, which does not read back),
+/// and kernels use -inf as the max-reduction's start: those three are strings.
+mod f32_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+        match *x {
+            x if x.is_finite() => x.serialize(s),
+            x if x.is_nan() => "nan".serialize(s),
+            x if x > 0.0 => "inf".serialize(s),
+            _ => "-inf".serialize(s),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Num(f32),
+        Word(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Num(x) => Ok(x),
+            Repr::Word(w) => match w.as_str() {
+                "nan" => Ok(f32::NAN),
+                "inf" => Ok(f32::INFINITY),
+                "-inf" => Ok(f32::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!("`{other}` is not an f32"))),
+            },
+        }
+    }
 }
 
 impl Lit {
@@ -242,5 +276,27 @@ impl std::ops::Neg for Expr {
     type Output = Expr;
     fn neg(self) -> Expr {
         Expr::un(UnOp::Neg, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An engine stores its kernels as JSON and the loader runs what it reads back: every
+    /// template kernel (with their -inf and f32 constants) must survive the trip unchanged.
+    #[test]
+    fn every_template_kernel_round_trips_through_json() {
+        let mut kernels = 0;
+        for case in crate::templates::cases() {
+            for k in case.template.kernels() {
+                let text = serde_json::to_string(&k).expect("serializes");
+                let back: crate::kir::Kernel = serde_json::from_str(&text).expect("reads back");
+                // Compared as text: a NaN literal is not equal to itself.
+                assert_eq!(serde_json::to_string(&back).expect("serializes"), text, "{}", k.name);
+                kernels += 1;
+            }
+        }
+        assert!(kernels > 300, "{kernels} kernels");
+        let lit: super::Lit = serde_json::from_str(r#"{"F32":"-inf"}"#).expect("reads");
+        assert_eq!(lit, super::Lit::F32(f32::NEG_INFINITY));
     }
 }

@@ -9,10 +9,12 @@
 //! its reference graph's inputs, so the binding is data in the plan, not a rule in the loader.
 
 mod bind;
+mod file;
 mod module;
 mod select;
 
 pub use bind::bind_symbols;
+pub use file::{GraphFile, PlanFile, KERNELS_FILE, PLAN_FILE, WEIGHTS_FILE};
 pub use module::{build_module, KernelModule, ModuleError, SmBuild};
 pub use select::{runtime_nodes, select_graph};
 

@@ -115,8 +115,8 @@ fn select_node(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, Str
             Arc::new(Embedding { dtype: float(dtype)?, hidden: fixed(g, ops[0], -1, "hidden size")? })
         }
         // The engine allocates each cache once at its maximum context, which attention reads too.
-        Op::CacheAppend { name, axis } => Arc::new(
-            CacheAppend::new(name, *axis, g.ty(ops[0]).clone(), g.ty(ops[1]).clone())?.with_capacity(Dim::sym("kv_capacity")),
+        Op::CacheAppend { axis, .. } => Arc::new(
+            CacheAppend::new(*axis, g.ty(ops[0]).clone(), g.ty(ops[1]).clone())?.with_capacity(Dim::sym("kv_capacity")),
         ),
         Op::Reduce { op, axes, keep_dims } => Arc::new(Reduce::new(*op, axes.clone(), *keep_dims, g.ty(ops[0]).clone())?),
         op => {
@@ -126,8 +126,8 @@ fn select_node(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, Str
     };
     let inputs = bind_inputs(g, id, template.as_ref())?;
     let output = match &n.op {
-        // The append writes the cache in place: its buffer is named like the cache state.
-        Op::CacheAppend { name, .. } => name.clone(),
+        // The append writes the cache in place, the buffer it reads.
+        Op::CacheAppend { .. } => crate::templates::cache::CACHE.into(),
         _ => "out".into(),
     };
     let instance = plan.intern(template);

@@ -49,10 +49,10 @@ pub trait Device {
     /// `len` elements of `elem`, uninitialised (the emulator reports a read before a write).
     fn alloc(&mut self, elem: Ty, len: usize) -> Result<DevBuf, DeviceError>;
     fn free(&mut self, buf: DevBuf);
-    /// Copies `bytes` (little-endian elements of the buffer's type) to the start of `buf`.
-    fn write(&mut self, buf: DevBuf, bytes: &[u8]) -> Result<(), DeviceError>;
-    /// The buffer's first `len` elements, as little-endian bytes.
-    fn read(&mut self, buf: DevBuf, len: usize) -> Result<Vec<u8>, DeviceError>;
+    /// Copies `bytes` (little-endian elements of the buffer's type) into `buf` from element `at`.
+    fn write(&mut self, buf: DevBuf, at: usize, bytes: &[u8]) -> Result<(), DeviceError>;
+    /// `len` elements of the buffer from element `at`, as little-endian bytes.
+    fn read(&mut self, buf: DevBuf, at: usize, len: usize) -> Result<Vec<u8>, DeviceError>;
     /// Launches `kernel` (one of the module's: the GPU finds it by name) with `args`.
     fn launch(&mut self, kernel: &Kernel, args: &[DevArg]) -> Result<(), DeviceError>;
     /// `call` at `sizes` on `bufs`.

@@ -1,5 +1,5 @@
 //! `CacheAppend`: the new positions written into the KV cache in place. The cache is one
-//! read-write buffer named like the cache state, laid out `[.., capacity, ..]` along the append
+//! read-write buffer ([`CACHE`]), laid out `[.., capacity, ..]` along the append
 //! axis; positions `[past_len, past_len + seq_len)` receive `new` and nothing else is touched, so
 //! an append costs the new rows only (a copy of the whole cache per decode step would cost the
 //! cache). `capacity` defaults to the appended length, the layout the cache state has in the IR;
@@ -12,9 +12,12 @@ use super::{Template, NMSE_F32};
 use crate::kir::{Access, Kernel, KernelBuilder};
 use vl3c_ir::{Dim, Graph, Op, TensorType};
 
+/// The cache buffer's name in every instance: one instance serves every cache of its shape, so
+/// the buffer cannot be named after any one of them.
+pub const CACHE: &str = "cache";
+
 #[derive(Clone, Debug)]
 pub struct CacheAppend {
-    name: String,
     axis: usize,
     past: TensorType,
     new: TensorType,
@@ -23,16 +26,16 @@ pub struct CacheAppend {
 }
 
 impl CacheAppend {
-    /// Appends `new` to the cache `name` (currently `past`) along `axis`.
-    pub fn new(name: &str, axis: usize, past: TensorType, new: TensorType) -> Result<CacheAppend, String> {
+    /// Appends `new` to a cache (currently `past`) along `axis`.
+    pub fn new(axis: usize, past: TensorType, new: TensorType) -> Result<CacheAppend, String> {
         mem_ty(past.dtype)?;
         let mut graph = Graph::new("cache_append");
-        let read = graph.add_source(Op::CacheRead { name: name.into() }, past.clone()).map_err(|e| e.to_string())?;
+        let read = graph.add_source(Op::CacheRead { name: CACHE.into() }, past.clone()).map_err(|e| e.to_string())?;
         let appended = graph.add_source(Op::Input { name: "new".into() }, new.clone()).map_err(|e| e.to_string())?;
-        let whole = graph.add(Op::CacheAppend { name: name.into(), axis }, &[read, appended]).map_err(|e| e.to_string())?;
+        let whole = graph.add(Op::CacheAppend { name: CACHE.into(), axis }, &[read, appended]).map_err(|e| e.to_string())?;
         let capacity = graph.ty(whole).shape[axis].clone();
         let label = format!("cache_append(axis={axis},past={},new={})", past.to_string().replace(' ', ""), new.to_string().replace(' ', ""));
-        Ok(CacheAppend { name: name.into(), axis, past, new, capacity, label })
+        Ok(CacheAppend { axis, past, new, capacity, label })
     }
 
     /// The cache buffer holds `capacity` positions along the axis (a symbol the engine binds).
@@ -45,7 +48,7 @@ impl CacheAppend {
     fn kernel(&self) -> Kernel {
         let mut b = KernelBuilder::new(kernel_name("cache_append", &self.label), [super::chain::BLOCK, 1, 1]);
         let elem = mem_ty(self.past.dtype).expect("checked in new");
-        let cache = b.buffer(&self.name, elem, Access::ReadWrite);
+        let cache = b.buffer(CACHE, elem, Access::ReadWrite);
         let new = b.buffer("new", elem, Access::Read);
         let dims = self.past.shape.iter().chain(&self.new.shape).chain([&self.capacity]);
         let syms = layout::declare_symbols(&mut b, &layout::symbols_of(dims));
@@ -81,9 +84,9 @@ impl Template for CacheAppend {
     /// the test compares the cache state).
     fn reference(&self) -> Graph {
         let mut graph = Graph::new("cache_append");
-        let read = graph.add_source(Op::CacheRead { name: self.name.clone() }, self.past.clone()).expect("a source");
+        let read = graph.add_source(Op::CacheRead { name: CACHE.into() }, self.past.clone()).expect("a source");
         let appended = graph.add_source(Op::Input { name: "new".into() }, self.new.clone()).expect("a source");
-        graph.add(Op::CacheAppend { name: self.name.clone(), axis: self.axis }, &[read, appended]).expect("checked in new");
+        graph.add(Op::CacheAppend { name: CACHE.into(), axis: self.axis }, &[read, appended]).expect("checked in new");
         for s in layout::symbols_of(graph.nodes.iter().flat_map(|n| n.ty.shape.iter())) {
             graph.declare_symbol(&s, 0, i64::MAX / 4);
         }

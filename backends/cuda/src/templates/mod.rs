@@ -12,7 +12,7 @@
 //! - a scalar parameter named like a graph symbol gets that symbol's value.
 
 mod block_reduce;
-mod cache;
+pub mod cache;
 mod chain;
 mod elem;
 mod elementwise;

@@ -75,14 +75,14 @@ fn layout_cases() -> Vec<Case> {
     out.extend(at(single(Op::Concat { axis: 0 }, &[f32t(&["1152"]), f32t(&["1152"]), f32t(&["1152"])]), &[&[]]));
     out.extend(at(single(Op::Concat { axis: 1 }, &[f32t(&["32", "32"]), f32t(&["32", "16"])]), &[&[]]));
 
-    let append = |name: &str, heads: &str| {
+    let append = |heads: &str| {
         let (past, new) = (f32t(&[heads, "past_len", "128"]), f32t(&[heads, "seq_len", "128"]));
-        CacheAppend::new(name, 1, past, new).expect("types check")
+        CacheAppend::new(1, past, new).expect("types check")
     };
-    out.extend(at(append("layers.0.key", "2"), &[&[("past_len", 0), ("seq_len", 7)], &[("past_len", 129), ("seq_len", 1)]]));
-    out.extend(at(append("layers.27.value", "4"), &[&[("past_len", 7), ("seq_len", 1)]]));
+    out.extend(at(append("2"), &[&[("past_len", 0), ("seq_len", 7)], &[("past_len", 129), ("seq_len", 1)]]));
+    out.extend(at(append("4"), &[&[("past_len", 7), ("seq_len", 1)]]));
     // An engine's cache allocated at its capacity (here exactly full, as the cache state is).
-    let with_capacity = append("layers.0.value", "2").with_capacity(dim("capacity"));
+    let with_capacity = append("2").with_capacity(dim("capacity"));
     out.extend(at(with_capacity, &[&[("past_len", 5), ("seq_len", 2), ("capacity", 7)]]));
     let broadcast = Op::Broadcast { shape: vec![Dim::Const(3), dim("seq_len"), Dim::Const(64)] };
     out.extend(at(single(broadcast, &[f32t(&["seq_len", "1"])]), &[&[("seq_len", 7)]]));

@@ -1,0 +1,291 @@
+//! A CUDA engine loaded onto a device: the plan's instances with their kernels and reference
+//! graphs, every stored weight uploaded once, and the KV caches a sequence keeps on the device.
+
+use super::device::{DevBuf, Device};
+use super::RunError;
+use crate::check::ty_of;
+use crate::kir::{Kernel, Ty};
+use crate::lower::{GraphFile, PlanFile, Step, KERNELS_FILE, PLAN_FILE, WEIGHTS_FILE};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use vl3c_ir::{parse_graphs, DType, Dim, Graph, Op};
+
+/// A device shared by the engine and the KV caches it hands out (which free their buffers when
+/// dropped).
+pub type SharedDevice = Arc<Mutex<Box<dyn Device + Send>>>;
+
+pub(super) struct Instance {
+    pub name: String,
+    pub reference: Graph,
+    pub kernels: Vec<Kernel>,
+    pub scratch: Vec<(String, Ty, Dim)>,
+    /// The reference graph's inputs in order: a matmul's operands bind to them by position.
+    pub inputs: Vec<String>,
+}
+
+/// A stored weight on the device, in one of the layouts the steps read it in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Layout {
+    /// As the IR holds it.
+    Ir,
+    /// The last two dimensions swapped: `[N, K]`, what the GEMMs and GEMVs read as their weight
+    /// (see `gemm::describe`).
+    Nk,
+}
+
+pub struct Program {
+    pub(super) device: SharedDevice,
+    pub(super) instances: Vec<Instance>,
+    pub(super) graphs: HashMap<String, GraphFile>,
+    pub(super) weights: HashMap<(String, Layout), DevBuf>,
+    pub(super) tensors: HashMap<String, (DType, Vec<usize>)>,
+}
+
+fn file_err(path: &Path, message: impl std::fmt::Display) -> RunError {
+    RunError::File { path: path.display().to_string(), message: message.to_string() }
+}
+
+impl Program {
+    /// Loads the engine's `cuda/` section from `cuda_dir` onto `device` and uploads the weights.
+    pub fn load(cuda_dir: &Path, device: Box<dyn Device + Send>) -> Result<Program, RunError> {
+        let read = |name: &str| std::fs::read(cuda_dir.join(name)).map_err(|e| format!("cannot read: {e}"));
+        Program::load_with(&read, device)
+    }
+
+    /// [`Program::load`] with the files of `cuda/` read by `read` (by file name), which may
+    /// check them against the engine's manifest.
+    pub fn load_with(read: &dyn Fn(&str) -> Result<Vec<u8>, String>, device: Box<dyn Device + Send>) -> Result<Program, RunError> {
+        let read = |name: &str| read(name).map_err(|m| file_err(Path::new(name), m));
+        let cuda_dir = Path::new("");
+        let plan_path = cuda_dir.join(PLAN_FILE);
+        let plan: PlanFile = serde_json::from_slice(&read(PLAN_FILE)?).map_err(|e| file_err(&plan_path, format!("is malformed: {e}")))?;
+        if !plan.weights {
+            return Err(file_err(&plan_path, "belongs to an engine compiled with --config-only, which has no weights and cannot run"));
+        }
+        let kernels_path = cuda_dir.join(KERNELS_FILE);
+        let kernels: Vec<Kernel> =
+            serde_json::from_slice(&read(KERNELS_FILE)?).map_err(|e| file_err(&kernels_path, format!("is malformed: {e}")))?;
+        let by_name: HashMap<&str, &Kernel> = kernels.iter().map(|k| (k.name.as_str(), k)).collect();
+        let mut instances = Vec::with_capacity(plan.instances.len());
+        for e in &plan.instances {
+            let bad = |m: String| file_err(&plan_path, format!("instance `{}`: {m}", e.name));
+            let reference = parse_graphs(&e.reference).map_err(|err| bad(format!("reference does not parse: {err}")))?;
+            let [reference] = <[Graph; 1]>::try_from(reference).map_err(|_| bad("reference is not one graph".into()))?;
+            let kernels = e
+                .kernels
+                .iter()
+                .map(|k| by_name.get(k.as_str()).map(|k| (*k).clone()).ok_or_else(|| bad(format!("kernel `{k}` is not in {KERNELS_FILE}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let scratch = e
+                .scratch
+                .iter()
+                .map(|s| {
+                    let ty = scratch_ty(&s.elem).ok_or_else(|| bad(format!("scratch `{}` has element type `{}`", s.name, s.elem)))?;
+                    let len = Dim::parse(&s.len).map_err(|err| bad(format!("scratch `{}` length `{}`: {err}", s.name, s.len)))?;
+                    Ok((s.name.clone(), ty, len))
+                })
+                .collect::<Result<Vec<_>, RunError>>()?;
+            let inputs = reference
+                .nodes
+                .iter()
+                .filter_map(|n| match &n.op {
+                    Op::Input { name } => Some(name.clone()),
+                    _ => None,
+                })
+                .collect();
+            instances.push(Instance { name: e.name.clone(), reference, kernels, scratch, inputs });
+        }
+        for g in &plan.graphs {
+            for s in &g.plan.steps {
+                let used = match s {
+                    Step::Launch { instance, .. } => vec![*instance],
+                    Step::Matmul { gemv, .. } => gemv.iter().copied().collect(),
+                    Step::Attention { prefill, decode, .. } => std::iter::once(*prefill).chain(*decode).collect(),
+                    Step::Alias { .. } => Vec::new(),
+                };
+                if let Some(i) = used.into_iter().find(|&i| i >= instances.len()) {
+                    return Err(file_err(&plan_path, format!("graph `{}`, node %{}: instance {i} does not exist", g.plan.graph, s.node())));
+                }
+            }
+        }
+
+        // Every stored tensor, in each layout a step reads it in.
+        let mut wanted: BTreeSet<(String, Layout)> = BTreeSet::new();
+        for g in &plan.graphs {
+            for (node, tensor) in &g.stored {
+                wanted.insert((tensor.clone(), Layout::Ir));
+                let read_as_weight = g.plan.steps.iter().any(|s| matches!(s, Step::Matmul { inputs, .. } if inputs.get(1) == Some(node)));
+                if read_as_weight {
+                    wanted.insert((tensor.clone(), Layout::Nk));
+                }
+            }
+        }
+        let weights_path = cuda_dir.join(WEIGHTS_FILE);
+        let bytes = read(WEIGHTS_FILE)?;
+        let device: SharedDevice = Arc::new(Mutex::new(device));
+        let mut weights = HashMap::new();
+        let mut tensors = HashMap::new();
+        {
+            let mut dev = lock(&device);
+            for (name, layout) in wanted {
+                let e = plan.tensors.get(&name).ok_or_else(|| file_err(&plan_path, format!("stores tensor `{name}` that has no entry")))?;
+                let dtype = DType::from_str(&e.dtype).map_err(|_| file_err(&plan_path, format!("tensor `{name}` has dtype `{}`", e.dtype)))?;
+                let ty = ty_of(dtype).ok_or_else(|| file_err(&plan_path, format!("tensor `{name}`: {dtype} has no device type")))?;
+                let data = usize::try_from(e.offset)
+                    .ok()
+                    .zip(usize::try_from(e.offset + e.bytes).ok())
+                    .and_then(|(a, b)| bytes.get(a..b))
+                    .ok_or_else(|| file_err(&weights_path, format!("tensor `{name}` lies outside the file")))?;
+                let numel: usize = e.shape.iter().product();
+                if numel * ty.size() != data.len() {
+                    return Err(file_err(&weights_path, format!("tensor `{name}`: {} bytes for {dtype}{:?}", data.len(), e.shape)));
+                }
+                let data = match layout {
+                    Layout::Ir => data.to_vec(),
+                    Layout::Nk => swap_last_two(data, &e.shape, ty.size()).map_err(|m| file_err(&weights_path, format!("tensor `{name}`: {m}")))?,
+                };
+                let buf = dev.alloc(ty, numel.max(1))?;
+                dev.write(buf, 0, &data)?;
+                weights.insert((name.clone(), layout), buf);
+                tensors.insert(name, (dtype, e.shape.clone()));
+            }
+        }
+        let graphs = plan.graphs.into_iter().map(|g| (g.plan.graph.clone(), g)).collect();
+        Ok(Program { device, instances, graphs, weights, tensors })
+    }
+
+    pub fn describe_device(&self) -> String {
+        lock(&self.device).describe()
+    }
+
+    /// Empty KV caches for one sequence, for every cache `graph` reads, each with room for
+    /// `capacity` positions, allocated on the device now.
+    pub fn new_kv(&self, graph: &Graph, capacity: usize) -> Result<KvStore, RunError> {
+        let mut caches = BTreeMap::new();
+        let mut dev = lock(&self.device);
+        for n in &graph.nodes {
+            let Op::CacheRead { name } = &n.op else { continue };
+            let bad = |m: String| RunError::Cache { name: name.clone(), message: m };
+            let (heads, d) = match (n.ty.rank(), n.ty.shape[0].as_const(), n.ty.shape.last().and_then(|d| d.as_const())) {
+                (3, Some(h), Some(d)) => (h as usize, d as usize),
+                _ => return Err(bad(format!("is {}, not [heads, positions, head_dim] with fixed heads and head_dim", n.ty))),
+            };
+            let ty = ty_of(n.ty.dtype).ok_or_else(|| bad(format!("{} has no device type", n.ty.dtype)))?;
+            let len = heads.checked_mul(capacity).and_then(|x| x.checked_mul(d)).ok_or_else(|| bad("is too large".into()))?;
+            let buf = dev.alloc(ty, len.max(1))?;
+            caches.insert(name.clone(), KvCache { buf, heads, d, dtype: n.ty.dtype, len: 0 });
+        }
+        Ok(KvStore { device: self.device.clone(), capacity, caches })
+    }
+}
+
+pub(super) fn lock(device: &SharedDevice) -> MutexGuard<'_, Box<dyn Device + Send>> {
+    // A panic while holding the lock leaves the device as it was; its state is still usable.
+    device.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn scratch_ty(s: &str) -> Option<Ty> {
+    Some(match s {
+        "F32" => Ty::F32,
+        "Bf16" => Ty::Bf16,
+        "I32" => Ty::I32,
+        "U32" => Ty::U32,
+        "I64" => Ty::I64,
+        "Bool" => Ty::Bool,
+        _ => return None,
+    })
+}
+
+/// `[.., K, N]` row-major → `[.., N, K]`, elements of `size` bytes.
+fn swap_last_two(data: &[u8], shape: &[usize], size: usize) -> Result<Vec<u8>, String> {
+    let [.., k, n] = shape[..] else { return Err(format!("a matmul weight of shape {shape:?}")) };
+    let batch = data.len() / (k * n * size).max(1);
+    let mut out = vec![0u8; data.len()];
+    for b in 0..batch {
+        let base = b * k * n * size;
+        for i in 0..k {
+            for j in 0..n {
+                let (src, dst) = (base + (i * n + j) * size, base + (j * k + i) * size);
+                out[dst..dst + size].copy_from_slice(&data[src..src + size]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One cache of a sequence: `[heads, capacity, d]` on the device, the first `len` positions of
+/// each head valid.
+pub(super) struct KvCache {
+    pub buf: DevBuf,
+    pub heads: usize,
+    pub d: usize,
+    pub dtype: DType,
+    pub len: usize,
+}
+
+/// The KV caches of one sequence, on the device for as long as it lives.
+pub struct KvStore {
+    device: SharedDevice,
+    pub(super) capacity: usize,
+    pub(super) caches: BTreeMap<String, KvCache>,
+}
+
+impl KvStore {
+    /// Positions held (every cache holds the same number after a whole step).
+    pub fn len(&self) -> usize {
+        self.caches.values().map(|c| c.len).max().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Cache `name`'s valid positions as a tensor `[heads, len, d]`.
+    pub fn download(&self, name: &str) -> Result<vl3c_reference::Tensor, RunError> {
+        let c = self.caches.get(name).ok_or_else(|| RunError::Cache { name: name.into(), message: "is not kept".into() })?;
+        let mut dev = lock(&self.device);
+        let mut bytes = Vec::with_capacity(c.heads * c.len * c.d * c.dtype.size_bytes());
+        for head in 0..c.heads {
+            bytes.extend(dev.read(c.buf, head * self.capacity * c.d, c.len * c.d)?);
+        }
+        vl3c_reference::Tensor::from_bytes(c.dtype, &[c.heads, c.len, c.d], &bytes).map_err(|m| RunError::Cache { name: name.into(), message: m })
+    }
+
+    /// Fills cache `name` from a host tensor `[heads, len, d]`.
+    pub fn upload(&mut self, name: &str, t: &vl3c_reference::Tensor) -> Result<(), RunError> {
+        let capacity = self.capacity;
+        let c = self.caches.get_mut(name).ok_or_else(|| RunError::Cache { name: name.into(), message: "is not read by the graph".into() })?;
+        let bad = |m: String| RunError::Cache { name: name.into(), message: m };
+        let [h, len, d] = t.shape[..] else { return Err(bad(format!("has shape {:?}, not [heads, len, d]", t.shape))) };
+        if h != c.heads || d != c.d || t.dtype() != c.dtype {
+            return Err(bad(format!("is {}{:?}, the engine keeps {}[{}, len, {}]", t.dtype(), t.shape, c.dtype, c.heads, c.d)));
+        }
+        if len > capacity {
+            return Err(RunError::ContextOverflow { needed: len, capacity });
+        }
+        let bytes = t.to_bytes();
+        let row = len * d * c.dtype.size_bytes();
+        let mut dev = lock(&self.device);
+        // Head by head: the rows past `len` stay unwritten (the emulator proves nothing reads them).
+        for head in 0..h {
+            dev.write(c.buf, head * capacity * d, &bytes[head * row..(head + 1) * row])?;
+        }
+        c.len = len;
+        Ok(())
+    }
+}
+
+impl Drop for KvStore {
+    fn drop(&mut self) {
+        let mut dev = lock(&self.device);
+        for c in self.caches.values() {
+            dev.free(c.buf);
+        }
+    }
+}
