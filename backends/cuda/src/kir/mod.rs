@@ -16,9 +16,11 @@
 
 mod build;
 mod expr;
+mod launch;
 
 pub use build::KernelBuilder;
 pub use expr::{BinOp, Expr, Lit, Special, UnOp};
+pub use launch::{launch_geometry, Geometry};
 
 use serde::{Deserialize, Serialize};
 

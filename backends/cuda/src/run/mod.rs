@@ -2,11 +2,13 @@
 //! emulator, or a GPU), and runs each graph's steps there (`exec.rs`) over the KV caches of a
 //! sequence ([`KvStore`]), kept on the device.
 
+mod cuda_device;
 mod device;
 mod emu_device;
 mod exec;
 mod program;
 
+pub use cuda_device::{kernel_images, CudaDevice};
 pub use device::{DevArg, DevBuf, Device, DeviceError, GemmBuffers};
 pub use emu_device::EmuDevice;
 pub use exec::RunOutputs;
