@@ -166,7 +166,7 @@ fn a_template_kernel_on_the_gpu_matches_the_emulator() {
                 };
                 let dev = gpu.alloc(*elem, len).unwrap();
                 if *access == Access::Read {
-                    gpu.write(dev, buf.bytes()).unwrap();
+                    gpu.write(dev, 0, buf.bytes()).unwrap();
                 } else {
                     out = Some((emu_args.len(), dev, *elem, len));
                 }
@@ -182,7 +182,7 @@ fn a_template_kernel_on_the_gpu_matches_the_emulator() {
     let (at, dev, elem, len) = out.expect("the kernel has an output");
     let Arg::Buffer(emu_out) = emu_args[at] else { unreachable!() };
     let want = emu.buffer(emu_out).to_f32();
-    let got = as_f32(elem, &gpu.read(dev, len).unwrap());
+    let got = as_f32(elem, &gpu.read(dev, 0, len).unwrap());
     let error = nmse(&want, &got);
     assert!(error <= case.template.nmse_limit(), "NMSE {error:e} against the emulator");
 }
@@ -213,7 +213,7 @@ fn gemm_against_emulate(gpu: &mut CudaDevice, call: &GemmCall) -> f64 {
     let gpu_d = gpu.alloc(d.elem(), d.len()).unwrap();
     let mut upload = |buf: &DeviceBuffer| {
         let dev = gpu.alloc(buf.elem(), buf.len()).unwrap();
-        gpu.write(dev, buf.bytes()).unwrap();
+        gpu.write(dev, 0, buf.bytes()).unwrap();
         dev
     };
     let bufs = GemmBuffers {
@@ -226,7 +226,7 @@ fn gemm_against_emulate(gpu: &mut CudaDevice, call: &GemmCall) -> f64 {
     gpu.gemm(call, &sizes, bufs).unwrap();
     // Twice: the second call runs on the cached plan.
     gpu.gemm(call, &sizes, bufs).unwrap();
-    let got = as_f32(d.elem(), &gpu.read(bufs.d, d.len()).unwrap());
+    let got = as_f32(d.elem(), &gpu.read(bufs.d, 0, d.len()).unwrap());
     nmse(&d.to_f32(), &got)
 }
 

@@ -7,7 +7,7 @@ use crate::model::{GraphRunner, NamedTensors};
 use std::any::Any;
 use std::collections::HashMap;
 use std::path::Path;
-use vl3c_cuda::run::{Device, EmuDevice, KvStore, Program, RunError};
+use vl3c_cuda::run::{CudaDevice, Device, EmuDevice, KvStore, Program, RunError};
 use vl3c_ir::{Graph, NodeId, Op};
 
 /// Where a CUDA engine runs.
@@ -40,10 +40,8 @@ impl std::str::FromStr for DeviceSpec {
 pub(crate) fn open_device(spec: DeviceSpec, cuda_dir: &Path) -> Result<Box<dyn Device + Send>, String> {
     match spec {
         DeviceSpec::Emu => Ok(Box::new(EmuDevice::new())),
-        DeviceSpec::Default | DeviceSpec::Cuda(_) => {
-            let _ = cuda_dir;
-            Err("running on a GPU is not supported yet in this build; run the engine on the emulator with --device emu".into())
-        }
+        DeviceSpec::Default => Ok(Box::new(CudaDevice::open(0, cuda_dir).map_err(|e| e.to_string())?)),
+        DeviceSpec::Cuda(n) => Ok(Box::new(CudaDevice::open(n, cuda_dir).map_err(|e| e.to_string())?)),
     }
 }
 

@@ -292,27 +292,30 @@ impl Device for CudaDevice {
         }
     }
 
-    fn write(&mut self, buf: DevBuf, bytes: &[u8]) -> Result<(), DeviceError> {
+    fn write(&mut self, buf: DevBuf, at: usize, bytes: &[u8]) -> Result<(), DeviceError> {
         let b = self.buffer(buf)?;
-        let room = b.len * b.elem.size();
-        if bytes.len() > room {
-            return Err(DeviceError::Driver(format!("write of {} bytes into buffer {} of {room}", bytes.len(), buf.0)));
+        let (size, room) = (b.elem.size(), b.len * b.elem.size());
+        let start = at * size;
+        if start + bytes.len() > room {
+            return Err(DeviceError::Driver(format!("write of {} bytes at byte {start} into buffer {} of {room}", bytes.len(), buf.0)));
         }
         if bytes.is_empty() {
             return Ok(());
         }
         let memory = &mut self.buffers[buf.0].as_mut().expect("checked above").memory;
-        self.stream.memcpy_htod(bytes, memory).map_err(driver("cuMemcpyHtoDAsync"))
+        let mut view = memory.slice_mut(start..start + bytes.len());
+        self.stream.memcpy_htod(bytes, &mut view).map_err(driver("cuMemcpyHtoDAsync"))
     }
 
-    fn read(&mut self, buf: DevBuf, len: usize) -> Result<Vec<u8>, DeviceError> {
+    fn read(&mut self, buf: DevBuf, at: usize, len: usize) -> Result<Vec<u8>, DeviceError> {
         let b = self.buffer(buf)?;
-        if len > b.len {
-            return Err(DeviceError::Driver(format!("read of {len} elements of buffer {} of {}", buf.0, b.len)));
+        if at + len > b.len {
+            return Err(DeviceError::Driver(format!("read of {len} elements at {at} of buffer {} of {}", buf.0, b.len)));
         }
-        let mut out = vec![0u8; len * b.elem.size()];
+        let size = b.elem.size();
+        let mut out = vec![0u8; len * size];
         if !out.is_empty() {
-            let view = b.memory.slice(..out.len());
+            let view = b.memory.slice(at * size..at * size + out.len());
             self.stream.memcpy_dtoh(&view, &mut out).map_err(driver("cuMemcpyDtoHAsync"))?;
         }
         // The bytes are the host's only once the copy (and all work before it) is done; an
