@@ -83,3 +83,25 @@ fn damo_layout_sharded() {
 fn video_bf16_weights() {
     check("video_bf16", 0.1, 0.015);
 }
+
+/// The README's example on the emulator answers exactly as the CPU engine does.
+#[test]
+fn the_readme_example_answers_as_the_cpu_engine_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = tmp.path().join("engine");
+    let model = common::tiny();
+    let o = vl3c(&["compile", "--target", "cuda", "--sm", "90", "--model", s(&model), "--out", s(&engine)]);
+    assert!(o.status.success(), "compile: {}", stderr(&o));
+    let image = common::root().join("examples/picture.png");
+    let ask = ["--image", s(&image), "--prompt", "What is in this picture?", "--max-new-tokens", "12"];
+    let cpu = vl3c(&[&["run", "--model", s(&model)][..], &ask].concat());
+    assert!(cpu.status.success(), "cpu: {}", stderr(&cpu));
+    let emu = vl3c(&[&["run", "--engine", s(&engine), "--device", "emu"][..], &ask].concat());
+    assert!(emu.status.success(), "emu: {}", stderr(&emu));
+    assert!(!cpu.stdout.is_empty());
+    assert_eq!(emu.stdout, cpu.stdout, "the answers differ");
+
+    // Past the KV cache's capacity: one line, before anything runs.
+    let o = vl3c(&[&["run", "--engine", s(&engine), "--device", "emu", "--max-context", "16"][..], &ask].concat());
+    common::assert_one_line_error(&o, "--max-context 16");
+}

@@ -86,14 +86,19 @@ pub fn run(args: Args) -> Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let (context, decode_tokens) = (args.context as usize, args.decode_tokens as usize);
 
-    let engine;
+    let engine = match &args.engine {
+        // The cache must hold the prompt, the decoded tokens and the first sampled one.
+        Some(dir) => Some(
+            Engine::load_on(dir, context + decode_tokens + 1, threads, args.device.unwrap_or_default(), &mut |_, _, _| {})
+                .with_context(|| format!("cannot load engine {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let opened;
-    let bench = match &args.engine {
-        Some(dir) => {
-            // The cache must hold the prompt, the decoded tokens and the first sampled one.
-            engine = Engine::load_on(dir, context + decode_tokens + 1, threads, args.device.unwrap_or_default(), &mut |_, _, _| {})
-                .with_context(|| format!("cannot load engine {}", dir.display()))?;
-            let declared = engine.model().config().declared_dtype;
+    let bench = match &engine {
+        Some(engine) => {
+            // A CUDA engine stores its weights as the graphs compute them, in f32 (see its plan).
+            let declared = if engine.manifest().target == "cuda" { vl3c_ir::DType::F32 } else { engine.model().config().declared_dtype };
             Bench { model: engine.model(), backend: "engine", dtype_of: Box::new(move |_| declared) }
         }
         None => {
@@ -132,20 +137,31 @@ pub fn run(args: Args) -> Result<()> {
         eprint!("per-op time over all {} runs (VL3C_PROFILE):\n{}", runs.len() + args.warmup, vl3c_runtime::exec::profile::report());
     }
 
+    // A CUDA engine's limits are its device's: measured there, or none on the emulator.
+    let device = engine_device(&engine)?;
+    let measured_on = match &device {
+        Some((name, _)) => format!("measured on {name}"),
+        None => "measured".into(),
+    };
+    let device_limits = device.as_ref().map(|(_, l)| l.clone());
     // Probes run after the model so their buffer does not count in the model's peak RSS.
-    let (bandwidth, bw_source) = match args.bandwidth_gbs {
-        Some(v) => (v, "given"),
-        None => (b::measure_bandwidth_gbs(1 << 30, threads), "measured"),
+    let (bandwidth, bw_source) = match (args.bandwidth_gbs, &device_limits) {
+        (Some(v), _) => (v, "given".to_string()),
+        (None, Some(Some(l))) => (l.bandwidth_gbs, format!("device-to-device copy, {measured_on}")),
+        (None, Some(None)) => (f64::NAN, "not measured on the emulator".into()),
+        (None, None) => (b::measure_bandwidth_gbs(1 << 30, threads), measured_on.clone()),
     };
     // The engine's bf16 GEMMs run on AMX where the CPU has it, so that is their peak; the
     // reference executor's matmuls are f32.
-    let (peak, peak_source, peak_kind) = match (args.peak_gflops, args.engine.is_some()) {
-        (Some(v), _) => (v, "given", "matmul"),
-        (None, true) => {
+    let (peak, peak_source, peak_kind) = match (args.peak_gflops, &device_limits, args.engine.is_some()) {
+        (Some(v), _, _) => (v, "given".to_string(), "matmul"),
+        (None, Some(Some(l)), _) => (l.peak_gflops, measured_on.clone(), l.peak_kind),
+        (None, Some(None), _) => (f64::NAN, "not measured on the emulator".into(), "matmul"),
+        (None, None, true) => {
             let (g, kind) = b::measure_matmul_peak_gflops(threads);
-            (g, "measured", kind)
+            (g, measured_on.clone(), kind)
         }
-        (None, false) => (b::measure_peak_gflops(threads), "measured", "f32 FMA"),
+        (None, None, false) => (b::measure_peak_gflops(threads), measured_on.clone(), "f32 FMA"),
     };
     let work = Work::of(cfg, patches, context, &*bench.dtype_of);
     let bounds = Bounds {
@@ -182,6 +198,7 @@ pub fn run(args: Args) -> Result<()> {
             },
             "config": {
                 "backend": bench.backend,
+                "device": device.as_ref().map(|(name, _)| name.clone()).unwrap_or_else(|| format!("cpu ({threads} threads)")),
                 "source": source.display().to_string(),
                 "image_size": args.image_size,
                 "patches": patches,
@@ -196,15 +213,16 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
 
+    let on = device.as_ref().map(|(name, _)| name.clone()).unwrap_or_else(|| format!("{threads} threads"));
     println!(
-        "bench: {} ({}), {threads} threads, median of {} after {} warmup",
+        "bench: {} ({}), {on}, median of {} after {} warmup",
         bench.backend,
         source.display(),
         args.repeat,
         args.warmup
     );
     println!("{:<8} {:>15} {:>15} {:>9}  work", "phase", "measured", "bound", "of bound");
-    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    let pct = |x: f64| if x.is_finite() { format!("{:.1}%", 100.0 * x) } else { "n/a".into() };
     println!(
         "{:<8} {:>15} {:>15} {:>9}  {patches} patches ({}²), {:.2} GFLOP",
         "vision",
@@ -226,23 +244,38 @@ pub fn run(args: Args) -> Result<()> {
         "{:<8} {:>15} {:>15} {:>9}  {decode_tokens} tokens, {:.1} MB read per token",
         "decode",
         format!("{decode_tok_s:.2} tok/s"),
-        format!("{:.2} tok/s", bounds.decode_tok_s),
+        if bounds.decode_tok_s.is_finite() { format!("{:.2} tok/s", bounds.decode_tok_s) } else { "n/a".into() },
         pct(decode_tok_s / bounds.decode_tok_s),
         work.decode_bytes_per_token / 1e6
     );
     println!("peak RSS {:.1} MB", peak_rss as f64 / 1e6);
-    println!(
-        "limits: {bandwidth:.1} GB/s read bandwidth ({bw_source}), {peak:.1} GFLOP/s {peak_kind} peak ({peak_source}), {threads} threads"
-    );
+    if bandwidth.is_finite() && peak.is_finite() {
+        println!(
+            "limits: {bandwidth:.1} GB/s read bandwidth ({bw_source}), {peak:.1} GFLOP/s {peak_kind} peak ({peak_source}), {on}"
+        );
+    } else {
+        println!("limits: not measured on the emulator (its time says nothing about a GPU's)");
+    }
     Ok(())
 }
 
 /// Seconds with a unit that keeps three significant digits for tiny and real models alike.
 fn secs(x: f64) -> String {
     match x {
+        x if !x.is_finite() => "n/a".into(),
         x if x >= 1.0 => format!("{x:.3} s"),
         x if x >= 1e-3 => format!("{:.2} ms", x * 1e3),
         x => format!("{:.1} µs", x * 1e6),
+    }
+}
+
+/// A CUDA engine's device and its limits (`None` inside: the emulator); `None` for CPU runs.
+fn engine_device(engine: &Option<Engine>) -> Result<Option<(String, Option<vl3c_cuda::run::DeviceLimits>)>> {
+    let Some(engine) = engine else { return Ok(None) };
+    match engine.device_limits() {
+        None => Ok(None),
+        Some(Ok(limits)) => Ok(Some((engine.device().to_string(), limits))),
+        Some(Err(e)) => bail!("measuring {}: {e}", engine.device()),
     }
 }
 

@@ -65,6 +65,10 @@ impl CudaRunner {
         self.program.describe_device()
     }
 
+    pub(crate) fn device(&self) -> vl3c_cuda::run::SharedDevice {
+        self.program.device()
+    }
+
     fn store(&self) -> Result<KvStore, ExecError> {
         self.program.new_kv(&self.decode, self.max_context).map_err(|e| exec_err(&self.decode, e))
     }

@@ -54,6 +54,8 @@ pub struct Engine {
     manifest: Manifest,
     /// Where the engine runs: "cpu (N threads)", "emu (…)", "cuda:0 (…)".
     device: String,
+    /// A CUDA engine's device (the emulator or a GPU).
+    cuda: Option<vl3c_cuda::run::SharedDevice>,
     model: Model,
     max_context: usize,
     gemm_mode: Arc<AtomicU8>,
@@ -152,7 +154,7 @@ impl Engine {
         let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
         progress("load", STEPS, STEPS);
         let device = format!("cpu ({threads} threads)");
-        Ok(Engine { dir: dir.to_path_buf(), manifest, device, model, max_context, gemm_mode })
+        Ok(Engine { dir: dir.to_path_buf(), manifest, device, cuda: None, model, max_context, gemm_mode })
     }
 
     fn load_cuda(dir: &Path, max_context: usize, device: DeviceSpec, progress: Progress) -> Result<Engine> {
@@ -171,15 +173,23 @@ impl Engine {
             .map_err(|e| file_err(&cuda_dir, e.to_string()))?;
         progress("load", 3, STEPS);
         let runner = cuda::CudaRunner::new(program, graphs.decode.clone(), max_context);
-        let device = runner.describe_device();
+        let (device, cuda) = (runner.describe_device(), Some(runner.device()));
         let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
         progress("load", STEPS, STEPS);
-        Ok(Engine { dir: dir.to_path_buf(), manifest, device, model, max_context, gemm_mode: Arc::new(AtomicU8::new(0)) })
+        Ok(Engine { dir: dir.to_path_buf(), manifest, device, cuda, model, max_context, gemm_mode: Arc::new(AtomicU8::new(0)) })
     }
 
     /// Where the engine runs.
     pub fn device(&self) -> &str {
         &self.device
+    }
+
+    /// A CUDA engine's device limits, measured on it (`Ok(None)` on the emulator, whose time
+    /// means nothing); `None` for a CPU engine, whose limits are the host's.
+    pub fn device_limits(&self) -> Option<std::result::Result<Option<vl3c_cuda::run::DeviceLimits>, String>> {
+        let dev = self.cuda.as_ref()?;
+        let mut dev = dev.lock().unwrap_or_else(|p| p.into_inner());
+        Some(vl3c_cuda::run::measure_limits(dev.as_mut()).map_err(|e| e.to_string()))
     }
 
     /// The arithmetic of the bf16 GEMMs (prefill, vision): `Auto` (the default) picks per CPU;

@@ -324,6 +324,23 @@ impl Device for CudaDevice {
         Ok(out)
     }
 
+    fn copy(&mut self, src: DevBuf, dst: DevBuf, len: usize) -> Result<(), DeviceError> {
+        let (s, d) = (self.buffer(src)?, self.buffer(dst)?);
+        let bytes = len * s.elem.size();
+        if s.elem != d.elem || len > s.len || len > d.len {
+            return Err(DeviceError::Driver(format!("copy of {len} elements from buffer {} ({} × {:?}) to {} ({} × {:?})", src.0, s.len, s.elem, dst.0, d.len, d.elem)));
+        }
+        if bytes == 0 || src == dst {
+            return Ok(());
+        }
+        // Two slots of the slab: take the destination out while the source is borrowed.
+        let mut to = self.buffers[dst.0].take().expect("checked above");
+        let from = &self.buffers[src.0].as_ref().expect("checked above").memory;
+        let result = self.stream.memcpy_dtod(&from.slice(..bytes), &mut to.memory.slice_mut(..bytes)).map_err(driver("cuMemcpyDtoDAsync"));
+        self.buffers[dst.0] = Some(to);
+        result
+    }
+
     fn launch(&mut self, kernel: &Kernel, args: &[DevArg]) -> Result<(), DeviceError> {
         let scalars = self.bind(kernel, args)?;
         let g = launch_geometry(kernel, &scalars).map_err(DeviceError::Driver)?;

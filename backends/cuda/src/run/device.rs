@@ -53,6 +53,8 @@ pub trait Device {
     fn write(&mut self, buf: DevBuf, at: usize, bytes: &[u8]) -> Result<(), DeviceError>;
     /// `len` elements of the buffer from element `at`, as little-endian bytes.
     fn read(&mut self, buf: DevBuf, at: usize, len: usize) -> Result<Vec<u8>, DeviceError>;
+    /// Copies the first `len` elements of `src` into `dst`, on the device.
+    fn copy(&mut self, src: DevBuf, dst: DevBuf, len: usize) -> Result<(), DeviceError>;
     /// Launches `kernel` (one of the module's: the GPU finds it by name) with `args`.
     fn launch(&mut self, kernel: &Kernel, args: &[DevArg]) -> Result<(), DeviceError>;
     /// `call` at `sizes` on `bufs`.
@@ -60,5 +62,9 @@ pub trait Device {
     /// Waits for queued work (a GPU's stream); errors of asynchronous work surface here.
     fn synchronize(&mut self) -> Result<(), DeviceError> {
         Ok(())
+    }
+    /// Whether wall-clock time on this device says anything about a GPU's (not the emulator's).
+    fn is_timed(&self) -> bool {
+        true
     }
 }

@@ -71,6 +71,15 @@ impl Device for EmuDevice {
         Ok(b.bytes()[at * size..(at + len) * size].to_vec())
     }
 
+    fn copy(&mut self, src: DevBuf, dst: DevBuf, len: usize) -> Result<(), DeviceError> {
+        let bytes = self.read(src, 0, len)?;
+        self.write(dst, 0, &bytes)
+    }
+
+    fn is_timed(&self) -> bool {
+        false
+    }
+
     fn launch(&mut self, kernel: &Kernel, args: &[DevArg]) -> Result<(), DeviceError> {
         let args: Vec<Arg> = args
             .iter()

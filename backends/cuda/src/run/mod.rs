@@ -6,12 +6,14 @@ mod cuda_device;
 mod device;
 mod emu_device;
 mod exec;
+mod limits;
 mod program;
 
 pub use cuda_device::{kernel_images, CudaDevice};
 pub use device::{DevArg, DevBuf, Device, DeviceError, GemmBuffers};
 pub use emu_device::EmuDevice;
 pub use exec::RunOutputs;
+pub use limits::{measure as measure_limits, DeviceLimits};
 pub use program::{KvStore, Program, SharedDevice};
 
 #[derive(Debug, thiserror::Error)]

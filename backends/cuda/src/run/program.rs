@@ -156,6 +156,11 @@ impl Program {
         Ok(Program { device, instances, graphs, weights, tensors })
     }
 
+    /// The device, shared with the caches this engine hands out.
+    pub fn device(&self) -> SharedDevice {
+        self.device.clone()
+    }
+
     pub fn describe_device(&self) -> String {
         lock(&self.device).describe()
     }
