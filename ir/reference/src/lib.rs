@@ -94,6 +94,9 @@ pub enum ExecError {
     Node { node: NodeId, op: &'static str, message: String },
     #[error("output `{name}`: {message}")]
     Output { name: String, message: String },
+    /// A backend running the graph failed outside any one node (a device, its memory).
+    #[error("{0}")]
+    Backend(String),
 }
 
 impl ExecError {

@@ -83,7 +83,7 @@ fn exec_err(graph: &Graph, e: RunError) -> ExecError {
         RunError::Step { node, message, .. } if node < graph.nodes.len() => {
             ExecError::Node { node: NodeId(node as u32), op: graph.nodes[node].op.mnemonic(), message }
         }
-        other => ExecError::Output { name: "*".into(), message: other.to_string() },
+        other => ExecError::Backend(other.to_string()),
     }
 }
 

@@ -171,6 +171,7 @@ impl Engine {
         progress("load", 2, STEPS);
         let program = Program::load_with(&|name| read_checked(dir, &manifest, &format!("{CUDA_DIR}/{name}")).map_err(|e| e.to_string()), dev)
             .map_err(|e| file_err(&cuda_dir, e.to_string()))?;
+        program.check_kv_fits(&graphs.decode, max_context).map_err(|e| Error::Format(EngineError::Incompatible(e.to_string())))?;
         progress("load", 3, STEPS);
         let runner = cuda::CudaRunner::new(program, graphs.decode.clone(), max_context);
         let (device, cuda) = (runner.describe_device(), Some(runner.device()));

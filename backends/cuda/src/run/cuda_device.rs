@@ -324,6 +324,12 @@ impl Device for CudaDevice {
         Ok(out)
     }
 
+    fn memory(&self) -> Option<(usize, usize)> {
+        // Freed buffers wait in the pool: they count as free for whoever asks.
+        let pooled: usize = self.pool.iter().map(|(bytes, v)| bytes * v.len()).sum();
+        self.ctx.mem_get_info().ok().map(|(free, total)| (free + pooled, total))
+    }
+
     fn copy(&mut self, src: DevBuf, dst: DevBuf, len: usize) -> Result<(), DeviceError> {
         let (s, d) = (self.buffer(src)?, self.buffer(dst)?);
         let bytes = len * s.elem.size();

@@ -63,6 +63,10 @@ pub trait Device {
     fn synchronize(&mut self) -> Result<(), DeviceError> {
         Ok(())
     }
+    /// Free and total device memory in bytes, where the device has a limit (a GPU).
+    fn memory(&self) -> Option<(usize, usize)> {
+        None
+    }
     /// Whether wall-clock time on this device says anything about a GPU's (not the emulator's).
     fn is_timed(&self) -> bool {
         true

@@ -43,7 +43,7 @@ impl Device for EmuDevice {
     fn write(&mut self, buf: DevBuf, at: usize, bytes: &[u8]) -> Result<(), DeviceError> {
         let b = self.emu.buffer_mut(id(buf));
         let size = b.elem().size();
-        if bytes.len() % size != 0 || at + bytes.len() / size > b.len() {
+        if !bytes.len().is_multiple_of(size) || at + bytes.len() / size > b.len() {
             return Err(DeviceError::Emulator(format!(
                 "a copy of {} bytes at element {at} into a buffer of {} × {:?}",
                 bytes.len(),

@@ -34,4 +34,6 @@ pub enum RunError {
     ContextOverflow { needed: usize, capacity: usize },
     #[error(transparent)]
     Device(#[from] DeviceError),
+    #[error("{0}")]
+    Context(String),
 }

@@ -165,6 +165,36 @@ impl Program {
         lock(&self.device).describe()
     }
 
+    /// Bytes the KV caches of one sequence take at `capacity` positions.
+    pub fn kv_bytes(graph: &Graph, capacity: usize) -> usize {
+        graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::CacheRead { .. }))
+            .map(|n| {
+                let per_position: usize = n.ty.shape.iter().filter_map(|d| d.as_const()).map(|d| d as usize).product();
+                per_position.saturating_mul(capacity).saturating_mul(n.ty.dtype.size_bytes())
+            })
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// Checks that one sequence's KV caches at `capacity` fit in the device's free memory (after
+    /// the weights), so a too-small GPU is a load error rather than a failure mid-answer.
+    pub fn check_kv_fits(&self, graph: &Graph, capacity: usize) -> Result<(), RunError> {
+        let Some((free, total)) = lock(&self.device).memory() else { return Ok(()) };
+        let need = Program::kv_bytes(graph, capacity);
+        if need > free {
+            let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+            return Err(RunError::Context(format!(
+                "the KV cache for --max-context {capacity} needs {:.2} GiB, but {:.2} GiB of the GPU's {:.2} GiB are free after the weights; lower --max-context",
+                gib(need),
+                gib(free),
+                gib(total)
+            )));
+        }
+        Ok(())
+    }
+
     /// Empty KV caches for one sequence, for every cache `graph` reads, each with room for
     /// `capacity` positions, allocated on the device now.
     pub fn new_kv(&self, graph: &Graph, capacity: usize) -> Result<KvStore, RunError> {
