@@ -2,6 +2,8 @@
 //! that says what to do, rather than failing mid-answer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use vl3c_cuda::gemm::GemmCall;
 use vl3c_cuda::kir::{Kernel, Ty};
 use vl3c_cuda::nvrtc::Sm;
@@ -25,8 +27,8 @@ fn compile_engine(model: &Path, config_only: bool, out: &Path) {
     compile(&source, &mut target, out, &mut |_, _, _| {}).unwrap();
 }
 
-/// The emulator, reporting the free memory of a small GPU.
-struct SmallGpu(EmuDevice, usize);
+/// The emulator, reporting the free memory of a small GPU (which the test sets).
+struct SmallGpu(EmuDevice, Arc<AtomicUsize>);
 
 impl Device for SmallGpu {
     fn describe(&self) -> String {
@@ -54,7 +56,7 @@ impl Device for SmallGpu {
         self.0.gemm(call, sizes, bufs)
     }
     fn memory(&self) -> Option<(usize, usize)> {
-        Some((self.1, 80 << 30))
+        Some((self.1.load(Ordering::Relaxed), 80 << 30))
     }
 }
 
@@ -68,7 +70,13 @@ fn a_kv_cache_larger_than_the_free_memory_is_refused_at_load() {
     assert!(per_position > 0);
     assert_eq!(Program::kv_bytes(decode, 1000), 1000 * per_position);
 
-    let program = Program::load(&out.path().join(CUDA_DIR), Box::new(SmallGpu(EmuDevice::new(), 100 * per_position))).unwrap();
+    let free = Arc::new(AtomicUsize::new(1000));
+    let err = Program::load(&out.path().join(CUDA_DIR), Box::new(SmallGpu(EmuDevice::new(), free.clone()))).err().expect("refused").to_string();
+    assert!(err.contains("the engine's weights need"), "{err}");
+
+    free.store(1 << 30, Ordering::Relaxed);
+    let program = Program::load(&out.path().join(CUDA_DIR), Box::new(SmallGpu(EmuDevice::new(), free.clone()))).unwrap();
+    free.store(100 * per_position, Ordering::Relaxed);
     program.check_kv_fits(decode, 100).unwrap();
     let err = program.check_kv_fits(decode, 101).unwrap_err().to_string();
     assert!(err.contains("--max-context 101") && err.contains("lower --max-context"), "{err}");

@@ -129,6 +129,18 @@ impl Program {
         let mut tensors = HashMap::new();
         {
             let mut dev = lock(&device);
+            let need: u64 = wanted.iter().filter_map(|(name, _)| plan.tensors.get(name)).map(|e| e.bytes).sum();
+            if let Some((free, total)) = dev.memory() {
+                if need > free as u64 {
+                    let gib = |b: f64| b / (1u64 << 30) as f64;
+                    return Err(RunError::Context(format!(
+                        "the engine's weights need {:.2} GiB on the device, but {:.2} GiB of the GPU's {:.2} GiB are free",
+                        gib(need as f64),
+                        gib(free as f64),
+                        gib(total as f64)
+                    )));
+                }
+            }
             for (name, layout) in wanted {
                 let e = plan.tensors.get(&name).ok_or_else(|| file_err(&plan_path, format!("stores tensor `{name}` that has no entry")))?;
                 let dtype = DType::from_str(&e.dtype).map_err(|_| file_err(&plan_path, format!("tensor `{name}` has dtype `{}`", e.dtype)))?;
