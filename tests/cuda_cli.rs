@@ -79,7 +79,13 @@ fn test_kernels_runs_a_filtered_family_on_the_emulator() {
 
 #[test]
 fn test_kernels_rejects_what_it_cannot_do() {
-    assert_one_line_error(&vl3c(&["test-kernels", "--backend", "cuda"]), "not supported yet");
+    // Without a driver (CI), one line that names the emulator; with one, the run is a GPU check.
+    if !vl3c_cuda::run::CudaDevice::driver_present() {
+        assert_one_line_error(&vl3c(&["test-kernels", "--backend", "cuda", "-o", "rms_norm"]), "--backend emu");
+        assert_one_line_error(&vl3c(&["test-kernels", "--backend", "cuda:1", "-o", "rms_norm"]), "--backend emu");
+    }
+    assert_one_line_error(&vl3c(&["test-kernels", "--backend", "tpu"]), "unknown backend `tpu`");
+    assert_one_line_error(&vl3c(&["test-kernels", "--backend", "cuda:x"]), "unknown backend `cuda:x`");
     assert_one_line_error(&vl3c(&["test-kernels", "-o", "no_such_op"]), "no op family `no_such_op`");
     assert_one_line_error(&vl3c(&["test-kernels", "-p", "nothing-matches-this"]), "no case matches");
 }

@@ -1,6 +1,7 @@
 //! What a case measured, and the summary table and JSON `vl3c test-kernels` prints.
 
 use crate::emu::DeviceBuffer;
+use crate::kir::Ty;
 use crate::templates::Case;
 use serde::Serialize;
 use vl3c_reference::Tensor;
@@ -48,6 +49,19 @@ impl OutputCheck {
         check
     }
 
+    /// [`OutputCheck::compare`] of an output read back from a device: `bytes` are its elements
+    /// of type `elem`, little-endian.
+    pub fn compare_bytes(name: &str, want: &Tensor, elem: Ty, bytes: &[u8], limit: f64) -> OutputCheck {
+        let size = elem.size();
+        let mut got = DeviceBuffer::new(elem, bytes.len() / size);
+        for (i, chunk) in bytes.chunks_exact(size).enumerate() {
+            let mut le = [0u8; 8];
+            le[..size].copy_from_slice(chunk);
+            got.set_bits(i, u64::from_le_bytes(le));
+        }
+        OutputCheck::compare(name, want, &got, limit)
+    }
+
     pub fn passed(&self) -> bool {
         self.non_finite == 0 && self.nmse <= self.limit
     }
@@ -61,7 +75,7 @@ pub struct CaseReport {
     pub error: Option<String>,
     pub outputs: Vec<OutputCheck>,
     pub launches: usize,
-    /// Thread-statements the emulator executed.
+    /// Thread-statements the emulator executed (0 on a GPU).
     pub thread_statements: u64,
     pub seconds: f64,
 }
@@ -101,6 +115,8 @@ impl CaseReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// Where the cases ran: the emulator, or the GPU and the image its kernels came from.
+    pub device: String,
     pub reports: Vec<CaseReport>,
     pub seconds: f64,
 }

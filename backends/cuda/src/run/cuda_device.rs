@@ -68,6 +68,26 @@ struct Buffer {
 impl CudaDevice {
     /// Opens GPU `ordinal` and loads the kernels of the engine directory `cuda_dir`.
     pub fn open(ordinal: usize, cuda_dir: &Path) -> Result<CudaDevice, DeviceError> {
+        Self::open_with(ordinal, |ctx, sm, what| load_module(ctx, cuda_dir, sm, what))
+    }
+
+    /// Opens GPU `ordinal` with kernels made for it at run time: `images(sm)` gives, for the
+    /// device's SM, the images to try in order (`test-kernels` compiles them with NVRTC). It is
+    /// called only once the device is open, so a machine without a driver fails first.
+    pub fn open_images(
+        ordinal: usize,
+        images: impl FnOnce(u32) -> Result<Vec<KernelImage>, DeviceError>,
+    ) -> Result<CudaDevice, DeviceError> {
+        Self::open_with(ordinal, |ctx, sm, what| {
+            load_images(ctx, images(sm)?)
+                .map_err(|rejected| DeviceError::Driver(format!("{what} cannot load the kernels ({})", rejected.join("; "))))
+        })
+    }
+
+    fn open_with(
+        ordinal: usize,
+        load: impl FnOnce(&Arc<CudaContext>, u32, &str) -> Result<(Arc<CudaModule>, String), DeviceError>,
+    ) -> Result<CudaDevice, DeviceError> {
         if !Self::driver_present() {
             return Err(DeviceError::Unsupported(NO_DRIVER.into()));
         }
@@ -94,7 +114,7 @@ impl CudaDevice {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(driver("cuDeviceGetAttribute"))? as usize;
         let what = format!("cuda:{ordinal} ({name}, sm_{sm})");
-        let (module, image) = load_module(&ctx, cuda_dir, sm, &what)?;
+        let (module, image) = load(&ctx, sm, &what)?;
         Ok(CudaDevice {
             ordinal,
             name,
@@ -485,6 +505,39 @@ fn blas_error(call: impl Into<String>) -> impl FnOnce(lt::CublasError) -> Device
     move |e| DeviceError::Driver(format!("{call}: {:?}", e.0))
 }
 
+/// A module's code as the driver takes it, with the label [`CudaDevice::image`] reports.
+#[derive(Clone, Debug)]
+pub enum KernelImage {
+    /// Machine code for one SM (`sm_90.cubin`).
+    Cubin { label: String, bytes: Vec<u8> },
+    /// PTX the driver JIT-compiles (`compute_80.ptx (JIT)`).
+    Ptx { label: String, text: String },
+}
+
+/// The first of `images` the driver loads, or why each was rejected.
+fn load_images(ctx: &Arc<CudaContext>, images: Vec<KernelImage>) -> Result<(Arc<CudaModule>, String), Vec<String>> {
+    let mut rejected = Vec::new();
+    for image in images {
+        let (ptx, label) = match image {
+            KernelImage::Cubin { label, bytes } => (Ptx::from_binary(bytes), label),
+            KernelImage::Ptx { label, text } => {
+                // cuModuleLoadData reads PTX up to its NUL; one inside the text would cut it short.
+                let text = text.trim_end_matches('\0');
+                if text.contains('\0') {
+                    rejected.push(format!("{label}: not PTX text"));
+                    continue;
+                }
+                (Ptx::from_src(text), label)
+            }
+        };
+        match ctx.load_module(ptx) {
+            Ok(module) => return Ok((module, label)),
+            Err(e) => rejected.push(format!("{label}: {}", error_text(e))),
+        }
+    }
+    Err(rejected)
+}
+
 /// The engine's kernels, as the device can run them: the cubin of its SM, else the newest PTX
 /// not above it (the driver compiles it; slower to load, same kernels).
 fn load_module(
@@ -493,32 +546,23 @@ fn load_module(
     sm: u32,
     what: &str,
 ) -> Result<(Arc<CudaModule>, String), DeviceError> {
-    let images = kernel_images(dir, sm).map_err(DeviceError::Unsupported)?;
-    let mut rejected = Vec::new();
-    for path in images {
+    let mut images = Vec::new();
+    for path in kernel_images(dir, sm).map_err(DeviceError::Unsupported)? {
         let file = path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
         let bytes = std::fs::read(&path).map_err(|e| DeviceError::Driver(format!("{}: {e}", path.display())))?;
-        let (ptx, label) = if file.ends_with(".cubin") {
-            (Ptx::from_binary(bytes), file.clone())
+        images.push(if file.ends_with(".cubin") {
+            KernelImage::Cubin { label: file, bytes }
         } else {
-            // cuModuleLoadData reads PTX up to its NUL; one inside the text would cut it short.
-            let text = String::from_utf8_lossy(&bytes).trim_end_matches('\0').to_string();
-            if text.contains('\0') {
-                rejected.push(format!("{file}: not PTX text"));
-                continue;
-            }
-            (Ptx::from_src(text), format!("{file} (JIT)"))
-        };
-        match ctx.load_module(ptx) {
-            Ok(module) => return Ok((module, label)),
-            Err(e) => rejected.push(format!("{file}: {}", error_text(e))),
-        }
+            KernelImage::Ptx { label: format!("{file} (JIT)"), text: String::from_utf8_lossy(&bytes).into_owned() }
+        });
     }
-    Err(DeviceError::Driver(format!(
-        "{what} cannot load the engine's kernels in {} ({}); recompile with `vl3c compile --target cuda --sm {sm}`",
-        dir.display(),
-        rejected.join("; ")
-    )))
+    load_images(ctx, images).map_err(|rejected| {
+        DeviceError::Driver(format!(
+            "{what} cannot load the engine's kernels in {} ({}); recompile with `vl3c compile --target cuda --sm {sm}`",
+            dir.display(),
+            rejected.join("; ")
+        ))
+    })
 }
 
 /// The files of an engine's `cuda/` directory that can run on an `sm` GPU, in the order to try

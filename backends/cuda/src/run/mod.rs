@@ -9,7 +9,7 @@ mod exec;
 mod limits;
 mod program;
 
-pub use cuda_device::{kernel_images, CudaDevice};
+pub use cuda_device::{kernel_images, CudaDevice, KernelImage};
 pub use device::{DevArg, DevBuf, Device, DeviceError, GemmBuffers};
 pub use emu_device::EmuDevice;
 pub use exec::RunOutputs;
