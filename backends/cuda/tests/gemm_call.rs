@@ -3,7 +3,8 @@
 
 use vl3c_cuda::emu::DeviceBuffer;
 use vl3c_cuda::gemm::{
-    describe, emulate, CallError, ComputeType, DataType, EmulateError, Epilogue, Extent, GemmCall, Transpose, WeightLayout,
+    describe, describe_with, emulate, CallError, ComputeType, DataType, EmulateError, Epilogue, Extent, GemmCall, Inputs,
+    Transpose, WeightLayout,
 };
 use vl3c_cuda::kir::Ty;
 use vl3c_cuda::templates::Sizes;
@@ -134,6 +135,40 @@ fn check(dtype: DType, ty: Ty, layout: WeightLayout, bias: bool, residual: bool)
             "{layout:?} bias={bias} residual={residual} [{i}]: {g} vs {w}"
         );
     }
+}
+
+/// An f32 node over a bf16 checkpoint's weight: A and B bf16 on the tensor cores (f32
+/// accumulation), C, D and the bias f32. The values are bf16, so the products are exact and the
+/// result is the f32 loop's.
+#[test]
+fn bf16_inputs_keep_c_d_and_bias_in_f32() {
+    let (k, n, n_merged) = (40, 24, 3);
+    let (g, node) = fused_node(DType::F32, k, n, true, true);
+    let call = describe_with(&g, node, WeightLayout::Nk, Inputs::Bf16).unwrap();
+    assert_eq!((call.a.ty, call.b.ty, call.c.ty, call.d.ty), (DataType::Bf16, DataType::Bf16, DataType::F32, DataType::F32));
+    assert_eq!(call.compute, ComputeType::F32);
+    assert_eq!(call.epilogue, Epilogue::Bias { ty: DataType::F32 });
+    assert_eq!(describe(&g, node, WeightLayout::Nk).unwrap().compute, ComputeType::F32Pedantic, "f32 inputs: no TF32");
+
+    let p = Problem::new(4 * n_merged as usize, k as usize, n as usize);
+    let a = DeviceBuffer::from_f32(Ty::Bf16, &p.w_nk());
+    let b = DeviceBuffer::from_f32(Ty::Bf16, &p.x);
+    let c = DeviceBuffer::from_f32(Ty::F32, &p.residual);
+    let bias = DeviceBuffer::from_f32(Ty::F32, &p.bias);
+    let mut d = DeviceBuffer::new(Ty::F32, p.tokens * p.n);
+    emulate(&call, &sizes(n_merged), &a, &b, Some(&c), Some(&bias), &mut d).unwrap();
+    let want = p.expected(true, true, Ty::F32);
+    for (i, (got, w)) in d.to_f32().iter().zip(&want).enumerate() {
+        assert!((got - w).abs() <= 1e-5 * w.abs().max(1.0), "[{i}]: {got} vs {w}");
+    }
+    // B must be the rounded copy: an f32 B is a type error, not a silent conversion.
+    let f32_b = DeviceBuffer::from_f32(Ty::F32, &p.x);
+    let e = emulate(&call, &sizes(n_merged), &a, &f32_b, Some(&c), Some(&bias), &mut d).unwrap_err();
+    assert!(matches!(e, EmulateError::Type { operand: "B", .. }), "{e}");
+
+    let (g, node) = fused_node(DType::BF16, k, n, false, false);
+    let e = describe_with(&g, node, WeightLayout::Nk, Inputs::Bf16).unwrap_err();
+    assert!(e.message.contains("bf16 inputs are for f32 nodes"), "{e}");
 }
 
 #[test]

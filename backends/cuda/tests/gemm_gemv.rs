@@ -24,7 +24,7 @@ fn run(g: &Gemv, rows: usize) -> (Vec<f32>, Vec<f32>) {
     let round = |v: Vec<f32>| DeviceBuffer::from_f32(g.dtype, &v).to_f32();
     let inputs: HashMap<&str, Vec<f32>> = [
         ("x", round(values(rows * k, 1))),
-        ("w_nk", round(values(n * k, 2))),
+        ("w_nk", DeviceBuffer::from_f32(g.weight, &values(n * k, 2)).to_f32()),
         ("bias", round(values(n, 3))),
         ("residual", round(values(rows * n, 4))),
     ]
@@ -91,6 +91,23 @@ fn single_pass_matches_the_loop() {
     assert_close(&Gemv::new(Ty::Bf16, 64, 128, false, false), 1);
 }
 
+/// bf16 weights under f32 activations: exact products summed in f32, so f32's tolerance.
+#[test]
+fn bf16_weights_under_f32_activations_match_the_loop() {
+    let mixed = |k, n, bias, residual| Gemv::with_weight(Ty::F32, Ty::Bf16, k, n, bias, residual);
+    assert_close(&mixed(512, 40, true, true).with_schedule(2, 1), 1);
+    assert_close(&mixed(256, 37, false, true).with_schedule(3, 1), 3);
+    assert_close(&mixed(1024, 33, true, false).with_schedule(1, 4), 2);
+    assert_close(&mixed(64, 128, false, false), 1);
+    let g = mixed(1536, 256, true, false);
+    assert!(g.split_k > 1, "{g:?}");
+    assert!(g.name().contains("dtype=f32,weight=bf16"), "{}", g.name());
+    assert!(g.kernels().iter().all(|k| k.name.contains("_f32_wbf16_")), "kernel names say both types");
+    assert!(!Gemv::supports_weight(Ty::F32, Ty::Bf16, 36), "K = 36 is not whole 8-element bf16 chunks");
+    assert!(Gemv::supports_weight(Ty::F32, Ty::Bf16, 40));
+    assert!(!Gemv::supports_weight(Ty::Bf16, Ty::F32, 64), "f32 weights under bf16 activations have no kernel");
+}
+
 #[test]
 fn split_k_matches_the_loop() {
     assert_close(&Gemv::new(Ty::Bf16, 1024, 33, true, false).with_schedule(1, 4), 2);
@@ -110,6 +127,9 @@ fn reference_reads_the_weight_as_stored() {
     for case in vl3c_cuda::templates::gemv::cases() {
         let graph = case.template.reference();
         let (_, _, w) = graph.inputs().find(|(_, name, _)| *name == "w_nk").expect("a w_nk input");
+        let g = case.template.name();
+        let weight = if g.contains("weight=bf16") || g.contains("dtype=bf16") { vl3c_ir::DType::BF16 } else { vl3c_ir::DType::F32 };
+        assert_eq!(w.dtype, weight, "{}: w_nk is stored in the weight's type", case.label());
         let out = graph.ty(graph.output("out").expect("an `out` output"));
         let (n, k) = (w.shape[0].clone(), w.shape[1].clone());
         assert_eq!(out.shape[1], n, "{}: w_nk is [N, K]", case.label());

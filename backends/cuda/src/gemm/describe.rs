@@ -14,6 +14,12 @@
 //! nn.Linear's `[N, K]` row-major) is column-major K×N with `lda = K`, so `transa = T`: the "TN"
 //! GEMM, whose K runs contiguously in both operands. A residual is C with `beta = 1` (same layout
 //! as D), a bias is the `BIAS` epilogue's per-row (per-feature) vector.
+//!
+//! Precision: by default every matrix has the node's dtype, an f32 node computing with
+//! `CUBLAS_COMPUTE_32F_PEDANTIC` (no TF32) and a bf16 one on the tensor cores with f32
+//! accumulation. [`Inputs::Bf16`] asks for an f32 node with bf16 A and B (the engine holds the
+//! weight in bf16 and rounds the activations to bf16 before the call) and f32 C, D and bias,
+//! under `CUBLAS_COMPUTE_32F`: a bf16 checkpoint's matmuls on the tensor cores.
 
 use super::call::{ComputeType, DataType, Epilogue, GemmCall, MatrixLayout, Operands, Transpose};
 use super::extent::Extent;
@@ -28,6 +34,15 @@ pub enum WeightLayout {
     Kn,
 }
 
+/// The element type of A and B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inputs {
+    /// The node's dtype, as every other matrix.
+    Node,
+    /// bf16, under an f32 node (C, D and the bias stay f32), with `CUBLAS_COMPUTE_32F`.
+    Bf16,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("node {node}: {message}")]
 pub struct DescribeError {
@@ -36,8 +51,14 @@ pub struct DescribeError {
 }
 
 /// The cuBLASLt call computing `node` (a `matmul` or `fused_matmul`) with its second operand
-/// stored as `weight` says; activations, residual and output are contiguous row-major.
+/// stored as `weight` says; activations, residual and output are contiguous row-major, and
+/// every matrix has the node's dtype.
 pub fn describe(graph: &Graph, node: NodeId, weight: WeightLayout) -> Result<GemmCall, DescribeError> {
+    describe_with(graph, node, weight, Inputs::Node)
+}
+
+/// [`describe`] with A and B of the element type `inputs` says.
+pub fn describe_with(graph: &Graph, node: NodeId, weight: WeightLayout, inputs: Inputs) -> Result<GemmCall, DescribeError> {
     let err = |message: String| DescribeError { node: node.0, message };
     let n = graph.node(node);
     let (bias, residual) = match n.op {
@@ -54,6 +75,11 @@ pub fn describe(graph: &Graph, node: NodeId, weight: WeightLayout) -> Result<Gem
         DType::BF16 => DataType::Bf16,
         DType::F32 => DataType::F32,
         other => return Err(err(format!("cuBLASLt calls are bf16 or f32, not {other}"))),
+    };
+    let input_type = match (inputs, data_type) {
+        (Inputs::Node, t) => t,
+        (Inputs::Bf16, DataType::F32) => DataType::Bf16,
+        (Inputs::Bf16, t) => return Err(err(format!("bf16 inputs are for f32 nodes, this one is {t:?}"))),
     };
     for i in &n.inputs {
         if graph.ty(*i).dtype != n.ty.dtype {
@@ -86,7 +112,7 @@ pub fn describe(graph: &Graph, node: NodeId, weight: WeightLayout) -> Result<Gem
         WeightLayout::Nk => (
             Transpose::T,
             MatrixLayout {
-                ty: data_type,
+                ty: input_type,
                 rows: k.clone(),
                 cols: features.clone(),
                 ld: k.clone(),
@@ -96,7 +122,7 @@ pub fn describe(graph: &Graph, node: NodeId, weight: WeightLayout) -> Result<Gem
         WeightLayout::Kn => (
             Transpose::N,
             MatrixLayout {
-                ty: data_type,
+                ty: input_type,
                 rows: features.clone(),
                 cols: k.clone(),
                 ld: features.clone(),
@@ -105,7 +131,7 @@ pub fn describe(graph: &Graph, node: NodeId, weight: WeightLayout) -> Result<Gem
         ),
     };
     let b = MatrixLayout {
-        ty: data_type,
+        ty: input_type,
         rows: k.clone(),
         cols: tokens.clone(),
         ld: k.clone(),
@@ -134,7 +160,8 @@ pub fn describe(graph: &Graph, node: NodeId, weight: WeightLayout) -> Result<Gem
         }
     }
     Ok(GemmCall {
-        compute: if data_type == DataType::F32 { ComputeType::F32Pedantic } else { ComputeType::F32 },
+        // f32 products only when both inputs are f32: then no TF32.
+        compute: if input_type == DataType::F32 { ComputeType::F32Pedantic } else { ComputeType::F32 },
         transa,
         transb: Transpose::N,
         m: features,

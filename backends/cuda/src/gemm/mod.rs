@@ -13,6 +13,6 @@ mod extent;
 pub use call::{
     CallError, ComputeType, DataType, Epilogue, GemmCall, MatrixLayout, Operands, Resolved, ResolvedLayout, Transpose,
 };
-pub use describe::{describe, DescribeError, WeightLayout};
+pub use describe::{describe, describe_with, DescribeError, Inputs, WeightLayout};
 pub use emulate::{emulate, EmulateError};
 pub use extent::{Extent, ExtentError};

@@ -54,8 +54,19 @@ pub enum Step {
     /// the buffer this node's value is.
     Launch { node: usize, instance: usize, inputs: BTreeMap<String, usize>, output: String },
     /// A matmul: `gemm` (cuBLASLt, M ≥ 16) or, for a single row, the GEMV instance `gemv` when the
-    /// weight's shape is fixed.
-    Matmul { node: usize, gemm: GemmCall, gemv: Option<usize>, inputs: Vec<usize> },
+    /// weight's shape is fixed. The weight's element type on the device is what `gemm`'s A and
+    /// the GEMV reference's `w_nk` say (bf16 for an f32 matmul over a bf16 checkpoint's weight).
+    /// `round_b`: an instance casting the f32 activations (`x`, viewed as `[rows, K]`) to bf16
+    /// `out`, which the GEMM then reads as B; absent when B is the operand itself (and in plans
+    /// written before it existed).
+    Matmul {
+        node: usize,
+        gemm: GemmCall,
+        gemv: Option<usize>,
+        inputs: Vec<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        round_b: Option<usize>,
+    },
     /// Causal attention: `prefill` for any query count, `decode` (split-KV over the cache) when
     /// the step has one query row.
     Attention { node: usize, prefill: usize, decode: Option<usize>, inputs: BTreeMap<String, usize> },

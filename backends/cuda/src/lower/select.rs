@@ -1,7 +1,7 @@
 //! Selection: the template instance (or GEMM call) for each runtime node of one graph.
 
 use super::{DevicePlan, LowerError, Step};
-use crate::gemm::{describe, WeightLayout};
+use crate::gemm::{describe_with, Inputs, WeightLayout};
 use crate::kir::Ty;
 use crate::templates::activation::{Act, GateUp, SwiGlu};
 use crate::templates::attention::{DecodeAttention, PrefillAttention, VisionAttention};
@@ -15,7 +15,7 @@ use crate::templates::vision::SpatialMerge;
 use crate::templates::{CacheAppend, ElementwiseChain, FloatTy, Reduce, Template};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vl3c_ir::{AttentionMask, DType, Dim, Graph, NodeId, Op};
+use vl3c_ir::{AttentionMask, DType, Dim, Graph, NodeId, Op, TensorType};
 
 /// Which nodes run at inference time: everything the outputs reach without passing through a
 /// `fold` (a fold's value is computed at compile time and stored; what only it reads never runs).
@@ -134,12 +134,28 @@ fn select_node(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, Str
     Ok(Step::Launch { node, instance, inputs, output })
 }
 
+/// A matmul's precision: an f32 matmul whose weight is a bf16 checkpoint's, exactly (see
+/// [`bf16_exact`]), runs on bf16 inputs with f32 accumulation and output: the GEMM reads the
+/// weight and the activations (rounded to bf16 by `round_b` first) in bf16 on the tensor cores,
+/// the decode GEMV the weight in bf16 and x in f32. Every other matmul computes in its dtype
+/// (an f32 one with no TF32).
 fn matmul(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, String> {
     let n = g.node(id);
-    let w = n.inputs[1];
+    let (x, w) = (n.inputs[0], n.inputs[1]);
     let stored = is_source(&g.node(w).op);
     let layout = if stored { WeightLayout::Nk } else { WeightLayout::Kn };
-    let gemm = describe(g, id, layout).map_err(|e| e.message)?;
+    let k = fixed(g, x, -1, "inner dimension").ok();
+    let bf16_weight = stored && n.ty.dtype == DType::F32 && g.ty(x).dtype == DType::F32 && k.is_some() && bf16_exact(g, w);
+    let inputs = if bf16_weight { Inputs::Bf16 } else { Inputs::Node };
+    let gemm = describe_with(g, id, layout, inputs).map_err(|e| e.message)?;
+    let round_b = match k {
+        Some(k) if bf16_weight => {
+            let x_ty = TensorType::new(DType::F32, vec![Dim::sym("rows"), Dim::from(k as i64)]);
+            let cast = ElementwiseChain::single(Op::Cast { to: DType::BF16 }, &[x_ty])?;
+            Some(plan.intern(Arc::new(cast)))
+        }
+        _ => None,
+    };
     let (bias, residual) = match n.op {
         Op::FusedMatMul { bias, residual } => (bias, residual),
         _ => (false, false),
@@ -152,11 +168,28 @@ fn matmul(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, String> 
                 DType::BF16 => Ty::Bf16,
                 _ => Ty::F32,
             };
-            Gemv::supports(ty, k).then(|| plan.intern(Arc::new(Gemv::new(ty, k, nn, bias, residual))))
+            let weight = if bf16_weight { Ty::Bf16 } else { ty };
+            Gemv::supports_weight(ty, weight, k)
+                .then(|| plan.intern(Arc::new(Gemv::with_weight(ty, weight, k, nn, bias, residual))))
         }
         _ => None,
     };
-    Ok(Step::Matmul { node: id.index(), gemm, gemv, inputs: n.inputs.iter().map(|i| i.index()).collect() })
+    Ok(Step::Matmul { node: id.index(), gemm, gemv, inputs: n.inputs.iter().map(|i| i.index()).collect(), round_b })
+}
+
+/// Whether stored source `id` holds bf16 values exactly: a bf16 checkpoint weight, or a fold
+/// that only moves such weights around (`cast` to f32 or bf16, `transpose`, `concat`, `reshape`,
+/// `slice`). An f32 weight, a constant, or any arithmetic makes it not so.
+fn bf16_exact(g: &Graph, id: NodeId) -> bool {
+    let n = g.node(id);
+    match &n.op {
+        Op::Weight { .. } => n.ty.dtype == DType::BF16,
+        Op::Cast { to } if !matches!(to, DType::F32 | DType::BF16) => false,
+        Op::Fold | Op::Cast { .. } | Op::Transpose { .. } | Op::Concat { .. } | Op::Reshape { .. } | Op::Slice { .. } => {
+            !n.inputs.is_empty() && n.inputs.iter().all(|&i| bf16_exact(g, i))
+        }
+        _ => false,
+    }
 }
 
 fn attention(g: &Graph, id: NodeId, plan: &mut DevicePlan) -> Result<Step, String> {

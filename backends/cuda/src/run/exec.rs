@@ -4,7 +4,7 @@
 //! `masked_select` keeps) and to download the outputs.
 
 use super::device::{DevArg, DevBuf, Device, GemmBuffers};
-use super::program::{lock, Instance, KvStore, Layout, Program};
+use super::program::{gemm_weight_ty, lock, Instance, KvStore, Layout, Program};
 use super::RunError;
 use crate::check::ty_of;
 use crate::kir::{Lit, ParamKind, Ty};
@@ -188,7 +188,7 @@ impl<'a> GraphRun<'a> {
             let buf = *self.program.weights.get(&(tensor.clone(), layout)).ok_or_else(|| self.node_err(node, format!("tensor `{tensor}` was not uploaded as {layout:?}")))?;
             let (_, shape) = &self.program.tensors[tensor];
             let mut shape = shape.clone();
-            if layout == Layout::Nk {
+            if let Layout::Nk(_) = layout {
                 let r = shape.len();
                 shape.swap(r - 2, r - 1);
             }
@@ -198,7 +198,7 @@ impl<'a> GraphRun<'a> {
             }
             return Ok(v);
         }
-        if layout == Layout::Nk {
+        if let Layout::Nk(_) = layout {
             return Err(self.node_err(node, "is read as a stored matmul weight, but the engine stores no value for it"));
         }
         let v = match &n.op {
@@ -320,7 +320,7 @@ impl<'a> GraphRun<'a> {
                 };
                 self.launch(inst, bound, out)?;
             }
-            Step::Matmul { node, gemm, gemv, inputs } => {
+            Step::Matmul { node, gemm, gemv, inputs, round_b } => {
                 let shape = self.shape_of(*node)?;
                 let sizes: Sizes = self.env.iter().map(|(k, v)| (k.clone(), *v)).collect();
                 let resolved = gemm.resolve(&sizes).map_err(|e| self.node_err(*node, e))?;
@@ -330,10 +330,11 @@ impl<'a> GraphRun<'a> {
                 match gemv {
                     Some(g) if resolved.n == 1 && weight_stored => {
                         let inst = &self.program.instances[*g];
+                        let w_ty = inst.input_ty(1).ok_or_else(|| self.node_err(*node, "the GEMV reads no weight of a device type"))?;
                         let mut bound = Vec::new();
                         for (pos, name) in inst.inputs.iter().enumerate() {
                             let n = *inputs.get(pos).ok_or_else(|| self.node_err(*node, format!("GEMV input `{name}` has no operand")))?;
-                            bound.push((name.clone(), self.operand(n, if pos == 1 { Layout::Nk } else { Layout::Ir })?));
+                            bound.push((name.clone(), self.operand(n, if pos == 1 { Layout::Nk(w_ty) } else { Layout::Ir })?));
                         }
                         self.launch(inst, bound, Some(("out".into(), out)))?;
                     }
@@ -342,16 +343,24 @@ impl<'a> GraphRun<'a> {
                             let n = *inputs.get(pos).ok_or_else(|| run.node_err(*node, format!("operand {pos} is missing")))?;
                             Ok(run.operand(n, layout)?.buf)
                         };
-                        let a_layout = if weight_stored { Layout::Nk } else { Layout::Ir };
+                        let a_layout = if weight_stored { Layout::Nk(gemm_weight_ty(gemm)) } else { Layout::Ir };
                         let ops = &gemm.operands;
-                        let bufs = GemmBuffers {
-                            a: get(self, ops.a, if ops.a == 1 { a_layout } else { Layout::Ir })?,
-                            b: get(self, ops.b, Layout::Ir)?,
-                            c: ops.c.map(|c| get(self, c, Layout::Ir)).transpose()?,
-                            bias: ops.bias.map(|b| get(self, b, Layout::Ir)).transpose()?,
-                            d: out.buf,
+                        let a = get(self, ops.a, if ops.a == 1 { a_layout } else { Layout::Ir })?;
+                        let c = ops.c.map(|c| get(self, c, Layout::Ir)).transpose()?;
+                        let bias = ops.bias.map(|b| get(self, b, Layout::Ir)).transpose()?;
+                        let n = *inputs.get(ops.b).ok_or_else(|| self.node_err(*node, format!("operand {} is missing", ops.b)))?;
+                        let x = self.operand(n, Layout::Ir)?;
+                        // The activations rounded to bf16 in a buffer of this call's, or as they are.
+                        let rounded = match round_b {
+                            Some(r) => Some(self.round(*node, &self.program.instances[*r], &x, resolved.k)?),
+                            None => None,
                         };
-                        self.dev.gemm(gemm, &sizes, bufs)?;
+                        let bufs = GemmBuffers { a, b: rounded.unwrap_or(x.buf), c, bias, d: out.buf };
+                        let r = self.dev.gemm(gemm, &sizes, bufs);
+                        if let Some(b) = rounded {
+                            self.dev.free(b);
+                        }
+                        r?;
                     }
                 }
             }
@@ -383,6 +392,26 @@ impl<'a> GraphRun<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `x` (f32, `[.., K]`) cast to bf16 by instance `inst` (`x` `[rows, K]` → `out`) into a new
+    /// buffer, which the caller frees.
+    fn round(&mut self, node: usize, inst: &Instance, x: &Val, k: i64) -> Result<DevBuf, RunError> {
+        let numel: usize = x.shape.iter().product();
+        let k = usize::try_from(k).ok().filter(|&k| k > 0 && numel.is_multiple_of(k)).ok_or_else(|| self.node_err(node, format!("K = {k} does not divide the activations {:?}", x.shape)))?;
+        let shape = vec![numel / k, k];
+        let buf = self.dev.alloc(Ty::Bf16, numel.max(1))?;
+        if numel == 0 {
+            return Ok(buf);
+        }
+        let x = Val { buf: x.buf, shape: shape.clone(), kv: false };
+        match self.launch(inst, vec![("x".into(), x)], Some(("out".into(), Val { buf, shape, kv: false }))) {
+            Ok(()) => Ok(buf),
+            Err(e) => {
+                self.dev.free(buf);
+                Err(e)
+            }
+        }
     }
 
     /// Launches an instance's kernels: buffers by parameter name (inputs, the output, scratch),

@@ -4,9 +4,10 @@
 use super::device::{DevBuf, Device};
 use super::RunError;
 use crate::check::ty_of;
+use crate::gemm::{DataType, GemmCall};
 use crate::kir::{Kernel, Ty};
 use crate::lower::{GraphFile, PlanFile, Step, KERNELS_FILE, PLAN_FILE, WEIGHTS_FILE};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,14 +26,32 @@ pub(super) struct Instance {
     pub inputs: Vec<String>,
 }
 
-/// A stored weight on the device, in one of the layouts the steps read it in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+impl Instance {
+    /// The device element type of the reference graph's input at `pos`.
+    pub fn input_ty(&self, pos: usize) -> Option<Ty> {
+        let name = self.inputs.get(pos)?;
+        let node = self.reference.nodes.iter().find(|n| matches!(&n.op, Op::Input { name: m } if m == name))?;
+        ty_of(node.ty.dtype)
+    }
+}
+
+/// A stored weight on the device, in one of the layouts (and element types) the steps read it in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Layout {
-    /// As the IR holds it.
+    /// As the IR holds it, in its stored dtype.
     Ir,
     /// The last two dimensions swapped: `[N, K]`, what the GEMMs and GEMVs read as their weight
-    /// (see `gemm::describe`).
-    Nk,
+    /// (see `gemm::describe`), with elements of the given type: the stored dtype, or bf16 for an
+    /// f32 value of a bf16 checkpoint's weight (exact; checked at upload).
+    Nk(Ty),
+}
+
+/// The element type a matmul step's GEMM reads its weight (A) in.
+pub(super) fn gemm_weight_ty(gemm: &GemmCall) -> Ty {
+    match gemm.a.ty {
+        DataType::Bf16 => Ty::Bf16,
+        DataType::F32 => Ty::F32,
+    }
 }
 
 pub struct Program {
@@ -101,7 +120,7 @@ impl Program {
             for s in &g.plan.steps {
                 let used = match s {
                     Step::Launch { instance, .. } => vec![*instance],
-                    Step::Matmul { gemv, .. } => gemv.iter().copied().collect(),
+                    Step::Matmul { gemv, round_b, .. } => gemv.iter().chain(round_b).copied().collect(),
                     Step::Attention { prefill, decode, .. } => std::iter::once(*prefill).chain(*decode).collect(),
                     Step::Alias { .. } => Vec::new(),
                 };
@@ -111,14 +130,48 @@ impl Program {
             }
         }
 
-        // Every stored tensor, in each layout a step reads it in.
-        let mut wanted: BTreeSet<(String, Layout)> = BTreeSet::new();
+        // Every stored tensor, in each layout and element type a step reads it in, and only
+        // those: a matmul weight is `[N, K]` in its GEMM's and its GEMV's element type, and as the
+        // IR holds it only when something else reads it too.
+        let mut wanted: Vec<(String, Layout)> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut want = |tensor: &String, layout: Layout| {
+            if seen.insert((tensor.clone(), layout)) {
+                wanted.push((tensor.clone(), layout));
+            }
+        };
         for g in &plan.graphs {
+            let mut read = BTreeSet::new();
+            for s in &g.plan.steps {
+                let (others, weight): (Vec<usize>, _) = match s {
+                    Step::Alias { of, .. } => (vec![*of], None),
+                    Step::Launch { inputs, .. } | Step::Attention { inputs, .. } => (inputs.values().copied().collect(), None),
+                    Step::Matmul { inputs, gemm, gemv, .. } => {
+                        let others = inputs.iter().enumerate().filter(|&(pos, _)| pos != 1).map(|(_, &n)| n).collect();
+                        (others, inputs.get(1).map(|&w| (w, gemm, *gemv)))
+                    }
+                };
+                for n in others {
+                    if let Some(tensor) = g.stored.get(&n) {
+                        read.insert(n);
+                        want(tensor, Layout::Ir);
+                    }
+                }
+                let Some((w, gemm, gemv)) = weight else { continue };
+                let Some(tensor) = g.stored.get(&w) else { continue };
+                read.insert(w);
+                want(tensor, Layout::Nk(gemm_weight_ty(gemm)));
+                if let Some(i) = gemv {
+                    let ty = instances[i].input_ty(1).ok_or_else(|| {
+                        file_err(&plan_path, format!("instance `{}` reads no weight of a device type as its second input", instances[i].name))
+                    })?;
+                    want(tensor, Layout::Nk(ty));
+                }
+            }
+            // A stored value no step reads is an output of the graph.
             for (node, tensor) in &g.stored {
-                wanted.insert((tensor.clone(), Layout::Ir));
-                let read_as_weight = g.plan.steps.iter().any(|s| matches!(s, Step::Matmul { inputs, .. } if inputs.get(1) == Some(node)));
-                if read_as_weight {
-                    wanted.insert((tensor.clone(), Layout::Nk));
+                if !read.contains(node) {
+                    want(tensor, Layout::Ir);
                 }
             }
         }
@@ -154,11 +207,12 @@ impl Program {
                 if numel * ty.size() != data.len() {
                     return Err(file_err(&weights_path, format!("tensor `{name}`: {} bytes for {dtype}{:?}", data.len(), e.shape)));
                 }
-                let data = match layout {
-                    Layout::Ir => data.to_vec(),
-                    Layout::Nk => swap_last_two(data, &e.shape, ty.size()).map_err(|m| file_err(&weights_path, format!("tensor `{name}`: {m}")))?,
+                let bad = |m: String| file_err(&weights_path, format!("tensor `{name}`: {m}"));
+                let (data, elem) = match layout {
+                    Layout::Ir => (data.to_vec(), ty),
+                    Layout::Nk(elem) => (convert(&swap_last_two(data, &e.shape, ty.size()).map_err(bad)?, ty, elem).map_err(bad)?, elem),
                 };
-                let buf = dev.alloc(ty, numel.max(1))?;
+                let buf = dev.alloc(elem, numel.max(1))?;
                 dev.write(buf, 0, &data)?;
                 weights.insert((name.clone(), layout), buf);
                 tensors.insert(name, (dtype, e.shape.clone()));
@@ -243,6 +297,31 @@ fn scratch_ty(s: &str) -> Option<Ty> {
         "Bool" => Ty::Bool,
         _ => return None,
     })
+}
+
+/// Little-endian elements of `from` as `to`: the same bytes, a bf16 widened to f32, or an f32
+/// that is a bf16 value (its low 16 bits zero) narrowed, which is exact; any other f32 means the
+/// plan reads as bf16 a weight that is not one, and is an error.
+fn convert(data: &[u8], from: Ty, to: Ty) -> Result<Vec<u8>, String> {
+    match (from, to) {
+        _ if from == to => Ok(data.to_vec()),
+        (Ty::Bf16, Ty::F32) => Ok(data.chunks_exact(2).flat_map(|b| ((u16::from_le_bytes([b[0], b[1]]) as u32) << 16).to_le_bytes()).collect()),
+        (Ty::F32, Ty::Bf16) => {
+            let mut out = Vec::with_capacity(data.len() / 2);
+            for (i, b) in data.chunks_exact(4).enumerate() {
+                let bits = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                if bits & 0xffff != 0 {
+                    return Err(format!(
+                        "element {i} = {} is not a bf16 value, but the plan reads the tensor as a bf16 weight",
+                        f32::from_bits(bits)
+                    ));
+                }
+                out.extend(((bits >> 16) as u16).to_le_bytes());
+            }
+            Ok(out)
+        }
+        _ => Err(format!("is {from:?}, which the plan reads as {to:?}")),
+    }
 }
 
 /// `[.., K, N]` row-major → `[.., N, K]`, elements of `size` bytes.

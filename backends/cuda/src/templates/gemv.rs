@@ -10,8 +10,14 @@
 //! split-K instance has each block reduce one K slice into an f32 scratch `partials[split, row,
 //! n]`, and a second kernel sums the slices and applies the epilogue.
 //!
-//! The reference graph reads the same `w_nk` input and transposes it to the `[K, N]` operand
-//! `fused_matmul` takes, so both sides see the same random weight.
+//! The weight's element type may differ from the activations': a bf16 checkpoint computing in
+//! f32 keeps its weights in bf16 (exact: they came from bf16), so decode streams half the bytes,
+//! while x, the epilogue and `out` stay f32. Each product `w·x` is then exact in f32 and the sum
+//! accumulates in f32, as the reference does, so the two differ only by summation order.
+//!
+//! The reference graph reads the same `w_nk` input (cast to f32 when it is bf16 under f32
+//! activations) and transposes it to the `[K, N]` operand `fused_matmul` takes, so both sides
+//! see the same random weight.
 
 use super::{Case, Scratch, Template, NMSE_BF16, NMSE_F32};
 use crate::kir::{Access, Buf, Expr, Kernel, KernelBuilder, Ty};
@@ -25,10 +31,13 @@ const LANE_CHUNK_BYTES: i64 = 16;
 const SM_COUNT: i64 = 132;
 const REDUCE_THREADS: i64 = 256;
 
-/// One GEMV instance: what the checkpoint fixes (dtype, K, N, epilogue) and the schedule.
+/// One GEMV instance: what the checkpoint fixes (dtypes, K, N, epilogue) and the schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gemv {
+    /// x, bias, residual and `out`.
     pub dtype: Ty,
+    /// `w_nk`: `dtype`, or bf16 under f32 activations.
+    pub weight: Ty,
     pub k: i64,
     pub n: i64,
     pub bias: bool,
@@ -42,25 +51,39 @@ impl Gemv {
     /// The schedule this module picks for a shape: two features per warp, and split-K when
     /// the grid alone would not give every SM a block.
     pub fn new(dtype: Ty, k: i64, n: i64, bias: bool, residual: bool) -> Gemv {
+        Gemv::with_weight(dtype, dtype, k, n, bias, residual)
+    }
+
+    /// [`Gemv::new`] with weights of element type `weight` (bf16 under f32 activations).
+    pub fn with_weight(dtype: Ty, weight: Ty, k: i64, n: i64, bias: bool, residual: bool) -> Gemv {
         let outputs_per_warp = 2;
         let blocks = ceil_div(n, WARPS_PER_BLOCK * outputs_per_warp);
-        let steps = k / (WARP * lane_chunk(dtype));
+        // The weight rows are what a lane streams: its 16-byte chunks set the step.
+        let chunk = lane_chunk(weight);
+        let steps = k / (WARP * chunk);
         let split_k = if blocks >= SM_COUNT || steps <= 1 {
             1
         } else {
             // The fewest whole-step slices that fill the SMs, else the most there are.
             // A slice must hold whole lane chunks, which whole steps do only when K has no tail.
-            let whole = |d: &i64| steps % d == 0 && k % (lane_chunk(dtype) * d) == 0;
+            let whole = |d: &i64| steps % d == 0 && k % (chunk * d) == 0;
             (1..=steps.min(16)).filter(whole).find(|d| blocks * d >= SM_COUNT).unwrap_or_else(|| {
                 (1..=steps.min(16)).filter(whole).max().expect("1 divides every step count")
             })
         };
-        Gemv { dtype, k, n, bias, residual, outputs_per_warp, split_k }.checked()
+        Gemv { dtype, weight, k, n, bias, residual, outputs_per_warp, split_k }.checked()
     }
 
     /// Whether a GEMV over `k` inputs of `dtype` exists: every lane loads whole 16-byte chunks.
     pub fn supports(dtype: Ty, k: i64) -> bool {
-        matches!(dtype, Ty::F32 | Ty::Bf16) && k > 0 && k % lane_chunk(dtype) == 0
+        Gemv::supports_weight(dtype, dtype, k)
+    }
+
+    /// [`Gemv::supports`] with weights of element type `weight`: the same type as x, or bf16
+    /// under f32 x (whose chunk of 8 is two 16-byte loads of x).
+    pub fn supports_weight(dtype: Ty, weight: Ty, k: i64) -> bool {
+        let types = matches!((dtype, weight), (Ty::F32, Ty::F32) | (Ty::Bf16, Ty::Bf16) | (Ty::F32, Ty::Bf16));
+        types && k > 0 && k % lane_chunk(weight) == 0
     }
 
     /// The same shape with a chosen schedule.
@@ -71,8 +94,13 @@ impl Gemv {
     }
 
     fn checked(self) -> Gemv {
-        let chunk = lane_chunk(self.dtype);
-        assert!(matches!(self.dtype, Ty::F32 | Ty::Bf16), "gemv is for f32 or bf16 weights, not {:?}", self.dtype);
+        let chunk = lane_chunk(self.weight);
+        assert!(
+            matches!((self.dtype, self.weight), (Ty::F32, Ty::F32) | (Ty::Bf16, Ty::Bf16) | (Ty::F32, Ty::Bf16)),
+            "gemv is for f32 or bf16 weights under activations of the same type, or bf16 weights under f32, not {:?} under {:?}",
+            self.weight,
+            self.dtype
+        );
         assert!(self.k > 0 && self.n > 0 && self.outputs_per_warp > 0 && self.split_k > 0, "{self:?}");
         assert!(
             self.k % (chunk * self.split_k) == 0,
@@ -86,8 +114,9 @@ impl Gemv {
     /// Unique per instance, so one module can hold every instance's kernels.
     fn kernel_name(&self, kind: &str) -> String {
         format!(
-            "{kind}_{}_k{}_n{}{}{}_o{}_s{}",
+            "{kind}_{}{}_k{}_n{}{}{}_o{}_s{}",
             dtype_name(self.dtype),
+            if self.mixed() { format!("_w{}", dtype_name(self.weight)) } else { String::new() },
             self.k,
             self.n,
             if self.bias { "_bias" } else { "" },
@@ -101,11 +130,9 @@ impl Gemv {
         WARPS_PER_BLOCK * self.outputs_per_warp
     }
 
-    fn dtype_ir(&self) -> DType {
-        match self.dtype {
-            Ty::Bf16 => DType::BF16,
-            _ => DType::F32,
-        }
+    /// Whether the weight's element type differs from the activations'.
+    fn mixed(&self) -> bool {
+        self.weight != self.dtype
     }
 
     /// The dot-product kernel: with one slice it also applies the epilogue and writes `out`;
@@ -115,7 +142,7 @@ impl Gemv {
         let name = if split { "gemv_splitk_partial" } else { "gemv" };
         let mut b = KernelBuilder::new(self.kernel_name(name), [(WARP * WARPS_PER_BLOCK) as u32, 1, 1]);
         let x = b.buffer("x", self.dtype, Access::Read);
-        let w = b.buffer("w_nk", self.dtype, Access::Read);
+        let w = b.buffer("w_nk", self.weight, Access::Read);
         let (bias, residual, dst) = if split {
             (None, None, b.buffer("partials", Ty::F32, Access::Write))
         } else {
@@ -146,13 +173,23 @@ impl Gemv {
             .collect();
         let accs: Vec<_> = (0..self.outputs_per_warp).map(|j| b.var(&format!("acc{j}"), Expr::f32(0.0))).collect();
 
-        let chunk = lane_chunk(self.dtype);
+        let chunk = lane_chunk(self.weight);
+        // x in 16-byte loads too: one per chunk, or two f32 loads per chunk of 8 bf16 weights.
+        let x_chunk = lane_chunk(self.dtype).min(chunk);
         let slice_len = self.k / self.split_k;
         let k_begin = b.let_("k_begin", slice.clone() * Expr::i64(slice_len));
         let k_end = b.let_("k_end", k_begin.clone() + Expr::i64(slice_len));
         let x_row = b.let_("x_row", row.clone() * k.clone());
         b.for_("kk", k_begin + lane.clone() * Expr::i64(chunk), k_end, Expr::i64(WARP * chunk), |b, kk| {
-            let xs = load_chunk(b, "x", x, x_row.clone() + kk.clone(), chunk);
+            let mut xs = Vec::with_capacity(chunk as usize);
+            for part in 0..chunk / x_chunk {
+                let (name, at) = match part {
+                    0 => ("x".to_string(), x_row.clone() + kk.clone()),
+                    // The only other case: the upper half of 8 f32 under 8 bf16 weights.
+                    _ => (format!("x_hi{part}_"), x_row.clone() + kk.clone() + Expr::i64(part * x_chunk)),
+                };
+                xs.extend(load_chunk(b, &name, x, at, x_chunk));
+            }
             for (j, feature) in features.iter().enumerate() {
                 let ws = load_chunk(b, &format!("w{j}_"), w, feature.clone() * k.clone() + kk.clone(), chunk);
                 let mut sum = Expr::Var(accs[j]);
@@ -217,8 +254,9 @@ impl Template for Gemv {
 
     fn name(&self) -> String {
         format!(
-            "gemv(dtype={},k={},n={},bias={},residual={},outputs_per_warp={},split_k={})",
+            "gemv(dtype={}{},k={},n={},bias={},residual={},outputs_per_warp={},split_k={})",
             dtype_name(self.dtype),
+            if self.mixed() { format!(",weight={}", dtype_name(self.weight)) } else { String::new() },
             self.k,
             self.n,
             self.bias as u8,
@@ -237,22 +275,26 @@ impl Template for Gemv {
     }
 
     fn reference(&self) -> Graph {
-        let dtype = self.dtype_ir();
+        let dtype = dtype_ir(self.dtype);
         let mut g = Graph::new(self.name());
         let rows = g.declare_symbol("rows", 1, 64);
         let (k, n) = (Dim::from(self.k), Dim::from(self.n));
-        let input = |g: &mut Graph, name: &str, shape: Vec<Dim>| {
+        let input = |g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>| {
             g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape)).expect("an input")
         };
-        let x = input(&mut g, "x", vec![rows.clone(), k.clone()]);
-        let w_nk = input(&mut g, "w_nk", vec![n.clone(), k]);
+        let x = input(&mut g, "x", dtype, vec![rows.clone(), k.clone()]);
+        let mut w_nk = input(&mut g, "w_nk", dtype_ir(self.weight), vec![n.clone(), k]);
+        if self.mixed() {
+            // Exact: every bf16 value is an f32 one.
+            w_nk = g.add(Op::Cast { to: dtype }, &[w_nk]).expect("a cast");
+        }
         let w = g.add(Op::Transpose { perm: vec![1, 0] }, &[w_nk]).expect("a 2-D transpose");
         let mut operands = vec![x, w];
         if self.bias {
-            operands.push(input(&mut g, "bias", vec![n.clone()]));
+            operands.push(input(&mut g, "bias", dtype, vec![n.clone()]));
         }
         if self.residual {
-            operands.push(input(&mut g, "residual", vec![rows, n]));
+            operands.push(input(&mut g, "residual", dtype, vec![rows, n]));
         }
         let op = if self.bias || self.residual {
             Op::FusedMatMul { bias: self.bias, residual: self.residual }
@@ -272,12 +314,21 @@ impl Template for Gemv {
         vec![Scratch { name: "partials".into(), elem: Ty::F32, len }]
     }
 
+    /// f32 activations (with f32 or bf16 weights) make exact products summed in f32: the kernel
+    /// and the reference differ only by summation order.
     fn nmse_limit(&self) -> f64 {
         if self.dtype == Ty::Bf16 {
             NMSE_BF16
         } else {
             NMSE_F32
         }
+    }
+}
+
+fn dtype_ir(dtype: Ty) -> DType {
+    match dtype {
+        Ty::Bf16 => DType::BF16,
+        _ => DType::F32,
     }
 }
 
@@ -323,11 +374,24 @@ fn epilogue(sum: Expr, bias: Option<Buf>, residual: Option<Buf>, row: &Expr, fea
 /// and o, the fixture's lm_head, forced split-K schedules, and odd shapes (7 rows, N = 129, f32
 /// checkpoints). The 7B's down (18944×3584) and gate|up (3584×37888) run the same code as the
 /// 2B's with longer loops or more blocks, and would take about 15 and 30 s of emulator time.
+/// First the bf16 weights under f32 activations, what a bf16 checkpoint's decode runs.
 pub fn cases() -> Vec<Case> {
     let one = [("rows", 1)];
     let seven = [("rows", 7)];
     let bf16 = Ty::Bf16;
+    let mixed = |k, n, bias, residual| Gemv::with_weight(Ty::F32, bf16, k, n, bias, residual);
     vec![
+        // bf16 weights, f32 x and out: the 2B's q|k|v, o, gate|up, down and k alone (split-K),
+        // the 7B's q|k|v and o, the fixture's lm_head, and odd shapes with forced schedules.
+        Case::new(mixed(1536, 2048, true, false), &one),
+        Case::new(mixed(1536, 1536, false, true), &one),
+        Case::new(mixed(1536, 17920, false, false), &one),
+        Case::new(mixed(8960, 1536, false, true), &one),
+        Case::new(mixed(1536, 256, true, false), &one),
+        Case::new(mixed(3584, 4608, true, false), &one),
+        Case::new(mixed(3584, 3584, false, true), &one),
+        Case::new(mixed(64, 128, false, false), &one),
+        Case::new(mixed(1536, 129, true, true).with_schedule(3, 3), &seven),
         // 2B: q|k|v merged (1536 + 256 + 256) with bias, o and down with the residual, gate|up.
         Case::new(Gemv::new(bf16, 1536, 2048, true, false), &one),
         Case::new(Gemv::new(bf16, 1536, 1536, false, true), &one),
