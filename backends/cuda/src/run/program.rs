@@ -182,7 +182,15 @@ impl Program {
         let mut tensors = HashMap::new();
         {
             let mut dev = lock(&device);
-            let need: u64 = wanted.iter().filter_map(|(name, _)| plan.tensors.get(name)).map(|e| e.bytes).sum();
+            // Bytes as uploaded: a bf16 [N, K] copy of an f32 value takes half its stored size.
+            let need: u64 = wanted
+                .iter()
+                .filter_map(|(name, layout)| plan.tensors.get(name).map(|e| (e, layout)))
+                .map(|(e, layout)| match layout {
+                    Layout::Nk(Ty::Bf16) if e.dtype == "f32" => e.bytes / 2,
+                    _ => e.bytes,
+                })
+                .sum();
             if let Some((free, total)) = dev.memory() {
                 if need > free as u64 {
                     let gib = |b: f64| b / (1u64 << 30) as f64;
