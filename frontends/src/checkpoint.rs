@@ -369,7 +369,8 @@ type WeightMap = Vec<(String, String)>;
 
 fn read_index(dir: &Path, path: &Path) -> Result<(Vec<PathBuf>, WeightMap), FrontendError> {
     let label = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let what = "model.safetensors.index.json";
+    let text = crate::limits::read_bounded_to_string(path, crate::limits::MAX_INDEX_BYTES, what).map_err(io_err(path))?;
     let root: Value = serde_json::from_str(&text).map_err(|e| FrontendError::json(&label, &e))?;
     let Some(Value::Object(map)) = root.get("weight_map") else {
         return Err(FrontendError::config(&label, "missing `weight_map` object"));
@@ -386,6 +387,11 @@ fn read_index(dir: &Path, path: &Path) -> Result<(Vec<PathBuf>, WeightMap), Fron
         let shard_path = dir.join(shard);
         if !shards.contains(&shard_path) {
             if !shard_path.is_file() {
+                if shard_path.exists() {
+                    // A device or a directory: say what it is rather than that it is missing.
+                    crate::limits::check_file(&shard_path, u64::MAX, "a safetensors shard")
+                        .map_err(io_err(&shard_path))?;
+                }
                 return Err(FrontendError::MissingShard {
                     index: label,
                     shard: shard.to_string(),

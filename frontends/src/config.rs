@@ -109,6 +109,23 @@ pub const VISION_ACTS: [&str; 3] = ["gelu_pytorch_tanh", "gelu_new", "gelu_fast"
 /// Activations accepted for the LLM MLP (transformers' ACT2FN maps both to SiLU).
 pub const TEXT_ACTS: [&str; 2] = ["silu", "swish"];
 
+/// The bound of a size field of config.json (the LLM's and the vision encoder's share names).
+fn size_bound(key: &str) -> Option<usize> {
+    use crate::limits::*;
+    Some(match key {
+        "num_hidden_layers" => MAX_LAYERS,
+        "hidden_size" => MAX_HIDDEN,
+        "intermediate_size" => MAX_INTERMEDIATE,
+        "vocab_size" => MAX_VOCAB,
+        "num_attention_heads" | "num_key_value_heads" => MAX_HEADS,
+        "head_dim" => MAX_HEAD_DIM,
+        "max_position_embeddings" => MAX_POSITIONS,
+        "patch_size" => MAX_PATCH,
+        "num_channels" => MAX_CHANNELS,
+        _ => return None,
+    })
+}
+
 /// Reads fields of one JSON object, producing errors that name the file and the dotted path.
 struct Obj<'a> {
     file: &'a str,
@@ -132,7 +149,14 @@ impl<'a> Obj<'a> {
             return Ok(None);
         };
         match v.as_i64() {
-            Some(n) if n > 0 => Ok(Some(n as usize)),
+            // Bounded as it is read, before any check divides by it or anything is sized from
+            // it (see `crate::limits`).
+            Some(n) if n > 0 => match size_bound(key) {
+                Some(max) => crate::limits::check_size(&self.path(key), n as usize, max)
+                    .map(|()| Some(n as usize))
+                    .map_err(|m| self.err(m)),
+                None => Ok(Some(n as usize)),
+            },
             Some(n) => Err(self.err(format!(
                 "{} must be a positive integer, got {n}",
                 self.path(key)
@@ -217,15 +241,17 @@ impl ModelConfig {
     /// Reads `dir/config.json`.
     pub fn from_dir(dir: &Path) -> Result<ModelConfig, FrontendError> {
         let path = dir.join("config.json");
-        if !path.is_file() {
+        // Present but not a regular file (a device, a pipe): read_bounded says what it is.
+        if !path.exists() {
             return Err(FrontendError::MissingConfig {
                 dir: dir.to_path_buf(),
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| FrontendError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let text = crate::limits::read_bounded_to_string(&path, crate::limits::MAX_CONFIG_BYTES, "config.json")
+            .map_err(|source| FrontendError::Io {
+                path: path.clone(),
+                source,
+            })?;
         Self::from_json_str(&text, &path.display().to_string())
     }
 
@@ -332,6 +358,11 @@ impl ModelConfig {
         } else {
             "vision_config."
         };
+        // Every size read was bounded as it was read (`Obj::size_opt`); the head sizes derived
+        // from them are bounded here (see `crate::limits`).
+        for (field, value) in [(format!("{tp}head_dim"), t.head_dim), (format!("{vp}head_dim"), v.head_dim)] {
+            crate::limits::check_size(&field, value, crate::limits::MAX_HEAD_DIM).or_else(err)?;
+        }
         if t.num_attention_heads % t.num_key_value_heads != 0 {
             return err(format!(
                 "{tp}num_attention_heads ({}) is not divisible by num_key_value_heads ({})",

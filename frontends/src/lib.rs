@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod names;
 
 pub use checkpoint::{Checkpoint, IgnoredTensor, TensorRef};

@@ -157,10 +157,23 @@ impl Model {
             [_, c] => *c,
             s => return bad(names.pixels, format!("must be 2-D [patches, channels·patch²], got shape {s:?}")),
         };
-        let patches: Vec<usize> = grid.iter().map(|[t, h, w]| (t * h * w) as usize).collect();
-        let total: usize = patches.iter().sum();
-        if total != pixels.shape[0] {
-            return bad(names.pixels, format!("has {} rows but {} sums to {total} patches", pixels.shape[0], names.grid));
+        // Checked: the grid comes from the caller, and t·h·w of huge entries overflows.
+        let mut patches = Vec::with_capacity(grid.len());
+        for [t, h, w] in &grid {
+            match t.checked_mul(*h).and_then(|x| x.checked_mul(*w)).and_then(|x| usize::try_from(x).ok()) {
+                Some(n) => patches.push(n),
+                None => return bad(names.grid, format!("holds the grid [{t}, {h}, {w}], whose {t}·{h}·{w} patches overflow")),
+            }
+        }
+        let total = patches.iter().try_fold(0usize, |a, &n| a.checked_add(n));
+        if total != Some(pixels.shape[0]) {
+            let sum = total.map_or("more patches than fit in memory".to_string(), |n| format!("{n} patches"));
+            return bad(names.pixels, format!("has {} rows but {} sums to {sum}", pixels.shape[0], names.grid));
+        }
+        if grid.is_empty() {
+            // No images (or videos): no features, a no-op rather than an empty concatenation.
+            let hidden = self.config.text.hidden_size;
+            return Ok(Encoded { embeds: Tensor::f32(vec![0, hidden], Vec::new()), keep: Tensor::bool(vec![0], Vec::new()) });
         }
         let pixels = pixels.to_f32_vec();
         let mut features = Vec::new();

@@ -18,7 +18,8 @@ fn err(path: &Path, message: impl ToString) -> TensorFileError {
 
 /// Every tensor of the file; u8 tensors are read as i32 (the IR has no u8).
 pub fn read_tensors(path: &Path) -> Result<NamedTensors, TensorFileError> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, e))?;
+    let what = "a safetensors file";
+    let bytes = vl3c_frontends::limits::read_bounded(path, vl3c_frontends::limits::MAX_INPUTS_BYTES, what).map_err(|e| err(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| err(path, format!("not a valid safetensors file: {e}")))?;
     st.tensors()
         .into_iter()

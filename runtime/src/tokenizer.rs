@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use vl3c_frontends::limits;
 
 /// Chat special tokens of Qwen2 / VideoLLaMA3 (spec §5).
 pub const IM_START: &str = "<|im_start|>";
@@ -60,11 +61,13 @@ impl TextTokenizer {
     /// `dir/generation_config.json` where present.
     pub fn from_dir(dir: &Path) -> Result<TextTokenizer> {
         let path = dir.join("tokenizer.json");
-        if !path.is_file() {
+        if !path.exists() {
             return Err(TokenizerError::Missing { dir: dir.to_path_buf() });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| TokenizerError::Load { path: path.clone(), msg: e.to_string() })?;
+        let load = |msg: String| TokenizerError::Load { path: path.clone(), msg };
+        let bytes = limits::read_bounded(&path, limits::MAX_TOKENIZER_BYTES, "tokenizer.json").map_err(|e| load(e.to_string()))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| load(e.to_string()))?;
+        drop(bytes);
         let mut tok = TextTokenizer::from_tokenizer(inner, path);
         // generation_config first: it is what transformers' `generate` stops on; the model
         // config's eos follows (it seeds generation_config when that file is absent).
@@ -74,7 +77,7 @@ impl TextTokenizer {
             ("config.json", &["/text_config/eos_token_id", "/eos_token_id"][..]),
         ] {
             let p = dir.join(file);
-            if p.is_file() {
+            if p.exists() {
                 eos.extend(read_eos_ids(&p, pointers, tok.vocab_size())?);
             }
         }
@@ -169,7 +172,8 @@ impl TextTokenizer {
 /// null. Ids outside the vocabulary are an error (they could never stop generation).
 fn read_eos_ids(path: &Path, pointers: &[&str], vocab: usize) -> Result<Vec<u32>> {
     let err = |msg: String| TokenizerError::Config { path: path.to_path_buf(), msg };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let name = path.file_name().map_or("a JSON config".into(), |n| n.to_string_lossy());
+    let text = limits::read_bounded_to_string(path, limits::MAX_CONFIG_BYTES, &name).map_err(|e| err(format!("cannot read: {e}")))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
     let Some((pointer, value)) = pointers.iter().find_map(|p| v.pointer(p).map(|x| (*p, x))) else {
         return Ok(Vec::new());

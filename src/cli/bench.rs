@@ -81,15 +81,30 @@ pub fn run(args: Args) -> Result<()> {
             bail!("{flag} must be a positive number");
         }
     }
-    let threads = if args.threads > 0 { args.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    let threads = super::limits::threads(args.threads)?;
     // Read by rayon's global pool (the reference executor's matmuls), which nothing has started yet.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    // The prefill and the decode steps must fit the model's positions: checked (in u128, so no
+    // sum of two u64 flags wraps) before the ids, the engine or its KV cache are allocated.
+    let dir = args.engine.as_ref().or(args.model.as_ref()).expect("clap requires --model or --engine");
+    if let Some(engine) = &args.engine {
+        super::limits::check_engine_dir(engine)?;
+    }
+    let positions = super::limits::model_positions(dir)?;
+    let needed = args.context as u128 + args.decode_tokens as u128;
+    if needed > positions as u128 {
+        bail!(
+            "--context {} and --decode-tokens {} need {needed} positions, more than the model's {positions} (max_position_embeddings)",
+            args.context,
+            args.decode_tokens
+        );
+    }
     let (context, decode_tokens) = (args.context as usize, args.decode_tokens as usize);
 
     let engine = match &args.engine {
-        // The cache must hold the prompt, the decoded tokens and the first sampled one.
+        // The cache holds the prompt and the decoded tokens (one spare position where it fits).
         Some(dir) => Some(
-            Engine::load_on(dir, context + decode_tokens + 1, threads, args.device.unwrap_or_default(), &mut |_, _, _| {})
+            Engine::load_on(dir, (context + decode_tokens + 1).min(positions), threads, args.device.unwrap_or_default(), &mut |_, _, _| {})
                 .with_context(|| format!("cannot load engine {}", dir.display()))?,
         ),
         None => None,
@@ -114,12 +129,17 @@ pub fn run(args: Args) -> Result<()> {
     };
     let cfg = bench.model.config();
     let mut rng = SplitMix::new(0x5eed);
+    // The image's patches are bounded before its pixels are allocated.
+    let side = args.image_size / cfg.vision.patch_size;
+    let max_patches = cfg.vision_limits.image_max_patches;
+    if max_patches > 0 && side.checked_mul(side).is_none_or(|patches| patches > max_patches) {
+        bail!(
+            "--image-size {} gives {side}x{side} patches, more than the model's {max_patches} (its processor's max_pixels)",
+            args.image_size
+        );
+    }
     let (pixels, grid) = b::random_image(cfg, args.image_size, &mut rng).map_err(anyhow::Error::msg)?;
     let patches = pixels.shape[0];
-    let max_patches = cfg.vision_limits.image_max_patches;
-    if max_patches > 0 && patches > max_patches {
-        bail!("--image-size {} gives {patches} patches, more than the model's {max_patches}", args.image_size);
-    }
     let ids = b::random_ids(cfg, context, &mut rng);
 
     let mut runs = Vec::new();

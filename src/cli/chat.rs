@@ -3,7 +3,8 @@
 //! re-reads the whole conversation, as transformers' chat template renders it.
 
 use anyhow::{Context, Result};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
+use vl3c_frontends::limits::{read_line_bounded, MAX_LINE_BYTES};
 use super::session::{summary, Session, SessionArgs};
 
 #[derive(clap::Args)]
@@ -24,13 +25,15 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut history: Vec<(String, String)> = Vec::new();
     let mut stdout = std::io::stdout().lock();
-    let mut lines = std::io::stdin().lock().lines();
+    let mut stdin = std::io::stdin().lock();
     loop {
         if interactive {
             eprint!("> ");
         }
-        let Some(line) = lines.next() else { break };
-        let line = line.context("cannot read stdin")?;
+        // One turn per line, each bounded: input without newlines (`< /dev/zero`) is an error,
+        // not a line that grows until memory runs out.
+        let line = read_line_bounded(&mut stdin, MAX_LINE_BYTES, "chat message").context("stdin")?;
+        let Some(line) = line else { break };
         let text = line.trim();
         if text.is_empty() {
             break;

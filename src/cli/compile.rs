@@ -54,6 +54,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.config_only && args.target == "cpu" {
         bail!("--config-only is for --target cuda: a CPU engine needs the checkpoint's weights");
     }
+    super::limits::threads(args.threads)?;
     if args.threads > 0 {
         // Read by rayon's global pool, which nothing has started yet.
         std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());

@@ -27,7 +27,8 @@ pub fn cache_root() -> PathBuf {
 fn cache_key(model_dir: &Path) -> Result<String> {
     let dir = model_dir.canonicalize().with_context(|| format!("{}: cannot open", model_dir.display()))?;
     let mut text = format!("vl3c {} format {}\n{}\n", env!("CARGO_PKG_VERSION"), vl3c_engine::FORMAT_VERSION, dir.display());
-    let config = std::fs::read(dir.join("config.json")).with_context(|| format!("{}: no config.json", dir.display()))?;
+    let config = vl3c_frontends::limits::read_bounded(&dir.join("config.json"), vl3c_frontends::limits::MAX_CONFIG_BYTES, "config.json")
+        .with_context(|| format!("{}: no config.json", dir.display()))?;
     text.push_str(&sha256_hex(&config));
     let mut entries: Vec<_> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());

@@ -30,9 +30,11 @@ pub struct Args {
     /// Cost model for --opt: cpu, cuda or tensorrt.
     #[arg(long, default_value = "cpu", requires = "opt")]
     target: String,
-    /// With --engine: the most positions (prompt + generated) the KV cache may hold.
-    #[arg(long, default_value_t = 32768, requires = "engine")]
-    max_context: usize,
+    /// With --engine: the most positions (prompt + generated) the KV cache may hold, at most
+    /// the model's max_position_embeddings [default: 32768, or max_position_embeddings when
+    /// smaller].
+    #[arg(long, requires = "engine")]
+    max_context: Option<usize>,
     /// With --engine: threads for the matmul kernels (0 = all cores).
     #[arg(long, default_value_t = 0, requires = "engine")]
     threads: usize,
@@ -44,14 +46,24 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
+    let threads = super::limits::threads(args.threads)?;
+    let dir = args.engine.as_ref().or(args.model.as_ref()).expect("clap requires --model or --engine");
+    if let Some(engine) = &args.engine {
+        super::limits::check_engine_dir(engine)?;
+    }
     let inputs = read_tensors(&args.inputs)?;
+    // The prompt's length is known here, so the generation is bounded by the model's positions
+    // before any engine or KV cache is allocated.
+    let positions = super::limits::model_positions(dir)?;
+    let prompt = inputs.get("input_ids").map(|ids| ids.shape.iter().product::<usize>());
+    super::limits::check_new_tokens(args.max_new_tokens, prompt, positions)?;
+    let max_context = super::limits::context(args.max_context, 32768, positions)?;
     let engine;
     let opened;
     let model: &Model = match &args.engine {
         Some(dir) => {
-            let threads = if args.threads > 0 { args.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
             let bar = super::compile::progress_bar();
-            let loaded = Engine::load_on(dir, args.max_context, threads, args.device.unwrap_or_default(), &mut |s, d, t| super::compile::update(&bar, s, d, t));
+            let loaded = Engine::load_on(dir, max_context, threads, args.device.unwrap_or_default(), &mut |s, d, t| super::compile::update(&bar, s, d, t));
             bar.finish_and_clear();
             engine = loaded?;
             engine.model()

@@ -18,7 +18,11 @@ fn read_json(dir: &Path, name: &str, manifest: &Manifest) -> Result<Value> {
 
 pub fn run(dir: &Path, plan: bool, json: bool) -> Result<()> {
     let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read (not an engine directory?)", path.display()))?;
+    let what = "an engine manifest (JSON)";
+    let text = vl3c_frontends::limits::read_bounded_to_string(&path, vl3c_frontends::limits::MAX_INDEX_BYTES, what)
+        .with_context(|| format!("{}: cannot read (not an engine directory?)", path.display()))?;
+    // The files the manifest lists are regular and no longer than it says before one is read.
+    super::limits::check_engine_dir(dir)?;
     let manifest: Manifest = serde_json::from_str(&text).with_context(|| format!("{}: is malformed", path.display()))?;
     let plan_file = match manifest.target.as_str() {
         "cpu" => "plan.json",

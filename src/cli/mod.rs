@@ -5,6 +5,7 @@ pub mod engine_cache;
 pub mod eval;
 pub mod inspect;
 pub mod inspect_engine;
+pub mod limits;
 pub mod opt;
 pub mod preprocess;
 pub mod run;

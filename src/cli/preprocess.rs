@@ -56,6 +56,7 @@ fn run_images(args: &Args) -> Result<()> {
 }
 
 fn run_video(args: &Args, path: &PathBuf) -> Result<()> {
+    super::limits::check_num_frames(args.num_frames)?;
     let cfg = match &args.model {
         Some(dir) => VideoProcessorConfig::from_model_dir(dir)?,
         None => VideoProcessorConfig::default(),

@@ -53,7 +53,8 @@ pub struct SessionArgs {
     /// Add a system turn: TEXT, or without a value VideoLLaMA3's default system prompt.
     #[arg(long, value_name = "TEXT", num_args = 0..=1)]
     pub system: Option<Option<String>>,
-    /// Stop after N new tokens (generation also stops at an eos id such as <|im_end|>).
+    /// Stop after N new tokens (generation also stops at an eos id such as <|im_end|>); the
+    /// prompt and the new tokens must fit the model's max_position_embeddings.
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 means greedy decoding.
@@ -74,8 +75,9 @@ pub struct SessionArgs {
     /// With --reference: run the optimized graphs (as `vl3c opt` produces them).
     #[arg(long, requires = "reference")]
     pub opt: bool,
-    /// Most positions (prompt + new tokens) the engine's KV cache holds (default: just enough
-    /// for the longest prompt; `chat` adds room for the conversation to grow).
+    /// Most positions (prompt + new tokens) the engine's KV cache holds, at most the model's
+    /// max_position_embeddings (default: just enough for the longest prompt; `chat` adds room
+    /// for the conversation to grow, up to max_position_embeddings).
     #[arg(long)]
     pub max_context: Option<usize>,
     /// Threads for the engine's kernels (0 = all cores).
@@ -137,6 +139,12 @@ impl Session {
         let dir = args.engine.clone().or(args.model.clone()).expect("clap requires --model or --engine");
         let params = SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
         params.validate().map_err(|e| anyhow::anyhow!("--temperature/--top-p: {e}"))?;
+        // Flags that size something are checked before anything is read or allocated.
+        let threads = super::limits::threads(args.threads)?;
+        super::limits::check_num_frames(args.num_frames)?;
+        if let Some(engine) = &args.engine {
+            super::limits::check_engine_dir(engine)?;
+        }
         let tokenizer = TextTokenizer::from_dir(&dir)?;
         let preparing = Instant::now();
         let images = if args.image.is_empty() {
@@ -166,11 +174,18 @@ impl Session {
             default_system,
             unbilled_preparation,
         };
-        // The KV cache is sized before the videos are encoded, so the bound assumes no pruning.
+        // The KV cache is sized before the videos are encoded, so the bound assumes no pruning:
+        // it is the prompt's exact length only without videos or with pruning off.
         let bounds = prompts.iter().map(|p| session.prompt_bound(&session.messages(&[], p))).collect::<Result<Vec<_>>>()?;
         let longest = bounds.into_iter().max().unwrap_or(0);
-        let context = args.max_context.unwrap_or(longest + args.max_new_tokens + 1 + context_room);
-        session.runtime = Some(load_runtime(&dir, args, context)?);
+        let exact = session.videos.is_empty() || !session.prune;
+        // Every size below is bounded by the model's positions, with checked arithmetic, before
+        // the engine allocates its KV cache from it.
+        let positions = super::limits::model_positions(&dir)?;
+        super::limits::check_new_tokens(args.max_new_tokens, exact.then_some(longest), positions)?;
+        let wanted = longest.saturating_add(args.max_new_tokens).saturating_add(1).saturating_add(context_room);
+        let context = super::limits::context(args.max_context, wanted, positions)?;
+        session.runtime = Some(load_runtime(&dir, args, context, threads)?);
         Ok(session)
     }
 
@@ -324,7 +339,7 @@ fn load_videos(dir: &Path, args: &SessionArgs) -> Result<Vec<LoadedVideo>> {
         .collect()
 }
 
-fn load_runtime(dir: &Path, args: &SessionArgs, context: usize) -> Result<Runtime> {
+fn load_runtime(dir: &Path, args: &SessionArgs, context: usize, threads: usize) -> Result<Runtime> {
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
     spinner.enable_steady_tick(Duration::from_millis(100));
@@ -351,7 +366,6 @@ fn load_runtime(dir: &Path, args: &SessionArgs, context: usize) -> Result<Runtim
                 path?
             }
         };
-        let threads = if args.threads > 0 { args.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
         spinner.set_message(format!("loading engine {}", engine_dir.display()));
         Runtime::Engine(Box::new(Engine::load_on(&engine_dir, context, threads, args.device.unwrap_or_default(), &mut |_, _, _| {})?))
     };

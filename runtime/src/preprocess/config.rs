@@ -4,6 +4,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use vl3c_frontends::limits::{check_size, read_bounded_to_string, MAX_CONFIG_BYTES, MAX_MERGE, MAX_PATCH, MAX_PIXELS};
+
 use super::PreprocessError;
 
 /// Settings of `VideoLlama3ImageProcessor` that change its output.
@@ -46,10 +48,10 @@ impl ImageProcessorConfig {
     /// Reads `dir/preprocessor_config.json` if it exists, else the defaults.
     pub fn from_model_dir(dir: &Path) -> Result<Self, PreprocessError> {
         let path = dir.join("preprocessor_config.json");
-        if !path.is_file() {
+        if !path.exists() {
             return Ok(Self::default());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| PreprocessError::Io {
+        let text = read_bounded_to_string(&path, MAX_CONFIG_BYTES, "preprocessor_config.json").map_err(|e| PreprocessError::Io {
             path: path.clone(),
             error: e,
         })?;
@@ -74,10 +76,19 @@ impl ImageProcessorConfig {
             PreprocessError::InvalidConfig("top level is not a JSON object".into())
         })?;
         let mut cfg = Self::default();
-        if let Some(p) = get_uint(obj.get("patch_size"), "patch_size")? {
+        // Every size is bounded as it is read, before any product of it is formed or anything
+        // is allocated from it (see `vl3c_frontends::limits`).
+        let bounded = |key: &str, v: Option<&Value>, max: usize| -> Result<Option<usize>, PreprocessError> {
+            let x = get_uint(v, key)?;
+            if let Some(x) = x {
+                check_size(key, x, max).map_err(PreprocessError::InvalidConfig)?;
+            }
+            Ok(x)
+        };
+        if let Some(p) = bounded("patch_size", obj.get("patch_size"), MAX_PATCH)? {
             cfg.patch_size = p;
         }
-        if let Some(m) = get_uint(obj.get("merge_size"), "merge_size")? {
+        if let Some(m) = bounded("merge_size", obj.get("merge_size"), MAX_MERGE)? {
             cfg.merge_size = m;
         }
         if let Some(size) = obj.get("size") {
@@ -85,34 +96,60 @@ impl ImageProcessorConfig {
                 let s = size.as_object().ok_or_else(|| {
                     PreprocessError::InvalidConfig("`size` is not an object".into())
                 })?;
-                if let Some(x) = get_uint(s.get("shortest_edge"), "size.shortest_edge")? {
+                if let Some(x) = bounded("size.shortest_edge", s.get("shortest_edge"), MAX_PIXELS)? {
                     cfg.min_pixels = x;
                 }
-                if let Some(x) = get_uint(s.get("longest_edge"), "size.longest_edge")? {
+                if let Some(x) = bounded("size.longest_edge", s.get("longest_edge"), MAX_PIXELS)? {
                     cfg.max_pixels = x;
                 }
             }
         }
         let pp = cfg.patch_size * cfg.patch_size;
-        if let Some(t) = get_uint(obj.get("min_tokens"), "min_tokens")? {
-            cfg.min_pixels = t * pp;
+        // DAMO's token counts are pixels in units of patch²: bounded as the pixels they make.
+        let tokens = |key: &str| -> Result<Option<usize>, PreprocessError> {
+            let Some(t) = get_uint(obj.get(key), key)? else { return Ok(None) };
+            match t.checked_mul(pp).filter(|&p| p <= MAX_PIXELS) {
+                Some(pixels) => Ok(Some(pixels)),
+                None => Err(PreprocessError::InvalidConfig(format!(
+                    "{key} is {t}, more than vl3c accepts (at most {} tokens of {pp} pixels: {MAX_PIXELS} pixels)",
+                    MAX_PIXELS / pp.max(1)
+                ))),
+            }
+        };
+        if let Some(p) = tokens("min_tokens")? {
+            cfg.min_pixels = p;
         }
-        if let Some(t) = get_uint(obj.get("max_tokens"), "max_tokens")? {
-            cfg.max_pixels = t * pp;
+        if let Some(p) = tokens("max_tokens")? {
+            cfg.max_pixels = p;
         }
-        if let Some(x) = get_uint(obj.get("min_pixels"), "min_pixels")? {
+        if let Some(x) = bounded("min_pixels", obj.get("min_pixels"), MAX_PIXELS)? {
             cfg.min_pixels = x;
         }
-        if let Some(x) = get_uint(obj.get("max_pixels"), "max_pixels")? {
+        if let Some(x) = bounded("max_pixels", obj.get("max_pixels"), MAX_PIXELS)? {
             cfg.max_pixels = x;
         }
-        if cfg.patch_size == 0 || cfg.merge_size == 0 {
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The checks every entry point makes before using a config (one built in code too): sizes
+    /// that would divide by zero, and sizes past `vl3c_frontends::limits`.
+    pub fn validate(&self) -> Result<(), PreprocessError> {
+        if self.patch_size == 0 || self.merge_size == 0 {
             return Err(PreprocessError::InvalidConfig(format!(
                 "patch_size ({}) and merge_size ({}) must be positive",
-                cfg.patch_size, cfg.merge_size
+                self.patch_size, self.merge_size
             )));
         }
-        Ok(cfg)
+        for (field, value, max) in [
+            ("patch_size", self.patch_size, MAX_PATCH),
+            ("merge_size", self.merge_size, MAX_MERGE),
+            ("min_pixels", self.min_pixels, MAX_PIXELS),
+            ("max_pixels", self.max_pixels, MAX_PIXELS),
+        ] {
+            check_size(field, value, max).map_err(PreprocessError::InvalidConfig)?;
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::{DynamicImage, ImageReader, RgbImage, RgbaImage};
+use vl3c_frontends::limits::{read_bounded, MAX_IMAGE_BYTES};
 
 use super::PreprocessError;
 
@@ -14,7 +15,8 @@ use super::PreprocessError;
 /// truncated or empty files give an error, never a panic.
 pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, PreprocessError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| PreprocessError::Io {
+    let what = "an image file (PNG or JPEG)";
+    let bytes = read_bounded(path, MAX_IMAGE_BYTES, what).map_err(|e| PreprocessError::Io {
         path: path.to_path_buf(),
         error: e,
     })?;

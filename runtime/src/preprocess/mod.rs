@@ -148,11 +148,7 @@ pub fn preprocess_images(
     images: &[RgbImage],
     cfg: &ImageProcessorConfig,
 ) -> Result<ProcessedImages, PreprocessError> {
-    if cfg.patch_size == 0 || cfg.merge_size == 0 {
-        return Err(PreprocessError::InvalidConfig(
-            "patch_size and merge_size must be positive".into(),
-        ));
-    }
+    cfg.validate()?;
     let mut out = ProcessedImages {
         pixel_values: Vec::new(),
         grid_thw: Vec::with_capacity(images.len()),

@@ -28,7 +28,8 @@ pub struct GifVideo {
 
 impl GifVideo {
     pub fn open(path: &Path) -> Result<Self, VideoError> {
-        let bytes = std::fs::read(path).map_err(|error| VideoError::Io { path: path.to_path_buf(), error })?;
+        let bytes = vl3c_frontends::limits::read_bounded(path, vl3c_frontends::limits::MAX_GIF_BYTES, "an animated GIF")
+            .map_err(|error| VideoError::Io { path: path.to_path_buf(), error })?;
         let malformed = |msg: String| VideoError::Malformed { path: path.to_path_buf(), msg };
         let layout = scan(&bytes).map_err(malformed)?;
         if layout.delays.is_empty() {

@@ -98,6 +98,10 @@ pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
     if std::fs::metadata(path).map_err(io)?.is_dir() {
         return Ok(Box::new(frames::FrameDir::open(path)?));
     }
+    // Only a regular file is opened: a named pipe would block, a device would never end. MP4s
+    // are read piecewise, so their size is not bounded here (a GIF's is, where it is read whole).
+    let what = "a video: an MP4 (H.264) file, an animated GIF or a directory of numbered frames";
+    vl3c_frontends::limits::check_file(path, u64::MAX, what).map_err(io)?;
     let mut head = Vec::with_capacity(16);
     std::fs::File::open(path).map_err(io)?.take(16).read_to_end(&mut head).map_err(io)?;
     match sniff(&head) {

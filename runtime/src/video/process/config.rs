@@ -4,6 +4,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use vl3c_frontends::limits::{check_size, read_bounded_to_string, MAX_CONFIG_BYTES, MAX_FRAMES, MAX_MERGE, MAX_PATCH, MAX_PIXELS};
+
 use super::VideoProcessError;
 
 /// The file transformers' `VideoLlama3VideoProcessor.from_pretrained` reads.
@@ -70,11 +72,11 @@ impl VideoProcessorConfig {
     /// Reads `dir/video_preprocessor_config.json`, or the class defaults where it is absent.
     pub fn from_model_dir(dir: &Path) -> Result<Self, VideoProcessError> {
         let path = dir.join(VIDEO_PROCESSOR_FILE);
-        if !path.is_file() {
+        if !path.exists() {
             return Ok(Self::default());
         }
-        let text =
-            std::fs::read_to_string(&path).map_err(|error| VideoProcessError::Io { path: path.clone(), error })?;
+        let text = read_bounded_to_string(&path, MAX_CONFIG_BYTES, VIDEO_PROCESSOR_FILE)
+            .map_err(|error| VideoProcessError::Io { path: path.clone(), error })?;
         Self::from_json_str(&text).map_err(|e| match e {
             VideoProcessError::InvalidConfig(msg) => VideoProcessError::Config { path, msg },
             other => other,
@@ -123,8 +125,21 @@ impl VideoProcessorConfig {
     }
 
     /// The checks every entry point makes before using a config: sizes that would divide by
-    /// zero or leave `size` without its two bounds (transformers' `resize` rejects a zero bound).
+    /// zero or leave `size` without its two bounds (transformers' `resize` rejects a zero bound),
+    /// and sizes past `vl3c_frontends::limits`, which would reach an allocation.
     pub fn validate(&self) -> Result<(), String> {
+        for (name, v, max) in [
+            ("patch_size", self.patch_size, MAX_PATCH),
+            ("merge_size", self.merge_size, MAX_MERGE),
+            ("temporal_patch_size", self.temporal_patch_size, MAX_MERGE),
+            ("size.shortest_edge", self.min_pixels, MAX_PIXELS),
+            ("size.longest_edge", self.max_pixels, MAX_PIXELS),
+            ("min_frames", self.min_frames, MAX_FRAMES),
+            ("max_frames", self.max_frames, MAX_FRAMES),
+            ("num_frames", self.num_frames.unwrap_or(0), MAX_FRAMES),
+        ] {
+            check_size(&format!("`{name}`"), v, max)?;
+        }
         for (name, v) in [
             ("patch_size", self.patch_size),
             ("merge_size", self.merge_size),

@@ -89,6 +89,15 @@ fn process_one(video: &VideoFrames<'_>, cfg: &VideoProcessorConfig) -> Result<Pr
     }
     let (rh, rw) = smart_resize(h, w, cfg.factor(), cfg.min_pixels, per_frame)?;
     let (gh, gw) = (rh / cfg.patch_size, rw / cfg.patch_size);
+    // Each frame keeps at least size.shortest_edge pixels, so the frames together can pass the
+    // shared budget: bounded before the pixels are allocated.
+    let most = vl3c_frontends::limits::MAX_VIDEO_PIXELS;
+    if t.checked_mul(rh).and_then(|x| x.checked_mul(rw)).is_none_or(|total| total > most) {
+        return Err(VideoProcessError::Input(format!(
+            "{t} frames of {rh}x{rw} pixels are more than vl3c preprocesses for one video (at most {most} pixels); \
+             sample fewer frames (fps, num_frames) or lower size.shortest_edge"
+        )));
+    }
     let mut pixels = Vec::with_capacity(t * gh * gw * cfg.patch_dim());
     for frame in frames {
         let resized = resize_bicubic_antialias_u8(frame.as_raw(), h, w, rh, rw);

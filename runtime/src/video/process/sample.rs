@@ -46,7 +46,17 @@ pub fn sample_indices(
 ) -> Result<FrameSelection, VideoProcessError> {
     cfg.validate().map_err(VideoProcessError::InvalidConfig)?;
     let requested = request.fps.is_some() || request.num_frames.is_some();
+    let most = vl3c_frontends::limits::MAX_FRAMES;
+    if let Some(n) = request.num_frames.filter(|&n| n > most) {
+        return Err(VideoProcessError::Sampling(format!("num_frames {n} is more than vl3c takes from one video (at most {most})")));
+    }
     if !requested && !cfg.do_sample_frames {
+        // Every frame is decoded and kept: a bound, before anything is allocated per frame.
+        if total_frames > most {
+            return Err(VideoProcessError::Sampling(format!(
+                "the video has {total_frames} frames, more than vl3c takes from one video (at most {most}); sample it (fps or num_frames)"
+            )));
+        }
         return Ok(FrameSelection::all(total_frames));
     }
     // The call's values fill in over the config's, then both are passed on (so a config
