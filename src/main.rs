@@ -35,8 +35,9 @@ enum Command {
     /// Time the vision encoder, a prefill and greedy decoding on random inputs of the model's
     /// shapes, beside this machine's compute and memory-bandwidth limits.
     Bench(cli::bench::Args),
-    /// Run every CUDA kernel template at the 2B/7B and odd sizes on a backend (the emulator:
-    /// `--backend emu`) against the reference executor, as llama.cpp's test-backend-ops does.
+    /// Run every CUDA kernel template at the 2B/7B and odd sizes on a backend (the emulator,
+    /// `--backend emu`, or a GPU, `--backend cuda[:N]`) against the reference executor, as
+    /// llama.cpp's test-backend-ops does.
     TestKernels(cli::test_kernels::Args),
 }
 
