@@ -125,5 +125,5 @@ impl GraphRunner for CudaRunner {
 }
 
 fn outputs(out: vl3c_cuda::run::RunOutputs, caches: HashMap<String, Tensor>) -> Outputs {
-    Outputs { outputs: out.outputs, caches, symbols: out.symbols, peak_bytes: 0 }
+    Outputs { outputs: out.outputs, caches, symbols: out.symbols, peak_bytes: out.peak_bytes }
 }

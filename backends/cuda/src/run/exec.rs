@@ -22,6 +22,9 @@ const MAX_DECODE_CHUNKS: usize = 64;
 pub struct RunOutputs {
     pub outputs: HashMap<String, Tensor>,
     pub symbols: HashMap<String, i64>,
+    /// The most bytes of the run's own device buffers alive at once (not weights, caches or
+    /// scratch).
+    pub peak_bytes: usize,
 }
 
 /// A node's value on the device: its buffer and logical shape. Views (reshapes) share their
@@ -45,14 +48,14 @@ impl Program {
         let mut run = GraphRun::new(self, graph, &file.stored, kv, dev.as_mut());
         let result = run.bind(inputs).and_then(|_| run.steps(&file.plan.steps)).and_then(|_| run.outputs());
         run.free_all();
-        let (appended, env) = (std::mem::take(&mut run.appended), std::mem::take(&mut run.env));
+        let (appended, env, peak_bytes) = (std::mem::take(&mut run.appended), std::mem::take(&mut run.env), run.peak);
         let outputs = result?;
         for (name, len) in appended {
             if let Some(c) = kv.caches.get_mut(&name) {
                 c.len = len;
             }
         }
-        Ok(RunOutputs { outputs, symbols: env })
+        Ok(RunOutputs { outputs, symbols: env, peak_bytes })
     }
 }
 
@@ -66,7 +69,10 @@ struct GraphRun<'a> {
     inputs: HashMap<String, Tensor>,
     vals: Vec<Option<Val>>,
     /// Buffers this run allocated, by root node.
-    owned: HashMap<usize, DevBuf>,
+    owned: HashMap<usize, (DevBuf, usize)>,
+    /// Bytes of `owned` now, and the most at once.
+    live: usize,
+    peak: usize,
     /// For each root node, the last step that reads it (or a view of it); `usize::MAX`: kept.
     last_read: Vec<usize>,
     /// Cache lengths after this run's appends, applied only when the whole run succeeds.
@@ -86,6 +92,8 @@ impl<'a> GraphRun<'a> {
             inputs: HashMap::new(),
             vals: vec![None; n],
             owned: HashMap::new(),
+            live: 0,
+            peak: 0,
             last_read: vec![0; n],
             appended: Vec::new(),
         }
@@ -170,8 +178,11 @@ impl<'a> GraphRun<'a> {
     fn alloc_for(&mut self, node: usize, shape: &[usize]) -> Result<Val, RunError> {
         let dtype = self.graph.nodes[node].ty.dtype;
         let ty = ty_of(dtype).ok_or_else(|| self.node_err(node, format!("{dtype} values have no device type")))?;
-        let buf = self.dev.alloc(ty, shape.iter().product::<usize>().max(1))?;
-        self.owned.insert(node, buf);
+        let len = shape.iter().product::<usize>().max(1);
+        let buf = self.dev.alloc(ty, len)?;
+        self.owned.insert(node, (buf, len * ty.size()));
+        self.live += len * ty.size();
+        self.peak = self.peak.max(self.live);
         Ok(Val { buf, shape: shape.to_vec(), kv: false })
     }
 
@@ -269,16 +280,18 @@ impl<'a> GraphRun<'a> {
     fn release(&mut self, step: usize) {
         let dying: Vec<usize> = self.owned.keys().copied().filter(|&r| self.last_read[r] == step).collect();
         for r in dying {
-            if let Some(buf) = self.owned.remove(&r) {
+            if let Some((buf, bytes)) = self.owned.remove(&r) {
                 self.dev.free(buf);
+                self.live -= bytes;
             }
         }
     }
 
     fn free_all(&mut self) {
-        for (_, buf) in self.owned.drain() {
+        for (_, (buf, _)) in self.owned.drain() {
             self.dev.free(buf);
         }
+        self.live = 0;
     }
 
     fn step(&mut self, step: &Step) -> Result<(), RunError> {
