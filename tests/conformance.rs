@@ -1,26 +1,13 @@
 //! Every golden fixture (made by transformers, tools/golden/make_model_fixtures.py) runs through
 //! the reference executor and must reproduce transformers' logits and greedy tokens.
 
-use std::path::{Path, PathBuf};
-use vl3c_runtime::exec::Tensor;
+mod common;
+
+use common::{diff, fixture, Diff};
 use vl3c_runtime::model::Model;
 use vl3c_runtime::tensor_file::read_tensors;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
-}
 
-struct Diff {
-    max: f32,
-    mean: f32,
-}
-
-fn diff(a: &Tensor, b: &Tensor) -> Diff {
-    assert_eq!(a.shape, b.shape, "shapes differ");
-    let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
-    let d: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
-    Diff { max: d.iter().cloned().fold(0.0, f32::max), mean: d.iter().sum::<f32>() / d.len() as f32 }
-}
 
 /// Runs one fixture; returns the logits difference against transformers in f32.
 fn check(name: &str, max_tolerance: f32) -> Diff {
@@ -36,11 +23,7 @@ fn check(name: &str, max_tolerance: f32) -> Diff {
     eprintln!("{name}: max |Δlogits| {:.3e}, mean {:.3e}", d.max, d.mean);
     assert!(d.max <= max_tolerance, "{name}: max |Δlogits| {} > {max_tolerance}", d.max);
 
-    let want: Vec<i64> = match &expected["generated_ids"].data {
-        vl3c_runtime::exec::TensorData::I64(v) => v.clone(),
-        other => panic!("generated_ids is {other:?}"),
-    };
-    assert_eq!(result.generated_ids.unwrap(), want, "{name}: greedy tokens differ from transformers");
+    assert_eq!(result.generated_ids.unwrap(), common::ids(&expected["generated_ids"]), "{name}: greedy tokens differ from transformers");
     d
 }
 

@@ -6,28 +6,10 @@
 
 mod common;
 
-use common::{fixture, s, stderr, vl3c};
-use vl3c_runtime::exec::{Tensor, TensorData};
+use common::{diff, fixture, ids, s, stderr, vl3c};
+use vl3c_runtime::exec::Tensor;
 use vl3c_runtime::tensor_file::{read_tensors, write_tensors};
 
-struct Diff {
-    max: f32,
-    mean: f32,
-}
-
-fn diff(a: &Tensor, b: &Tensor) -> Diff {
-    assert_eq!(a.shape, b.shape, "shapes differ");
-    let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
-    let d: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
-    Diff { max: d.iter().cloned().fold(0.0, f32::max), mean: d.iter().sum::<f32>() / d.len() as f32 }
-}
-
-fn ids(t: &Tensor) -> Vec<i64> {
-    match &t.data {
-        TensorData::I64(v) => v.clone(),
-        other => panic!("generated_ids is {other:?}"),
-    }
-}
 
 /// Compiles fixture `name` for CUDA, evaluates it on the emulator and compares with
 /// transformers: max and mean |Δlogits| within the bars, greedy ids identical.

@@ -1,16 +1,15 @@
 //! Compiled CPU engines: every golden fixture compiled and run through `Engine`, against
 //! transformers' outputs with the tolerances; and the loader's refusals.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use vl3c_driver::CpuTarget;
 use vl3c_runtime::engine::{self, Engine, GemmMode};
-use vl3c_runtime::exec::{Tensor, TensorData};
+mod common;
+
+use common::{diff, fixture, ids, Diff};
 use vl3c_runtime::tensor_file::read_tensors;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
-}
 
 fn compile(name: &str, out: &Path) {
     engine::compile(&fixture(name), &mut CpuTarget::default(), false, out, &mut |_, _, _| {}).unwrap_or_else(|e| panic!("{name}: compile: {e}"));
@@ -20,24 +19,6 @@ fn load(dir: &Path, max_context: usize) -> Result<Engine, String> {
     Engine::load(dir, max_context, 2, &mut |_, _, _| {}).map_err(|e| e.to_string())
 }
 
-struct Diff {
-    max: f32,
-    mean: f32,
-}
-
-fn diff(a: &Tensor, b: &Tensor) -> Diff {
-    assert_eq!(a.shape, b.shape, "shapes differ");
-    let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
-    let d: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
-    Diff { max: d.iter().cloned().fold(0.0, f32::max), mean: d.iter().sum::<f32>() / d.len() as f32 }
-}
-
-fn ids(t: &Tensor) -> Vec<i64> {
-    match &t.data {
-        TensorData::I64(v) => v.clone(),
-        other => panic!("generated_ids is {other:?}"),
-    }
-}
 
 /// Compiles and runs one fixture through the engine; returns the logits difference and
 /// whether the greedy ids equal transformers'.

@@ -59,3 +59,24 @@ pub fn assert_one_line_error(o: &Output, needle: &str) {
     assert!(err.contains(needle), "expected `{needle}` in: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Largest and mean absolute difference of two tensors, as f32.
+pub struct Diff {
+    pub max: f32,
+    pub mean: f32,
+}
+
+pub fn diff(a: &vl3c_runtime::exec::Tensor, b: &vl3c_runtime::exec::Tensor) -> Diff {
+    assert_eq!(a.shape, b.shape, "shapes differ");
+    let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
+    let d: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
+    Diff { max: d.iter().cloned().fold(0.0, f32::max), mean: d.iter().sum::<f32>() / d.len() as f32 }
+}
+
+/// The ids of `generated_ids`.
+pub fn ids(t: &vl3c_runtime::exec::Tensor) -> Vec<i64> {
+    match &t.data {
+        vl3c_runtime::exec::TensorData::I64(v) => v.clone(),
+        other => panic!("generated_ids is {other:?}"),
+    }
+}

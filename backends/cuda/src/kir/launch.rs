@@ -4,6 +4,7 @@
 //! here follows the emulator's (C++'s) exactly: usual arithmetic conversions, truncating
 //! division, wrapping `U32`/`I64`, an `I32` overflow or a division by zero is an error.
 
+use crate::emu::promote;
 use super::{BinOp, Expr, Kernel, Lit, ParamId, ParamKind, Ty, UnOp};
 use crate::print::dynamic_shared_layout;
 
@@ -134,22 +135,6 @@ impl V {
     }
 }
 
-/// The type two operands meet at, as the emulator's `promote` (C++'s usual conversions).
-fn promote(a: Ty, b: Ty) -> Ty {
-    let rank = |t| match t {
-        Ty::Bool => 0,
-        Ty::I32 => 1,
-        Ty::U32 => 2,
-        Ty::I64 => 3,
-        Ty::F32 | Ty::Bf16 => 4,
-    };
-    let t = if rank(a) >= rank(b) { a } else { b };
-    if t == Ty::Bf16 {
-        Ty::F32
-    } else {
-        t
-    }
-}
 
 struct Eval<'a> {
     k: &'a Kernel,
