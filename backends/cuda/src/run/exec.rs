@@ -478,12 +478,10 @@ impl<'a> GraphRun<'a> {
             buffers.insert(name.clone(), v.buf);
         }
         let mut scratch = Vec::new();
-        for (name, ty, len) in &inst.scratch {
-            let env: HashMap<String, i64> = sizes.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            let n = len.eval(&env).map_err(|e| bad(format!("scratch `{name}` = {len}: {e}")))?;
-            let buf = self.dev.alloc(*ty, usize::try_from(n.max(1)).map_err(|_| bad(format!("scratch `{name}` = {n}")))?)?;
+        for s in &inst.scratch {
+            let buf = self.dev.alloc(s.elem, s.len_at(&sizes).map_err(bad)?)?;
             scratch.push(buf);
-            buffers.insert(name.clone(), buf);
+            buffers.insert(s.name.clone(), buf);
         }
         let result = (|| {
             for k in &inst.kernels {

@@ -7,6 +7,7 @@ use crate::check::ty_of;
 use crate::gemm::{DataType, GemmCall};
 use crate::kir::{Kernel, Ty};
 use crate::lower::{GraphFile, PlanFile, Step, KERNELS_FILE, PLAN_FILE, WEIGHTS_FILE};
+use crate::templates::Scratch;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -21,7 +22,7 @@ pub(super) struct Instance {
     pub name: String,
     pub reference: Graph,
     pub kernels: Vec<Kernel>,
-    pub scratch: Vec<(String, Ty, Dim)>,
+    pub scratch: Vec<Scratch>,
     /// The reference graph's inputs in order: a matmul's operands bind to them by position.
     pub inputs: Vec<String>,
 }
@@ -101,9 +102,11 @@ impl Program {
                 .scratch
                 .iter()
                 .map(|s| {
-                    let ty = scratch_ty(&s.elem).ok_or_else(|| bad(format!("scratch `{}` has element type `{}`", s.name, s.elem)))?;
+                    // `Ty` serializes as its variant name, which the plan stores.
+                    let elem: Ty = serde_json::from_value(serde_json::Value::String(s.elem.clone()))
+                        .map_err(|_| bad(format!("scratch `{}` has element type `{}`", s.name, s.elem)))?;
                     let len = Dim::parse(&s.len).map_err(|err| bad(format!("scratch `{}` length `{}`: {err}", s.name, s.len)))?;
-                    Ok((s.name.clone(), ty, len))
+                    Ok(Scratch { name: s.name.clone(), elem, len })
                 })
                 .collect::<Result<Vec<_>, RunError>>()?;
             let inputs = reference
@@ -293,18 +296,6 @@ impl Program {
 pub(super) fn lock(device: &SharedDevice) -> MutexGuard<'_, Box<dyn Device + Send>> {
     // A panic while holding the lock leaves the device as it was; its state is still usable.
     device.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn scratch_ty(s: &str) -> Option<Ty> {
-    Some(match s {
-        "F32" => Ty::F32,
-        "Bf16" => Ty::Bf16,
-        "I32" => Ty::I32,
-        "U32" => Ty::U32,
-        "I64" => Ty::I64,
-        "Bool" => Ty::Bool,
-        _ => return None,
-    })
 }
 
 /// Little-endian elements of `from` as `to`: the same bytes, a bf16 widened to f32, or an f32
