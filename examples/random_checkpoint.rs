@@ -33,8 +33,15 @@ const CONFIG_2B: &str = r#"{
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let out = PathBuf::from(value("--out").ok_or("usage: random_checkpoint [--preset 2b | --config FILE] --out DIR")?);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let out = PathBuf::from(
+        value("--out").ok_or("usage: random_checkpoint [--preset 2b | --config FILE] --out DIR")?,
+    );
     let config = match value("--config") {
         Some(path) => std::fs::read_to_string(path)?,
         None => CONFIG_2B.to_string(),
@@ -58,7 +65,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut header = serde_json::to_vec(&header)?;
     header.resize(header.len().div_ceil(8) * 8, b' ');
-    let mut file = BufWriter::with_capacity(1 << 22, std::fs::File::create(out.join("model.safetensors"))?);
+    let mut file = BufWriter::with_capacity(
+        1 << 22,
+        std::fs::File::create(out.join("model.safetensors"))?,
+    );
     file.write_all(&(header.len() as u64).to_le_bytes())?;
     file.write_all(&header)?;
 
@@ -73,13 +83,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             state ^= state >> 7;
             state ^= state << 17;
             let uniform = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-            let x = if is_norm { 1.0 + 0.1 * uniform } else { 0.035 * uniform };
+            let x = if is_norm {
+                1.0 + 0.1 * uniform
+            } else {
+                0.035 * uniform
+            };
             buf.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
         }
         file.write_all(&buf)?;
     }
     file.flush()?;
-    eprintln!("wrote {} tensors, {:.2} GB, to {}", weights.len(), offset as f64 / 1e9, out.display());
+    eprintln!(
+        "wrote {} tensors, {:.2} GB, to {}",
+        weights.len(),
+        offset as f64 / 1e9,
+        out.display()
+    );
     Ok(())
 }
 
@@ -94,19 +113,34 @@ const QWEN_SPECIAL_IDS: [(&str, u64); 5] = [
 
 fn write_tokenizer(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny");
-    let mut tokenizer: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tiny.join("tokenizer.json"))?)?;
-    for added in tokenizer["added_tokens"].as_array_mut().ok_or("tokenizer.json has no added_tokens")? {
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny.join("tokenizer.json"))?)?;
+    for added in tokenizer["added_tokens"]
+        .as_array_mut()
+        .ok_or("tokenizer.json has no added_tokens")?
+    {
         let content = added["content"].as_str().unwrap_or_default().to_string();
-        let (_, id) = QWEN_SPECIAL_IDS.iter().find(|(c, _)| *c == content).ok_or(format!("unexpected special token {content}"))?;
+        let (_, id) = QWEN_SPECIAL_IDS
+            .iter()
+            .find(|(c, _)| *c == content)
+            .ok_or(format!("unexpected special token {content}"))?;
         added["id"] = (*id).into();
     }
     // `tokenizers` renumbers added tokens after the model's vocabulary unless the model already
     // holds them, so the ids go into the BPE vocabulary too.
-    let vocab = tokenizer["model"]["vocab"].as_object_mut().ok_or("tokenizer.json has no model.vocab")?;
+    let vocab = tokenizer["model"]["vocab"]
+        .as_object_mut()
+        .ok_or("tokenizer.json has no model.vocab")?;
     for (content, id) in QWEN_SPECIAL_IDS {
         vocab.insert(content.to_string(), id.into());
     }
-    std::fs::write(out.join("tokenizer.json"), serde_json::to_string(&tokenizer)?)?;
-    std::fs::copy(tiny.join("tokenizer_config.json"), out.join("tokenizer_config.json"))?;
+    std::fs::write(
+        out.join("tokenizer.json"),
+        serde_json::to_string(&tokenizer)?,
+    )?;
+    std::fs::copy(
+        tiny.join("tokenizer_config.json"),
+        out.join("tokenizer_config.json"),
+    )?;
     Ok(())
 }

@@ -5,7 +5,18 @@ mod common;
 use common::{assert_one_line_error, fixture, vl3c};
 use std::process::Output;
 
-const TINY: [&str; 10] = ["--image-size", "56", "--context", "16", "--decode-tokens", "4", "--repeat", "1", "--warmup", "0"];
+const TINY: [&str; 10] = [
+    "--image-size",
+    "56",
+    "--context",
+    "16",
+    "--decode-tokens",
+    "4",
+    "--repeat",
+    "1",
+    "--warmup",
+    "0",
+];
 
 fn bench(extra: &[&str]) -> Output {
     let dir = fixture("image_tied_f32");
@@ -30,14 +41,25 @@ fn bench(extra: &[&str]) -> Output {
 fn json_has_the_four_keys_with_positive_numbers() {
     let o = bench(&["--json", "--threads", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
     for key in ["vision_s", "prefill_s", "decode_tok_s", "peak_rss_bytes"] {
-        let x = v[key].as_f64().unwrap_or_else(|| panic!("`{key}` is a number in {v}"));
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("`{key}` is a number in {v}"));
         assert!(x > 0.0 && x.is_finite(), "`{key}` = {x}");
     }
     let limits = &v["limits"];
-    for key in ["vision_s_bound", "prefill_s_bound", "decode_tok_s_bound", "decode_bytes_per_token"] {
-        assert!(limits[key].as_f64().is_some_and(|x| x > 0.0), "limits.{key} in {v}");
+    for key in [
+        "vision_s_bound",
+        "prefill_s_bound",
+        "decode_tok_s_bound",
+        "decode_bytes_per_token",
+    ] {
+        assert!(
+            limits[key].as_f64().is_some_and(|x| x > 0.0),
+            "limits.{key} in {v}"
+        );
     }
     assert_eq!(limits["bandwidth_gbs"], 10.0);
     assert_eq!(v["config"]["patches"], 16);
@@ -61,11 +83,20 @@ fn bad_flags_are_one_line_errors() {
     assert_one_line_error(&bench(&["--repeat", "0"]), "--repeat");
     assert_one_line_error(&bench(&["--peak-gflops", "0"]), "--peak-gflops");
     assert_one_line_error(&vl3c(&["bench", "--context", "4"]), "--model");
-    assert_one_line_error(&vl3c(&["bench", "--model", "/nonexistent/ckpt"]), "/nonexistent/ckpt");
+    assert_one_line_error(
+        &vl3c(&["bench", "--model", "/nonexistent/ckpt"]),
+        "/nonexistent/ckpt",
+    );
     let dir = fixture("image_tied_f32");
     let dir = dir.to_str().unwrap();
-    assert_one_line_error(&vl3c(&["bench", "--model", dir, "--engine", dir]), "--engine");
-    assert_one_line_error(&vl3c(&["bench", "--engine", "/nonexistent/engine"]), "/nonexistent/engine");
+    assert_one_line_error(
+        &vl3c(&["bench", "--model", dir, "--engine", dir]),
+        "--engine",
+    );
+    assert_one_line_error(
+        &vl3c(&["bench", "--engine", "/nonexistent/engine"]),
+        "/nonexistent/engine",
+    );
 }
 
 #[test]
@@ -73,14 +104,28 @@ fn engine_bench_reports_the_same_keys() {
     let dir = fixture("image_tied_f32");
     let engine = tempfile::tempdir().unwrap();
     let engine = engine.path().join("engine");
-    let o = vl3c(&["compile", "--model", dir.to_str().unwrap(), "--out", engine.to_str().unwrap()]);
+    let o = vl3c(&[
+        "compile",
+        "--model",
+        dir.to_str().unwrap(),
+        "--out",
+        engine.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut args = vec!["bench", "--engine", engine.to_str().unwrap(), "--json", "--threads", "1"];
+    let mut args = vec![
+        "bench",
+        "--engine",
+        engine.to_str().unwrap(),
+        "--json",
+        "--threads",
+        "1",
+    ];
     args.extend(TINY);
     args.extend(["--bandwidth-gbs", "10", "--peak-gflops", "100"]);
     let o = vl3c(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
     for key in ["vision_s", "prefill_s", "decode_tok_s", "peak_rss_bytes"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "`{key}` in {v}");
     }

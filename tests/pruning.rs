@@ -11,7 +11,9 @@ use vl3c_runtime::tensor_file::read_tensors;
 const VIDEO_FIXTURES: [&str; 2] = ["video_pruned_f32", "video_bf16"];
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
 }
 
 fn bools(t: &Tensor) -> &[bool] {
@@ -23,7 +25,11 @@ fn bools(t: &Tensor) -> &[bool] {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.shape, b.shape, "shapes differ");
-    a.to_f32_vec().iter().zip(b.to_f32_vec()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.to_f32_vec()
+        .iter()
+        .zip(b.to_f32_vec())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn i64s(t: &Tensor) -> Vec<i64> {
@@ -50,14 +56,29 @@ fn keep_mask_matches_transformers_bit_for_bit() {
         .into_iter()
         .map(|(to, from)| (to.to_string(), inputs[from].clone()))
         .collect();
-        let out = execute(&model.graphs().vision_m2, &graph_inputs, &weights, &HashMap::new())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = execute(
+            &model.graphs().vision_m2,
+            &graph_inputs,
+            &weights,
+            &HashMap::new(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let ours = bools(&out.outputs["keep_mask"]);
         let theirs = bools(&inputs["video_compression_mask"]);
-        assert_eq!(ours, theirs, "{name}: keep_mask differs from transformers' video_compression_mask");
+        assert_eq!(
+            ours, theirs,
+            "{name}: keep_mask differs from transformers' video_compression_mask"
+        );
         let kept = ours.iter().filter(|&&b| b).count();
-        assert!(kept > 0 && kept < ours.len(), "{name}: the fixture should prune some tokens ({kept}/{})", ours.len());
-        eprintln!("{name}: {kept}/{} tokens kept, identical to transformers", ours.len());
+        assert!(
+            kept > 0 && kept < ours.len(),
+            "{name}: the fixture should prune some tokens ({kept}/{})",
+            ours.len()
+        );
+        eprintln!(
+            "{name}: {kept}/{} tokens kept, identical to transformers",
+            ours.len()
+        );
     }
 }
 
@@ -67,24 +88,44 @@ fn keep_mask_matches_transformers_bit_for_bit() {
 fn forward_without_the_processor_mask_matches() {
     for name in VIDEO_FIXTURES {
         let dir = fixture(name);
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
         let new_tokens = meta["max_new_tokens"].as_u64().unwrap() as usize;
         let with_mask = read_tensors(&dir.join("inputs.safetensors")).unwrap();
         let mut without_mask = with_mask.clone();
-        without_mask.remove("video_compression_mask").expect("the fixture carries a mask");
+        without_mask
+            .remove("video_compression_mask")
+            .expect("the fixture carries a mask");
         let expected = read_tensors(&dir.join("expected.safetensors")).unwrap();
         let model = Model::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
 
-        let given = model.forward(&with_mask, new_tokens).unwrap_or_else(|e| panic!("{name} with mask: {e}"));
-        let computed = model.forward(&without_mask, new_tokens).unwrap_or_else(|e| panic!("{name} without mask: {e}"));
+        let given = model
+            .forward(&with_mask, new_tokens)
+            .unwrap_or_else(|e| panic!("{name} with mask: {e}"));
+        let computed = model
+            .forward(&without_mask, new_tokens)
+            .unwrap_or_else(|e| panic!("{name} without mask: {e}"));
 
         let between = max_abs_diff(&computed.logits, &given.logits);
         let oracle = max_abs_diff(&computed.logits, &expected["logits"]);
         eprintln!("{name}: max |Δlogits| {between:.3e} against the masked run, {oracle:.3e} against transformers");
-        assert!(between <= 1e-4, "{name}: logits differ from the run with the processor's mask by {between}");
-        assert!(oracle <= 1e-4, "{name}: logits differ from transformers by {oracle}");
+        assert!(
+            between <= 1e-4,
+            "{name}: logits differ from the run with the processor's mask by {between}"
+        );
+        assert!(
+            oracle <= 1e-4,
+            "{name}: logits differ from transformers by {oracle}"
+        );
         let want = i64s(&expected["generated_ids"]);
-        assert_eq!(computed.generated_ids.as_deref(), Some(want.as_slice()), "{name}: greedy tokens differ");
-        assert_eq!(computed.generated_ids, given.generated_ids, "{name}: greedy tokens differ between the two runs");
+        assert_eq!(
+            computed.generated_ids.as_deref(),
+            Some(want.as_slice()),
+            "{name}: greedy tokens differ"
+        );
+        assert_eq!(
+            computed.generated_ids, given.generated_ids,
+            "{name}: greedy tokens differ between the two runs"
+        );
     }
 }

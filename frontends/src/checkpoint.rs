@@ -370,7 +370,8 @@ type WeightMap = Vec<(String, String)>;
 fn read_index(dir: &Path, path: &Path) -> Result<(Vec<PathBuf>, WeightMap), FrontendError> {
     let label = path.display().to_string();
     let what = "model.safetensors.index.json";
-    let text = crate::limits::read_bounded_to_string(path, crate::limits::MAX_INDEX_BYTES, what).map_err(io_err(path))?;
+    let text = crate::limits::read_bounded_to_string(path, crate::limits::MAX_INDEX_BYTES, what)
+        .map_err(io_err(path))?;
     let root: Value = serde_json::from_str(&text).map_err(|e| FrontendError::json(&label, &e))?;
     let Some(Value::Object(map)) = root.get("weight_map") else {
         return Err(FrontendError::config(&label, "missing `weight_map` object"));

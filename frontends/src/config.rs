@@ -94,9 +94,16 @@ pub struct VisionLimits {
 }
 
 impl VisionLimits {
-    pub fn from_pixels(image_max_pixels: usize, video_max_pixels: usize, patch_size: usize) -> VisionLimits {
+    pub fn from_pixels(
+        image_max_pixels: usize,
+        video_max_pixels: usize,
+        patch_size: usize,
+    ) -> VisionLimits {
         let pp = (patch_size * patch_size).max(1);
-        VisionLimits { image_max_patches: image_max_pixels / pp, video_max_patches: video_max_pixels / pp }
+        VisionLimits {
+            image_max_patches: image_max_pixels / pp,
+            video_max_patches: video_max_pixels / pp,
+        }
     }
 
     pub fn class_defaults(patch_size: usize) -> VisionLimits {
@@ -247,11 +254,15 @@ impl ModelConfig {
                 dir: dir.to_path_buf(),
             });
         }
-        let text = crate::limits::read_bounded_to_string(&path, crate::limits::MAX_CONFIG_BYTES, "config.json")
-            .map_err(|source| FrontendError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let text = crate::limits::read_bounded_to_string(
+            &path,
+            crate::limits::MAX_CONFIG_BYTES,
+            "config.json",
+        )
+        .map_err(|source| FrontendError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Self::from_json_str(&text, &path.display().to_string())
     }
 
@@ -360,7 +371,10 @@ impl ModelConfig {
         };
         // Every size read was bounded as it was read (`Obj::size_opt`); the head sizes derived
         // from them are bounded here (see `crate::limits`).
-        for (field, value) in [(format!("{tp}head_dim"), t.head_dim), (format!("{vp}head_dim"), v.head_dim)] {
+        for (field, value) in [
+            (format!("{tp}head_dim"), t.head_dim),
+            (format!("{vp}head_dim"), v.head_dim),
+        ] {
             crate::limits::check_size(&field, value, crate::limits::MAX_HEAD_DIM).or_else(err)?;
         }
         if t.num_attention_heads % t.num_key_value_heads != 0 {
@@ -465,10 +479,12 @@ fn parse_text(o: &Obj, require_sizes: bool) -> Result<TextConfig, FrontendError>
     let num_key_value_heads = o.size("num_key_value_heads", Some(num_attention_heads))?;
     let head_dim = match o.size_opt("head_dim")? {
         Some(hd) => hd,
-        None if hidden_size % num_attention_heads != 0 => return Err(o.err(format!(
+        None if hidden_size % num_attention_heads != 0 => {
+            return Err(o.err(format!(
             "{} ({hidden_size}) is not divisible by num_attention_heads ({num_attention_heads})",
             o.path("hidden_size")
-        ))),
+        )))
+        }
         None => hidden_size / num_attention_heads,
     };
     if o.boolean("use_sliding_window", false)? {

@@ -111,7 +111,11 @@ pub fn human_bytes(bytes: u64) -> String {
     for (unit, size) in UNITS {
         if bytes >= size {
             let v = bytes as f64 / size as f64;
-            return if bytes.is_multiple_of(size) { format!("{} {unit}", bytes / size) } else { format!("{v:.1} {unit}") };
+            return if bytes.is_multiple_of(size) {
+                format!("{} {unit}", bytes / size)
+            } else {
+                format!("{v:.1} {unit}")
+            };
         }
     }
     format!("{bytes} bytes")
@@ -156,13 +160,24 @@ pub fn check_file(path: &Path, max_bytes: u64, what: &str) -> std::io::Result<u6
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         let kind = kind_of(&meta);
-        let kind = if kind.starts_with("not") { kind.to_string() } else { format!("{kind}, not a regular file") };
+        let kind = if kind.starts_with("not") {
+            kind.to_string()
+        } else {
+            format!("{kind}, not a regular file")
+        };
         return Err(limit_error(format!("{kind}; expected {what}")));
     }
     let len = meta.len();
     if len > max_bytes {
-        let size = if len >= 1024 { format!("{} ({len} bytes)", human_bytes(len)) } else { human_bytes(len) };
-        return Err(limit_error(format!("{size}, too large for {what}: vl3c reads at most {}", human_bytes(max_bytes))));
+        let size = if len >= 1024 {
+            format!("{} ({len} bytes)", human_bytes(len))
+        } else {
+            human_bytes(len)
+        };
+        return Err(limit_error(format!(
+            "{size}, too large for {what}: vl3c reads at most {}",
+            human_bytes(max_bytes)
+        )));
     }
     Ok(len)
 }
@@ -174,7 +189,8 @@ pub fn read_bounded(path: &Path, max_bytes: u64, what: &str) -> std::io::Result<
     let len = check_file(path, max_bytes, what)?;
     let file = std::fs::File::open(path)?;
     let mut bytes = Vec::with_capacity(len as usize);
-    file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes)?;
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max_bytes {
         return Err(limit_error(format!(
             "more than {} while being read, too large for {what}",
@@ -186,15 +202,23 @@ pub fn read_bounded(path: &Path, max_bytes: u64, what: &str) -> std::io::Result<
 
 /// [`read_bounded`] as UTF-8 text.
 pub fn read_bounded_to_string(path: &Path, max_bytes: u64, what: &str) -> std::io::Result<String> {
-    String::from_utf8(read_bounded(path, max_bytes, what)?).map_err(|_| limit_error(format!("not UTF-8 text; expected {what}")))
+    String::from_utf8(read_bounded(path, max_bytes, what)?)
+        .map_err(|_| limit_error(format!("not UTF-8 text; expected {what}")))
 }
 
 /// The next line of `reader` without its line ending (`\n` or `\r\n`), `None` at the end of
 /// input. A line longer than `max_bytes` is an error once `max_bytes + 1` bytes have been read,
 /// so input without newlines (`/dev/zero`) cannot exhaust memory.
-pub fn read_line_bounded(reader: &mut impl BufRead, max_bytes: u64, what: &str) -> std::io::Result<Option<String>> {
+pub fn read_line_bounded(
+    reader: &mut impl BufRead,
+    max_bytes: u64,
+    what: &str,
+) -> std::io::Result<Option<String>> {
     let mut line = Vec::new();
-    let n = reader.by_ref().take(max_bytes.saturating_add(1)).read_until(b'\n', &mut line)?;
+    let n = reader
+        .by_ref()
+        .take(max_bytes.saturating_add(1))
+        .read_until(b'\n', &mut line)?;
     if n == 0 {
         return Ok(None);
     }
@@ -204,9 +228,14 @@ pub fn read_line_bounded(reader: &mut impl BufRead, max_bytes: u64, what: &str) 
             line.pop();
         }
     } else if line.len() as u64 > max_bytes {
-        return Err(limit_error(format!("a line longer than {}, the most one {what} may be", human_bytes(max_bytes))));
+        return Err(limit_error(format!(
+            "a line longer than {}, the most one {what} may be",
+            human_bytes(max_bytes)
+        )));
     }
-    String::from_utf8(line).map(Some).map_err(|_| limit_error(format!("{what} is not UTF-8 text")))
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| limit_error(format!("{what} is not UTF-8 text")))
 }
 
 #[cfg(test)]
@@ -220,15 +249,25 @@ mod tests {
         std::fs::write(&p, b"{}").unwrap();
         assert_eq!(read_bounded(&p, 2, "a config").unwrap(), b"{}");
         let e = read_bounded(&p, 1, "a config").unwrap_err().to_string();
-        assert_eq!(e, "2 bytes, too large for a config: vl3c reads at most 1 bytes");
+        assert_eq!(
+            e,
+            "2 bytes, too large for a config: vl3c reads at most 1 bytes"
+        );
     }
 
     #[test]
     fn devices_and_directories_are_refused_unopened() {
-        let e = read_bounded(Path::new("/dev/zero"), 10, "an image").unwrap_err().to_string();
-        assert_eq!(e, "a character device, not a regular file; expected an image");
+        let e = read_bounded(Path::new("/dev/zero"), 10, "an image")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "a character device, not a regular file; expected an image"
+        );
         let dir = tempfile::tempdir().unwrap();
-        let e = check_file(dir.path(), 10, "an image").unwrap_err().to_string();
+        let e = check_file(dir.path(), 10, "an image")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "a directory, not a regular file; expected an image");
     }
 
@@ -243,9 +282,24 @@ mod tests {
     #[test]
     fn lines_are_bounded() {
         let mut r = std::io::Cursor::new(b"hello\r\nworld\n\nxxxxxxxx".to_vec());
-        assert_eq!(read_line_bounded(&mut r, 7, "a message").unwrap().as_deref(), Some("hello"));
-        assert_eq!(read_line_bounded(&mut r, 7, "a message").unwrap().as_deref(), Some("world"));
-        assert_eq!(read_line_bounded(&mut r, 7, "a message").unwrap().as_deref(), Some(""));
+        assert_eq!(
+            read_line_bounded(&mut r, 7, "a message")
+                .unwrap()
+                .as_deref(),
+            Some("hello")
+        );
+        assert_eq!(
+            read_line_bounded(&mut r, 7, "a message")
+                .unwrap()
+                .as_deref(),
+            Some("world")
+        );
+        assert_eq!(
+            read_line_bounded(&mut r, 7, "a message")
+                .unwrap()
+                .as_deref(),
+            Some("")
+        );
         assert!(read_line_bounded(&mut r, 7, "a message").is_err());
         let mut zeros = std::io::repeat(0).take(1 << 30);
         let mut zeros = std::io::BufReader::new(&mut zeros);

@@ -220,5 +220,9 @@ fn fixture_checkpoints_open() {
         opened += 1;
     }
     eprintln!("opened {opened} fixture checkpoints");
-    assert!(opened > 0, "no fixture checkpoints under {}", root.display());
+    assert!(
+        opened > 0,
+        "no fixture checkpoints under {}",
+        root.display()
+    );
 }

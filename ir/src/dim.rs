@@ -93,14 +93,25 @@ impl Dim {
         Ok(match self {
             Dim::Const(c) => *c,
             Dim::Sym(s) => *env.get(s).ok_or_else(|| DimEvalError::Unbound(s.clone()))?,
-            Dim::Add(a, b) => a.eval(env)?.checked_add(b.eval(env)?).ok_or_else(overflow)?,
-            Dim::Mul(a, b) => a.eval(env)?.checked_mul(b.eval(env)?).ok_or_else(overflow)?,
+            Dim::Add(a, b) => a
+                .eval(env)?
+                .checked_add(b.eval(env)?)
+                .ok_or_else(overflow)?,
+            Dim::Mul(a, b) => a
+                .eval(env)?
+                .checked_mul(b.eval(env)?)
+                .ok_or_else(overflow)?,
             Dim::FloorDiv(a, b) => {
                 let d = b.eval(env)?;
                 if d == 0 {
                     return Err(DimEvalError::DivByZero(self.to_string()));
                 }
-                a.eval(env)?.div_euclid(d) - if d < 0 && a.eval(env)?.rem_euclid(d) != 0 { 1 } else { 0 }
+                a.eval(env)?.div_euclid(d)
+                    - if d < 0 && a.eval(env)?.rem_euclid(d) != 0 {
+                        1
+                    } else {
+                        0
+                    }
             }
         })
     }
@@ -113,7 +124,10 @@ impl Dim {
             Dim::Sym(s) => of(s)?,
             Dim::Add(a, b) => {
                 let (a, b) = (a.bounds(of)?, b.bounds(of)?);
-                Bounds { min: a.min.checked_add(b.min)?, max: a.max.checked_add(b.max)? }
+                Bounds {
+                    min: a.min.checked_add(b.min)?,
+                    max: a.max.checked_add(b.max)?,
+                }
             }
             Dim::Mul(a, b) => {
                 let (a, b) = (a.bounds(of)?, b.bounds(of)?);
@@ -123,15 +137,26 @@ impl Dim {
                     a.max.checked_mul(b.min)?,
                     a.max.checked_mul(b.max)?,
                 ];
-                Bounds { min: *c.iter().min()?, max: *c.iter().max()? }
+                Bounds {
+                    min: *c.iter().min()?,
+                    max: *c.iter().max()?,
+                }
             }
             Dim::FloorDiv(a, b) => {
                 let (a, b) = (a.bounds(of)?, b.bounds(of)?);
                 if b.min <= 0 {
                     return None;
                 }
-                let c = [a.min.div_euclid(b.min), a.min.div_euclid(b.max), a.max.div_euclid(b.min), a.max.div_euclid(b.max)];
-                Bounds { min: *c.iter().min()?, max: *c.iter().max()? }
+                let c = [
+                    a.min.div_euclid(b.min),
+                    a.min.div_euclid(b.max),
+                    a.max.div_euclid(b.min),
+                    a.max.div_euclid(b.max),
+                ];
+                Bounds {
+                    min: *c.iter().min()?,
+                    max: *c.iter().max()?,
+                }
             }
         })
     }
@@ -246,12 +271,24 @@ impl Poly {
                     return Poly::constant(n.div_euclid(d));
                 }
                 if self.0.values().all(|c| c % d == 0) {
-                    return Poly(self.0.iter().map(|(a, c)| (a.clone(), c / d)).collect(), self.1);
+                    return Poly(
+                        self.0.iter().map(|(a, c)| (a.clone(), c / d)).collect(),
+                        self.1,
+                    );
                 }
                 // (d·q + r) / d = q  when every non-constant coefficient divides by d and 0 <= r < d
                 let constant = self.0.get(&Vec::new()).copied().unwrap_or(0);
-                if (0..d).contains(&constant) && self.0.iter().all(|(a, c)| a.is_empty() || c % d == 0) {
-                    return Poly(self.0.iter().filter(|(a, _)| !a.is_empty()).map(|(a, c)| (a.clone(), c / d)).collect(), self.1);
+                if (0..d).contains(&constant)
+                    && self.0.iter().all(|(a, c)| a.is_empty() || c % d == 0)
+                {
+                    return Poly(
+                        self.0
+                            .iter()
+                            .filter(|(a, _)| !a.is_empty())
+                            .map(|(a, c)| (a.clone(), c / d))
+                            .collect(),
+                        self.1,
+                    );
                 }
                 // (a / b) / c = a / (b·c) for positive constants
                 if self.0.len() == 1 {
@@ -320,7 +357,11 @@ impl Poly {
                 Atom::Sym(s) => Dim::Sym(s.clone()),
                 Atom::Div(n, d) => Dim::FloorDiv(Box::new(n.clone()), Box::new(d.clone())),
             });
-            let first = if *coef == 1 { factors.next() } else { Some(Dim::Const(*coef)) };
+            let first = if *coef == 1 {
+                factors.next()
+            } else {
+                Some(Dim::Const(*coef))
+            };
             match first {
                 None => Dim::Const(*coef),
                 Some(f) => factors.fold(f, |acc, x| Dim::Mul(Box::new(acc), Box::new(x))),

@@ -5,7 +5,9 @@ use crate::{Graph, Op};
 use std::fmt::Write;
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// One DOT node per IR node (labelled `%id mnemonic`, its names/attributes and its type), an edge
@@ -34,7 +36,9 @@ pub fn to_dot(g: &Graph) -> String {
         let style = match node.op {
             Op::Input { .. } => ", shape=invhouse, style=filled, fillcolor=\"#cce5ff\"",
             Op::Weight { .. } => ", style=filled, fillcolor=\"#e0e0e0\"",
-            Op::CacheRead { .. } | Op::CacheAppend { .. } => ", style=filled, fillcolor=\"#fff2b3\"",
+            Op::CacheRead { .. } | Op::CacheAppend { .. } => {
+                ", style=filled, fillcolor=\"#fff2b3\""
+            }
             Op::Constant { .. } => ", shape=ellipse",
             _ => "",
         };
@@ -45,7 +49,10 @@ pub fn to_dot(g: &Graph) -> String {
     }
     for (i, (name, id)) in g.outputs.iter().enumerate() {
         let label = escape(&format!("output {}", quote(name)));
-        let _ = writeln!(out, "  out{i} [label=\"{label}\", shape=house, style=filled, fillcolor=\"#c8f0c8\"];");
+        let _ = writeln!(
+            out,
+            "  out{i} [label=\"{label}\", shape=house, style=filled, fillcolor=\"#c8f0c8\"];"
+        );
         let _ = writeln!(out, "  n{} -> out{i};", id.0);
     }
     out.push_str("}\n");

@@ -13,7 +13,14 @@ pub enum DType {
 }
 
 impl DType {
-    pub const ALL: [DType; 6] = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::Bool];
+    pub const ALL: [DType; 6] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I32,
+        DType::I64,
+        DType::Bool,
+    ];
 
     pub fn size_bytes(self) -> usize {
         match self {
@@ -56,6 +63,8 @@ impl FromStr for DType {
         DType::ALL
             .into_iter()
             .find(|d| d.name() == s)
-            .ok_or_else(|| format!("unknown dtype `{s}` (expected one of f32, f16, bf16, i32, i64, bool)"))
+            .ok_or_else(|| {
+                format!("unknown dtype `{s}` (expected one of f32, f16, bf16, i32, i64, bool)")
+            })
     }
 }

@@ -26,7 +26,10 @@ pub struct TensorType {
 
 impl TensorType {
     pub fn new(dtype: DType, shape: Vec<Dim>) -> Self {
-        TensorType { dtype, shape: shape.iter().map(Dim::simplify).collect() }
+        TensorType {
+            dtype,
+            shape: shape.iter().map(Dim::simplify).collect(),
+        }
     }
 
     pub fn rank(&self) -> usize {
@@ -34,12 +37,16 @@ impl TensorType {
     }
 
     /// The shape with every dim evaluated.
-    pub fn concrete_shape(&self, env: &HashMap<String, i64>) -> Result<Vec<usize>, crate::DimEvalError> {
+    pub fn concrete_shape(
+        &self,
+        env: &HashMap<String, i64>,
+    ) -> Result<Vec<usize>, crate::DimEvalError> {
         self.shape
             .iter()
             .map(|d| {
                 let v = d.eval(env)?;
-                usize::try_from(v).map_err(|_| crate::DimEvalError::Overflow(format!("{d} = {v} is negative")))
+                usize::try_from(v)
+                    .map_err(|_| crate::DimEvalError::Overflow(format!("{d} = {v} is negative")))
             })
             .collect()
     }
@@ -100,19 +107,28 @@ impl std::error::Error for IrError {}
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Self {
-        Graph { name: name.into(), ..Default::default() }
+        Graph {
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     pub fn declare_symbol(&mut self, name: &str, min: i64, max: i64) -> Dim {
         match self.symbols.iter_mut().find(|s| s.name == name) {
             Some(s) => s.bounds = Bounds { min, max },
-            None => self.symbols.push(SymbolDecl { name: name.to_string(), bounds: Bounds { min, max } }),
+            None => self.symbols.push(SymbolDecl {
+                name: name.to_string(),
+                bounds: Bounds { min, max },
+            }),
         }
         Dim::sym(name)
     }
 
     pub fn symbol_bounds(&self, name: &str) -> Option<Bounds> {
-        self.symbols.iter().find(|s| s.name == name).map(|s| s.bounds)
+        self.symbols
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.bounds)
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -130,16 +146,28 @@ impl Graph {
     /// Adds a node whose type is inferred from its operands.
     pub fn add(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId, IrError> {
         let id = NodeId(self.nodes.len() as u32);
-        let err = |message: String| IrError { node: Some(id), op: op.mnemonic().to_string(), message };
+        let err = |message: String| IrError {
+            node: Some(id),
+            op: op.mnemonic().to_string(),
+            message,
+        };
         if op.is_source() {
-            return Err(err("source ops carry a declared type: use `add_source`".into()));
+            return Err(err(
+                "source ops carry a declared type: use `add_source`".into()
+            ));
         }
         if let Some(bad) = inputs.iter().find(|i| i.index() >= self.nodes.len()) {
-            return Err(err(format!("operand {bad} is not defined before this node")));
+            return Err(err(format!(
+                "operand {bad} is not defined before this node"
+            )));
         }
         let operand_types: Vec<&TensorType> = inputs.iter().map(|i| self.ty(*i)).collect();
         let ty = infer_type(&op, &operand_types).map_err(err)?;
-        self.nodes.push(Node { op, inputs: inputs.to_vec(), ty });
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            ty,
+        });
         Ok(id)
     }
 
@@ -147,10 +175,18 @@ impl Graph {
     pub fn add_source(&mut self, op: Op, ty: TensorType) -> Result<NodeId, IrError> {
         let id = NodeId(self.nodes.len() as u32);
         if !op.is_source() {
-            return Err(IrError { node: Some(id), op: op.mnemonic().into(), message: "not a source op".into() });
+            return Err(IrError {
+                node: Some(id),
+                op: op.mnemonic().into(),
+                message: "not a source op".into(),
+            });
         }
         let ty = TensorType::new(ty.dtype, ty.shape);
-        self.nodes.push(Node { op, inputs: Vec::new(), ty });
+        self.nodes.push(Node {
+            op,
+            inputs: Vec::new(),
+            ty,
+        });
         Ok(id)
     }
 
@@ -159,7 +195,10 @@ impl Graph {
     }
 
     pub fn output(&self, name: &str) -> Option<NodeId> {
-        self.outputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
     }
 
     pub fn inputs(&self) -> impl Iterator<Item = (NodeId, &str, &TensorType)> {

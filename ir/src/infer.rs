@@ -13,7 +13,13 @@ pub fn shapes_equal(a: &[Dim], b: &[Dim]) -> bool {
 }
 
 fn fmt_shape(s: &[Dim]) -> String {
-    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Numpy broadcasting: align right, equal dims or 1.
@@ -22,14 +28,26 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>> {
     let one = Dim::Const(1);
     (0..rank)
         .map(|i| {
-            let x = if i + a.len() >= rank { &a[i + a.len() - rank] } else { &one };
-            let y = if i + b.len() >= rank { &b[i + b.len() - rank] } else { &one };
+            let x = if i + a.len() >= rank {
+                &a[i + a.len() - rank]
+            } else {
+                &one
+            };
+            let y = if i + b.len() >= rank {
+                &b[i + b.len() - rank]
+            } else {
+                &one
+            };
             if same_dim(x, y) || *y == one {
                 Ok(x.clone())
             } else if *x == one {
                 Ok(y.clone())
             } else {
-                Err(format!("shapes {} and {} do not broadcast", fmt_shape(a), fmt_shape(b)))
+                Err(format!(
+                    "shapes {} and {} do not broadcast",
+                    fmt_shape(a),
+                    fmt_shape(b)
+                ))
             }
         })
         .collect()
@@ -49,7 +67,10 @@ fn expect_arity(op: &Op, n: usize) -> Result<()> {
 
 fn expect_same_dtype(a: &TensorType, b: &TensorType) -> Result<()> {
     if a.dtype != b.dtype {
-        return Err(format!("operand dtypes differ: {} and {}", a.dtype, b.dtype));
+        return Err(format!(
+            "operand dtypes differ: {} and {}",
+            a.dtype, b.dtype
+        ));
     }
     Ok(())
 }
@@ -91,12 +112,20 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
                 return Err("matmul of bool".into());
             }
             if a.rank() < 2 || b.rank() < 2 {
-                return Err(format!("operands need rank >= 2, got {} and {}", a.rank(), b.rank()));
+                return Err(format!(
+                    "operands need rank >= 2, got {} and {}",
+                    a.rank(),
+                    b.rank()
+                ));
             }
             let (m, k1) = (&a.shape[a.rank() - 2], &a.shape[a.rank() - 1]);
             let (k2, n) = (&b.shape[b.rank() - 2], &b.shape[b.rank() - 1]);
             if !same_dim(k1, k2) {
-                return Err(format!("contraction dims differ: {} × {}", fmt_shape(&a.shape), fmt_shape(&b.shape)));
+                return Err(format!(
+                    "contraction dims differ: {} × {}",
+                    fmt_shape(&a.shape),
+                    fmt_shape(&b.shape)
+                ));
             }
             let mut shape = broadcast_shapes(&a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2])?;
             shape.push(m.clone());
@@ -127,7 +156,11 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
                 return Err("pow needs float operands".into());
             }
             let shape = broadcast_shapes(&x.shape, &y.shape)?;
-            let dtype = if b.is_comparison() { DType::Bool } else { x.dtype };
+            let dtype = if b.is_comparison() {
+                DType::Bool
+            } else {
+                x.dtype
+            };
             TensorType::new(dtype, shape)
         }
         Op::Select => {
@@ -139,7 +172,11 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
             let shape = broadcast_shapes(&broadcast_shapes(&c.shape, &a.shape)?, &b.shape)?;
             TensorType::new(a.dtype, shape)
         }
-        Op::Reduce { op: r, axes, keep_dims } => {
+        Op::Reduce {
+            op: r,
+            axes,
+            keep_dims,
+        } => {
             let a = ins[0];
             if axes.is_empty() {
                 return Err("no axes to reduce".into());
@@ -165,22 +202,37 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
         Op::Reshape { shape } => {
             let a = ins[0];
             if !same_dim(&product(&a.shape), &product(shape)) {
-                return Err(format!("cannot reshape {} into {}: element counts differ", fmt_shape(&a.shape), fmt_shape(shape)));
+                return Err(format!(
+                    "cannot reshape {} into {}: element counts differ",
+                    fmt_shape(&a.shape),
+                    fmt_shape(shape)
+                ));
             }
             TensorType::new(a.dtype, shape.clone())
         }
         Op::Transpose { perm } => {
             let a = ins[0];
             let mut seen = vec![false; a.rank()];
-            if perm.len() != a.rank() || perm.iter().any(|&p| p >= a.rank() || std::mem::replace(&mut seen[p], true)) {
-                return Err(format!("{perm:?} is not a permutation of rank {}", a.rank()));
+            if perm.len() != a.rank()
+                || perm
+                    .iter()
+                    .any(|&p| p >= a.rank() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(format!(
+                    "{perm:?} is not a permutation of rank {}",
+                    a.rank()
+                ));
             }
             TensorType::new(a.dtype, perm.iter().map(|&p| a.shape[p].clone()).collect())
         }
         Op::Broadcast { shape } => {
             let a = ins[0];
             if a.rank() > shape.len() || !shapes_equal(&broadcast_shapes(&a.shape, shape)?, shape) {
-                return Err(format!("cannot broadcast {} to {}", fmt_shape(&a.shape), fmt_shape(shape)));
+                return Err(format!(
+                    "cannot broadcast {} to {}",
+                    fmt_shape(&a.shape),
+                    fmt_shape(shape)
+                ));
             }
             TensorType::new(a.dtype, shape.clone())
         }
@@ -191,9 +243,14 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
             for t in ins {
                 expect_same_dtype(first, t)?;
                 let compatible = t.rank() == first.rank()
-                    && (0..first.rank()).all(|i| i == *axis || same_dim(&t.shape[i], &first.shape[i]));
+                    && (0..first.rank())
+                        .all(|i| i == *axis || same_dim(&t.shape[i], &first.shape[i]));
                 if !compatible {
-                    return Err(format!("cannot concat {} with {} on axis {axis}", fmt_shape(&first.shape), fmt_shape(&t.shape)));
+                    return Err(format!(
+                        "cannot concat {} with {} on axis {axis}",
+                        fmt_shape(&first.shape),
+                        fmt_shape(&t.shape)
+                    ));
                 }
                 len = len + t.shape[*axis].clone();
             }
@@ -242,7 +299,11 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
             check_row_mask(base, mask)?;
             expect_same_dtype(base, src)?;
             if src.rank() != base.rank() || !shapes_equal(&src.shape[1..], &base.shape[1..]) {
-                return Err(format!("source rows {} do not fit base rows {}", fmt_shape(&src.shape), fmt_shape(&base.shape)));
+                return Err(format!(
+                    "source rows {} do not fit base rows {}",
+                    fmt_shape(&src.shape),
+                    fmt_shape(&base.shape)
+                ));
             }
             base.clone()
         }
@@ -250,7 +311,10 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
             check_grid(ins[0])?;
             let m = ins[1];
             if m.dtype != DType::I64 || m.rank() != 1 || !same_dim(&m.shape[0], &ins[0].shape[0]) {
-                return Err(format!("merge sizes must be i64[{}], got {m}", ins[0].shape[0]));
+                return Err(format!(
+                    "merge sizes must be i64[{}], got {m}",
+                    ins[0].shape[0]
+                ));
             }
             TensorType::new(DType::I64, vec![len.clone(), Dim::Const(2)])
         }
@@ -277,7 +341,10 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
         Op::SwiGlu => {
             expect_same_dtype(ins[0], ins[1])?;
             expect_float(ins[0])?;
-            TensorType::new(ins[0].dtype, broadcast_shapes(&ins[0].shape, &ins[1].shape)?)
+            TensorType::new(
+                ins[0].dtype,
+                broadcast_shapes(&ins[0].shape, &ins[1].shape)?,
+            )
         }
         Op::Rope => {
             let x = ins[0];
@@ -290,26 +357,38 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
             let mut epilogue = product.clone();
             for e in &ins[2..] {
                 expect_same_dtype(&product, e)?;
-                epilogue = TensorType::new(product.dtype, broadcast_shapes(&epilogue.shape, &e.shape)?);
+                epilogue =
+                    TensorType::new(product.dtype, broadcast_shapes(&epilogue.shape, &e.shape)?);
             }
             if !shapes_equal(&epilogue.shape, &product.shape) {
-                return Err(format!("epilogue operands widen the product {product} to {epilogue}"));
+                return Err(format!(
+                    "epilogue operands widen the product {product} to {epilogue}"
+                ));
             }
             if *bias && ins[2].rank() != 1 {
                 return Err(format!("bias must be 1-D, got {}", ins[2]));
             }
             product
         }
-        Op::Attention { mask, rope_q, rope_k, .. } => {
+        Op::Attention {
+            mask,
+            rope_q,
+            rope_k,
+            ..
+        } => {
             let (q, k, v) = (ins[0], ins[1], ins[2]);
             expect_float(q)?;
             expect_same_dtype(q, k)?;
             expect_same_dtype(q, v)?;
             if q.rank() != 3 || k.rank() != 3 || v.rank() != 3 {
-                return Err(format!("q, k, v must be [heads, len, head_dim], got {q}, {k}, {v}"));
+                return Err(format!(
+                    "q, k, v must be [heads, len, head_dim], got {q}, {k}, {v}"
+                ));
             }
             if !shapes_equal(&k.shape, &v.shape) || !same_dim(&q.shape[2], &k.shape[2]) {
-                return Err(format!("k {k} and v {v} must match each other and q's head_dim"));
+                return Err(format!(
+                    "k {k} and v {v} must match each other and q's head_dim"
+                ));
             }
             let (hq, hk) = (q.shape[0].as_const(), k.shape[0].as_const());
             if let (Some(hq), Some(hk)) = (hq, hk) {
@@ -322,12 +401,16 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
                 check_rope_tables(q, ins[3], ins[4])?;
                 rest = 5;
             }
-            if (*mask == AttentionMask::Segments || *rope_k) && !same_dim(&q.shape[1], &k.shape[1]) {
+            if (*mask == AttentionMask::Segments || *rope_k) && !same_dim(&q.shape[1], &k.shape[1])
+            {
                 return Err("segment masks and key rotation need as many keys as queries".into());
             }
             if *mask == AttentionMask::Segments {
                 let seg = ins[rest];
-                if seg.dtype != DType::I64 || seg.rank() != 1 || !same_dim(&seg.shape[0], &q.shape[1]) {
+                if seg.dtype != DType::I64
+                    || seg.rank() != 1
+                    || !same_dim(&seg.shape[0], &q.shape[1])
+                {
                     return Err(format!("segments must be i64[{}], got {seg}", q.shape[1]));
                 }
             }
@@ -342,7 +425,11 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
             }
             let rows = x.shape[0].clone().floor_div(group.clone());
             if !same_dim(&(rows.clone() * group), &x.shape[0]) {
-                return Err(format!("{} rows do not split into groups of {}", x.shape[0], merge * merge));
+                return Err(format!(
+                    "{} rows do not split into groups of {}",
+                    x.shape[0],
+                    merge * merge
+                ));
             }
             TensorType::new(x.dtype, vec![rows, x.shape[1].clone()])
         }
@@ -350,7 +437,9 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType> {
             let (pixels, grid) = (ins[0], ins[1]);
             check_grid(grid)?;
             if pixels.rank() != 2 || !pixels.dtype.is_float() || *merge == 0 {
-                return Err(format!("pixels must be float [patches, values], got {pixels}"));
+                return Err(format!(
+                    "pixels must be float [patches, values], got {pixels}"
+                ));
             }
             TensorType::new(DType::Bool, vec![len.clone()])
         }
@@ -371,7 +460,12 @@ fn check_rope_tables(x: &TensorType, cos: &TensorType, sin: &TensorType) -> Resu
     for t in [cos, sin] {
         expect_same_dtype(x, t)?;
         let joined = broadcast_shapes(&x.shape, &t.shape)?;
-        if !shapes_equal(&joined, &x.shape) || !t.shape.last().is_some_and(|d| same_dim(d, x.shape.last().unwrap_or(d))) {
+        if !shapes_equal(&joined, &x.shape)
+            || !t
+                .shape
+                .last()
+                .is_some_and(|d| same_dim(d, x.shape.last().unwrap_or(d)))
+        {
             return Err(format!("rope table {t} does not broadcast into {x}"));
         }
     }

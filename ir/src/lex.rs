@@ -103,12 +103,19 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
             }
             let text: String = chars[start..i].iter().collect();
             if i < chars.len() && is_ident_char(chars[i]) {
-                return Err(err(l0, c0, format!("malformed number `{text}{}`", chars[i])));
+                return Err(err(
+                    l0,
+                    c0,
+                    format!("malformed number `{text}{}`", chars[i]),
+                ));
             }
             if float {
                 Tok::Float(text)
             } else {
-                Tok::Int(text.parse().map_err(|_| err(l0, c0, format!("integer `{text}` is too large")))?)
+                Tok::Int(
+                    text.parse()
+                        .map_err(|_| err(l0, c0, format!("integer `{text}` is too large")))?,
+                )
             }
         } else if c == '%' {
             i += 1;
@@ -135,18 +142,34 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
                             Some('n') => s.push('\n'),
                             Some('t') => s.push('\t'),
                             Some('u') if chars.get(i) == Some(&'{') => {
-                                let close = chars[i..].iter().position(|&c| c == '}').map(|p| i + p);
-                                let hex: String = close.map(|e| chars[i + 1..e].iter().collect()).unwrap_or_default();
-                                let ch = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                                let close =
+                                    chars[i..].iter().position(|&c| c == '}').map(|p| i + p);
+                                let hex: String = close
+                                    .map(|e| chars[i + 1..e].iter().collect())
+                                    .unwrap_or_default();
+                                let ch =
+                                    u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
                                 match (close, ch) {
                                     (Some(e), Some(ch)) => {
                                         s.push(ch);
                                         i = e + 1;
                                     }
-                                    _ => return Err(err(line, col + (i - start), "bad `\\u{..}` escape".into())),
+                                    _ => {
+                                        return Err(err(
+                                            line,
+                                            col + (i - start),
+                                            "bad `\\u{..}` escape".into(),
+                                        ))
+                                    }
                                 }
                             }
-                            _ => return Err(err(line, col + (i - 2 - start), "unknown escape in string".into())),
+                            _ => {
+                                return Err(err(
+                                    line,
+                                    col + (i - 2 - start),
+                                    "unknown escape in string".into(),
+                                ))
+                            }
                         }
                         continue;
                     }
@@ -163,9 +186,16 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
             return Err(err(l0, c0, format!("unexpected character `{c}`")));
         };
         col += i - start;
-        out.push(Token { tok, line: l0, col: c0 });
+        out.push(Token {
+            tok,
+            line: l0,
+            col: c0,
+        });
     }
-    out.push(Token { tok: Tok::Eof, line, col });
+    out.push(Token {
+        tok: Tok::Eof,
+        line,
+        col,
+    });
     Ok(out)
 }
-

@@ -14,11 +14,11 @@ mod parse;
 mod text;
 mod verify;
 
-pub use dot::to_dot;
-pub use parse::{parse_graphs, ParseError};
-pub use verify::verify;
 pub use dim::{Bounds, Dim, DimEvalError};
+pub use dot::to_dot;
 pub use dtype::DType;
 pub use graph::{Graph, IrError, Node, NodeId, SymbolDecl, TensorType};
 pub use infer::{broadcast_shapes, infer_type, shapes_equal};
 pub use op::{Activation, AttentionMask, BinaryOp, Op, ReduceOp, Scalar, UnaryOp};
+pub use parse::{parse_graphs, ParseError};
+pub use verify::verify;

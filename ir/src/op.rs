@@ -56,15 +56,28 @@ pub enum Scalar {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A runtime input, named as the forward argument it carries.
-    Input { name: String },
+    Input {
+        name: String,
+    },
     /// A checkpoint tensor, named as in the checkpoint (transformers naming).
-    Weight { name: String },
+    Weight {
+        name: String,
+    },
     /// The current contents of a KV-cache state (first dim = heads, second = cached positions).
-    CacheRead { name: String },
+    CacheRead {
+        name: String,
+    },
     /// A scalar literal of shape [].
-    Constant { value: Scalar, dtype: DType },
+    Constant {
+        value: Scalar,
+        dtype: DType,
+    },
     /// `[start, start + len)` as a 1-D tensor.
-    Iota { len: Dim, start: Dim, dtype: DType },
+    Iota {
+        len: Dim,
+        start: Dim,
+        dtype: DType,
+    },
     /// `[..., m, k] × [..., k, n] → [..., m, n]`, batch dims broadcast.
     MatMul,
     Unary(UnaryOp),
@@ -72,41 +85,74 @@ pub enum Op {
     Binary(BinaryOp),
     /// `(cond, a, b)`: a where cond else b, broadcast.
     Select,
-    Reduce { op: ReduceOp, axes: Vec<usize>, keep_dims: bool },
-    Reshape { shape: Vec<Dim> },
-    Transpose { perm: Vec<usize> },
-    Broadcast { shape: Vec<Dim> },
-    Concat { axis: usize },
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
+    Reshape {
+        shape: Vec<Dim>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Broadcast {
+        shape: Vec<Dim>,
+    },
+    Concat {
+        axis: usize,
+    },
     /// `[start, end)` along `axis`.
-    Slice { axis: usize, start: Dim, end: Dim },
+    Slice {
+        axis: usize,
+        start: Dim,
+        end: Dim,
+    },
     /// `(data, indices)`: index_select along `axis`; out = data[..axis] ++ indices ++ data[axis+1..].
     /// Embedding lookup is a gather on axis 0.
-    Gather { axis: usize },
-    Cast { to: DType },
+    Gather {
+        axis: usize,
+    },
+    Cast {
+        to: DType,
+    },
     /// `(data [N, ..], mask bool [N])`: the rows where mask is true, in order. `len` is the
     /// (usually fresh, symbolic) row count; the executor checks it against the mask.
-    MaskedSelect { len: Dim },
+    MaskedSelect {
+        len: Dim,
+    },
     /// `(base [N, ..], mask bool [N], src [M, ..])`: base with the true rows replaced by the rows
     /// of src in order (torch `masked_scatter` on rows). M must equal the number of true rows.
     MaskedScatter,
     /// `(grid_thw i64 [n, 3], merge_sizes i64 [n])` → i64 `[len, 2]`: the (row, col) of every
     /// patch in merge-block-major order, repeated per frame (transformers' `get_vision_position_ids`).
-    VisionPositionIds { len: Dim },
+    VisionPositionIds {
+        len: Dim,
+    },
     /// `(grid_thw i64 [n, 3])` → i64 `[len]`: the index of the frame each patch belongs to; every
     /// frame of every image or video is its own attention segment.
-    SegmentIds { len: Dim },
+    SegmentIds {
+        len: Dim,
+    },
     /// `(past, new)`: `new` appended to the cache state `name` along `axis`; the result is the whole
     /// cache after the append, and the state the next step reads.
-    CacheAppend { name: String, axis: usize },
+    CacheAppend {
+        name: String,
+        axis: usize,
+    },
 
     // Fused ops. The frontend never emits these: the optimizer discovers them, and each one's
     // meaning is the primitive chain it replaces (see passes/src/rules).
     /// Softmax over the last axis: `exp(x - max) / sum(exp(x - max))`.
     Softmax,
     /// `(x, weight, bias)`: LayerNorm over the last axis, `(x - mean)·rsqrt(var + eps)·w + b`.
-    LayerNorm { eps: f64 },
+    LayerNorm {
+        eps: f64,
+    },
     /// `(x, weight)`: RMSNorm over the last axis, `x·rsqrt(mean(x²) + eps)·w`.
-    RmsNorm { eps: f64 },
+    RmsNorm {
+        eps: f64,
+    },
     /// Elementwise activation.
     Activation(Activation),
     /// `(gate, up)`: `silu(gate)·up`.
@@ -114,21 +160,35 @@ pub enum Op {
     /// `(x, cos, sin)`: `x·cos + rotate_half(x)·sin` on the last axis, pairing i with i + d/2.
     Rope,
     /// `(a, b, [bias], [residual])`: `a × b (+ bias) (+ residual)`, the matmul with its epilogue.
-    FusedMatMul { bias: bool, residual: bool },
+    FusedMatMul {
+        bias: bool,
+        residual: bool,
+    },
     /// `(q [hq, n, d], k [hk, t, d], v [hk, t, d], [cos, sin], [segments i64 [n]])`: softmax
     /// attention with `hq = g·hk` (query head j reads kv head j / g), scores scaled by `scale`.
     /// `rope_q`/`rope_k` rotate q/k by the tables first (the tables broadcast against `[n, d]`).
     /// Masks: `Causal` lets query i (absolute position t - n + i) see keys ≤ that position;
     /// `Segments` lets patches of the same segment see each other (n = t); `Full` masks nothing.
-    Attention { scale: f64, mask: AttentionMask, rope_q: bool, rope_k: bool },
+    Attention {
+        scale: f64,
+        mask: AttentionMask,
+        rope_q: bool,
+        rope_k: bool,
+    },
     /// `(x [m²·n, F])` → `[n, F]`: the mean of each group of m² consecutive rows — the spatial
     /// merge of a merge-block-major patch sequence (transformers' bilinear downsampling by m).
-    SpatialMerge { merge: usize },
+    SpatialMerge {
+        merge: usize,
+    },
     /// `(pixel_values [N, C·p·p], grid_thw i64 [e, 3])` → bool `[len]`: Differential Frame
     /// Pruning's keep-mask over merged tokens. A token is kept in frame 0, or where the mean
     /// |Δ| of its m×m patch block against the previous frame, times 255, exceeds `threshold`;
     /// a frame with nothing kept keeps its first token.
-    DiffFramePrune { threshold: f64, merge: usize, len: Dim },
+    DiffFramePrune {
+        threshold: f64,
+        merge: usize,
+        len: Dim,
+    },
     /// Identity. Marks a subgraph that depends only on weights and constants, to be evaluated
     /// once at compile time.
     Fold,
@@ -209,13 +269,20 @@ impl Op {
 
     /// Ops whose type is declared rather than inferred from operands.
     pub fn is_source(&self) -> bool {
-        matches!(self, Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. })
+        matches!(
+            self,
+            Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. }
+        )
     }
 
     /// Number of operands, where fixed.
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
-            Op::Input { .. } | Op::Weight { .. } | Op::CacheRead { .. } | Op::Constant { .. } | Op::Iota { .. } => 0,
+            Op::Input { .. }
+            | Op::Weight { .. }
+            | Op::CacheRead { .. }
+            | Op::Constant { .. }
+            | Op::Iota { .. } => 0,
             Op::Unary(_)
             | Op::Reduce { .. }
             | Op::Reshape { .. }
@@ -239,7 +306,12 @@ impl Op {
             | Op::DiffFramePrune { .. } => 2,
             Op::Select | Op::MaskedScatter | Op::LayerNorm { .. } | Op::Rope => 3,
             Op::FusedMatMul { bias, residual } => 2 + *bias as usize + *residual as usize,
-            Op::Attention { mask, rope_q, rope_k, .. } => {
+            Op::Attention {
+                mask,
+                rope_q,
+                rope_k,
+                ..
+            } => {
                 3 + 2 * (*rope_q || *rope_k) as usize + (*mask == AttentionMask::Segments) as usize
             }
             Op::Concat { .. } => return None,
@@ -282,7 +354,10 @@ mnemonics!(AttentionMask { Full => "full", Causal => "causal", Segments => "segm
 
 impl BinaryOp {
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge)
+        matches!(
+            self,
+            BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+        )
     }
 
     pub fn is_logical(self) -> bool {

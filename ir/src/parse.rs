@@ -1,8 +1,11 @@
 //! Parser for the text form printed by `text.rs`. Non-source node types are re-inferred and must
 //! equal the written type, and each parsed graph is verified, so a text file cannot lie.
 
-use crate::{Activation, AttentionMask, BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, TensorType, UnaryOp};
 use crate::lex::{lex, Tok, Token};
+use crate::{
+    Activation, AttentionMask, BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar,
+    TensorType, UnaryOp,
+};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -54,7 +57,11 @@ impl Parser {
     }
 
     fn err_at<T>(t: &Token, message: impl Into<String>) -> PResult<T> {
-        Err(ParseError { line: t.line, col: t.col, message: message.into() })
+        Err(ParseError {
+            line: t.line,
+            col: t.col,
+            message: message.into(),
+        })
     }
 
     fn err_here<T>(&self, message: impl Into<String>) -> PResult<T> {
@@ -92,22 +99,34 @@ impl Parser {
 
     fn ident(&mut self, what: &str) -> PResult<String> {
         match self.next() {
-            Token { tok: Tok::Ident(s), .. } => Ok(s),
+            Token {
+                tok: Tok::Ident(s), ..
+            } => Ok(s),
             t => Self::err_at(&t, format!("expected {what}, found {}", t.tok)),
         }
     }
 
     fn string(&mut self, what: &str) -> PResult<String> {
         match self.next() {
-            Token { tok: Tok::Str(s), .. } => Ok(s),
-            t => Self::err_at(&t, format!("expected {what} (a quoted string), found {}", t.tok)),
+            Token {
+                tok: Tok::Str(s), ..
+            } => Ok(s),
+            t => Self::err_at(
+                &t,
+                format!("expected {what} (a quoted string), found {}", t.tok),
+            ),
         }
     }
 
     fn uint(&mut self) -> PResult<usize> {
         match self.next() {
-            Token { tok: Tok::Int(n), .. } if n <= usize::MAX as u128 => Ok(n as usize),
-            t => Self::err_at(&t, format!("expected a non-negative integer, found {}", t.tok)),
+            Token {
+                tok: Tok::Int(n), ..
+            } if n <= usize::MAX as u128 => Ok(n as usize),
+            t => Self::err_at(
+                &t,
+                format!("expected a non-negative integer, found {}", t.tok),
+            ),
         }
     }
 
@@ -173,11 +192,16 @@ impl Parser {
                 self.pos -= 1;
                 return Ok(Dim::Const(self.int()?));
             }
-            return Ok(Dim::Mul(Box::new(Dim::Const(-1)), Box::new(self.dim_unary()?)));
+            return Ok(Dim::Mul(
+                Box::new(Dim::Const(-1)),
+                Box::new(self.dim_unary()?),
+            ));
         }
         let t = self.next();
         match t.tok {
-            Tok::Int(n) => Ok(Dim::Const(i64::try_from(n).or_else(|_| Self::err_at(&t, "integer out of range"))?)),
+            Tok::Int(n) => Ok(Dim::Const(
+                i64::try_from(n).or_else(|_| Self::err_at(&t, "integer out of range"))?,
+            )),
             Tok::Ident(s) => Ok(Dim::Sym(s)),
             Tok::Punct('(') => {
                 let d = self.dim()?;
@@ -207,8 +231,16 @@ impl Parser {
                 self.pos -= 1 + neg as usize;
                 Scalar::Int(self.int()?)
             }
-            Tok::Float(s) => Scalar::Float(format!("{sign}{s}").parse().or_else(|_| Self::err_at(&t, "bad float"))?),
-            Tok::Ident(s) if s == "inf" => Scalar::Float(if neg { f64::NEG_INFINITY } else { f64::INFINITY }),
+            Tok::Float(s) => Scalar::Float(
+                format!("{sign}{s}")
+                    .parse()
+                    .or_else(|_| Self::err_at(&t, "bad float"))?,
+            ),
+            Tok::Ident(s) if s == "inf" => Scalar::Float(if neg {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }),
             Tok::Ident(s) if s == "nan" => Scalar::Float(if neg { -f64::NAN } else { f64::NAN }),
             Tok::Ident(s) if !neg && (s == "true" || s == "false") => Scalar::Bool(s == "true"),
             other => return Self::err_at(&t, format!("expected a literal, found {other}")),
@@ -216,11 +248,16 @@ impl Parser {
     }
 
     fn attr_value(&mut self, key: &Token) -> PResult<Attr> {
-        let Tok::Ident(name) = &key.tok else { unreachable!() };
+        let Tok::Ident(name) = &key.tok else {
+            unreachable!()
+        };
         Ok(match name.as_str() {
             "axes" | "perm" => Attr::Uints(self.list(|p| p.uint())?),
             "axis" => Attr::Uint(self.uint()?),
-            "keep_dims" | "bias" | "residual" | "rope_q" | "rope_k" => match self.ident("`true` or `false`")?.as_str() {
+            "keep_dims" | "bias" | "residual" | "rope_q" | "rope_k" => match self
+                .ident("`true` or `false`")?
+                .as_str()
+            {
                 "true" => Attr::Bool(true),
                 "false" => Attr::Bool(false),
                 _ => return Self::err_at(&self.toks[self.pos - 1], "expected `true` or `false`"),
@@ -244,12 +281,18 @@ impl Parser {
     fn attrs(&mut self) -> PResult<Attrs> {
         let mut list: Vec<(String, Token, Attr)> = Vec::new();
         if !self.eat_punct('{') {
-            return Ok(Attrs { list, at: self.peek().clone() });
+            return Ok(Attrs {
+                list,
+                at: self.peek().clone(),
+            });
         }
         loop {
             let key = self.next();
             let Tok::Ident(name) = key.tok.clone() else {
-                return Self::err_at(&key, format!("expected an attribute name, found {}", key.tok));
+                return Self::err_at(
+                    &key,
+                    format!("expected an attribute name, found {}", key.tok),
+                );
             };
             if list.iter().any(|(n, ..)| *n == name) {
                 return Self::err_at(&key, format!("attribute `{name}` given twice"));
@@ -258,7 +301,10 @@ impl Parser {
             let v = self.attr_value(&key)?;
             list.push((name, key, v));
             if self.eat_punct('}') {
-                return Ok(Attrs { list, at: self.peek().clone() });
+                return Ok(Attrs {
+                    list,
+                    at: self.peek().clone(),
+                });
             }
             self.expect_punct(',')?;
         }
@@ -312,8 +358,10 @@ impl Attrs {
 
     fn mask(&mut self, key: &str, op: &str) -> PResult<AttentionMask> {
         match self.take(key, op)? {
-            (t, Attr::Ident(v)) => AttentionMask::from_mnemonic(&v)
-                .map_or_else(|| Parser::err_at(&t, format!("unknown attention mask `{v}`")), Ok),
+            (t, Attr::Ident(v)) => AttentionMask::from_mnemonic(&v).map_or_else(
+                || Parser::err_at(&t, format!("unknown attention mask `{v}`")),
+                Ok,
+            ),
             (t, _) => Parser::err_at(&t, format!("`{key}` must be full, causal or segments")),
         }
     }
@@ -341,7 +389,9 @@ impl Attrs {
 
     fn finish(self, op: &str) -> PResult<()> {
         match self.list.first() {
-            Some((name, t, _)) => Parser::err_at(t, format!("attribute `{name}` does not apply to `{op}`")),
+            Some((name, t, _)) => {
+                Parser::err_at(t, format!("attribute `{name}` does not apply to `{op}`"))
+            }
             None => Ok(()),
         }
     }
@@ -359,37 +409,77 @@ fn build_op(mn: &str, at: &Token, attrs: &mut Attrs, ty: &TensorType) -> PResult
         return Ok(Op::Activation(a));
     }
     if let Some(op) = ReduceOp::from_mnemonic(mn) {
-        return Ok(Op::Reduce { op, axes: attrs.uints("axes", mn)?, keep_dims: attrs.bool("keep_dims", mn)? });
+        return Ok(Op::Reduce {
+            op,
+            axes: attrs.uints("axes", mn)?,
+            keep_dims: attrs.bool("keep_dims", mn)?,
+        });
     }
     Ok(match mn {
-        "iota" => Op::Iota { len: attrs.dim("len", mn)?, start: attrs.dim("start", mn)?, dtype: ty.dtype },
+        "iota" => Op::Iota {
+            len: attrs.dim("len", mn)?,
+            start: attrs.dim("start", mn)?,
+            dtype: ty.dtype,
+        },
         "matmul" => Op::MatMul,
         "select" => Op::Select,
-        "reshape" => Op::Reshape { shape: attrs.dims("shape", mn)? },
-        "transpose" => Op::Transpose { perm: attrs.uints("perm", mn)? },
-        "broadcast" => Op::Broadcast { shape: attrs.dims("shape", mn)? },
-        "concat" => Op::Concat { axis: attrs.uint("axis", mn)? },
-        "slice" => Op::Slice { axis: attrs.uint("axis", mn)?, start: attrs.dim("start", mn)?, end: attrs.dim("end", mn)? },
-        "gather" => Op::Gather { axis: attrs.uint("axis", mn)? },
+        "reshape" => Op::Reshape {
+            shape: attrs.dims("shape", mn)?,
+        },
+        "transpose" => Op::Transpose {
+            perm: attrs.uints("perm", mn)?,
+        },
+        "broadcast" => Op::Broadcast {
+            shape: attrs.dims("shape", mn)?,
+        },
+        "concat" => Op::Concat {
+            axis: attrs.uint("axis", mn)?,
+        },
+        "slice" => Op::Slice {
+            axis: attrs.uint("axis", mn)?,
+            start: attrs.dim("start", mn)?,
+            end: attrs.dim("end", mn)?,
+        },
+        "gather" => Op::Gather {
+            axis: attrs.uint("axis", mn)?,
+        },
         "cast" => Op::Cast { to: ty.dtype },
-        "masked_select" => Op::MaskedSelect { len: attrs.dim("len", mn)? },
+        "masked_select" => Op::MaskedSelect {
+            len: attrs.dim("len", mn)?,
+        },
         "masked_scatter" => Op::MaskedScatter,
-        "vision_position_ids" => Op::VisionPositionIds { len: attrs.dim("len", mn)? },
-        "segment_ids" => Op::SegmentIds { len: attrs.dim("len", mn)? },
-        "cache_append" => Op::CacheAppend { name: attrs.string("name", mn)?, axis: attrs.uint("axis", mn)? },
+        "vision_position_ids" => Op::VisionPositionIds {
+            len: attrs.dim("len", mn)?,
+        },
+        "segment_ids" => Op::SegmentIds {
+            len: attrs.dim("len", mn)?,
+        },
+        "cache_append" => Op::CacheAppend {
+            name: attrs.string("name", mn)?,
+            axis: attrs.uint("axis", mn)?,
+        },
         "softmax" => Op::Softmax,
-        "layer_norm" => Op::LayerNorm { eps: attrs.float("eps", mn)? },
-        "rms_norm" => Op::RmsNorm { eps: attrs.float("eps", mn)? },
+        "layer_norm" => Op::LayerNorm {
+            eps: attrs.float("eps", mn)?,
+        },
+        "rms_norm" => Op::RmsNorm {
+            eps: attrs.float("eps", mn)?,
+        },
         "swiglu" => Op::SwiGlu,
         "rope" => Op::Rope,
-        "fused_matmul" => Op::FusedMatMul { bias: attrs.bool("bias", mn)?, residual: attrs.bool("residual", mn)? },
+        "fused_matmul" => Op::FusedMatMul {
+            bias: attrs.bool("bias", mn)?,
+            residual: attrs.bool("residual", mn)?,
+        },
         "attention" => Op::Attention {
             scale: attrs.float("scale", mn)?,
             mask: attrs.mask("mask", mn)?,
             rope_q: attrs.bool("rope_q", mn)?,
             rope_k: attrs.bool("rope_k", mn)?,
         },
-        "spatial_merge" => Op::SpatialMerge { merge: attrs.uint("merge", mn)? },
+        "spatial_merge" => Op::SpatialMerge {
+            merge: attrs.uint("merge", mn)?,
+        },
         "diff_frame_prune" => Op::DiffFramePrune {
             threshold: attrs.float("threshold", mn)?,
             merge: attrs.uint("merge", mn)?,
@@ -458,17 +548,30 @@ impl Parser {
                     node_pos.push(t);
                 }
                 Tok::Eof => return self.err_here("expected `}` to close the graph"),
-                other => return self.err_here(format!("expected a node, `sym`, `output` or `}}`, found {other}")),
+                other => {
+                    return self.err_here(format!(
+                        "expected a node, `sym`, `output` or `}}`, found {other}"
+                    ))
+                }
             }
         }
         if let Err(e) = g.verify() {
             let named = |pos: &[Token], names: Vec<&str>| {
-                names.iter().rposition(|n| e.message.contains(&format!("`{n}`"))).and_then(|i| pos.get(i).cloned())
+                names
+                    .iter()
+                    .rposition(|n| e.message.contains(&format!("`{n}`")))
+                    .and_then(|i| pos.get(i).cloned())
             };
             let at = match (e.node, e.op.as_str()) {
                 (Some(id), _) => node_pos.get(id.index()).cloned(),
-                (None, "output") => named(&output_pos, g.outputs.iter().map(|(n, _)| n.as_str()).collect()),
-                (None, _) => named(&sym_pos, g.symbols.iter().map(|s| s.name.as_str()).collect()),
+                (None, "output") => named(
+                    &output_pos,
+                    g.outputs.iter().map(|(n, _)| n.as_str()).collect(),
+                ),
+                (None, _) => named(
+                    &sym_pos,
+                    g.symbols.iter().map(|s| s.name.as_str()).collect(),
+                ),
             };
             let at = at.unwrap_or_else(|| self.toks[self.pos.saturating_sub(1)].clone());
             return Self::err_at(&at, e.to_string());
@@ -492,9 +595,15 @@ impl Parser {
         let mn = self.ident("an op name")?;
         let ir_err = |e: crate::IrError| Self::err_at::<NodeId>(&op_tok, e.message);
         let source = match mn.as_str() {
-            "input" => Some(Op::Input { name: self.string("an input name")? }),
-            "weight" => Some(Op::Weight { name: self.string("a weight name")? }),
-            "cache_read" => Some(Op::CacheRead { name: self.string("a cache name")? }),
+            "input" => Some(Op::Input {
+                name: self.string("an input name")?,
+            }),
+            "weight" => Some(Op::Weight {
+                name: self.string("a weight name")?,
+            }),
+            "cache_read" => Some(Op::CacheRead {
+                name: self.string("a cache name")?,
+            }),
             _ => None,
         };
         if let Some(op) = source {
@@ -507,7 +616,15 @@ impl Parser {
             self.expect_punct(':')?;
             let ty_tok = self.peek().clone();
             let ty = self.ty()?;
-            (Op::Constant { value, dtype: ty.dtype }, Vec::new(), ty_tok, ty)
+            (
+                Op::Constant {
+                    value,
+                    dtype: ty.dtype,
+                },
+                Vec::new(),
+                ty_tok,
+                ty,
+            )
         } else {
             let mut operands = Vec::new();
             if let Tok::Value(_) = self.peek().tok {
@@ -527,7 +644,10 @@ impl Parser {
         let id = g.add(op, &operands).or_else(ir_err)?;
         let inferred = g.ty(id);
         if inferred.dtype != ty.dtype || !crate::shapes_equal(&inferred.shape, &ty.shape) {
-            return Self::err_at(&ty_tok, format!("written type {ty} differs from the inferred type {inferred}"));
+            return Self::err_at(
+                &ty_tok,
+                format!("written type {ty} differs from the inferred type {inferred}"),
+            );
         }
         Ok(id)
     }
@@ -535,7 +655,10 @@ impl Parser {
 
 /// Parses every `graph` in `src`, in order.
 pub fn parse_graphs(src: &str) -> Result<Vec<Graph>, ParseError> {
-    let mut p = Parser { toks: lex(src)?, pos: 0 };
+    let mut p = Parser {
+        toks: lex(src)?,
+        pos: 0,
+    };
     let mut graphs = Vec::new();
     while p.peek().tok != Tok::Eof {
         graphs.push(p.graph()?);
@@ -546,7 +669,10 @@ pub fn parse_graphs(src: &str) -> Result<Vec<Graph>, ParseError> {
 impl Graph {
     /// Parses text holding exactly one graph.
     pub fn parse(src: &str) -> Result<Graph, ParseError> {
-        let mut p = Parser { toks: lex(src)?, pos: 0 };
+        let mut p = Parser {
+            toks: lex(src)?,
+            pos: 0,
+        };
         let g = p.graph()?;
         if p.peek().tok != Tok::Eof {
             return p.err_here("expected end of input after the graph");
@@ -559,7 +685,10 @@ impl Dim {
     /// Parses a dimension expression as `Display` prints it; the result is not simplified, so
     /// `Dim::parse(&d.to_string()) == Ok(d)`.
     pub fn parse(src: &str) -> Result<Dim, ParseError> {
-        let mut p = Parser { toks: lex(src)?, pos: 0 };
+        let mut p = Parser {
+            toks: lex(src)?,
+            pos: 0,
+        };
         let d = p.dim()?;
         if p.peek().tok != Tok::Eof {
             return p.err_here(format!("unexpected {} after the dimension", p.peek().tok));

@@ -38,13 +38,19 @@ pub(crate) fn quote(s: &str) -> String {
 
 pub(crate) fn is_ident(s: &str) -> bool {
     let mut cs = s.chars();
-    cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    cs.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Shortest representation that reads back to the same bits (`inf`, `-inf`, `nan` spelled out).
 pub(crate) fn fmt_float(x: f64) -> String {
     if x.is_nan() {
-        return if x.is_sign_negative() { "-nan".into() } else { "nan".into() };
+        return if x.is_sign_negative() {
+            "-nan".into()
+        } else {
+            "nan".into()
+        };
     }
     if x.is_infinite() {
         return if x > 0.0 { "inf".into() } else { "-inf".into() };
@@ -61,7 +67,13 @@ fn fmt_scalar(v: &Scalar) -> String {
 }
 
 fn fmt_list<T: fmt::Display>(xs: &[T]) -> String {
-    format!("[{}]", xs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        xs.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// `(key, value)` pairs of an op's attributes as written in braces; empty for ops without any.
@@ -69,24 +81,51 @@ pub(crate) fn attrs(op: &Op) -> Vec<(&'static str, String)> {
     let dim = |d: &Dim| d.to_string();
     match op {
         Op::Iota { len, start, .. } => vec![("len", dim(len)), ("start", dim(start))],
-        Op::Reduce { axes, keep_dims, .. } => vec![("axes", fmt_list(axes)), ("keep_dims", keep_dims.to_string())],
+        Op::Reduce {
+            axes, keep_dims, ..
+        } => vec![
+            ("axes", fmt_list(axes)),
+            ("keep_dims", keep_dims.to_string()),
+        ],
         Op::Reshape { shape } | Op::Broadcast { shape } => vec![("shape", fmt_list(shape))],
         Op::Transpose { perm } => vec![("perm", fmt_list(perm))],
         Op::Concat { axis } | Op::Gather { axis } => vec![("axis", axis.to_string())],
-        Op::Slice { axis, start, end } => vec![("axis", axis.to_string()), ("start", dim(start)), ("end", dim(end))],
-        Op::MaskedSelect { len } | Op::VisionPositionIds { len } | Op::SegmentIds { len } => vec![("len", dim(len))],
+        Op::Slice { axis, start, end } => vec![
+            ("axis", axis.to_string()),
+            ("start", dim(start)),
+            ("end", dim(end)),
+        ],
+        Op::MaskedSelect { len } | Op::VisionPositionIds { len } | Op::SegmentIds { len } => {
+            vec![("len", dim(len))]
+        }
         Op::CacheAppend { name, axis } => vec![("name", quote(name)), ("axis", axis.to_string())],
         Op::LayerNorm { eps } | Op::RmsNorm { eps } => vec![("eps", fmt_float(*eps))],
-        Op::FusedMatMul { bias, residual } => vec![("bias", bias.to_string()), ("residual", residual.to_string())],
-        Op::Attention { scale, mask, rope_q, rope_k } => vec![
+        Op::FusedMatMul { bias, residual } => vec![
+            ("bias", bias.to_string()),
+            ("residual", residual.to_string()),
+        ],
+        Op::Attention {
+            scale,
+            mask,
+            rope_q,
+            rope_k,
+        } => vec![
             ("scale", fmt_float(*scale)),
             ("mask", mask.to_string()),
             ("rope_q", rope_q.to_string()),
             ("rope_k", rope_k.to_string()),
         ],
         Op::SpatialMerge { merge } => vec![("merge", merge.to_string())],
-        Op::DiffFramePrune { threshold, merge, len } => {
-            vec![("threshold", fmt_float(*threshold)), ("merge", merge.to_string()), ("len", dim(len))]
+        Op::DiffFramePrune {
+            threshold,
+            merge,
+            len,
+        } => {
+            vec![
+                ("threshold", fmt_float(*threshold)),
+                ("merge", merge.to_string()),
+                ("len", dim(len)),
+            ]
         }
         _ => Vec::new(),
     }
@@ -121,14 +160,28 @@ pub(crate) fn node_body(g: &Graph, id: crate::NodeId) -> String {
 
 impl fmt::Display for Graph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = if is_ident(&self.name) { self.name.clone() } else { quote(&self.name) };
+        let name = if is_ident(&self.name) {
+            self.name.clone()
+        } else {
+            quote(&self.name)
+        };
         writeln!(f, "graph {name} {{")?;
         for s in &self.symbols {
-            writeln!(f, "  sym {} in [{}, {}]", s.name, s.bounds.min, s.bounds.max)?;
+            writeln!(
+                f,
+                "  sym {} in [{}, {}]",
+                s.name, s.bounds.min, s.bounds.max
+            )?;
         }
         for id in self.node_ids() {
             let node = self.node(id);
-            writeln!(f, "  {id} = {}{} : {}", node.op.mnemonic(), node_body(self, id), node.ty)?;
+            writeln!(
+                f,
+                "  {id} = {}{} : {}",
+                node.op.mnemonic(),
+                node_body(self, id),
+                node.ty
+            )?;
         }
         for (name, id) in &self.outputs {
             writeln!(f, "  output {} = {id}", quote(name))?;

@@ -15,7 +15,10 @@ fn bx(x: Dim) -> Box<Dim> {
 /// Unsimplified expressions over three symbols; divisors are arbitrary and cases where one
 /// evaluates to a non-positive value are discarded.
 fn dim_expr() -> impl Strategy<Value = Dim> {
-    let leaf = prop_oneof![(-4i64..=6).prop_map(Dim::Const), prop::sample::select(SYMS.to_vec()).prop_map(Dim::sym)];
+    let leaf = prop_oneof![
+        (-4i64..=6).prop_map(Dim::Const),
+        prop::sample::select(SYMS.to_vec()).prop_map(Dim::sym)
+    ];
     leaf.prop_recursive(5, 40, 2, |inner| {
         prop_oneof![
             (inner.clone(), inner.clone()).prop_map(|(a, b)| Dim::Add(bx(a), bx(b))),
@@ -27,8 +30,12 @@ fn dim_expr() -> impl Strategy<Value = Dim> {
 }
 
 fn env_strategy() -> impl Strategy<Value = HashMap<String, i64>> {
-    (1i64..=12, 1i64..=12, 1i64..=12)
-        .prop_map(|(a, b, c)| [("a", a), ("b", b), ("c", c)].into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    (1i64..=12, 1i64..=12, 1i64..=12).prop_map(|(a, b, c)| {
+        [("a", a), ("b", b), ("c", c)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    })
 }
 
 /// Whether every divisor in `e` is positive under `env`, as the simplifier assumes.
@@ -37,7 +44,9 @@ fn divisors_positive(e: &Dim, env: &HashMap<String, i64>) -> bool {
         Dim::Const(_) | Dim::Sym(_) => true,
         Dim::Add(x, y) | Dim::Mul(x, y) => divisors_positive(x, env) && divisors_positive(y, env),
         Dim::FloorDiv(x, y) => {
-            divisors_positive(x, env) && divisors_positive(y, env) && y.eval(env).is_ok_and(|v| v > 0)
+            divisors_positive(x, env)
+                && divisors_positive(y, env)
+                && y.eval(env).is_ok_and(|v| v > 0)
         }
     }
 }
@@ -124,9 +133,16 @@ fn nested_division_with_huge_divisors_does_not_overflow() {
 #[test]
 fn overflowing_coefficients_are_left_unsimplified() {
     let big = Dim::Const(4611686018427387904);
-    let d = Dim::Mul(Box::new(Dim::Mul(Box::new(Dim::sym("n")), Box::new(big))), Box::new(Dim::Const(4)));
+    let d = Dim::Mul(
+        Box::new(Dim::Mul(Box::new(Dim::sym("n")), Box::new(big))),
+        Box::new(Dim::Const(4)),
+    );
     let s = d.simplify();
     assert_ne!(s, Dim::Const(0), "a wrapped coefficient must not appear");
     let env = std::collections::HashMap::from([("n".to_string(), 1)]);
-    assert!(matches!(s.eval(&env), Err(vl3c_ir::DimEvalError::Overflow(_))), "evaluation reports the overflow: {:?}", s.eval(&env));
+    assert!(
+        matches!(s.eval(&env), Err(vl3c_ir::DimEvalError::Overflow(_))),
+        "evaluation reports the overflow: {:?}",
+        s.eval(&env)
+    );
 }

@@ -25,7 +25,11 @@ pub fn node_type(egraph: &EGraph, node: &ENode) -> Option<TensorType> {
     if let Some(ty) = &node.key.ty {
         return Some(ty.clone());
     }
-    let tys: Option<Vec<&TensorType>> = node.children.iter().map(|c| egraph[*c].data.ty.as_ref()).collect();
+    let tys: Option<Vec<&TensorType>> = node
+        .children
+        .iter()
+        .map(|c| egraph[*c].data.ty.as_ref())
+        .collect();
     let tys = tys?;
     infer_type(&resolve(node.op(), &tys), &tys).ok()
 }
@@ -36,17 +40,30 @@ impl Analysis<ENode> for TensorAnalysis {
     fn make(egraph: &mut EGraph, node: &ENode, _id: Id) -> Data {
         let ty = node_type(egraph, node);
         let konst = match node.op() {
-            Op::Constant { value: Scalar::Float(x), .. } => Some(*x),
-            Op::Constant { value: Scalar::Int(i), .. } => Some(*i as f64),
+            Op::Constant {
+                value: Scalar::Float(x),
+                ..
+            } => Some(*x),
+            Op::Constant {
+                value: Scalar::Int(i),
+                ..
+            } => Some(*i as f64),
             _ => None,
         };
         let weight_only = match node.op() {
             Op::Weight { .. } | Op::Constant { .. } => true,
             Op::Input { .. } | Op::CacheRead { .. } => false,
             Op::Iota { len, start, .. } => len.as_const().is_some() && start.as_const().is_some(),
-            _ => !node.children.is_empty() && node.children.iter().all(|c| egraph[*c].data.weight_only),
+            _ => {
+                !node.children.is_empty()
+                    && node.children.iter().all(|c| egraph[*c].data.weight_only)
+            }
         };
-        Data { ty, konst, weight_only }
+        Data {
+            ty,
+            konst,
+            weight_only,
+        }
     }
 
     fn merge(&mut self, a: &mut Data, b: Data) -> DidMerge {
@@ -63,7 +80,9 @@ impl Analysis<ENode> for TensorAnalysis {
             a.weight_only = true;
             changed_a = true;
         }
-        let changed_b = (b.ty.is_none() && a.ty.is_some()) || (b.konst.is_none() && a.konst.is_some()) || (!b.weight_only && a.weight_only);
+        let changed_b = (b.ty.is_none() && a.ty.is_some())
+            || (b.konst.is_none() && a.konst.is_some())
+            || (!b.weight_only && a.weight_only);
         DidMerge(changed_a, changed_b)
     }
 }

@@ -16,7 +16,10 @@ pub struct Roots {
 
 impl Roots {
     pub fn all(&self) -> impl Iterator<Item = Id> + '_ {
-        self.outputs.iter().map(|(_, id)| *id).chain(self.effects.iter().copied())
+        self.outputs
+            .iter()
+            .map(|(_, id)| *id)
+            .chain(self.effects.iter().copied())
     }
 }
 
@@ -25,22 +28,38 @@ pub fn to_egraph(g: &Graph) -> (EGraph, Roots, Vec<Id>) {
     let mut class_of: Vec<Id> = Vec::with_capacity(g.nodes.len());
     for node in &g.nodes {
         let tys: Vec<&TensorType> = node.inputs.iter().map(|i| g.ty(*i)).collect();
-        let key = Key::new(normalize(&node.op, &tys), node.op.is_source().then(|| node.ty.clone()));
+        let key = Key::new(
+            normalize(&node.op, &tys),
+            node.op.is_source().then(|| node.ty.clone()),
+        );
         let children = node.inputs.iter().map(|i| class_of[i.index()]).collect();
         class_of.push(egraph.add(ENode { key, children }));
     }
     egraph.rebuild();
     let find = |id: NodeId| egraph.find(class_of[id.index()]);
     let roots = Roots {
-        outputs: g.outputs.iter().map(|(n, id)| (n.clone(), find(*id))).collect(),
-        effects: g.node_ids().filter(|id| matches!(g.node(*id).op, Op::CacheAppend { .. })).map(find).collect(),
+        outputs: g
+            .outputs
+            .iter()
+            .map(|(n, id)| (n.clone(), find(*id)))
+            .collect(),
+        effects: g
+            .node_ids()
+            .filter(|id| matches!(g.node(*id).op, Op::CacheAppend { .. }))
+            .map(find)
+            .collect(),
     };
     (egraph, roots, class_of)
 }
 
 /// Rebuilds an IR graph from one chosen node per reachable class. `template` lends the name and
 /// symbols; every node's type is re-inferred by `Graph::add`, and the result is verified.
-pub fn from_egraph(template: &Graph, egraph: &EGraph, choice: &HashMap<Id, ENode>, roots: &Roots) -> Result<Graph, IrError> {
+pub fn from_egraph(
+    template: &Graph,
+    egraph: &EGraph,
+    choice: &HashMap<Id, ENode>,
+    roots: &Roots,
+) -> Result<Graph, IrError> {
     let mut g = Graph::new(template.name.clone());
     g.symbols = template.symbols.clone();
     let mut emitted: HashMap<Id, NodeId> = HashMap::new();
@@ -78,7 +97,10 @@ pub fn mark_folds(g: &Graph) -> Result<Graph, IrError> {
             let mut inputs = Vec::with_capacity(node.inputs.len());
             for i in &node.inputs {
                 let computed = weight_only[i.index()]
-                    && !matches!(g.node(*i).op, Op::Weight { .. } | Op::Constant { .. } | Op::Iota { .. } | Op::Fold);
+                    && !matches!(
+                        g.node(*i).op,
+                        Op::Weight { .. } | Op::Constant { .. } | Op::Iota { .. } | Op::Fold
+                    );
                 inputs.push(if !wo && computed {
                     match folded.get(i) {
                         Some(f) => *f,
@@ -103,7 +125,13 @@ pub fn mark_folds(g: &Graph) -> Result<Graph, IrError> {
     Ok(out)
 }
 
-fn emit(g: &mut Graph, egraph: &EGraph, choice: &HashMap<Id, ENode>, root: Id, emitted: &mut HashMap<Id, NodeId>) -> Result<NodeId, IrError> {
+fn emit(
+    g: &mut Graph,
+    egraph: &EGraph,
+    choice: &HashMap<Id, ENode>,
+    root: Id,
+    emitted: &mut HashMap<Id, NodeId>,
+) -> Result<NodeId, IrError> {
     // Iterative post-order: real graphs are thousands of nodes deep.
     let mut stack = vec![(egraph.find(root), false)];
     let mut open = std::collections::HashSet::new();
@@ -114,7 +142,11 @@ fn emit(g: &mut Graph, egraph: &EGraph, choice: &HashMap<Id, ENode>, root: Id, e
         let node = choice.get(&class).ok_or_else(|| missing(class))?;
         if !expanded {
             if !open.insert(class) {
-                return Err(IrError { node: None, op: "extract".into(), message: format!("the choice for e-class {class} is cyclic") });
+                return Err(IrError {
+                    node: None,
+                    op: "extract".into(),
+                    message: format!("the choice for e-class {class} is cyclic"),
+                });
             }
             stack.push((class, true));
             for c in node.children.iter().rev() {
@@ -126,7 +158,11 @@ fn emit(g: &mut Graph, egraph: &EGraph, choice: &HashMap<Id, ENode>, root: Id, e
             continue;
         }
         open.remove(&class);
-        let inputs: Vec<NodeId> = node.children.iter().map(|c| emitted[&egraph.find(*c)]).collect();
+        let inputs: Vec<NodeId> = node
+            .children
+            .iter()
+            .map(|c| emitted[&egraph.find(*c)])
+            .collect();
         let id = match &node.key.ty {
             Some(ty) => g.add_source(node.op().clone(), ty.clone())?,
             None => {
@@ -141,5 +177,9 @@ fn emit(g: &mut Graph, egraph: &EGraph, choice: &HashMap<Id, ENode>, root: Id, e
 }
 
 fn missing(class: Id) -> IrError {
-    IrError { node: None, op: "extract".into(), message: format!("e-class {class} has no chosen node") }
+    IrError {
+        node: None,
+        op: "extract".into(),
+        message: format!("e-class {class} has no chosen node"),
+    }
 }

@@ -19,14 +19,31 @@ pub struct Target {
 
 impl Target {
     /// This machine class: 2 Zen 4 cores (AVX-512), about 33 GB/s.
-    pub const CPU: Target = Target { name: "cpu", peak_flops: 2.4e11, bandwidth: 3.3e10, dispatch: 2e-6 };
+    pub const CPU: Target = Target {
+        name: "cpu",
+        peak_flops: 2.4e11,
+        bandwidth: 3.3e10,
+        dispatch: 2e-6,
+    };
     /// One H100 SXM: tensor-core TF32 and HBM3.
-    pub const CUDA: Target = Target { name: "cuda", peak_flops: 4.9e14, bandwidth: 3.35e12, dispatch: 4e-6 };
+    pub const CUDA: Target = Target {
+        name: "cuda",
+        peak_flops: 4.9e14,
+        bandwidth: 3.35e12,
+        dispatch: 4e-6,
+    };
     /// TensorRT fuses launches itself; its graph launches cost less than eager kernels.
-    pub const TENSORRT: Target = Target { name: "tensorrt", peak_flops: 4.9e14, bandwidth: 3.35e12, dispatch: 2e-6 };
+    pub const TENSORRT: Target = Target {
+        name: "tensorrt",
+        peak_flops: 4.9e14,
+        bandwidth: 3.35e12,
+        dispatch: 2e-6,
+    };
 
     pub fn by_name(name: &str) -> Option<Target> {
-        [Target::CPU, Target::CUDA, Target::TENSORRT].into_iter().find(|t| t.name == name)
+        [Target::CPU, Target::CUDA, Target::TENSORRT]
+            .into_iter()
+            .find(|t| t.name == name)
     }
 }
 
@@ -41,7 +58,9 @@ fn nominal(d: &Dim) -> f64 {
     let mut syms = Vec::new();
     d.symbols(&mut syms);
     let env = syms.into_iter().map(|s| (s, NOMINAL_SYMBOL)).collect();
-    d.eval(&env).map(|v| v.max(0) as f64).unwrap_or(NOMINAL_SYMBOL as f64)
+    d.eval(&env)
+        .map(|v| v.max(0) as f64)
+        .unwrap_or(NOMINAL_SYMBOL as f64)
 }
 
 fn numel(t: &TensorType) -> f64 {
@@ -53,10 +72,20 @@ fn bytes(t: &TensorType) -> f64 {
 }
 
 /// Seconds one op takes on `target`, never below [`MIN_COST`].
-pub fn op_cost(target: &Target, op: &Op, out: &TensorType, ins: &[&TensorType], weight_only: bool) -> f64 {
+pub fn op_cost(
+    target: &Target,
+    op: &Op,
+    out: &TensorType,
+    ins: &[&TensorType],
+    weight_only: bool,
+) -> f64 {
     let layout = matches!(
         op,
-        Op::Reshape { .. } | Op::Transpose { .. } | Op::Broadcast { .. } | Op::Slice { .. } | Op::Fold
+        Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Broadcast { .. }
+            | Op::Slice { .. }
+            | Op::Fold
     );
     if weight_only || layout || op.is_source() || matches!(op, Op::Constant { .. }) {
         return MIN_COST;

@@ -32,7 +32,11 @@ impl PartialOrd for Candidate {
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
         // BinaryHeap is a max-heap: invert; ties by class then node for determinism.
-        other.cost.total_cmp(&self.cost).then_with(|| other.class.cmp(&self.class)).then_with(|| other.node.cmp(&self.node))
+        other
+            .cost
+            .total_cmp(&self.cost)
+            .then_with(|| other.class.cmp(&self.class))
+            .then_with(|| other.node.cmp(&self.node))
     }
 }
 
@@ -41,7 +45,11 @@ pub type NodeCost<'a> = dyn Fn(&ENode, &TensorType, &[&TensorType], bool) -> f64
 
 /// Chooses one node per class reachable from `roots`, minimizing the summed cost of each
 /// class's chosen subtree.
-pub fn extract(egraph: &EGraph, roots: impl IntoIterator<Item = Id>, op_cost: &NodeCost) -> Result<HashMap<Id, ENode>, String> {
+pub fn extract(
+    egraph: &EGraph,
+    roots: impl IntoIterator<Item = Id>,
+    op_cost: &NodeCost,
+) -> Result<HashMap<Id, ENode>, String> {
     let mut nodes: Vec<(Id, &ENode)> = Vec::new();
     for class in egraph.classes() {
         for n in &class.nodes {
@@ -55,7 +63,11 @@ pub fn extract(egraph: &EGraph, roots: impl IntoIterator<Item = Id>, op_cost: &N
     let cost_of = |i: usize, best: &HashMap<Id, (f64, usize)>| -> Option<f64> {
         let (class, node) = nodes[i];
         let out = egraph[class].data.ty.as_ref()?;
-        let tys: Option<Vec<&TensorType>> = node.children.iter().map(|c| egraph[*c].data.ty.as_ref()).collect();
+        let tys: Option<Vec<&TensorType>> = node
+            .children
+            .iter()
+            .map(|c| egraph[*c].data.ty.as_ref())
+            .collect();
         let tys = tys?;
         if node.key.ty.is_none() && vl3c_ir::infer_type(&resolve(node.op(), &tys), &tys).is_err() {
             return None;
@@ -76,7 +88,11 @@ pub fn extract(egraph: &EGraph, roots: impl IntoIterator<Item = Id>, op_cost: &N
         }
         if children.is_empty() {
             if let Some(cost) = cost_of(i, &best) {
-                heap.push(Candidate { cost, class: nodes[i].0, node: i });
+                heap.push(Candidate {
+                    cost,
+                    class: nodes[i].0,
+                    node: i,
+                });
             }
         }
     }
@@ -89,7 +105,11 @@ pub fn extract(egraph: &EGraph, roots: impl IntoIterator<Item = Id>, op_cost: &N
             pending[p] -= 1;
             if pending[p] == 0 && !best.contains_key(&nodes[p].0) {
                 if let Some(cost) = cost_of(p, &best) {
-                    heap.push(Candidate { cost, class: nodes[p].0, node: p });
+                    heap.push(Candidate {
+                        cost,
+                        class: nodes[p].0,
+                        node: p,
+                    });
                 }
             }
         }
@@ -100,14 +120,29 @@ pub fn extract(egraph: &EGraph, roots: impl IntoIterator<Item = Id>, op_cost: &N
         .map(|i| {
             let (class, node) = nodes[i];
             let out = egraph[class].data.ty.as_ref()?;
-            let tys: Option<Vec<&TensorType>> = node.children.iter().map(|c| egraph[*c].data.ty.as_ref()).collect();
+            let tys: Option<Vec<&TensorType>> = node
+                .children
+                .iter()
+                .map(|c| egraph[*c].data.ty.as_ref())
+                .collect();
             Some(op_cost(node, out, &tys?, egraph[class].data.weight_only))
         })
         .collect();
-    let dag = Dag { egraph, nodes: &nodes, own: &own, tree: &tree, roots: &roots };
-    let mut choice = dag.complete(HashMap::new()).ok_or_else(|| "a root has no well-typed node".to_string())?;
+    let dag = Dag {
+        egraph,
+        nodes: &nodes,
+        own: &own,
+        tree: &tree,
+        roots: &roots,
+    };
+    let mut choice = dag
+        .complete(HashMap::new())
+        .ok_or_else(|| "a root has no well-typed node".to_string())?;
     dag.improve(&mut choice);
-    Ok(choice.into_iter().map(|(c, i)| (c, nodes[i].1.clone())).collect())
+    Ok(choice
+        .into_iter()
+        .map(|(c, i)| (c, nodes[i].1.clone()))
+        .collect())
 }
 
 struct Dag<'a> {
@@ -120,7 +155,11 @@ struct Dag<'a> {
 
 impl Dag<'_> {
     fn children(&self, i: usize) -> impl Iterator<Item = Id> + '_ {
-        self.nodes[i].1.children.iter().map(|c| self.egraph.find(*c))
+        self.nodes[i]
+            .1
+            .children
+            .iter()
+            .map(|c| self.egraph.find(*c))
     }
 
     /// Keeps the choices reachable from the roots, filling unchosen classes with their tree-best
@@ -140,7 +179,9 @@ impl Dag<'_> {
             if !open.insert(class) {
                 return None;
             }
-            let i = choice.remove(&class).or_else(|| self.tree.get(&class).copied())?;
+            let i = choice
+                .remove(&class)
+                .or_else(|| self.tree.get(&class).copied())?;
             self.own[i]?;
             out.insert(class, i);
             stack.push((class, true));
@@ -155,7 +196,10 @@ impl Dag<'_> {
     }
 
     fn cost(&self, choice: &HashMap<Id, usize>) -> f64 {
-        choice.values().map(|&i| self.own[i].unwrap_or(f64::INFINITY)).sum()
+        choice
+            .values()
+            .map(|&i| self.own[i].unwrap_or(f64::INFINITY))
+            .sum()
     }
 
     fn improve(&self, choice: &mut HashMap<Id, usize>) {
@@ -173,21 +217,31 @@ impl Dag<'_> {
             let mut classes: Vec<Id> = choice.keys().copied().collect();
             classes.sort();
             for class in classes {
-                let Some(&chosen) = choice.get(&class) else { continue };
-                let alternatives: Vec<usize> =
-                    members[&class].iter().copied().filter(|&i| i != chosen && self.own[i].is_some()).collect();
+                let Some(&chosen) = choice.get(&class) else {
+                    continue;
+                };
+                let alternatives: Vec<usize> = members[&class]
+                    .iter()
+                    .copied()
+                    .filter(|&i| i != chosen && self.own[i].is_some())
+                    .collect();
                 for alt in alternatives {
                     let mut trial = choice.clone();
                     trial.insert(class, alt);
                     for new in self.children(alt).filter(|c| !choice.contains_key(c)) {
                         for &r in readers.get(&new).map(Vec::as_slice).unwrap_or(&[]) {
                             let reader_class = self.nodes[r].0;
-                            if reader_class != class && choice.contains_key(&reader_class) && self.own[r].is_some() {
+                            if reader_class != class
+                                && choice.contains_key(&reader_class)
+                                && self.own[r].is_some()
+                            {
                                 trial.insert(reader_class, r);
                             }
                         }
                     }
-                    let Some(trial) = self.complete(trial) else { continue };
+                    let Some(trial) = self.complete(trial) else {
+                        continue;
+                    };
                     let cost = self.cost(&trial);
                     if cost < current * (1.0 - 1e-9) {
                         (*choice, current, improved) = (trial, cost, true);

@@ -75,7 +75,10 @@ pub struct ENode {
 
 impl ENode {
     pub fn new(op: Op, children: Vec<Id>) -> ENode {
-        ENode { key: Key::new(op, None), children }
+        ENode {
+            key: Key::new(op, None),
+            children,
+        }
     }
 
     pub fn op(&self) -> &Op {
@@ -111,20 +114,44 @@ impl std::fmt::Display for ENode {
 
 /// The rank-free form of an op given its operand types.
 pub fn normalize(op: &Op, ins: &[&TensorType]) -> Op {
-    let Some(first) = ins.first() else { return op.clone() };
+    let Some(first) = ins.first() else {
+        return op.clone();
+    };
     let last = first.rank().wrapping_sub(1);
     match op {
-        Op::Reduce { op: r, axes, keep_dims } if axes.as_slice() == [last] => {
-            Op::Reduce { op: *r, axes: vec![LAST], keep_dims: *keep_dims }
-        }
+        Op::Reduce {
+            op: r,
+            axes,
+            keep_dims,
+        } if axes.as_slice() == [last] => Op::Reduce {
+            op: *r,
+            axes: vec![LAST],
+            keep_dims: *keep_dims,
+        },
         Op::Concat { axis } if *axis == last => Op::Concat { axis: LAST },
-        Op::Slice { axis, start, end: stop } if *axis == last => {
+        Op::Slice {
+            axis,
+            start,
+            end: stop,
+        } if *axis == last => {
             let d = first.shape[last].as_const();
             let h = d.filter(|d| d % 2 == 0).map(|d| d / 2);
             match (start.as_const(), stop.as_const(), h) {
-                (Some(0), Some(e), Some(h)) if e == h => Op::Slice { axis: LAST, start: Dim::Const(0), end: half() },
-                (Some(s), Some(e), Some(h)) if s == h && Some(e) == d => Op::Slice { axis: LAST, start: half(), end: end() },
-                _ => Op::Slice { axis: LAST, start: start.clone(), end: stop.clone() },
+                (Some(0), Some(e), Some(h)) if e == h => Op::Slice {
+                    axis: LAST,
+                    start: Dim::Const(0),
+                    end: half(),
+                },
+                (Some(s), Some(e), Some(h)) if s == h && Some(e) == d => Op::Slice {
+                    axis: LAST,
+                    start: half(),
+                    end: end(),
+                },
+                _ => Op::Slice {
+                    axis: LAST,
+                    start: start.clone(),
+                    end: stop.clone(),
+                },
             }
         }
         _ => op.clone(),
@@ -133,7 +160,9 @@ pub fn normalize(op: &Op, ins: &[&TensorType]) -> Op {
 
 /// The concrete op for operands of these types: undoes [`normalize`].
 pub fn resolve(op: &Op, ins: &[&TensorType]) -> Op {
-    let Some(first) = ins.first() else { return op.clone() };
+    let Some(first) = ins.first() else {
+        return op.clone();
+    };
     let last = first.rank().wrapping_sub(1);
     let subst = |d: &Dim| -> Dim {
         let e = first.shape.get(last).cloned().unwrap_or(Dim::Const(0));
@@ -146,11 +175,25 @@ pub fn resolve(op: &Op, ins: &[&TensorType]) -> Op {
         }
     };
     match op {
-        Op::Reduce { op: r, axes, keep_dims } if axes.as_slice() == [LAST] => {
-            Op::Reduce { op: *r, axes: vec![last], keep_dims: *keep_dims }
-        }
+        Op::Reduce {
+            op: r,
+            axes,
+            keep_dims,
+        } if axes.as_slice() == [LAST] => Op::Reduce {
+            op: *r,
+            axes: vec![last],
+            keep_dims: *keep_dims,
+        },
         Op::Concat { axis: LAST } => Op::Concat { axis: last },
-        Op::Slice { axis: LAST, start, end: stop } => Op::Slice { axis: last, start: subst(start), end: subst(stop) },
+        Op::Slice {
+            axis: LAST,
+            start,
+            end: stop,
+        } => Op::Slice {
+            axis: last,
+            start: subst(start),
+            end: subst(stop),
+        },
         _ => op.clone(),
     }
 }
@@ -178,17 +221,35 @@ pub fn op_from_pattern(name: &str) -> Option<Op> {
         ("swiglu", "") => Op::SwiGlu,
         ("rope", "") => Op::Rope,
         ("fold", "") => Op::Fold,
-        ("reduce_sum" | "reduce_max" | "reduce_mean", "last") => {
-            Op::Reduce { op: ReduceOp::from_mnemonic(base)?, axes: vec![LAST], keep_dims: true }
-        }
+        ("reduce_sum" | "reduce_max" | "reduce_mean", "last") => Op::Reduce {
+            op: ReduceOp::from_mnemonic(base)?,
+            axes: vec![LAST],
+            keep_dims: true,
+        },
         ("concat", "last") => Op::Concat { axis: LAST },
-        ("slice", "lo") => Op::Slice { axis: LAST, start: Dim::Const(0), end: half() },
-        ("slice", "hi") => Op::Slice { axis: LAST, start: half(), end: end() },
-        ("transpose", perm) => Op::Transpose { perm: perm.split(',').map(|p| p.parse().ok()).collect::<Option<_>>()? },
-        ("fused_matmul", flags) if flags.chars().all(|c| c == 'b' || c == 'r') => {
-            Op::FusedMatMul { bias: flags.contains('b'), residual: flags.contains('r') }
-        }
-        ("spatial_merge", m) => Op::SpatialMerge { merge: m.parse().ok()? },
+        ("slice", "lo") => Op::Slice {
+            axis: LAST,
+            start: Dim::Const(0),
+            end: half(),
+        },
+        ("slice", "hi") => Op::Slice {
+            axis: LAST,
+            start: half(),
+            end: end(),
+        },
+        ("transpose", perm) => Op::Transpose {
+            perm: perm
+                .split(',')
+                .map(|p| p.parse().ok())
+                .collect::<Option<_>>()?,
+        },
+        ("fused_matmul", flags) if flags.chars().all(|c| c == 'b' || c == 'r') => Op::FusedMatMul {
+            bias: flags.contains('b'),
+            residual: flags.contains('r'),
+        },
+        ("spatial_merge", m) => Op::SpatialMerge {
+            merge: m.parse().ok()?,
+        },
         _ => return None,
     })
 }
@@ -197,7 +258,8 @@ impl egg::FromOp for ENode {
     type Error = String;
 
     fn from_op(op: &str, children: Vec<Id>) -> Result<Self, Self::Error> {
-        let op = op_from_pattern(op).ok_or_else(|| format!("`{op}` is not an op usable in patterns"))?;
+        let op =
+            op_from_pattern(op).ok_or_else(|| format!("`{op}` is not an op usable in patterns"))?;
         Ok(ENode::new(op, children))
     }
 }

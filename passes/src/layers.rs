@@ -77,7 +77,10 @@ pub fn weight_anchors(g: &Graph) -> Vec<Option<Anchor>> {
     let mut carries = vec![false; n];
     let mut reads = vec![false; n];
     for (i, node) in g.nodes.iter().enumerate() {
-        let w = node.inputs.iter().any(|m| copied[m.index()] && carries[m.index()]);
+        let w = node
+            .inputs
+            .iter()
+            .any(|m| copied[m.index()] && carries[m.index()]);
         if copied[i] {
             carries[i] = w || matches!(node.op, Op::Weight { .. });
         } else {
@@ -88,9 +91,17 @@ pub fn weight_anchors(g: &Graph) -> Vec<Option<Anchor>> {
     // Chains r0, r1, …, rm, in the order of their first residual add.
     let mut chains: Vec<Vec<usize>> = Vec::new();
     let mut tail: HashMap<usize, usize> = HashMap::new();
-    let mut residuals = Residuals { g, copied: &copied, reads: &reads, seen: vec![0; n], from_s: vec![0; n] };
+    let mut residuals = Residuals {
+        g,
+        copied: &copied,
+        reads: &reads,
+        seen: vec![0; n],
+        from_s: vec![0; n],
+    };
     for i in 0..n {
-        let Some(s) = residuals.operand(i) else { continue };
+        let Some(s) = residuals.operand(i) else {
+            continue;
+        };
         let c = tail.remove(&s).unwrap_or_else(|| {
             chains.push(vec![s]);
             chains.len() - 1
@@ -108,7 +119,12 @@ pub fn weight_anchors(g: &Graph) -> Vec<Option<Anchor>> {
     let mut after: Vec<Option<(usize, usize)>> = vec![None; n];
     for (i, node) in g.nodes.iter().enumerate() {
         if !copied[i] {
-            after[i] = node.inputs.iter().filter(|m| !copied[m.index()]).filter_map(|m| on_stream[m.index()].or(after[m.index()])).max();
+            after[i] = node
+                .inputs
+                .iter()
+                .filter(|m| !copied[m.index()])
+                .filter_map(|m| on_stream[m.index()].or(after[m.index()]))
+                .max();
         }
     }
     // Block k of chain c (0-based: the block that rk+1 closes).
@@ -119,7 +135,11 @@ pub fn weight_anchors(g: &Graph) -> Vec<Option<Anchor>> {
     let mut families = 0;
     for h in &hashes {
         let cut = runs(h);
-        layer.push(cut.iter().map(|&(run, idx)| (families + run, idx)).collect());
+        layer.push(
+            cut.iter()
+                .map(|&(run, idx)| (families + run, idx))
+                .collect(),
+        );
         families += cut.last().map_or(0, |&(run, _)| run + 1);
     }
 
@@ -130,7 +150,10 @@ pub fn weight_anchors(g: &Graph) -> Vec<Option<Anchor>> {
             continue;
         }
         let here = match block(i) {
-            Some((c, k)) => Anchor::Layer { family: layer[c][k].0, index: layer[c][k].1 },
+            Some((c, k)) => Anchor::Layer {
+                family: layer[c][k].0,
+                index: layer[c][k].1,
+            },
             None => Anchor::Outer,
         };
         for m in &g.nodes[i].inputs {
@@ -148,7 +171,11 @@ pub fn weight_anchors(g: &Graph) -> Vec<Option<Anchor>> {
             }
         }
     }
-    g.nodes.iter().zip(anchor).map(|(node, a)| matches!(node.op, Op::Weight { .. }).then(|| a.unwrap_or(Anchor::Outer))).collect()
+    g.nodes
+        .iter()
+        .zip(anchor)
+        .map(|(node, a)| matches!(node.op, Op::Weight { .. }).then(|| a.unwrap_or(Anchor::Outer)))
+        .collect()
 }
 
 /// Finds residual adds; `seen` and `from_s` are scratch marks, one per node.
@@ -190,7 +217,11 @@ impl Residuals<'_> {
         found.sort_unstable();
         self.from_s[s] = i + 1;
         for x in found {
-            if self.g.nodes[x].inputs.iter().any(|m| self.from_s[m.index()] == i + 1) {
+            if self.g.nodes[x]
+                .inputs
+                .iter()
+                .any(|m| self.from_s[m.index()] == i + 1)
+            {
                 if self.reads[x] {
                     return Some(s);
                 }
@@ -204,8 +235,15 @@ impl Residuals<'_> {
 /// A structural hash of every block of every chain: per node in order its op, dtype, constant
 /// dims (symbolic ones are the same in every layer) and operands, each inside the block by its
 /// position there.
-fn block_hashes(g: &Graph, chains: &[Vec<usize>], block: &dyn Fn(usize) -> Option<(usize, usize)>) -> Vec<Vec<u64>> {
-    let mut hashers: Vec<Vec<DefaultHasher>> = chains.iter().map(|c| vec![DefaultHasher::new(); c.len() - 1]).collect();
+fn block_hashes(
+    g: &Graph,
+    chains: &[Vec<usize>],
+    block: &dyn Fn(usize) -> Option<(usize, usize)>,
+) -> Vec<Vec<u64>> {
+    let mut hashers: Vec<Vec<DefaultHasher>> = chains
+        .iter()
+        .map(|c| vec![DefaultHasher::new(); c.len() - 1])
+        .collect();
     let mut counts: Vec<Vec<usize>> = chains.iter().map(|c| vec![0; c.len() - 1]).collect();
     let mut local = vec![0; g.nodes.len()];
     for (i, node) in g.nodes.iter().enumerate() {
@@ -224,7 +262,10 @@ fn block_hashes(g: &Graph, chains: &[Vec<usize>], block: &dyn Fn(usize) -> Optio
         local[i] = counts[c][k];
         counts[c][k] += 1;
     }
-    hashers.into_iter().map(|hs| hs.iter().map(Hasher::finish).collect()).collect()
+    hashers
+        .into_iter()
+        .map(|hs| hs.iter().map(Hasher::finish).collect())
+        .collect()
 }
 
 /// Cuts a sequence of block hashes into runs of repeated layers: per block, (run, layer index).
@@ -233,9 +274,13 @@ fn runs(blocks: &[u64]) -> Vec<(usize, usize)> {
     let mut out = Vec::with_capacity(m);
     let mut start = 0;
     while start < m {
-        let repeats = |p: usize, r: usize| start + (r + 1) * p <= m && blocks[start + r * p..][..p] == blocks[start..][..p];
+        let repeats = |p: usize, r: usize| {
+            start + (r + 1) * p <= m && blocks[start + r * p..][..p] == blocks[start..][..p]
+        };
         let reps = |p: usize| 1 + (1..).take_while(|&r| repeats(p, r)).count();
-        let best = (1..=(m - start) / 2).filter(|&p| reps(p) >= 2).max_by_key(|&p| (reps(p) * p, std::cmp::Reverse(p)));
+        let best = (1..=(m - start) / 2)
+            .filter(|&p| reps(p) >= 2)
+            .max_by_key(|&p| (reps(p) * p, std::cmp::Reverse(p)));
         let (p, r) = best.map_or((m - start, 1), |p| (p, reps(p)));
         let run = out.last().map_or(0, |&(run, _)| run + 1);
         out.extend((0..r * p).map(|b| (run, b / p)));
@@ -252,10 +297,29 @@ mod tests {
     fn runs_find_the_layer_period() {
         let (a, b, m, n) = (1, 2, 3, 4);
         assert_eq!(runs(&[a, m]), [(0, 0), (0, 0)], "one layer");
-        assert_eq!(runs(&[a, m, a, m, a, m]), [(0, 0), (0, 0), (0, 1), (0, 1), (0, 2), (0, 2)]);
-        assert_eq!(runs(&[a, m, a, m, a, m, a, m]).iter().map(|r| r.1).max(), Some(3), "period 2, not 4");
-        assert_eq!(runs(&[a, a, m, a, a, m]), [(0, 0), (0, 0), (0, 0), (0, 1), (0, 1), (0, 1)], "period 3, not 1");
-        assert_eq!(runs(&[a, m, a, m, b, n, b, n, b, n]).into_iter().max(), Some((1, 2)), "two families");
-        assert_eq!(runs(&[a, m, a, m, a, n]), [(0, 0), (0, 0), (0, 1), (0, 1), (1, 0), (1, 0)], "odd last layer");
+        assert_eq!(
+            runs(&[a, m, a, m, a, m]),
+            [(0, 0), (0, 0), (0, 1), (0, 1), (0, 2), (0, 2)]
+        );
+        assert_eq!(
+            runs(&[a, m, a, m, a, m, a, m]).iter().map(|r| r.1).max(),
+            Some(3),
+            "period 2, not 4"
+        );
+        assert_eq!(
+            runs(&[a, a, m, a, a, m]),
+            [(0, 0), (0, 0), (0, 0), (0, 1), (0, 1), (0, 1)],
+            "period 3, not 1"
+        );
+        assert_eq!(
+            runs(&[a, m, a, m, b, n, b, n, b, n]).into_iter().max(),
+            Some((1, 2)),
+            "two families"
+        );
+        assert_eq!(
+            runs(&[a, m, a, m, a, n]),
+            [(0, 0), (0, 0), (0, 1), (0, 1), (1, 0), (1, 0)],
+            "odd last layer"
+        );
     }
 }

@@ -34,7 +34,11 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget { iterations: 30, nodes: 200_000, time: Duration::from_secs(10) }
+        Budget {
+            iterations: 30,
+            nodes: 200_000,
+            time: Duration::from_secs(10),
+        }
     }
 }
 
@@ -68,7 +72,12 @@ pub fn optimize(g: &Graph, target: &Target, budget: &Budget) -> Result<(Graph, S
 }
 
 /// [`optimize`] with only `rules` (filetests run one rule, or a rule and its prerequisites).
-pub fn optimize_with(g: &Graph, target: &Target, budget: &Budget, rules: Vec<rules::Rule>) -> Result<(Graph, Stats), OptError> {
+pub fn optimize_with(
+    g: &Graph,
+    target: &Target,
+    budget: &Budget,
+    rules: Vec<rules::Rule>,
+) -> Result<(Graph, Stats), OptError> {
     let t0 = Instant::now();
     let (egraph, roots, _) = convert::to_egraph(g);
     let build_seconds = t0.elapsed().as_secs_f64();
@@ -83,18 +92,30 @@ pub fn optimize_with(g: &Graph, target: &Target, budget: &Budget, rules: Vec<rul
     let saturate_seconds = t1.elapsed().as_secs_f64();
     let egraph = runner.egraph;
     let roots = convert::Roots {
-        outputs: roots.outputs.iter().map(|(n, id)| (n.clone(), egraph.find(*id))).collect(),
+        outputs: roots
+            .outputs
+            .iter()
+            .map(|(n, id)| (n.clone(), egraph.find(*id)))
+            .collect(),
         effects: roots.effects.iter().map(|id| egraph.find(*id)).collect(),
     };
 
     let t2 = Instant::now();
-    let cost = |node: &lang::ENode, out: &vl3c_ir::TensorType, ins: &[&vl3c_ir::TensorType], weight_only: bool| {
-        cost::op_cost(target, node.op(), out, ins, weight_only)
-    };
-    let choice = extract::extract(&egraph, roots.all(), &cost)
-        .map_err(|message| OptError::Extract { graph: g.name.clone(), message })?;
+    let cost =
+        |node: &lang::ENode,
+         out: &vl3c_ir::TensorType,
+         ins: &[&vl3c_ir::TensorType],
+         weight_only: bool| { cost::op_cost(target, node.op(), out, ins, weight_only) };
+    let choice =
+        extract::extract(&egraph, roots.all(), &cost).map_err(|message| OptError::Extract {
+            graph: g.name.clone(),
+            message,
+        })?;
     let optimized =
-        convert::from_egraph(g, &egraph, &choice, &roots).map_err(|source| OptError::Invalid { graph: g.name.clone(), source })?;
+        convert::from_egraph(g, &egraph, &choice, &roots).map_err(|source| OptError::Invalid {
+            graph: g.name.clone(),
+            source,
+        })?;
     let stats = Stats {
         eclasses: egraph.number_of_classes(),
         enodes: egraph.total_number_of_nodes(),

@@ -84,7 +84,11 @@ pub fn plan_with(g: &Graph, anchors: &[Option<Anchor>]) -> Plan {
             Some(Anchor::Outer) => plain[i] = true,
             Some(Anchor::Shared) => {}
             None if copied[i] => {
-                wlayer[i] = node.inputs.iter().filter_map(|m| wlayer[m.index()].clone()).max();
+                wlayer[i] = node
+                    .inputs
+                    .iter()
+                    .filter_map(|m| wlayer[m.index()].clone())
+                    .max();
                 plain[i] = node.inputs.iter().any(|m| plain[m.index()]);
             }
             None => {}
@@ -97,10 +101,24 @@ pub fn plan_with(g: &Graph, anchors: &[Option<Anchor>]) -> Plan {
         if copied[i] {
             continue;
         }
-        let from_inputs = node.inputs.iter().filter(|m| !copied[m.index()]).map(|m| fwd[m.index()].clone()).max();
-        let anchor = node.inputs.iter().filter_map(|m| wlayer[m.index()].clone()).max();
+        let from_inputs = node
+            .inputs
+            .iter()
+            .filter(|m| !copied[m.index()])
+            .map(|m| fwd[m.index()].clone())
+            .max();
+        let anchor = node
+            .inputs
+            .iter()
+            .filter_map(|m| wlayer[m.index()].clone())
+            .max();
         let reads_plain = node.inputs.iter().any(|m| plain[m.index()]);
-        let mut level = from_inputs.clone().into_iter().chain(anchor.clone()).max().unwrap_or(Level::Prelude);
+        let mut level = from_inputs
+            .clone()
+            .into_iter()
+            .chain(anchor.clone())
+            .max()
+            .unwrap_or(Level::Prelude);
         if reads_plain && level != Level::Prelude {
             level = Level::Epilogue;
         }
@@ -119,7 +137,11 @@ pub fn plan_with(g: &Graph, anchors: &[Option<Anchor>]) -> Plan {
         if copied[i] || anchored[i] {
             continue;
         }
-        let mut best: Option<Level> = consumers[i].iter().filter(|&&c| !copied[c]).map(|&c| bwd[c].clone()).min();
+        let mut best: Option<Level> = consumers[i]
+            .iter()
+            .filter(|&&c| !copied[c])
+            .map(|&c| bwd[c].clone())
+            .min();
         if is_output[i] {
             best = Some(best.map_or(Level::Epilogue, |b| b.min(Level::Epilogue)));
         }
@@ -136,18 +158,32 @@ pub fn plan_with(g: &Graph, anchors: &[Option<Anchor>]) -> Plan {
         if copied[i] {
             continue;
         }
-        let ins: Vec<usize> = node.inputs.iter().map(|m| m.index()).filter(|&m| !copied[m]).collect();
+        let ins: Vec<usize> = node
+            .inputs
+            .iter()
+            .map(|m| m.index())
+            .filter(|&m| !copied[m])
+            .collect();
         if fwd[i] == Level::Prelude {
             // The prelude's residual stream: read by a layer's core and by its norm.
-            let cons: Vec<usize> = consumers[i].iter().copied().filter(|&c| !copied[c]).collect();
-            boundary[i] = cons.iter().any(|&c| core(c) && fwd[c] != Level::Prelude) && cons.iter().any(|&c| !core(c));
+            let cons: Vec<usize> = consumers[i]
+                .iter()
+                .copied()
+                .filter(|&c| !copied[c])
+                .collect();
+            boundary[i] = cons.iter().any(|&c| core(c) && fwd[c] != Level::Prelude)
+                && cons.iter().any(|&c| !core(c));
         } else if !core(i) {
             boundary[i] = ins.iter().any(|&m| core(m) && fwd[m] == fwd[i]);
         }
         if !core(i) {
             late[i] = !boundary[i] && ins.iter().any(|&m| boundary[m] || late[m]);
         }
-        level[i] = Some(if late[i] { bwd[i].clone() } else { fwd[i].clone() });
+        level[i] = Some(if late[i] {
+            bwd[i].clone()
+        } else {
+            fwd[i].clone()
+        });
     }
 
     // Prelude values copied into readers: not a residual boundary, small definition.
@@ -156,7 +192,10 @@ pub fn plan_with(g: &Graph, anchors: &[Option<Anchor>]) -> Plan {
         if level[i] != Some(Level::Prelude) || boundary[i] {
             continue;
         }
-        if !consumers[i].iter().any(|&c| !copied[c] && level[c] != level[i]) {
+        if !consumers[i]
+            .iter()
+            .any(|&c| !copied[c] && level[c] != level[i])
+        {
             continue;
         }
         let mut seen = std::collections::HashSet::new();
@@ -212,7 +251,13 @@ pub fn plan_with(g: &Graph, anchors: &[Option<Anchor>]) -> Plan {
             (l, label)
         })
         .collect();
-    Plan { level, inline, exported, windows, monotone }
+    Plan {
+        level,
+        inline,
+        exported,
+        windows,
+        monotone,
+    }
 }
 
 /// One window as a standalone graph with placeholder names, and how to map it back.
@@ -242,7 +287,13 @@ impl WindowBuilder<'_> {
         if let Some(p) = self.renamed.get(real) {
             return p.clone();
         }
-        let p = format!("{prefix}{}", self.renamed.values().filter(|v| v.starts_with(prefix)).count());
+        let p = format!(
+            "{prefix}{}",
+            self.renamed
+                .values()
+                .filter(|v| v.starts_with(prefix))
+                .count()
+        );
         self.renamed.insert(real.to_string(), p.clone());
         self.names.insert(p.clone(), real.to_string());
         p
@@ -259,7 +310,12 @@ impl WindowBuilder<'_> {
         } else {
             let k = self.ext.len();
             self.ext.push(id);
-            self.w.add_source(Op::Input { name: format!("__ext{k}") }, self.g.ty(id).clone())?
+            self.w.add_source(
+                Op::Input {
+                    name: format!("__ext{k}"),
+                },
+                self.g.ty(id).clone(),
+            )?
         };
         self.map.insert(id, local);
         Ok(local)
@@ -268,15 +324,26 @@ impl WindowBuilder<'_> {
     fn emit(&mut self, id: NodeId) -> Result<NodeId, vl3c_ir::IrError> {
         let node = &self.g.nodes[id.index()];
         let op = match &node.op {
-            Op::Weight { name } => Op::Weight { name: self.placeholder("w", name) },
-            Op::CacheRead { name } => Op::CacheRead { name: self.placeholder("c", name) },
-            Op::CacheAppend { name, axis } => Op::CacheAppend { name: self.placeholder("c", name), axis: *axis },
+            Op::Weight { name } => Op::Weight {
+                name: self.placeholder("w", name),
+            },
+            Op::CacheRead { name } => Op::CacheRead {
+                name: self.placeholder("c", name),
+            },
+            Op::CacheAppend { name, axis } => Op::CacheAppend {
+                name: self.placeholder("c", name),
+                axis: *axis,
+            },
             op => op.clone(),
         };
         if op.is_source() {
             return self.w.add_source(op, node.ty.clone());
         }
-        let inputs = node.inputs.iter().map(|m| self.get(*m)).collect::<Result<Vec<_>, _>>()?;
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|m| self.get(*m))
+            .collect::<Result<Vec<_>, _>>()?;
         self.w.add(op, &inputs)
     }
 }
@@ -305,12 +372,20 @@ pub fn build_window(g: &Graph, plan: &Plan, level: &Level) -> Result<Window, vl3
             outs.push(id);
         }
     }
-    Ok(Window { graph: b.w, ext: b.ext, outs, names: b.names })
+    Ok(Window {
+        graph: b.w,
+        ext: b.ext,
+        outs,
+        names: b.names,
+    })
 }
 
 /// Whether a window has anything to keep: outputs or cache appends.
 fn has_roots(w: &Graph) -> bool {
-    !w.outputs.is_empty() || w.nodes.iter().any(|n| matches!(n.op, Op::CacheAppend { .. }))
+    !w.outputs.is_empty()
+        || w.nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::CacheAppend { .. }))
 }
 
 /// Hash-consing graph builder for stitching.
@@ -320,24 +395,46 @@ struct Stitcher {
 }
 
 impl Stitcher {
-    fn add(&mut self, op: Op, inputs: Vec<NodeId>, ty: &vl3c_ir::TensorType) -> Result<NodeId, vl3c_ir::IrError> {
-        let sig = if op.is_source() { format!("{} : {ty}", op.signature()) } else { op.signature() };
+    fn add(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        ty: &vl3c_ir::TensorType,
+    ) -> Result<NodeId, vl3c_ir::IrError> {
+        let sig = if op.is_source() {
+            format!("{} : {ty}", op.signature())
+        } else {
+            op.signature()
+        };
         let key = (sig, inputs);
         if let Some(id) = self.cse.get(&key) {
             return Ok(*id);
         }
-        let id = if op.is_source() { self.g.add_source(op, ty.clone())? } else { self.g.add(op, &key.1)? };
+        let id = if op.is_source() {
+            self.g.add_source(op, ty.clone())?
+        } else {
+            self.g.add(op, &key.1)?
+        };
         self.cse.insert(key, id);
         Ok(id)
     }
 
     /// Copies a node of the original graph (a copied node, or one no window computed).
-    fn copy(&mut self, src: &Graph, id: NodeId, val: &mut HashMap<NodeId, NodeId>) -> Result<NodeId, vl3c_ir::IrError> {
+    fn copy(
+        &mut self,
+        src: &Graph,
+        id: NodeId,
+        val: &mut HashMap<NodeId, NodeId>,
+    ) -> Result<NodeId, vl3c_ir::IrError> {
         if let Some(v) = val.get(&id) {
             return Ok(*v);
         }
         let node = &src.nodes[id.index()];
-        let inputs = node.inputs.iter().map(|m| self.copy(src, *m, val)).collect::<Result<Vec<_>, _>>()?;
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|m| self.copy(src, *m, val))
+            .collect::<Result<Vec<_>, _>>()?;
         let v = self.add(node.op.clone(), inputs, &node.ty)?;
         val.insert(id, v);
         Ok(v)
@@ -349,7 +446,10 @@ fn rename(op: &Op, names: &HashMap<String, String>) -> Op {
     match op {
         Op::Weight { name } => Op::Weight { name: real(name) },
         Op::CacheRead { name } => Op::CacheRead { name: real(name) },
-        Op::CacheAppend { name, axis } => Op::CacheAppend { name: real(name), axis: *axis },
+        Op::CacheAppend { name, axis } => Op::CacheAppend {
+            name: real(name),
+            axis: *axis,
+        },
         op => op.clone(),
     }
 }
@@ -387,13 +487,25 @@ impl Memo {
 
 /// Optimizes `g` window by window (see the module docs) and stitches the result; falls back to
 /// whole-graph [`optimize`] when the graph has no layer structure to exploit.
-pub fn optimize_graph(g: &Graph, target: &Target, budget: &Budget) -> Result<(Graph, Stats), OptError> {
+pub fn optimize_graph(
+    g: &Graph,
+    target: &Target,
+    budget: &Budget,
+) -> Result<(Graph, Stats), OptError> {
     optimize_graph_with(g, target, budget, &mut Memo::default())
 }
 
 /// [`optimize_graph`] with a memo shared across calls (e.g. the two vision graphs).
-pub fn optimize_graph_with(g: &Graph, target: &Target, budget: &Budget, memo: &mut Memo) -> Result<(Graph, Stats), OptError> {
-    let invalid = |source| OptError::Invalid { graph: g.name.clone(), source };
+pub fn optimize_graph_with(
+    g: &Graph,
+    target: &Target,
+    budget: &Budget,
+    memo: &mut Memo,
+) -> Result<(Graph, Stats), OptError> {
+    let invalid = |source| OptError::Invalid {
+        graph: g.name.clone(),
+        source,
+    };
     let t0 = Instant::now();
     let plan = plan(g);
     if !plan.monotone || plan.windows.len() < 2 {
@@ -402,8 +514,16 @@ pub fn optimize_graph_with(g: &Graph, target: &Target, budget: &Budget, memo: &m
         stats.windows_optimized = 1;
         return Ok((opt, stats));
     }
-    let windows = plan.windows.iter().map(|(l, _)| build_window(g, &plan, l)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
-    let mut stats = Stats { build_seconds: t0.elapsed().as_secs_f64(), ..Default::default() };
+    let windows = plan
+        .windows
+        .iter()
+        .map(|(l, _)| build_window(g, &plan, l))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let mut stats = Stats {
+        build_seconds: t0.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
 
     let mut optimized = Vec::with_capacity(windows.len());
     for (w, (_, label)) in windows.iter().zip(&plan.windows) {
@@ -415,8 +535,14 @@ pub fn optimize_graph_with(g: &Graph, target: &Target, budget: &Budget, memo: &m
         let key = w.graph.to_string();
         if !memo.entries.contains_key(&key) {
             let (opt, s) = optimize(&w.graph, target, budget).map_err(|e| match e {
-                OptError::Extract { message, .. } => OptError::Extract { graph: format!("{} ({label})", g.name), message },
-                OptError::Invalid { source, .. } => OptError::Invalid { graph: format!("{} ({label})", g.name), source },
+                OptError::Extract { message, .. } => OptError::Extract {
+                    graph: format!("{} ({label})", g.name),
+                    message,
+                },
+                OptError::Invalid { source, .. } => OptError::Invalid {
+                    graph: format!("{} ({label})", g.name),
+                    source,
+                },
             })?;
             add_stats(&mut stats, &s);
             stats.windows_optimized += 1;
@@ -426,7 +552,10 @@ pub fn optimize_graph_with(g: &Graph, target: &Target, budget: &Budget, memo: &m
     }
 
     let t1 = Instant::now();
-    let mut st = Stitcher { g: Graph::new(g.name.clone()), cse: HashMap::new() };
+    let mut st = Stitcher {
+        g: Graph::new(g.name.clone()),
+        cse: HashMap::new(),
+    };
     st.g.symbols = g.symbols.clone();
     let mut val: HashMap<NodeId, NodeId> = HashMap::new();
     for (w, key) in windows.iter().zip(&optimized) {
@@ -436,18 +565,23 @@ pub fn optimize_graph_with(g: &Graph, target: &Target, budget: &Budget, memo: &m
         for node in &opt.nodes {
             let id = match &node.op {
                 Op::Input { name } if name.starts_with("__ext") => {
-                    let k: usize = name["__ext".len()..].parse().expect("window inputs are numbered");
+                    let k: usize = name["__ext".len()..]
+                        .parse()
+                        .expect("window inputs are numbered");
                     st.copy(g, w.ext[k], &mut val).map_err(invalid)?
                 }
                 op => {
                     let inputs = node.inputs.iter().map(|m| local[m.index()]).collect();
-                    st.add(rename(op, &w.names), inputs, &node.ty).map_err(invalid)?
+                    st.add(rename(op, &w.names), inputs, &node.ty)
+                        .map_err(invalid)?
                 }
             };
             local.push(id);
         }
         for (name, id) in &opt.outputs {
-            let k: usize = name["out".len()..].parse().expect("window outputs are numbered");
+            let k: usize = name["out".len()..]
+                .parse()
+                .expect("window outputs are numbered");
             val.insert(w.outs[k], local[id.index()]);
         }
     }
@@ -462,10 +596,24 @@ pub fn optimize_graph_with(g: &Graph, target: &Target, budget: &Budget, memo: &m
 
 /// The optimized window (placeholder names) of layer `index` of the first layer family in `g`:
 /// what every such layer of the stitched graph is an instance of.
-pub fn optimized_layer_window(g: &Graph, index: usize, target: &Target, budget: &Budget) -> Result<Option<Graph>, OptError> {
+pub fn optimized_layer_window(
+    g: &Graph,
+    index: usize,
+    target: &Target,
+    budget: &Budget,
+) -> Result<Option<Graph>, OptError> {
     let plan = plan(g);
-    let Some((level, _)) = plan.windows.iter().find(|(l, _)| *l == Level::Layer(0, index)) else { return Ok(None) };
-    let w = build_window(g, &plan, level).map_err(|source| OptError::Invalid { graph: g.name.clone(), source })?;
+    let Some((level, _)) = plan
+        .windows
+        .iter()
+        .find(|(l, _)| *l == Level::Layer(0, index))
+    else {
+        return Ok(None);
+    };
+    let w = build_window(g, &plan, level).map_err(|source| OptError::Invalid {
+        graph: g.name.clone(),
+        source,
+    })?;
     let (opt, _) = optimize(&w.graph, target, budget)?;
     Ok(Some(opt))
 }

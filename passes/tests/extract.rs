@@ -34,18 +34,32 @@ fn cyclic_equivalences_extract_acyclically() {
     // neg(neg(x)) = x: the class of x now contains neg(class n1), and n1 contains neg(x).
     egraph.union(class_of[x.index()], class_of[n2.index()]);
     // y = y + 0 style self-loop: the output class contains a node reading itself.
-    let zero = egraph.add(ENode::new(Op::Constant { value: vl3c_ir::Scalar::Float(0.0), dtype: DType::F32 }, vec![]));
+    let zero = egraph.add(ENode::new(
+        Op::Constant {
+            value: vl3c_ir::Scalar::Float(0.0),
+            dtype: DType::F32,
+        },
+        vec![],
+    ));
     let y = class_of[e.index()];
     let loop_node = egraph.add(ENode::new(Op::Binary(BinaryOp::Add), vec![y, zero]));
     egraph.union(y, loop_node);
     egraph.rebuild();
     let roots = vl3c_passes::convert::Roots {
-        outputs: roots.outputs.iter().map(|(n, id)| (n.clone(), egraph.find(*id))).collect(),
+        outputs: roots
+            .outputs
+            .iter()
+            .map(|(n, id)| (n.clone(), egraph.find(*id)))
+            .collect(),
         effects: vec![],
     };
     let choice = extract(&egraph, roots.all(), &cpu_cost).unwrap();
     let out = from_egraph(&g, &egraph, &choice, &roots).expect("acyclic, verified graph");
-    assert_eq!(out.op_counts().get("neg"), None, "neg(neg(x)) is extracted as x");
+    assert_eq!(
+        out.op_counts().get("neg"),
+        None,
+        "neg(neg(x)) is extracted as x"
+    );
     assert_eq!(out.op_counts().get("exp"), Some(&1));
 }
 
@@ -56,7 +70,11 @@ fn merged_matmul_is_chosen_when_it_pays() {
     let mut g = Graph::new("mlp");
     let x = input(&mut g, "x", &[8, 16]);
     let w = |g: &mut Graph, name: &str| {
-        g.add_source(Op::Weight { name: name.into() }, TensorType::new(DType::F32, vec![Dim::Const(16), Dim::Const(24)])).unwrap()
+        g.add_source(
+            Op::Weight { name: name.into() },
+            TensorType::new(DType::F32, vec![Dim::Const(16), Dim::Const(24)]),
+        )
+        .unwrap()
     };
     let (wg, wu) = (w(&mut g, "gate"), w(&mut g, "up"));
     let gate = g.add(Op::MatMul, &[x, wg]).unwrap();

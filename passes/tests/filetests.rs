@@ -53,7 +53,9 @@ struct FileTest {
 fn parse_file(path: &Path, text: &str) -> FileTest {
     let name = path.display();
     let header = text.lines().next().unwrap_or_default();
-    let names = header.strip_prefix("; rules:").unwrap_or_else(|| panic!("{name}: the first line must be `; rules: ...`"));
+    let names = header
+        .strip_prefix("; rules:")
+        .unwrap_or_else(|| panic!("{name}: the first line must be `; rules: ...`"));
     let names: Vec<String> = names.split_whitespace().map(str::to_string).collect();
     assert!(!names.is_empty(), "{name}: `; rules:` names no rule");
     let rules = if names == ["all"] { None } else { Some(names) };
@@ -64,15 +66,24 @@ fn parse_file(path: &Path, text: &str) -> FileTest {
                 .iter()
                 .filter(|l| !l.is_empty())
                 .map(|l| {
-                    let rest = l.strip_prefix(';').unwrap_or_else(|| panic!("{name}: expected line without `;`: {l:?}"));
+                    let rest = l
+                        .strip_prefix(';')
+                        .unwrap_or_else(|| panic!("{name}: expected line without `;`: {l:?}"));
                     rest.strip_prefix(' ').unwrap_or(rest).to_string()
                 })
                 .collect();
-            (lines[..i].iter().map(|l| format!("{l}\n")).collect(), Some(block))
+            (
+                lines[..i].iter().map(|l| format!("{l}\n")).collect(),
+                Some(block),
+            )
         }
         None => (text.to_string(), None),
     };
-    FileTest { rules, input, expected }
+    FileTest {
+        rules,
+        input,
+        expected,
+    }
 }
 
 fn run(path: &Path, t: &FileTest) -> Vec<String> {
@@ -81,14 +92,20 @@ fn run(path: &Path, t: &FileTest) -> Vec<String> {
         None => rules::all(),
         Some(names) => rules::named(&names.iter().map(String::as_str).collect::<Vec<_>>()),
     };
-    let (opt, _) = optimize_with(&g, &Target::CPU, &Budget::default(), rules).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (opt, _) = optimize_with(&g, &Target::CPU, &Budget::default(), rules)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     opt.to_string().lines().map(str::to_string).collect()
 }
 
 /// A line diff: the common prefix and suffix are skipped, the middle shown as `-`/`+` lines.
 fn diff(want: &[String], got: &[String]) -> String {
     let pre = want.iter().zip(got).take_while(|(a, b)| a == b).count();
-    let suf = want[pre..].iter().rev().zip(got[pre..].iter().rev()).take_while(|(a, b)| a == b).count();
+    let suf = want[pre..]
+        .iter()
+        .rev()
+        .zip(got[pre..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
     let mut out = format!("@@ line {} @@\n", pre + 1);
     for l in &want[pre.saturating_sub(2)..pre] {
         out += &format!("  {l}\n");
@@ -127,11 +144,23 @@ fn filetests() {
         }
         let name = path.file_name().unwrap().to_string_lossy();
         match &t.expected {
-            None => failures.push(format!("--- {name}: no `{EXPECTED}` block; got:\n{}", got.join("\n"))),
-            Some(want) => failures.push(format!("--- {name} (expected)\n+++ {name} (got)\n{}", diff(want, &got))),
+            None => failures.push(format!(
+                "--- {name}: no `{EXPECTED}` block; got:\n{}",
+                got.join("\n")
+            )),
+            Some(want) => failures.push(format!(
+                "--- {name} (expected)\n+++ {name} (got)\n{}",
+                diff(want, &got)
+            )),
         }
     }
-    assert!(failures.is_empty(), "{} of {} filetests failed (re-bless with {BLESS_VAR}=1 and review the diff):\n\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} filetests failed (re-bless with {BLESS_VAR}=1 and review the diff):\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 /// Every rule has a filetest: a new rule without one fails here.
@@ -144,6 +173,13 @@ fn every_rule_has_a_filetest() {
             covered.extend(names);
         }
     }
-    let missing: Vec<String> = rules::all().into_iter().map(|r| r.name.to_string()).filter(|n| !covered.contains(n)).collect();
-    assert!(missing.is_empty(), "rules named in no `; rules:` header of tests/filetests/*.vir: {missing:?}");
+    let missing: Vec<String> = rules::all()
+        .into_iter()
+        .map(|r| r.name.to_string())
+        .filter(|n| !covered.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "rules named in no `; rules:` header of tests/filetests/*.vir: {missing:?}"
+    );
 }

@@ -13,7 +13,11 @@ fn count(g: &vl3c_ir::Graph, op: &str) -> usize {
 #[test]
 fn one_attention_per_layer_in_every_fixture() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").exists()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.json").exists())
+        .collect();
     dirs.sort();
     assert!(!dirs.is_empty());
     for dir in dirs {
@@ -28,13 +32,21 @@ fn one_attention_per_layer_in_every_fixture() {
                 _ => 0,
             };
             let counts = opt.op_counts();
-            eprintln!("{fixture}/{}: {} iterations ({}), {:.2}s: {counts:?}", g.name, stats.iterations, stats.stop_reason, stats.saturate_seconds);
+            eprintln!(
+                "{fixture}/{}: {} iterations ({}), {:.2}s: {counts:?}",
+                g.name, stats.iterations, stats.stop_reason, stats.saturate_seconds
+            );
             assert_eq!(count(&opt, "attention"), layers, "{fixture}/{}", g.name);
             for gone in ["softmax", "reduce_max", "exp", "rsqrt", "tanh", "erf"] {
                 assert_eq!(count(&opt, gone), 0, "{fixture}/{}: {gone} left", g.name);
             }
             let merges = if g.name == "vision_m2" { 1 } else { 0 };
-            assert_eq!(count(&opt, "spatial_merge"), merges, "{fixture}/{}: the 2×2 merge is one op", g.name);
+            assert_eq!(
+                count(&opt, "spatial_merge"),
+                merges,
+                "{fixture}/{}: the 2×2 merge is one op",
+                g.name
+            );
             let norms = count(&opt, "layer_norm") + count(&opt, "rms_norm");
             let expected_norms = if layers > 0 { 2 * layers + 1 } else { 0 };
             assert_eq!(norms, expected_norms, "{fixture}/{}", g.name);

@@ -117,7 +117,10 @@ fn bias_epilogue_and_folded_weight() {
         &["fused_matmul", "fold"],
         &["add", "matmul"],
     );
-    assert!(g.to_string().contains("fold"), "the transposed weight is marked for compile-time evaluation");
+    assert!(
+        g.to_string().contains("fold"),
+        "the transposed weight is marked for compile-time evaluation"
+    );
 }
 
 #[test]

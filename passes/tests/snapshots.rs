@@ -8,10 +8,14 @@ use vl3c_passes::schedule::optimized_layer_window;
 use vl3c_passes::{cost::Target, Budget};
 
 fn layer0(graph: &str) -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/image_tied_f32");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/models/image_tied_f32");
     let graphs = ModelGraphs::from_config(&ModelConfig::from_dir(&dir).unwrap()).unwrap();
     let g = graphs.all().into_iter().find(|g| g.name == graph).unwrap();
-    optimized_layer_window(g, 0, &Target::CPU, &Budget::default()).unwrap().expect("layer 0 exists").to_string()
+    optimized_layer_window(g, 0, &Target::CPU, &Budget::default())
+        .unwrap()
+        .expect("layer 0 exists")
+        .to_string()
 }
 
 #[test]

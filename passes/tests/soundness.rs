@@ -13,11 +13,23 @@ type Cost = fn(&ENode, &TensorType, &[&TensorType]) -> Option<f64>;
 /// Saturates with the named rules and extracts (a `prefer` cost overrides the roofline).
 fn rewrite(g: &Graph, names: &[&str], prefer: Option<Cost>) -> Graph {
     let (egraph, roots, _) = convert::to_egraph(g);
-    let runner = egg::Runner::<ENode, _, ()>::new(vl3c_passes::analysis::TensorAnalysis).with_egraph(egraph).with_iter_limit(20).run(&rules::named(names));
+    let runner = egg::Runner::<ENode, _, ()>::new(vl3c_passes::analysis::TensorAnalysis)
+        .with_egraph(egraph)
+        .with_iter_limit(20)
+        .run(&rules::named(names));
     let eg = runner.egraph;
-    let roots = convert::Roots { outputs: roots.outputs.iter().map(|(n, id)| (n.clone(), eg.find(*id))).collect(), effects: roots.effects.iter().map(|id| eg.find(*id)).collect() };
+    let roots = convert::Roots {
+        outputs: roots
+            .outputs
+            .iter()
+            .map(|(n, id)| (n.clone(), eg.find(*id)))
+            .collect(),
+        effects: roots.effects.iter().map(|id| eg.find(*id)).collect(),
+    };
     let c = move |n: &ENode, out: &TensorType, ins: &[&TensorType], wo: bool| {
-        prefer.and_then(|p| p(n, out, ins)).unwrap_or_else(|| cost::op_cost(&cost::Target::CPU, n.op(), out, ins, wo))
+        prefer
+            .and_then(|p| p(n, out, ins))
+            .unwrap_or_else(|| cost::op_cost(&cost::Target::CPU, n.op(), out, ins, wo))
     };
     let choice = extract::extract(&eg, roots.all(), &c).unwrap();
     convert::from_egraph(g, &eg, &choice, &roots).unwrap()
@@ -32,23 +44,55 @@ struct G {
 
 impl G {
     fn new(seed: u64) -> G {
-        G { g: Graph::new("t"), feeds: HashMap::new(), weights: HashMap::new(), seed }
+        G {
+            g: Graph::new("t"),
+            feeds: HashMap::new(),
+            weights: HashMap::new(),
+            seed,
+        }
     }
     fn data(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| {
-            self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((self.seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        }).collect()
+        (0..n)
+            .map(|_| {
+                self.seed = self
+                    .seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((self.seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
     }
     fn input(&mut self, name: &str, shape: &[usize]) -> NodeId {
         let v = self.data(shape.iter().product());
-        self.feeds.insert(name.into(), Tensor { shape: shape.to_vec(), data: TensorData::from_f32(DType::F32, v) });
-        self.g.add_source(Op::Input { name: name.into() }, TensorType::new(DType::F32, shape.iter().map(|&d| Dim::from(d)).collect())).unwrap()
+        self.feeds.insert(
+            name.into(),
+            Tensor {
+                shape: shape.to_vec(),
+                data: TensorData::from_f32(DType::F32, v),
+            },
+        );
+        self.g
+            .add_source(
+                Op::Input { name: name.into() },
+                TensorType::new(DType::F32, shape.iter().map(|&d| Dim::from(d)).collect()),
+            )
+            .unwrap()
     }
     fn weight(&mut self, name: &str, shape: &[usize]) -> NodeId {
         let v = self.data(shape.iter().product());
-        self.weights.insert(name.into(), Tensor { shape: shape.to_vec(), data: TensorData::from_f32(DType::F32, v) });
-        self.g.add_source(Op::Weight { name: name.into() }, TensorType::new(DType::F32, shape.iter().map(|&d| Dim::from(d)).collect())).unwrap()
+        self.weights.insert(
+            name.into(),
+            Tensor {
+                shape: shape.to_vec(),
+                data: TensorData::from_f32(DType::F32, v),
+            },
+        );
+        self.g
+            .add_source(
+                Op::Weight { name: name.into() },
+                TensorType::new(DType::F32, shape.iter().map(|&d| Dim::from(d)).collect()),
+            )
+            .unwrap()
     }
     fn op(&mut self, op: Op, ins: &[NodeId]) -> NodeId {
         self.g.add(op, ins).unwrap_or_else(|e| panic!("{e}"))
@@ -60,7 +104,13 @@ impl G {
         self.op(Op::Unary(u), &[x])
     }
     fn c(&mut self, v: f64) -> NodeId {
-        self.op(Op::Constant { value: Scalar::Float(v), dtype: DType::F32 }, &[])
+        self.op(
+            Op::Constant {
+                value: Scalar::Float(v),
+                dtype: DType::F32,
+            },
+            &[],
+        )
     }
     fn bin_c(&mut self, b: BinaryOp, x: NodeId, v: f64) -> NodeId {
         let c = self.c(v);
@@ -68,7 +118,14 @@ impl G {
     }
     fn red(&mut self, r: ReduceOp, x: NodeId) -> NodeId {
         let ax = self.g.ty(x).rank() - 1;
-        self.op(Op::Reduce { op: r, axes: vec![ax], keep_dims: true }, &[x])
+        self.op(
+            Op::Reduce {
+                op: r,
+                axes: vec![ax],
+                keep_dims: true,
+            },
+            &[x],
+        )
     }
     fn softmax(&mut self, x: NodeId) -> NodeId {
         let m = self.red(ReduceOp::Max, x);
@@ -86,8 +143,22 @@ impl G {
     fn rope(&mut self, x: NodeId, cos: NodeId, sin: NodeId) -> NodeId {
         let ax = self.g.ty(x).rank() - 1;
         let d = self.g.ty(x).shape[ax].as_const().unwrap();
-        let lo = self.op(Op::Slice { axis: ax, start: Dim::Const(0), end: Dim::Const(d / 2) }, &[x]);
-        let hi = self.op(Op::Slice { axis: ax, start: Dim::Const(d / 2), end: Dim::Const(d) }, &[x]);
+        let lo = self.op(
+            Op::Slice {
+                axis: ax,
+                start: Dim::Const(0),
+                end: Dim::Const(d / 2),
+            },
+            &[x],
+        );
+        let hi = self.op(
+            Op::Slice {
+                axis: ax,
+                start: Dim::Const(d / 2),
+                end: Dim::Const(d),
+            },
+            &[x],
+        );
         let nh = self.un(UnaryOp::Neg, hi);
         let r = self.op(Op::Concat { axis: ax }, &[nh, lo]);
         let a = self.bin(BinaryOp::Mul, x, cos);
@@ -95,7 +166,12 @@ impl G {
         self.bin(BinaryOp::Add, a, b)
     }
     fn transpose(&mut self, x: NodeId, perm: &[usize]) -> NodeId {
-        self.op(Op::Transpose { perm: perm.to_vec() }, &[x])
+        self.op(
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
     }
     fn attention(&mut self, q: NodeId, k: NodeId, v: NodeId, allowed: NodeId, d: usize) -> NodeId {
         let kt = self.transpose(k, &[0, 2, 1]);
@@ -109,22 +185,44 @@ impl G {
 
     /// Rewrites with `names`, checks that `expect` ops appear and `gone` ops vanished, and
     /// compares every output.
-    fn check(mut self, out: NodeId, names: &[&str], prefer: Option<Cost>, expect: &[&str], gone: &[&str]) {
+    fn check(
+        mut self,
+        out: NodeId,
+        names: &[&str],
+        prefer: Option<Cost>,
+        expect: &[&str],
+        gone: &[&str],
+    ) {
         self.g.set_output("y", out);
         let opt = rewrite(&self.g, names, prefer);
         let counts = opt.op_counts();
         for e in expect {
-            assert!(counts.contains_key(e), "{names:?}: no {e} in {counts:?}\n{opt}");
+            assert!(
+                counts.contains_key(e),
+                "{names:?}: no {e} in {counts:?}\n{opt}"
+            );
         }
         for e in gone {
-            assert!(!counts.contains_key(e), "{names:?}: {e} left in {counts:?}\n{opt}");
+            assert!(
+                !counts.contains_key(e),
+                "{names:?}: {e} left in {counts:?}\n{opt}"
+            );
         }
-        let run = |g: &Graph| execute(g, &self.feeds, &self.weights, &HashMap::new()).unwrap_or_else(|e| panic!("{e}\n{g}")).outputs.remove("y").unwrap();
+        let run = |g: &Graph| {
+            execute(g, &self.feeds, &self.weights, &HashMap::new())
+                .unwrap_or_else(|e| panic!("{e}\n{g}"))
+                .outputs
+                .remove("y")
+                .unwrap()
+        };
         let (a, b) = (run(&self.g), run(&opt));
         assert_eq!(a.shape, b.shape);
         for (i, (x, y)) in a.as_f32().iter().zip(b.as_f32().iter()).enumerate() {
             let tol = 1e-6 + 1e-5 * x.abs().max(y.abs());
-            assert!((x - y).abs() <= tol || (x.is_nan() && y.is_nan()), "{names:?}: element {i}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= tol || (x.is_nan() && y.is_nan()),
+                "{names:?}: element {i}: {x} vs {y}"
+            );
         }
     }
 }

@@ -14,8 +14,15 @@ use vl3c_ir::DType;
 
 /// Vision encoder + projector over images alone (no prefill): embeddings f32 [tokens, hidden].
 /// The bench times the encoder separately from the LLM, which `Model::prefill` does not allow.
-pub fn image_embed(model: &Model, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<Tensor, ModelError> {
-    Ok(model.encode(pixels, grid, merge, Modality::Image, &mut 0)?.embeds)
+pub fn image_embed(
+    model: &Model,
+    pixels: &Tensor,
+    grid: &Tensor,
+    merge: Option<&Tensor>,
+) -> Result<Tensor, ModelError> {
+    Ok(model
+        .encode(pixels, grid, merge, Modality::Image, &mut 0)?
+        .embeds)
 }
 
 /// A small deterministic generator (splitmix64): benches need reproducible inputs, not quality.
@@ -42,15 +49,24 @@ impl SplitMix {
 
 /// The vision inputs of one `image_size`² image at merge 1: `pixel_values` f32
 /// [(s/p)², channels·p²] of random normalized pixels and `image_grid_thw` [[1, s/p, s/p]].
-pub fn random_image(cfg: &ModelConfig, image_size: usize, rng: &mut SplitMix) -> Result<(Tensor, Tensor), String> {
+pub fn random_image(
+    cfg: &ModelConfig,
+    image_size: usize,
+    rng: &mut SplitMix,
+) -> Result<(Tensor, Tensor), String> {
     let p = cfg.vision.patch_size;
     if image_size == 0 || !image_size.is_multiple_of(p) {
-        return Err(format!("--image-size {image_size} must be a positive multiple of the patch size {p}"));
+        return Err(format!(
+            "--image-size {image_size} must be a positive multiple of the patch size {p}"
+        ));
     }
     let side = image_size / p;
     let row = cfg.vision.num_channels * p * p;
     let pixels = (0..side * side * row).map(|_| rng.unit()).collect();
-    Ok((Tensor::f32(vec![side * side, row], pixels), Tensor::i64(vec![1, 3], vec![1, side as i64, side as i64])))
+    Ok((
+        Tensor::f32(vec![side * side, row], pixels),
+        Tensor::i64(vec![1, 3], vec![1, side as i64, side as i64]),
+    ))
 }
 
 /// `len` random text ids, none of them special: Qwen2's special tokens start at 151643, and the
@@ -91,7 +107,12 @@ pub struct Work {
 
 impl Work {
     /// `dtype_of(name)` is the stored dtype of a weight (a checkpoint's, or the config's).
-    pub fn of(cfg: &ModelConfig, patches: usize, context: usize, dtype_of: &dyn Fn(&str) -> DType) -> Work {
+    pub fn of(
+        cfg: &ModelConfig,
+        patches: usize,
+        context: usize,
+        dtype_of: &dyn Fn(&str) -> DType,
+    ) -> Work {
         let (mut vision_params, mut llm_params, mut decode_bytes) = (0.0, 0.0, 0.0);
         for w in expected_weights(cfg) {
             let n = w.shape.iter().product::<usize>() as f64;
@@ -113,11 +134,19 @@ impl Work {
         let (v, t) = (&cfg.vision, &cfg.text);
         let n = patches as f64;
         // Bidirectional attention over the whole image: QKᵀ and PV, 2 FLOPs per multiply-add.
-        let vision_attn = v.num_hidden_layers as f64 * 2.0 * 2.0 * n * n * (v.num_attention_heads * v.head_dim) as f64;
+        let vision_attn = v.num_hidden_layers as f64
+            * 2.0
+            * 2.0
+            * n
+            * n
+            * (v.num_attention_heads * v.head_dim) as f64;
         let l = context as f64;
         // Causal: position i attends to i+1 keys, L(L+1)/2 pairs per head.
-        let prefill_attn =
-            t.num_hidden_layers as f64 * 2.0 * 2.0 * (l * (l + 1.0) / 2.0) * (t.num_attention_heads * t.head_dim) as f64;
+        let prefill_attn = t.num_hidden_layers as f64
+            * 2.0
+            * 2.0
+            * (l * (l + 1.0) / 2.0)
+            * (t.num_attention_heads * t.head_dim) as f64;
         Work {
             vision_flops: 2.0 * vision_params * n + vision_attn,
             prefill_flops: 2.0 * llm_params * l + prefill_attn,
@@ -140,8 +169,14 @@ pub fn measure_bandwidth_gbs(bytes: usize, threads: usize) -> f64 {
     for _ in 0..4 {
         let start = Instant::now();
         let sums: u64 = std::thread::scope(|s| {
-            let handles: Vec<_> = buf.chunks(chunk).map(|c| s.spawn(move || sum_two_streams(c))).collect();
-            handles.into_iter().map(|h| h.join().expect("bandwidth probe thread")).fold(0, u64::wrapping_add)
+            let handles: Vec<_> = buf
+                .chunks(chunk)
+                .map(|c| s.spawn(move || sum_two_streams(c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("bandwidth probe thread"))
+                .fold(0, u64::wrapping_add)
         });
         best = best.min(start.elapsed());
         std::hint::black_box(sums);
@@ -159,7 +194,11 @@ fn sum_two_streams(c: &[u64]) -> u64 {
             acc[8 + i] = acc[8 + i].wrapping_add(y[i]);
         }
     }
-    let tail = a.chunks_exact(8).remainder().iter().chain(b[a.len() / 8 * 8..].iter());
+    let tail = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .chain(b[a.len() / 8 * 8..].iter());
     tail.chain(acc.iter()).fold(0, |s, &v| s.wrapping_add(v))
 }
 
@@ -182,7 +221,10 @@ pub fn measure_peak_gflops(threads: usize) -> f64 {
     let start = Instant::now();
     let flops: f64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| fma_loop(ITERS))).collect();
-        handles.into_iter().map(|h| h.join().expect("FMA probe thread")).sum()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("FMA probe thread"))
+            .sum()
     });
     flops / start.elapsed().as_secs_f64() / 1e9
 }
@@ -251,6 +293,8 @@ mod tests {
     #[test]
     fn unit_is_in_range() {
         let mut r = SplitMix::new(7);
-        assert!((0..10_000).map(|_| r.unit()).all(|x| (-1.0..1.0).contains(&x)));
+        assert!((0..10_000)
+            .map(|_| r.unit())
+            .all(|x| (-1.0..1.0).contains(&x)));
     }
 }

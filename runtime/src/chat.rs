@@ -12,7 +12,12 @@ pub const DEFAULT_SYSTEM_PROMPT: &str =
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error("the prompt has {found} {token} placeholder(s) but {given} {what} given")]
-    PlaceholderCount { token: &'static str, found: usize, given: usize, what: &'static str },
+    PlaceholderCount {
+        token: &'static str,
+        found: usize,
+        given: usize,
+        what: &'static str,
+    },
     #[error("video {index}: {msg}")]
     Video { index: usize, msg: String },
     #[error("image {index}: {msg}")]
@@ -43,11 +48,17 @@ impl Message {
     pub fn user_with_images(n_images: usize, text: &str) -> Message {
         let mut content = vec![Content::Image; n_images];
         content.push(Content::Text(text.to_string()));
-        Message { role: "user".into(), content }
+        Message {
+            role: "user".into(),
+            content,
+        }
     }
 
     pub fn text(role: &str, text: &str) -> Message {
-        Message { role: role.into(), content: vec![Content::Text(text.into())] }
+        Message {
+            role: role.into(),
+            content: vec![Content::Text(text.into())],
+        }
     }
 }
 
@@ -56,7 +67,11 @@ impl Message {
 /// `<|im_start|>{role}\n` + items (text verbatim, image `<|image_pad|>\n`, video
 /// `<|video_pad|>\n`) + `<|im_end|>\n`; role "stream" uses `<|stream_start|>`/`<|stream_end|>`
 /// and no newline. The generation prompt is `<|im_start|>assistant\n`.
-pub fn render_chat(messages: &[Message], add_system_prompt: bool, add_generation_prompt: bool) -> String {
+pub fn render_chat(
+    messages: &[Message],
+    add_system_prompt: bool,
+    add_generation_prompt: bool,
+) -> String {
     let mut s = String::new();
     for (i, m) in messages.iter().enumerate() {
         if i == 0 && add_system_prompt && m.role != "system" {
@@ -73,7 +88,11 @@ pub fn render_chat(messages: &[Message], add_system_prompt: bool, add_generation
                 Content::Video => s.push_str("<|video_pad|>\n"),
             }
         }
-        s.push_str(if id == "stream" { "<|stream_end|>" } else { "<|im_end|>\n" });
+        s.push_str(if id == "stream" {
+            "<|stream_end|>"
+        } else {
+            "<|im_end|>\n"
+        });
     }
     if add_generation_prompt {
         s.push_str("<|im_start|>assistant\n");
@@ -95,7 +114,10 @@ impl ImageTokens {
         let [t, h, w] = self.grid_thw;
         let m = self.merge_size;
         if t < 1 || h < 1 || w < 1 || m < 1 {
-            return Err(ChatError::Image { index: 0, msg: format!("bad grid {:?} / merge size {m}", self.grid_thw) });
+            return Err(ChatError::Image {
+                index: 0,
+                msg: format!("bad grid {:?} / merge size {m}", self.grid_thw),
+            });
         }
         Ok((t * h * w / (m * m)) as usize)
     }
@@ -112,13 +134,25 @@ pub struct VideoTokens {
 impl VideoTokens {
     /// Splits a video's compression mask (Σ over frames of gh·gw/m² merged tokens, frame-major)
     /// into equal per-frame chunks and counts the kept tokens, as `replace_video_token` does.
-    pub fn from_mask(timestamps: Vec<f64>, mask: &[bool]) -> std::result::Result<VideoTokens, String> {
+    pub fn from_mask(
+        timestamps: Vec<f64>,
+        mask: &[bool],
+    ) -> std::result::Result<VideoTokens, String> {
         let t = timestamps.len();
         if t == 0 || !mask.len().is_multiple_of(t) {
-            return Err(format!("compression mask of {} entries does not split into {t} frames", mask.len()));
+            return Err(format!(
+                "compression mask of {} entries does not split into {t} frames",
+                mask.len()
+            ));
         }
-        let kept_per_frame = mask.chunks(mask.len() / t).map(|f| f.iter().filter(|&&k| k).count()).collect();
-        Ok(VideoTokens { timestamps, kept_per_frame })
+        let kept_per_frame = mask
+            .chunks(mask.len() / t)
+            .map(|f| f.iter().filter(|&&k| k).count())
+            .collect();
+        Ok(VideoTokens {
+            timestamps,
+            kept_per_frame,
+        })
     }
 
     /// Timestamps when the frames are `frame_idx / fps` (`VideoMetadata.timestamps`); with
@@ -150,20 +184,38 @@ pub fn video_placeholder(video: &VideoTokens) -> String {
 /// Expands placeholders in a rendered prompt like the processor: the k-th `<|image_pad|>` into
 /// its image's token count of pads, the k-th `<|video_pad|>` into its video's layout. Counts must
 /// match; transformers also counts placeholders the user typed into the text.
-pub fn expand_placeholders(prompt: &str, images: &[ImageTokens], videos: &[VideoTokens]) -> Result<String> {
+pub fn expand_placeholders(
+    prompt: &str,
+    images: &[ImageTokens],
+    videos: &[VideoTokens],
+) -> Result<String> {
     let found_images = prompt.matches(IMAGE_PAD).count();
     if found_images != images.len() {
         let (given, what) = (images.len(), "image(s)");
-        return Err(ChatError::PlaceholderCount { token: IMAGE_PAD, found: found_images, given, what });
+        return Err(ChatError::PlaceholderCount {
+            token: IMAGE_PAD,
+            found: found_images,
+            given,
+            what,
+        });
     }
     let found_videos = prompt.matches(VIDEO_PAD).count();
     if found_videos != videos.len() {
         let (given, what) = (videos.len(), "video(s)");
-        return Err(ChatError::PlaceholderCount { token: VIDEO_PAD, found: found_videos, given, what });
+        return Err(ChatError::PlaceholderCount {
+            token: VIDEO_PAD,
+            found: found_videos,
+            given,
+            what,
+        });
     }
     for (index, v) in videos.iter().enumerate() {
         if v.timestamps.len() != v.kept_per_frame.len() || v.timestamps.is_empty() {
-            let msg = format!("{} timestamps for {} frames", v.timestamps.len(), v.kept_per_frame.len());
+            let msg = format!(
+                "{} timestamps for {} frames",
+                v.timestamps.len(),
+                v.kept_per_frame.len()
+            );
             return Err(ChatError::Video { index, msg });
         }
     }
@@ -176,7 +228,10 @@ pub fn expand_placeholders(prompt: &str, images: &[ImageTokens], videos: &[Video
             (Some(i), v) if v.is_none_or(|v| i < v) => {
                 out.push_str(&rest[..i]);
                 let n = images[next_image].count().map_err(|e| match e {
-                    ChatError::Image { msg, .. } => ChatError::Image { index: next_image, msg },
+                    ChatError::Image { msg, .. } => ChatError::Image {
+                        index: next_image,
+                        msg,
+                    },
                     e => e,
                 })?;
                 out.push_str(&IMAGE_PAD.repeat(n));
@@ -213,6 +268,10 @@ pub fn prompt_ids(
     if !videos.is_empty() {
         tokenizer.require_token(VIDEO_PAD)?;
     }
-    let text = expand_placeholders(&render_chat(messages, add_system_prompt, true), images, videos)?;
+    let text = expand_placeholders(
+        &render_chat(messages, add_system_prompt, true),
+        images,
+        videos,
+    )?;
     Ok(tokenizer.encode(&text, false)?)
 }

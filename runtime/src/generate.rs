@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crate::chat::{prompt_ids, ChatError, ImageTokens, Message};
-use crate::media::{EncodedImages, EncodedVideo};
 use crate::exec::Tensor;
+use crate::media::{EncodedImages, EncodedVideo};
 use crate::model::{KvState, Model, ModelError, NamedTensors};
 use crate::preprocess::ProcessedImages;
 use crate::sampling::{Sampler, StopCriteria};
@@ -69,19 +69,36 @@ impl Prompt {
         let tokens: Vec<ImageTokens> = images
             .iter()
             .flat_map(|p| p.grid_thw.iter().zip(&p.merge_sizes))
-            .map(|(&grid_thw, &merge_size)| ImageTokens { grid_thw, merge_size })
+            .map(|(&grid_thw, &merge_size)| ImageTokens {
+                grid_thw,
+                merge_size,
+            })
             .collect();
         let ids = prompt_ids(tokenizer, messages, add_system_prompt, &tokens, &[])?;
         let mut vision = NamedTensors::new();
         let mut image_tokens = 0;
         if let Some(p) = &images {
             let n = p.grid_thw.len();
-            vision.insert("pixel_values".into(), Tensor::f32(vec![p.n_patches(), p.patch_dim], p.pixel_values.clone()));
-            vision.insert("image_grid_thw".into(), Tensor::i64(vec![n, 3], p.grid_thw.iter().flatten().copied().collect()));
-            vision.insert("image_merge_sizes".into(), Tensor::i64(vec![n], p.merge_sizes.clone()));
+            vision.insert(
+                "pixel_values".into(),
+                Tensor::f32(vec![p.n_patches(), p.patch_dim], p.pixel_values.clone()),
+            );
+            vision.insert(
+                "image_grid_thw".into(),
+                Tensor::i64(vec![n, 3], p.grid_thw.iter().flatten().copied().collect()),
+            );
+            vision.insert(
+                "image_merge_sizes".into(),
+                Tensor::i64(vec![n], p.merge_sizes.clone()),
+            );
             image_tokens = p.tokens_per_image().iter().sum();
         }
-        Ok(Prompt { ids, vision, image_tokens, video_tokens: (0, 0) })
+        Ok(Prompt {
+            ids,
+            vision,
+            image_tokens,
+            video_tokens: (0, 0),
+        })
     }
 
     /// The prompt for `messages` over images and videos the vision tower already encoded: each
@@ -98,10 +115,19 @@ impl Prompt {
         let video_tokens = videos
             .iter()
             .enumerate()
-            .map(|(index, v)| v.video_tokens(prune).map_err(|msg| ChatError::Video { index, msg }))
+            .map(|(index, v)| {
+                v.video_tokens(prune)
+                    .map_err(|msg| ChatError::Video { index, msg })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let image_tokens = images.map_or(&[][..], |i| &i.tokens[..]);
-        let ids = prompt_ids(tokenizer, messages, add_system_prompt, image_tokens, &video_tokens)?;
+        let ids = prompt_ids(
+            tokenizer,
+            messages,
+            add_system_prompt,
+            image_tokens,
+            &video_tokens,
+        )?;
         let mut vision = NamedTensors::new();
         if let Some(i) = images {
             vision.insert("image_embeds".into(), i.embeds.clone());
@@ -112,18 +138,33 @@ impl Prompt {
             let data = videos.iter().flat_map(|v| v.embeds.to_f32_vec()).collect();
             let mask: Vec<bool> = videos.iter().flat_map(|v| v.mask(prune)).collect();
             vision.insert("video_embeds".into(), Tensor::f32(vec![rows, hidden], data));
-            vision.insert("video_compression_mask".into(), Tensor::bool(vec![mask.len()], mask));
+            vision.insert(
+                "video_compression_mask".into(),
+                Tensor::bool(vec![mask.len()], mask),
+            );
         }
         let before = videos.iter().map(|v| v.tokens_before_pruning()).sum();
-        let after = if prune { videos.iter().map(|v| v.tokens_after_pruning()).sum() } else { before };
-        Ok(Prompt { ids, vision, image_tokens: images.map_or(0, |i| i.token_count()), video_tokens: (before, after) })
+        let after = if prune {
+            videos.iter().map(|v| v.tokens_after_pruning()).sum()
+        } else {
+            before
+        };
+        Ok(Prompt {
+            ids,
+            vision,
+            image_tokens: images.map_or(0, |i| i.token_count()),
+            video_tokens: (before, after),
+        })
     }
 
     /// transformers' `forward` arguments for this prompt.
     pub fn tensors(&self) -> NamedTensors {
         let ids: Vec<i64> = self.ids.iter().map(|&i| i64::from(i)).collect();
         let mut t = self.vision.clone();
-        t.insert("input_ids".to_string(), Tensor::i64(vec![1, ids.len()], ids));
+        t.insert(
+            "input_ids".to_string(),
+            Tensor::i64(vec![1, ids.len()], ids),
+        );
         t
     }
 }
@@ -189,18 +230,29 @@ pub struct Generator<'m, M: StepModel> {
 
 impl<'m, M: StepModel> Generator<'m, M> {
     pub fn new(model: &'m M, sampler: Sampler, stop: StopCriteria) -> Self {
-        Generator { model, sampler, stop }
+        Generator {
+            model,
+            sampler,
+            stop,
+        }
     }
 
     /// Prefills `prompt`, then samples and decodes until a stop criterion holds. `on_token`
     /// sees every new token as soon as it is chosen (before the next decode step runs), so a
     /// caller can stream text; an error from it ends generation with that error.
-    pub fn generate<F, E>(&mut self, prompt: &Prompt, mut on_token: F) -> Result<Generation, GenerateError>
+    pub fn generate<F, E>(
+        &mut self,
+        prompt: &Prompt,
+        mut on_token: F,
+    ) -> Result<Generation, GenerateError>
     where
         F: FnMut(u32) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.sampler.params().validate().map_err(GenerateError::Params)?;
+        self.sampler
+            .params()
+            .validate()
+            .map_err(GenerateError::Params)?;
         let start = Instant::now();
         let mut stats = GenerationStats {
             prompt_tokens: prompt.ids.len(),
@@ -225,7 +277,13 @@ impl<'m, M: StepModel> Generator<'m, M> {
             }
             logits = self.model.decode_step(&mut state, next)?;
         }
-        let stop = ids.last().map(|&last| if self.stop.is_eos(last) { StopReason::Eos } else { StopReason::MaxNewTokens });
+        let stop = ids.last().map(|&last| {
+            if self.stop.is_eos(last) {
+                StopReason::Eos
+            } else {
+                StopReason::MaxNewTokens
+            }
+        });
         stats.new_tokens = ids.len();
         stats.total = start.elapsed();
         Ok(Generation { ids, stop, stats })

@@ -28,11 +28,25 @@ pub struct EncodedImages {
 impl EncodedImages {
     pub fn encode(model: &Model, images: &ProcessedImages) -> Result<EncodedImages, ModelError> {
         let n = images.grid_thw.len();
-        let pixels = Tensor::f32(vec![images.n_patches(), images.patch_dim], images.pixel_values.clone());
-        let grid = Tensor::i64(vec![n, 3], images.grid_thw.iter().flatten().copied().collect());
+        let pixels = Tensor::f32(
+            vec![images.n_patches(), images.patch_dim],
+            images.pixel_values.clone(),
+        );
+        let grid = Tensor::i64(
+            vec![n, 3],
+            images.grid_thw.iter().flatten().copied().collect(),
+        );
         let merge = Tensor::i64(vec![n], images.merge_sizes.clone());
         let embeds = model.image_embed(&pixels, &grid, Some(&merge))?;
-        let tokens = images.grid_thw.iter().zip(&images.merge_sizes).map(|(&grid_thw, &merge_size)| ImageTokens { grid_thw, merge_size }).collect();
+        let tokens = images
+            .grid_thw
+            .iter()
+            .zip(&images.merge_sizes)
+            .map(|(&grid_thw, &merge_size)| ImageTokens {
+                grid_thw,
+                merge_size,
+            })
+            .collect();
         Ok(EncodedImages { embeds, tokens })
     }
 
@@ -41,7 +55,14 @@ impl EncodedImages {
     pub fn cache_key(images: &ProcessedImages) -> CacheKey {
         let mut key = CacheKeyBuilder::new("images");
         key.bytes(bytemuck::cast_slice(&images.pixel_values));
-        key.bytes(bytemuck::cast_slice(&images.grid_thw.iter().flatten().copied().collect::<Vec<i64>>()));
+        key.bytes(bytemuck::cast_slice(
+            &images
+                .grid_thw
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<i64>>(),
+        ));
         key.bytes(bytemuck::cast_slice(&images.merge_sizes));
         key.finish()
     }
@@ -66,20 +87,39 @@ pub struct EncodedVideo {
 impl EncodedVideo {
     /// Encodes one preprocessed video (`pixel_values_videos` rows, its `[t, h, w]` grid and
     /// merge size).
-    pub fn encode(model: &Model, pixels: &[f32], patch_dim: usize, grid_thw: [i64; 3], merge: i64, timestamps: Vec<f64>) -> Result<EncodedVideo, ModelError> {
+    pub fn encode(
+        model: &Model,
+        pixels: &[f32],
+        patch_dim: usize,
+        grid_thw: [i64; 3],
+        merge: i64,
+        timestamps: Vec<f64>,
+    ) -> Result<EncodedVideo, ModelError> {
         let rows = pixels.len().checked_div(patch_dim).unwrap_or(0);
         let pixels = Tensor::f32(vec![rows, patch_dim], pixels.to_vec());
         let grid = Tensor::i64(vec![1, 3], grid_thw.to_vec());
-        let (embeds, keep) = model.video_embed(&pixels, &grid, Some(&Tensor::i64(vec![1], vec![merge])))?;
+        let (embeds, keep) =
+            model.video_embed(&pixels, &grid, Some(&Tensor::i64(vec![1], vec![merge])))?;
         let keep = match keep.data {
             TensorData::Bool(k) => k,
             _ => vec![true; embeds.shape[0]],
         };
         if keep.len() % timestamps.len().max(1) != 0 || timestamps.is_empty() {
-            let message = format!("{} tokens do not split into {} frames", keep.len(), timestamps.len());
-            return Err(ModelError::BadInput { name: "video_grid_thw".into(), message });
+            let message = format!(
+                "{} tokens do not split into {} frames",
+                keep.len(),
+                timestamps.len()
+            );
+            return Err(ModelError::BadInput {
+                name: "video_grid_thw".into(),
+                message,
+            });
         }
-        Ok(EncodedVideo { embeds, keep, timestamps })
+        Ok(EncodedVideo {
+            embeds,
+            keep,
+            timestamps,
+        })
     }
 
     pub fn tokens_before_pruning(&self) -> usize {
@@ -156,12 +196,20 @@ pub struct CacheStats {
 }
 
 impl EncoderCache {
-    pub fn images(&mut self, key: CacheKey, encode: impl FnOnce() -> Result<EncodedImages, ModelError>) -> Result<Arc<EncodedImages>, ModelError> {
+    pub fn images(
+        &mut self,
+        key: CacheKey,
+        encode: impl FnOnce() -> Result<EncodedImages, ModelError>,
+    ) -> Result<Arc<EncodedImages>, ModelError> {
         let (map, cost, stats) = (&mut self.images, &mut self.cost, &mut self.stats);
         lookup(map, cost, stats, key, encode)
     }
 
-    pub fn video(&mut self, key: CacheKey, encode: impl FnOnce() -> Result<EncodedVideo, ModelError>) -> Result<Arc<EncodedVideo>, ModelError> {
+    pub fn video(
+        &mut self,
+        key: CacheKey,
+        encode: impl FnOnce() -> Result<EncodedVideo, ModelError>,
+    ) -> Result<Arc<EncodedVideo>, ModelError> {
         let (map, cost, stats) = (&mut self.videos, &mut self.cost, &mut self.stats);
         lookup(map, cost, stats, key, encode)
     }

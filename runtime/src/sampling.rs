@@ -25,7 +25,12 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -38,7 +43,10 @@ impl SamplingParams {
     /// Rejects values transformers rejects (negative temperature, top_p outside (0, 1]).
     pub fn validate(&self) -> Result<(), String> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(format!("temperature must be a finite number ≥ 0, got {}", self.temperature));
+            return Err(format!(
+                "temperature must be a finite number ≥ 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -58,7 +66,12 @@ pub struct Xoshiro256 {
 impl Xoshiro256 {
     pub fn seed_from_u64(seed: u64) -> Xoshiro256 {
         let mut sm = seed;
-        let s = [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)];
+        let s = [
+            splitmix64(&mut sm),
+            splitmix64(&mut sm),
+            splitmix64(&mut sm),
+            splitmix64(&mut sm),
+        ];
         Xoshiro256 { s }
     }
 
@@ -120,7 +133,10 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Sampler {
-        Sampler { params, rng: Xoshiro256::seed_from_u64(params.seed) }
+        Sampler {
+            params,
+            rng: Xoshiro256::seed_from_u64(params.seed),
+        }
     }
 
     pub fn greedy() -> Sampler {
@@ -170,7 +186,10 @@ impl Sampler {
             let mut sorted = scores.clone();
             sorted.sort_by(|a, b| b.total_cmp(a));
             let kth = sorted[p.top_k - 1];
-            scores.iter_mut().filter(|s| **s < kth).for_each(|s| *s = f64::NEG_INFINITY);
+            scores
+                .iter_mut()
+                .filter(|s| **s < kth)
+                .for_each(|s| *s = f64::NEG_INFINITY);
         }
         let mut probs = softmax(&scores);
         if p.top_p < 1.0 {
@@ -196,7 +215,16 @@ impl Sampler {
 
 fn softmax(scores: &[f64]) -> Vec<f64> {
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut e: Vec<f64> = scores.iter().map(|&s| if s == f64::NEG_INFINITY { 0.0 } else { (s - max).exp() }).collect();
+    let mut e: Vec<f64> = scores
+        .iter()
+        .map(|&s| {
+            if s == f64::NEG_INFINITY {
+                0.0
+            } else {
+                (s - max).exp()
+            }
+        })
+        .collect();
     let sum: f64 = e.iter().sum();
     e.iter_mut().for_each(|x| *x /= sum);
     e
@@ -212,7 +240,10 @@ pub struct StopCriteria {
 
 impl StopCriteria {
     pub fn for_tokenizer(tokenizer: &TextTokenizer, max_new_tokens: usize) -> StopCriteria {
-        StopCriteria { eos_ids: tokenizer.eos_ids().to_vec(), max_new_tokens }
+        StopCriteria {
+            eos_ids: tokenizer.eos_ids().to_vec(),
+            max_new_tokens,
+        }
     }
 
     pub fn is_eos(&self, id: u32) -> bool {
@@ -221,7 +252,8 @@ impl StopCriteria {
 
     /// Whether to stop after `generated` (all new tokens so far).
     pub fn should_stop(&self, generated: &[u32]) -> bool {
-        generated.len() >= self.max_new_tokens || generated.last().is_some_and(|&id| self.is_eos(id))
+        generated.len() >= self.max_new_tokens
+            || generated.last().is_some_and(|&id| self.is_eos(id))
     }
 }
 
@@ -244,7 +276,13 @@ pub struct TextStream<'a> {
 
 impl<'a> TextStream<'a> {
     pub fn new(tokenizer: &'a TextTokenizer, skip_special_tokens: bool) -> TextStream<'a> {
-        TextStream { tokenizer, skip_special_tokens, ids: Vec::new(), prefix: 0, read: 0 }
+        TextStream {
+            tokenizer,
+            skip_special_tokens,
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
+        }
     }
 
     /// Adds one token; returns the newly completed text, if any.
@@ -270,8 +308,12 @@ impl<'a> TextStream<'a> {
 
     /// Text of the window beyond what was already emitted.
     fn pending(&self) -> Result<String, TokenizerError> {
-        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special_tokens)?;
-        let all = self.tokenizer.decode(&self.ids[self.prefix..], self.skip_special_tokens)?;
+        let before = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..self.read], self.skip_special_tokens)?;
+        let all = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..], self.skip_special_tokens)?;
         // Decoding a longer window can only append (byte-level BPE), but guard against a
         // decoder that rewrites earlier text: then emit nothing rather than garbage.
         match all.strip_prefix(before.as_str()) {

@@ -52,7 +52,10 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("path", &self.path).field("special", &self.special).finish()
+        f.debug_struct("TextTokenizer")
+            .field("path", &self.path)
+            .field("special", &self.special)
+            .finish()
     }
 }
 
@@ -62,10 +65,16 @@ impl TextTokenizer {
     pub fn from_dir(dir: &Path) -> Result<TextTokenizer> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
-            return Err(TokenizerError::Missing { dir: dir.to_path_buf() });
+            return Err(TokenizerError::Missing {
+                dir: dir.to_path_buf(),
+            });
         }
-        let load = |msg: String| TokenizerError::Load { path: path.clone(), msg };
-        let bytes = limits::read_bounded(&path, limits::MAX_TOKENIZER_BYTES, "tokenizer.json").map_err(|e| load(e.to_string()))?;
+        let load = |msg: String| TokenizerError::Load {
+            path: path.clone(),
+            msg,
+        };
+        let bytes = limits::read_bounded(&path, limits::MAX_TOKENIZER_BYTES, "tokenizer.json")
+            .map_err(|e| load(e.to_string()))?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| load(e.to_string()))?;
         drop(bytes);
         let mut tok = TextTokenizer::from_tokenizer(inner, path);
@@ -74,7 +83,10 @@ impl TextTokenizer {
         let mut eos = Vec::new();
         for (file, pointers) in [
             ("generation_config.json", &["/eos_token_id"][..]),
-            ("config.json", &["/text_config/eos_token_id", "/eos_token_id"][..]),
+            (
+                "config.json",
+                &["/text_config/eos_token_id", "/eos_token_id"][..],
+            ),
         ] {
             let p = dir.join(file);
             if p.exists() {
@@ -97,7 +109,12 @@ impl TextTokenizer {
             video_pad: id(VIDEO_PAD),
         };
         let eos_ids = special.im_end.into_iter().collect();
-        TextTokenizer { inner, path, special, eos_ids }
+        TextTokenizer {
+            inner,
+            path,
+            special,
+            eos_ids,
+        }
     }
 
     /// Appends eos ids, keeping the first occurrence of each.
@@ -135,7 +152,11 @@ impl TextTokenizer {
     /// One past the largest id, special tokens included (ids need not be dense: a checkpoint
     /// may place its special tokens far above the BPE vocabulary).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1)
+        self.inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1)
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
@@ -145,7 +166,10 @@ impl TextTokenizer {
     /// The id of `token`, or an error naming the tokenizer file.
     pub fn require_token(&self, token: &str) -> Result<u32> {
         self.token_id(token)
-            .ok_or_else(|| TokenizerError::MissingToken { path: self.path.clone(), token: token.to_string() })
+            .ok_or_else(|| TokenizerError::MissingToken {
+                path: self.path.clone(),
+                token: token.to_string(),
+            })
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
@@ -156,7 +180,10 @@ impl TextTokenizer {
     /// `add_special_tokens` runs the post-processor (BOS etc.); chat prompts pass `false`, as
     /// transformers' `apply_chat_template` does.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -164,16 +191,24 @@ impl TextTokenizer {
     /// and ids the tokenizer has no token for (the model's vocabulary is often padded past the
     /// tokenizer's) decode to nothing, both as in transformers' `decode`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special_tokens).map_err(|e| TokenizerError::Decode(e.to_string()))
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 }
 
 /// `eos_token_id` at the first of `pointers` present in a JSON file: an int, a list of ints or
 /// null. Ids outside the vocabulary are an error (they could never stop generation).
 fn read_eos_ids(path: &Path, pointers: &[&str], vocab: usize) -> Result<Vec<u32>> {
-    let err = |msg: String| TokenizerError::Config { path: path.to_path_buf(), msg };
-    let name = path.file_name().map_or("a JSON config".into(), |n| n.to_string_lossy());
-    let text = limits::read_bounded_to_string(path, limits::MAX_CONFIG_BYTES, &name).map_err(|e| err(format!("cannot read: {e}")))?;
+    let err = |msg: String| TokenizerError::Config {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let name = path
+        .file_name()
+        .map_or("a JSON config".into(), |n| n.to_string_lossy());
+    let text = limits::read_bounded_to_string(path, limits::MAX_CONFIG_BYTES, &name)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
     let Some((pointer, value)) = pointers.iter().find_map(|p| v.pointer(p).map(|x| (*p, x))) else {
         return Ok(Vec::new());
@@ -188,8 +223,12 @@ fn read_eos_ids(path: &Path, pointers: &[&str], vocab: usize) -> Result<Vec<u32>
         .into_iter()
         .map(|x| match x.as_u64() {
             Some(id) if (id as usize) < vocab => Ok(id as u32),
-            Some(id) => Err(err(format!("`{field}` {id} is outside the vocabulary ({vocab} tokens)"))),
-            None => Err(err(format!("`{field}` must be an integer or a list of integers, got {x}"))),
+            Some(id) => Err(err(format!(
+                "`{field}` {id} is outside the vocabulary ({vocab} tokens)"
+            ))),
+            None => Err(err(format!(
+                "`{field}` must be an integer or a list of integers, got {x}"
+            ))),
         })
         .collect()
 }

@@ -26,7 +26,11 @@ fn golden() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// The golden prompt built the way `vl3c run` builds it.
@@ -34,7 +38,10 @@ fn golden_prompt(tok: &TextTokenizer) -> Prompt {
     let cfg = ImageProcessorConfig::from_model_dir(&tiny_dir()).unwrap();
     let img = load_image(root().join("examples/picture.png")).unwrap();
     let images = preprocess_images(&[img], &cfg).unwrap();
-    let messages = [Message::user_with_images(1, golden()["prompt"].as_str().unwrap())];
+    let messages = [Message::user_with_images(
+        1,
+        golden()["prompt"].as_str().unwrap(),
+    )];
     Prompt::chat(tok, &messages, false, Some(images)).unwrap()
 }
 
@@ -44,7 +51,12 @@ fn setup() -> (Model, TextTokenizer, Prompt) {
     (Model::open(&tiny_dir()).unwrap(), tok, prompt)
 }
 
-fn collect(model: &Model, sampler: Sampler, stop: StopCriteria, prompt: &Prompt) -> (Vec<u32>, Option<StopReason>) {
+fn collect(
+    model: &Model,
+    sampler: Sampler,
+    stop: StopCriteria,
+    prompt: &Prompt,
+) -> (Vec<u32>, Option<StopReason>) {
     let mut seen = Vec::new();
     let g = Generator::new(model, sampler, stop)
         .generate(prompt, |id| {
@@ -62,12 +74,21 @@ fn greedy_generation_equals_transformers() {
     let g = golden();
     assert_eq!(prompt.ids, ids(&g["input_ids"]));
     assert_eq!(prompt.image_tokens, 104);
-    let mut gen = Generator::new(&model, Sampler::greedy(), StopCriteria::for_tokenizer(&tok, 12));
-    let out = gen.generate(&prompt, |_| Ok::<(), std::io::Error>(())).unwrap();
+    let mut gen = Generator::new(
+        &model,
+        Sampler::greedy(),
+        StopCriteria::for_tokenizer(&tok, 12),
+    );
+    let out = gen
+        .generate(&prompt, |_| Ok::<(), std::io::Error>(()))
+        .unwrap();
     assert_eq!(out.ids, ids(&g["generated_ids"]));
     assert_eq!(out.stop, Some(StopReason::MaxNewTokens));
     let s = &out.stats;
-    assert_eq!((s.prompt_tokens, s.image_tokens, s.new_tokens), (124, 104, 12));
+    assert_eq!(
+        (s.prompt_tokens, s.image_tokens, s.new_tokens),
+        (124, 104, 12)
+    );
     let ttft = s.time_to_first_token.unwrap();
     assert!(ttft <= s.total);
     assert!(s.decode_tokens_per_second().is_some_and(|r| r > 0.0));
@@ -83,41 +104,74 @@ fn prefill_and_decode_steps_match_forward() {
     assert_eq!(state.len(), 124);
     let want = forward.generated_ids.unwrap();
     let step = model.decode_step(&mut state, want[0]).unwrap();
-    assert_eq!(step.len(), 501, "a decode step returns one position's logits");
+    assert_eq!(
+        step.len(),
+        501,
+        "a decode step returns one position's logits"
+    );
     assert_eq!(state.len(), 125);
-    assert!(model.decode_step(&mut state, 501).unwrap_err().to_string().contains("outside the vocabulary"));
+    assert!(model
+        .decode_step(&mut state, 501)
+        .unwrap_err()
+        .to_string()
+        .contains("outside the vocabulary"));
 }
 
 #[test]
 fn stops_at_an_eos_id_and_keeps_it() {
     let (model, _, prompt) = setup();
     // The tiny model never emits <|im_end|> in 12 steps; treat its 4th token (420) as eos.
-    let stop = StopCriteria { eos_ids: vec![420], max_new_tokens: 12 };
+    let stop = StopCriteria {
+        eos_ids: vec![420],
+        max_new_tokens: 12,
+    };
     let (got, reason) = collect(&model, Sampler::greedy(), stop, &prompt);
     assert_eq!(got, vec![123, 4, 123, 420]);
     assert_eq!(reason, Some(StopReason::Eos));
     // eos on the very first token: one token, no decode step
-    let stop = StopCriteria { eos_ids: vec![123], max_new_tokens: 12 };
-    assert_eq!(collect(&model, Sampler::greedy(), stop, &prompt), (vec![123], Some(StopReason::Eos)));
-    let stop = StopCriteria { eos_ids: vec![], max_new_tokens: 0 };
-    assert_eq!(collect(&model, Sampler::greedy(), stop, &prompt), (vec![], None));
+    let stop = StopCriteria {
+        eos_ids: vec![123],
+        max_new_tokens: 12,
+    };
+    assert_eq!(
+        collect(&model, Sampler::greedy(), stop, &prompt),
+        (vec![123], Some(StopReason::Eos))
+    );
+    let stop = StopCriteria {
+        eos_ids: vec![],
+        max_new_tokens: 0,
+    };
+    assert_eq!(
+        collect(&model, Sampler::greedy(), stop, &prompt),
+        (vec![], None)
+    );
 }
 
 #[test]
 fn callback_errors_end_generation() {
     let (model, tok, prompt) = setup();
     let mut calls = 0;
-    let mut gen = Generator::new(&model, Sampler::greedy(), StopCriteria::for_tokenizer(&tok, 12));
+    let mut gen = Generator::new(
+        &model,
+        Sampler::greedy(),
+        StopCriteria::for_tokenizer(&tok, 12),
+    );
     let err = gen
         .generate(&prompt, |_| {
             calls += 1;
             if calls == 2 {
-                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout closed"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "stdout closed",
+                ));
             }
             Ok(())
         })
         .unwrap_err();
-    assert!(matches!(err, GenerateError::Callback(_)) && err.to_string() == "stdout closed", "{err}");
+    assert!(
+        matches!(err, GenerateError::Callback(_)) && err.to_string() == "stdout closed",
+        "{err}"
+    );
     assert_eq!(calls, 2);
 }
 
@@ -125,14 +179,32 @@ fn callback_errors_end_generation() {
 fn seeded_sampling_is_reproducible() {
     let (model, tok, prompt) = setup();
     let run = |seed| {
-        let params = SamplingParams { temperature: 0.8, top_k: 0, top_p: 0.9, seed };
-        collect(&model, Sampler::new(params), StopCriteria::for_tokenizer(&tok, 16), &prompt).0
+        let params = SamplingParams {
+            temperature: 0.8,
+            top_k: 0,
+            top_p: 0.9,
+            seed,
+        };
+        collect(
+            &model,
+            Sampler::new(params),
+            StopCriteria::for_tokenizer(&tok, 16),
+            &prompt,
+        )
+        .0
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
-    let bad = SamplingParams { top_p: 0.0, ..Default::default() };
-    let err = Generator::new(&model, Sampler::new(bad), StopCriteria::for_tokenizer(&tok, 4))
-        .generate(&prompt, |_| Ok::<(), std::io::Error>(()))
-        .unwrap_err();
+    let bad = SamplingParams {
+        top_p: 0.0,
+        ..Default::default()
+    };
+    let err = Generator::new(
+        &model,
+        Sampler::new(bad),
+        StopCriteria::for_tokenizer(&tok, 4),
+    )
+    .generate(&prompt, |_| Ok::<(), std::io::Error>(()))
+    .unwrap_err();
     assert!(err.to_string().contains("top_p"), "{err}");
 }

@@ -311,12 +311,28 @@ fn smart_resize_errors() {
     assert!(matches!(e, PreprocessError::AspectRatio { .. }), "{e}");
     assert!(e.to_string().contains("200"), "{e}");
     let e = smart_resize(201, 1, 14, 3136, 1003520).unwrap_err();
-    assert!(matches!(e, PreprocessError::AspectRatio { height: 201, width: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            PreprocessError::AspectRatio {
+                height: 201,
+                width: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = smart_resize(0, 10, 14, 3136, 1003520).unwrap_err();
-    assert!(matches!(&e, PreprocessError::InvalidSize(m) if m.contains("zero size (0x10)")), "{e}");
+    assert!(
+        matches!(&e, PreprocessError::InvalidSize(m) if m.contains("zero size (0x10)")),
+        "{e}"
+    );
     // Python returns (0, 0) here; an empty target is an error in Rust
     let e = smart_resize(7, 7, 14, 0, 1_000_000_000).unwrap_err();
-    assert!(matches!(&e, PreprocessError::InvalidSize(m) if m.contains("empty target 0x0")), "{e}");
+    assert!(
+        matches!(&e, PreprocessError::InvalidSize(m) if m.contains("empty target 0x0")),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------- config
@@ -362,9 +378,15 @@ fn config_styles() {
     let msg = config_err("{not json");
     assert!(msg.starts_with("not valid JSON"), "{msg}");
     let msg = config_err(r#"{"size": {"shortest_edge": -3}}"#);
-    assert!(msg.contains("`size.shortest_edge` must be a non-negative integer, got -3"), "{msg}");
+    assert!(
+        msg.contains("`size.shortest_edge` must be a non-negative integer, got -3"),
+        "{msg}"
+    );
     let msg = config_err(r#"{"patch_size": 0}"#);
-    assert!(msg.contains("patch_size (0)") && msg.contains("must be positive"), "{msg}");
+    assert!(
+        msg.contains("patch_size (0)") && msg.contains("must be positive"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -76,7 +76,10 @@ struct Run {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    for (flag, v) in [("--bandwidth-gbs", args.bandwidth_gbs), ("--peak-gflops", args.peak_gflops)] {
+    for (flag, v) in [
+        ("--bandwidth-gbs", args.bandwidth_gbs),
+        ("--peak-gflops", args.peak_gflops),
+    ] {
         if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
             bail!("{flag} must be a positive number");
         }
@@ -86,7 +89,11 @@ pub fn run(args: Args) -> Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     // The prefill and the decode steps must fit the model's positions: checked (in u128, so no
     // sum of two u64 flags wraps) before the ids, the engine or its KV cache are allocated.
-    let dir = args.engine.as_ref().or(args.model.as_ref()).expect("clap requires --model or --engine");
+    let dir = args
+        .engine
+        .as_ref()
+        .or(args.model.as_ref())
+        .expect("clap requires --model or --engine");
     if let Some(engine) = &args.engine {
         super::limits::check_engine_dir(engine)?;
     }
@@ -104,8 +111,14 @@ pub fn run(args: Args) -> Result<()> {
     let engine = match &args.engine {
         // The cache holds the prompt and the decoded tokens (one spare position where it fits).
         Some(dir) => Some(
-            Engine::load_on(dir, (context + decode_tokens + 1).min(positions), threads, args.device.unwrap_or_default(), &mut |_, _, _| {})
-                .with_context(|| format!("cannot load engine {}", dir.display()))?,
+            Engine::load_on(
+                dir,
+                (context + decode_tokens + 1).min(positions),
+                threads,
+                args.device.unwrap_or_default(),
+                &mut |_, _, _| {},
+            )
+            .with_context(|| format!("cannot load engine {}", dir.display()))?,
         ),
         None => None,
     };
@@ -113,16 +126,30 @@ pub fn run(args: Args) -> Result<()> {
     let bench = match &engine {
         Some(engine) => {
             // A CUDA engine stores its weights as the graphs compute them, in f32 (see its plan).
-            let declared = if engine.manifest().target == "cuda" { vl3c_ir::DType::F32 } else { engine.model().config().declared_dtype };
-            Bench { model: engine.model(), backend: "engine", dtype_of: Box::new(move |_| declared) }
+            let declared = if engine.manifest().target == "cuda" {
+                vl3c_ir::DType::F32
+            } else {
+                engine.model().config().declared_dtype
+            };
+            Bench {
+                model: engine.model(),
+                backend: "engine",
+                dtype_of: Box::new(move |_| declared),
+            }
         }
         None => {
             opened = open_model(&args)?;
             let declared = opened.config().declared_dtype;
-            let ckpt = opened.checkpoint().expect("a model opened from a checkpoint has one");
+            let ckpt = opened
+                .checkpoint()
+                .expect("a model opened from a checkpoint has one");
             Bench {
                 model: &opened,
-                backend: if args.opt { "reference executor, optimized graphs" } else { "reference executor" },
+                backend: if args.opt {
+                    "reference executor, optimized graphs"
+                } else {
+                    "reference executor"
+                },
                 dtype_of: Box::new(move |n| ckpt.weight_dtype(n).unwrap_or(declared)),
             }
         }
@@ -132,13 +159,18 @@ pub fn run(args: Args) -> Result<()> {
     // The image's patches are bounded before its pixels are allocated.
     let side = args.image_size / cfg.vision.patch_size;
     let max_patches = cfg.vision_limits.image_max_patches;
-    if max_patches > 0 && side.checked_mul(side).is_none_or(|patches| patches > max_patches) {
+    if max_patches > 0
+        && side
+            .checked_mul(side)
+            .is_none_or(|patches| patches > max_patches)
+    {
         bail!(
             "--image-size {} gives {side}x{side} patches, more than the model's {max_patches} (its processor's max_pixels)",
             args.image_size
         );
     }
-    let (pixels, grid) = b::random_image(cfg, args.image_size, &mut rng).map_err(anyhow::Error::msg)?;
+    let (pixels, grid) =
+        b::random_image(cfg, args.image_size, &mut rng).map_err(anyhow::Error::msg)?;
     let patches = pixels.shape[0];
     let ids = b::random_ids(cfg, context, &mut rng);
 
@@ -150,11 +182,19 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let med = |f: fn(&Run) -> f64| b::median(&runs.iter().map(f).collect::<Vec<_>>());
-    let (vision_s, prefill_s, decode_s) = (med(|r| r.vision_s), med(|r| r.prefill_s), med(|r| r.decode_s));
+    let (vision_s, prefill_s, decode_s) = (
+        med(|r| r.vision_s),
+        med(|r| r.prefill_s),
+        med(|r| r.decode_s),
+    );
     let decode_tok_s = decode_tokens as f64 / decode_s;
     let peak_rss = b::peak_rss_bytes().unwrap_or(0);
     if vl3c_runtime::exec::profile::enabled() {
-        eprint!("per-op time over all {} runs (VL3C_PROFILE):\n{}", runs.len() + args.warmup, vl3c_runtime::exec::profile::report());
+        eprint!(
+            "per-op time over all {} runs (VL3C_PROFILE):\n{}",
+            runs.len() + args.warmup,
+            vl3c_runtime::exec::profile::report()
+        );
     }
 
     // A CUDA engine's limits are its device's: measured there, or none on the emulator.
@@ -167,29 +207,44 @@ pub fn run(args: Args) -> Result<()> {
     // Probes run after the model so their buffer does not count in the model's peak RSS.
     let (bandwidth, bw_source) = match (args.bandwidth_gbs, &device_limits) {
         (Some(v), _) => (v, "given".to_string()),
-        (None, Some(Some(l))) => (l.bandwidth_gbs, format!("device-to-device copy, {measured_on}")),
+        (None, Some(Some(l))) => (
+            l.bandwidth_gbs,
+            format!("device-to-device copy, {measured_on}"),
+        ),
         (None, Some(None)) => (f64::NAN, "not measured on the emulator".into()),
-        (None, None) => (b::measure_bandwidth_gbs(1 << 30, threads), measured_on.clone()),
+        (None, None) => (
+            b::measure_bandwidth_gbs(1 << 30, threads),
+            measured_on.clone(),
+        ),
     };
     // The engine's bf16 GEMMs run on AMX where the CPU has it, so that is their peak; the
     // reference executor's matmuls are f32.
-    let (peak, peak_source, peak_kind) = match (args.peak_gflops, &device_limits, args.engine.is_some()) {
-        (Some(v), _, _) => (v, "given".to_string(), "matmul"),
-        (None, Some(Some(l)), _) => (l.peak_gflops, measured_on.clone(), l.peak_kind),
-        (None, Some(None), _) => (f64::NAN, "not measured on the emulator".into(), "matmul"),
-        (None, None, true) => {
-            let (g, kind) = b::measure_matmul_peak_gflops(threads);
-            (g, measured_on.clone(), kind)
-        }
-        (None, None, false) => (b::measure_peak_gflops(threads), measured_on.clone(), "f32 FMA"),
-    };
+    let (peak, peak_source, peak_kind) =
+        match (args.peak_gflops, &device_limits, args.engine.is_some()) {
+            (Some(v), _, _) => (v, "given".to_string(), "matmul"),
+            (None, Some(Some(l)), _) => (l.peak_gflops, measured_on.clone(), l.peak_kind),
+            (None, Some(None), _) => (f64::NAN, "not measured on the emulator".into(), "matmul"),
+            (None, None, true) => {
+                let (g, kind) = b::measure_matmul_peak_gflops(threads);
+                (g, measured_on.clone(), kind)
+            }
+            (None, None, false) => (
+                b::measure_peak_gflops(threads),
+                measured_on.clone(),
+                "f32 FMA",
+            ),
+        };
     let work = Work::of(cfg, patches, context, &*bench.dtype_of);
     let bounds = Bounds {
         vision_s: work.vision_flops / (peak * 1e9),
         prefill_s: work.prefill_flops / (peak * 1e9),
         decode_tok_s: bandwidth * 1e9 / work.decode_bytes_per_token,
     };
-    let source = args.engine.as_ref().or(args.model.as_ref()).expect("clap requires one");
+    let source = args
+        .engine
+        .as_ref()
+        .or(args.model.as_ref())
+        .expect("clap requires one");
 
     if args.json {
         let all = |f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<_>>();
@@ -233,7 +288,10 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
 
-    let on = device.as_ref().map(|(name, _)| name.clone()).unwrap_or_else(|| format!("{threads} threads"));
+    let on = device
+        .as_ref()
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| format!("{threads} threads"));
     println!(
         "bench: {} ({}), {on}, median of {} after {} warmup",
         bench.backend,
@@ -241,8 +299,17 @@ pub fn run(args: Args) -> Result<()> {
         args.repeat,
         args.warmup
     );
-    println!("{:<8} {:>15} {:>15} {:>9}  work", "phase", "measured", "bound", "of bound");
-    let pct = |x: f64| if x.is_finite() { format!("{:.1}%", 100.0 * x) } else { "n/a".into() };
+    println!(
+        "{:<8} {:>15} {:>15} {:>9}  work",
+        "phase", "measured", "bound", "of bound"
+    );
+    let pct = |x: f64| {
+        if x.is_finite() {
+            format!("{:.1}%", 100.0 * x)
+        } else {
+            "n/a".into()
+        }
+    };
     println!(
         "{:<8} {:>15} {:>15} {:>9}  {patches} patches ({}²), {:.2} GFLOP",
         "vision",
@@ -264,7 +331,11 @@ pub fn run(args: Args) -> Result<()> {
         "{:<8} {:>15} {:>15} {:>9}  {decode_tokens} tokens, {:.1} MB read per token",
         "decode",
         format!("{decode_tok_s:.2} tok/s"),
-        if bounds.decode_tok_s.is_finite() { format!("{:.2} tok/s", bounds.decode_tok_s) } else { "n/a".into() },
+        if bounds.decode_tok_s.is_finite() {
+            format!("{:.2} tok/s", bounds.decode_tok_s)
+        } else {
+            "n/a".into()
+        },
         pct(decode_tok_s / bounds.decode_tok_s),
         work.decode_bytes_per_token / 1e6
     );
@@ -290,8 +361,12 @@ fn secs(x: f64) -> String {
 }
 
 /// A CUDA engine's device and its limits (`None` inside: the emulator); `None` for CPU runs.
-fn engine_device(engine: &Option<Engine>) -> Result<Option<(String, Option<vl3c_cuda::run::DeviceLimits>)>> {
-    let Some(engine) = engine else { return Ok(None) };
+fn engine_device(
+    engine: &Option<Engine>,
+) -> Result<Option<(String, Option<vl3c_cuda::run::DeviceLimits>)>> {
+    let Some(engine) = engine else {
+        return Ok(None);
+    };
     match engine.device_limits() {
         None => Ok(None),
         Some(Ok(limits)) => Ok(Some((engine.device().to_string(), limits))),
@@ -307,14 +382,24 @@ struct Bounds {
 
 /// One timed run: vision + projector on the image, prefill of `ids`, then `decode_tokens` greedy
 /// steps (the first token comes from the prefill's logits, so every timed step is a decode).
-fn once(bench: &Bench, pixels: &Tensor, grid: &Tensor, ids: &[i64], decode_tokens: usize) -> Result<Run> {
+fn once(
+    bench: &Bench,
+    pixels: &Tensor,
+    grid: &Tensor,
+    ids: &[i64],
+    decode_tokens: usize,
+) -> Result<Run> {
     let merge = Tensor::i64(vec![1], vec![1]);
     let start = Instant::now();
     let embeds = b::image_embed(bench.model, pixels, grid, Some(&merge))?;
     let vision_s = start.elapsed().as_secs_f64();
     std::hint::black_box(embeds);
 
-    let inputs: NamedTensors = [("input_ids".to_string(), Tensor::i64(vec![1, ids.len()], ids.to_vec()))].into();
+    let inputs: NamedTensors = [(
+        "input_ids".to_string(),
+        Tensor::i64(vec![1, ids.len()], ids.to_vec()),
+    )]
+    .into();
     let start = Instant::now();
     let (last, mut state) = StepModel::prefill(bench.model, &inputs)?;
     let prefill_s = start.elapsed().as_secs_f64();
@@ -325,7 +410,11 @@ fn once(bench: &Bench, pixels: &Tensor, grid: &Tensor, ids: &[i64], decode_token
         next = argmax(&StepModel::decode_step(bench.model, &mut state, next)?);
     }
     let decode_s = start.elapsed().as_secs_f64();
-    Ok(Run { vision_s, prefill_s, decode_s })
+    Ok(Run {
+        vision_s,
+        prefill_s,
+        decode_s,
+    })
 }
 
 fn argmax(logits: &[f32]) -> u32 {
@@ -339,7 +428,10 @@ fn argmax(logits: &[f32]) -> u32 {
 }
 
 fn open_model(args: &Args) -> Result<Model> {
-    let dir = args.model.as_ref().expect("clap requires --model or --engine");
+    let dir = args
+        .model
+        .as_ref()
+        .expect("clap requires --model or --engine");
     let mut model = Model::open(dir)?;
     if args.opt {
         let target = super::opt::target(&args.target)?;

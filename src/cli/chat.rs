@@ -2,10 +2,10 @@
 //! user turn; the answer streams to stdout. The vision inputs are encoded once, and every turn
 //! re-reads the whole conversation, as transformers' chat template renders it.
 
+use super::session::{summary, Session, SessionArgs};
 use anyhow::{Context, Result};
 use std::io::{IsTerminal, Write};
 use vl3c_frontends::limits::{read_line_bounded, MAX_LINE_BYTES};
-use super::session::{summary, Session, SessionArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,7 +32,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         // One turn per line, each bounded: input without newlines (`< /dev/zero`) is an error,
         // not a line that grows until memory runs out.
-        let line = read_line_bounded(&mut stdin, MAX_LINE_BYTES, "chat message").context("stdin")?;
+        let line =
+            read_line_bounded(&mut stdin, MAX_LINE_BYTES, "chat message").context("stdin")?;
         let Some(line) = line else { break };
         let text = line.trim();
         if text.is_empty() {

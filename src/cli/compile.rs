@@ -32,7 +32,10 @@ pub struct Args {
 /// A stderr progress bar driven by `(stage, done, total)` callbacks: one bar, its message the stage.
 pub fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {elapsed}").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template"),
+    );
     bar
 }
 
@@ -61,7 +64,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     let start = Instant::now();
     let bar = progress_bar();
-    let compiled = compile(&args.model, target.as_mut(), args.config_only, &args.out, &mut |s, d, t| update(&bar, s, d, t));
+    let compiled = compile(
+        &args.model,
+        target.as_mut(),
+        args.config_only,
+        &args.out,
+        &mut |s, d, t| update(&bar, s, d, t),
+    );
     bar.finish_and_clear();
     let compiled = compiled?;
     eprintln!(
@@ -77,7 +86,10 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if compiled.target == "cuda" {
-        eprintln!("run it with `--engine {}` on a GPU, or `--device emu` on the kernel emulator", args.out.display());
+        eprintln!(
+            "run it with `--engine {}` on a GPU, or `--device emu` on the kernel emulator",
+            args.out.display()
+        );
     }
     Ok(())
 }

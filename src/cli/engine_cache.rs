@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use vl3c_engine::sha256_hex;
 use vl3c_driver::CpuTarget;
+use vl3c_engine::sha256_hex;
 use vl3c_runtime::engine::compile;
 
 /// `$VL3C_CACHE_DIR`, else `$XDG_CACHE_HOME/vl3c`, else `~/.cache/vl3c`.
@@ -25,33 +25,62 @@ pub fn cache_root() -> PathBuf {
 /// name, size and modification time (hashing gigabytes of weights on every run would cost more
 /// than the run).
 fn cache_key(model_dir: &Path) -> Result<String> {
-    let dir = model_dir.canonicalize().with_context(|| format!("{}: cannot open", model_dir.display()))?;
-    let mut text = format!("vl3c {} format {}\n{}\n", env!("CARGO_PKG_VERSION"), vl3c_engine::FORMAT_VERSION, dir.display());
-    let config = vl3c_frontends::limits::read_bounded(&dir.join("config.json"), vl3c_frontends::limits::MAX_CONFIG_BYTES, "config.json")
-        .with_context(|| format!("{}: no config.json", dir.display()))?;
+    let dir = model_dir
+        .canonicalize()
+        .with_context(|| format!("{}: cannot open", model_dir.display()))?;
+    let mut text = format!(
+        "vl3c {} format {}\n{}\n",
+        env!("CARGO_PKG_VERSION"),
+        vl3c_engine::FORMAT_VERSION,
+        dir.display()
+    );
+    let config = vl3c_frontends::limits::read_bounded(
+        &dir.join("config.json"),
+        vl3c_frontends::limits::MAX_CONFIG_BYTES,
+        "config.json",
+    )
+    .with_context(|| format!("{}: no config.json", dir.display()))?;
     text.push_str(&sha256_hex(&config));
     let mut entries: Vec<_> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let meta = e.metadata()?;
-        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-        text.push_str(&format!("\n{} {} {modified}", e.file_name().to_string_lossy(), meta.len()));
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        text.push_str(&format!(
+            "\n{} {} {modified}",
+            e.file_name().to_string_lossy(),
+            meta.len()
+        ));
     }
     Ok(sha256_hex(text.as_bytes())[..16].to_string())
 }
 
 /// The cached engine of `model_dir`, compiled first if absent. Compiles into a scratch
 /// directory and renames it into place, so an interrupted compile never leaves a half engine.
-pub fn ensure_engine(model_dir: &Path, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<PathBuf> {
+pub fn ensure_engine(
+    model_dir: &Path,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<PathBuf> {
     let root = cache_root();
     let dest = root.join(cache_key(model_dir)?);
     if dest.join("manifest.json").is_file() {
         return Ok(dest);
     }
-    std::fs::create_dir_all(&root).with_context(|| format!("{}: cannot create the engine cache", root.display()))?;
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("{}: cannot create the engine cache", root.display()))?;
     let scratch = root.join(format!(".compiling-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    compile(model_dir, &mut CpuTarget::default(), false, &scratch, progress)?;
+    compile(
+        model_dir,
+        &mut CpuTarget::default(),
+        false,
+        &scratch,
+        progress,
+    )?;
     match std::fs::rename(&scratch, &dest) {
         Ok(()) => Ok(dest),
         // Another process finished the same engine first: use theirs.
@@ -59,6 +88,11 @@ pub fn ensure_engine(model_dir: &Path, progress: &mut dyn FnMut(&str, usize, usi
             let _ = std::fs::remove_dir_all(&scratch);
             Ok(dest)
         }
-        Err(e) => Err(e).with_context(|| format!("{}: cannot move the compiled engine into the cache", dest.display())),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "{}: cannot move the compiled engine into the cache",
+                dest.display()
+            )
+        }),
     }
 }

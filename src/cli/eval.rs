@@ -47,7 +47,11 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let threads = super::limits::threads(args.threads)?;
-    let dir = args.engine.as_ref().or(args.model.as_ref()).expect("clap requires --model or --engine");
+    let dir = args
+        .engine
+        .as_ref()
+        .or(args.model.as_ref())
+        .expect("clap requires --model or --engine");
     if let Some(engine) = &args.engine {
         super::limits::check_engine_dir(engine)?;
     }
@@ -55,7 +59,9 @@ pub fn run(args: Args) -> Result<()> {
     // The prompt's length is known here, so the generation is bounded by the model's positions
     // before any engine or KV cache is allocated.
     let positions = super::limits::model_positions(dir)?;
-    let prompt = inputs.get("input_ids").map(|ids| ids.shape.iter().product::<usize>());
+    let prompt = inputs
+        .get("input_ids")
+        .map(|ids| ids.shape.iter().product::<usize>());
     super::limits::check_new_tokens(args.max_new_tokens, prompt, positions)?;
     let max_context = super::limits::context(args.max_context, 32768, positions)?;
     let engine;
@@ -63,7 +69,13 @@ pub fn run(args: Args) -> Result<()> {
     let model: &Model = match &args.engine {
         Some(dir) => {
             let bar = super::compile::progress_bar();
-            let loaded = Engine::load_on(dir, max_context, threads, args.device.unwrap_or_default(), &mut |s, d, t| super::compile::update(&bar, s, d, t));
+            let loaded = Engine::load_on(
+                dir,
+                max_context,
+                threads,
+                args.device.unwrap_or_default(),
+                &mut |s, d, t| super::compile::update(&bar, s, d, t),
+            );
             bar.finish_and_clear();
             engine = loaded?;
             engine.model()
@@ -76,7 +88,9 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = start.elapsed();
     let result = model.forward(&inputs, args.max_new_tokens)?;
     let mut outputs = vec![("logits", &result.logits)];
-    let generated = result.generated_ids.map(|ids| vl3c_runtime::exec::Tensor::i64(vec![1, ids.len()], ids));
+    let generated = result
+        .generated_ids
+        .map(|ids| vl3c_runtime::exec::Tensor::i64(vec![1, ids.len()], ids));
     if let Some(g) = &generated {
         outputs.push(("generated_ids", g));
     }
@@ -93,7 +107,11 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn open_model(args: &Args) -> Result<Model> {
-    let mut model = Model::open(args.model.as_ref().expect("clap requires --model or --engine"))?;
+    let mut model = Model::open(
+        args.model
+            .as_ref()
+            .expect("clap requires --model or --engine"),
+    )?;
     if args.opt {
         let target = super::opt::target(&args.target)?;
         let mut graphs = model.graphs().clone();

@@ -47,8 +47,16 @@ pub fn run(args: Args) -> Result<()> {
         *params.entry(part).or_default() += w.shape.iter().product::<usize>() as u64;
     }
     let total: u64 = params.values().sum();
-    let dtypes: BTreeMap<String, usize> = ckpt.dtypes().into_iter().map(|(d, n)| (d.to_string(), n)).collect();
-    let ops: BTreeMap<&str, BTreeMap<&str, usize>> = graphs.all().iter().map(|g| (g.name.as_str(), g.op_counts())).collect();
+    let dtypes: BTreeMap<String, usize> = ckpt
+        .dtypes()
+        .into_iter()
+        .map(|(d, n)| (d.to_string(), n))
+        .collect();
+    let ops: BTreeMap<&str, BTreeMap<&str, usize>> = graphs
+        .all()
+        .iter()
+        .map(|g| (g.name.as_str(), g.op_counts()))
+        .collect();
     let (t, v) = (&cfg.text, &cfg.vision);
 
     if args.json {
@@ -71,7 +79,12 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("checkpoint  {}", model.display());
-    println!("layout      {:?} ({} file(s), {:.1} MiB)", cfg.layout, ckpt.files().len(), ckpt.total_bytes() as f64 / (1 << 20) as f64);
+    println!(
+        "layout      {:?} ({} file(s), {:.1} MiB)",
+        cfg.layout,
+        ckpt.files().len(),
+        ckpt.total_bytes() as f64 / (1 << 20) as f64
+    );
     println!(
         "llm         {} layers, hidden {}, intermediate {}, {} heads / {} kv heads × {}, vocab {}, rope θ {}, lm_head {}",
         t.num_hidden_layers,
@@ -86,15 +99,33 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!(
         "vision      {} layers, hidden {}, intermediate {}, {} heads × {}, patch {}",
-        v.num_hidden_layers, v.hidden_size, v.intermediate_size, v.num_attention_heads, v.head_dim, v.patch_size
+        v.num_hidden_layers,
+        v.hidden_size,
+        v.intermediate_size,
+        v.num_attention_heads,
+        v.head_dim,
+        v.patch_size
     );
-    let video = cfg.video_token_id.map_or("none".to_string(), |id| id.to_string());
+    let video = cfg
+        .video_token_id
+        .map_or("none".to_string(), |id| id.to_string());
     println!("tokens      image {}, video {video}", cfg.image_token_id);
     println!("parameters  {} total", group_digits(total));
     for (part, n) in &params {
-        println!("  {part:<10}{:>16}  ({:.1}%)", group_digits(*n), 100.0 * *n as f64 / total.max(1) as f64);
+        println!(
+            "  {part:<10}{:>16}  ({:.1}%)",
+            group_digits(*n),
+            100.0 * *n as f64 / total.max(1) as f64
+        );
     }
-    println!("dtypes      {}", dtypes.iter().map(|(d, n)| format!("{d}: {n} tensors")).collect::<Vec<_>>().join(", "));
+    println!(
+        "dtypes      {}",
+        dtypes
+            .iter()
+            .map(|(d, n)| format!("{d}: {n} tensors"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("IR ops");
     for (graph, counts) in &ops {
         let total: usize = counts.values().sum();

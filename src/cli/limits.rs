@@ -61,14 +61,20 @@ pub fn threads(flag: usize) -> Result<usize> {
     if flag > MAX_THREADS {
         bail!("--threads {flag} is more threads than vl3c starts (at most {MAX_THREADS}; 0 uses every core)");
     }
-    Ok(if flag > 0 { flag } else { std::thread::available_parallelism().map_or(1, |n| n.get()) })
+    Ok(if flag > 0 {
+        flag
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    })
 }
 
 /// `--num-frames`, bounded before any frame is chosen.
 pub fn check_num_frames(num_frames: Option<usize>) -> Result<()> {
     match num_frames {
         Some(0) => bail!("--num-frames 0 samples nothing; give 1 to {MAX_FRAMES} frames"),
-        Some(n) if n > MAX_FRAMES => bail!("--num-frames {n} is more frames than vl3c takes from one video (at most {MAX_FRAMES})"),
+        Some(n) if n > MAX_FRAMES => bail!(
+            "--num-frames {n} is more frames than vl3c takes from one video (at most {MAX_FRAMES})"
+        ),
         _ => Ok(()),
     }
 }
@@ -83,20 +89,36 @@ pub fn check_engine_dir(dir: &Path) -> Result<()> {
     if !manifest.exists() {
         return Ok(()); // the loader says the directory is not an engine
     }
-    let bytes = limits::read_bounded(&manifest, limits::MAX_INDEX_BYTES, "an engine manifest (JSON)")
-        .with_context(|| format!("{}: cannot read", manifest.display()))?;
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Ok(()) };
-    let Some(files) = value.get("files").and_then(|f| f.as_object()) else { return Ok(()) };
+    let bytes = limits::read_bounded(
+        &manifest,
+        limits::MAX_INDEX_BYTES,
+        "an engine manifest (JSON)",
+    )
+    .with_context(|| format!("{}: cannot read", manifest.display()))?;
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(());
+    };
+    let Some(files) = value.get("files").and_then(|f| f.as_object()) else {
+        return Ok(());
+    };
     for (name, entry) in files {
-        let Some(recorded) = entry.get("bytes").and_then(|b| b.as_u64()) else { continue };
+        let Some(recorded) = entry.get("bytes").and_then(|b| b.as_u64()) else {
+            continue;
+        };
         let path = dir.join(name);
         if !path.exists() {
             continue; // the loader names a missing file
         }
-        limits::check_file(&path, u64::MAX, "an engine file written by `vl3c compile`").with_context(|| format!("{}", path.display()))?;
-        let len = std::fs::metadata(&path).with_context(|| format!("{}", path.display()))?.len();
+        limits::check_file(&path, u64::MAX, "an engine file written by `vl3c compile`")
+            .with_context(|| format!("{}", path.display()))?;
+        let len = std::fs::metadata(&path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
         if len > recorded {
-            bail!("{}: has {len} bytes, the manifest says {recorded} (engine corrupted)", path.display());
+            bail!(
+                "{}: has {len} bytes, the manifest says {recorded} (engine corrupted)",
+                path.display()
+            );
         }
     }
     Ok(())

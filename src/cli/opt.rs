@@ -47,14 +47,16 @@ pub fn lower(dir: &Path, config_only: bool) -> Result<ModelGraphs> {
     } else {
         let ckpt = Checkpoint::open(dir)?;
         let declared = ckpt.config().declared_dtype;
-        ModelGraphs::lower(ckpt.config(), &|name| ckpt.weight_dtype(name).unwrap_or(declared))?
+        ModelGraphs::lower(ckpt.config(), &|name| {
+            ckpt.weight_dtype(name).unwrap_or(declared)
+        })?
     })
 }
 
 pub fn target(name: &str) -> Result<Target> {
-    Target::by_name(name).with_context(|| format!("unknown --target `{name}` (expected cpu, cuda or tensorrt)"))
+    Target::by_name(name)
+        .with_context(|| format!("unknown --target `{name}` (expected cpu, cuda or tensorrt)"))
 }
-
 
 /// One optimized graph and what it took.
 pub struct Optimized {
@@ -65,10 +67,19 @@ pub struct Optimized {
 
 /// Optimizes the named graphs in place with the scheduler; a progress bar appears on stderr
 /// once the work has taken more than a second (and stderr is a terminal).
-pub fn optimize_model(graphs: &mut ModelGraphs, names: &[&'static str], target: &Target) -> Result<Vec<Optimized>> {
+pub fn optimize_model(
+    graphs: &mut ModelGraphs,
+    names: &[&'static str],
+    target: &Target,
+) -> Result<Vec<Optimized>> {
     let start = Instant::now();
     let bar = ProgressBar::with_draw_target(Some(names.len() as u64), ProgressDrawTarget::hidden());
-    bar.set_style(ProgressStyle::with_template("optimizing {msg:>9} [{bar:30}] {pos}/{len} graphs, {elapsed}").unwrap());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "optimizing {msg:>9} [{bar:30}] {pos}/{len} graphs, {elapsed}",
+        )
+        .unwrap(),
+    );
     let mut shown = false;
     let mut out = Vec::new();
     for &name in names {
@@ -81,7 +92,11 @@ pub fn optimize_model(graphs: &mut ModelGraphs, names: &[&'static str], target: 
         let g = graphs.get_mut(name).expect("a graph of ModelGraphs");
         let (opt, stats) = optimize_graph(g, target, &Budget::default())?;
         *g = opt;
-        out.push(Optimized { name, stats, seconds: t.elapsed().as_secs_f64() });
+        out.push(Optimized {
+            name,
+            stats,
+            seconds: t.elapsed().as_secs_f64(),
+        });
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -90,7 +105,11 @@ pub fn optimize_model(graphs: &mut ModelGraphs, names: &[&'static str], target: 
 
 fn counts(graphs: &ModelGraphs, names: &[&str]) -> BTreeMap<String, usize> {
     let mut total = BTreeMap::new();
-    for g in graphs.all().into_iter().filter(|g| names.contains(&g.name.as_str())) {
+    for g in graphs
+        .all()
+        .into_iter()
+        .filter(|g| names.contains(&g.name.as_str()))
+    {
         for (op, n) in g.op_counts() {
             *total.entry(op.to_string()).or_default() += n;
         }
@@ -101,17 +120,23 @@ fn counts(graphs: &ModelGraphs, names: &[&str]) -> BTreeMap<String, usize> {
 pub fn run(args: Args) -> Result<()> {
     let target = target(&args.target)?;
     let names: Vec<&'static str> = match &args.graph {
-        Some(g) => vec![*GRAPHS
-            .iter()
-            .find(|n| **n == g.as_str())
-            .with_context(|| format!("unknown --graph `{g}` (expected one of {})", GRAPHS.join(", ")))?],
+        Some(g) => vec![*GRAPHS.iter().find(|n| **n == g.as_str()).with_context(|| {
+            format!(
+                "unknown --graph `{g}` (expected one of {})",
+                GRAPHS.join(", ")
+            )
+        })?],
         None => GRAPHS.to_vec(),
     };
     let start = Instant::now();
     let before = lower(&args.model, args.config_only)?;
     let lowered = start.elapsed().as_secs_f64();
     if args.print_before {
-        for g in before.all().into_iter().filter(|g| names.contains(&g.name.as_str())) {
+        for g in before
+            .all()
+            .into_iter()
+            .filter(|g| names.contains(&g.name.as_str()))
+        {
             print!("{g}");
         }
     }
@@ -119,12 +144,21 @@ pub fn run(args: Args) -> Result<()> {
     let results = optimize_model(&mut after, &names, &target)?;
     let seconds = start.elapsed().as_secs_f64();
     if args.print_after {
-        for g in after.all().into_iter().filter(|g| names.contains(&g.name.as_str())) {
+        for g in after
+            .all()
+            .into_iter()
+            .filter(|g| names.contains(&g.name.as_str()))
+        {
             print!("{g}");
         }
     }
     if let Some(path) = &args.dot {
-        let text: String = after.all().into_iter().filter(|g| names.contains(&g.name.as_str())).map(vl3c_ir::to_dot).collect();
+        let text: String = after
+            .all()
+            .into_iter()
+            .filter(|g| names.contains(&g.name.as_str()))
+            .map(vl3c_ir::to_dot)
+            .collect();
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
 
@@ -138,7 +172,10 @@ pub fn run(args: Args) -> Result<()> {
         "extract": sum(|s| s.extract_seconds),
         "stitch": sum(|s| s.stitch_seconds),
     });
-    let (eclasses, enodes) = (results.iter().map(|r| r.stats.eclasses).sum::<usize>(), results.iter().map(|r| r.stats.enodes).sum::<usize>());
+    let (eclasses, enodes) = (
+        results.iter().map(|r| r.stats.eclasses).sum::<usize>(),
+        results.iter().map(|r| r.stats.enodes).sum::<usize>(),
+    );
     if args.json {
         let graphs: BTreeMap<&str, serde_json::Value> = results
             .iter()
@@ -170,8 +207,16 @@ pub fn run(args: Args) -> Result<()> {
     println!("target {}, lowering {lowered:.3}s", target.name);
     for r in &results {
         let s = &r.stats;
-        let b = before.all().iter().find(|g| g.name == r.name).map_or(0, |g| g.nodes.len());
-        let g = after.all().into_iter().find(|g| g.name == r.name).expect("optimized graph exists");
+        let b = before
+            .all()
+            .iter()
+            .find(|g| g.name == r.name)
+            .map_or(0, |g| g.nodes.len());
+        let g = after
+            .all()
+            .into_iter()
+            .find(|g| g.name == r.name)
+            .expect("optimized graph exists");
         let att = g.op_counts().get("attention").copied().unwrap_or(0);
         println!(
             "  {:<10}{b:>7} → {:>6} nodes, {att} fused attention, {} windows ({} saturated), e-graph {} classes / {} nodes, \

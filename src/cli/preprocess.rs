@@ -17,7 +17,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE", conflicts_with = "image")]
     video: Option<PathBuf>,
     /// Sample the video at F frames per second (transformers' `fps`).
-    #[arg(long, value_name = "F", requires = "video", conflicts_with = "num_frames")]
+    #[arg(
+        long,
+        value_name = "F",
+        requires = "video",
+        conflicts_with = "num_frames"
+    )]
     fps: Option<f64>,
     /// Sample N frames evenly (transformers' `num_frames`).
     #[arg(long, value_name = "N", requires = "video")]
@@ -46,12 +51,26 @@ fn run_images(args: &Args) -> Result<()> {
         Some(dir) => ImageProcessorConfig::from_model_dir(dir)?,
         None => ImageProcessorConfig::default(),
     };
-    let images = args.image.iter().map(load_image).collect::<Result<Vec<_>, _>>()?;
+    let images = args
+        .image
+        .iter()
+        .map(load_image)
+        .collect::<Result<Vec<_>, _>>()?;
     let processed = preprocess_images(&images, &cfg)?;
     let bytes = processed.to_safetensors_bytes()?;
-    std::fs::write(&args.out, bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
-    let grids: Vec<String> = processed.grid_thw.iter().map(|g| format!("{}x{}x{}", g[0], g[1], g[2])).collect();
-    eprintln!("preprocess: {} image(s), grids {}, {} patches", images.len(), grids.join(" "), processed.n_patches());
+    std::fs::write(&args.out, bytes)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let grids: Vec<String> = processed
+        .grid_thw
+        .iter()
+        .map(|g| format!("{}x{}x{}", g[0], g[1], g[2]))
+        .collect();
+    eprintln!(
+        "preprocess: {} image(s), grids {}, {} patches",
+        images.len(),
+        grids.join(" "),
+        processed.n_patches()
+    );
     Ok(())
 }
 
@@ -61,13 +80,21 @@ fn run_video(args: &Args, path: &PathBuf) -> Result<()> {
         Some(dir) => VideoProcessorConfig::from_model_dir(dir)?,
         None => VideoProcessorConfig::default(),
     };
-    let request = VideoRequest { fps: args.fps, num_frames: args.num_frames, frame_rate: args.frame_rate };
+    let request = VideoRequest {
+        fps: args.fps,
+        num_frames: args.num_frames,
+        frame_rate: args.frame_rate,
+    };
     let video = super::session::load_video_with_progress(path, &cfg, &request)?;
     let p = &video.processed;
-    std::fs::write(&args.out, p.to_safetensors_bytes()?).with_context(|| format!("cannot write {}", args.out.display()))?;
+    std::fs::write(&args.out, p.to_safetensors_bytes()?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
     let [t, h, w] = p.grid_thw[0];
     let kept = p.compression_mask.iter().filter(|&&k| k).count();
-    let fps = video.metadata.fps.map_or("unknown fps".into(), |f| format!("{f:.3} fps"));
+    let fps = video
+        .metadata
+        .fps
+        .map_or("unknown fps".into(), |f| format!("{f:.3} fps"));
     eprintln!(
         "preprocess: {} ({}, {} frames, {fps}), {t} frames sampled, grid {t}x{h}x{w}, {} patches, {} video tokens, {kept} kept after pruning",
         path.display(),

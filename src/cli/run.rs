@@ -2,8 +2,8 @@
 //! inputs, which are encoded once. The generated text streams to stdout token by token;
 //! progress and the one-line summaries go to stderr, so stdout holds only the answers.
 
-use anyhow::Result;
 use super::session::{summary, Session, SessionArgs};
+use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {

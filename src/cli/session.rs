@@ -14,7 +14,9 @@ use vl3c_runtime::engine::{DeviceSpec, Engine};
 use vl3c_runtime::generate::{Generation, GenerationStats, Generator, Prompt};
 use vl3c_runtime::media::{EncodedImages, EncodedVideo, EncoderCache};
 use vl3c_runtime::model::Model;
-use vl3c_runtime::preprocess::{load_image, preprocess_images, ImageProcessorConfig, ProcessedImages};
+use vl3c_runtime::preprocess::{
+    load_image, preprocess_images, ImageProcessorConfig, ProcessedImages,
+};
 use vl3c_runtime::sampling::{Sampler, SamplingParams, StopCriteria, TextStream};
 use vl3c_runtime::tokenizer::TextTokenizer;
 use vl3c_runtime::video::{load_video, LoadedVideo, VideoProcessorConfig, VideoRequest};
@@ -136,9 +138,20 @@ impl Session {
     /// longest first-turn prompt over `prompts` (unless --max-context says otherwise).
     pub fn open(args: &SessionArgs, prompts: &[String], context_room: usize) -> Result<Session> {
         // An engine directory carries copies of the tokenizer and processor configs.
-        let dir = args.engine.clone().or(args.model.clone()).expect("clap requires --model or --engine");
-        let params = SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
-        params.validate().map_err(|e| anyhow::anyhow!("--temperature/--top-p: {e}"))?;
+        let dir = args
+            .engine
+            .clone()
+            .or(args.model.clone())
+            .expect("clap requires --model or --engine");
+        let params = SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        };
+        params
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--temperature/--top-p: {e}"))?;
         // Flags that size something are checked before anything is read or allocated.
         let threads = super::limits::threads(args.threads)?;
         super::limits::check_num_frames(args.num_frames)?;
@@ -151,7 +164,11 @@ impl Session {
             None
         } else {
             let cfg = ImageProcessorConfig::from_model_dir(&dir)?;
-            let decoded = args.image.iter().map(load_image).collect::<Result<Vec<_>, _>>()?;
+            let decoded = args
+                .image
+                .iter()
+                .map(load_image)
+                .collect::<Result<Vec<_>, _>>()?;
             Some(preprocess_images(&decoded, &cfg)?)
         };
         let videos = load_videos(&dir, args)?;
@@ -176,14 +193,20 @@ impl Session {
         };
         // The KV cache is sized before the videos are encoded, so the bound assumes no pruning:
         // it is the prompt's exact length only without videos or with pruning off.
-        let bounds = prompts.iter().map(|p| session.prompt_bound(&session.messages(&[], p))).collect::<Result<Vec<_>>>()?;
+        let bounds = prompts
+            .iter()
+            .map(|p| session.prompt_bound(&session.messages(&[], p)))
+            .collect::<Result<Vec<_>>>()?;
         let longest = bounds.into_iter().max().unwrap_or(0);
         let exact = session.videos.is_empty() || !session.prune;
         // Every size below is bounded by the model's positions, with checked arithmetic, before
         // the engine allocates its KV cache from it.
         let positions = super::limits::model_positions(&dir)?;
         super::limits::check_new_tokens(args.max_new_tokens, exact.then_some(longest), positions)?;
-        let wanted = longest.saturating_add(args.max_new_tokens).saturating_add(1).saturating_add(context_room);
+        let wanted = longest
+            .saturating_add(args.max_new_tokens)
+            .saturating_add(1)
+            .saturating_add(context_room);
         let context = super::limits::context(args.max_context, wanted, positions)?;
         session.runtime = Some(load_runtime(&dir, args, context, threads)?);
         Ok(session)
@@ -196,7 +219,10 @@ impl Session {
         if let Some(system) = &self.system {
             messages.push(Message::text("system", system));
         }
-        let turns = history.iter().map(|(q, a)| (q.as_str(), Some(a.as_str()))).chain([(text, None)]);
+        let turns = history
+            .iter()
+            .map(|(q, a)| (q.as_str(), Some(a.as_str())))
+            .chain([(text, None)]);
         for (i, (question, answer)) in turns.enumerate() {
             let mut content = Vec::new();
             if i == 0 {
@@ -204,7 +230,10 @@ impl Session {
                 content.extend(std::iter::repeat_n(Content::Video, self.videos.len()));
             }
             content.push(Content::Text(question.to_string()));
-            messages.push(Message { role: "user".into(), content });
+            messages.push(Message {
+                role: "user".into(),
+                content,
+            });
             if let Some(a) = answer {
                 messages.push(Message::text("assistant", a));
             }
@@ -222,14 +251,27 @@ impl Session {
             .images
             .iter()
             .flat_map(|p| p.grid_thw.iter().zip(&p.merge_sizes))
-            .map(|(&grid_thw, &merge_size)| ImageTokens { grid_thw, merge_size })
+            .map(|(&grid_thw, &merge_size)| ImageTokens {
+                grid_thw,
+                merge_size,
+            })
             .collect();
         let videos: Vec<VideoTokens> = self.videos.iter().map(|v| v.unpruned_tokens()).collect();
-        Ok(prompt_ids(&self.tokenizer, messages, self.default_system, &images, &videos)?.len())
+        Ok(prompt_ids(
+            &self.tokenizer,
+            messages,
+            self.default_system,
+            &images,
+            &videos,
+        )?
+        .len())
     }
 
     fn model(&self) -> &Model {
-        self.runtime.as_ref().expect("the runtime loads in open").model()
+        self.runtime
+            .as_ref()
+            .expect("the runtime loads in open")
+            .model()
     }
 
     /// Encodes the session's images and videos, or takes them from the encoder cache.
@@ -237,7 +279,9 @@ impl Session {
         let runtime = self.runtime.as_ref().expect("the runtime loads in open");
         let model = runtime.model();
         let images = match &self.images {
-            Some(p) => Some(self.cache.images(EncodedImages::cache_key(p), || EncodedImages::encode(model, p))?),
+            Some(p) => Some(self.cache.images(EncodedImages::cache_key(p), || {
+                EncodedImages::encode(model, p)
+            })?),
             None => None,
         };
         let mut videos = Vec::new();
@@ -249,19 +293,42 @@ impl Session {
 
     /// Answers `text` after `history`: encodes (or reuses) the vision inputs, builds the prompt
     /// the way transformers' processor does, and streams the answer to `out` as it is generated.
-    pub fn answer(&mut self, history: &[(String, String)], text: &str, out: &mut dyn Write) -> Result<Answer> {
+    pub fn answer(
+        &mut self,
+        history: &[(String, String)],
+        text: &str,
+        out: &mut dyn Write,
+    ) -> Result<Answer> {
         let spinner = ProgressBar::new_spinner();
-        spinner.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+        );
         spinner.enable_steady_tick(Duration::from_millis(100));
-        spinner.set_message(format!("encoding {} image(s), {} video(s)", self.image_count(), self.videos.len()));
+        spinner.set_message(format!(
+            "encoding {} image(s), {} video(s)",
+            self.image_count(),
+            self.videos.len()
+        ));
         let start = Instant::now();
         let hits_before = self.cache.stats.hits;
         let (images, videos) = self.encode_media()?;
-        let encoded = if self.cache.stats.hits - hits_before == images.iter().count() + videos.len() { Duration::ZERO } else { start.elapsed() };
+        let encoded = if self.cache.stats.hits - hits_before == images.iter().count() + videos.len()
+        {
+            Duration::ZERO
+        } else {
+            start.elapsed()
+        };
         let vision_time = encoded + std::mem::take(&mut self.unbilled_preparation);
         let messages = self.messages(history, text);
         let video_refs: Vec<&EncodedVideo> = videos.iter().map(|v| v.as_ref()).collect();
-        let prompt = Prompt::chat_encoded(&self.tokenizer, &messages, self.default_system, images.as_deref(), &video_refs, self.prune)?;
+        let prompt = Prompt::chat_encoded(
+            &self.tokenizer,
+            &messages,
+            self.default_system,
+            images.as_deref(),
+            &video_refs,
+            self.prune,
+        )?;
         spinner.set_message(format!("prefilling {} tokens", prompt.ids.len()));
 
         let stop = StopCriteria::for_tokenizer(&self.tokenizer, self.max_new_tokens);
@@ -274,7 +341,8 @@ impl Session {
                 spinner.finish_and_clear();
             }
             if let Some(piece) = stream.push(id)? {
-                out.write_all(piece.as_bytes()).context("cannot write to stdout")?;
+                out.write_all(piece.as_bytes())
+                    .context("cannot write to stdout")?;
                 out.flush().context("cannot write to stdout")?;
             }
             Ok(())
@@ -284,8 +352,14 @@ impl Session {
         // What the stream held back (a character still incomplete at the end decodes to U+FFFD,
         // as in transformers' decode), then one newline so the next output starts on its own line.
         let rest = stream.finish()?;
-        writeln!(out, "{rest}").and_then(|()| out.flush()).context("cannot write to stdout")?;
-        Ok(Answer { generation, vision_time, cache_hits: self.cache.stats.hits - hits_before })
+        writeln!(out, "{rest}")
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")?;
+        Ok(Answer {
+            generation,
+            vision_time,
+            cache_hits: self.cache.stats.hits - hits_before,
+        })
     }
 
     /// The answer's text as the next turn's history sees it (special tokens dropped).
@@ -298,8 +372,12 @@ impl Session {
 pub fn summary(answer: &Answer) -> String {
     let s: &GenerationStats = &answer.generation.stats;
     // Time to first token counts the vision work, which the prompt had to wait for.
-    let ttft = s.time_to_first_token.map_or("n/a".into(), |d| format!("{:.2} s", (d + answer.vision_time).as_secs_f64()));
-    let rate = s.decode_tokens_per_second().map_or("n/a".into(), |r| format!("{r:.1}"));
+    let ttft = s.time_to_first_token.map_or("n/a".into(), |d| {
+        format!("{:.2} s", (d + answer.vision_time).as_secs_f64())
+    });
+    let rate = s
+        .decode_tokens_per_second()
+        .map_or("n/a".into(), |r| format!("{r:.1}"));
     let mut vision = format!("{} image tokens", s.image_tokens);
     let (before, after) = s.video_tokens;
     if before > 0 {
@@ -320,13 +398,16 @@ pub fn summary(answer: &Answer) -> String {
     )
 }
 
-
 fn load_videos(dir: &Path, args: &SessionArgs) -> Result<Vec<LoadedVideo>> {
     if args.video.is_empty() {
         return Ok(Vec::new());
     }
     let cfg = VideoProcessorConfig::from_model_dir(dir)?;
-    let request = VideoRequest { fps: args.fps, num_frames: args.num_frames, frame_rate: args.frame_rate };
+    let request = VideoRequest {
+        fps: args.fps,
+        num_frames: args.num_frames,
+        frame_rate: args.frame_rate,
+    };
     args.video
         .iter()
         .map(|path| {
@@ -341,7 +422,9 @@ fn load_videos(dir: &Path, args: &SessionArgs) -> Result<Vec<LoadedVideo>> {
 
 fn load_runtime(dir: &Path, args: &SessionArgs, context: usize, threads: usize) -> Result<Runtime> {
     let spinner = ProgressBar::new_spinner();
-    spinner.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
     spinner.enable_steady_tick(Duration::from_millis(100));
     spinner.set_message(format!("loading {}", dir.display()));
     let runtime = if args.reference {
@@ -351,7 +434,9 @@ fn load_runtime(dir: &Path, args: &SessionArgs, context: usize, threads: usize) 
             let mut graphs = model.graphs().clone();
             let names = ["vision_m1", "vision_m2", "projector", "prefill", "decode"];
             // optimize_model draws its own bar once it is slow; keep the spinner off meanwhile
-            spinner.suspend(|| super::opt::optimize_model(&mut graphs, &names, &super::opt::target("cpu")?))?;
+            spinner.suspend(|| {
+                super::opt::optimize_model(&mut graphs, &names, &super::opt::target("cpu")?)
+            })?;
             model.set_graphs(graphs);
         }
         Runtime::Reference(Box::new(model))
@@ -361,22 +446,39 @@ fn load_runtime(dir: &Path, args: &SessionArgs, context: usize, threads: usize) 
             None => {
                 spinner.set_message("compiling (first run of this checkpoint)");
                 let bar = super::compile::progress_bar();
-                let path = spinner.suspend(|| super::engine_cache::ensure_engine(dir, &mut |s, d, t| super::compile::update(&bar, s, d, t)));
+                let path = spinner.suspend(|| {
+                    super::engine_cache::ensure_engine(dir, &mut |s, d, t| {
+                        super::compile::update(&bar, s, d, t)
+                    })
+                });
                 bar.finish_and_clear();
                 path?
             }
         };
         spinner.set_message(format!("loading engine {}", engine_dir.display()));
-        Runtime::Engine(Box::new(Engine::load_on(&engine_dir, context, threads, args.device.unwrap_or_default(), &mut |_, _, _| {})?))
+        Runtime::Engine(Box::new(Engine::load_on(
+            &engine_dir,
+            context,
+            threads,
+            args.device.unwrap_or_default(),
+            &mut |_, _, _| {},
+        )?))
     };
     spinner.finish_and_clear();
     Ok(runtime)
 }
 
 /// Decodes and preprocesses the video at `path` behind a progress bar over its frames.
-pub fn load_video_with_progress(path: &Path, cfg: &VideoProcessorConfig, request: &VideoRequest) -> Result<LoadedVideo> {
+pub fn load_video_with_progress(
+    path: &Path,
+    cfg: &VideoProcessorConfig,
+    request: &VideoRequest,
+) -> Result<LoadedVideo> {
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} frames ({elapsed})").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} frames ({elapsed})")
+            .expect("valid template"),
+    );
     bar.set_message(format!("decoding {}", path.display()));
     let video = load_video(path, cfg, request, &mut |done, total| {
         bar.set_length(total as u64);

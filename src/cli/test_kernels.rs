@@ -29,11 +29,17 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let backend = Backend::parse(&args.backend).map_err(anyhow::Error::msg)?;
-    let filter = Filter { ops: args.ops, pattern: args.pattern };
+    let filter = Filter {
+        ops: args.ops,
+        pattern: args.pattern,
+    };
     let all = cases();
     let known: std::collections::BTreeSet<&str> = all.iter().map(|c| c.template.op()).collect();
     if let Some(unknown) = filter.ops.iter().find(|o| !known.contains(o.as_str())) {
-        bail!("no op family `{unknown}` (known: {})", known.into_iter().collect::<Vec<_>>().join(", "));
+        bail!(
+            "no op family `{unknown}` (known: {})",
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        );
     }
     if args.list {
         for c in all.iter().filter(|c| filter.accepts(c)) {
@@ -44,7 +50,8 @@ pub fn run(args: Args) -> Result<()> {
     if !all.iter().any(|c| filter.accepts(c)) {
         bail!("no case matches the filter");
     }
-    let summary = try_run_all(&all, &filter, backend, &mut |note| eprintln!("{note}")).map_err(anyhow::Error::msg)?;
+    let summary = try_run_all(&all, &filter, backend, &mut |note| eprintln!("{note}"))
+        .map_err(anyhow::Error::msg)?;
     for r in &summary.reports {
         eprintln!("{}", r.line());
     }
@@ -53,7 +60,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("{}", summary.closing_line());
     if summary.failed() > 0 {
-        bail!("{} of {} cases failed", summary.failed(), summary.reports.len());
+        bail!(
+            "{} of {} cases failed",
+            summary.failed(),
+            summary.reports.len()
+        );
     }
     Ok(())
 }

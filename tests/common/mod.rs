@@ -43,7 +43,12 @@ pub fn vl3c_with_stdin(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("vl3c runs");
-    child.stdin.take().expect("piped").write_all(stdin.as_bytes()).expect("stdin accepts the input");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin.as_bytes())
+        .expect("stdin accepts the input");
     child.wait_with_output().expect("vl3c runs")
 }
 
@@ -54,8 +59,15 @@ pub fn stderr(o: &Output) -> String {
 /// Fails with a non-zero exit and exactly one line on stderr that contains `needle`.
 pub fn assert_one_line_error(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "expected one line, got: {err}"
+    );
     assert!(err.contains(needle), "expected `{needle}` in: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -70,7 +82,10 @@ pub fn diff(a: &vl3c_runtime::exec::Tensor, b: &vl3c_runtime::exec::Tensor) -> D
     assert_eq!(a.shape, b.shape, "shapes differ");
     let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
     let d: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
-    Diff { max: d.iter().cloned().fold(0.0, f32::max), mean: d.iter().sum::<f32>() / d.len() as f32 }
+    Diff {
+        max: d.iter().cloned().fold(0.0, f32::max),
+        mean: d.iter().sum::<f32>() / d.len() as f32,
+    }
 }
 
 /// The ids of `generated_ids`.

@@ -41,13 +41,16 @@ fn aligned(w: &PackedBf16) -> Vec<Line> {
     let bytes = w.as_bytes();
     let mut v = vec![Line([0; 64]); bytes.len().div_ceil(64)];
     // SAFETY: `v` holds at least `bytes.len()` bytes.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len()) };
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len())
+    };
     v
 }
 
 fn as_packed(lines: &[Line], n: usize, k: usize) -> PackedBf16<'_> {
     // SAFETY: `Line` is plain bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(lines.as_ptr() as *const u8, cpu::packed_len(n, k)) };
+    let bytes =
+        unsafe { std::slice::from_raw_parts(lines.as_ptr() as *const u8, cpu::packed_len(n, k)) };
     PackedBf16::from_bytes(bytes, n, k).expect("packed length")
 }
 
@@ -336,7 +339,10 @@ fn bench_amx() {
         let bias = rng.vec(n);
         let mut c = vec![0f32; m * n];
         let flops = 2.0 * (m * n * k) as f64;
-        let epi = Epilogue { bias: Some(&bias), ..Epilogue::default() };
+        let epi = Epilogue {
+            bias: Some(&bias),
+            ..Epilogue::default()
+        };
         for threads in [1, 2] {
             let mut best = f64::INFINITY;
             let start = Instant::now();
@@ -347,7 +353,13 @@ fn bench_amx() {
                 best = best.min(t.elapsed().as_secs_f64());
                 reps += 1;
             }
-            row(&format!("{m}x{k}x{n} {what}"), "gemm Amx +bias (best)", threads, best, &format!("{:.1} GFLOP/s", flops / best / 1e9));
+            row(
+                &format!("{m}x{k}x{n} {what}"),
+                "gemm Amx +bias (best)",
+                threads,
+                best,
+                &format!("{:.1} GFLOP/s", flops / best / 1e9),
+            );
         }
     }
 }

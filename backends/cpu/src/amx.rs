@@ -71,7 +71,14 @@ pub fn available() -> bool {
 
 /// `C = A·Wᵀ` (+ epilogue) on AMX. Callers checked the shapes and [`available`].
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub(crate) fn gemm(a: &[f32], w: &PackedBf16, c: &mut [MaybeUninit<f32>], m: usize, threads: usize, epi: &Epilogue) {
+pub(crate) fn gemm(
+    a: &[f32],
+    w: &PackedBf16,
+    c: &mut [MaybeUninit<f32>],
+    m: usize,
+    threads: usize,
+    epi: &Epilogue,
+) {
     imp::gemm(a, w, c, m, threads, epi)
 }
 
@@ -107,7 +114,14 @@ pub fn peak_gflops(threads: usize) -> Option<f64> {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub(crate) fn gemm(_: &[f32], _: &PackedBf16, _: &mut [MaybeUninit<f32>], _: usize, _: usize, _: &Epilogue) {
+pub(crate) fn gemm(
+    _: &[f32],
+    _: &PackedBf16,
+    _: &mut [MaybeUninit<f32>],
+    _: usize,
+    _: usize,
+    _: &Epilogue,
+) {
     unreachable!("AMX is never available off x86_64 Linux")
 }
 
@@ -226,7 +240,14 @@ mod imp {
         lda
     }
 
-    pub fn gemm(a: &[f32], w: &PackedBf16, c: &mut [MaybeUninit<f32>], m: usize, threads: usize, epi: &Epilogue) {
+    pub fn gemm(
+        a: &[f32],
+        w: &PackedBf16,
+        c: &mut [MaybeUninit<f32>],
+        m: usize,
+        threads: usize,
+        epi: &Epilogue,
+    ) {
         A_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             let lda = pack_a(a, m, w.k(), threads, &mut buf);
@@ -261,7 +282,11 @@ mod imp {
         let lda_b = pa.lda * 4;
         let blocks = m.div_ceil(MB);
         let pg = group(m, lda_b);
-        let kb = if pg * kp * STEP_BYTES <= L2_B { chunks } else { KB };
+        let kb = if pg * kp * STEP_BYTES <= L2_B {
+            chunks
+        } else {
+            KB
+        };
         let kblocks = chunks.div_ceil(kb);
         let slots = if kblocks == 1 { 1 } else { blocks * pg };
         if acc.len() < slots {
@@ -301,7 +326,11 @@ mod imp {
                     let two = rows > TP;
                     let a0 = a_base.add(row0 * lda_b);
                     for panel in g0..g1 {
-                        let slot = if kblocks == 1 { 0 } else { blk * pg + panel - g0 };
+                        let slot = if kblocks == 1 {
+                            0
+                        } else {
+                            blk * pg + panel - g0
+                        };
                         let s = acc[slot].0.as_mut_ptr() as *mut u8;
                         if kbi == 0 {
                             asm!(
@@ -316,7 +345,11 @@ mod imp {
                         }
                         let b = w.ptr().add(panel * kp * STEP_BYTES);
                         for j in j0..j1 {
-                            let bj = if j < full { b.add(j * TP * STEP_BYTES) } else { tails[panel - g0].0.as_ptr() };
+                            let bj = if j < full {
+                                b.add(j * TP * STEP_BYTES)
+                            } else {
+                                tails[panel - g0].0.as_ptr()
+                            };
                             if two {
                                 chunk2(a0.add(j * TP * 4), lda_b, bj);
                             } else {
@@ -357,8 +390,14 @@ mod imp {
         let cfg = tile_cfg();
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
         asm!(
-            "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
-            "tilezero tmm4", "tilezero tmm5", "tilezero tmm6", "tilezero tmm7",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm6",
+            "tilezero tmm7",
             options(nostack, nomem)
         );
         for _ in 0..iters {
@@ -462,13 +501,34 @@ mod imp {
     /// Writes the valid `rows` × (up to 32) part of an accumulator block to `C` with the
     /// [`Epilogue`], in the order the other kernels add: prior `C`, bias, residual.
     #[target_feature(enable = "avx512f")]
-    unsafe fn epilogue(acc: &Block, c: *mut f32, n: usize, row0: usize, rows: usize, col0: usize, epi: &Epilogue) {
+    unsafe fn epilogue(
+        acc: &Block,
+        c: *mut f32,
+        n: usize,
+        row0: usize,
+        rows: usize,
+        col0: usize,
+        epi: &Epilogue,
+    ) {
         let cols = NR.min(n - col0);
-        let m0 = if cols >= 16 { 0xffff } else { ((1u32 << cols) - 1) as __mmask16 };
-        let m1 = if cols >= 32 { 0xffff } else if cols > 16 { ((1u32 << (cols - 16)) - 1) as __mmask16 } else { 0 };
+        let m0 = if cols >= 16 {
+            0xffff
+        } else {
+            ((1u32 << cols) - 1) as __mmask16
+        };
+        let m1 = if cols >= 32 {
+            0xffff
+        } else if cols > 16 {
+            ((1u32 << (cols - 16)) - 1) as __mmask16
+        } else {
+            0
+        };
         let bias = epi.bias.map(|b| {
             let b = b.as_ptr().add(col0);
-            (_mm512_maskz_loadu_ps(m0, b), _mm512_maskz_loadu_ps(m1, b.add(16)))
+            (
+                _mm512_maskz_loadu_ps(m0, b),
+                _mm512_maskz_loadu_ps(m1, b.add(16)),
+            )
         });
         for r in 0..rows {
             let at = (row0 + r) * n + col0;

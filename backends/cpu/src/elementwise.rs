@@ -28,7 +28,11 @@ fn simd() -> bool {
 
 /// Runs `f(first_row, rows)` over `rows` split between threads (one when the work is small).
 fn split_rows(rows: usize, width: usize, threads: usize, f: impl Fn(usize, usize) + Sync) {
-    let threads = if rows * width < PARALLEL_MIN { 1 } else { threads.clamp(1, rows.max(1)) };
+    let threads = if rows * width < PARALLEL_MIN {
+        1
+    } else {
+        threads.clamp(1, rows.max(1))
+    };
     threads::run(threads, |t| {
         let r = threads::chunk(rows, threads, t);
         if !r.is_empty() {
@@ -39,7 +43,11 @@ fn split_rows(rows: usize, width: usize, threads: usize, f: impl Fn(usize, usize
 
 /// `out = act(x)`; `out.len() == x.len()`.
 pub fn activation(act: Act, x: &[f32], out: &mut [f32], threads: usize) {
-    assert_eq!(x.len(), out.len(), "activation: input and output lengths differ");
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "activation: input and output lengths differ"
+    );
     let (n, simd) = (x.len(), simd());
     // Chunks of whole vectors, so every thread but the last runs without a tail.
     let rows = n.div_ceil(1024);
@@ -65,7 +73,8 @@ pub fn activation(act: Act, x: &[f32], out: &mut [f32], threads: usize) {
 fn scalar_act(act: Act, x: f32) -> f32 {
     match act {
         Act::GeluTanh => {
-            let s = (x + x * x * x * 0.044715f64 as f32) * (2.0 / std::f64::consts::PI).sqrt() as f32;
+            let s =
+                (x + x * x * x * 0.044715f64 as f32) * (2.0 / std::f64::consts::PI).sqrt() as f32;
             x / (((-2.0 * s) as f64).exp() as f32 + 1.0)
         }
         Act::Silu => x / (((-x) as f64).exp() as f32 + 1.0),
@@ -75,19 +84,50 @@ fn scalar_act(act: Act, x: f32) -> f32 {
 /// `out[r, j] = silu(gate[r·gs + j])·up[r·us + j]` for `r < rows`, `j < width` (`gate` and `up`
 /// may be column ranges of one wider matrix: row strides `gs`, `us`); `out` is `[rows, width]`.
 #[allow(clippy::too_many_arguments)]
-pub fn swiglu(gate: &[f32], gs: usize, up: &[f32], us: usize, rows: usize, width: usize, out: &mut [f32], threads: usize) {
-    assert!(out.len() == rows * width, "swiglu: output is not [rows, width]");
-    assert!(rows == 0 || (gate.len() >= (rows - 1) * gs + width && up.len() >= (rows - 1) * us + width), "swiglu: operands too short");
+pub fn swiglu(
+    gate: &[f32],
+    gs: usize,
+    up: &[f32],
+    us: usize,
+    rows: usize,
+    width: usize,
+    out: &mut [f32],
+    threads: usize,
+) {
+    assert!(
+        out.len() == rows * width,
+        "swiglu: output is not [rows, width]"
+    );
+    assert!(
+        rows == 0 || (gate.len() >= (rows - 1) * gs + width && up.len() >= (rows - 1) * us + width),
+        "swiglu: operands too short"
+    );
     let simd = simd();
     let o = SyncPtr(out.as_mut_ptr());
     // Long single rows (a decode step) split by columns instead.
-    let (rows_x, cols) = if rows == 1 { (width.div_ceil(1024), 1024) } else { (rows, width) };
+    let (rows_x, cols) = if rows == 1 {
+        (width.div_ceil(1024), 1024)
+    } else {
+        (rows, width)
+    };
     split_rows(rows_x, cols, threads, |r0, rs| {
-        let (rows_range, cols_range) = if rows == 1 { (0..1, r0 * 1024..((r0 + rs) * 1024).min(width)) } else { (r0..r0 + rs, 0..width) };
+        let (rows_range, cols_range) = if rows == 1 {
+            (0..1, r0 * 1024..((r0 + rs) * 1024).min(width))
+        } else {
+            (r0..r0 + rs, 0..width)
+        };
         for r in rows_range {
-            let (g, u) = (&gate[r * gs..][cols_range.clone()], &up[r * us..][cols_range.clone()]);
+            let (g, u) = (
+                &gate[r * gs..][cols_range.clone()],
+                &up[r * us..][cols_range.clone()],
+            );
             // SAFETY: threads write disjoint rows (or column ranges) of `out`.
-            let out = unsafe { std::slice::from_raw_parts_mut(o.get().add(r * width + cols_range.start), cols_range.len()) };
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(
+                    o.get().add(r * width + cols_range.start),
+                    cols_range.len(),
+                )
+            };
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: AVX-512 detected; equal lengths.
@@ -113,7 +153,10 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], threads: usize)
 
 fn norm(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32], threads: usize) {
     let d = w.len();
-    assert!(d > 0 && x.len() % d == 0 && out.len() == x.len() && b.is_none_or(|b| b.len() == d), "norm: shapes do not match");
+    assert!(
+        d > 0 && x.len() % d == 0 && out.len() == x.len() && b.is_none_or(|b| b.len() == d),
+        "norm: shapes do not match"
+    );
     let simd = simd();
     let o = SyncPtr(out.as_mut_ptr());
     split_rows(x.len() / d, d, threads, |r0, rs| {
@@ -138,7 +181,8 @@ fn rsqrt(x: f32) -> f32 {
 
 fn scalar_norm_row(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32]) {
     let d = x.len();
-    let mean = |v: &mut dyn Iterator<Item = f32>| (v.fold(0f64, |a, x| a + x as f64) / d as f64) as f32;
+    let mean =
+        |v: &mut dyn Iterator<Item = f32>| (v.fold(0f64, |a, x| a + x as f64) / d as f64) as f32;
     match b {
         Some(b) => {
             let m = mean(&mut x.iter().copied());
@@ -177,8 +221,14 @@ mod avx {
         let t = match act {
             Act::GeluTanh => {
                 // −2s, s = √(2/π)·(x + 0.044715·x³), rounded as the reference rounds s.
-                let cubic = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(x, x), x), _mm512_set1_ps(0.044715));
-                let s = _mm512_mul_ps(_mm512_add_ps(x, cubic), _mm512_set1_ps(0.797_884_560_802_865_4));
+                let cubic = _mm512_mul_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(x, x), x),
+                    _mm512_set1_ps(0.044715),
+                );
+                let s = _mm512_mul_ps(
+                    _mm512_add_ps(x, cubic),
+                    _mm512_set1_ps(0.797_884_560_802_865_4),
+                );
                 _mm512_mul_ps(s, _mm512_set1_ps(-2.0))
             }
             Act::Silu => _mm512_sub_ps(_mm512_setzero_ps(), x),
@@ -212,7 +262,11 @@ mod avx {
             let m = tail(n, j);
             let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(j));
             let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(j));
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), m, _mm512_mul_ps(act_v(Act::Silu, gv), uv));
+            _mm512_mask_storeu_ps(
+                out.as_mut_ptr().add(j),
+                m,
+                _mm512_mul_ps(act_v(Act::Silu, gv), uv),
+            );
             j += 16;
         }
     }
@@ -221,16 +275,26 @@ mod avx {
     #[inline(always)]
     unsafe fn acc_f64(acc: (__m512d, __m512d), v: __m512) -> (__m512d, __m512d) {
         let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-        let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))));
+        let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+            _mm512_castps_pd(v),
+        )));
         (_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi))
     }
 
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn norm_row(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    pub(super) unsafe fn norm_row(
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        eps: f32,
+        out: &mut [f32],
+    ) {
         let d = x.len();
         let (xp, op, wp) = (x.as_ptr(), out.as_mut_ptr(), w.as_ptr());
         let z = (_mm512_setzero_pd(), _mm512_setzero_pd());
-        let mean_of = |acc: (__m512d, __m512d)| (_mm512_reduce_add_pd(_mm512_add_pd(acc.0, acc.1)) / d as f64) as f32;
+        let mean_of = |acc: (__m512d, __m512d)| {
+            (_mm512_reduce_add_pd(_mm512_add_pd(acc.0, acc.1)) / d as f64) as f32
+        };
         let src = match b {
             Some(_) => {
                 // Centre first, into `out`, as the reference does.
@@ -244,7 +308,11 @@ mod avx {
                 let mut j = 0;
                 while j < d {
                     let k = tail(d, j);
-                    _mm512_mask_storeu_ps(op.add(j), k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, xp.add(j)), m));
+                    _mm512_mask_storeu_ps(
+                        op.add(j),
+                        k,
+                        _mm512_sub_ps(_mm512_maskz_loadu_ps(k, xp.add(j)), m),
+                    );
                     j += 16;
                 }
                 op as *const f32
@@ -262,7 +330,10 @@ mod avx {
         let mut j = 0;
         while j < d {
             let k = tail(d, j);
-            let v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, src.add(j)), inv), _mm512_maskz_loadu_ps(k, wp.add(j)));
+            let v = _mm512_mul_ps(
+                _mm512_mul_ps(_mm512_maskz_loadu_ps(k, src.add(j)), inv),
+                _mm512_maskz_loadu_ps(k, wp.add(j)),
+            );
             let v = match b {
                 Some(b) => _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b.as_ptr().add(j))),
                 None => v,

@@ -14,9 +14,9 @@
 //! * Threads take contiguous ranges of panels (columns of `C`).
 //! * The [`Epilogue`] is applied on the last k-block while the tile is stored.
 
-use std::mem::MaybeUninit;
 use super::pack::{bf16_bits_to_f32, f32_to_bf16_bits, PackedBf16, NR};
 use super::threads::{self, SyncPtr};
+use std::mem::MaybeUninit;
 
 /// Rows of `C` per micro-tile.
 pub const MR: usize = 12;
@@ -546,10 +546,25 @@ mod avx512 {
                         m0,
                         m1,
                         load_c: !first || epi.accumulate,
-                        bias: if last && !bias.is_null() { bias.add(col) } else { std::ptr::null() },
-                        res: if last && !res.is_null() { res.add(row * n + col) } else { std::ptr::null() },
+                        bias: if last && !bias.is_null() {
+                            bias.add(col)
+                        } else {
+                            std::ptr::null()
+                        },
+                        res: if last && !res.is_null() {
+                            res.add(row * n + col)
+                        } else {
+                            std::ptr::null()
+                        },
                     };
-                    kernel(MR.min(m - row), blk, p0, kc, wpanel.add(p0 * STEP_BYTES), &t);
+                    kernel(
+                        MR.min(m - row),
+                        blk,
+                        p0,
+                        kc,
+                        wpanel.add(p0 * STEP_BYTES),
+                        &t,
+                    );
                 }
                 p0 += kc;
             }
@@ -566,9 +581,19 @@ mod avx512 {
         epi: &Epilogue,
     ) {
         let (kp, ad) = (pa.kp, pa.data.as_ptr() as *const f32);
-        for_each_tile(pa.blocks, kp, KC_EXACT, w, c, m, range, epi, |rows, blk, p0, kc, b, t| {
-            kernel_exact_dyn(rows, ad.add((blk * 2 * kp + 2 * p0) * MR), b, kc, t)
-        });
+        for_each_tile(
+            pa.blocks,
+            kp,
+            KC_EXACT,
+            w,
+            c,
+            m,
+            range,
+            epi,
+            |rows, blk, p0, kc, b, t| {
+                kernel_exact_dyn(rows, ad.add((blk * 2 * kp + 2 * p0) * MR), b, kc, t)
+            },
+        );
     }
 
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
@@ -581,8 +606,18 @@ mod avx512 {
         epi: &Epilogue,
     ) {
         let kp = pa.kp;
-        for_each_tile(pa.blocks, kp, KC, w, c, m, range, epi, |rows, blk, p0, kc, b, t| {
-            kernel_dyn(rows, pa.data.as_ptr().add((blk * kp + p0) * MR), b, kc, t)
-        });
+        for_each_tile(
+            pa.blocks,
+            kp,
+            KC,
+            w,
+            c,
+            m,
+            range,
+            epi,
+            |rows, blk, p0, kc, b, t| {
+                kernel_dyn(rows, pa.data.as_ptr().add((blk * kp + p0) * MR), b, kc, t)
+            },
+        );
     }
 }

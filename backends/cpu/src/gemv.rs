@@ -190,7 +190,13 @@ mod avx512 {
                 step(base.add(p * STEP_BYTES), x.add(2 * p), hi, &mut a);
                 p += 1;
             }
-            store_rows(y, n, panel, _mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+            store_rows(
+                y,
+                n,
+                panel,
+                _mm512_add_ps(a[0], a[1]),
+                _mm512_add_ps(a[2], a[3]),
+            );
         }
     }
 
@@ -216,11 +222,17 @@ mod avx512 {
         let x = xp.as_ptr();
         let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
         let half = range.len() / 2;
-        let (r1, r2) = (range.start..range.start + half, range.start + half..range.end);
+        let (r1, r2) = (
+            range.start..range.start + half,
+            range.start + half..range.end,
+        );
         let mut p2 = r2.clone();
         for pa in r1 {
             let pb = p2.next().expect("second half is at least as long");
-            let (ba, bb) = (w.ptr().add(pa * kp * STEP_BYTES), w.ptr().add(pb * kp * STEP_BYTES));
+            let (ba, bb) = (
+                w.ptr().add(pa * kp * STEP_BYTES),
+                w.ptr().add(pb * kp * STEP_BYTES),
+            );
             let (mut a, mut b) = ([_mm512_setzero_ps(); 4], [_mm512_setzero_ps(); 4]);
             let mut p = 0;
             while p + 4 <= kp {
@@ -240,8 +252,20 @@ mod avx512 {
                 step(bb.add(p * STEP_BYTES), x.add(2 * p), hi, &mut b);
                 p += 1;
             }
-            store_rows(y, n, pa, _mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-            store_rows(y, n, pb, _mm512_add_ps(b[0], b[1]), _mm512_add_ps(b[2], b[3]));
+            store_rows(
+                y,
+                n,
+                pa,
+                _mm512_add_ps(a[0], a[1]),
+                _mm512_add_ps(a[2], a[3]),
+            );
+            store_rows(
+                y,
+                n,
+                pb,
+                _mm512_add_ps(b[0], b[1]),
+                _mm512_add_ps(b[2], b[3]),
+            );
         }
         if let Some(last) = p2.next() {
             exact(w, xp, y, n, last..last + 1);

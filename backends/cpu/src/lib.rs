@@ -132,7 +132,15 @@ pub fn gemm_with(
     mode: GemmMode,
     backend: Backend,
 ) {
-    gemm::gemm_impl(a, w, as_uninit(c), threads, epilogue, mode, use_simd(backend));
+    gemm::gemm_impl(
+        a,
+        w,
+        as_uninit(c),
+        threads,
+        epilogue,
+        mode,
+        use_simd(backend),
+    );
 }
 
 /// [`gemm_with`] into memory that need not be initialized (`Vec::spare_capacity_mut`): every
@@ -147,7 +155,10 @@ pub fn gemm_uninit(
     mode: GemmMode,
     backend: Backend,
 ) {
-    assert!(!epilogue.accumulate, "gemm_uninit: an accumulating epilogue reads c");
+    assert!(
+        !epilogue.accumulate,
+        "gemm_uninit: an accumulating epilogue reads c"
+    );
     gemm::gemm_impl(a, w, c, threads, epilogue, mode, use_simd(backend));
 }
 

@@ -172,7 +172,10 @@ impl<'a> PackedBf16<'a> {
         for (p, pair) in out.chunks_mut(2).enumerate() {
             let at = base + p * NR * 4;
             for (h, o) in pair.iter_mut().enumerate() {
-                *o = bf16_bits_to_f32(u16::from_le_bytes([self.data[at + 2 * h], self.data[at + 2 * h + 1]]));
+                *o = bf16_bits_to_f32(u16::from_le_bytes([
+                    self.data[at + 2 * h],
+                    self.data[at + 2 * h + 1],
+                ]));
             }
         }
     }

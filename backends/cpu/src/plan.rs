@@ -29,16 +29,32 @@ pub enum Claim {
     Kernel { node: usize, kernel: usize },
     /// A `swiglu` of two column ranges of the 2-D `matrix` (the merged gate|up projection),
     /// read in place: gate from column `gate`, up from column `up`.
-    SwiGluColumns { node: usize, matrix: usize, gate: usize, up: usize },
+    SwiGluColumns {
+        node: usize,
+        matrix: usize,
+        gate: usize,
+        up: usize,
+    },
     /// A `gather` along axis 0 of a weight `[v, h]` (the token embedding), reading rows of the
     /// stored tensor `tensor` in place: the weight itself (`transposed: false`, raw), or the
     /// tied LM head's weight (`transposed: true`: the `[h, v]` matmul weight, packed or raw),
     /// so a tied table is stored once.
-    Gather { node: usize, tensor: String, transposed: bool },
+    Gather {
+        node: usize,
+        tensor: String,
+        transposed: bool,
+    },
     /// The `attention` node `attention` on the engine's attention kernel. `node` is the
     /// attention itself, or (`rows_out`) the `[n, heads·d]` reshape of its `[1, 0, 2]`
     /// transpose, then written in that layout directly.
-    Attention { node: usize, attention: usize, rows_out: bool, q: AttentionOperand, k: AttentionOperand, v: AttentionOperand },
+    Attention {
+        node: usize,
+        attention: usize,
+        rows_out: bool,
+        q: AttentionOperand,
+        k: AttentionOperand,
+        v: AttentionOperand,
+    },
     /// A `cache_append` into the engine's own KV cache (preallocated from `--max-context`,
     /// appended in place), its new rows taken from `rows`. A graph's plan claims all of its
     /// cache appends or none.
@@ -80,16 +96,28 @@ pub enum AppendRows {
     Operand,
     /// Columns of the 2-D projection output `node` (as [`AttentionOperand::Columns`]), rotated
     /// by the RoPE tables `rope = [cos, sin]` (`[.., s, d]`) when the graph rotates them.
-    Columns { node: usize, offset: usize, rope: Option<[usize; 2]> },
+    Columns {
+        node: usize,
+        offset: usize,
+        rope: Option<[usize; 2]>,
+    },
 }
 
 /// A generated kernel, as the plan records it (`cpu::codegen::KernelSpec`, serializable).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum KernelDesc {
-    LayerNorm { width: usize, eps: f64 },
-    RmsNorm { width: usize, eps: f64 },
-    Softmax { width: usize },
+    LayerNorm {
+        width: usize,
+        eps: f64,
+    },
+    RmsNorm {
+        width: usize,
+        eps: f64,
+    },
+    Softmax {
+        width: usize,
+    },
     GeluTanh,
     GeluErf,
     Silu,
@@ -132,13 +160,20 @@ pub struct Plan {
 /// the CPU has), so an engine with `kernels.o` requires the ones its compile host had.
 pub fn codegen_features() -> Vec<String> {
     const CANDIDATES: [&str; 16] = [
-        "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt", "avx512f",
-        "avx512vl", "avx512dq", "avx512bw",
+        "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1",
+        "bmi2", "lzcnt", "avx512f", "avx512vl", "avx512dq", "avx512bw",
     ];
-    CANDIDATES.iter().filter(|f| vl3c_engine::cpu_has(f)).map(|f| f.to_string()).collect()
+    CANDIDATES
+        .iter()
+        .filter(|f| vl3c_engine::cpu_has(f))
+        .map(|f| f.to_string())
+        .collect()
 }
 
 /// The features the matmul kernels use when present (they fall back to portable code).
 pub fn optional_features() -> Vec<String> {
-    ["avx512f", "avx512bw", "avx512vl", "avx512bf16"].iter().map(|s| s.to_string()).collect()
+    ["avx512f", "avx512bw", "avx512vl", "avx512bf16"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }

@@ -2,11 +2,13 @@
 //! packed into `weights.bin`, the fused ops' native code into `kernels.o`, and the plan that
 //! records all of it.
 
-use crate::{codegen, pack};
 use crate::plan::{self, Claim, GraphPlan, Plan};
 use crate::select::{self, attention_claim, holds_caches, tied_matmul, Want};
+use crate::{codegen, pack};
 use half::bf16;
-use vl3c_engine::{Emit, Emitted, EngineError, Target, TensorEntry, TensorLayout, TensorStore, WeightsWriter};
+use vl3c_engine::{
+    Emit, Emitted, EngineError, Target, TensorEntry, TensorLayout, TensorStore, WeightsWriter,
+};
 use vl3c_ir::{Graph, Op};
 use vl3c_reference::Tensor;
 
@@ -43,7 +45,10 @@ impl Target for CpuTarget {
         let mut report = CpuReport::default();
         let mut store = TensorStore::create(out, plan::WEIGHTS)?;
         let mut plan = Plan::default();
-        let total_folds: usize = graphs.iter().map(|g| g.nodes.iter().filter(|n| n.op == Op::Fold).count()).sum();
+        let total_folds: usize = graphs
+            .iter()
+            .map(|g| g.nodes.iter().filter(|n| n.op == Op::Fold).count())
+            .sum();
         let mut done = 0;
         // The KV caches are the engine's when both graphs that use them let it keep them all.
         let by_name = |n: &str| graphs.iter().find(|g| g.name == n).copied();
@@ -55,9 +60,12 @@ impl Target for CpuTarget {
             let (wants, skip) = select::select(g, held);
             let mut gp = GraphPlan::default();
             // A matmul weight `[k, n]`, packed for the kernels.
-            let packed = |store: &mut TensorStore, out: &Emit, fold: usize, report: &mut CpuReport| {
-                store.fold(out, g, fold, "packed", |w, t| store_packed(w, t, report)).map(|(name, _)| name)
-            };
+            let packed =
+                |store: &mut TensorStore, out: &Emit, fold: usize, report: &mut CpuReport| {
+                    store
+                        .fold(out, g, fold, "packed", |w, t| store_packed(w, t, report))
+                        .map(|(name, _)| name)
+                };
             for (i, want) in wants.iter().enumerate() {
                 let Some(want) = want else { continue };
                 if *want == Want::Fold {
@@ -75,24 +83,55 @@ impl Target for CpuTarget {
                 }
                 let claim = match want {
                     Want::Fold => unreachable!("handled above"),
-                    Want::Matmul => Claim::Matmul { node: i, tensor: packed(&mut store, out, g.nodes[i].inputs[1].index(), &mut report)? },
+                    Want::Matmul => Claim::Matmul {
+                        node: i,
+                        tensor: packed(&mut store, out, g.nodes[i].inputs[1].index(), &mut report)?,
+                    },
                     Want::Attention(p) => attention_claim(i, p),
-                    Want::CacheAppend(rows) => Claim::CacheAppend { node: i, rows: rows.clone() },
-                    Want::SwiGluColumns { matrix, gate, up } => Claim::SwiGluColumns { node: i, matrix: *matrix, gate: *gate, up: *up },
+                    Want::CacheAppend(rows) => Claim::CacheAppend {
+                        node: i,
+                        rows: rows.clone(),
+                    },
+                    Want::SwiGluColumns { matrix, gate, up } => Claim::SwiGluColumns {
+                        node: i,
+                        matrix: *matrix,
+                        gate: *gate,
+                        up: *up,
+                    },
                     Want::Kernel(desc) => {
-                        let kernel = plan.kernels.iter().position(|k| k == desc).unwrap_or_else(|| {
-                            plan.kernels.push(*desc);
-                            plan.kernels.len() - 1
-                        });
+                        let kernel =
+                            plan.kernels
+                                .iter()
+                                .position(|k| k == desc)
+                                .unwrap_or_else(|| {
+                                    plan.kernels.push(*desc);
+                                    plan.kernels.len() - 1
+                                });
                         Claim::Kernel { node: i, kernel }
                     }
                     // A tied table is read from the LM head's stored weight, so it is stored once.
                     Want::Gather => match tied_matmul(g, i) {
-                        Some(m) => Claim::Gather { node: i, tensor: packed(&mut store, out, g.nodes[m].inputs[1].index(), &mut report)?, transposed: true },
+                        Some(m) => Claim::Gather {
+                            node: i,
+                            tensor: packed(
+                                &mut store,
+                                out,
+                                g.nodes[m].inputs[1].index(),
+                                &mut report,
+                            )?,
+                            transposed: true,
+                        },
                         None => {
-                            let Op::Weight { name } = &g.nodes[g.nodes[i].inputs[0].index()].op else { unreachable!("gather_claimable") };
+                            let Op::Weight { name } = &g.nodes[g.nodes[i].inputs[0].index()].op
+                            else {
+                                unreachable!("gather_claimable")
+                            };
                             report.raw_weights += usize::from(store.weight(out, name)?);
-                            Claim::Gather { node: i, tensor: name.clone(), transposed: false }
+                            Claim::Gather {
+                                node: i,
+                                tensor: name.clone(),
+                                transposed: false,
+                            }
                         }
                     },
                 };
@@ -122,8 +161,15 @@ impl Target for CpuTarget {
         }
         report.kernels = plan.kernels.len();
         out.progress("codegen", 1, 1);
-        out.write(plan::PLAN, serde_json::to_string_pretty(&plan).expect("plan serializes").as_bytes())?;
-        report.weights_bytes = std::fs::metadata(out.dir().join(plan::WEIGHTS)).map(|m| m.len()).unwrap_or(0);
+        out.write(
+            plan::PLAN,
+            serde_json::to_string_pretty(&plan)
+                .expect("plan serializes")
+                .as_bytes(),
+        )?;
+        report.weights_bytes = std::fs::metadata(out.dir().join(plan::WEIGHTS))
+            .map(|m| m.len())
+            .unwrap_or(0);
         let summary = format!(
             "{} bf16-packed and {} f32 matmul weights, {} folded tensors, {} raw weights, {} kernels, weights.bin {:.1} MiB",
             report.packed_bf16,
@@ -134,16 +180,32 @@ impl Target for CpuTarget {
             report.weights_bytes as f64 / (1 << 20) as f64
         );
         self.report = report;
-        Ok(Emitted { cpu_features, cpu_features_optional: plan::optional_features(), summary, warnings: Vec::new() })
+        Ok(Emitted {
+            cpu_features,
+            cpu_features_optional: plan::optional_features(),
+            summary,
+            warnings: Vec::new(),
+        })
     }
 }
 
 /// A matmul weight `[k, n]`: bf16 panels when every value is a bf16 (exact, half the bytes,
 /// the bf16 kernels), else f32 `[k, n]` as is (f32 checkpoints keep full precision).
-fn store_packed(w: &mut WeightsWriter, t: &Tensor, report: &mut CpuReport) -> Result<TensorEntry, EngineError> {
-    let [k, n] = t.shape[..] else { return Err(err(format!("matmul weight has shape {:?}, not [k, n]", t.shape))) };
+fn store_packed(
+    w: &mut WeightsWriter,
+    t: &Tensor,
+    report: &mut CpuReport,
+) -> Result<TensorEntry, EngineError> {
+    let [k, n] = t.shape[..] else {
+        return Err(err(format!(
+            "matmul weight has shape {:?}, not [k, n]",
+            t.shape
+        )));
+    };
     let v = t.as_f32();
-    let exact = v.iter().all(|&x| bf16::from_f32(x).to_f32().to_bits() == x.to_bits());
+    let exact = v
+        .iter()
+        .all(|&x| bf16::from_f32(x).to_f32().to_bits() == x.to_bits());
     if !exact {
         report.packed_f32 += 1;
         let bytes: &[u8] = bytemuck::cast_slice(&v);
@@ -157,5 +219,10 @@ fn store_packed(w: &mut WeightsWriter, t: &Tensor, report: &mut CpuReport) -> Re
         }
     }
     let p = pack(&wt, n, k);
-    w.push(p.as_bytes(), "f32", vec![k, n], TensorLayout::PackedBf16 { n, k })
+    w.push(
+        p.as_bytes(),
+        "f32",
+        vec![k, n],
+        TensorLayout::PackedBf16 { n, k },
+    )
 }

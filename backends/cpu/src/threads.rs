@@ -50,7 +50,10 @@ fn pool(threads: usize) -> Arc<Pool> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<Pool>>>> = OnceLock::new();
     let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
-    pools.entry(threads).or_insert_with(|| Pool::start(threads - 1)).clone()
+    pools
+        .entry(threads)
+        .or_insert_with(|| Pool::start(threads - 1))
+        .clone()
 }
 
 impl Pool {
@@ -71,7 +74,11 @@ impl Pool {
                 .spawn(move || worker(&s, w))
                 .expect("spawning a vl3c CPU thread");
         }
-        Arc::new(Pool { workers, shared, busy: Mutex::new(()) })
+        Arc::new(Pool {
+            workers,
+            shared,
+            busy: Mutex::new(()),
+        })
     }
 }
 
@@ -80,7 +87,11 @@ fn worker(s: &Shared, index: usize) {
     let mut seen = 0;
     loop {
         seen = wait_for_job(s, seen);
-        let job = s.job.lock().unwrap_or_else(|e| e.into_inner()).expect("a job is set before its epoch");
+        let job = s
+            .job
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .expect("a job is set before its epoch");
         // SAFETY: the caller keeps the closure alive until `remaining` reaches 0.
         let f = unsafe { &*job.0 };
         if catch_unwind(AssertUnwindSafe(|| f(index))).is_err() {
@@ -128,12 +139,16 @@ pub fn run(threads: usize, f: impl Fn(usize) + Sync) {
         return sequential();
     }
     let p = pool(threads);
-    let Ok(_busy) = p.busy.try_lock() else { return sequential() };
+    let Ok(_busy) = p.busy.try_lock() else {
+        return sequential();
+    };
     let s = &p.shared;
     let dynf: &(dyn Fn(usize) + Sync) = &f;
     // SAFETY (lifetime erasure): the pointer is only used by workers of this epoch, all of
     // which finish (remaining = 0) before this function returns.
-    let job = JobRef(unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(dynf) });
+    let job = JobRef(unsafe {
+        std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(dynf)
+    });
     *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
     s.remaining.store(p.workers, Ordering::SeqCst);
     s.epoch.fetch_add(1, Ordering::SeqCst);

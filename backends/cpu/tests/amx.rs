@@ -15,7 +15,10 @@ fn skip() -> bool {
     if cpu::has_amx() {
         return false;
     }
-    assert!(std::env::var_os("VL3C_REQUIRE_AMX").is_none(), "VL3C_REQUIRE_AMX is set but this CPU (or OS) lacks AMX-BF16");
+    assert!(
+        std::env::var_os("VL3C_REQUIRE_AMX").is_none(),
+        "VL3C_REQUIRE_AMX is set but this CPU (or OS) lacks AMX-BF16"
+    );
     eprintln!("SKIPPED: CPU (or OS) lacks AMX-BF16 (set VL3C_REQUIRE_AMX=1 to fail instead)");
     true
 }
@@ -30,10 +33,26 @@ fn check(rng: &mut Rng, m: usize, k: usize, n: usize) -> f64 {
     let a = rng.vec(m * k);
     let refs = reference(&a, &w, m, n, k);
     let mut bf = vec![f32::NAN; m * n];
-    gemm_with(&a, &p, &mut bf, 1, &Epilogue::default(), GemmMode::Bf16Dot, Backend::Auto);
+    gemm_with(
+        &a,
+        &p,
+        &mut bf,
+        1,
+        &Epilogue::default(),
+        GemmMode::Bf16Dot,
+        Backend::Auto,
+    );
     for threads in [1, 2, 3] {
         let mut c = vec![f32::NAN; m * n];
-        gemm_with(&a, &p, &mut c, threads, &Epilogue::default(), GemmMode::Amx, Backend::Auto);
+        gemm_with(
+            &a,
+            &p,
+            &mut c,
+            threads,
+            &Epilogue::default(),
+            GemmMode::Amx,
+            Backend::Auto,
+        );
         for (j, (g, (r, abs))) in c.iter().zip(&refs).enumerate() {
             let err = (*g as f64 - r).abs();
             let tol = tolerance(false, k, *abs);
@@ -98,7 +117,12 @@ fn amx_gemm_epilogue_bias_residual_accumulate() {
     let res = rng.vec(m * n);
     let prior = rng.vec(m * n);
     let refs = reference(&a, &w, m, n, k);
-    for (use_bias, use_res, accumulate) in [(true, true, true), (true, false, false), (false, true, false), (false, false, true)] {
+    for (use_bias, use_res, accumulate) in [
+        (true, true, true),
+        (true, false, false),
+        (false, true, false),
+        (false, false, true),
+    ] {
         for threads in [1, 2] {
             let mut c = prior.clone();
             let epi = Epilogue {
@@ -122,7 +146,11 @@ fn amx_gemm_epilogue_bias_residual_accumulate() {
                     }
                     let err = (c[i * n + j] as f64 - want).abs();
                     let tol = tolerance(false, k, abs) + 1e-6 * want.abs();
-                    assert!(err <= tol, "({use_bias},{use_res},{accumulate}) t{threads} ({i},{j}): {} vs {want}", c[i * n + j]);
+                    assert!(
+                        err <= tol,
+                        "({use_bias},{use_res},{accumulate}) t{threads} ({i},{j}): {} vs {want}",
+                        c[i * n + j]
+                    );
                 }
             }
         }

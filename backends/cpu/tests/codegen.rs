@@ -460,7 +460,10 @@ fn invalid_specs_are_errors() {
             "eps must be finite and >= 0",
         ),
         (KernelSpec::Rope { d: 7 }, "d must be even, in 2..=2^24"),
-        (KernelSpec::Softmax { width: 0 }, "width must be in 1..=2^24"),
+        (
+            KernelSpec::Softmax { width: 0 },
+            "width must be in 1..=2^24",
+        ),
         (
             KernelSpec::AttentionSoftmax {
                 scale: f64::INFINITY,
@@ -471,8 +474,11 @@ fn invalid_specs_are_errors() {
     ] {
         // The Debug text, not `==`: a NaN eps is not equal to itself.
         match compile_kernels(&[KernelSpec::Add, spec]) {
-            Err(CodegenError::InvalidSpec { index: 1, spec: got, reason })
-                if format!("{got:?}") == format!("{spec:?}") && reason == why => {}
+            Err(CodegenError::InvalidSpec {
+                index: 1,
+                spec: got,
+                reason,
+            }) if format!("{got:?}") == format!("{spec:?}") && reason == why => {}
             other => panic!("{spec:?}: expected InvalidSpec at index 1 ({why}), got {other:?}"),
         }
     }

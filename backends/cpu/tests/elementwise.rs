@@ -27,7 +27,9 @@ fn ulps(got: &[f32], want: &[f64]) -> f64 {
 
 fn inputs(rng: &mut Rng, n: usize) -> Vec<f32> {
     // Mostly moderate values, some large, as activations see.
-    (0..n).map(|i| rng.f32() * if i % 7 == 0 { 12.0 } else { 3.0 }).collect()
+    (0..n)
+        .map(|i| rng.f32() * if i % 7 == 0 { 12.0 } else { 3.0 })
+        .collect()
 }
 
 #[test]
@@ -35,7 +37,10 @@ fn activations_within_a_few_ulp() {
     let mut rng = Rng(11);
     for n in [1, 15, 17, 1000, 70_001] {
         let x = inputs(&mut rng, n);
-        for (act, f) in [(Act::GeluTanh, gelu_tanh as fn(f64) -> f64), (Act::Silu, silu)] {
+        for (act, f) in [
+            (Act::GeluTanh, gelu_tanh as fn(f64) -> f64),
+            (Act::Silu, silu),
+        ] {
             let want: Vec<f64> = x.iter().map(|&v| f(v as f64)).collect();
             for threads in [1, 2] {
                 let mut out = vec![f32::NAN; n];
@@ -45,7 +50,10 @@ fn activations_within_a_few_ulp() {
                     .iter()
                     .zip(&want)
                     .zip(&x)
-                    .map(|((&g, &w), &xv)| (g as f64 - w).abs() / ((w.abs().max(xv.abs() as f64 * 1e-3)) * f32::EPSILON as f64))
+                    .map(|((&g, &w), &xv)| {
+                        (g as f64 - w).abs()
+                            / ((w.abs().max(xv.abs() as f64 * 1e-3)) * f32::EPSILON as f64)
+                    })
                     .fold(0.0, f64::max);
                 assert!(err < 8.0, "{act:?} n {n}: {err} ulp");
             }
@@ -58,13 +66,24 @@ fn swiglu_reads_column_ranges() {
     let mut rng = Rng(12);
     for (rows, width) in [(1, 8960), (3, 33), (40, 1000)] {
         let x = inputs(&mut rng, rows * 2 * width);
-        let want: Vec<f64> = (0..rows * width).map(|i| {
-            let (r, j) = (i / width, i % width);
-            silu(x[r * 2 * width + j] as f64) * x[r * 2 * width + width + j] as f64
-        }).collect();
+        let want: Vec<f64> = (0..rows * width)
+            .map(|i| {
+                let (r, j) = (i / width, i % width);
+                silu(x[r * 2 * width + j] as f64) * x[r * 2 * width + width + j] as f64
+            })
+            .collect();
         for threads in [1, 2] {
             let mut out = vec![f32::NAN; rows * width];
-            swiglu(&x, 2 * width, &x[width..], 2 * width, rows, width, &mut out, threads);
+            swiglu(
+                &x,
+                2 * width,
+                &x[width..],
+                2 * width,
+                rows,
+                width,
+                &mut out,
+                threads,
+            );
             let err = ulps(&out, &want);
             assert!(err < 16.0, "swiglu {rows}x{width}: {err} ulp");
         }
@@ -86,14 +105,20 @@ fn norms_match_f64() {
             let var = r.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / d as f64;
             let ms = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64;
             for j in 0..d {
-                ln_want.push((r[j] as f64 - m) / (var + eps as f64).sqrt() * w[j] as f64 + b[j] as f64);
+                ln_want.push(
+                    (r[j] as f64 - m) / (var + eps as f64).sqrt() * w[j] as f64 + b[j] as f64,
+                );
                 rms_want.push(r[j] as f64 / (ms + eps as f64).sqrt() * w[j] as f64);
             }
         }
         for threads in [1, 2] {
             let mut out = vec![f32::NAN; rows * d];
             layer_norm(&x, &w, &b, eps, &mut out, threads);
-            let e = out.iter().zip(&ln_want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
+            let e = out
+                .iter()
+                .zip(&ln_want)
+                .map(|(&g, &w)| (g as f64 - w).abs())
+                .fold(0.0, f64::max);
             assert!(e < 2e-5, "layer_norm {rows}x{d}: {e}");
             rms_norm(&x, &w, eps, &mut out, threads);
             let e = ulps(&out, &rms_want);

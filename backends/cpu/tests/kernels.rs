@@ -65,7 +65,15 @@ fn pack_roundtrip_and_bytes() {
             assert_eq!(y0, y1);
             let expected = p.as_bytes().len();
             let err = PackedBf16::from_bytes(&p.as_bytes()[1..], n, k).err();
-            assert_eq!(err, Some(LayoutError { n, k, expected, got: expected - 1 }));
+            assert_eq!(
+                err,
+                Some(LayoutError {
+                    n,
+                    k,
+                    expected,
+                    got: expected - 1
+                })
+            );
         }
     }
 }

@@ -2,7 +2,10 @@
 //! printed into one module that NVRTC compiles per architecture, the values of the weights and
 //! folds the steps read (`cuda/weights.bin`, as the IR holds them), and the engine's `cuda/`.
 
-use crate::lower::{build_module, runtime_nodes, DevicePlan, GraphFile, PlanFile, Step, KERNELS_FILE, PLAN_FILE, WEIGHTS_FILE};
+use crate::lower::{
+    build_module, runtime_nodes, DevicePlan, GraphFile, PlanFile, Step, KERNELS_FILE, PLAN_FILE,
+    WEIGHTS_FILE,
+};
 use crate::nvrtc::{Nvrtc, PtxasReport, Sm};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -39,12 +42,20 @@ pub struct CudaTarget {
 
 impl CudaTarget {
     pub fn new(sms: Vec<Sm>) -> CudaTarget {
-        CudaTarget { sms, nvrtc: None, report: CudaReport::default() }
+        CudaTarget {
+            sms,
+            nvrtc: None,
+            report: CudaReport::default(),
+        }
     }
 }
 
 /// Stores every checkpoint weight and fold value a step of `g` reads: node → tensor.
-fn store_sources(g: &Graph, store: &mut TensorStore, out: &Emit) -> Result<BTreeMap<usize, String>, EngineError> {
+fn store_sources(
+    g: &Graph,
+    store: &mut TensorStore,
+    out: &Emit,
+) -> Result<BTreeMap<usize, String>, EngineError> {
     let live = runtime_nodes(g);
     let mut stored = BTreeMap::new();
     for (i, n) in g.nodes.iter().enumerate().filter(|&(i, _)| live[i]) {
@@ -87,12 +98,20 @@ impl Target for CudaTarget {
         let mut report = CudaReport::default();
         let plan = DevicePlan::lower(graphs.iter().copied()).map_err(build_err)?;
         let start = Instant::now();
-        let module = build_module(&plan, self.nvrtc.as_ref(), &self.sms, |d, t| out.progress("nvrtc", d, t)).map_err(build_err)?;
+        let module = build_module(&plan, self.nvrtc.as_ref(), &self.sms, |d, t| {
+            out.progress("nvrtc", d, t)
+        })
+        .map_err(build_err)?;
         report.nvrtc_seconds = start.elapsed().as_secs_f64();
         report.instances = plan.instances.len();
         report.kernels = module.kernels.len();
         report.steps = plan.graphs.iter().map(|g| g.steps.len()).sum();
-        report.gemm_calls = plan.graphs.iter().flat_map(|g| &g.steps).filter(|s| matches!(s, Step::Matmul { .. })).count();
+        report.gemm_calls = plan
+            .graphs
+            .iter()
+            .flat_map(|g| &g.steps)
+            .filter(|s| matches!(s, Step::Matmul { .. }))
+            .count();
         report.problems = module.problems();
 
         // The values the device reads but no step computes; none from config.json alone.
@@ -111,20 +130,50 @@ impl Target for CudaTarget {
             stored.resize(graphs.len(), BTreeMap::new());
         }
         report.stored_tensors = tensors.len();
-        report.weights_bytes = tensors.values().map(|e| e.offset + e.bytes).max().unwrap_or(0);
-        let graph_files = plan.graphs.iter().zip(stored).map(|(plan, stored)| GraphFile { plan: plan.clone(), stored }).collect();
-        let plan_file = PlanFile { instances: plan.instance_index(), graphs: graph_files, weights: out.has_weights(), tensors };
+        report.weights_bytes = tensors
+            .values()
+            .map(|e| e.offset + e.bytes)
+            .max()
+            .unwrap_or(0);
+        let graph_files = plan
+            .graphs
+            .iter()
+            .zip(stored)
+            .map(|(plan, stored)| GraphFile {
+                plan: plan.clone(),
+                stored,
+            })
+            .collect();
+        let plan_file = PlanFile {
+            instances: plan.instance_index(),
+            graphs: graph_files,
+            weights: out.has_weights(),
+            tensors,
+        };
         out.write(&format!("{CUDA_DIR}/{PLAN_FILE}"), &json(&plan_file))?;
-        out.write(&format!("{CUDA_DIR}/{KERNELS_FILE}"), &json(&module.kernels))?;
+        out.write(
+            &format!("{CUDA_DIR}/{KERNELS_FILE}"),
+            &json(&module.kernels),
+        )?;
         out.write(&format!("{CUDA_DIR}/kernels.cu"), module.source.as_bytes())?;
         for b in &module.builds {
             out.write(&format!("{CUDA_DIR}/{}.cubin", b.sm.name()), &b.cubin)?;
-            out.write(&format!("{CUDA_DIR}/{}.ptx", b.sm.virtual_name()), b.ptx.as_bytes())?;
-            out.write(&format!("{CUDA_DIR}/ptxas_{}.json", b.sm.name()), &json(&b.reports))?;
+            out.write(
+                &format!("{CUDA_DIR}/{}.ptx", b.sm.virtual_name()),
+                b.ptx.as_bytes(),
+            )?;
+            out.write(
+                &format!("{CUDA_DIR}/ptxas_{}.json", b.sm.name()),
+                &json(&b.reports),
+            )?;
             report.cubin_bytes.insert(b.sm.name().into(), b.cubin.len());
             report.reports.insert(b.sm.name().into(), b.reports.clone());
         }
-        let cubins: Vec<String> = report.cubin_bytes.iter().map(|(sm, b)| format!("{sm} {:.1} KiB", *b as f64 / 1024.0)).collect();
+        let cubins: Vec<String> = report
+            .cubin_bytes
+            .iter()
+            .map(|(sm, b)| format!("{sm} {:.1} KiB", *b as f64 / 1024.0))
+            .collect();
         let summary = format!(
             "{} steps ({} cuBLASLt calls), {} template instances, {} kernels, NVRTC {:.2}s; cubins {}; weights.bin {}",
             report.steps,
@@ -140,7 +189,11 @@ impl Target for CudaTarget {
         );
         let warnings = report.problems.clone();
         self.report = report;
-        Ok(Emitted { summary, warnings, ..Emitted::default() })
+        Ok(Emitted {
+            summary,
+            warnings,
+            ..Emitted::default()
+        })
     }
 }
 

@@ -13,14 +13,19 @@ fn input_shapes(g: &Graph, sizes: &HashMap<String, i64>) -> BTreeMap<String, Vec
     g.nodes
         .iter()
         .filter_map(|n| match &n.op {
-            Op::Input { name } | Op::CacheRead { name } => Some((name.clone(), n.ty.concrete_shape(sizes).unwrap())),
+            Op::Input { name } | Op::CacheRead { name } => {
+                Some((name.clone(), n.ty.concrete_shape(sizes).unwrap()))
+            }
             _ => None,
         })
         .collect()
 }
 
 fn output_shapes(g: &Graph, sizes: &HashMap<String, i64>) -> BTreeMap<String, Vec<usize>> {
-    g.outputs.iter().map(|(name, id)| (name.clone(), g.ty(*id).concrete_shape(sizes).unwrap())).collect()
+    g.outputs
+        .iter()
+        .map(|(name, id)| (name.clone(), g.ty(*id).concrete_shape(sizes).unwrap()))
+        .collect()
 }
 
 #[test]
@@ -45,7 +50,13 @@ fn every_case_binds_back_to_its_sizes() {
         let bound = bind_symbols(&g, &shapes).unwrap_or_else(|e| panic!("{}: {e}", case.label()));
         for decl in &g.symbols {
             match bound.get(&decl.name) {
-                Some(v) => assert_eq!(Some(v), case.sizes.get(&decl.name), "{}: `{}`", case.label(), decl.name),
+                Some(v) => assert_eq!(
+                    Some(v),
+                    case.sizes.get(&decl.name),
+                    "{}: `{}`",
+                    case.label(),
+                    decl.name
+                ),
                 None => {
                     value_only.insert(format!("{}:{}", case.template.op(), decl.name));
                 }
@@ -60,7 +71,10 @@ fn every_case_binds_back_to_its_sizes() {
 
 #[test]
 fn bad_shapes_are_refused_with_the_reason() {
-    let case = cases().into_iter().find(|c| c.template.op() == "rms_norm").unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.template.op() == "rms_norm")
+        .unwrap();
     let g = case.template.reference();
     let sizes: HashMap<String, i64> = case.sizes.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let good = input_shapes(&g, &sizes);
@@ -72,7 +86,10 @@ fn bad_shapes_are_refused_with_the_reason() {
 
     let mut missing = good.clone();
     missing.remove("w");
-    assert_eq!(bind_symbols(&g, &missing).unwrap_err(), "input `w` has no buffer");
+    assert_eq!(
+        bind_symbols(&g, &missing).unwrap_err(),
+        "input `w` has no buffer"
+    );
 
     let mut too_many_rows = good;
     too_many_rows.get_mut("x").unwrap()[0] = 1 << 40;

@@ -54,12 +54,27 @@ fn without_a_driver_open_points_to_the_emulator() {
 #[test]
 fn the_devices_own_cubin_comes_first_then_ptx_newest_first() {
     let dir = scratch_dir("images");
-    touch(&dir, &["sm_80.cubin", "sm_90.cubin", "compute_80.ptx", "compute_90.ptx", "kernels.cu"]);
+    touch(
+        &dir,
+        &[
+            "sm_80.cubin",
+            "sm_90.cubin",
+            "compute_80.ptx",
+            "compute_90.ptx",
+            "kernels.cu",
+        ],
+    );
     let names = |sm| -> Vec<String> {
         let images = kernel_images(&dir, sm).unwrap();
-        images.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+        images
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
     };
-    assert_eq!(names(90), ["sm_90.cubin", "compute_90.ptx", "compute_80.ptx"]);
+    assert_eq!(
+        names(90),
+        ["sm_90.cubin", "compute_90.ptx", "compute_80.ptx"]
+    );
     assert_eq!(names(80), ["sm_80.cubin", "compute_80.ptx"]);
     // An sm_86 or sm_89 GPU has no cubin of its own: the driver compiles the sm_80 PTX.
     assert_eq!(names(89), ["compute_80.ptx"]);
@@ -72,22 +87,38 @@ fn no_runnable_image_names_the_engines_sms_and_the_recompile() {
     let dir = scratch_dir("no-image");
     touch(&dir, &["sm_90.cubin", "compute_90.ptx"]);
     let message = kernel_images(&dir, 80).unwrap_err();
-    for needle in ["sm_90", "sm_90.cubin", "compute_90.ptx", "sm_80", "vl3c compile --target cuda --sm 80"] {
-        assert!(message.contains(needle), "{needle:?} missing from: {message}");
+    for needle in [
+        "sm_90",
+        "sm_90.cubin",
+        "compute_90.ptx",
+        "sm_80",
+        "vl3c compile --target cuda --sm 80",
+    ] {
+        assert!(
+            message.contains(needle),
+            "{needle:?} missing from: {message}"
+        );
     }
     let empty = scratch_dir("empty");
     let message = kernel_images(&empty, 90).unwrap_err();
-    assert!(message.contains("no kernels") && message.contains("--sm 90"), "{message}");
+    assert!(
+        message.contains("no kernels") && message.contains("--sm 90"),
+        "{message}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&empty);
 }
 
 /// Deterministic values in [-1, 1), exact in bf16.
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let v = ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0;
             half::bf16::from_f32(v).to_f32()
         })
@@ -96,8 +127,14 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 fn as_f32(elem: Ty, bytes: &[u8]) -> Vec<f32> {
     match elem {
-        Ty::Bf16 => bytes.chunks(2).map(|b| bf16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
-        Ty::F32 => bytes.chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Ty::Bf16 => bytes
+            .chunks(2)
+            .map(|b| bf16_bits_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        Ty::F32 => bytes
+            .chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         other => panic!("{other:?} is not a float"),
     }
 }
@@ -105,7 +142,11 @@ fn as_f32(elem: Ty, bytes: &[u8]) -> Vec<f32> {
 /// Normalized mean squared error, as test-kernels measures it.
 fn nmse(want: &[f32], got: &[f32]) -> f64 {
     assert_eq!(want.len(), got.len());
-    let err: f64 = want.iter().zip(got).map(|(w, g)| (*w as f64 - *g as f64).powi(2)).sum();
+    let err: f64 = want
+        .iter()
+        .zip(got)
+        .map(|(w, g)| (*w as f64 - *g as f64).powi(2))
+        .sum();
     let norm: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum();
     err / norm.max(f64::MIN_POSITIVE)
 }
@@ -118,13 +159,22 @@ fn engine_dir() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let nvrtc = common::nvrtc_or_skip()?;
-        let case = templates::cases().into_iter().find(|c| c.label() == CASE).expect("the case exists");
+        let case = templates::cases()
+            .into_iter()
+            .find(|c| c.label() == CASE)
+            .expect("the case exists");
         let source = print_module(&case.template.kernels());
         let dir = scratch_dir("engine");
         for sm in Sm::ALL {
-            let compiled = nvrtc.compile(&source, "kernels.cu", sm).unwrap_or_else(|e| panic!("{e}"));
+            let compiled = nvrtc
+                .compile(&source, "kernels.cu", sm)
+                .unwrap_or_else(|e| panic!("{e}"));
             std::fs::write(dir.join(format!("{}.cubin", sm.name())), &compiled.cubin).unwrap();
-            std::fs::write(dir.join(format!("{}.ptx", sm.virtual_name())), &compiled.ptx).unwrap();
+            std::fs::write(
+                dir.join(format!("{}.ptx", sm.virtual_name())),
+                &compiled.ptx,
+            )
+            .unwrap();
         }
         Some(dir)
     });
@@ -145,7 +195,10 @@ fn gpu() -> Option<CudaDevice> {
 #[test]
 fn a_template_kernel_on_the_gpu_matches_the_emulator() {
     let Some(mut gpu) = gpu() else { return };
-    let case = templates::cases().into_iter().find(|c| c.label() == CASE).expect("the case exists");
+    let case = templates::cases()
+        .into_iter()
+        .find(|c| c.label() == CASE)
+        .expect("the case exists");
     let kernels = case.template.kernels();
     let (rows, hidden) = (7usize, 1536usize);
     let k = &kernels[0];
@@ -180,23 +233,40 @@ fn a_template_kernel_on_the_gpu_matches_the_emulator() {
     gpu.launch(k, &gpu_args).unwrap();
     gpu.synchronize().unwrap();
     let (at, dev, elem, len) = out.expect("the kernel has an output");
-    let Arg::Buffer(emu_out) = emu_args[at] else { unreachable!() };
+    let Arg::Buffer(emu_out) = emu_args[at] else {
+        unreachable!()
+    };
     let want = emu.buffer(emu_out).to_f32();
     let got = as_f32(elem, &gpu.read(dev, 0, len).unwrap());
     let error = nmse(&want, &got);
-    assert!(error <= case.template.nmse_limit(), "NMSE {error:e} against the emulator");
+    assert!(
+        error <= case.template.nmse_limit(),
+        "NMSE {error:e} against the emulator"
+    );
 }
 
 fn layout(ty: DataType, rows: i64, cols: i64, ld: i64, batch_stride: i64) -> MatrixLayout {
     let e = Extent::Const;
-    MatrixLayout { ty, rows: e(rows), cols: e(cols), ld: e(ld), batch_stride: e(batch_stride) }
+    MatrixLayout {
+        ty,
+        rows: e(rows),
+        cols: e(cols),
+        ld: e(ld),
+        batch_stride: e(batch_stride),
+    }
 }
 
 /// `call` on the GPU and in `gemm::emulate`, from the same inputs; D's NMSE between them.
 fn gemm_against_emulate(gpu: &mut CudaDevice, call: &GemmCall) -> f64 {
     let sizes = Sizes::new();
     let r = call.resolve(&sizes).unwrap();
-    let ty = |t: DataType| if t == DataType::Bf16 { Ty::Bf16 } else { Ty::F32 };
+    let ty = |t: DataType| {
+        if t == DataType::Bf16 {
+            Ty::Bf16
+        } else {
+            Ty::F32
+        }
+    };
     let batch = r.batch_count;
     let input = |l: &vl3c_cuda::gemm::ResolvedLayout, seed| {
         DeviceBuffer::from_f32(ty(l.ty), &values(l.span(batch) as usize, seed))
@@ -233,7 +303,12 @@ fn gemm_against_emulate(gpu: &mut CudaDevice, call: &GemmCall) -> f64 {
 #[test]
 fn cublaslt_calls_match_gemm_emulate() {
     let Some(mut gpu) = gpu() else { return };
-    let operands = Operands { a: 0, b: 1, c: None, bias: None };
+    let operands = Operands {
+        a: 0,
+        b: 1,
+        c: None,
+        bias: None,
+    };
     // A linear layer: bf16 weight [64, 96] row-major read as op(A) = Aᵀ, 24 tokens, bf16 bias.
     let (m, n, k) = (64, 24, 96);
     let linear = GemmCall {
@@ -273,10 +348,16 @@ fn cublaslt_calls_match_gemm_emulate() {
         alpha: 0.75,
         beta: 0.5,
         epilogue: Epilogue::Default,
-        operands: Operands { c: Some(2), ..operands },
+        operands: Operands {
+            c: Some(2),
+            ..operands
+        },
     };
     let error = gemm_against_emulate(&mut gpu, &batched);
-    assert!(error <= templates::NMSE_F32, "f32 pedantic batched: NMSE {error:e}");
+    assert!(
+        error <= templates::NMSE_F32,
+        "f32 pedantic batched: NMSE {error:e}"
+    );
 }
 
 #[test]
@@ -304,6 +385,10 @@ fn without_its_cubin_the_gpu_jit_compiles_the_ptx() {
         std::fs::copy(engine.join(&ptx), dir.join(&ptx)).unwrap();
     }
     let gpu = CudaDevice::open(0, &dir).unwrap_or_else(|e| panic!("{e}"));
-    assert!(gpu.image().starts_with("compute_") && gpu.image().ends_with("(JIT)"), "{}", gpu.image());
+    assert!(
+        gpu.image().starts_with("compute_") && gpu.image().ends_with("(JIT)"),
+        "{}",
+        gpu.image()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

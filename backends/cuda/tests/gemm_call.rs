@@ -3,8 +3,8 @@
 
 use vl3c_cuda::emu::DeviceBuffer;
 use vl3c_cuda::gemm::{
-    describe, describe_with, emulate, CallError, ComputeType, DataType, EmulateError, Epilogue, Extent, GemmCall, Inputs,
-    Transpose, WeightLayout,
+    describe, describe_with, emulate, CallError, ComputeType, DataType, EmulateError, Epilogue,
+    Extent, GemmCall, Inputs, Transpose, WeightLayout,
 };
 use vl3c_cuda::kir::Ty;
 use vl3c_cuda::templates::Sizes;
@@ -16,7 +16,11 @@ fn fused_node(dtype: DType, k: i64, n: i64, bias: bool, residual: bool) -> (Grap
     let mut g = Graph::new("gemm");
     let tokens = g.declare_symbol("n_merged", 1, 1024) * 4i64;
     let input = |g: &mut Graph, name: &str, shape: Vec<Dim>| {
-        g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape)).unwrap()
+        g.add_source(
+            Op::Input { name: name.into() },
+            TensorType::new(dtype, shape),
+        )
+        .unwrap()
     };
     let x = input(&mut g, "x", vec![tokens.clone(), k.into()]);
     let w = input(&mut g, "w", vec![k.into(), n.into()]);
@@ -27,17 +31,25 @@ fn fused_node(dtype: DType, k: i64, n: i64, bias: bool, residual: bool) -> (Grap
     if residual {
         operands.push(input(&mut g, "residual", vec![tokens, n.into()]));
     }
-    let op = if bias || residual { Op::FusedMatMul { bias, residual } } else { Op::MatMul };
+    let op = if bias || residual {
+        Op::FusedMatMul { bias, residual }
+    } else {
+        Op::MatMul
+    };
     let node = g.add(op, &operands).unwrap();
     (g, node)
 }
 
 /// Deterministic values in [-1, 1), exact in bf16.
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let v = ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0;
             half::bf16::from_f32(v).to_f32()
         })
@@ -100,13 +112,23 @@ impl Problem {
                 if bias {
                     acc += self.bias[j];
                 }
-                out[i * self.n + j] = if ty == Ty::Bf16 { half::bf16::from_f32(acc).to_f32() } else { acc };
+                out[i * self.n + j] = if ty == Ty::Bf16 {
+                    half::bf16::from_f32(acc).to_f32()
+                } else {
+                    acc
+                };
             }
         }
         out
     }
 
-    fn run(&self, call: &GemmCall, layout: WeightLayout, ty: Ty, n_merged: i64) -> Result<Vec<f32>, EmulateError> {
+    fn run(
+        &self,
+        call: &GemmCall,
+        layout: WeightLayout,
+        ty: Ty,
+        n_merged: i64,
+    ) -> Result<Vec<f32>, EmulateError> {
         let w = match layout {
             WeightLayout::Nk => self.w_nk(),
             WeightLayout::Kn => self.w_kn.clone(),
@@ -116,7 +138,15 @@ impl Problem {
         let c = DeviceBuffer::from_f32(ty, &self.residual);
         let bias = DeviceBuffer::from_f32(ty, &self.bias);
         let mut d = DeviceBuffer::new(ty, self.tokens * self.n);
-        emulate(call, &sizes(n_merged), &a, &b, Some(&c), Some(&bias), &mut d)?;
+        emulate(
+            call,
+            &sizes(n_merged),
+            &a,
+            &b,
+            Some(&c),
+            Some(&bias),
+            &mut d,
+        )?;
         Ok(d.to_f32())
     }
 }
@@ -145,10 +175,17 @@ fn bf16_inputs_keep_c_d_and_bias_in_f32() {
     let (k, n, n_merged) = (40, 24, 3);
     let (g, node) = fused_node(DType::F32, k, n, true, true);
     let call = describe_with(&g, node, WeightLayout::Nk, Inputs::Bf16).unwrap();
-    assert_eq!((call.a.ty, call.b.ty, call.c.ty, call.d.ty), (DataType::Bf16, DataType::Bf16, DataType::F32, DataType::F32));
+    assert_eq!(
+        (call.a.ty, call.b.ty, call.c.ty, call.d.ty),
+        (DataType::Bf16, DataType::Bf16, DataType::F32, DataType::F32)
+    );
     assert_eq!(call.compute, ComputeType::F32);
     assert_eq!(call.epilogue, Epilogue::Bias { ty: DataType::F32 });
-    assert_eq!(describe(&g, node, WeightLayout::Nk).unwrap().compute, ComputeType::F32Pedantic, "f32 inputs: no TF32");
+    assert_eq!(
+        describe(&g, node, WeightLayout::Nk).unwrap().compute,
+        ComputeType::F32Pedantic,
+        "f32 inputs: no TF32"
+    );
 
     let p = Problem::new(4 * n_merged as usize, k as usize, n as usize);
     let a = DeviceBuffer::from_f32(Ty::Bf16, &p.w_nk());
@@ -156,14 +193,35 @@ fn bf16_inputs_keep_c_d_and_bias_in_f32() {
     let c = DeviceBuffer::from_f32(Ty::F32, &p.residual);
     let bias = DeviceBuffer::from_f32(Ty::F32, &p.bias);
     let mut d = DeviceBuffer::new(Ty::F32, p.tokens * p.n);
-    emulate(&call, &sizes(n_merged), &a, &b, Some(&c), Some(&bias), &mut d).unwrap();
+    emulate(
+        &call,
+        &sizes(n_merged),
+        &a,
+        &b,
+        Some(&c),
+        Some(&bias),
+        &mut d,
+    )
+    .unwrap();
     let want = p.expected(true, true, Ty::F32);
     for (i, (got, w)) in d.to_f32().iter().zip(&want).enumerate() {
-        assert!((got - w).abs() <= 1e-5 * w.abs().max(1.0), "[{i}]: {got} vs {w}");
+        assert!(
+            (got - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "[{i}]: {got} vs {w}"
+        );
     }
     // B must be the rounded copy: an f32 B is a type error, not a silent conversion.
     let f32_b = DeviceBuffer::from_f32(Ty::F32, &p.x);
-    let e = emulate(&call, &sizes(n_merged), &a, &f32_b, Some(&c), Some(&bias), &mut d).unwrap_err();
+    let e = emulate(
+        &call,
+        &sizes(n_merged),
+        &a,
+        &f32_b,
+        Some(&c),
+        Some(&bias),
+        &mut d,
+    )
+    .unwrap_err();
     assert!(matches!(e, EmulateError::Type { operand: "B", .. }), "{e}");
 
     let (g, node) = fused_node(DType::BF16, k, n, false, false);
@@ -176,24 +234,58 @@ fn describes_the_transposed_product_in_column_major() {
     let (g, node) = fused_node(DType::BF16, 1536, 2048, true, true);
     let call = describe(&g, node, WeightLayout::Nk).unwrap();
     assert_eq!((call.transa, call.transb), (Transpose::T, Transpose::N));
-    assert_eq!((call.m.clone(), call.k.clone()), (Extent::Const(2048), Extent::Const(1536)));
-    assert_eq!(call.n.eval(&sizes(5)), Ok(20), "n is the token count, 4*n_merged");
+    assert_eq!(
+        (call.m.clone(), call.k.clone()),
+        (Extent::Const(2048), Extent::Const(1536))
+    );
+    assert_eq!(
+        call.n.eval(&sizes(5)),
+        Ok(20),
+        "n is the token count, 4*n_merged"
+    );
     assert_eq!(
         (call.a.ld.clone(), call.b.ld.clone(), call.d.ld.clone()),
-        (Extent::Const(1536), Extent::Const(1536), Extent::Const(2048))
+        (
+            Extent::Const(1536),
+            Extent::Const(1536),
+            Extent::Const(2048)
+        )
     );
-    assert_eq!(call.a.rows, Extent::Const(1536), "the [N, K] weight is column-major K×N");
-    assert_eq!(call.b.cols, call.n, "the activations are column-major K×tokens");
-    assert_eq!((call.alpha, call.beta), (1.0, 1.0), "the residual is C with beta = 1");
+    assert_eq!(
+        call.a.rows,
+        Extent::Const(1536),
+        "the [N, K] weight is column-major K×N"
+    );
+    assert_eq!(
+        call.b.cols, call.n,
+        "the activations are column-major K×tokens"
+    );
+    assert_eq!(
+        (call.alpha, call.beta),
+        (1.0, 1.0),
+        "the residual is C with beta = 1"
+    );
     assert_eq!(call.epilogue, Epilogue::Bias { ty: DataType::Bf16 });
     assert_eq!(call.compute, ComputeType::F32);
-    assert_eq!((call.operands.a, call.operands.b, call.operands.bias, call.operands.c), (1, 0, Some(2), Some(3)));
+    assert_eq!(
+        (
+            call.operands.a,
+            call.operands.b,
+            call.operands.bias,
+            call.operands.c
+        ),
+        (1, 0, Some(2), Some(3))
+    );
     let r = call.resolve(&sizes(5)).unwrap();
     assert_eq!((r.m, r.n, r.k), (2048, 20, 1536));
 
     let (g, node) = fused_node(DType::F32, 64, 128, false, false);
     let call = describe(&g, node, WeightLayout::Kn).unwrap();
-    assert_eq!(call.compute, ComputeType::F32Pedantic, "f32 checkpoints get no TF32");
+    assert_eq!(
+        call.compute,
+        ComputeType::F32Pedantic,
+        "f32 checkpoints get no TF32"
+    );
     assert_eq!(
         (call.transa, call.a.ld.clone(), call.beta, call.epilogue),
         (Transpose::N, Extent::Const(128), 0.0, Epilogue::Default)
@@ -235,22 +327,38 @@ fn planted_wrong_leading_dimension_is_caught() {
     // ldb smaller than the stored rows: cuBLASLt's own invalid-value check.
     let mut call = good.clone();
     call.b.ld = Extent::Const(k - 1);
-    assert!(matches!(p.run(&call, WeightLayout::Nk, Ty::F32, n_merged), Err(EmulateError::Call(_))));
+    assert!(matches!(
+        p.run(&call, WeightLayout::Nk, Ty::F32, n_merged),
+        Err(EmulateError::Call(_))
+    ));
     // ldd too large for the output buffer.
     let mut call = good.clone();
     call.d.ld = Extent::Const(n + 1);
     call.c.ld = Extent::Const(n + 1);
-    assert!(matches!(p.run(&call, WeightLayout::Nk, Ty::F32, n_merged), Err(EmulateError::OutOfBounds { .. })));
+    assert!(matches!(
+        p.run(&call, WeightLayout::Nk, Ty::F32, n_merged),
+        Err(EmulateError::OutOfBounds { .. })
+    ));
     // The weight stored [K, N] but described as [N, K]: op(A) has the wrong shape.
     let mut call = good.clone();
     call.transa = Transpose::N;
-    let e = p.run(&call, WeightLayout::Nk, Ty::F32, n_merged).unwrap_err();
-    assert!(matches!(&e, EmulateError::Call(CallError::Invalid(m)) if m == "op(A) is 40×24 but the product needs 24×40"), "{e}");
+    let e = p
+        .run(&call, WeightLayout::Nk, Ty::F32, n_merged)
+        .unwrap_err();
+    assert!(
+        matches!(&e, EmulateError::Call(CallError::Invalid(m)) if m == "op(A) is 40×24 but the product needs 24×40"),
+        "{e}"
+    );
     // A row-major reading of the activations (ldb = tokens, transposed) is out of shape too.
     let mut call = good;
     call.transb = Transpose::T;
-    let e = p.run(&call, WeightLayout::Nk, Ty::F32, n_merged).unwrap_err();
-    assert!(matches!(&e, EmulateError::Call(CallError::Invalid(m)) if m == "op(B) is 12×40 but the product needs 40×12"), "{e}");
+    let e = p
+        .run(&call, WeightLayout::Nk, Ty::F32, n_merged)
+        .unwrap_err();
+    assert!(
+        matches!(&e, EmulateError::Call(CallError::Invalid(m)) if m == "op(B) is 12×40 but the product needs 40×12"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -263,14 +371,21 @@ fn uninitialised_residual_is_caught() {
     let c = DeviceBuffer::new(Ty::F32, 4 * 8);
     let mut d = DeviceBuffer::new(Ty::F32, 4 * 8);
     let got = emulate(&call, &sizes(1), &a, &b, Some(&c), None, &mut d);
-    assert!(matches!(got, Err(EmulateError::Uninitialised { operand: "C", .. })), "{got:?}");
+    assert!(
+        matches!(got, Err(EmulateError::Uninitialised { operand: "C", .. })),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn batched_matmul_is_a_strided_batch() {
     let mut g = Graph::new("batched");
     let f32_input = |g: &mut Graph, name: &str, shape: Vec<Dim>| {
-        g.add_source(Op::Input { name: name.into() }, TensorType::new(DType::F32, shape)).unwrap()
+        g.add_source(
+            Op::Input { name: name.into() },
+            TensorType::new(DType::F32, shape),
+        )
+        .unwrap()
     };
     let x = f32_input(&mut g, "x", dims(&[3, 5, 8]));
     let w = f32_input(&mut g, "w", dims(&[3, 8, 6]));
@@ -278,7 +393,11 @@ fn batched_matmul_is_a_strided_batch() {
     let call = describe(&g, node, WeightLayout::Kn).unwrap();
     assert_eq!(call.batch_count, Extent::Const(3));
     assert_eq!(
-        (call.a.batch_stride.clone(), call.b.batch_stride.clone(), call.d.batch_stride.clone()),
+        (
+            call.a.batch_stride.clone(),
+            call.b.batch_stride.clone(),
+            call.d.batch_stride.clone()
+        ),
         (Extent::Const(48), Extent::Const(40), Extent::Const(30))
     );
 
@@ -305,27 +424,52 @@ fn batched_matmul_is_a_strided_batch() {
 fn rejects_what_is_not_one_cublaslt_call() {
     let mut g = Graph::new("bad");
     let input = |g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>| {
-        g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape)).unwrap()
+        g.add_source(
+            Op::Input { name: name.into() },
+            TensorType::new(dtype, shape),
+        )
+        .unwrap()
     };
     let x = input(&mut g, "x", DType::F32, dims(&[4, 8]));
     let w = input(&mut g, "w", DType::F32, dims(&[8, 6]));
     let row = input(&mut g, "row", DType::F32, dims(&[1, 6]));
     let neg = g.add(Op::Unary(vl3c_ir::UnaryOp::Neg), &[x]).unwrap();
     let e = describe(&g, neg, WeightLayout::Nk).unwrap_err();
-    assert!(e.node == neg.0 && e.message.ends_with("is not a matmul"), "{e}");
-    let fused = g.add(Op::FusedMatMul { bias: false, residual: true }, &[x, w, row]).unwrap();
+    assert!(
+        e.node == neg.0 && e.message.ends_with("is not a matmul"),
+        "{e}"
+    );
+    let fused = g
+        .add(
+            Op::FusedMatMul {
+                bias: false,
+                residual: true,
+            },
+            &[x, w, row],
+        )
+        .unwrap();
     let e = describe(&g, fused, WeightLayout::Nk).unwrap_err();
-    assert!(e.message.starts_with("residual") && e.message.contains("is not the result's shape"), "a broadcast residual is not C: {e}");
+    assert!(
+        e.message.starts_with("residual") && e.message.contains("is not the result's shape"),
+        "a broadcast residual is not C: {e}"
+    );
     let xi = input(&mut g, "xi", DType::I32, dims(&[4, 8]));
     let wi = input(&mut g, "wi", DType::I32, dims(&[8, 6]));
     let int = g.add(Op::MatMul, &[xi, wi]).unwrap();
     let e = describe(&g, int, WeightLayout::Nk).unwrap_err();
-    assert!(e.message.starts_with("cuBLASLt calls are bf16 or f32, not"), "integer matmul: {e}");
+    assert!(
+        e.message.starts_with("cuBLASLt calls are bf16 or f32, not"),
+        "integer matmul: {e}"
+    );
 }
 
 /// NMSE as test-kernels computes it: Σ(got − want)² / Σ want².
 fn nmse(got: &[f32], want: &[f32]) -> f64 {
-    let err: f64 = got.iter().zip(want).map(|(g, w)| (*g as f64 - *w as f64).powi(2)).sum();
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - *w as f64).powi(2))
+        .sum();
     let norm: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum();
     err / norm
 }
@@ -349,13 +493,28 @@ fn emulated_call_matches_the_reference_executor() {
         let tokens = p.tokens;
         let (k, n) = (k as usize, n as usize);
         let mut inputs = HashMap::new();
-        inputs.insert("x".to_string(), Tensor::from_f32(dtype, vec![tokens, k], p.x.clone()));
-        inputs.insert("w".to_string(), Tensor::from_f32(dtype, vec![k, n], p.w_kn.clone()));
-        inputs.insert("bias".to_string(), Tensor::from_f32(dtype, vec![n], p.bias.clone()));
-        inputs.insert("residual".to_string(), Tensor::from_f32(dtype, vec![tokens, n], p.residual.clone()));
-        let symbols: HashMap<String, i64> = [("n_merged".to_string(), n_merged)].into_iter().collect();
+        inputs.insert(
+            "x".to_string(),
+            Tensor::from_f32(dtype, vec![tokens, k], p.x.clone()),
+        );
+        inputs.insert(
+            "w".to_string(),
+            Tensor::from_f32(dtype, vec![k, n], p.w_kn.clone()),
+        );
+        inputs.insert(
+            "bias".to_string(),
+            Tensor::from_f32(dtype, vec![n], p.bias.clone()),
+        );
+        inputs.insert(
+            "residual".to_string(),
+            Tensor::from_f32(dtype, vec![tokens, n], p.residual.clone()),
+        );
+        let symbols: HashMap<String, i64> =
+            [("n_merged".to_string(), n_merged)].into_iter().collect();
         let no_weights: HashMap<String, Tensor> = HashMap::new();
-        let want = execute_sized(&g, &inputs, &no_weights, &HashMap::new(), &symbols).unwrap().outputs["out"]
+        let want = execute_sized(&g, &inputs, &no_weights, &HashMap::new(), &symbols)
+            .unwrap()
+            .outputs["out"]
             .as_f32()
             .into_owned();
 
@@ -363,6 +522,9 @@ fn emulated_call_matches_the_reference_executor() {
         let got = p.run(&call, WeightLayout::Nk, ty, n_merged).unwrap();
         let limit = if ty == Ty::Bf16 { 5e-4 } else { 1e-7 };
         let e = nmse(&got, &want);
-        assert!(e <= limit, "{dtype} {k}×{n} bias={bias} residual={residual}: nmse {e:e}");
+        assert!(
+            e <= limit,
+            "{dtype} {k}×{n} bias={bias} residual={residual}: nmse {e:e}"
+        );
     }
 }

@@ -9,7 +9,6 @@ mod print_samples;
 use vl3c_cuda::nvrtc::{Compiled, Nvrtc, Sm};
 use vl3c_cuda::print::print_module;
 
-
 fn compile_samples(nvrtc: &Nvrtc, sm: Sm) -> Compiled {
     let source = print_module(&print_samples::all());
     nvrtc
@@ -40,7 +39,9 @@ fn report_table(compiled: &Compiled) -> String {
 }
 
 fn check(sm: Sm) {
-    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else {
+        return;
+    };
     let compiled = compile_samples(&nvrtc, sm);
     assert!(
         compiled.cubin.starts_with(b"\x7fELF"),
@@ -93,7 +94,9 @@ fn samples_compile_for_sm_90() {
 
 #[test]
 fn nvrtc_is_the_pinned_release() {
-    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else {
+        return;
+    };
     // The reports above are pinned for this release; the GPU machine's driver takes its PTX.
     assert_eq!(
         nvrtc.version(),
@@ -105,7 +108,9 @@ fn nvrtc_is_the_pinned_release() {
 
 #[test]
 fn compile_errors_carry_the_log() {
-    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else {
+        return;
+    };
     let error = nvrtc
         .compile(
             "extern \"C\" __global__ void broken() { undeclared = 1; }",

@@ -13,7 +13,9 @@ use vl3c_cuda::templates::cases;
 
 #[test]
 fn every_template_instance_compiles() {
-    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else {
+        return;
+    };
     // Sizes are launch arguments: one compile per instance covers all its cases.
     let mut seen = BTreeSet::new();
     let jobs: Vec<(String, &'static str, String, Sm)> = cases()

@@ -18,7 +18,6 @@ use vl3c_cuda::templates::{cases, Template};
 /// The snapshot name prefix insta derives from this file's name.
 const SNAPSHOT_PREFIX: &str = "template_snapshots__";
 
-
 /// Names of the 2B config's own sizes (hidden 1536, 12 query heads, MLP 8960): an instance at
 /// these is what the 2B model actually runs, so its source is the most telling one to review.
 fn is_2b_sized(name: &str) -> bool {
@@ -95,7 +94,9 @@ fn snapshot_text(nvrtc: &Nvrtc, template: &dyn Template) -> String {
 
 #[test]
 fn every_template_family_matches_its_snapshot() {
-    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else {
+        return;
+    };
     let families: Vec<(&'static str, Arc<dyn Template>)> = representatives().into_iter().collect();
     // NVRTC compiles independent programs concurrently; one compile per family.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -12,25 +12,55 @@ use vl3c_cuda::print::print_module;
 use vl3c_cuda::templates::attention::{DecodeAttention, PrefillAttention, VisionAttention};
 use vl3c_cuda::templates::Template;
 
-
 /// Every kernel of the real 2B/7B shapes, both dtypes.
 fn kernels() -> Vec<Kernel> {
     let mut out = Vec::new();
     for dtype in [Ty::F32, Ty::Bf16] {
-        out.extend(VisionAttention { dtype, heads: 16, head_dim: 72 }.kernels());
+        out.extend(
+            VisionAttention {
+                dtype,
+                heads: 16,
+                head_dim: 72,
+            }
+            .kernels(),
+        );
         for (q_heads, kv_heads) in [(12, 2), (28, 4)] {
-            out.extend(PrefillAttention { dtype, q_heads, kv_heads, head_dim: 128 }.kernels());
-            out.extend(DecodeAttention { dtype, q_heads, kv_heads, head_dim: 128 }.kernels());
+            out.extend(
+                PrefillAttention {
+                    dtype,
+                    q_heads,
+                    kv_heads,
+                    head_dim: 128,
+                }
+                .kernels(),
+            );
+            out.extend(
+                DecodeAttention {
+                    dtype,
+                    q_heads,
+                    kv_heads,
+                    head_dim: 128,
+                }
+                .kernels(),
+            );
         }
     }
     out
 }
 
 fn check(sm: Sm) {
-    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else {
+        return;
+    };
     let source = print_module(&kernels());
-    let compiled = nvrtc.compile(&source, "attention.cu", sm).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!compiled.log.contains("warning"), "NVRTC warned:\n{}", compiled.log);
+    let compiled = nvrtc
+        .compile(&source, "attention.cu", sm)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !compiled.log.contains("warning"),
+        "NVRTC warned:\n{}",
+        compiled.log
+    );
     let mut reports = compiled.reports.clone();
     reports.sort_by(|a, b| a.kernel.cmp(&b.kernel));
     let mut table = String::new();
@@ -41,8 +71,17 @@ fn check(sm: Sm) {
         ));
     }
     for r in &reports {
-        assert_eq!((r.spill_stores, r.spill_loads, r.stack_bytes), (0, 0, 0), "{} spills on {sm}:\n{table}", r.kernel);
-        assert!(r.shared_bytes <= sm.max_shared_bytes_per_block(), "{} uses too much shared memory", r.kernel);
+        assert_eq!(
+            (r.spill_stores, r.spill_loads, r.stack_bytes),
+            (0, 0, 0),
+            "{} spills on {sm}:\n{table}",
+            r.kernel
+        );
+        assert!(
+            r.shared_bytes <= sm.max_shared_bytes_per_block(),
+            "{} uses too much shared memory",
+            r.kernel
+        );
     }
     // Pinned for the pinned NVRTC: a register-count change is a change to look at.
     insta::assert_snapshot!(format!("tmpl_attn_ptxas_{}", sm.name()), table);

@@ -51,7 +51,9 @@ fn kernels() -> Vec<Kernel> {
 /// each instance for every architecture and checks spills and shared memory.
 #[test]
 fn op_kernels_share_one_module_without_warnings() {
-    let Some(nvrtc) = common::nvrtc_or_skip() else { return };
+    let Some(nvrtc) = common::nvrtc_or_skip() else {
+        return;
+    };
     let kernels = kernels();
     let source = print_module(&kernels);
     let compiled = nvrtc

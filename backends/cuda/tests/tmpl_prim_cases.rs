@@ -59,13 +59,22 @@ fn every_glue_family_has_cases() {
 
 #[test]
 fn references_verify_and_every_scalar_is_a_case_size() {
-    for case in cases().into_iter().filter(|c| FAMILIES.contains(&c.template.op())) {
+    for case in cases()
+        .into_iter()
+        .filter(|c| FAMILIES.contains(&c.template.op()))
+    {
         let label = case.label();
-        vl3c_ir::verify(&case.template.reference()).unwrap_or_else(|e| panic!("{label}: reference graph: {e:?}"));
+        vl3c_ir::verify(&case.template.reference())
+            .unwrap_or_else(|e| panic!("{label}: reference graph: {e:?}"));
         for k in case.template.kernels() {
             for p in &k.params {
                 if let ParamKind::Scalar(_) = p.kind {
-                    assert!(case.sizes.contains_key(&p.name), "{label}: kernel {} reads `{}`, which the case does not size", k.name, p.name);
+                    assert!(
+                        case.sizes.contains_key(&p.name),
+                        "{label}: kernel {} reads `{}`, which the case does not size",
+                        k.name,
+                        p.name
+                    );
                 }
             }
         }

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
-use vl3c_engine::{self as fmt, sha256_file, EngineError, Emit, Manifest, Progress, Source, Target};
+use vl3c_engine::{
+    self as fmt, sha256_file, Emit, EngineError, Manifest, Progress, Source, Target,
+};
 use vl3c_frontends::checkpoint::Checkpoint;
 use vl3c_frontends::config::ModelConfig;
 use vl3c_frontends::lower::ModelGraphs;
@@ -39,11 +41,19 @@ impl<'a> ModelSource<'a> {
     /// config.json alone: graphs and kernels at the real sizes, no weights.
     pub fn config_only(dir: &'a Path) -> Result<ModelSource<'a>, DriverError> {
         let config = ModelConfig::from_dir(dir).map_err(|e| model_err(dir, e))?;
-        Ok(ModelSource { dir, config, checkpoint: None })
+        Ok(ModelSource {
+            dir,
+            config,
+            checkpoint: None,
+        })
     }
 
     pub fn checkpoint(dir: &'a Path, checkpoint: &'a Checkpoint) -> ModelSource<'a> {
-        ModelSource { dir, config: checkpoint.config().clone(), checkpoint: Some(checkpoint) }
+        ModelSource {
+            dir,
+            config: checkpoint.config().clone(),
+            checkpoint: Some(checkpoint),
+        }
     }
 }
 
@@ -52,7 +62,11 @@ pub struct CheckpointWeights<'a>(pub &'a Checkpoint);
 
 impl WeightSource for CheckpointWeights<'_> {
     fn weight(&self, name: &str) -> Option<WeightView<'_>> {
-        self.0.tensor(name).map(|t| WeightView { dtype: t.dtype, shape: t.shape.to_vec(), bytes: t.bytes })
+        self.0.tensor(name).map(|t| WeightView {
+            dtype: t.dtype,
+            shape: t.shape.to_vec(),
+            bytes: t.bytes,
+        })
     }
 }
 
@@ -78,15 +92,23 @@ fn model_err(dir: &Path, e: impl std::fmt::Display) -> DriverError {
     DriverError::Model(format!("{}: {e}", dir.display()))
 }
 
-pub fn compile(model: &ModelSource, target: &mut dyn Target, out_dir: &Path, progress: Progress) -> Result<Compiled, DriverError> {
+pub fn compile(
+    model: &ModelSource,
+    target: &mut dyn Target,
+    out_dir: &Path,
+    progress: Progress,
+) -> Result<Compiled, DriverError> {
     target.prepare()?;
     let declared = model.config.declared_dtype;
     let graphs = match model.checkpoint {
-        Some(ckpt) => ModelGraphs::lower(&model.config, &|name| ckpt.weight_dtype(name).unwrap_or(declared)),
+        Some(ckpt) => ModelGraphs::lower(&model.config, &|name| {
+            ckpt.weight_dtype(name).unwrap_or(declared)
+        }),
         None => ModelGraphs::from_config(&model.config),
     }
     .map_err(|e| model_err(model.dir, e))?;
-    std::fs::create_dir_all(out_dir).map_err(|e| EngineError::file(out_dir, format!("cannot create: {e}")))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| EngineError::file(out_dir, format!("cannot create: {e}")))?;
 
     // Optimize, sharing the window memo so identical windows across graphs saturate once.
     let start = Instant::now();
@@ -96,14 +118,19 @@ pub fn compile(model: &ModelSource, target: &mut dyn Target, out_dir: &Path, pro
     let mut optimized = Vec::new();
     for (i, g) in graphs.all().into_iter().enumerate() {
         progress("optimize", i, fmt::GRAPH_NAMES.len());
-        let (opt, _) = optimize_graph_with(g, &cost, &Budget::default(), &mut memo).map_err(|e| DriverError::Model(e.to_string()))?;
+        let (opt, _) = optimize_graph_with(g, &cost, &Budget::default(), &mut memo)
+            .map_err(|e| DriverError::Model(e.to_string()))?;
         optimized.push(opt);
     }
     progress("optimize", fmt::GRAPH_NAMES.len(), fmt::GRAPH_NAMES.len());
     let optimize_seconds = start.elapsed().as_secs_f64();
 
     let weights = model.checkpoint.map(CheckpointWeights);
-    let mut emit = Emit::new(out_dir, weights.as_ref().map(|w| w as &dyn WeightSource), progress);
+    let mut emit = Emit::new(
+        out_dir,
+        weights.as_ref().map(|w| w as &dyn WeightSource),
+        progress,
+    );
     let refs: Vec<_> = optimized.iter().collect();
     let emitted = target.emit(&refs, &mut emit)?;
 
@@ -114,7 +141,8 @@ pub fn compile(model: &ModelSource, target: &mut dyn Target, out_dir: &Path, pro
         let src = model.dir.join(name);
         if src.is_file() {
             let dst = emit.path(name)?;
-            std::fs::copy(&src, &dst).map_err(|e| EngineError::file(&src, format!("cannot copy: {e}")))?;
+            std::fs::copy(&src, &dst)
+                .map_err(|e| EngineError::file(&src, format!("cannot copy: {e}")))?;
         }
     }
     let mut files = BTreeMap::new();
@@ -124,7 +152,10 @@ pub fn compile(model: &ModelSource, target: &mut dyn Target, out_dir: &Path, pro
     let mut source_files = BTreeMap::new();
     if let Some(ckpt) = model.checkpoint {
         for f in ckpt.files() {
-            let file_name = f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let file_name = f
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             source_files.insert(file_name, sha256_file(f)?);
         }
         let index = model.dir.join("model.safetensors.index.json");
@@ -138,12 +169,21 @@ pub fn compile(model: &ModelSource, target: &mut dyn Target, out_dir: &Path, pro
         cpu_features: emitted.cpu_features,
         cpu_features_optional: emitted.cpu_features_optional,
         vl3c_version: env!("CARGO_PKG_VERSION").to_string(),
-        source: Source { config_sha256: sha256_file(&model.dir.join("config.json"))?.sha256, files: source_files },
+        source: Source {
+            config_sha256: sha256_file(&model.dir.join("config.json"))?.sha256,
+            files: source_files,
+        },
         files,
     };
     let path = out_dir.join(fmt::MANIFEST);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-    std::fs::write(&path, json).map_err(|e| EngineError::file(&path, format!("cannot write: {e}")))?;
+    std::fs::write(&path, json)
+        .map_err(|e| EngineError::file(&path, format!("cannot write: {e}")))?;
     emit.progress("write", 1, 1);
-    Ok(Compiled { target: target.name(), optimize_seconds, summary: emitted.summary, warnings: emitted.warnings })
+    Ok(Compiled {
+        target: target.name(),
+        optimize_seconds,
+        summary: emitted.summary,
+        warnings: emitted.warnings,
+    })
 }

@@ -14,7 +14,9 @@ use vl3c_driver::{compile, ModelSource};
 use vl3c_frontends::Checkpoint;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name)
 }
 
 fn compile_engine(model: &Path, config_only: bool, out: &Path) {
@@ -52,7 +54,12 @@ impl Device for SmallGpu {
     fn launch(&mut self, kernel: &Kernel, args: &[DevArg]) -> Result<(), DeviceError> {
         self.0.launch(kernel, args)
     }
-    fn gemm(&mut self, call: &GemmCall, sizes: &Sizes, bufs: GemmBuffers) -> Result<(), DeviceError> {
+    fn gemm(
+        &mut self,
+        call: &GemmCall,
+        sizes: &Sizes,
+        bufs: GemmBuffers,
+    ) -> Result<(), DeviceError> {
         self.0.gemm(call, sizes, bufs)
     }
     fn memory(&self) -> Option<(usize, usize)> {
@@ -64,28 +71,46 @@ impl Device for SmallGpu {
 fn a_kv_cache_larger_than_the_free_memory_is_refused_at_load() {
     let out = tempfile::tempdir().unwrap();
     compile_engine(&fixture("image_tied_f32"), false, out.path());
-    let graphs = vl3c_ir::parse_graphs(&std::fs::read_to_string(out.path().join("graphs.vir")).unwrap()).unwrap();
+    let graphs =
+        vl3c_ir::parse_graphs(&std::fs::read_to_string(out.path().join("graphs.vir")).unwrap())
+            .unwrap();
     let decode = graphs.iter().find(|g| g.name == "decode").unwrap();
     let per_position = Program::kv_bytes(decode, 1);
     assert!(per_position > 0);
     assert_eq!(Program::kv_bytes(decode, 1000), 1000 * per_position);
 
     let free = Arc::new(AtomicUsize::new(1000));
-    let err = Program::load(&out.path().join(CUDA_DIR), Box::new(SmallGpu(EmuDevice::new(), free.clone()))).err().expect("refused").to_string();
+    let err = Program::load(
+        &out.path().join(CUDA_DIR),
+        Box::new(SmallGpu(EmuDevice::new(), free.clone())),
+    )
+    .err()
+    .expect("refused")
+    .to_string();
     assert!(err.contains("the engine's weights need"), "{err}");
 
     free.store(1 << 30, Ordering::Relaxed);
-    let program = Program::load(&out.path().join(CUDA_DIR), Box::new(SmallGpu(EmuDevice::new(), free.clone()))).unwrap();
+    let program = Program::load(
+        &out.path().join(CUDA_DIR),
+        Box::new(SmallGpu(EmuDevice::new(), free.clone())),
+    )
+    .unwrap();
     free.store(100 * per_position, Ordering::Relaxed);
     program.check_kv_fits(decode, 100).unwrap();
     let err = program.check_kv_fits(decode, 101).unwrap_err().to_string();
-    assert!(err.contains("--max-context 101") && err.contains("lower --max-context"), "{err}");
+    assert!(
+        err.contains("--max-context 101") && err.contains("lower --max-context"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_config_only_engine_is_refused_with_the_reason() {
     let out = tempfile::tempdir().unwrap();
     compile_engine(&fixture("image_tied_f32"), true, out.path());
-    let err = Program::load(&out.path().join(CUDA_DIR), Box::new(EmuDevice::new())).err().expect("refused").to_string();
+    let err = Program::load(&out.path().join(CUDA_DIR), Box::new(EmuDevice::new()))
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("--config-only"), "{err}");
 }

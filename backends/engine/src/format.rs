@@ -23,7 +23,13 @@ pub const FORMAT_VERSION: u32 = 3;
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPHS: &str = "graphs.vir";
 /// Checkpoint files copied into the engine when present (config.json is required).
-pub const COPIED: [&str; 5] = ["config.json", "tokenizer.json", "preprocessor_config.json", "video_preprocessor_config.json", "generation_config.json"];
+pub const COPIED: [&str; 5] = [
+    "config.json",
+    "tokenizer.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "generation_config.json",
+];
 /// The graphs every engine holds, in `graphs.vir` order.
 pub const GRAPH_NAMES: [&str; 5] = ["vision_m1", "vision_m2", "projector", "prefill", "decode"];
 
@@ -42,7 +48,10 @@ pub enum EngineError {
 
 impl EngineError {
     pub fn file(path: &Path, message: impl Into<String>) -> EngineError {
-        EngineError::File { path: path.to_path_buf(), message: message.into() }
+        EngineError::File {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
     }
 }
 
@@ -86,14 +95,19 @@ pub fn sha256_file(path: &Path) -> Result<FileEntry, EngineError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| EngineError::file(path, e.to_string()))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| EngineError::file(path, e.to_string()))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
         bytes += n as u64;
     }
-    Ok(FileEntry { bytes, sha256: hex(&h.finalize()) })
+    Ok(FileEntry {
+        bytes,
+        sha256: hex(&h.finalize()),
+    })
 }
 
 fn hex(d: &[u8]) -> String {
@@ -144,13 +158,17 @@ impl Manifest {
     pub fn read_and_check(dir: &Path, target: &str) -> Result<Manifest, EngineError> {
         let path = dir.join(MANIFEST);
         if !dir.is_dir() {
-            return Err(EngineError::file(dir, "is not an engine directory (vl3c compile writes one)"));
+            return Err(EngineError::file(
+                dir,
+                "is not an engine directory (vl3c compile writes one)",
+            ));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| EngineError::file(&path, format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| EngineError::file(&path, format!("cannot read: {e}")))?;
         // The version first, from a loose parse, so a future format gets the version message
         // rather than a field error.
-        let loose: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| EngineError::file(&path, format!("is not valid JSON: {e}")))?;
+        let loose: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| EngineError::file(&path, format!("is not valid JSON: {e}")))?;
         match loose.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == FORMAT_VERSION as u64 => {}
             Some(v) => {
@@ -162,7 +180,8 @@ impl Manifest {
             }
             None => return Err(EngineError::file(&path, "has no format_version")),
         }
-        let m: Manifest = serde_json::from_value(loose).map_err(|e| EngineError::file(&path, format!("is malformed: {e}")))?;
+        let m: Manifest = serde_json::from_value(loose)
+            .map_err(|e| EngineError::file(&path, format!("is malformed: {e}")))?;
         if m.target != target {
             return Err(EngineError::Incompatible(format!(
                 "{}: engine was built for target `{}`, but this loader runs `{target}` engines",
@@ -171,7 +190,9 @@ impl Manifest {
             )));
         }
         if let Some(f) = m.cpu_features.iter().find(|f| !cpu_has(f)) {
-            return Err(EngineError::Incompatible(format!("engine needs CPU feature {f}, which this CPU lacks")));
+            return Err(EngineError::Incompatible(format!(
+                "engine needs CPU feature {f}, which this CPU lacks"
+            )));
         }
         Ok(m)
     }
@@ -185,9 +206,18 @@ impl Manifest {
     /// Checks `name`'s size against the manifest.
     pub fn check_size(&self, dir: &Path, name: &str, bytes: u64) -> Result<(), EngineError> {
         let path = dir.join(name);
-        let entry = self.files.get(name).ok_or_else(|| EngineError::file(&path, "is not listed in manifest.json"))?;
+        let entry = self
+            .files
+            .get(name)
+            .ok_or_else(|| EngineError::file(&path, "is not listed in manifest.json"))?;
         if bytes != entry.bytes {
-            return Err(EngineError::file(&path, format!("has {bytes} bytes, the manifest says {} (engine corrupted)", entry.bytes)));
+            return Err(EngineError::file(
+                &path,
+                format!(
+                    "has {bytes} bytes, the manifest says {} (engine corrupted)",
+                    entry.bytes
+                ),
+            ));
         }
         Ok(())
     }
@@ -195,9 +225,15 @@ impl Manifest {
     /// Checks a sha256 (lowercase hex) computed while reading `name` against the manifest.
     pub fn check_sha256(&self, dir: &Path, name: &str, sha256: &str) -> Result<(), EngineError> {
         let path = dir.join(name);
-        let entry = self.files.get(name).ok_or_else(|| EngineError::file(&path, "is not listed in manifest.json"))?;
+        let entry = self
+            .files
+            .get(name)
+            .ok_or_else(|| EngineError::file(&path, "is not listed in manifest.json"))?;
         if sha256 != entry.sha256 {
-            return Err(EngineError::file(&path, "checksum mismatch (engine corrupted)"));
+            return Err(EngineError::file(
+                &path,
+                "checksum mismatch (engine corrupted)",
+            ));
         }
         Ok(())
     }
@@ -207,12 +243,18 @@ impl Manifest {
         for name in self.files.keys() {
             let path = dir.join(name);
             if !path.is_file() {
-                return Err(EngineError::file(&path, "is missing (engine incomplete; recompile it)"));
+                return Err(EngineError::file(
+                    &path,
+                    "is missing (engine incomplete; recompile it)",
+                ));
             }
         }
         for &name in [GRAPHS, "config.json"].iter().chain(required) {
             if !self.files.contains_key(name) {
-                return Err(EngineError::file(&dir.join(MANIFEST), format!("does not list {name}")));
+                return Err(EngineError::file(
+                    &dir.join(MANIFEST),
+                    format!("does not list {name}"),
+                ));
             }
         }
         Ok(())

@@ -20,7 +20,12 @@ impl TensorStore {
     /// Creates `file` (e.g. `weights.bin`, `cuda/weights.bin`) in the engine.
     pub fn create(out: &mut Emit, file: &str) -> Result<TensorStore, EngineError> {
         let writer = WeightsWriter::create(&out.path(file)?)?;
-        Ok(TensorStore { writer, index: BTreeMap::new(), folds: HashMap::new(), keys: HashMap::new() })
+        Ok(TensorStore {
+            writer,
+            index: BTreeMap::new(),
+            folds: HashMap::new(),
+            keys: HashMap::new(),
+        })
     }
 
     /// The tensor name of fold `node` of `g` in `form`: stored by `write` (given the fold's
@@ -34,7 +39,11 @@ impl TensorStore {
         form: &str,
         write: impl FnOnce(&mut WeightsWriter, &Tensor) -> Result<TensorEntry, EngineError>,
     ) -> Result<(String, bool), EngineError> {
-        let key = self.keys.entry((g.name.clone(), node)).or_insert_with(|| fold_key(g, NodeId(node as u32))).clone();
+        let key = self
+            .keys
+            .entry((g.name.clone(), node))
+            .or_insert_with(|| fold_key(g, NodeId(node as u32)))
+            .clone();
         let key = format!("{form} {key}");
         if let Some(t) = self.folds.get(&key) {
             return Ok((t.clone(), false));
@@ -48,8 +57,20 @@ impl TensorStore {
     }
 
     /// A fold's value as the IR holds it (row-major, its dtype).
-    pub fn raw_fold(&mut self, out: &Emit, g: &Graph, node: usize) -> Result<(String, bool), EngineError> {
-        self.fold(out, g, node, "raw", |w, t| w.push(t.raw_bytes(), &t.dtype().to_string(), t.shape.clone(), TensorLayout::Raw))
+    pub fn raw_fold(
+        &mut self,
+        out: &Emit,
+        g: &Graph,
+        node: usize,
+    ) -> Result<(String, bool), EngineError> {
+        self.fold(out, g, node, "raw", |w, t| {
+            w.push(
+                t.raw_bytes(),
+                &t.dtype().to_string(),
+                t.shape.clone(),
+                TensorLayout::Raw,
+            )
+        })
     }
 
     /// Checkpoint weight `name`, stored raw under its own name (once); whether it was stored now.
@@ -58,7 +79,12 @@ impl TensorStore {
             return Ok(false);
         }
         let t = out.weight(name)?;
-        let e = self.writer.push(t.bytes, &t.dtype.to_string(), t.shape.to_vec(), TensorLayout::Raw)?;
+        let e = self.writer.push(
+            t.bytes,
+            &t.dtype.to_string(),
+            t.shape.to_vec(),
+            TensorLayout::Raw,
+        )?;
         self.index.insert(name.to_string(), e);
         Ok(true)
     }

@@ -50,8 +50,17 @@ pub struct Emit<'a> {
 }
 
 impl<'a> Emit<'a> {
-    pub fn new(dir: &'a Path, weights: Option<&'a dyn WeightSource>, progress: Progress<'a>) -> Emit<'a> {
-        Emit { dir, weights, progress, written: BTreeSet::new() }
+    pub fn new(
+        dir: &'a Path,
+        weights: Option<&'a dyn WeightSource>,
+        progress: Progress<'a>,
+    ) -> Emit<'a> {
+        Emit {
+            dir,
+            weights,
+            progress,
+            written: BTreeSet::new(),
+        }
     }
 
     /// The path of engine file `name` (`/`-separated, relative), its directory created; the
@@ -59,7 +68,8 @@ impl<'a> Emit<'a> {
     pub fn path(&mut self, name: &str) -> Result<PathBuf, EngineError> {
         let path = self.dir.join(name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| EngineError::file(parent, format!("cannot create: {e}")))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| EngineError::file(parent, format!("cannot create: {e}")))?;
         }
         self.written.insert(name.to_string());
         Ok(path)
@@ -67,7 +77,8 @@ impl<'a> Emit<'a> {
 
     pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
         let path = self.path(name)?;
-        std::fs::write(&path, bytes).map_err(|e| EngineError::file(&path, format!("cannot write: {e}")))
+        std::fs::write(&path, bytes)
+            .map_err(|e| EngineError::file(&path, format!("cannot write: {e}")))
     }
 
     /// Removes a file an earlier compile into the same directory may have left.
@@ -83,14 +94,18 @@ impl<'a> Emit<'a> {
 
     pub fn weight(&self, name: &str) -> Result<WeightView<'_>, EngineError> {
         let w = self.weights.ok_or_else(|| EngineError::Incompatible(format!("weight `{name}` is needed, but the compile has no checkpoint weights (--config-only)")))?;
-        w.weight(name).ok_or_else(|| EngineError::Incompatible(format!("weight `{name}` is not in the checkpoint")))
+        w.weight(name).ok_or_else(|| {
+            EngineError::Incompatible(format!("weight `{name}` is not in the checkpoint"))
+        })
     }
 
     /// The value of fold node `fold` of `g`: its weight-only ancestors copied into a graph of
     /// their own and run on the reference executor, the definition of every op.
     pub fn fold(&self, g: &Graph, fold: usize) -> Result<Tensor, EngineError> {
         let err = |m: String| EngineError::Incompatible(format!("{}: fold %{fold}: {m}", g.name));
-        let weights = self.weights.ok_or_else(|| err("needs the checkpoint's weights (--config-only has none)".into()))?;
+        let weights = self
+            .weights
+            .ok_or_else(|| err("needs the checkpoint's weights (--config-only has none)".into()))?;
         let mut needed = vec![false; fold + 1];
         needed[fold] = true;
         for i in (0..=fold).rev() {
@@ -113,7 +128,8 @@ impl<'a> Emit<'a> {
             sub.nodes.push(node);
         }
         sub.set_output("value", map[fold]);
-        let mut out = execute(&sub, &HashMap::new(), weights, &HashMap::new()).map_err(|e| err(e.to_string()))?;
+        let mut out = execute(&sub, &HashMap::new(), weights, &HashMap::new())
+            .map_err(|e| err(e.to_string()))?;
         Ok(out.outputs.remove("value").expect("the output was set"))
     }
 

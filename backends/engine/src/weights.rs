@@ -40,22 +40,41 @@ pub struct WeightsWriter {
 
 impl WeightsWriter {
     pub fn create(path: &Path) -> Result<WeightsWriter, EngineError> {
-        let f = std::fs::File::create(path).map_err(|e| EngineError::file(path, format!("cannot create: {e}")))?;
-        Ok(WeightsWriter { path: path.to_path_buf(), out: std::io::BufWriter::new(f), offset: 0 })
+        let f = std::fs::File::create(path)
+            .map_err(|e| EngineError::file(path, format!("cannot create: {e}")))?;
+        Ok(WeightsWriter {
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::new(f),
+            offset: 0,
+        })
     }
 
     /// Appends `data` at the next aligned offset.
-    pub fn push(&mut self, data: &[u8], dtype: &str, shape: Vec<usize>, layout: TensorLayout) -> Result<TensorEntry, EngineError> {
+    pub fn push(
+        &mut self,
+        data: &[u8],
+        dtype: &str,
+        shape: Vec<usize>,
+        layout: TensorLayout,
+    ) -> Result<TensorEntry, EngineError> {
         let pad = self.offset.next_multiple_of(ALIGN) - self.offset;
         let err = |e: std::io::Error| EngineError::file(&self.path, format!("write failed: {e}"));
         self.out.write_all(&vec![0u8; pad as usize]).map_err(err)?;
         self.out.write_all(data).map_err(err)?;
-        let entry = TensorEntry { offset: self.offset + pad, bytes: data.len() as u64, dtype: dtype.to_string(), shape, layout };
+        let entry = TensorEntry {
+            offset: self.offset + pad,
+            bytes: data.len() as u64,
+            dtype: dtype.to_string(),
+            shape,
+            layout,
+        };
         self.offset += pad + data.len() as u64;
         Ok(entry)
     }
 
     pub fn finish(mut self) -> Result<(), EngineError> {
-        self.out.flush().map_err(|e| EngineError::file(&self.path, format!("write failed: {e}")))
+        self.out
+            .flush()
+            .map_err(|e| EngineError::file(&self.path, format!("write failed: {e}")))
     }
 }

@@ -1,7 +1,9 @@
 //! Graph-building helpers that spell the model's building blocks in primitive ops.
 //! They emit nothing fused: discovering fusion is the optimizer's job.
 
-use vl3c_ir::{BinaryOp, DType, Dim, Graph, IrError, NodeId, Op, ReduceOp, Scalar, TensorType, UnaryOp};
+use vl3c_ir::{
+    BinaryOp, DType, Dim, Graph, IrError, NodeId, Op, ReduceOp, Scalar, TensorType, UnaryOp,
+};
 
 pub type Result<T> = std::result::Result<T, IrError>;
 
@@ -15,7 +17,11 @@ pub struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     pub fn new(name: &str, weight_dtype: &'a dyn Fn(&str) -> DType) -> Self {
-        Builder { g: Graph::new(name), weight_dtype, compute: DType::F32 }
+        Builder {
+            g: Graph::new(name),
+            weight_dtype,
+            compute: DType::F32,
+        }
     }
 
     pub fn finish(self) -> Graph {
@@ -27,12 +33,18 @@ impl<'a> Builder<'a> {
     }
 
     pub fn input(&mut self, name: &str, dtype: DType, shape: Vec<Dim>) -> Result<NodeId> {
-        self.g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape))
+        self.g.add_source(
+            Op::Input { name: name.into() },
+            TensorType::new(dtype, shape),
+        )
     }
 
     /// A checkpoint tensor as stored (no cast).
     pub fn raw_weight(&mut self, name: &str, shape: &[usize]) -> Result<NodeId> {
-        let ty = TensorType::new((self.weight_dtype)(name), shape.iter().map(|&d| Dim::from(d)).collect());
+        let ty = TensorType::new(
+            (self.weight_dtype)(name),
+            shape.iter().map(|&d| Dim::from(d)).collect(),
+        );
         self.g.add_source(Op::Weight { name: name.into() }, ty)
     }
 
@@ -43,7 +55,10 @@ impl<'a> Builder<'a> {
     }
 
     pub fn cache_read(&mut self, name: &str, shape: Vec<Dim>) -> Result<NodeId> {
-        self.g.add_source(Op::CacheRead { name: name.into() }, TensorType::new(self.compute, shape))
+        self.g.add_source(
+            Op::CacheRead { name: name.into() },
+            TensorType::new(self.compute, shape),
+        )
     }
 
     pub fn op(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
@@ -58,11 +73,23 @@ impl<'a> Builder<'a> {
     }
 
     pub fn scalar(&mut self, v: f64) -> Result<NodeId> {
-        self.op(Op::Constant { value: Scalar::Float(v), dtype: self.compute }, &[])
+        self.op(
+            Op::Constant {
+                value: Scalar::Float(v),
+                dtype: self.compute,
+            },
+            &[],
+        )
     }
 
     pub fn int(&mut self, v: i64) -> Result<NodeId> {
-        self.op(Op::Constant { value: Scalar::Int(v), dtype: DType::I64 }, &[])
+        self.op(
+            Op::Constant {
+                value: Scalar::Int(v),
+                dtype: DType::I64,
+            },
+            &[],
+        )
     }
 
     pub fn unary(&mut self, u: UnaryOp, x: NodeId) -> Result<NodeId> {
@@ -92,7 +119,14 @@ impl<'a> Builder<'a> {
     }
 
     pub fn reduce(&mut self, op: ReduceOp, x: NodeId, axis: usize) -> Result<NodeId> {
-        self.op(Op::Reduce { op, axes: vec![axis], keep_dims: true }, &[x])
+        self.op(
+            Op::Reduce {
+                op,
+                axes: vec![axis],
+                keep_dims: true,
+            },
+            &[x],
+        )
     }
 
     pub fn reshape(&mut self, x: NodeId, shape: Vec<Dim>) -> Result<NodeId> {
@@ -100,7 +134,12 @@ impl<'a> Builder<'a> {
     }
 
     pub fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
-        self.op(Op::Transpose { perm: perm.to_vec() }, &[x])
+        self.op(
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
     }
 
     pub fn matmul(&mut self, x: NodeId, y: NodeId) -> Result<NodeId> {
@@ -108,7 +147,14 @@ impl<'a> Builder<'a> {
     }
 
     pub fn slice(&mut self, x: NodeId, axis: usize, start: i64, end: i64) -> Result<NodeId> {
-        self.op(Op::Slice { axis, start: start.into(), end: end.into() }, &[x])
+        self.op(
+            Op::Slice {
+                axis,
+                start: start.into(),
+                end: end.into(),
+            },
+            &[x],
+        )
     }
 
     pub fn concat(&mut self, xs: &[NodeId], axis: usize) -> Result<NodeId> {
@@ -124,7 +170,14 @@ impl<'a> Builder<'a> {
     }
 
     /// `x Wᵀ (+ b)` for a torch `Linear` with weight `[out, in]`.
-    pub fn linear(&mut self, x: NodeId, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<NodeId> {
+    pub fn linear(
+        &mut self,
+        x: NodeId,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> Result<NodeId> {
         let w = self.weight(&format!("{prefix}.weight"), &[out, inp])?;
         let wt = self.transpose(w, &[1, 0])?;
         let y = self.matmul(x, wt)?;
@@ -136,7 +189,13 @@ impl<'a> Builder<'a> {
     }
 
     /// torch `LayerNorm` over the last axis, with weight and bias.
-    pub fn layer_norm(&mut self, x: NodeId, prefix: &str, width: usize, eps: f64) -> Result<NodeId> {
+    pub fn layer_norm(
+        &mut self,
+        x: NodeId,
+        prefix: &str,
+        width: usize,
+        eps: f64,
+    ) -> Result<NodeId> {
         let ax = self.last_axis(x);
         let mean = self.reduce(ReduceOp::Mean, x, ax)?;
         let centered = self.binary(BinaryOp::Sub, x, mean)?;
@@ -205,7 +264,14 @@ impl<'a> Builder<'a> {
 
     /// `1 / theta^(2k/dim)` for k < dim/2, as transformers computes its RoPE `inv_freq` in f32.
     pub fn rope_inv_freq(&mut self, dim: usize, theta: f64) -> Result<NodeId> {
-        let k = self.op(Op::Iota { len: Dim::from(dim / 2), start: Dim::Const(0), dtype: DType::I64 }, &[])?;
+        let k = self.op(
+            Op::Iota {
+                len: Dim::from(dim / 2),
+                start: Dim::Const(0),
+                dtype: DType::I64,
+            },
+            &[],
+        )?;
         let kf = self.cast(k, self.compute)?;
         let even = self.mul_scalar(kf, 2.0)?;
         let dim_c = self.scalar(dim as f64)?;
@@ -227,7 +293,11 @@ impl<'a> Builder<'a> {
     pub fn apply_rope(&mut self, x: NodeId, cos: NodeId, sin: NodeId) -> Result<NodeId> {
         let ax = self.last_axis(x);
         let Some(d) = self.shape(x)[ax].as_const() else {
-            return Err(IrError { node: None, op: "rope".into(), message: format!("head dim {} is not a constant", self.shape(x)[ax]) });
+            return Err(IrError {
+                node: None,
+                op: "rope".into(),
+                message: format!("head dim {} is not a constant", self.shape(x)[ax]),
+            });
         };
         let lo = self.slice(x, ax, 0, d / 2)?;
         let hi = self.slice(x, ax, d / 2, d)?;
@@ -239,7 +309,14 @@ impl<'a> Builder<'a> {
     }
 
     /// Attention of `q [h, n, d]` over `k, v [h, t, d]` with a bool `allowed [n, t]` mask.
-    pub fn attention(&mut self, q: NodeId, k: NodeId, v: NodeId, allowed: NodeId, head_dim: usize) -> Result<NodeId> {
+    pub fn attention(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        allowed: NodeId,
+        head_dim: usize,
+    ) -> Result<NodeId> {
         let kt = self.transpose(k, &[0, 2, 1])?;
         let scores = self.matmul(q, kt)?;
         let scaled = self.mul_scalar(scores, 1.0 / (head_dim as f64).sqrt())?;

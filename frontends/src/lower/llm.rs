@@ -15,12 +15,19 @@ pub enum Step {
 
 /// Names of the KV-cache states of one layer.
 pub fn cache_names(layer: usize) -> [String; 2] {
-    [format!("layers.{layer}.key"), format!("layers.{layer}.value")]
+    [
+        format!("layers.{layer}.key"),
+        format!("layers.{layer}.value"),
+    ]
 }
 
 /// `prefill` / `decode`: `input_ids [1, seq_len]` after `past_len` cached positions → `logits
 /// [1, seq_len, vocab]`, appending to the caches `layers.{i}.{key,value}` `[kv_heads, len, head_dim]`.
-pub fn llm_graph(cfg: &ModelConfig, step: Step, weight_dtype: &dyn Fn(&str) -> DType) -> Result<Graph> {
+pub fn llm_graph(
+    cfg: &ModelConfig,
+    step: Step,
+    weight_dtype: &dyn Fn(&str) -> DType,
+) -> Result<Graph> {
     let t = &cfg.text;
     let name = match step {
         Step::Prefill => "prefill",
@@ -42,7 +49,14 @@ pub fn llm_graph(cfg: &ModelConfig, step: Step, weight_dtype: &dyn Fn(&str) -> D
         x = merge_multimodal(&mut b, x, ids, cfg, max_pos)?;
     }
 
-    let positions = b.op(Op::Iota { len: seq.clone(), start: past.clone(), dtype: DType::I64 }, &[])?;
+    let positions = b.op(
+        Op::Iota {
+            len: seq.clone(),
+            start: past.clone(),
+            dtype: DType::I64,
+        },
+        &[],
+    )?;
     let inv_freq = b.rope_inv_freq(t.head_dim, t.rope_theta)?;
     let freqs = b.rope_angles(positions, inv_freq)?;
     let angles = b.concat(&[freqs, freqs], 1)?;
@@ -54,8 +68,19 @@ pub fn llm_graph(cfg: &ModelConfig, step: Step, weight_dtype: &dyn Fn(&str) -> D
     for layer in 0..t.num_hidden_layers {
         x = decoder_layer(&mut b, x, layer, t, cos, sin, allowed, &seq, &past)?;
     }
-    let x = b.rms_norm(x, "model.language_model.norm.weight", t.hidden_size, t.rms_norm_eps)?;
-    let logits = b.linear(x, crate::names::lm_head_source(cfg).trim_end_matches(".weight"), t.vocab_size, t.hidden_size, false)?;
+    let x = b.rms_norm(
+        x,
+        "model.language_model.norm.weight",
+        t.hidden_size,
+        t.rms_norm_eps,
+    )?;
+    let logits = b.linear(
+        x,
+        crate::names::lm_head_source(cfg).trim_end_matches(".weight"),
+        t.vocab_size,
+        t.hidden_size,
+        false,
+    )?;
     let logits = b.reshape(logits, vec![Dim::Const(1), seq, t.vocab_size.into()])?;
     b.g.set_output("logits", logits);
     Ok(b.finish())
@@ -63,7 +88,13 @@ pub fn llm_graph(cfg: &ModelConfig, step: Step, weight_dtype: &dyn Fn(&str) -> D
 
 /// Scatters projected image and video embeddings into their placeholder positions, after
 /// dropping the video tokens that Differential Frame Pruning removed.
-fn merge_multimodal(b: &mut Builder, x: NodeId, ids: NodeId, cfg: &ModelConfig, max_pos: i64) -> Result<NodeId> {
+fn merge_multimodal(
+    b: &mut Builder,
+    x: NodeId,
+    ids: NodeId,
+    cfg: &ModelConfig,
+    max_pos: i64,
+) -> Result<NodeId> {
     let h = cfg.text.hidden_size;
     let n_img = b.sym("n_image_tokens", 0, max_pos);
     let images = b.input("image_embeds", b.compute, vec![n_img, h.into()])?;
@@ -89,9 +120,23 @@ fn placeholder_mask(b: &mut Builder, ids: NodeId, token: i64) -> Result<NodeId> 
 /// `allowed[i, j]`: key position j ≤ query position past + i.
 fn causal_mask(b: &mut Builder, seq: &Dim, past: &Dim) -> Result<NodeId> {
     let total = past.clone() + seq.clone();
-    let q = b.op(Op::Iota { len: seq.clone(), start: past.clone(), dtype: DType::I64 }, &[])?;
+    let q = b.op(
+        Op::Iota {
+            len: seq.clone(),
+            start: past.clone(),
+            dtype: DType::I64,
+        },
+        &[],
+    )?;
     let q = b.reshape(q, vec![seq.clone(), Dim::Const(1)])?;
-    let k = b.op(Op::Iota { len: total.clone(), start: Dim::Const(0), dtype: DType::I64 }, &[])?;
+    let k = b.op(
+        Op::Iota {
+            len: total.clone(),
+            start: Dim::Const(0),
+            dtype: DType::I64,
+        },
+        &[],
+    )?;
     let k = b.reshape(k, vec![Dim::Const(1), total])?;
     b.binary(BinaryOp::Le, k, q)
 }
@@ -110,8 +155,16 @@ fn repeat_kv(b: &mut Builder, x: NodeId, t: &TextConfig, len: &Dim) -> Result<No
     }
     let (kv, hd) = (t.num_key_value_heads, t.head_dim);
     let x = b.reshape(x, vec![kv.into(), Dim::Const(1), len.clone(), hd.into()])?;
-    let x = b.op(Op::Broadcast { shape: vec![kv.into(), group.into(), len.clone(), hd.into()] }, &[x])?;
-    b.reshape(x, vec![t.num_attention_heads.into(), len.clone(), hd.into()])
+    let x = b.op(
+        Op::Broadcast {
+            shape: vec![kv.into(), group.into(), len.clone(), hd.into()],
+        },
+        &[x],
+    )?;
+    b.reshape(
+        x,
+        vec![t.num_attention_heads.into(), len.clone(), hd.into()],
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -127,7 +180,12 @@ fn decoder_layer(
     past: &Dim,
 ) -> Result<NodeId> {
     let p = format!("model.language_model.layers.{layer}");
-    let (h, hd, heads, kv) = (t.hidden_size, t.head_dim, t.num_attention_heads, t.num_key_value_heads);
+    let (h, hd, heads, kv) = (
+        t.hidden_size,
+        t.head_dim,
+        t.num_attention_heads,
+        t.num_key_value_heads,
+    );
     let y = b.rms_norm(x, &format!("{p}.input_layernorm.weight"), h, t.rms_norm_eps)?;
     let q = b.linear(y, &format!("{p}.self_attn.q_proj"), heads * hd, h, true)?;
     let k = b.linear(y, &format!("{p}.self_attn.k_proj"), kv * hd, h, true)?;
@@ -153,11 +211,34 @@ fn decoder_layer(
     let o = b.linear(o, &format!("{p}.self_attn.o_proj"), h, heads * hd, false)?;
     let x = b.add(x, o)?;
 
-    let y = b.rms_norm(x, &format!("{p}.post_attention_layernorm.weight"), h, t.rms_norm_eps)?;
-    let gate = b.linear(y, &format!("{p}.mlp.gate_proj"), t.intermediate_size, h, false)?;
-    let up = b.linear(y, &format!("{p}.mlp.up_proj"), t.intermediate_size, h, false)?;
+    let y = b.rms_norm(
+        x,
+        &format!("{p}.post_attention_layernorm.weight"),
+        h,
+        t.rms_norm_eps,
+    )?;
+    let gate = b.linear(
+        y,
+        &format!("{p}.mlp.gate_proj"),
+        t.intermediate_size,
+        h,
+        false,
+    )?;
+    let up = b.linear(
+        y,
+        &format!("{p}.mlp.up_proj"),
+        t.intermediate_size,
+        h,
+        false,
+    )?;
     let act = b.silu(gate)?;
     let hidden = b.mul(act, up)?;
-    let down = b.linear(hidden, &format!("{p}.mlp.down_proj"), h, t.intermediate_size, false)?;
+    let down = b.linear(
+        hidden,
+        &format!("{p}.mlp.down_proj"),
+        h,
+        t.intermediate_size,
+        false,
+    )?;
     b.add(x, down)
 }

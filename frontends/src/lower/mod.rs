@@ -52,12 +52,24 @@ impl ModelGraphs {
     }
 
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Graph> {
-        [&mut self.vision_m1, &mut self.vision_m2, &mut self.projector, &mut self.prefill, &mut self.decode]
-            .into_iter()
-            .find(|g| g.name == name)
+        [
+            &mut self.vision_m1,
+            &mut self.vision_m2,
+            &mut self.projector,
+            &mut self.prefill,
+            &mut self.decode,
+        ]
+        .into_iter()
+        .find(|g| g.name == name)
     }
 
     pub fn all(&self) -> [&Graph; 5] {
-        [&self.vision_m1, &self.vision_m2, &self.projector, &self.prefill, &self.decode]
+        [
+            &self.vision_m1,
+            &self.vision_m2,
+            &self.projector,
+            &self.prefill,
+            &self.decode,
+        ]
     }
 }

@@ -17,19 +17,35 @@ pub const DIFF_FRAME_PRUNE_THRESHOLD: f64 = 0.1;
 /// over the merged tokens, which the runner uses when the inputs carry no `video_compression_mask`.
 /// Every entry in one call shares the merge size, which is what the symbolic patch count
 /// `merge²·n_merged` states; the runner groups entries by merge size.
-pub fn vision_graph(cfg: &ModelConfig, merge: usize, weight_dtype: &dyn Fn(&str) -> DType) -> Result<Graph> {
+pub fn vision_graph(
+    cfg: &ModelConfig,
+    merge: usize,
+    weight_dtype: &dyn Fn(&str) -> DType,
+) -> Result<Graph> {
     let v = &cfg.vision;
     let mut b = Builder::new(&format!("vision_m{merge}"), weight_dtype);
     let group = (merge * merge) as i64;
     // Images merge 1 and videos 2 in every VideoLLaMA3 processor: the bound follows the kind.
     let limits = &cfg.vision_limits;
-    let per_entry = if merge == 1 { limits.image_max_patches } else { limits.video_max_patches } as i64;
-    let n_merged = b.sym("n_merged", 1, (MAX_ENTRIES_PER_CALL * per_entry / group).max(1));
+    let per_entry = if merge == 1 {
+        limits.image_max_patches
+    } else {
+        limits.video_max_patches
+    } as i64;
+    let n_merged = b.sym(
+        "n_merged",
+        1,
+        (MAX_ENTRIES_PER_CALL * per_entry / group).max(1),
+    );
     let n_entries = b.sym("n_entries", 1, MAX_ENTRIES_PER_CALL);
     let n = Dim::Const(group) * n_merged.clone();
     let patch_len = v.num_channels * v.patch_size * v.patch_size;
 
-    let pixels = b.input("pixel_values", DType::F32, vec![n.clone(), patch_len.into()])?;
+    let pixels = b.input(
+        "pixel_values",
+        DType::F32,
+        vec![n.clone(), patch_len.into()],
+    )?;
     let grid = b.input("grid_thw", DType::I64, vec![n_entries.clone(), 3i64.into()])?;
     let merges = b.input("merge_sizes", DType::I64, vec![n_entries])?;
 
@@ -44,20 +60,39 @@ pub fn vision_graph(cfg: &ModelConfig, merge: usize, weight_dtype: &dyn Fn(&str)
     for layer in 0..v.num_hidden_layers {
         x = encoder_layer(&mut b, x, layer, v, cos, sin, allowed, &n)?;
     }
-    let x = b.layer_norm(x, "model.vision_model.post_layernorm", v.hidden_size, v.layer_norm_eps)?;
+    let x = b.layer_norm(
+        x,
+        "model.vision_model.post_layernorm",
+        v.hidden_size,
+        v.layer_norm_eps,
+    )?;
     let features = if merge == 1 {
         x
     } else {
         // Rows come in merge-block-major order, so each merged token is the mean of `merge²`
         // consecutive rows: exactly transformers' bilinear downsampling by an integer factor of 2.
-        let grouped = b.reshape(x, vec![n_merged.clone(), Dim::Const(group), v.hidden_size.into()])?;
-        b.op(Op::Reduce { op: ReduceOp::Mean, axes: vec![1], keep_dims: false }, &[grouped])?
+        let grouped = b.reshape(
+            x,
+            vec![n_merged.clone(), Dim::Const(group), v.hidden_size.into()],
+        )?;
+        b.op(
+            Op::Reduce {
+                op: ReduceOp::Mean,
+                axes: vec![1],
+                keep_dims: false,
+            },
+            &[grouped],
+        )?
     };
     b.g.set_output("features", features);
     if merge > 1 {
         // Pruning reads the normalized pixels, not the features (spec §4.3): it is part of the
         // graph so that a compiled model needs no preprocessing hidden in the runtime.
-        let prune = Op::DiffFramePrune { threshold: DIFF_FRAME_PRUNE_THRESHOLD, merge, len: n_merged.clone() };
+        let prune = Op::DiffFramePrune {
+            threshold: DIFF_FRAME_PRUNE_THRESHOLD,
+            merge,
+            len: n_merged.clone(),
+        };
         let keep = b.op(prune, &[pixels, grid])?;
         b.g.set_output("keep_mask", keep);
     }
@@ -77,7 +112,11 @@ fn patch_embed(b: &mut Builder, x: NodeId, v: &VisionConfig) -> Result<NodeId> {
 }
 
 /// cos/sin `[n, 1, head_dim]`: angles laid out `[rows, cols, rows, cols]`, each a quarter.
-fn axial_rope_tables(b: &mut Builder, positions: NodeId, v: &VisionConfig) -> Result<(NodeId, NodeId)> {
+fn axial_rope_tables(
+    b: &mut Builder,
+    positions: NodeId,
+    v: &VisionConfig,
+) -> Result<(NodeId, NodeId)> {
     let n = b.shape(positions)[0].clone();
     let inv_freq = b.rope_inv_freq(v.head_dim / 2, v.rope_theta)?;
     let mut axis_angles = Vec::new();

@@ -33,7 +33,12 @@ pub trait Accelerate {
     /// fold, and a claim reading past slices and transposes skips them).
     fn claim(&self, graph: &Graph, node: usize) -> Option<Vec<NodeId>>;
     /// The value of a claimed node.
-    fn compute(&self, graph: &Graph, node: usize, values: &dyn Operands) -> Result<Computed, String>;
+    fn compute(
+        &self,
+        graph: &Graph,
+        node: usize,
+        values: &dyn Operands,
+    ) -> Result<Computed, String>;
     /// What computes a claimed node, for profiles (`VL3C_PROFILE`).
     fn label(&self, _node: usize) -> &'static str {
         "claimed"

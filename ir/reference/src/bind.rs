@@ -19,7 +19,10 @@ pub struct Binder<'g> {
 
 impl<'g> Binder<'g> {
     pub fn new(graph: &'g Graph) -> Self {
-        Binder { graph, env: HashMap::new() }
+        Binder {
+            graph,
+            env: HashMap::new(),
+        }
     }
 
     fn unbound(&self, d: &Dim) -> Vec<String> {
@@ -65,7 +68,12 @@ impl<'g> Binder<'g> {
     pub fn bind(&mut self, sym: &str, value: i64) -> Result<(), OutOfBounds> {
         if let Some(b) = self.graph.symbol_bounds(sym) {
             if value < b.min || value > b.max {
-                return Err(OutOfBounds { symbol: sym.to_string(), value, min: b.min, max: b.max });
+                return Err(OutOfBounds {
+                    symbol: sym.to_string(),
+                    value,
+                    min: b.min,
+                    max: b.max,
+                });
             }
         }
         self.env.insert(sym.to_string(), value);
@@ -73,12 +81,17 @@ impl<'g> Binder<'g> {
     }
 
     pub fn matches(&self, dims: &[Dim], actual: &[usize]) -> bool {
-        dims.len() == actual.len() && dims.iter().zip(actual).all(|(d, &a)| d.eval(&self.env) == Ok(a as i64))
+        dims.len() == actual.len()
+            && dims
+                .iter()
+                .zip(actual)
+                .all(|(d, &a)| d.eval(&self.env) == Ok(a as i64))
     }
 
     /// Evaluates dims, naming the first symbol that has no value.
     pub fn eval(&self, d: &Dim) -> Result<i64, String> {
-        d.eval(&self.env).map_err(|e| format!("cannot evaluate `{d}`: {e}"))
+        d.eval(&self.env)
+            .map_err(|e| format!("cannot evaluate `{d}`: {e}"))
     }
 
     pub fn eval_shape(&self, dims: &[Dim]) -> Result<Vec<usize>, String> {

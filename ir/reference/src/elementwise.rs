@@ -22,7 +22,10 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor, String> {
             TensorData::from_f32(x.dtype(), x.as_f32().iter().map(|&v| f(v)).collect())
         }
     };
-    Ok(Tensor { shape: x.shape.clone(), data })
+    Ok(Tensor {
+        shape: x.shape.clone(),
+        data,
+    })
 }
 
 fn float_unary(op: UnaryOp) -> fn(f32) -> f32 {
@@ -82,7 +85,11 @@ fn floor_div(a: i64, b: i64) -> i64 {
 
 pub fn binary(op: BinaryOp, x: &Tensor, y: &Tensor) -> Result<Tensor, String> {
     if x.dtype() != y.dtype() {
-        return Err(format!("operand dtypes differ: {} and {}", x.dtype(), y.dtype()));
+        return Err(format!(
+            "operand dtypes differ: {} and {}",
+            x.dtype(),
+            y.dtype()
+        ));
     }
     let shape = broadcast_shape(&x.shape, &y.shape)?;
     let dtype = x.dtype();
@@ -106,7 +113,9 @@ pub fn binary(op: BinaryOp, x: &Tensor, y: &Tensor) -> Result<Tensor, String> {
             TensorData::from_f32(dtype, pairs.map(|(a, b)| f(a, b)).collect())
         }
     } else if dtype == DType::Bool {
-        let (TensorData::Bool(a), TensorData::Bool(b)) = (&x.data, &y.data) else { unreachable!() };
+        let (TensorData::Bool(a), TensorData::Bool(b)) = (&x.data, &y.data) else {
+            unreachable!()
+        };
         let (a, b) = (expand(a, &x.shape, &shape)?, expand(b, &y.shape, &shape)?);
         let pairs = a.iter().zip(b.iter()).map(|(&a, &b)| (a, b));
         TensorData::Bool(match op {
@@ -143,7 +152,10 @@ pub fn binary(op: BinaryOp, x: &Tensor, y: &Tensor) -> Result<Tensor, String> {
 }
 
 fn select_vec<T: Copy>(c: &[bool], a: &[T], b: &[T]) -> Vec<T> {
-    c.iter().zip(a.iter().zip(b.iter())).map(|(&c, (&a, &b))| if c { a } else { b }).collect()
+    c.iter()
+        .zip(a.iter().zip(b.iter()))
+        .map(|(&c, (&a, &b))| if c { a } else { b })
+        .collect()
 }
 
 pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
@@ -175,11 +187,16 @@ pub fn cast(x: &Tensor, to: DType) -> Tensor {
         x.data.clone()
     } else {
         match &x.data {
-            TensorData::I32(_) | TensorData::I64(_) | TensorData::Bool(_) => TensorData::from_i64(to, x.to_i64_vec()),
+            TensorData::I32(_) | TensorData::I64(_) | TensorData::Bool(_) => {
+                TensorData::from_i64(to, x.to_i64_vec())
+            }
             _ => TensorData::from_f32(to, x.as_f32().into_owned()),
         }
     };
-    Tensor { shape: x.shape.clone(), data }
+    Tensor {
+        shape: x.shape.clone(),
+        data,
+    }
 }
 
 /// `cast` that hands back its operand untouched when the dtype already matches.
@@ -197,11 +214,17 @@ pub fn constant(value: Scalar, dtype: DType) -> Tensor {
         Scalar::Int(i) => TensorData::from_i64(dtype, vec![i]),
         Scalar::Bool(b) => TensorData::from_i64(dtype, vec![b as i64]),
     };
-    Tensor { shape: vec![], data }
+    Tensor {
+        shape: vec![],
+        data,
+    }
 }
 
 pub fn iota(len: i64, start: i64, dtype: DType) -> Result<Tensor, String> {
     let n = usize::try_from(len).map_err(|_| format!("iota length {len} is negative"))?;
     let v: Vec<i64> = (0..len).map(|i| start.wrapping_add(i)).collect();
-    Ok(Tensor { shape: vec![n], data: TensorData::from_i64(dtype, v) })
+    Ok(Tensor {
+        shape: vec![n],
+        data: TensorData::from_i64(dtype, v),
+    })
 }

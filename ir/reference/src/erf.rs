@@ -86,7 +86,10 @@ fn erfc_tail(ix: u32, x: f64) -> f64 {
     let (r, big_s) = if ix < 0x4006db6d {
         (
             RA0 + s * (RA1 + s * (RA2 + s * (RA3 + s * (RA4 + s * (RA5 + s * (RA6 + s * RA7)))))),
-            1.0 + s * (SA1 + s * (SA2 + s * (SA3 + s * (SA4 + s * (SA5 + s * (SA6 + s * (SA7 + s * SA8))))))),
+            1.0 + s
+                * (SA1
+                    + s * (SA2
+                        + s * (SA3 + s * (SA4 + s * (SA5 + s * (SA6 + s * (SA7 + s * SA8))))))),
         )
     } else {
         (
@@ -104,7 +107,13 @@ pub fn erf(x: f64) -> f64 {
     let negative = hx >> 31 != 0;
     let ix = hx & 0x7fffffff;
     if ix >= 0x7ff00000 {
-        return if x.is_nan() { x } else if negative { -1.0 } else { 1.0 };
+        return if x.is_nan() {
+            x
+        } else if negative {
+            -1.0
+        } else {
+            1.0
+        };
     }
     if ix < 0x3feb0000 {
         if ix < 0x3e300000 {
@@ -115,7 +124,11 @@ pub fn erf(x: f64) -> f64 {
         let s = 1.0 + z * (QQ1 + z * (QQ2 + z * (QQ3 + z * (QQ4 + z * QQ5))));
         return x + x * (r / s);
     }
-    let y = if ix < 0x40180000 { 1.0 - erfc_tail(ix, x) } else { 1.0 };
+    let y = if ix < 0x40180000 {
+        1.0 - erfc_tail(ix, x)
+    } else {
+        1.0
+    };
     if negative {
         -y
     } else {

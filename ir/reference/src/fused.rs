@@ -29,17 +29,27 @@ fn floats<'a>(x: &'a Tensor, what: &str) -> Result<Cow<'a, [f32]>, String> {
 
 fn same_dtype(x: &Tensor, others: &[&Tensor]) -> Result<(), String> {
     match others.iter().find(|o| o.dtype() != x.dtype()) {
-        Some(o) => Err(format!("operand dtypes differ: {} and {}", x.dtype(), o.dtype())),
+        Some(o) => Err(format!(
+            "operand dtypes differ: {} and {}",
+            x.dtype(),
+            o.dtype()
+        )),
         None => Ok(()),
     }
 }
 
 fn last_dim(x: &Tensor) -> Result<usize, String> {
-    x.shape.last().copied().ok_or_else(|| "needs rank >= 1".to_string())
+    x.shape
+        .last()
+        .copied()
+        .ok_or_else(|| "needs rank >= 1".to_string())
 }
 
 fn finish(dtype: DType, shape: Vec<usize>, v: Vec<f32>) -> Tensor {
-    Tensor { shape, data: TensorData::from_f32(dtype, v) }
+    Tensor {
+        shape,
+        data: TensorData::from_f32(dtype, v),
+    }
 }
 
 /// Applies `f` to every row of `row` elements, in parallel when there is enough work.
@@ -71,7 +81,13 @@ fn rsqrt(x: f32) -> f32 {
 
 /// In-place softmax of one row: reduce_max, sub, exp, reduce_sum, div.
 fn softmax_row(r: &mut [f32]) {
-    let max = r.iter().fold(f32::NEG_INFINITY, |a, &b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) });
+    let max = r.iter().fold(f32::NEG_INFINITY, |a, &b| {
+        if a.is_nan() || b.is_nan() {
+            f32::NAN
+        } else {
+            a.max(b)
+        }
+    });
     for x in r.iter_mut() {
         *x = ((*x - max) as f64).exp() as f32;
     }
@@ -155,7 +171,11 @@ fn activation_fn(a: Activation) -> fn(f32) -> f32 {
 pub fn activation(a: Activation, x: &Tensor) -> Result<Tensor, String> {
     let f = activation_fn(a);
     let v = floats(x, "activation input")?;
-    let out = if v.len() >= PAR_MIN_ELEMS { v.par_iter().map(|&x| f(x)).collect() } else { v.iter().map(|&x| f(x)).collect() };
+    let out = if v.len() >= PAR_MIN_ELEMS {
+        v.par_iter().map(|&x| f(x)).collect()
+    } else {
+        v.iter().map(|&x| f(x)).collect()
+    };
     Ok(finish(x.dtype(), x.shape.clone(), out))
 }
 
@@ -164,7 +184,10 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor, String> {
     same_dtype(gate, &[up])?;
     let shape = broadcast_shape(&gate.shape, &up.shape)?;
     let (g, u) = (floats(gate, "gate")?, floats(up, "up")?);
-    let (g, u) = (expand(&g, &gate.shape, &shape)?, expand(&u, &up.shape, &shape)?);
+    let (g, u) = (
+        expand(&g, &gate.shape, &shape)?,
+        expand(&u, &up.shape, &shape)?,
+    );
     let out = g.iter().zip(u.iter()).map(|(&g, &u)| silu(g) * u).collect();
     Ok(finish(gate.dtype(), shape, out))
 }
@@ -179,7 +202,10 @@ fn rope_in_place(x: &mut [f32], shape: &[usize], cos: &Tensor, sin: &Tensor) -> 
     let mut tables = Vec::new();
     for (t, what) in [(cos, "cos"), (sin, "sin")] {
         if broadcast_shape(shape, &t.shape)? != shape {
-            return Err(format!("rope table {what} {:?} does not broadcast into {shape:?}", t.shape));
+            return Err(format!(
+                "rope table {what} {:?} does not broadcast into {shape:?}",
+                t.shape
+            ));
         }
         let v = floats(t, what)?;
         tables.push(expand(&v, &t.shape, shape)?.into_owned());
@@ -210,13 +236,22 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, String> {
 fn as_f32_tensor(x: &Tensor) -> Cow<'_, Tensor> {
     match &x.data {
         TensorData::F32(_) => Cow::Borrowed(x),
-        _ => Cow::Owned(Tensor { shape: x.shape.clone(), data: TensorData::F32(x.to_f32_vec()) }),
+        _ => Cow::Owned(Tensor {
+            shape: x.shape.clone(),
+            data: TensorData::F32(x.to_f32_vec()),
+        }),
     }
 }
 
 /// `a × b (+ bias) (+ residual)`; `a_t`/`b_t` as in `matmul`. The product and each add are
 /// rounded to f32 in turn, as the separate ops round them on f32 graphs.
-pub fn fused_matmul(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, epilogue: &[&Tensor]) -> Result<Tensor, String> {
+pub fn fused_matmul(
+    a: &Tensor,
+    a_t: bool,
+    b: &Tensor,
+    b_t: bool,
+    epilogue: &[&Tensor],
+) -> Result<Tensor, String> {
     same_dtype(a, &[b])?;
     same_dtype(a, epilogue)?;
     let dtype = a.dtype();
@@ -224,11 +259,16 @@ pub fn fused_matmul(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, epilogue: &[&T
         return Err(format!("fused_matmul needs float operands, got {dtype}"));
     }
     let product = matmul(&as_f32_tensor(a), a_t, &as_f32_tensor(b), b_t)?;
-    let TensorData::F32(mut v) = product.data else { unreachable!("f32 matmul of f32 operands") };
+    let TensorData::F32(mut v) = product.data else {
+        unreachable!("f32 matmul of f32 operands")
+    };
     for e in epilogue {
         let ev = e.as_f32();
         if broadcast_shape(&product.shape, &e.shape)? != product.shape {
-            return Err(format!("epilogue operand {:?} widens the product {:?}", e.shape, product.shape));
+            return Err(format!(
+                "epilogue operand {:?} widens the product {:?}",
+                e.shape, product.shape
+            ));
         }
         let ev = expand(&ev, &e.shape, &product.shape)?;
         for (x, &y) in v.iter_mut().zip(ev.iter()) {
@@ -263,14 +303,26 @@ pub fn spatial_merge(x: &Tensor, merge: usize) -> Result<Tensor, String> {
 /// `(q, k, v, [cos, sin], [segments])` per `Op::Attention`. One head at a time: its scores
 /// `[n, t]` come from one gemm, are scaled, masked to -inf and softmaxed row by row, and one more
 /// gemm gives the head's output. Peak scratch is one head's scores.
-pub fn attention(ops: &[&Tensor], scale: f64, mask: AttentionMask, rope_q: bool, rope_k: bool) -> Result<Tensor, String> {
+pub fn attention(
+    ops: &[&Tensor],
+    scale: f64,
+    mask: AttentionMask,
+    rope_q: bool,
+    rope_k: bool,
+) -> Result<Tensor, String> {
     let (q, k, v) = (ops[0], ops[1], ops[2]);
     same_dtype(q, &[k, v])?;
     let (&[hq, n, d], &[hk, t, dk]) = (&q.shape[..], &k.shape[..]) else {
-        return Err(format!("q and k must be [heads, len, head_dim], got {:?} and {:?}", q.shape, k.shape));
+        return Err(format!(
+            "q and k must be [heads, len, head_dim], got {:?} and {:?}",
+            q.shape, k.shape
+        ));
     };
     if v.shape != k.shape || dk != d {
-        return Err(format!("k {:?} and v {:?} must match each other and q's head_dim {d}", k.shape, v.shape));
+        return Err(format!(
+            "k {:?} and v {:?} must match each other and q's head_dim {d}",
+            k.shape, v.shape
+        ));
     }
     if hk == 0 || hq % hk != 0 {
         return Err(format!("{hq} query heads cannot share {hk} kv heads"));
@@ -287,7 +339,9 @@ pub fn attention(ops: &[&Tensor], scale: f64, mask: AttentionMask, rope_q: bool,
         }
         if rope_k {
             if t != n {
-                return Err(format!("key rotation needs as many keys ({t}) as queries ({n})"));
+                return Err(format!(
+                    "key rotation needs as many keys ({t}) as queries ({n})"
+                ));
             }
             rope_in_place(kv.to_mut(), &k.shape, cos, sin)?;
         }
@@ -296,14 +350,20 @@ pub fn attention(ops: &[&Tensor], scale: f64, mask: AttentionMask, rope_q: bool,
     let segments = if mask == AttentionMask::Segments {
         let seg = ops[rest];
         if seg.dtype() != DType::I64 || seg.shape != [n] || t != n {
-            return Err(format!("segments must be i64[{n}] with as many keys, got {}{:?}", seg.dtype(), seg.shape));
+            return Err(format!(
+                "segments must be i64[{n}] with as many keys, got {}{:?}",
+                seg.dtype(),
+                seg.shape
+            ));
         }
         seg.to_i64_vec()
     } else {
         Vec::new()
     };
     if mask == AttentionMask::Causal && t < n {
-        return Err(format!("causal attention of {n} queries over only {t} keys"));
+        return Err(format!(
+            "causal attention of {n} queries over only {t} keys"
+        ));
     }
     let vv = floats(v, "v")?;
     let scale = scale as f32;
@@ -313,9 +373,21 @@ pub fn attention(ops: &[&Tensor], scale: f64, mask: AttentionMask, rope_q: bool,
     for h in 0..hq {
         let kh = h / group;
         let qh = &qv[h * n * d..(h + 1) * n * d];
-        let (kmat, vmat) = (&kv[kh * t * d..(kh + 1) * t * d], &vv[kh * t * d..(kh + 1) * t * d]);
+        let (kmat, vmat) = (
+            &kv[kh * t * d..(kh + 1) * t * d],
+            &vv[kh * t * d..(kh + 1) * t * d],
+        );
         // scores = q_h · k_hᵀ, with k_h read through strides as the [d, t] transpose.
-        gemm_f32(qh, Layout::new(n, d, false), kmat, Layout::new(d, t, true), &mut scores, n, d, t);
+        gemm_f32(
+            qh,
+            Layout::new(n, d, false),
+            kmat,
+            Layout::new(d, t, true),
+            &mut scores,
+            n,
+            d,
+            t,
+        );
         rows_mut(&mut scores, t, |i, row| {
             for (j, s) in row.iter_mut().enumerate() {
                 let allowed = match mask {
@@ -323,12 +395,25 @@ pub fn attention(ops: &[&Tensor], scale: f64, mask: AttentionMask, rope_q: bool,
                     AttentionMask::Causal => j <= past + i,
                     AttentionMask::Segments => segments[i] == segments[j],
                 };
-                *s = if allowed { *s * scale } else { f32::NEG_INFINITY };
+                *s = if allowed {
+                    *s * scale
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
             softmax_row(row);
         });
         let oh = &mut out[h * n * d..(h + 1) * n * d];
-        gemm_f32(&scores, Layout::new(n, t, false), vmat, Layout::new(t, d, false), oh, n, t, d);
+        gemm_f32(
+            &scores,
+            Layout::new(n, t, false),
+            vmat,
+            Layout::new(t, d, false),
+            oh,
+            n,
+            t,
+            d,
+        );
     }
     Ok(finish(q.dtype(), vec![hq, n, d], out))
 }

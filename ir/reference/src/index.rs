@@ -18,8 +18,14 @@ pub fn gather(data: &Tensor, idx: &Tensor, axis: usize) -> Result<Tensor, String
     }
     let ids = indices(idx)?;
     let dim = data.shape[axis];
-    if let Some((pos, bad)) = ids.iter().enumerate().find(|(_, &i)| i < 0 || i as u64 >= dim as u64) {
-        return Err(format!("index {bad} (at position {pos}) is out of range for dim {axis} of size {dim}"));
+    if let Some((pos, bad)) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, &i)| i < 0 || i as u64 >= dim as u64)
+    {
+        return Err(format!(
+            "index {bad} (at position {pos}) is out of range for dim {axis} of size {dim}"
+        ));
     }
     let outer: usize = data.shape[..axis].iter().product();
     let inner: usize = data.shape[axis + 1..].iter().product();
@@ -45,7 +51,10 @@ fn row_mask<'a>(data: &Tensor, mask: &'a Tensor) -> Result<&'a [bool], String> {
         return Err(format!("mask must be bool, got {}", mask.dtype()));
     };
     if mask.shape.len() != 1 || data.shape.is_empty() || data.shape[0] != mask.shape[0] {
-        return Err(format!("mask {:?} does not match the rows of {:?}", mask.shape, data.shape));
+        return Err(format!(
+            "mask {:?} does not match the rows of {:?}",
+            mask.shape, data.shape
+        ));
     }
     Ok(m)
 }
@@ -70,10 +79,16 @@ pub fn masked_scatter(base: &Tensor, mask: &Tensor, src: &Tensor) -> Result<Tens
     let m = row_mask(base, mask)?;
     let count = m.iter().filter(|&&b| b).count();
     if src.shape.len() != base.shape.len() || src.shape[1..] != base.shape[1..] {
-        return Err(format!("source rows {:?} do not fit base rows {:?}", src.shape, base.shape));
+        return Err(format!(
+            "source rows {:?} do not fit base rows {:?}",
+            src.shape, base.shape
+        ));
     }
     if src.shape[0] != count {
-        return Err(format!("mask selects {count} rows but the source has {}", src.shape[0]));
+        return Err(format!(
+            "mask selects {count} rows but the source has {}",
+            src.shape[0]
+        ));
     }
     let row: usize = base.shape[1..].iter().product();
     fn scatter<T: Copy>(base: &[T], m: &[bool], src: &[T], row: usize) -> Vec<T> {
@@ -93,7 +108,10 @@ pub fn masked_scatter(base: &Tensor, mask: &Tensor, src: &Tensor) -> Result<Tens
         };
     }
     let data = by_dtype!(F32, F16, BF16, I32, I64, Bool);
-    Ok(Tensor { shape: base.shape.clone(), data })
+    Ok(Tensor {
+        shape: base.shape.clone(),
+        data,
+    })
 }
 
 /// The (t, h, w) rows of an i64 `[n, 3]` grid, checked non-negative.
@@ -106,9 +124,15 @@ fn grid_rows(grid: &Tensor) -> Result<Vec<[usize; 3]>, String> {
     }
     g.chunks_exact(3)
         .enumerate()
-        .map(|(i, r)| match (usize::try_from(r[0]), usize::try_from(r[1]), usize::try_from(r[2])) {
-            (Ok(t), Ok(h), Ok(w)) => Ok([t, h, w]),
-            _ => Err(format!("grid entry {i} {r:?} has a negative size")),
+        .map(|(i, r)| {
+            match (
+                usize::try_from(r[0]),
+                usize::try_from(r[1]),
+                usize::try_from(r[2]),
+            ) {
+                (Ok(t), Ok(h), Ok(w)) => Ok([t, h, w]),
+                _ => Err(format!("grid entry {i} {r:?} has a negative size")),
+            }
         })
         .collect()
 }
@@ -117,10 +141,16 @@ fn grid_rows(grid: &Tensor) -> Result<Vec<[usize; 3]>, String> {
 fn patch_count(rows: &[[usize; 3]], expected: Option<usize>) -> Result<usize, String> {
     let total = rows
         .iter()
-        .try_fold(0usize, |acc, [t, h, w]| t.checked_mul(*h).and_then(|x| x.checked_mul(*w)).and_then(|x| acc.checked_add(x)))
+        .try_fold(0usize, |acc, [t, h, w]| {
+            t.checked_mul(*h)
+                .and_then(|x| x.checked_mul(*w))
+                .and_then(|x| acc.checked_add(x))
+        })
         .ok_or_else(|| "grid patch count overflows".to_string())?;
     match expected {
-        Some(len) if len != total => Err(format!("len is {len} but the grid holds Σt·h·w = {total} patches")),
+        Some(len) if len != total => Err(format!(
+            "len is {len} but the grid holds Σt·h·w = {total} patches"
+        )),
         _ => Ok(total),
     }
 }
@@ -129,20 +159,33 @@ fn patch_count(rows: &[[usize; 3]], expected: Option<usize>) -> Result<usize, St
 /// merge-block-major order — blocks of m×m patches row by row, patches within a block row by row —
 /// repeated for each of the t frames.
 /// `expected` (the node's `len`, when already bound) is checked before anything is allocated.
-pub fn vision_position_ids(grid: &Tensor, merge: &Tensor, expected: Option<usize>) -> Result<Tensor, String> {
+pub fn vision_position_ids(
+    grid: &Tensor,
+    merge: &Tensor,
+    expected: Option<usize>,
+) -> Result<Tensor, String> {
     let rows = grid_rows(grid)?;
     let TensorData::I64(ms) = &merge.data else {
         return Err(format!("merge sizes must be i64, got {}", merge.dtype()));
     };
     if merge.shape != [rows.len()] {
-        return Err(format!("merge sizes {:?} do not match {} grid entries", merge.shape, rows.len()));
+        return Err(format!(
+            "merge sizes {:?} do not match {} grid entries",
+            merge.shape,
+            rows.len()
+        ));
     }
     let total = patch_count(&rows, expected)?;
     let mut out = Vec::with_capacity(total * 2);
     for (e, ([t, h, w], &m)) in rows.iter().zip(ms).enumerate() {
-        let m = usize::try_from(m).ok().filter(|&m| m > 0).ok_or(format!("merge size {m} of entry {e} is not positive"))?;
+        let m = usize::try_from(m)
+            .ok()
+            .filter(|&m| m > 0)
+            .ok_or(format!("merge size {m} of entry {e} is not positive"))?;
         if h % m != 0 || w % m != 0 {
-            return Err(format!("grid entry {e} ({h}x{w}) is not divisible by merge size {m}"));
+            return Err(format!(
+                "grid entry {e} ({h}x{w}) is not divisible by merge size {m}"
+            ));
         }
         let mut frame = Vec::with_capacity(h * w * 2);
         for bh in 0..h / m {
@@ -159,7 +202,10 @@ pub fn vision_position_ids(grid: &Tensor, merge: &Tensor, expected: Option<usize
             out.extend_from_slice(&frame);
         }
     }
-    Ok(Tensor { shape: vec![total, 2], data: TensorData::I64(out) })
+    Ok(Tensor {
+        shape: vec![total, 2],
+        data: TensorData::I64(out),
+    })
 }
 
 /// The running frame index of every patch, over all entries in order.
@@ -174,5 +220,8 @@ pub fn segment_ids(grid: &Tensor, expected: Option<usize>) -> Result<Tensor, Str
             frame += 1;
         }
     }
-    Ok(Tensor { shape: vec![total], data: TensorData::I64(out) })
+    Ok(Tensor {
+        shape: vec![total],
+        data: TensorData::I64(out),
+    })
 }

@@ -21,8 +21,8 @@ mod reduce;
 pub mod shape;
 mod tensor;
 
-pub use prune::diff_frame_prune;
 pub use accel::{skipped, Accelerate, Computed, Operands, Reference};
+pub use prune::diff_frame_prune;
 pub use tensor::{dtype_from_safetensors, dtype_to_safetensors, Tensor, TensorData};
 
 use bind::{Binder, OutOfBounds};
@@ -49,7 +49,11 @@ pub trait WeightSource {
 impl WeightSource for HashMap<String, Tensor> {
     fn weight(&self, name: &str) -> Option<WeightView<'_>> {
         let t = self.get(name)?;
-        Some(WeightView { dtype: t.dtype(), shape: t.shape.clone(), bytes: t.raw_bytes() })
+        Some(WeightView {
+            dtype: t.dtype(),
+            shape: t.shape.clone(),
+            bytes: t.raw_bytes(),
+        })
     }
 }
 
@@ -58,7 +62,11 @@ impl WeightSource for safetensors::SafeTensors<'_> {
     fn weight(&self, name: &str) -> Option<WeightView<'_>> {
         let v = self.tensor(name).ok()?;
         let dtype = dtype_from_safetensors(v.dtype()).ok()?;
-        Some(WeightView { dtype, shape: v.shape().to_vec(), bytes: v.data() })
+        Some(WeightView {
+            dtype,
+            shape: v.shape().to_vec(),
+            bytes: v.data(),
+        })
     }
 }
 
@@ -88,10 +96,22 @@ pub enum ExecError {
     Weight { name: String, message: String },
     #[error("cache `{name}` {message}")]
     Cache { name: String, message: String },
-    #[error("symbol `{symbol}` = {value} (bound by {bound_by}) is outside its bounds [{min}, {max}]")]
-    SymbolBounds { symbol: String, value: i64, min: i64, max: i64, bound_by: String },
+    #[error(
+        "symbol `{symbol}` = {value} (bound by {bound_by}) is outside its bounds [{min}, {max}]"
+    )]
+    SymbolBounds {
+        symbol: String,
+        value: i64,
+        min: i64,
+        max: i64,
+        bound_by: String,
+    },
     #[error("{node} ({op}): {message}")]
-    Node { node: NodeId, op: &'static str, message: String },
+    Node {
+        node: NodeId,
+        op: &'static str,
+        message: String,
+    },
     #[error("output `{name}`: {message}")]
     Output { name: String, message: String },
     /// A backend running the graph failed outside any one node (a device, its memory).
@@ -101,7 +121,13 @@ pub enum ExecError {
 
 impl ExecError {
     fn bounds(e: OutOfBounds, bound_by: String) -> ExecError {
-        ExecError::SymbolBounds { symbol: e.symbol, value: e.value, min: e.min, max: e.max, bound_by }
+        ExecError::SymbolBounds {
+            symbol: e.symbol,
+            value: e.value,
+            min: e.min,
+            max: e.max,
+            bound_by,
+        }
     }
 }
 
@@ -161,7 +187,9 @@ fn execute_inner(
     accel: &dyn Accelerate,
     symbols: &HashMap<String, i64>,
 ) -> Result<Outputs, ExecError> {
-    let claims: Vec<Option<Vec<NodeId>>> = (0..graph.nodes.len()).map(|i| accel.claim(graph, i)).collect();
+    let claims: Vec<Option<Vec<NodeId>>> = (0..graph.nodes.len())
+        .map(|i| accel.claim(graph, i))
+        .collect();
     let skip = skipped(graph, &claims);
     let sources = bind_sources(graph, inputs, caches)?;
     let mut binder = Binder::new(graph);
@@ -180,18 +208,38 @@ fn execute_inner(
         .iter()
         .map(|s| match s {
             None => Slot::Empty,
-            Some(Source { tensor: Some(t), .. }) => Slot::Borrowed(t),
+            Some(Source {
+                tensor: Some(t), ..
+            }) => Slot::Borrowed(t),
             Some(Source { tensor: None, .. }) => Slot::Held,
         })
         .collect();
-    let mut ex = Exec { graph, weights, binder, slots, last, views, dying, live: 0, peak: 0, accel, claims, skip };
+    let mut ex = Exec {
+        graph,
+        weights,
+        binder,
+        slots,
+        last,
+        views,
+        dying,
+        live: 0,
+        peak: 0,
+        accel,
+        claims,
+        skip,
+    };
     if profile::enabled() {
         for i in 0..graph.nodes.len() {
             let t = std::time::Instant::now();
             ex.step(i)?;
             if !ex.skip[i] {
                 let claim = ex.claims[i].is_some().then(|| accel.label(i));
-                profile::record(&graph.name, graph.nodes[i].op.mnemonic(), claim, t.elapsed());
+                profile::record(
+                    &graph.name,
+                    graph.nodes[i].op.mnemonic(),
+                    claim,
+                    t.elapsed(),
+                );
             }
         }
     } else {
@@ -223,7 +271,8 @@ fn plan_lifetimes(graph: &Graph, claims: &[Option<Vec<NodeId>>]) -> (Vec<usize>,
         }
         for (pos, inp) in n.inputs.iter().enumerate() {
             // A fused matmul reads its two factors as a matmul does; its epilogue elementwise.
-            let matmul_read = n.op == Op::MatMul || (matches!(n.op, Op::FusedMatMul { .. }) && pos < 2);
+            let matmul_read =
+                n.op == Op::MatMul || (matches!(n.op, Op::FusedMatMul { .. }) && pos < 2);
             if !matmul_read {
                 if let Some(r) = only_matmul_reads.get_mut(inp.index()) {
                     *r = false;
@@ -235,10 +284,18 @@ fn plan_lifetimes(graph: &Graph, claims: &[Option<Vec<NodeId>>]) -> (Vec<usize>,
     for (i, n) in graph.nodes.iter().enumerate() {
         let swaps_last_two = |perm: &[usize]| {
             let r = perm.len();
-            r >= 2 && perm[r - 2] == r - 1 && perm[r - 1] == r - 2 && perm[..r - 2].iter().enumerate().all(|(a, &b)| a == b)
+            r >= 2
+                && perm[r - 2] == r - 1
+                && perm[r - 1] == r - 2
+                && perm[..r - 2].iter().enumerate().all(|(a, &b)| a == b)
         };
         if let (Op::Transpose { perm }, [src]) = (&n.op, n.inputs.as_slice()) {
-            if swaps_last_two(perm) && only_matmul_reads[i] && last[i] != i && last[i] != usize::MAX && src.index() < i {
+            if swaps_last_two(perm)
+                && only_matmul_reads[i]
+                && last[i] != i
+                && last[i] != usize::MAX
+                && src.index() < i
+            {
                 views[i] = true;
                 last[src.index()] = last[src.index()].max(last[i]);
             }
@@ -267,7 +324,11 @@ impl Source<'_> {
     }
 
     fn describe(&self) -> String {
-        format!("{} `{}`", if self.is_cache { "cache" } else { "input" }, self.name)
+        format!(
+            "{} `{}`",
+            if self.is_cache { "cache" } else { "input" },
+            self.name
+        )
     }
 }
 
@@ -287,31 +348,59 @@ fn bind_sources<'a>(
                 _ => return Ok(None),
             };
             let fail = |message: String| match is_cache {
-                true => ExecError::Cache { name: name.clone(), message },
-                false => ExecError::Input { name: name.clone(), message },
+                true => ExecError::Cache {
+                    name: name.clone(),
+                    message,
+                },
+                false => ExecError::Input {
+                    name: name.clone(),
+                    message,
+                },
             };
             let missing = || fail(format!("is not given (the graph needs {})", n.ty));
             let (tensor, dtype, shape) = match is_cache {
-                false => inputs.get(name).map(|t| (Some(t), t.dtype(), t.shape.clone())).ok_or_else(missing)?,
+                false => inputs
+                    .get(name)
+                    .map(|t| (Some(t), t.dtype(), t.shape.clone()))
+                    .ok_or_else(missing)?,
                 true => match caches.tensor(name) {
                     Some(t) => (Some(t), t.dtype(), t.shape.clone()),
-                    None => caches.shape(name).map(|(d, s)| (None, d, s)).ok_or_else(missing)?,
+                    None => caches
+                        .shape(name)
+                        .map(|(d, s)| (None, d, s))
+                        .ok_or_else(missing)?,
                 },
             };
             if dtype != n.ty.dtype {
-                return Err(fail(format!("has dtype {dtype} but the graph needs {}", n.ty)));
+                return Err(fail(format!(
+                    "has dtype {dtype} but the graph needs {}",
+                    n.ty
+                )));
             }
             if let Some(t) = tensor.filter(|t| t.numel() != t.shape.iter().product::<usize>()) {
-                return Err(fail(format!("holds {} elements but has shape {:?}", t.numel(), t.shape)));
+                return Err(fail(format!(
+                    "holds {} elements but has shape {:?}",
+                    t.numel(),
+                    t.shape
+                )));
             }
-            Ok(Some(Source { is_cache, name, tensor, shape }))
+            Ok(Some(Source {
+                is_cache,
+                name,
+                tensor,
+                shape,
+            }))
         })
         .collect()
 }
 
 /// Binds symbols from the sources' shapes and checks each source against its declared shape
 /// (vl3c-ir's `Graph::symbol_values`, whose errors are re-addressed to the input or cache).
-fn bind_all(graph: &Graph, binder: &mut Binder, sources: &[Option<Source>]) -> Result<(), ExecError> {
+fn bind_all(
+    graph: &Graph,
+    binder: &mut Binder,
+    sources: &[Option<Source>],
+) -> Result<(), ExecError> {
     let mut given: Vec<(&str, &[usize])> = Vec::new();
     let mut seen: Vec<(bool, &str)> = Vec::new();
     for src in sources.iter().flatten() {
@@ -321,13 +410,24 @@ fn bind_all(graph: &Graph, binder: &mut Binder, sources: &[Option<Source>]) -> R
         }
     }
     let env = graph.symbol_values(&given).map_err(|e| {
-        let src = e.node.and_then(|id| sources.get(id.index())).and_then(|s| s.as_ref());
+        let src = e
+            .node
+            .and_then(|id| sources.get(id.index()))
+            .and_then(|s| s.as_ref());
         match src {
             Some(src) => {
                 let prefix = format!("{} ", src.describe());
-                src.error(e.message.strip_prefix(&prefix).unwrap_or(&e.message).to_string())
+                src.error(
+                    e.message
+                        .strip_prefix(&prefix)
+                        .unwrap_or(&e.message)
+                        .to_string(),
+                )
             }
-            None => ExecError::Input { name: "?".into(), message: e.to_string() },
+            None => ExecError::Input {
+                name: "?".into(),
+                message: e.to_string(),
+            },
         }
     })?;
     binder.env = env;
@@ -380,9 +480,14 @@ impl Operands for SlotOperands<'_, '_> {
     }
 
     fn node(&self, id: NodeId) -> Result<Cow<'_, Tensor>, ExecError> {
-        let listed = self.ex.claims[self.node].as_ref().is_some_and(|r| r.contains(&id));
+        let listed = self.ex.claims[self.node]
+            .as_ref()
+            .is_some_and(|r| r.contains(&id));
         if !listed {
-            return Err(self.ex.node_err(self.node, format!("reads {id}, which its claim does not list")));
+            return Err(self.ex.node_err(
+                self.node,
+                format!("reads {id}, which its claim does not list"),
+            ));
         }
         self.ex.operand(id)
     }
@@ -390,11 +495,17 @@ impl Operands for SlotOperands<'_, '_> {
 
 impl<'a> Exec<'a> {
     fn node_err(&self, i: usize, message: impl Into<String>) -> ExecError {
-        ExecError::Node { node: NodeId(i as u32), op: self.graph.nodes[i].op.mnemonic(), message: message.into() }
+        ExecError::Node {
+            node: NodeId(i as u32),
+            op: self.graph.nodes[i].op.mnemonic(),
+            message: message.into(),
+        }
     }
 
     fn weight_view(&self, i: usize) -> Result<(&str, WeightView<'a>), ExecError> {
-        let Op::Weight { name } = &self.graph.nodes[i].op else { unreachable!("weight slot of a non-weight") };
+        let Op::Weight { name } = &self.graph.nodes[i].op else {
+            unreachable!("weight slot of a non-weight")
+        };
         let w = self.weights.weight(name).ok_or_else(|| ExecError::Weight {
             name: name.clone(),
             message: "is not in the checkpoint".into(),
@@ -410,25 +521,46 @@ impl<'a> Exec<'a> {
         } else {
             Tensor::from_bytes(w.dtype, &w.shape, w.bytes)
         };
-        t.map_err(|message| ExecError::Weight { name: name.to_string(), message })
+        t.map_err(|message| ExecError::Weight {
+            name: name.to_string(),
+            message,
+        })
     }
 
     /// Checks weight node `i` against its declared type without decoding it.
     fn check_weight(&mut self, i: usize) -> Result<(), ExecError> {
         let (name, w) = self.weight_view(i)?;
         let ty = &self.graph.nodes[i].ty;
-        let fail = |message: String| ExecError::Weight { name: name.to_string(), message };
+        let fail = |message: String| ExecError::Weight {
+            name: name.to_string(),
+            message,
+        };
         if w.dtype != ty.dtype {
-            return Err(fail(format!("has dtype {} but the graph needs {ty}", w.dtype)));
+            return Err(fail(format!(
+                "has dtype {} but the graph needs {ty}",
+                w.dtype
+            )));
         }
         let n: usize = w.shape.iter().product();
         if w.bytes.len() != n * w.dtype.size_bytes() {
-            return Err(fail(format!("has {} bytes, not the {} of {}{:?}", w.bytes.len(), n * w.dtype.size_bytes(), w.dtype, w.shape)));
+            return Err(fail(format!(
+                "has {} bytes, not the {} of {}{:?}",
+                w.bytes.len(),
+                n * w.dtype.size_bytes(),
+                w.dtype,
+                w.shape
+            )));
         }
         let name = name.to_string();
-        self.binder.bind_from(&ty.shape, &w.shape).map_err(|e| ExecError::bounds(e, format!("weight `{name}`")))?;
+        self.binder
+            .bind_from(&ty.shape, &w.shape)
+            .map_err(|e| ExecError::bounds(e, format!("weight `{name}`")))?;
         if !self.binder.matches(&ty.shape, &w.shape) {
-            let message = format!("has shape {:?} but the graph needs {}", w.shape, self.binder.describe(&ty.shape));
+            let message = format!(
+                "has shape {:?} but the graph needs {}",
+                w.shape,
+                self.binder.describe(&ty.shape)
+            );
             return Err(ExecError::Weight { name, message });
         }
         Ok(())
@@ -440,13 +572,21 @@ impl<'a> Exec<'a> {
             Slot::Owned(t) => Cow::Borrowed(t),
             Slot::Weight => Cow::Owned(self.materialize(id.index(), false)?),
             Slot::TransposeOf(src) => {
-                let Op::Transpose { perm } = &self.graph.nodes[id.index()].op else { unreachable!("view of a non-transpose") };
+                let Op::Transpose { perm } = &self.graph.nodes[id.index()].op else {
+                    unreachable!("view of a non-transpose")
+                };
                 let src = self.operand(*src)?;
-                let t = shape::transpose(src.as_ref(), perm).map_err(|m| self.node_err(id.index(), m))?;
+                let t = shape::transpose(src.as_ref(), perm)
+                    .map_err(|m| self.node_err(id.index(), m))?;
                 Cow::Owned(t)
             }
             Slot::Empty => return Err(self.node_err(id.index(), "value read after it was freed")),
-            Slot::Held => return Err(self.node_err(id.index(), "value is kept by the backend; only its claims read it")),
+            Slot::Held => {
+                return Err(self.node_err(
+                    id.index(),
+                    "value is kept by the backend; only its claims read it",
+                ))
+            }
         })
     }
 
@@ -465,7 +605,9 @@ impl<'a> Exec<'a> {
         }
         if let Some(a) = node.op.arity() {
             if node.inputs.len() != a {
-                return Err(self.node_err(i, format!("takes {a} operands, got {}", node.inputs.len())));
+                return Err(
+                    self.node_err(i, format!("takes {a} operands, got {}", node.inputs.len()))
+                );
             }
         }
         if self.skip[i] {
@@ -473,7 +615,11 @@ impl<'a> Exec<'a> {
             return Ok(());
         }
         if self.claims[i].is_some() {
-            match self.accel.compute(self.graph, i, &SlotOperands { ex: self, node: i }).map_err(|m| self.node_err(i, m))? {
+            match self
+                .accel
+                .compute(self.graph, i, &SlotOperands { ex: self, node: i })
+                .map_err(|m| self.node_err(i, m))?
+            {
                 Computed::Value(result) => {
                     self.check_result(i, &result)?;
                     self.store(i, result, 0);
@@ -488,7 +634,9 @@ impl<'a> Exec<'a> {
         }
         match &node.op {
             Op::Input { .. } | Op::CacheRead { .. } => {} // bound before the run
-            Op::Transpose { .. } if self.views[i] => self.slots[i] = Slot::TransposeOf(node.inputs[0]),
+            Op::Transpose { .. } if self.views[i] => {
+                self.slots[i] = Slot::TransposeOf(node.inputs[0])
+            }
             Op::Weight { .. } => {
                 self.check_weight(i)?;
                 self.slots[i] = Slot::Weight;
@@ -511,14 +659,21 @@ impl<'a> Exec<'a> {
     fn compute(&mut self, i: usize) -> Result<(Tensor, usize), ExecError> {
         let node = &self.graph.nodes[i];
         let op = node.op.mnemonic();
-        let err = |message: String| ExecError::Node { node: NodeId(i as u32), op, message };
+        let err = |message: String| ExecError::Node {
+            node: NodeId(i as u32),
+            op,
+            message,
+        };
         // Reshape only relabels: a dying owned operand is moved, not copied.
         if let Op::Reshape { shape } = &node.op {
             let shape = self.binder.eval_shape(shape).map_err(err)?;
             let src = node.inputs[0].index();
             let t = match (&self.slots[src], self.last[src] == i) {
                 (Slot::Owned(_), true) => {
-                    let Slot::Owned(t) = std::mem::replace(&mut self.slots[src], Slot::Empty) else { unreachable!() };
+                    let Slot::Owned(t) = std::mem::replace(&mut self.slots[src], Slot::Empty)
+                    else {
+                        unreachable!()
+                    };
                     self.live -= t.size_bytes();
                     t
                 }
@@ -526,7 +681,10 @@ impl<'a> Exec<'a> {
             };
             return Ok((shape::reshape(t, shape).map_err(err)?, 0));
         }
-        if let (Op::Cast { to }, Some(Slot::Weight)) = (&node.op, node.inputs.first().map(|x| &self.slots[x.index()])) {
+        if let (Op::Cast { to }, Some(Slot::Weight)) = (
+            &node.op,
+            node.inputs.first().map(|x| &self.slots[x.index()]),
+        ) {
             // Every float cast goes through f32, so decoding a float weight straight to f32 is
             // exact and skips the buffer of the weight's own dtype.
             let src = node.inputs[0].index();
@@ -535,53 +693,110 @@ impl<'a> Exec<'a> {
             return Ok((elementwise::cast_owned(w, *to), transient));
         }
         if let Op::MatMul = &node.op {
-            let ((a, a_t), (b, b_t)) = (self.matmul_operand(node.inputs[0])?, self.matmul_operand(node.inputs[1])?);
-            let transient = [&a, &b].iter().map(|o| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 }).sum();
+            let ((a, a_t), (b, b_t)) = (
+                self.matmul_operand(node.inputs[0])?,
+                self.matmul_operand(node.inputs[1])?,
+            );
+            let transient = [&a, &b]
+                .iter()
+                .map(|o| {
+                    if let Cow::Owned(t) = o {
+                        t.size_bytes()
+                    } else {
+                        0
+                    }
+                })
+                .sum();
             return Ok((matmul::matmul(&a, a_t, &b, b_t).map_err(err)?, transient));
         }
         if let Op::FusedMatMul { .. } = &node.op {
-            let ((a, a_t), (b, b_t)) = (self.matmul_operand(node.inputs[0])?, self.matmul_operand(node.inputs[1])?);
-            let epilogue = node.inputs[2..].iter().map(|&id| self.operand(id)).collect::<Result<Vec<_>, _>>()?;
-            let owned = |o: &Cow<Tensor>| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 };
+            let ((a, a_t), (b, b_t)) = (
+                self.matmul_operand(node.inputs[0])?,
+                self.matmul_operand(node.inputs[1])?,
+            );
+            let epilogue = node.inputs[2..]
+                .iter()
+                .map(|&id| self.operand(id))
+                .collect::<Result<Vec<_>, _>>()?;
+            let owned = |o: &Cow<Tensor>| {
+                if let Cow::Owned(t) = o {
+                    t.size_bytes()
+                } else {
+                    0
+                }
+            };
             let transient = owned(&a) + owned(&b) + epilogue.iter().map(owned).sum::<usize>();
             let e: Vec<&Tensor> = epilogue.iter().map(|c| c.as_ref()).collect();
-            return Ok((fused::fused_matmul(&a, a_t, &b, b_t, &e).map_err(err)?, transient));
+            return Ok((
+                fused::fused_matmul(&a, a_t, &b, b_t, &e).map_err(err)?,
+                transient,
+            ));
         }
-        let ops = node.inputs.iter().map(|&id| self.operand(id)).collect::<Result<Vec<_>, _>>()?;
-        let transient = ops.iter().map(|o| if let Cow::Owned(t) = o { t.size_bytes() } else { 0 }).sum();
+        let ops = node
+            .inputs
+            .iter()
+            .map(|&id| self.operand(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let transient = ops
+            .iter()
+            .map(|o| {
+                if let Cow::Owned(t) = o {
+                    t.size_bytes()
+                } else {
+                    0
+                }
+            })
+            .sum();
         let o: Vec<&Tensor> = ops.iter().map(|c| c.as_ref()).collect();
         let b = &self.binder;
         let expected_len = |len: &Dim| b.eval(len).ok().and_then(|v| usize::try_from(v).ok());
         let r = match &node.op {
             Op::Constant { value, dtype } => Ok(elementwise::constant(*value, *dtype)),
-            Op::Iota { len, start, dtype } => {
-                elementwise::iota(b.eval(len).map_err(err)?, b.eval(start).map_err(err)?, *dtype)
-            }
+            Op::Iota { len, start, dtype } => elementwise::iota(
+                b.eval(len).map_err(err)?,
+                b.eval(start).map_err(err)?,
+                *dtype,
+            ),
             Op::Unary(u) => elementwise::unary(*u, o[0]),
             Op::Binary(op) => elementwise::binary(*op, o[0], o[1]),
             Op::Select => elementwise::select(o[0], o[1], o[2]),
-            Op::Reduce { op, axes, keep_dims } => reduce::reduce(*op, o[0], axes, *keep_dims),
+            Op::Reduce {
+                op,
+                axes,
+                keep_dims,
+            } => reduce::reduce(*op, o[0], axes, *keep_dims),
             Op::Transpose { perm } => shape::transpose(o[0], perm),
-            Op::Broadcast { shape } => shape::broadcast_to(o[0], &b.eval_shape(shape).map_err(err)?),
-            Op::Concat { axis } => shape::concat(&o, *axis),
-            Op::Slice { axis, start, end } => {
-                shape::slice(o[0], *axis, b.eval(start).map_err(err)?, b.eval(end).map_err(err)?)
+            Op::Broadcast { shape } => {
+                shape::broadcast_to(o[0], &b.eval_shape(shape).map_err(err)?)
             }
+            Op::Concat { axis } => shape::concat(&o, *axis),
+            Op::Slice { axis, start, end } => shape::slice(
+                o[0],
+                *axis,
+                b.eval(start).map_err(err)?,
+                b.eval(end).map_err(err)?,
+            ),
             Op::Gather { axis } => index::gather(o[0], o[1], *axis),
             Op::Cast { to } => Ok(elementwise::cast(o[0], *to)),
             Op::MaskedSelect { len } => match (expected_len(len), &o[1].data) {
-                (Some(n), TensorData::Bool(m)) if m.iter().filter(|&&x| x).count() != n => Err(format!(
-                    "len `{len}` is {n} but the mask has {} true entries",
-                    m.iter().filter(|&&x| x).count()
-                )),
+                (Some(n), TensorData::Bool(m)) if m.iter().filter(|&&x| x).count() != n => {
+                    Err(format!(
+                        "len `{len}` is {n} but the mask has {} true entries",
+                        m.iter().filter(|&&x| x).count()
+                    ))
+                }
                 _ => index::masked_select(o[0], o[1]),
             },
             Op::MaskedScatter => index::masked_scatter(o[0], o[1], o[2]),
-            Op::VisionPositionIds { len } => index::vision_position_ids(o[0], o[1], expected_len(len)),
-            Op::SegmentIds { len } => index::segment_ids(o[0], expected_len(len)),
-            Op::DiffFramePrune { threshold, merge, len } => {
-                prune::diff_frame_prune(o[0], o[1], *threshold, *merge, expected_len(len))
+            Op::VisionPositionIds { len } => {
+                index::vision_position_ids(o[0], o[1], expected_len(len))
             }
+            Op::SegmentIds { len } => index::segment_ids(o[0], expected_len(len)),
+            Op::DiffFramePrune {
+                threshold,
+                merge,
+                len,
+            } => prune::diff_frame_prune(o[0], o[1], *threshold, *merge, expected_len(len)),
             Op::CacheAppend { axis, .. } => shape::concat(&o, *axis),
             Op::Fold => Ok(o[0].clone()),
             Op::Softmax => fused::softmax(o[0]),
@@ -590,7 +805,12 @@ impl<'a> Exec<'a> {
             Op::Activation(a) => fused::activation(*a, o[0]),
             Op::SwiGlu => fused::swiglu(o[0], o[1]),
             Op::Rope => fused::rope(o[0], o[1], o[2]),
-            Op::Attention { scale, mask, rope_q, rope_k } => fused::attention(&o, *scale, *mask, *rope_q, *rope_k),
+            Op::Attention {
+                scale,
+                mask,
+                rope_q,
+                rope_k,
+            } => fused::attention(&o, *scale, *mask, *rope_q, *rope_k),
             Op::SpatialMerge { merge } => fused::spatial_merge(o[0], *merge),
             Op::Input { .. }
             | Op::Weight { .. }
@@ -609,7 +829,10 @@ impl<'a> Exec<'a> {
     fn check_result(&mut self, i: usize, t: &Tensor) -> Result<(), ExecError> {
         let ty: &TensorType = &self.graph.nodes[i].ty;
         if t.dtype() != ty.dtype {
-            return Err(self.node_err(i, format!("result has dtype {} but the node's type is {ty}", t.dtype())));
+            return Err(self.node_err(
+                i,
+                format!("result has dtype {} but the node's type is {ty}", t.dtype()),
+            ));
         }
         self.check_shape(i, &t.shape)
     }
@@ -617,12 +840,21 @@ impl<'a> Exec<'a> {
     fn check_shape(&mut self, i: usize, shape: &[usize]) -> Result<(), ExecError> {
         let ty: &TensorType = &self.graph.nodes[i].ty;
         if shape.len() == ty.rank() {
-            let by = format!("{} ({})", NodeId(i as u32), self.graph.nodes[i].op.mnemonic());
-            self.binder.bind_from(&ty.shape, shape).map_err(|e| ExecError::bounds(e, by))?;
+            let by = format!(
+                "{} ({})",
+                NodeId(i as u32),
+                self.graph.nodes[i].op.mnemonic()
+            );
+            self.binder
+                .bind_from(&ty.shape, shape)
+                .map_err(|e| ExecError::bounds(e, by))?;
         }
         if !self.binder.matches(&ty.shape, shape) {
             let want = self.binder.describe(&ty.shape);
-            return Err(self.node_err(i, format!("result has shape {shape:?} but the node's type is {want}")));
+            return Err(self.node_err(
+                i,
+                format!("result has shape {shape:?} but the node's type is {want}"),
+            ));
         }
         Ok(())
     }
@@ -656,14 +888,21 @@ impl<'a> Exec<'a> {
             .collect();
         // Values taken by one reader are moved out; shared ones are cloned until the last taker.
         let mut takers: HashMap<usize, usize> = HashMap::new();
-        for idx in g.outputs.iter().map(|(_, id)| id.index()).chain(cache_nodes.iter().map(|(i, _)| *i)) {
+        for idx in g
+            .outputs
+            .iter()
+            .map(|(_, id)| id.index())
+            .chain(cache_nodes.iter().map(|(i, _)| *i))
+        {
             *takers.entry(idx).or_insert(0) += 1;
         }
         let mut take = |ex: &mut Exec<'a>, idx: usize| -> Result<Tensor, String> {
             let left = takers.get_mut(&idx).expect("counted above");
             *left -= 1;
             if *left == 0 && matches!(ex.slots[idx], Slot::Owned(_)) {
-                let Slot::Owned(t) = std::mem::replace(&mut ex.slots[idx], Slot::Empty) else { unreachable!() };
+                let Slot::Owned(t) = std::mem::replace(&mut ex.slots[idx], Slot::Empty) else {
+                    unreachable!()
+                };
                 return Ok(t);
             }
             match &ex.slots[idx] {
@@ -676,7 +915,10 @@ impl<'a> Exec<'a> {
         };
         let mut outputs = HashMap::new();
         for (name, id) in &g.outputs {
-            let fail = |message: String| ExecError::Output { name: name.clone(), message };
+            let fail = |message: String| ExecError::Output {
+                name: name.clone(),
+                message,
+            };
             if id.index() >= g.nodes.len() {
                 return Err(fail(format!("refers to {id}, which is not in the graph")));
             }
@@ -687,9 +929,17 @@ impl<'a> Exec<'a> {
             if matches!(self.slots[i], Slot::Held) {
                 continue; // appended in place by the backend
             }
-            let t = take(&mut self, i).map_err(|message| ExecError::Cache { name: name.clone(), message })?;
+            let t = take(&mut self, i).map_err(|message| ExecError::Cache {
+                name: name.clone(),
+                message,
+            })?;
             caches.insert(name.clone(), t);
         }
-        Ok(Outputs { outputs, caches, symbols: self.binder.env, peak_bytes: self.peak })
+        Ok(Outputs {
+            outputs,
+            caches,
+            symbols: self.binder.env,
+            peak_bytes: self.peak,
+        })
     }
 }

@@ -29,12 +29,21 @@ fn plan(a: &[usize], b: &[usize]) -> Result<Plan, String> {
         return Err(format!("contraction dims differ: {a:?} × {b:?}"));
     }
     let batch = broadcast_shape(ab, bb)?;
-    let (sa, sb) = (broadcast_strides(ab, &batch)?, broadcast_strides(bb, &batch)?);
+    let (sa, sb) = (
+        broadcast_strides(ab, &batch)?,
+        broadcast_strides(bb, &batch)?,
+    );
     let mut ia = Vec::new();
     let mut ib = Vec::new();
     for_each_offset(&batch, &sa, |o| ia.push(o));
     for_each_offset(&batch, &sb, |o| ib.push(o));
-    Ok(Plan { batch, m, k, n, pairs: ia.into_iter().zip(ib).collect() })
+    Ok(Plan {
+        batch,
+        m,
+        k,
+        n,
+        pairs: ia.into_iter().zip(ib).collect(),
+    })
 }
 
 /// Row and column strides of one stored matrix of logical shape `[rows, cols]`.
@@ -72,7 +81,11 @@ fn logical_shape(x: &Tensor, transposed: bool) -> Result<Vec<usize>, String> {
 /// `a × b`, where `a_t` / `b_t` say the operand is the transpose of the given tensor's last two dims.
 pub fn matmul(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor, String> {
     if a.dtype() != b.dtype() {
-        return Err(format!("operand dtypes differ: {} and {}", a.dtype(), b.dtype()));
+        return Err(format!(
+            "operand dtypes differ: {} and {}",
+            a.dtype(),
+            b.dtype()
+        ));
     }
     let p = plan(&logical_shape(a, a_t)?, &logical_shape(b, b_t)?)?;
     let (m, k, n) = (p.m, p.k, p.n);
@@ -86,13 +99,17 @@ pub fn matmul(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor, St
             let (x, y) = (a.to_i64_vec(), b.to_i64_vec());
             let mut out = vec![0i64; total];
             for (bi, &(ia, ib)) in p.pairs.iter().enumerate() {
-                let (x, y) = (&x[ia * m * k..(ia + 1) * m * k], &y[ib * k * n..(ib + 1) * k * n]);
+                let (x, y) = (
+                    &x[ia * m * k..(ia + 1) * m * k],
+                    &y[ib * k * n..(ib + 1) * k * n],
+                );
                 let o = &mut out[bi * m * n..(bi + 1) * m * n];
                 for i in 0..m {
                     for l in 0..k {
                         let xv = x[i * la.rs + l * la.cs];
                         for j in 0..n {
-                            o[i * n + j] = o[i * n + j].wrapping_add(xv.wrapping_mul(y[l * lb.rs + j * lb.cs]));
+                            o[i * n + j] = o[i * n + j]
+                                .wrapping_add(xv.wrapping_mul(y[l * lb.rs + j * lb.cs]));
                         }
                     }
                 }
@@ -130,8 +147,20 @@ pub fn matmul(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor, St
 /// `out[m, n] = x[m, k] · y[k, n]`; `out` row-major, the operands as their layouts say.
 /// Panics when a slice's length disagrees with `m`, `k`, `n` (a caller's bug, not bad input).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_f32(x: &[f32], lx: Layout, y: &[f32], ly: Layout, out: &mut [f32], m: usize, k: usize, n: usize) {
-    assert!(x.len() == m * k && y.len() == k * n && out.len() == m * n, "gemm operand sizes");
+pub fn gemm_f32(
+    x: &[f32],
+    lx: Layout,
+    y: &[f32],
+    ly: Layout,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert!(
+        x.len() == m * k && y.len() == k * n && out.len() == m * n,
+        "gemm operand sizes"
+    );
     if m == 0 || n == 0 {
         return;
     }

@@ -21,10 +21,13 @@ pub fn enabled() -> bool {
 }
 
 pub(crate) fn record(graph: &str, op: &str, claimed_by: Option<&str>, t: Duration) {
-    let key = (graph.to_string(), match claimed_by {
-        Some(by) => format!("{by} {op}"),
-        None => op.to_string(),
-    });
+    let key = (
+        graph.to_string(),
+        match claimed_by {
+            Some(by) => format!("{by} {op}"),
+            None => op.to_string(),
+        },
+    );
     let mut tab = table().lock().unwrap_or_else(|e| e.into_inner());
     let e = tab.entry(key).or_insert((0, Duration::ZERO));
     e.0 += 1;
@@ -38,7 +41,10 @@ pub fn report() -> String {
     rows.sort_by(|a, b| a.0 .0.cmp(&b.0 .0).then(b.1 .1.cmp(&a.1 .1)));
     let mut out = String::new();
     for ((graph, op), (count, t)) in rows {
-        out += &format!("{graph:<10} {op:<28} {count:>8} {:>10.2} ms\n", t.as_secs_f64() * 1e3);
+        out += &format!(
+            "{graph:<10} {op:<28} {count:>8} {:>10.2} ms\n",
+            t.as_secs_f64() * 1e3
+        );
     }
     out
 }

@@ -17,7 +17,11 @@ pub fn diff_frame_prune(
     expected: Option<usize>,
 ) -> Result<Tensor, String> {
     if !pixels.dtype().is_float() || pixels.shape.len() != 2 {
-        return Err(format!("pixels must be a float [patches, values] tensor, got {} {:?}", pixels.dtype(), pixels.shape));
+        return Err(format!(
+            "pixels must be a float [patches, values] tensor, got {} {:?}",
+            pixels.dtype(),
+            pixels.shape
+        ));
     }
     let TensorData::I64(g) = &grid.data else {
         return Err(format!("grid must be i64, got {}", grid.dtype()));
@@ -37,18 +41,28 @@ pub fn diff_frame_prune(
             return Err(format!("grid entry {e} {r:?} has a negative size"));
         };
         if h % merge != 0 || w % merge != 0 {
-            return Err(format!("grid entry {e} ({h}x{w}) is not divisible by merge size {merge}"));
+            return Err(format!(
+                "grid entry {e} ({h}x{w}) is not divisible by merge size {merge}"
+            ));
         }
-        let n = t.checked_mul(h).and_then(|x| x.checked_mul(w)).ok_or_else(|| format!("grid entry {e} {r:?} overflows"))?;
+        let n = t
+            .checked_mul(h)
+            .and_then(|x| x.checked_mul(w))
+            .ok_or_else(|| format!("grid entry {e} {r:?} overflows"))?;
         rows = rows.checked_add(n).ok_or("grid patch count overflows")?;
         tokens += n / group;
         entries.push((t, h * w / group));
     }
     if rows != pixels.shape[0] {
-        return Err(format!("pixels have {} rows but the grid holds Σt·h·w = {rows} patches", pixels.shape[0]));
+        return Err(format!(
+            "pixels have {} rows but the grid holds Σt·h·w = {rows} patches",
+            pixels.shape[0]
+        ));
     }
     if let Some(len) = expected.filter(|&len| len != tokens) {
-        return Err(format!("len is {len} but the grid holds {tokens} merged tokens"));
+        return Err(format!(
+            "len is {len} but the grid holds {tokens} merged tokens"
+        ));
     }
 
     let values = pixels.as_f32();
@@ -79,7 +93,10 @@ pub fn diff_frame_prune(
             }
         }
     }
-    Ok(Tensor { shape: vec![tokens], data: TensorData::Bool(keep) })
+    Ok(Tensor {
+        shape: vec![tokens],
+        data: TensorData::Bool(keep),
+    })
 }
 
 /// `(|cur − prev|).mean() · 255` in f32 as torch computes it: differences and absolute values in
@@ -87,6 +104,10 @@ pub fn diff_frame_prune(
 /// and rounding once stays within an ulp of it (verified on the fixtures: the d values differ in
 /// at most the last bit, and none is near the threshold).
 fn block_distance(cur: &[f32], prev: &[f32]) -> f32 {
-    let sum: f64 = cur.iter().zip(prev).map(|(&a, &b)| f64::from((a - b).abs())).sum();
+    let sum: f64 = cur
+        .iter()
+        .zip(prev)
+        .map(|(&a, &b)| f64::from((a - b).abs()))
+        .sum();
     (sum as f32 / cur.len() as f32) * 255.0
 }

@@ -14,15 +14,28 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: &[usize], keep_dims: bool) -> Resu
     }
     // Each input element adds into the output slot given by its kept coordinates: walking the
     // input with the output's strides (0 on reduced axes) yields that slot.
-    let kept: Vec<usize> = (0..rank).map(|i| if axes.contains(&i) { 1 } else { x.shape[i] }).collect();
+    let kept: Vec<usize> = (0..rank)
+        .map(|i| if axes.contains(&i) { 1 } else { x.shape[i] })
+        .collect();
     let kept_strides = strides(&kept);
-    let walk: Vec<usize> = (0..rank).map(|i| if axes.contains(&i) { 0 } else { kept_strides[i] }).collect();
+    let walk: Vec<usize> = (0..rank)
+        .map(|i| {
+            if axes.contains(&i) {
+                0
+            } else {
+                kept_strides[i]
+            }
+        })
+        .collect();
     let n_out: usize = kept.iter().product();
     let count: usize = axes.iter().map(|&a| x.shape[a]).product();
     let shape: Vec<usize> = if keep_dims {
         kept
     } else {
-        (0..rank).filter(|i| !axes.contains(i)).map(|i| x.shape[i]).collect()
+        (0..rank)
+            .filter(|i| !axes.contains(i))
+            .map(|i| x.shape[i])
+            .collect()
     };
     if op == ReduceOp::Max && count == 0 && n_out > 0 {
         return Err("max over an empty dimension".into());
@@ -53,7 +66,11 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: &[usize], keep_dims: bool) -> Resu
                 for_each_offset(&x.shape, &walk, |o| {
                     let (a, b) = (acc[o], v[i]);
                     // NaN wins, as in torch.amax
-                    acc[o] = if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) };
+                    acc[o] = if a.is_nan() || b.is_nan() {
+                        f32::NAN
+                    } else {
+                        a.max(b)
+                    };
                     i += 1;
                 });
                 acc
@@ -64,7 +81,11 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: &[usize], keep_dims: bool) -> Resu
                     acc[o] += v[i] as f64;
                     i += 1;
                 });
-                let div = if op == ReduceOp::Mean { count as f64 } else { 1.0 };
+                let div = if op == ReduceOp::Mean {
+                    count as f64
+                } else {
+                    1.0
+                };
                 acc.into_iter().map(|s| (s / div) as f32).collect()
             };
             TensorData::from_f32(x.dtype(), out)

@@ -18,8 +18,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let rank = a.len().max(b.len());
     (0..rank)
         .map(|i| {
-            let x = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-            let y = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+            let x = if i + a.len() >= rank {
+                a[i + a.len() - rank]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= rank {
+                b[i + b.len() - rank]
+            } else {
+                1
+            };
             match (x, y) {
                 _ if x == y => Ok(x),
                 (1, _) => Ok(y),
@@ -80,7 +88,11 @@ pub fn for_each_offset(shape: &[usize], strides: &[usize], mut f: impl FnMut(usi
 }
 
 /// `data` (of `in_shape`) broadcast to `out_shape`; borrowed when nothing changes.
-pub fn expand<'a, T: Copy>(data: &'a [T], in_shape: &[usize], out_shape: &[usize]) -> Result<Cow<'a, [T]>, String> {
+pub fn expand<'a, T: Copy>(
+    data: &'a [T],
+    in_shape: &[usize],
+    out_shape: &[usize],
+) -> Result<Cow<'a, [T]>, String> {
     if in_shape == out_shape {
         return Ok(Cow::Borrowed(data));
     }
@@ -93,16 +105,26 @@ pub fn expand<'a, T: Copy>(data: &'a [T], in_shape: &[usize], out_shape: &[usize
 pub fn reshape(x: Tensor, shape: Vec<usize>) -> Result<Tensor, String> {
     let n: usize = shape.iter().product();
     if n != x.numel() {
-        return Err(format!("cannot reshape {:?} into {shape:?}: element counts differ", x.shape));
+        return Err(format!(
+            "cannot reshape {:?} into {shape:?}: element counts differ",
+            x.shape
+        ));
     }
-    Ok(Tensor { shape, data: x.data })
+    Ok(Tensor {
+        shape,
+        data: x.data,
+    })
 }
 
 /// Output dim i is input dim `perm[i]`.
 pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, String> {
     let rank = x.shape.len();
     let mut seen = vec![false; rank];
-    if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != rank
+        || perm
+            .iter()
+            .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+    {
         return Err(format!("{perm:?} is not a permutation of rank {rank}"));
     }
     let in_strides = strides(&x.shape);
@@ -119,7 +141,10 @@ pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, String> {
 
 pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor, String> {
     let data = map_data!(&x.data, v => expand(v, &x.shape, shape)?.into_owned());
-    Ok(Tensor { shape: shape.to_vec(), data })
+    Ok(Tensor {
+        shape: shape.to_vec(),
+        data,
+    })
 }
 
 pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor, String> {
@@ -135,7 +160,13 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor, String> {
             && x.shape.len() == rank
             && (0..rank).all(|i| i == axis || x.shape[i] == first.shape[i]);
         if !fits {
-            return Err(format!("cannot concat {}{:?} with {}{:?} on axis {axis}", first.dtype(), first.shape, x.dtype(), x.shape));
+            return Err(format!(
+                "cannot concat {}{:?} with {}{:?} on axis {axis}",
+                first.dtype(),
+                first.shape,
+                x.dtype(),
+                x.shape
+            ));
         }
         shape[axis] += x.shape[axis];
     }
@@ -179,12 +210,21 @@ pub fn slice(x: &Tensor, axis: usize, start: i64, end: i64) -> Result<Tensor, St
     }
     let dim = x.shape[axis];
     if start < 0 || end < start || end as u64 > dim as u64 {
-        return Err(format!("slice [{start}, {end}) out of range for dim {axis} of size {dim}"));
+        return Err(format!(
+            "slice [{start}, {end}) out of range for dim {axis} of size {dim}"
+        ));
     }
     let (start, end) = (start as usize, end as usize);
     let outer: usize = x.shape[..axis].iter().product();
     let inner: usize = x.shape[axis + 1..].iter().product();
-    fn cut<T: Copy>(v: &[T], outer: usize, dim: usize, inner: usize, start: usize, end: usize) -> Vec<T> {
+    fn cut<T: Copy>(
+        v: &[T],
+        outer: usize,
+        dim: usize,
+        inner: usize,
+        start: usize,
+        end: usize,
+    ) -> Vec<T> {
         let mut out = Vec::with_capacity(outer * (end - start) * inner);
         for o in 0..outer {
             let base = o * dim * inner;

@@ -96,7 +96,10 @@ impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
         let n: usize = shape.iter().product();
         if data.len() != n {
-            return Err(format!("{} elements do not fill shape {shape:?} ({n} elements)", data.len()));
+            return Err(format!(
+                "{} elements do not fill shape {shape:?} ({n} elements)",
+                data.len()
+            ));
         }
         Ok(Tensor { shape, data })
     }
@@ -172,7 +175,9 @@ impl Tensor {
     /// Decodes little-endian bytes; `bytes` need not be aligned.
     pub fn from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, String> {
         let n: usize = shape.iter().product();
-        let expected = n.checked_mul(dtype.size_bytes()).ok_or("byte size overflows")?;
+        let expected = n
+            .checked_mul(dtype.size_bytes())
+            .ok_or("byte size overflows")?;
         if bytes.len() != expected {
             return Err(format!(
                 "{} bytes do not hold {dtype}{shape:?} ({expected} bytes)",
@@ -180,14 +185,42 @@ impl Tensor {
             ));
         }
         let data = match dtype {
-            DType::F32 => TensorData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::F16 => TensorData::F16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
-            DType::BF16 => TensorData::BF16(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
-            DType::I32 => TensorData::I32(bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::I64 => TensorData::I64(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+            DType::F32 => TensorData::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::F16 => TensorData::F16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            DType::BF16 => TensorData::BF16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            DType::I32 => TensorData::I32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::I64 => TensorData::I64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
             DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
         };
-        Ok(Tensor { shape: shape.to_vec(), data })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
     }
 
     /// Decodes float bytes straight to f32 (one buffer, no intermediate tensor): how a bf16
@@ -195,14 +228,27 @@ impl Tensor {
     pub fn f32_from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, String> {
         let n: usize = shape.iter().product();
         if !dtype.is_float() || bytes.len() != n * dtype.size_bytes() {
-            return Tensor::from_bytes(dtype, shape, bytes).map(|t| Tensor::f32(t.shape.clone(), t.to_f32_vec()));
+            return Tensor::from_bytes(dtype, shape, bytes)
+                .map(|t| Tensor::f32(t.shape.clone(), t.to_f32_vec()));
         }
         let v = match dtype {
-            DType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            _ => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
         };
-        Ok(Tensor { shape: shape.to_vec(), data: TensorData::F32(v) })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data: TensorData::F32(v),
+        })
     }
 
     /// Little-endian bytes (bool as one byte 0/1).

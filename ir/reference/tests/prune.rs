@@ -15,23 +15,61 @@ fn prune_graph(threshold: f64, merge: usize) -> Graph {
     let entries = g.declare_symbol("entries", 1, 64);
     let len = g.declare_symbol("len", 0, 1 << 20);
     let pixels = g
-        .add_source(Op::Input { name: "pixel_values".into() }, TensorType::new(DType::F32, vec![rows, Dim::Const(ROW as i64)]))
+        .add_source(
+            Op::Input {
+                name: "pixel_values".into(),
+            },
+            TensorType::new(DType::F32, vec![rows, Dim::Const(ROW as i64)]),
+        )
         .unwrap();
     let grid = g
-        .add_source(Op::Input { name: "grid_thw".into() }, TensorType::new(DType::I64, vec![entries, Dim::Const(3)]))
+        .add_source(
+            Op::Input {
+                name: "grid_thw".into(),
+            },
+            TensorType::new(DType::I64, vec![entries, Dim::Const(3)]),
+        )
         .unwrap();
-    let out = g.add(Op::DiffFramePrune { threshold, merge, len }, &[pixels, grid]).unwrap();
+    let out = g
+        .add(
+            Op::DiffFramePrune {
+                threshold,
+                merge,
+                len,
+            },
+            &[pixels, grid],
+        )
+        .unwrap();
     g.set_output("out", out);
     g
 }
 
-fn try_prune(threshold: f64, merge: usize, pixels: Vec<f32>, grid: &[[i64; 3]]) -> Result<Vec<bool>, ExecError> {
+fn try_prune(
+    threshold: f64,
+    merge: usize,
+    pixels: Vec<f32>,
+    grid: &[[i64; 3]],
+) -> Result<Vec<bool>, ExecError> {
     let g = prune_graph(threshold, merge);
     let inputs = HashMap::from([
-        ("pixel_values".to_string(), Tensor::f32(vec![pixels.len() / ROW, ROW], pixels)),
-        ("grid_thw".to_string(), Tensor::i64(vec![grid.len(), 3], grid.iter().flatten().copied().collect())),
+        (
+            "pixel_values".to_string(),
+            Tensor::f32(vec![pixels.len() / ROW, ROW], pixels),
+        ),
+        (
+            "grid_thw".to_string(),
+            Tensor::i64(
+                vec![grid.len(), 3],
+                grid.iter().flatten().copied().collect(),
+            ),
+        ),
     ]);
-    let mut out = execute(&g, &inputs, &HashMap::<String, Tensor>::new(), &HashMap::new())?;
+    let mut out = execute(
+        &g,
+        &inputs,
+        &HashMap::<String, Tensor>::new(),
+        &HashMap::new(),
+    )?;
     match out.outputs.remove("out").unwrap().data {
         TensorData::Bool(v) => Ok(v),
         other => panic!("expected bool, got {:?}", other.dtype()),
@@ -44,7 +82,9 @@ fn prune(pixels: Vec<f32>, grid: &[[i64; 3]]) -> Vec<bool> {
 
 /// One frame of `h x w` patches (merge-block-major), every value from `f(patch_row)`.
 fn frame(h: usize, w: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
-    (0..h * w).flat_map(|r| std::iter::repeat_n(f(r), ROW)).collect()
+    (0..h * w)
+        .flat_map(|r| std::iter::repeat_n(f(r), ROW))
+        .collect()
 }
 
 /// Distinct values per patch, so that no two blocks in a frame look alike.
@@ -60,7 +100,10 @@ fn identical_frame_keeps_only_its_first_token() {
     pixels.extend(frame(4, 4, |r| distinct(r) + 0.5));
     pixels.extend(frame(4, 4, |r| distinct(r) + 0.5));
     let keep = prune(pixels, &[[3, 4, 4]]);
-    assert_eq!(keep, [[true; 4], [true; 4], [true, false, false, false]].concat());
+    assert_eq!(
+        keep,
+        [[true; 4], [true; 4], [true, false, false, false]].concat()
+    );
 }
 
 #[test]
@@ -108,19 +151,28 @@ fn the_threshold_is_strict() {
 fn merge_one_compares_single_patches() {
     let mut pixels = frame(1, 3, distinct);
     pixels.extend(frame(1, 3, |r| if r == 2 { 9.0 } else { distinct(r) }));
-    assert_eq!(try_prune(0.1, 1, pixels, &[[2, 1, 3]]).unwrap(), [true, true, true, false, false, true]);
+    assert_eq!(
+        try_prune(0.1, 1, pixels, &[[2, 1, 3]]).unwrap(),
+        [true, true, true, false, false, true]
+    );
 }
 
 #[test]
 fn bad_grids_are_errors() {
     let pixels = frame(4, 4, distinct);
     // Rows do not match Σ t·h·w.
-    let e = try_prune(0.1, 2, pixels.clone(), &[[2, 4, 4]]).unwrap_err().to_string();
+    let e = try_prune(0.1, 2, pixels.clone(), &[[2, 4, 4]])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rows"), "{e}");
     // Not divisible by the merge size.
-    let e = try_prune(0.1, 2, frame(3, 4, distinct), &[[1, 3, 4]]).unwrap_err().to_string();
+    let e = try_prune(0.1, 2, frame(3, 4, distinct), &[[1, 3, 4]])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not divisible"), "{e}");
     // Negative sizes.
-    let e = try_prune(0.1, 2, pixels, &[[-1, 4, -4]]).unwrap_err().to_string();
+    let e = try_prune(0.1, 2, pixels, &[[-1, 4, -4]])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("negative"), "{e}");
 }

@@ -6,7 +6,8 @@ use super::{fused, literals, pat, rule, Rule};
 use vl3c_ir::{Activation, Op};
 
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, as `(x·½)·(tanh(…) + 1)`.
-const GELU_TANH: &str = "(mul (mul ?x ?half) (add (tanh (mul (add ?x (mul (mul (mul ?x ?x) ?x) ?c)) ?s)) ?one))";
+const GELU_TANH: &str =
+    "(mul (mul ?x ?half) (add (tanh (mul (add ?x (mul (mul (mul ?x ?x) ?x) ?c)) ?s)) ?one))";
 /// `0.5·x·(1 + erf(x/√2))`, as `(x·½)·(erf(x·(1/√2)) + 1)`.
 const GELU_ERF: &str = "(mul (mul ?x ?half) (add (erf (mul ?x ?r)) ?one))";
 /// `x / (1 + exp(-x))`.

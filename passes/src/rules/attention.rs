@@ -19,7 +19,8 @@ use vl3c_ir::{AttentionMask, BinaryOp, Dim, Op};
 
 /// `x·cos + concat(-x_hi, x_lo)·sin` on the last axis.
 const ROPE: &str = "(add (mul ?x ?cos) (mul (concat:last (neg (slice:hi ?x)) (slice:lo ?x)) ?sin))";
-const MASKED: &str = "(matmul (softmax (select ?mask (mul (matmul ?q (transpose:0,2,1 ?k)) ?scale) ?fill)) ?v)";
+const MASKED: &str =
+    "(matmul (softmax (select ?mask (mul (matmul ?q (transpose:0,2,1 ?k)) ?scale) ?fill)) ?v)";
 const UNMASKED: &str = "(matmul (softmax (mul (matmul ?q (transpose:0,2,1 ?k)) ?scale)) ?v)";
 
 #[rustfmt::skip]
@@ -36,9 +37,21 @@ pub struct Attend {
 }
 
 impl Applier<ENode, TensorAnalysis> for Attend {
-    fn apply_one(&self, eg: &mut EGraph, eclass: Id, s: &Subst, _: Option<&PatternAst<ENode>>, _: Symbol) -> Vec<Id> {
-        let Some(variants) = self.variants(eg, s) else { return vec![] };
-        variants.into_iter().flat_map(|node| union_node(eg, eclass, node)).collect()
+    fn apply_one(
+        &self,
+        eg: &mut EGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let Some(variants) = self.variants(eg, s) else {
+            return vec![];
+        };
+        variants
+            .into_iter()
+            .flat_map(|node| union_node(eg, eclass, node))
+            .collect()
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -74,7 +87,15 @@ impl Attend {
         };
         let node = |rope_q: bool, rope_k: bool, mut children: Vec<Id>| {
             children.extend(segments);
-            ENode::new(Op::Attention { scale, mask, rope_q, rope_k }, children)
+            ENode::new(
+                Op::Attention {
+                    scale,
+                    mask,
+                    rope_q,
+                    rope_k,
+                },
+                children,
+            )
         };
         let mut out = vec![node(false, false, vec![q, k0, v0])];
         for [x, cos, sin] in ropes(eg, q) {
@@ -91,7 +112,12 @@ impl Attend {
 
 /// `(x, cos, sin)` of every rope in the class.
 fn ropes(eg: &EGraph, c: Id) -> Vec<[Id; 3]> {
-    eg[c].nodes.iter().filter(|n| matches!(n.op(), Op::Rope)).map(|n| [n.children[0], n.children[1], n.children[2]]).collect()
+    eg[c]
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op(), Op::Rope))
+        .map(|n| [n.children[0], n.children[1], n.children[2]])
+        .collect()
 }
 
 /// The mask an `allowed [n, t]` class spells, with the segment ids for `Segments`.
@@ -110,8 +136,12 @@ fn classify_mask(eg: &EGraph, m: Id, n: &Dim, t: &Dim) -> Option<(AttentionMask,
             Op::Binary(BinaryOp::Le) => {
                 let keys = iotas(eg, ch[0], &[Dim::Const(1), t.clone()]);
                 let queries = iotas(eg, ch[1], &[n.clone(), Dim::Const(1)]);
-                let keys_ok = keys.iter().any(|(len, start)| same_dim(len, t) && same_dim(start, &Dim::Const(0)));
-                let queries_ok = queries.iter().any(|(len, start)| same_dim(len, n) && same_dim(&(start.clone() + n.clone()), t));
+                let keys_ok = keys
+                    .iter()
+                    .any(|(len, start)| same_dim(len, t) && same_dim(start, &Dim::Const(0)));
+                let queries_ok = queries.iter().any(|(len, start)| {
+                    same_dim(len, n) && same_dim(&(start.clone() + n.clone()), t)
+                });
                 if keys_ok && queries_ok {
                     return Some((AttentionMask::Causal, None));
                 }
@@ -127,11 +157,21 @@ fn reshaped(eg: &EGraph, c: Id, shape: &[Dim]) -> Vec<Id> {
     if !ty(eg, c).is_some_and(|t| vl3c_ir::shapes_equal(&t.shape, shape)) {
         return vec![];
     }
-    eg[c].nodes.iter().filter(|n| matches!(n.op(), Op::Reshape { .. }) && ty(eg, n.children[0]).is_some_and(|t| t.rank() == 1)).map(|n| eg.find(n.children[0])).collect()
+    eg[c]
+        .nodes
+        .iter()
+        .filter(|n| {
+            matches!(n.op(), Op::Reshape { .. })
+                && ty(eg, n.children[0]).is_some_and(|t| t.rank() == 1)
+        })
+        .map(|n| eg.find(n.children[0]))
+        .collect()
 }
 
 fn is_ids(eg: &EGraph, c: Id, n: &Dim) -> bool {
-    ty(eg, c).is_some_and(|t| t.dtype == vl3c_ir::DType::I64 && t.rank() == 1 && same_dim(&t.shape[0], n))
+    ty(eg, c).is_some_and(|t| {
+        t.dtype == vl3c_ir::DType::I64 && t.rank() == 1 && same_dim(&t.shape[0], n)
+    })
 }
 
 /// `(len, start)` of the iotas `c` reshapes into `shape`.
@@ -151,18 +191,32 @@ fn iotas(eg: &EGraph, c: Id, shape: &[Dim]) -> Vec<(Dim, Dim)> {
 /// transformers' `repeat_kv`, head j reading kv head j / g.
 fn unrepeat(eg: &EGraph, c: Id) -> Option<Id> {
     let ct = ty(eg, c)?;
-    for n in eg[c].nodes.iter().filter(|n| matches!(n.op(), Op::Reshape { .. })) {
+    for n in eg[c]
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op(), Op::Reshape { .. }))
+    {
         let b = n.children[0];
-        for bn in eg[b].nodes.iter().filter(|n| matches!(n.op(), Op::Broadcast { .. })) {
+        for bn in eg[b]
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op(), Op::Broadcast { .. }))
+        {
             let r = bn.children[0];
-            for rn in eg[r].nodes.iter().filter(|n| matches!(n.op(), Op::Reshape { .. })) {
+            for rn in eg[r]
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.op(), Op::Reshape { .. }))
+            {
                 let k0 = rn.children[0];
                 let (bt, rt, kt) = (ty(eg, b)?, ty(eg, r)?, ty(eg, k0)?);
                 let ok = kt.rank() == 3
                     && bt.rank() == 4
                     && rt.rank() == 4
                     && rt.shape[1] == Dim::Const(1)
-                    && [0, 2, 3].iter().all(|&i| same_dim(&rt.shape[i], &bt.shape[i]))
+                    && [0, 2, 3]
+                        .iter()
+                        .all(|&i| same_dim(&rt.shape[i], &bt.shape[i]))
                     && same_dim(&kt.shape[0], &bt.shape[0])
                     && same_dim(&kt.shape[1], &bt.shape[2])
                     && same_dim(&kt.shape[2], &bt.shape[3])

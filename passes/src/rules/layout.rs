@@ -24,17 +24,25 @@ fn spatial_merge(eg: &mut EGraph, c: Id) -> Vec<Id> {
     let mut found = Vec::new();
     for (_, grouped) in unary_nodes(eg, c, is_group_mean) {
         for (op, x) in unary_nodes(eg, grouped, is_reshape) {
-            let (Op::Reshape { shape }, Some(xt)) = (&op, ty(eg, x)) else { continue };
+            let (Op::Reshape { shape }, Some(xt)) = (&op, ty(eg, x)) else {
+                continue;
+            };
             let group = shape.get(1).and_then(Dim::as_const).unwrap_or(0);
             let merge = (group as f64).sqrt() as usize;
-            let fits = shape.len() == 3 && xt.rank() == 2 && merge * merge == group as usize && merge > 1
+            let fits = shape.len() == 3
+                && xt.rank() == 2
+                && merge * merge == group as usize
+                && merge > 1
                 && shapes_equal(&shape[2..], &xt.shape[1..]);
             if fits {
                 found.push((merge, x));
             }
         }
     }
-    found.into_iter().filter_map(|(merge, x)| add_op(eg, Op::SpatialMerge { merge }, vec![x])).collect()
+    found
+        .into_iter()
+        .filter_map(|(merge, x)| add_op(eg, Op::SpatialMerge { merge }, vec![x]))
+        .collect()
 }
 
 #[rustfmt::skip]
@@ -88,7 +96,9 @@ fn reshape_identity(eg: &mut EGraph, c: Id) -> Vec<Id> {
     unary_nodes(eg, c, is_reshape)
         .into_iter()
         .filter_map(|(op, x)| match op {
-            Op::Reshape { shape } if ty(eg, x).is_some_and(|t| shapes_equal(&t.shape, &shape)) => Some(x),
+            Op::Reshape { shape } if ty(eg, x).is_some_and(|t| shapes_equal(&t.shape, &shape)) => {
+                Some(x)
+            }
             _ => None,
         })
         .collect()
@@ -102,7 +112,10 @@ fn reshape_reshape(eg: &mut EGraph, c: Id) -> Vec<Id> {
             pairs.push((outer.clone(), x));
         }
     }
-    pairs.into_iter().filter_map(|(op, x)| add_op(eg, op, vec![x])).collect()
+    pairs
+        .into_iter()
+        .filter_map(|(op, x)| add_op(eg, op, vec![x]))
+        .collect()
 }
 
 /// `transpose(rope(x, cos, sin), perm)` = `rope(transpose(x, perm), cos', sin')` when perm
@@ -126,7 +139,9 @@ fn transpose_rope(eg: &mut EGraph, c: Id) -> Vec<Id> {
         let rank = perm.len();
         let mut moved = Vec::new();
         for (i, t) in ch.iter().enumerate() {
-            let Some(shape) = ty(eg, *t).map(|t| t.shape.clone()) else { break };
+            let Some(shape) = ty(eg, *t).map(|t| t.shape.clone()) else {
+                break;
+            };
             let mut id = *t;
             if i > 0 && shape.len() < rank {
                 let mut padded = vec![Dim::Const(1); rank - shape.len()];

@@ -29,7 +29,8 @@ fn rank(eg: &EGraph, s: &Subst, v: &str) -> usize {
 }
 
 fn multi(s: &str) -> MultiPattern<ENode> {
-    s.parse().unwrap_or_else(|e| panic!("multi-pattern `{s}`: {e:?}"))
+    s.parse()
+        .unwrap_or_else(|e| panic!("multi-pattern `{s}`: {e:?}"))
 }
 
 /// `x·w1` and `x·w2` with weight-only `w1 [k, n1]`, `w2 [k, n2]` ⇒ the two column slices of
@@ -42,7 +43,14 @@ pub struct Merge {
 }
 
 impl Applier<ENode, TensorAnalysis> for Merge {
-    fn apply_one(&self, eg: &mut EGraph, _: Id, s: &Subst, _: Option<&PatternAst<ENode>>, _: Symbol) -> Vec<Id> {
+    fn apply_one(
+        &self,
+        eg: &mut EGraph,
+        _: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
         let v = |name: &str| eg.find(s[var(name)]);
         let (x, w1, w2, p, q) = (v("?x"), v("?w1"), v("?w2"), v("?p"), v("?q"));
         if w1 == w2 || !eg[w1].data.weight_only || !eg[w2].data.weight_only || is_concat(eg, w2) {
@@ -52,12 +60,18 @@ impl Applier<ENode, TensorAnalysis> for Merge {
         if parts.iter().any(|&c| c >= w2) {
             return vec![];
         }
-        let (Some(t1), Some(t2)) = (ty(eg, w1), ty(eg, w2)) else { return vec![] };
+        let (Some(t1), Some(t2)) = (ty(eg, w1), ty(eg, w2)) else {
+            return vec![];
+        };
         if t1.rank() != 2 || t2.rank() != 2 || t1.dtype != t2.dtype {
             return vec![];
         }
-        let (Some(n1), Some(n2)) = (t1.shape[1].as_const(), t2.shape[1].as_const()) else { return vec![] };
-        let Some(rank) = ty(eg, x).map(|t| t.rank()) else { return vec![] };
+        let (Some(n1), Some(n2)) = (t1.shape[1].as_const(), t2.shape[1].as_const()) else {
+            return vec![];
+        };
+        let Some(rank) = ty(eg, x).map(|t| t.rank()) else {
+            return vec![];
+        };
         let last = rank - 1;
         let biases = self.bias.then(|| (v("?b1"), v("?b2")));
         let build = |eg: &mut EGraph| -> Option<(Id, Id)> {
@@ -66,14 +80,39 @@ impl Applier<ENode, TensorAnalysis> for Merge {
                 None => add_op(eg, Op::MatMul, vec![x, w])?,
                 Some((b1, b2)) => {
                     let b = add_op(eg, Op::Concat { axis: 0 }, vec![b1, b2])?;
-                    add_op(eg, Op::FusedMatMul { bias: true, residual: false }, vec![x, w, b])?
+                    add_op(
+                        eg,
+                        Op::FusedMatMul {
+                            bias: true,
+                            residual: false,
+                        },
+                        vec![x, w, b],
+                    )?
                 }
             };
-            let lo = add_op(eg, Op::Slice { axis: last, start: Dim::Const(0), end: Dim::Const(n1) }, vec![y])?;
-            let hi = add_op(eg, Op::Slice { axis: last, start: Dim::Const(n1), end: Dim::Const(n1 + n2) }, vec![y])?;
+            let lo = add_op(
+                eg,
+                Op::Slice {
+                    axis: last,
+                    start: Dim::Const(0),
+                    end: Dim::Const(n1),
+                },
+                vec![y],
+            )?;
+            let hi = add_op(
+                eg,
+                Op::Slice {
+                    axis: last,
+                    start: Dim::Const(n1),
+                    end: Dim::Const(n1 + n2),
+                },
+                vec![y],
+            )?;
             Some((lo, hi))
         };
-        let Some((lo, hi)) = build(eg) else { return vec![] };
+        let Some((lo, hi)) = build(eg) else {
+            return vec![];
+        };
         let mut changed = union_id(eg, p, lo);
         changed.extend(union_id(eg, q, hi));
         changed
@@ -89,13 +128,24 @@ impl Applier<ENode, TensorAnalysis> for Merge {
 }
 
 fn is_concat(eg: &EGraph, c: Id) -> bool {
-    eg[c].nodes.iter().any(|n| matches!(n.op(), Op::Concat { .. }))
+    eg[c]
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op(), Op::Concat { .. }))
 }
 
 /// The original weights a merged weight concatenates (itself when it is one).
 fn parts(eg: &EGraph, c: Id) -> Vec<Id> {
-    match eg[c].nodes.iter().find(|n| matches!(n.op(), Op::Concat { .. })) {
-        Some(n) => n.children.iter().flat_map(|k| parts(eg, eg.find(*k))).collect(),
+    match eg[c]
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op(), Op::Concat { .. }))
+    {
+        Some(n) => n
+            .children
+            .iter()
+            .flat_map(|k| parts(eg, eg.find(*k)))
+            .collect(),
         None => vec![c],
     }
 }

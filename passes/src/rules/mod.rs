@@ -32,7 +32,10 @@ pub fn all() -> Vec<Rule> {
 
 /// The rules named in `names` (tests exercise one rule, or a rule and its prerequisites).
 pub fn named(names: &[&str]) -> Vec<Rule> {
-    let rules: Vec<Rule> = all().into_iter().filter(|r| names.contains(&r.name.as_str())).collect();
+    let rules: Vec<Rule> = all()
+        .into_iter()
+        .filter(|r| names.contains(&r.name.as_str()))
+        .collect();
     assert_eq!(rules.len(), names.len(), "unknown rule among {names:?}");
     rules
 }
@@ -40,7 +43,8 @@ pub fn named(names: &[&str]) -> Vec<Rule> {
 /// One table row: `rule!(name, searcher, applier)`.
 macro_rules! rule {
     ($name:expr, $searcher:expr, $applier:expr) => {
-        egg::Rewrite::new($name, $searcher, $applier).unwrap_or_else(|e| panic!("rule {}: {e}", $name))
+        egg::Rewrite::new($name, $searcher, $applier)
+            .unwrap_or_else(|e| panic!("rule {}: {e}", $name))
     };
 }
 pub(crate) use rule;
@@ -50,7 +54,8 @@ pub fn pat(s: &str) -> Pattern<ENode> {
 }
 
 pub fn var(s: &str) -> Var {
-    s.parse().unwrap_or_else(|e| panic!("variable `{s}`: {e:?}"))
+    s.parse()
+        .unwrap_or_else(|e| panic!("variable `{s}`: {e:?}"))
 }
 
 pub fn ty(eg: &EGraph, id: Id) -> Option<&TensorType> {
@@ -64,7 +69,8 @@ pub fn konst(eg: &EGraph, s: &Subst, v: &str) -> Option<f64> {
 
 /// Every `(var, value)` is bound to a literal equal to value within 1e-12 relative.
 pub fn literals(eg: &EGraph, s: &Subst, want: &[(&str, f64)]) -> bool {
-    want.iter().all(|(v, x)| konst(eg, s, v).is_some_and(|k| (k - x).abs() <= 1e-12 * x.abs().max(1e-300)))
+    want.iter()
+        .all(|(v, x)| konst(eg, s, v).is_some_and(|k| (k - x).abs() <= 1e-12 * x.abs().max(1e-300)))
 }
 
 pub fn same_dim(a: &Dim, b: &Dim) -> bool {
@@ -73,7 +79,9 @@ pub fn same_dim(a: &Dim, b: &Dim) -> bool {
 
 /// Unions `eclass` with `node` when the node is well typed with exactly the class's type.
 pub fn union_node(eg: &mut EGraph, eclass: Id, node: ENode) -> Vec<Id> {
-    let Some(t) = node_type(eg, &node) else { return vec![] };
+    let Some(t) = node_type(eg, &node) else {
+        return vec![];
+    };
     if !ty(eg, eclass).is_some_and(|c| c.dtype == t.dtype && shapes_equal(&c.shape, &t.shape)) {
         return vec![];
     }
@@ -109,12 +117,24 @@ pub struct Fused {
 }
 
 pub fn fused(make: fn(&EGraph, &Subst) -> Option<Op>, args: &str) -> Fused {
-    Fused { make, args: args.split_whitespace().map(var).collect() }
+    Fused {
+        make,
+        args: args.split_whitespace().map(var).collect(),
+    }
 }
 
 impl Applier<ENode, TensorAnalysis> for Fused {
-    fn apply_one(&self, eg: &mut EGraph, eclass: Id, s: &Subst, _: Option<&PatternAst<ENode>>, _: Symbol) -> Vec<Id> {
-        let Some(op) = (self.make)(eg, s) else { return vec![] };
+    fn apply_one(
+        &self,
+        eg: &mut EGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let Some(op) = (self.make)(eg, s) else {
+            return vec![];
+        };
         let children = self.args.iter().map(|v| s[*v]).collect();
         union_node(eg, eclass, ENode::new(op, children))
     }
@@ -129,9 +149,17 @@ impl Applier<ENode, TensorAnalysis> for Fused {
 pub struct Scan(pub fn(&Op) -> bool);
 
 impl Searcher<ENode, TensorAnalysis> for Scan {
-    fn search_eclass_with_limit(&self, eg: &EGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, ENode>> {
-        (limit > 0 && eg[eclass].nodes.iter().any(|n| (self.0)(n.op())))
-            .then(|| SearchMatches { eclass, substs: vec![Subst::default()], ast: None })
+    fn search_eclass_with_limit(
+        &self,
+        eg: &EGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, ENode>> {
+        (limit > 0 && eg[eclass].nodes.iter().any(|n| (self.0)(n.op()))).then(|| SearchMatches {
+            eclass,
+            substs: vec![Subst::default()],
+            ast: None,
+        })
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -143,12 +171,27 @@ impl Searcher<ENode, TensorAnalysis> for Scan {
 pub struct Local(pub fn(&mut EGraph, Id) -> Vec<Id>);
 
 impl Applier<ENode, TensorAnalysis> for Local {
-    fn apply_one(&self, eg: &mut EGraph, eclass: Id, _: &Subst, _: Option<&PatternAst<ENode>>, _: Symbol) -> Vec<Id> {
-        (self.0)(eg, eclass).into_iter().flat_map(|id| union_id(eg, eclass, id)).collect()
+    fn apply_one(
+        &self,
+        eg: &mut EGraph,
+        eclass: Id,
+        _: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        (self.0)(eg, eclass)
+            .into_iter()
+            .flat_map(|id| union_id(eg, eclass, id))
+            .collect()
     }
 }
 
 /// `(child, op)` of each node of `class` whose op satisfies `want`, for single-operand ops.
 pub fn unary_nodes(eg: &EGraph, class: Id, want: impl Fn(&Op) -> bool) -> Vec<(Op, Id)> {
-    eg[class].nodes.iter().filter(|n| n.children.len() == 1 && want(n.op())).map(|n| (n.op().clone(), n.children[0])).collect()
+    eg[class]
+        .nodes
+        .iter()
+        .filter(|n| n.children.len() == 1 && want(n.op()))
+        .map(|n| (n.op().clone(), n.children[0]))
+        .collect()
 }

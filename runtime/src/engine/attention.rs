@@ -8,15 +8,30 @@ use crate::exec::{Operands, Tensor};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use vl3c_cpu::attention::{self as kernel, Keys, Mask, OutView, Precision, Rope, View};
-use vl3c_cpu::Backend;
 use vl3c_cpu::plan::AttentionOperand as Src;
+use vl3c_cpu::Backend;
 use vl3c_ir::{AttentionMask, DType, Graph, NodeId, Op};
 
 /// Runs a claimed attention on the kernel, its products in `precision`. `kv`: the engine's
 /// caches, when it keeps them.
-pub(crate) fn compute(g: &Graph, p: &Attention, ops: &dyn Operands, kv: Option<&KvStore>, threads: usize, precision: Precision) -> Result<Tensor, String> {
+pub(crate) fn compute(
+    g: &Graph,
+    p: &Attention,
+    ops: &dyn Operands,
+    kv: Option<&KvStore>,
+    threads: usize,
+    precision: Precision,
+) -> Result<Tensor, String> {
     let n = &g.nodes[p.attn];
-    let Op::Attention { scale, mask, rope_q, rope_k } = n.op else { return Err("not an attention".into()) };
+    let Op::Attention {
+        scale,
+        mask,
+        rope_q,
+        rope_k,
+    } = n.op
+    else {
+        return Err("not an attention".into());
+    };
     let e = |e: crate::exec::ExecError| e.to_string();
     // Values read through the executor (operands of the attention node, which need not be the
     // claimed node), kept alive for the views below.
@@ -48,12 +63,20 @@ pub(crate) fn compute(g: &Graph, p: &Attention, ops: &dyn Operands, kv: Option<&
     let mut at = 3;
     let tables = if rope_q || rope_k {
         at = 5;
-        Some((ops.node(n.inputs[3]).map_err(e)?, ops.node(n.inputs[4]).map_err(e)?))
+        Some((
+            ops.node(n.inputs[3]).map_err(e)?,
+            ops.node(n.inputs[4]).map_err(e)?,
+        ))
     } else {
         None
     };
     let rope = match &tables {
-        Some((c, s)) => Some(Rope { cos: as_f32(c)?, sin: as_f32(s)?, queries: rope_q, keys: rope_k }),
+        Some((c, s)) => Some(Rope {
+            cos: as_f32(c)?,
+            sin: as_f32(s)?,
+            queries: rope_q,
+            keys: rope_k,
+        }),
         None => None,
     };
     let seg: Vec<i64> = match mask {
@@ -68,16 +91,43 @@ pub(crate) fn compute(g: &Graph, p: &Attention, ops: &dyn Operands, kv: Option<&
     };
     let kmask = match mask {
         AttentionMask::Full => Mask::Full,
-        AttentionMask::Causal => Mask::Causal { past: t.saturating_sub(len) },
+        AttentionMask::Causal => Mask::Causal {
+            past: t.saturating_sub(len),
+        },
         AttentionMask::Segments => Mask::Segments(&seg),
     };
     let mut out = vec![0f32; hq * len * d];
     let (shape, ov) = if p.rows_out {
-        (vec![len, hq * d], OutView { data: &mut out, head_stride: d, row_stride: hq * d })
+        (
+            vec![len, hq * d],
+            OutView {
+                data: &mut out,
+                head_stride: d,
+                row_stride: hq * d,
+            },
+        )
     } else {
-        (vec![hq, len, d], OutView { data: &mut out, head_stride: len * d, row_stride: d })
+        (
+            vec![hq, len, d],
+            OutView {
+                data: &mut out,
+                head_stride: len * d,
+                row_stride: d,
+            },
+        )
     };
-    kernel::attention_with(q, k, v, rope, kmask, scale as f32, ov, threads, precision, Backend::Auto)?;
+    kernel::attention_with(
+        q,
+        k,
+        v,
+        rope,
+        kmask,
+        scale as f32,
+        ov,
+        threads,
+        precision,
+        Backend::Auto,
+    )?;
     Ok(Tensor::f32(shape, out))
 }
 
@@ -92,16 +142,32 @@ fn view<'a>(
 ) -> Result<(Option<Keys<'a>>, View<'a>), String> {
     match (src, value) {
         (Src::Operand, Some(t)) => {
-            let [h, len, dd] = t.shape[..] else { return Err(format!("operand {:?} is not [heads, len, d]", t.shape)) };
+            let [h, len, dd] = t.shape[..] else {
+                return Err(format!("operand {:?} is not [heads, len, d]", t.shape));
+            };
             Ok((None, View::contiguous(as_f32(t)?, h, len, dd)))
         }
         (Src::Columns { offset, .. }, Some(t)) => {
-            let [len, width] = t.shape[..] else { return Err(format!("projection {:?} is not 2-D", t.shape)) };
+            let [len, width] = t.shape[..] else {
+                return Err(format!("projection {:?} is not 2-D", t.shape));
+            };
             let data = as_f32(t)?.get(*offset..).ok_or("projection too narrow")?;
-            Ok((None, View { data, heads, len, d, head_stride: d, row_stride: width }))
+            Ok((
+                None,
+                View {
+                    data,
+                    heads,
+                    len,
+                    d,
+                    head_stride: d,
+                    row_stride: width,
+                },
+            ))
         }
         (Src::Cache { name }, None) => {
-            let c = caches.and_then(|c| c.get(name)).ok_or_else(|| format!("cache `{name}` is not kept by the engine"))?;
+            let c = caches
+                .and_then(|c| c.get(name))
+                .ok_or_else(|| format!("cache `{name}` is not kept by the engine"))?;
             match keys {
                 true => {
                     let k = c.keys();
@@ -123,4 +189,3 @@ fn as_f32<'t>(t: &'t Tensor) -> Result<&'t [f32], String> {
         _ => Err(format!("expected f32, got {}", t.dtype())),
     }
 }
-

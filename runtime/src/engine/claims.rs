@@ -47,24 +47,53 @@ fn konst(t: &TensorType, axis: usize) -> Option<usize> {
 
 fn all_f32(g: &Graph, node: usize) -> bool {
     let n = &g.nodes[node];
-    n.ty.dtype == DType::F32 && n.inputs.iter().all(|x| g.nodes[x.index()].ty.dtype == DType::F32)
+    n.ty.dtype == DType::F32
+        && n.inputs
+            .iter()
+            .all(|x| g.nodes[x.index()].ty.dtype == DType::F32)
 }
 
 /// Checks `claim` against graph `g` and the plan's tensors; `held`: the engine keeps the KV
 /// caches. The error says what does not match.
-pub(crate) fn check(g: &Graph, plan: &Plan, claim: &Claim, held: bool) -> Result<(usize, Claimed), String> {
+pub(crate) fn check(
+    g: &Graph,
+    plan: &Plan,
+    claim: &Claim,
+    held: bool,
+) -> Result<(usize, Claimed), String> {
     let node = claim.node();
-    let bad = |what: &str| format!("graph `{}`: {what} claim on %{node} does not match graphs.vir", g.name);
+    let bad = |what: &str| {
+        format!(
+            "graph `{}`: {what} claim on %{node} does not match graphs.vir",
+            g.name
+        )
+    };
     let n = g.nodes.get(node).ok_or_else(|| bad("a"))?;
-    let tensor = |t: &str| plan.tensors.get(t).cloned().ok_or_else(|| format!("graph `{}` reads unknown tensor `{t}`", g.name));
-    let consts = |t: &TensorType| -> Option<Vec<usize>> { t.shape.iter().map(|d| d.as_const().map(|c| c as usize)).collect() };
+    let tensor = |t: &str| {
+        plan.tensors
+            .get(t)
+            .cloned()
+            .ok_or_else(|| format!("graph `{}` reads unknown tensor `{t}`", g.name))
+    };
+    let consts = |t: &TensorType| -> Option<Vec<usize>> {
+        t.shape
+            .iter()
+            .map(|d| d.as_const().map(|c| c as usize))
+            .collect()
+    };
     let claimed = match claim {
         Claim::Fold { tensor: t, .. } => {
             let e = tensor(t)?;
-            if n.op != Op::Fold || e.layout != TensorLayout::Raw || consts(&n.ty).is_some_and(|s| s != e.shape) {
+            if n.op != Op::Fold
+                || e.layout != TensorLayout::Raw
+                || consts(&n.ty).is_some_and(|s| s != e.shape)
+            {
                 return Err(bad("fold"));
             }
-            Claimed { kind: Kind::Fold(e), reads: Vec::new() }
+            Claimed {
+                kind: Kind::Fold(e),
+                reads: Vec::new(),
+            }
         }
         Claim::Matmul { tensor: t, .. } => {
             let e = tensor(t)?;
@@ -73,22 +102,41 @@ pub(crate) fn check(g: &Graph, plan: &Plan, claim: &Claim, held: bool) -> Result
                 && all_f32(g, node)
                 && g.nodes[n.inputs[0].index()].ty.rank() >= 2
                 && g.nodes[n.inputs[1].index()].op == Op::Fold
-                && consts(&g.nodes[n.inputs[1].index()].ty).is_some_and(|s| s.len() == 2 && s == e.shape);
+                && consts(&g.nodes[n.inputs[1].index()].ty)
+                    .is_some_and(|s| s.len() == 2 && s == e.shape);
             if !ok {
                 return Err(bad("matmul"));
             }
-            let reads = n.inputs.iter().enumerate().filter(|&(pos, _)| pos != 1).map(|(_, &x)| x).collect();
-            Claimed { kind: Kind::Matmul(e), reads }
+            let reads = n
+                .inputs
+                .iter()
+                .enumerate()
+                .filter(|&(pos, _)| pos != 1)
+                .map(|(_, &x)| x)
+                .collect();
+            Claimed {
+                kind: Kind::Matmul(e),
+                reads,
+            }
         }
         Claim::Kernel { kernel, .. } => {
             let desc = plan.kernels.get(*kernel).ok_or_else(|| bad("kernel"))?;
             if !kernel_fits(g, node, desc) {
                 return Err(bad("kernel"));
             }
-            Claimed { kind: Kind::Kernel(*kernel), reads: n.inputs.clone() }
+            Claimed {
+                kind: Kind::Kernel(*kernel),
+                reads: n.inputs.clone(),
+            }
         }
-        Claim::SwiGluColumns { matrix, gate, up, .. } => {
-            let m = g.nodes.get(*matrix).filter(|_| *matrix < node).ok_or_else(|| bad("swiglu"))?;
+        Claim::SwiGluColumns {
+            matrix, gate, up, ..
+        } => {
+            let m = g
+                .nodes
+                .get(*matrix)
+                .filter(|_| *matrix < node)
+                .ok_or_else(|| bad("swiglu"))?;
             let (f, width) = (konst(&n.ty, 1), konst(&m.ty, 1));
             let ok = n.op == Op::SwiGlu
                 && n.ty.rank() == 2
@@ -100,14 +148,29 @@ pub(crate) fn check(g: &Graph, plan: &Plan, claim: &Claim, held: bool) -> Result
             if !ok {
                 return Err(bad("swiglu"));
             }
-            Claimed { kind: Kind::SwiGluColumns(id(*matrix), *gate, *up), reads: vec![id(*matrix)] }
+            Claimed {
+                kind: Kind::SwiGluColumns(id(*matrix), *gate, *up),
+                reads: vec![id(*matrix)],
+            }
         }
-        Claim::Gather { tensor: name, transposed, .. } => {
+        Claim::Gather {
+            tensor: name,
+            transposed,
+            ..
+        } => {
             let table = n.inputs.first().map(|t| &g.nodes[t.index()]);
-            let dims = table.filter(|t| matches!(t.op, Op::Weight { .. }) && t.ty.rank() == 2).and_then(|t| consts(&t.ty));
-            let (Op::Gather { axis: 0 }, Some(dims), 2) = (&n.op, dims, n.inputs.len()) else { return Err(bad("gather")) };
+            let dims = table
+                .filter(|t| matches!(t.op, Op::Weight { .. }) && t.ty.rank() == 2)
+                .and_then(|t| consts(&t.ty));
+            let (Op::Gather { axis: 0 }, Some(dims), 2) = (&n.op, dims, n.inputs.len()) else {
+                return Err(bad("gather"));
+            };
             let e = tensor(name)?;
-            let stored = if *transposed { vec![dims[1], dims[0]] } else { dims };
+            let stored = if *transposed {
+                vec![dims[1], dims[0]]
+            } else {
+                dims
+            };
             let layout_ok = match e.layout {
                 TensorLayout::Raw => !*transposed || e.dtype == "f32",
                 TensorLayout::PackedBf16 { n, k } => *transposed && [k, n] == stored[..],
@@ -116,16 +179,38 @@ pub(crate) fn check(g: &Graph, plan: &Plan, claim: &Claim, held: bool) -> Result
             if e.shape != stored || !layout_ok || (!*transposed && e.dtype != dtype) {
                 return Err(bad("gather"));
             }
-            Claimed { kind: Kind::Gather(e, *transposed), reads: vec![n.inputs[1]] }
+            Claimed {
+                kind: Kind::Gather(e, *transposed),
+                reads: vec![n.inputs[1]],
+            }
         }
-        Claim::Attention { attention, rows_out, q, k, v, .. } => {
-            let a = Attention { attn: *attention, rows_out: *rows_out, q: q.clone(), k: k.clone(), v: v.clone() };
+        Claim::Attention {
+            attention,
+            rows_out,
+            q,
+            k,
+            v,
+            ..
+        } => {
+            let a = Attention {
+                attn: *attention,
+                rows_out: *rows_out,
+                q: q.clone(),
+                k: k.clone(),
+                v: v.clone(),
+            };
             let reads = attention_reads(g, node, &a, held).ok_or_else(|| bad("attention"))?;
-            Claimed { kind: Kind::Attention(a), reads }
+            Claimed {
+                kind: Kind::Attention(a),
+                reads,
+            }
         }
         Claim::CacheAppend { rows, .. } => {
             let (name, reads) = append_reads(g, node, rows).ok_or_else(|| bad("cache"))?;
-            Claimed { kind: Kind::CacheAppend(name, rows.clone()), reads }
+            Claimed {
+                kind: Kind::CacheAppend(name, rows.clone()),
+                reads,
+            }
         }
     };
     Ok((node, claimed))
@@ -135,13 +220,29 @@ pub(crate) fn check(g: &Graph, plan: &Plan, claim: &Claim, held: bool) -> Result
 /// parameters it bakes in.
 fn kernel_fits(g: &Graph, node: usize, desc: &KernelDesc) -> bool {
     let n = &g.nodes[node];
-    let width = n.ty.shape.last().and_then(|d| d.as_const()).map(|w| w as usize);
-    let param = |pos: usize, w: usize| n.inputs.get(pos).is_some_and(|x| konst(&g.nodes[x.index()].ty, 0) == Some(w) && g.nodes[x.index()].ty.rank() == 1);
-    let same = || n.inputs.iter().all(|x| g.nodes[x.index()].ty.shape == n.ty.shape);
+    let width =
+        n.ty.shape
+            .last()
+            .and_then(|d| d.as_const())
+            .map(|w| w as usize);
+    let param = |pos: usize, w: usize| {
+        n.inputs.get(pos).is_some_and(|x| {
+            konst(&g.nodes[x.index()].ty, 0) == Some(w) && g.nodes[x.index()].ty.rank() == 1
+        })
+    };
+    let same = || {
+        n.inputs
+            .iter()
+            .all(|x| g.nodes[x.index()].ty.shape == n.ty.shape)
+    };
     all_f32(g, node)
         && match (desc, &n.op) {
-            (KernelDesc::LayerNorm { width: w, eps }, Op::LayerNorm { eps: e }) => width == Some(*w) && e == eps && param(1, *w) && param(2, *w),
-            (KernelDesc::RmsNorm { width: w, eps }, Op::RmsNorm { eps: e }) => width == Some(*w) && e == eps && param(1, *w),
+            (KernelDesc::LayerNorm { width: w, eps }, Op::LayerNorm { eps: e }) => {
+                width == Some(*w) && e == eps && param(1, *w) && param(2, *w)
+            }
+            (KernelDesc::RmsNorm { width: w, eps }, Op::RmsNorm { eps: e }) => {
+                width == Some(*w) && e == eps && param(1, *w)
+            }
             (KernelDesc::Softmax { width: w }, Op::Softmax) => width == Some(*w),
             (KernelDesc::GeluTanh, Op::Activation(Activation::GeluTanh))
             | (KernelDesc::GeluErf, Op::Activation(Activation::GeluErf))
@@ -153,7 +254,14 @@ fn kernel_fits(g: &Graph, node: usize, desc: &KernelDesc) -> bool {
 
 /// `(heads, len, d)` read as `src` for operand `pos` of attention `a`: checks the columns lie
 /// inside the projection and a cache operand is a `cache_append` of that name.
-fn operand_reads(g: &Graph, a: usize, pos: usize, src: &AttentionOperand, held: bool, reads: &mut Vec<NodeId>) -> Option<()> {
+fn operand_reads(
+    g: &Graph,
+    a: usize,
+    pos: usize,
+    src: &AttentionOperand,
+    held: bool,
+    reads: &mut Vec<NodeId>,
+) -> Option<()> {
     let x = g.nodes[a].inputs[pos];
     let ty = &g.nodes[x.index()].ty;
     let (h, d) = (konst(ty, 0)?, konst(ty, 2)?);
@@ -162,11 +270,15 @@ fn operand_reads(g: &Graph, a: usize, pos: usize, src: &AttentionOperand, held: 
         AttentionOperand::Columns { node, offset } => {
             let m = g.nodes.get(*node).filter(|_| *node < a)?;
             let end = offset.checked_add(h.checked_mul(d)?)?;
-            let ok = m.ty.rank() == 2 && m.ty.dtype == DType::F32 && m.ty.shape[0] == ty.shape[1] && konst(&m.ty, 1).is_some_and(|w| end <= w);
+            let ok = m.ty.rank() == 2
+                && m.ty.dtype == DType::F32
+                && m.ty.shape[0] == ty.shape[1]
+                && konst(&m.ty, 1).is_some_and(|w| end <= w);
             ok.then(|| reads.push(id(*node)))?;
         }
         AttentionOperand::Cache { name } => {
-            let is_append = matches!(&g.nodes[x.index()].op, Op::CacheAppend { name: n, .. } if n == name);
+            let is_append =
+                matches!(&g.nodes[x.index()].op, Op::CacheAppend { name: n, .. } if n == name);
             (held && pos > 0 && is_append).then_some(())?;
         }
     }
@@ -176,19 +288,34 @@ fn operand_reads(g: &Graph, a: usize, pos: usize, src: &AttentionOperand, held: 
 /// The nodes a claimed attention reads, when the claim fits the graph.
 fn attention_reads(g: &Graph, node: usize, a: &Attention, held: bool) -> Option<Vec<NodeId>> {
     let n = g.nodes.get(a.attn)?;
-    let Op::Attention { mask, rope_q, rope_k, .. } = n.op else { return None };
+    let Op::Attention {
+        mask,
+        rope_q,
+        rope_k,
+        ..
+    } = n.op
+    else {
+        return None;
+    };
     let placed = if a.rows_out {
         let re = &g.nodes[node];
         let t = re.inputs.first().map(|t| &g.nodes[t.index()]);
         matches!(re.op, Op::Reshape { .. })
             && re.ty.rank() == 2
-            && t.is_some_and(|t| matches!(&t.op, Op::Transpose { perm } if perm == &[1, 0, 2]) && t.inputs.first() == Some(&id(a.attn)))
+            && t.is_some_and(|t| {
+                matches!(&t.op, Op::Transpose { perm } if perm == &[1, 0, 2])
+                    && t.inputs.first() == Some(&id(a.attn))
+            })
     } else {
         node == a.attn
     };
     let ty = |pos: usize| &g.nodes[n.inputs[pos].index()].ty;
     let d = konst(&n.ty, 2);
-    if !placed || n.ty.dtype != DType::F32 || n.ty.rank() != 3 || (0..3).any(|p| ty(p).dtype != DType::F32 || ty(p).rank() != 3 || konst(ty(p), 2) != d) {
+    if !placed
+        || n.ty.dtype != DType::F32
+        || n.ty.rank() != 3
+        || (0..3).any(|p| ty(p).dtype != DType::F32 || ty(p).rank() != 3 || konst(ty(p), 2) != d)
+    {
         return None;
     }
     let mut reads = Vec::new();
@@ -200,7 +327,11 @@ fn attention_reads(g: &Graph, node: usize, a: &Attention, held: bool) -> Option<
         for pos in [3, 4] {
             let t = ty(pos);
             let r = t.rank();
-            let ok = t.dtype == DType::F32 && r >= 2 && konst(t, r - 1) == d && t.shape[r - 2] == n.ty.shape[1] && t.shape[..r - 2].iter().all(|x| x.as_const() == Some(1));
+            let ok = t.dtype == DType::F32
+                && r >= 2
+                && konst(t, r - 1) == d
+                && t.shape[r - 2] == n.ty.shape[1]
+                && t.shape[..r - 2].iter().all(|x| x.as_const() == Some(1));
             ok.then_some(())?;
             reads.push(n.inputs[pos]);
         }
@@ -215,7 +346,9 @@ fn attention_reads(g: &Graph, node: usize, a: &Attention, held: bool) -> Option<
 /// The cache a claimed `cache_append` writes and the nodes it reads, when the claim fits.
 fn append_reads(g: &Graph, node: usize, rows: &AppendRows) -> Option<(String, Vec<NodeId>)> {
     let n = &g.nodes[node];
-    let Op::CacheAppend { name, axis: 1 } = &n.op else { return None };
+    let Op::CacheAppend { name, axis: 1 } = &n.op else {
+        return None;
+    };
     let read = &g.nodes[n.inputs[0].index()];
     let new = &g.nodes[n.inputs[1].index()].ty;
     let (h, d) = (konst(&n.ty, 0)?, konst(&n.ty, 2)?);
@@ -224,17 +357,27 @@ fn append_reads(g: &Graph, node: usize, rows: &AppendRows) -> Option<(String, Ve
     }
     let reads = match rows {
         AppendRows::Operand => vec![n.inputs[1]],
-        AppendRows::Columns { node: m, offset, rope } => {
+        AppendRows::Columns {
+            node: m,
+            offset,
+            rope,
+        } => {
             let mt = &g.nodes.get(*m).filter(|_| *m < node)?.ty;
             let end = offset.checked_add(h.checked_mul(d)?)?;
-            let ok = mt.rank() == 2 && mt.dtype == DType::F32 && mt.shape[0] == new.shape[1] && konst(mt, 1).is_some_and(|w| end <= w);
+            let ok = mt.rank() == 2
+                && mt.dtype == DType::F32
+                && mt.shape[0] == new.shape[1]
+                && konst(mt, 1).is_some_and(|w| end <= w);
             ok.then_some(())?;
             let mut reads = vec![id(*m)];
             if let Some(tables) = rope {
                 for &t in tables {
                     let tt = &g.nodes.get(t).filter(|_| t < node)?.ty;
                     let r = tt.rank();
-                    let ok = tt.dtype == DType::F32 && r >= 2 && konst(tt, r - 1) == Some(d) && tt.shape[r - 2] == new.shape[1];
+                    let ok = tt.dtype == DType::F32
+                        && r >= 2
+                        && konst(tt, r - 1) == Some(d)
+                        && tt.shape[r - 2] == new.shape[1];
                     ok.then_some(())?;
                     reads.push(id(t));
                 }
@@ -250,9 +393,13 @@ fn append_reads(g: &Graph, node: usize, rows: &AppendRows) -> Option<(String, Ve
 pub(crate) fn check_held_caches(g: &Graph, claims: &HashMap<usize, Claimed>) -> Result<(), String> {
     let readers = Readers::of(g);
     for (&node, c) in claims {
-        let Kind::CacheAppend(name, _) = &c.kind else { continue };
+        let Kind::CacheAppend(name, _) = &c.kind else {
+            continue;
+        };
         let read = g.nodes[node].inputs[0].index();
-        let bad = || format!("graph `{}`: the engine keeps cache `{name}`, but %{node} is read other than by its attentions", g.name);
+        let bad = || {
+            format!("graph `{}`: the engine keeps cache `{name}`, but %{node} is read other than by its attentions", g.name)
+        };
         if readers.is_output(node) || readers.is_output(read) || readers.of_node(read).len() != 1 {
             return Err(bad());
         }

@@ -30,18 +30,27 @@ impl std::str::FromStr for DeviceSpec {
             "cuda" => Ok(DeviceSpec::Cuda(0)),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(DeviceSpec::Cuda(n)),
-                _ => Err(format!("unknown device `{s}` (expected emu, cuda or cuda:N)")),
+                _ => Err(format!(
+                    "unknown device `{s}` (expected emu, cuda or cuda:N)"
+                )),
             },
         }
     }
 }
 
 /// Opens the device a CUDA engine in `cuda_dir` runs on.
-pub(crate) fn open_device(spec: DeviceSpec, cuda_dir: &Path) -> Result<Box<dyn Device + Send>, String> {
+pub(crate) fn open_device(
+    spec: DeviceSpec,
+    cuda_dir: &Path,
+) -> Result<Box<dyn Device + Send>, String> {
     match spec {
         DeviceSpec::Emu => Ok(Box::new(EmuDevice::new())),
-        DeviceSpec::Default => Ok(Box::new(CudaDevice::open(0, cuda_dir).map_err(|e| e.to_string())?)),
-        DeviceSpec::Cuda(n) => Ok(Box::new(CudaDevice::open(n, cuda_dir).map_err(|e| e.to_string())?)),
+        DeviceSpec::Default => Ok(Box::new(
+            CudaDevice::open(0, cuda_dir).map_err(|e| e.to_string())?,
+        )),
+        DeviceSpec::Cuda(n) => Ok(Box::new(
+            CudaDevice::open(n, cuda_dir).map_err(|e| e.to_string())?,
+        )),
     }
 }
 
@@ -58,7 +67,11 @@ struct LazyKv(Option<KvStore>);
 
 impl CudaRunner {
     pub(crate) fn new(program: Program, decode: Graph, max_context: usize) -> CudaRunner {
-        CudaRunner { program, decode, max_context }
+        CudaRunner {
+            program,
+            decode,
+            max_context,
+        }
     }
 
     pub(crate) fn describe_device(&self) -> String {
@@ -70,7 +83,9 @@ impl CudaRunner {
     }
 
     fn store(&self) -> Result<KvStore, ExecError> {
-        self.program.new_kv(&self.decode, self.max_context).map_err(|e| exec_err(&self.decode, e))
+        self.program
+            .new_kv(&self.decode, self.max_context)
+            .map_err(|e| exec_err(&self.decode, e))
     }
 }
 
@@ -80,9 +95,11 @@ fn exec_err(graph: &Graph, e: RunError) -> ExecError {
         RunError::Input { name, message } => ExecError::Input { name, message },
         RunError::Cache { name, message } => ExecError::Cache { name, message },
         RunError::Output { name, message } => ExecError::Output { name, message },
-        RunError::Step { node, message, .. } if node < graph.nodes.len() => {
-            ExecError::Node { node: NodeId(node as u32), op: graph.nodes[node].op.mnemonic(), message }
-        }
+        RunError::Step { node, message, .. } if node < graph.nodes.len() => ExecError::Node {
+            node: NodeId(node as u32),
+            op: graph.nodes[node].op.mnemonic(),
+            message,
+        },
         other => ExecError::Backend(other.to_string()),
     }
 }
@@ -90,7 +107,12 @@ fn exec_err(graph: &Graph, e: RunError) -> ExecError {
 impl GraphRunner for CudaRunner {
     /// With caches given as tensors (the reference semantics): they are uploaded into a
     /// sequence's store for the run and the extended ones downloaded.
-    fn run(&self, graph: &Graph, inputs: &NamedTensors, caches: &NamedTensors) -> Result<Outputs, ExecError> {
+    fn run(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        caches: &NamedTensors,
+    ) -> Result<Outputs, ExecError> {
         let mut kv = self.store()?;
         for n in &graph.nodes {
             if let Op::CacheRead { name } = &n.op {
@@ -99,11 +121,17 @@ impl GraphRunner for CudaRunner {
                 }
             }
         }
-        let out = self.program.run(graph, inputs, &mut kv).map_err(|e| exec_err(graph, e))?;
+        let out = self
+            .program
+            .run(graph, inputs, &mut kv)
+            .map_err(|e| exec_err(graph, e))?;
         let mut written = HashMap::new();
         for n in &graph.nodes {
             if let Op::CacheAppend { name, .. } = &n.op {
-                written.insert(name.clone(), kv.download(name).map_err(|e| exec_err(graph, e))?);
+                written.insert(
+                    name.clone(),
+                    kv.download(name).map_err(|e| exec_err(graph, e))?,
+                );
             }
         }
         Ok(outputs(out, written))
@@ -113,17 +141,35 @@ impl GraphRunner for CudaRunner {
         Some(Box::new(LazyKv(None)))
     }
 
-    fn run_kv(&self, graph: &Graph, inputs: &NamedTensors, kv: &mut (dyn Any + Send)) -> Result<Outputs, ExecError> {
-        let lazy = kv.downcast_mut::<LazyKv>().ok_or_else(|| ExecError::Cache { name: "*".into(), message: "is not this engine's KV cache".into() })?;
+    fn run_kv(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        kv: &mut (dyn Any + Send),
+    ) -> Result<Outputs, ExecError> {
+        let lazy = kv
+            .downcast_mut::<LazyKv>()
+            .ok_or_else(|| ExecError::Cache {
+                name: "*".into(),
+                message: "is not this engine's KV cache".into(),
+            })?;
         if lazy.0.is_none() {
             lazy.0 = Some(self.store()?);
         }
         let store = lazy.0.as_mut().expect("just set");
-        let out = self.program.run(graph, inputs, store).map_err(|e| exec_err(graph, e))?;
+        let out = self
+            .program
+            .run(graph, inputs, store)
+            .map_err(|e| exec_err(graph, e))?;
         Ok(outputs(out, HashMap::new()))
     }
 }
 
 fn outputs(out: vl3c_cuda::run::RunOutputs, caches: HashMap<String, Tensor>) -> Outputs {
-    Outputs { outputs: out.outputs, caches, symbols: out.symbols, peak_bytes: out.peak_bytes }
+    Outputs {
+        outputs: out.outputs,
+        caches,
+        symbols: out.symbols,
+        peak_bytes: out.peak_bytes,
+    }
 }

@@ -10,23 +10,42 @@ use vl3c_ir::DType;
 /// `table[ids]` along axis 0, `table` being `bytes` as `e` stores it: the `[v, h]` weight when
 /// not `transposed`, else the `[h, v]` matmul weight (packed bf16 panels or raw f32). Indices
 /// out of `[0, v)` are errors, as the reference's `gather`.
-pub(crate) fn rows(bytes: &[u8], e: &TensorEntry, transposed: bool, ids: &Tensor, dtype: DType) -> Result<Tensor, String> {
+pub(crate) fn rows(
+    bytes: &[u8],
+    e: &TensorEntry,
+    transposed: bool,
+    ids: &Tensor,
+    dtype: DType,
+) -> Result<Tensor, String> {
     let idx = match ids.dtype() {
         DType::I32 | DType::I64 => ids.to_i64_vec(),
         d => return Err(format!("indices must be integer, got {d}")),
     };
-    let [a, b] = e.shape[..] else { return Err(format!("stored table has shape {:?}, not 2-D", e.shape)) };
+    let [a, b] = e.shape[..] else {
+        return Err(format!("stored table has shape {:?}, not 2-D", e.shape));
+    };
     let (v, h) = if transposed { (b, a) } else { (a, b) };
-    if let Some((pos, bad)) = idx.iter().enumerate().find(|(_, &i)| i < 0 || i as u64 >= v as u64) {
-        return Err(format!("index {bad} (at position {pos}) is out of range for dim 0 of size {v}"));
+    if let Some((pos, bad)) = idx
+        .iter()
+        .enumerate()
+        .find(|(_, &i)| i < 0 || i as u64 >= v as u64)
+    {
+        return Err(format!(
+            "index {bad} (at position {pos}) is out of range for dim 0 of size {v}"
+        ));
     }
     let mut shape = ids.shape.clone();
     shape.push(h);
     match (&e.layout, transposed) {
         (TensorLayout::Raw, false) => {
-            let stored = e.dtype.parse::<DType>().map_err(|_| format!("stored dtype `{}`", e.dtype))?;
+            let stored = e
+                .dtype
+                .parse::<DType>()
+                .map_err(|_| format!("stored dtype `{}`", e.dtype))?;
             if stored != dtype {
-                return Err(format!("stored table is {stored}, the gather yields {dtype}"));
+                return Err(format!(
+                    "stored table is {stored}, the gather yields {dtype}"
+                ));
             }
             let row = h * dtype.size_bytes();
             let mut out = Vec::with_capacity(idx.len() * row);
@@ -45,13 +64,16 @@ pub(crate) fn rows(bytes: &[u8], e: &TensorEntry, transposed: bool, ids: &Tensor
             Ok(Tensor::from_f32(dtype, shape, out))
         }
         (TensorLayout::Raw, true) => {
-            let w: &[f32] = bytemuck::try_cast_slice(bytes).map_err(|e| format!("stored weight: {e}"))?;
+            let w: &[f32] =
+                bytemuck::try_cast_slice(bytes).map_err(|e| format!("stored weight: {e}"))?;
             let mut out = Vec::with_capacity(idx.len() * h);
             for &i in &idx {
                 out.extend((0..h).map(|r| w[r * v + i as usize]));
             }
             Ok(Tensor::from_f32(dtype, shape, out))
         }
-        (TensorLayout::PackedBf16 { .. }, false) => Err("a packed table must be the transposed matmul weight".into()),
+        (TensorLayout::PackedBf16 { .. }, false) => {
+            Err("a packed table must be the transposed matmul weight".into())
+        }
     }
 }

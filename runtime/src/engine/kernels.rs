@@ -17,13 +17,19 @@ impl Kernels {
         let loaded = LoadedKernels::load(object).map_err(|e| e.to_string())?;
         let specs: Vec<_> = descs.iter().map(|d| d.spec()).collect();
         loaded.check_specs(&specs).map_err(|e| e.to_string())?;
-        Ok(Kernels { loaded, descs: descs.to_vec() })
+        Ok(Kernels {
+            loaded,
+            descs: descs.to_vec(),
+        })
     }
 
     /// Runs kernel `k` on `ops` (the node's operands); the result has the first operand's
     /// shape (every kernel here maps rows of `x` to rows of the same width).
     pub(crate) fn run(&self, k: usize, ops: &[&Tensor], threads: usize) -> Result<Tensor, String> {
-        let desc = *self.descs.get(k).ok_or_else(|| format!("kernel {k} is not in kernels.o"))?;
+        let desc = *self
+            .descs
+            .get(k)
+            .ok_or_else(|| format!("kernel {k} is not in kernels.o"))?;
         let x = ops.first().ok_or("kernel without operands")?;
         let xs = x.as_f32();
         let n = xs.len();
@@ -31,12 +37,16 @@ impl Kernels {
         let vals: Vec<_> = ops.iter().map(|t| t.as_f32()).collect();
         let need = |i: usize, len: usize| match vals.get(i) {
             Some(v) if v.len() == len => Ok(v.as_ptr()),
-            _ => Err(format!("kernel {k} ({desc:?}): operand {i} does not have {len} elements")),
+            _ => Err(format!(
+                "kernel {k} ({desc:?}): operand {i} does not have {len} elements"
+            )),
         };
         let e = |e: vl3c_cpu::codegen::CodegenError| e.to_string();
         let rows = |width: usize| {
             if width == 0 || n % width != 0 {
-                Err(format!("kernel {k} ({desc:?}): {n} elements are not rows of {width}"))
+                Err(format!(
+                    "kernel {k} ({desc:?}): {n} elements are not rows of {width}"
+                ))
             } else {
                 Ok((n / width) as i64)
             }
@@ -48,14 +58,21 @@ impl Kernels {
             let fast = match desc {
                 KernelDesc::LayerNorm { width, eps } => {
                     rows(width)?;
-                    let (w, b) = (vals.get(1).filter(|v| v.len() == width), vals.get(2).filter(|v| v.len() == width));
-                    let (w, b) = w.zip(b).ok_or_else(|| format!("kernel {k} ({desc:?}): norm parameters are not [{width}]"))?;
+                    let (w, b) = (
+                        vals.get(1).filter(|v| v.len() == width),
+                        vals.get(2).filter(|v| v.len() == width),
+                    );
+                    let (w, b) = w.zip(b).ok_or_else(|| {
+                        format!("kernel {k} ({desc:?}): norm parameters are not [{width}]")
+                    })?;
                     elementwise::layer_norm(&xs, w, b, eps as f32, &mut out, threads);
                     true
                 }
                 KernelDesc::RmsNorm { width, eps } => {
                     rows(width)?;
-                    let w = vals.get(1).filter(|v| v.len() == width).ok_or_else(|| format!("kernel {k} ({desc:?}): norm weight is not [{width}]"))?;
+                    let w = vals.get(1).filter(|v| v.len() == width).ok_or_else(|| {
+                        format!("kernel {k} ({desc:?}): norm weight is not [{width}]")
+                    })?;
                     elementwise::rms_norm(&xs, w, eps as f32, &mut out, threads);
                     true
                 }
@@ -68,7 +85,9 @@ impl Kernels {
                     true
                 }
                 KernelDesc::SwiGlu => {
-                    let up = vals.get(1).filter(|v| v.len() == n).ok_or_else(|| format!("kernel {k} ({desc:?}): operand 1 does not have {n} elements"))?;
+                    let up = vals.get(1).filter(|v| v.len() == n).ok_or_else(|| {
+                        format!("kernel {k} ({desc:?}): operand 1 does not have {n} elements")
+                    })?;
                     elementwise::swiglu(&xs, n, up, n, 1, n, &mut out, threads);
                     true
                 }
@@ -86,7 +105,13 @@ impl Kernels {
             match desc {
                 KernelDesc::LayerNorm { width, .. } => {
                     let r = rows(width)?;
-                    self.loaded.layer_norm(k).map_err(e)?(o, xp, need(1, width)?, need(2, width)?, r)
+                    self.loaded.layer_norm(k).map_err(e)?(
+                        o,
+                        xp,
+                        need(1, width)?,
+                        need(2, width)?,
+                        r,
+                    )
                 }
                 KernelDesc::RmsNorm { width, .. } => {
                     let r = rows(width)?;
@@ -96,8 +121,12 @@ impl Kernels {
                     let r = rows(width)?;
                     self.loaded.softmax(k).map_err(e)?(o, xp, r)
                 }
-                KernelDesc::GeluTanh | KernelDesc::GeluErf | KernelDesc::Silu => self.loaded.unary(k).map_err(e)?(o, xp, n as i64),
-                KernelDesc::SwiGlu => self.loaded.binary(k).map_err(e)?(o, xp, need(1, n)?, n as i64),
+                KernelDesc::GeluTanh | KernelDesc::GeluErf | KernelDesc::Silu => {
+                    self.loaded.unary(k).map_err(e)?(o, xp, n as i64)
+                }
+                KernelDesc::SwiGlu => {
+                    self.loaded.binary(k).map_err(e)?(o, xp, need(1, n)?, n as i64)
+                }
             }
         }
         Ok(Tensor::f32(x.shape.clone(), out))

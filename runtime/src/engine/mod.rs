@@ -27,8 +27,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-pub use vl3c_cpu::GemmMode;
 use vl3c_cpu::plan::{self as cpu_plan, Claim, Plan};
+pub use vl3c_cpu::GemmMode;
 use vl3c_cuda::lower::{KERNELS_FILE, PLAN_FILE, WEIGHTS_FILE};
 use vl3c_cuda::run::Program;
 use vl3c_cuda::CUDA_DIR;
@@ -90,13 +90,24 @@ impl Engine {
     /// Loads `dir` (see the module docs for what is checked); the KV cache holds at most
     /// `max_context` positions; the matmul kernels use `threads` threads. A CUDA engine runs on
     /// its default device (the first GPU).
-    pub fn load(dir: &Path, max_context: usize, threads: usize, progress: Progress) -> Result<Engine> {
+    pub fn load(
+        dir: &Path,
+        max_context: usize,
+        threads: usize,
+        progress: Progress,
+    ) -> Result<Engine> {
         Engine::load_on(dir, max_context, threads, DeviceSpec::Default, progress)
     }
 
     /// [`Engine::load`] on `device`: the emulator or a GPU for a CUDA engine; a CPU engine
     /// accepts only the default.
-    pub fn load_on(dir: &Path, max_context: usize, threads: usize, device: DeviceSpec, progress: Progress) -> Result<Engine> {
+    pub fn load_on(
+        dir: &Path,
+        max_context: usize,
+        threads: usize,
+        device: DeviceSpec,
+        progress: Progress,
+    ) -> Result<Engine> {
         const STEPS: usize = 5;
         progress("load", 0, STEPS);
         if engine_target(dir) == "cuda" {
@@ -113,8 +124,8 @@ impl Engine {
         progress("load", 3, STEPS);
 
         let path = dir.join(cpu_plan::PLAN);
-        let plan: Plan =
-            serde_json::from_slice(&read(cpu_plan::PLAN)?).map_err(|e| file_err(&path, format!("is malformed: {e}")))?;
+        let plan: Plan = serde_json::from_slice(&read(cpu_plan::PLAN)?)
+            .map_err(|e| file_err(&path, format!("is malformed: {e}")))?;
         let weights_len = manifest.files.get(cpu_plan::WEIGHTS).map_or(0, |f| f.bytes);
         check_tensors(&plan, weights_len).map_err(|m| file_err(&path, m))?;
         // The decode step's matmul weights go first, in the order a step reads them.
@@ -125,7 +136,9 @@ impl Engine {
                 gp.claims
                     .iter()
                     .filter_map(|c| match c {
-                        Claim::Matmul { node, tensor } => plan.tensors.get(tensor).map(|e| (*node, e.offset)),
+                        Claim::Matmul { node, tensor } => {
+                            plan.tensors.get(tensor).map(|e| (*node, e.offset))
+                        }
                         _ => None,
                     })
                     .collect()
@@ -136,48 +149,100 @@ impl Engine {
         let map = weights::Weights::read(dir, &manifest, &plan, &first)?;
         progress("load", 2, STEPS);
         let config = read_config(dir, &manifest)?;
-        let kernels = match (manifest.files.contains_key(cpu_plan::KERNELS), plan.kernels.is_empty()) {
+        let kernels = match (
+            manifest.files.contains_key(cpu_plan::KERNELS),
+            plan.kernels.is_empty(),
+        ) {
             (true, _) => {
                 let object = read(cpu_plan::KERNELS)?;
                 let path = dir.join(cpu_plan::KERNELS);
-                Some(kernels::Kernels::load(&object, &plan.kernels).map_err(|m| file_err(&path, m))?)
+                Some(
+                    kernels::Kernels::load(&object, &plan.kernels)
+                        .map_err(|m| file_err(&path, m))?,
+                )
             }
             (false, true) => None,
-            (false, false) => return Err(file_err(&dir.join(cpu_plan::PLAN), "lists kernels but the engine has no kernels.o")),
+            (false, false) => {
+                return Err(file_err(
+                    &dir.join(cpu_plan::PLAN),
+                    "lists kernels but the engine has no kernels.o",
+                ))
+            }
         };
         progress("load", 4, STEPS);
 
         keep_freed_memory();
         let gemm_mode = Arc::new(AtomicU8::new(0));
-        let runner = runner::Runner::new(map, plan, &graphs, threads, kernels, gemm_mode.clone(), max_context)
-            .map_err(|m| file_err(&dir.join(cpu_plan::PLAN), m))?;
+        let runner = runner::Runner::new(
+            map,
+            plan,
+            &graphs,
+            threads,
+            kernels,
+            gemm_mode.clone(),
+            max_context,
+        )
+        .map_err(|m| file_err(&dir.join(cpu_plan::PLAN), m))?;
         let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
         progress("load", STEPS, STEPS);
         let device = format!("cpu ({threads} threads)");
-        Ok(Engine { dir: dir.to_path_buf(), manifest, device, cuda: None, model, max_context, gemm_mode })
+        Ok(Engine {
+            dir: dir.to_path_buf(),
+            manifest,
+            device,
+            cuda: None,
+            model,
+            max_context,
+            gemm_mode,
+        })
     }
 
-    fn load_cuda(dir: &Path, max_context: usize, device: DeviceSpec, progress: Progress) -> Result<Engine> {
+    fn load_cuda(
+        dir: &Path,
+        max_context: usize,
+        device: DeviceSpec,
+        progress: Progress,
+    ) -> Result<Engine> {
         const STEPS: usize = 4;
         let manifest = Manifest::read_and_check(dir, "cuda")?;
-        let files: Vec<String> = [PLAN_FILE, KERNELS_FILE, WEIGHTS_FILE].iter().map(|f| format!("{CUDA_DIR}/{f}")).collect();
+        let files: Vec<String> = [PLAN_FILE, KERNELS_FILE, WEIGHTS_FILE]
+            .iter()
+            .map(|f| format!("{CUDA_DIR}/{f}"))
+            .collect();
         let names: Vec<&str> = files.iter().map(String::as_str).collect();
         manifest.require_files(dir, &names)?;
         let graphs = read_graphs(dir, &manifest)?;
         let config = read_config(dir, &manifest)?;
         progress("load", 1, STEPS);
         let cuda_dir = dir.join(CUDA_DIR);
-        let dev = cuda::open_device(device, &cuda_dir).map_err(|m| Error::Format(EngineError::Incompatible(m)))?;
+        let dev = cuda::open_device(device, &cuda_dir)
+            .map_err(|m| Error::Format(EngineError::Incompatible(m)))?;
         progress("load", 2, STEPS);
-        let program = Program::load_with(&|name| read_checked(dir, &manifest, &format!("{CUDA_DIR}/{name}")).map_err(|e| e.to_string()), dev)
-            .map_err(|e| file_err(&cuda_dir, e.to_string()))?;
-        program.check_kv_fits(&graphs.decode, max_context).map_err(|e| Error::Format(EngineError::Incompatible(e.to_string())))?;
+        let program = Program::load_with(
+            &|name| {
+                read_checked(dir, &manifest, &format!("{CUDA_DIR}/{name}"))
+                    .map_err(|e| e.to_string())
+            },
+            dev,
+        )
+        .map_err(|e| file_err(&cuda_dir, e.to_string()))?;
+        program
+            .check_kv_fits(&graphs.decode, max_context)
+            .map_err(|e| Error::Format(EngineError::Incompatible(e.to_string())))?;
         progress("load", 3, STEPS);
         let runner = cuda::CudaRunner::new(program, graphs.decode.clone(), max_context);
         let (device, cuda) = (runner.describe_device(), Some(runner.device()));
         let model = Model::with_runner(config, graphs, Box::new(runner), Some(max_context));
         progress("load", STEPS, STEPS);
-        Ok(Engine { dir: dir.to_path_buf(), manifest, device, cuda, model, max_context, gemm_mode: Arc::new(AtomicU8::new(0)) })
+        Ok(Engine {
+            dir: dir.to_path_buf(),
+            manifest,
+            device,
+            cuda,
+            model,
+            max_context,
+            gemm_mode: Arc::new(AtomicU8::new(0)),
+        })
     }
 
     /// Where the engine runs.
@@ -187,7 +252,9 @@ impl Engine {
 
     /// A CUDA engine's device limits, measured on it (`Ok(None)` on the emulator, whose time
     /// means nothing); `None` for a CPU engine, whose limits are the host's.
-    pub fn device_limits(&self) -> Option<std::result::Result<Option<vl3c_cuda::run::DeviceLimits>, String>> {
+    pub fn device_limits(
+        &self,
+    ) -> Option<std::result::Result<Option<vl3c_cuda::run::DeviceLimits>, String>> {
         let dev = self.cuda.as_ref()?;
         let mut dev = dev.lock().unwrap_or_else(|p| p.into_inner());
         Some(vl3c_cuda::run::measure_limits(dev.as_mut()).map_err(|e| e.to_string()))
@@ -221,17 +288,30 @@ impl Engine {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache { state: None, max_context: self.max_context }
+        KvCache {
+            state: None,
+            max_context: self.max_context,
+        }
     }
 
     /// Vision encoder + projector over images: the embeddings f32 [tokens, hidden].
-    pub fn image_embed(&self, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<Tensor> {
+    pub fn image_embed(
+        &self,
+        pixels: &Tensor,
+        grid: &Tensor,
+        merge: Option<&Tensor>,
+    ) -> Result<Tensor> {
         Ok(self.model.image_embed(pixels, grid, merge)?)
     }
 
     /// Vision encoder + projector over videos: the embeddings before pruning and Differential
     /// Frame Pruning's keep-mask over them.
-    pub fn video_embed(&self, pixels: &Tensor, grid: &Tensor, merge: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    pub fn video_embed(
+        &self,
+        pixels: &Tensor,
+        grid: &Tensor,
+        merge: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         Ok(self.model.video_embed(pixels, grid, merge)?)
     }
 
@@ -250,12 +330,17 @@ impl Engine {
         let empty = Tensor::f32(vec![0, hidden], Vec::new());
         let mut inputs: NamedTensors = HashMap::from([
             ("input_ids".to_string(), ids.clone()),
-            ("image_embeds".to_string(), image_embeds.cloned().unwrap_or_else(|| empty.clone())),
+            (
+                "image_embeds".to_string(),
+                image_embeds.cloned().unwrap_or_else(|| empty.clone()),
+            ),
         ]);
         if self.model.config().video_token_id.is_some() {
             let v = video_embeds.cloned().unwrap_or(empty);
             let rows = v.shape.first().copied().unwrap_or(0);
-            let mask = mask.cloned().unwrap_or_else(|| Tensor::bool(vec![rows], vec![true; rows]));
+            let mask = mask
+                .cloned()
+                .unwrap_or_else(|| Tensor::bool(vec![rows], vec![true; rows]));
             inputs.insert("video_embeds".into(), v);
             inputs.insert("video_compression_mask".into(), mask);
         }
@@ -267,7 +352,10 @@ impl Engine {
     /// One step at the next position: the logits of `token`'s position.
     pub fn decode(&self, token: i64, cache: &mut KvCache) -> Result<Vec<f32>> {
         let state = cache.state.as_mut().ok_or_else(|| {
-            Error::Model(ModelError::BadInput { name: "cache".into(), message: "is empty: prefill first".into() })
+            Error::Model(ModelError::BadInput {
+                name: "cache".into(),
+                message: "is empty: prefill first".into(),
+            })
         })?;
         Ok(self.model.decode_step(state, token)?)
     }
@@ -294,14 +382,21 @@ fn read_checked(dir: &Path, manifest: &Manifest, name: &str) -> Result<Vec<u8>> 
 /// `graphs.vir`, parsed and verified: the five graphs every engine runs.
 fn read_graphs(dir: &Path, manifest: &Manifest) -> Result<ModelGraphs> {
     let path = dir.join(fmt::GRAPHS);
-    let text = String::from_utf8(read_checked(dir, manifest, fmt::GRAPHS)?).map_err(|_| file_err(&path, "is not UTF-8"))?;
-    let parsed = parse_graphs(&text).map_err(|e| file_err(&path, format!("does not parse: {e}")))?;
+    let text = String::from_utf8(read_checked(dir, manifest, fmt::GRAPHS)?)
+        .map_err(|_| file_err(&path, "is not UTF-8"))?;
+    let parsed =
+        parse_graphs(&text).map_err(|e| file_err(&path, format!("does not parse: {e}")))?;
     let mut by_name: HashMap<String, Graph> = HashMap::new();
     for g in parsed {
-        verify(&g).map_err(|e| file_err(&path, format!("graph `{}` does not verify: {e}", g.name)))?;
+        verify(&g)
+            .map_err(|e| file_err(&path, format!("graph `{}` does not verify: {e}", g.name)))?;
         by_name.insert(g.name.clone(), g);
     }
-    let mut take = |name: &str| by_name.remove(name).ok_or_else(|| file_err(&path, format!("has no graph `{name}`")));
+    let mut take = |name: &str| {
+        by_name
+            .remove(name)
+            .ok_or_else(|| file_err(&path, format!("has no graph `{name}`")))
+    };
     Ok(ModelGraphs {
         vision_m1: take("vision_m1")?,
         vision_m2: take("vision_m2")?,
@@ -313,7 +408,8 @@ fn read_graphs(dir: &Path, manifest: &Manifest) -> Result<ModelGraphs> {
 
 fn read_config(dir: &Path, manifest: &Manifest) -> Result<ModelConfig> {
     let path = dir.join("config.json");
-    let text = String::from_utf8(read_checked(dir, manifest, "config.json")?).map_err(|_| file_err(&path, "is not UTF-8"))?;
+    let text = String::from_utf8(read_checked(dir, manifest, "config.json")?)
+        .map_err(|_| file_err(&path, "is not UTF-8"))?;
     Ok(ModelConfig::from_json_str(&text, &path.display().to_string()).map_err(ModelError::from)?)
 }
 
@@ -342,7 +438,10 @@ fn keep_freed_memory() {
 /// by the runner, `claims.rs`).
 fn check_tensors(plan: &Plan, weights_len: u64) -> std::result::Result<(), String> {
     for (name, t) in &plan.tensors {
-        if t.offset.checked_add(t.bytes).is_none_or(|end| end > weights_len) {
+        if t.offset
+            .checked_add(t.bytes)
+            .is_none_or(|end| end > weights_len)
+        {
             return Err(format!("tensor `{name}` lies outside weights.bin"));
         }
     }
@@ -358,8 +457,18 @@ fn check_tensors(plan: &Plan, weights_len: u64) -> std::result::Result<(), Strin
 /// from the graphs [`Model::open`] runs (the image processor's pixel limit bounds the
 /// encoder's symbols); `config_only`: from config.json alone, no weights (targets that need
 /// weights refuse).
-pub fn compile(model_dir: &Path, target: &mut dyn Target, config_only: bool, out_dir: &Path, progress: Progress) -> Result<Compiled> {
-    let checkpoint = if config_only { None } else { Some(vl3c_frontends::Checkpoint::open(model_dir).map_err(ModelError::from)?) };
+pub fn compile(
+    model_dir: &Path,
+    target: &mut dyn Target,
+    config_only: bool,
+    out_dir: &Path,
+    progress: Progress,
+) -> Result<Compiled> {
+    let checkpoint = if config_only {
+        None
+    } else {
+        Some(vl3c_frontends::Checkpoint::open(model_dir).map_err(ModelError::from)?)
+    };
     let mut source = match &checkpoint {
         Some(c) => vl3c_driver::ModelSource::checkpoint(model_dir, c),
         None => vl3c_driver::ModelSource::config_only(model_dir)?,

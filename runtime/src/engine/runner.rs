@@ -7,9 +7,12 @@ use super::attention;
 use super::claims::{self, Claimed, Kind};
 use super::kernels::Kernels;
 use super::kv::{CacheSpec, KvStore};
-use crate::exec::{execute_with, Accelerate, CacheSource, Computed, ExecError, Operands, Outputs, Tensor, WeightSource, WeightView};
-use crate::model::{GraphRunner, NamedTensors};
 use super::weights::Weights;
+use crate::exec::{
+    execute_with, Accelerate, CacheSource, Computed, ExecError, Operands, Outputs, Tensor,
+    WeightSource, WeightView,
+};
+use crate::model::{GraphRunner, NamedTensors};
 use std::any::Any;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -18,8 +21,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use vl3c_cpu::attention::{Precision, View};
 use vl3c_cpu::elementwise;
-use vl3c_cpu::GemmMode;
 use vl3c_cpu::plan::{AppendRows, AttentionOperand, Claim, Plan};
+use vl3c_cpu::GemmMode;
 use vl3c_engine::{TensorEntry, TensorLayout};
 use vl3c_frontends::lower::ModelGraphs;
 use vl3c_ir::{DType, Graph, NodeId, Op};
@@ -57,7 +60,10 @@ impl Runner {
         let held = kv_held(&plan, graphs)?;
         let mut claims = HashMap::new();
         for g in graphs.all() {
-            let gp = plan.graphs.get(&g.name).ok_or_else(|| format!("has no plan for graph `{}`", g.name))?;
+            let gp = plan
+                .graphs
+                .get(&g.name)
+                .ok_or_else(|| format!("has no plan for graph `{}`", g.name))?;
             let mut by_node = HashMap::new();
             for c in &gp.claims {
                 let (node, claimed) = claims::check(g, &plan, c, held)?;
@@ -80,7 +86,9 @@ impl Runner {
                 _ => None,
             })
             .collect();
-        let kv_specs = held.then(|| cache_specs(&graphs.decode, &keys)).transpose()?;
+        let kv_specs = held
+            .then(|| cache_specs(&graphs.decode, &keys))
+            .transpose()?;
         let layouts: Vec<&TensorLayout> = claims
             .values()
             .flat_map(|c| c.values())
@@ -89,8 +97,21 @@ impl Runner {
                 _ => None,
             })
             .collect();
-        let bf16_weights = !layouts.is_empty() && layouts.iter().all(|l| matches!(l, TensorLayout::PackedBf16 { .. }));
-        Ok(Runner { map, plan, claims, threads: threads.max(1), kernels, mode, bf16_weights, kv_specs, max_context })
+        let bf16_weights = !layouts.is_empty()
+            && layouts
+                .iter()
+                .all(|l| matches!(l, TensorLayout::PackedBf16 { .. }));
+        Ok(Runner {
+            map,
+            plan,
+            claims,
+            threads: threads.max(1),
+            kernels,
+            mode,
+            bf16_weights,
+            kv_specs,
+            max_context,
+        })
     }
 
     fn bytes(&self, e: &TensorEntry) -> &[u8] {
@@ -123,10 +144,26 @@ impl Runner {
         }
     }
 
-    fn execute(&self, graph: &Graph, inputs: &NamedTensors, caches: &dyn CacheSource, kv: Option<&KvStore>) -> Result<Outputs, ExecError> {
+    fn execute(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        caches: &dyn CacheSource,
+        kv: Option<&KvStore>,
+    ) -> Result<Outputs, ExecError> {
         let empty = HashMap::new();
         let claims = self.claims.get(&graph.name).unwrap_or(&empty);
-        execute_with(graph, inputs, self, caches, &Accel { runner: self, claims, kv })
+        execute_with(
+            graph,
+            inputs,
+            self,
+            caches,
+            &Accel {
+                runner: self,
+                claims,
+                kv,
+            },
+        )
     }
 }
 
@@ -135,15 +172,30 @@ impl Runner {
 fn kv_held(plan: &Plan, graphs: &ModelGraphs) -> Result<bool, String> {
     let mut seen = Vec::new();
     for g in graphs.all() {
-        let appends = g.nodes.iter().filter(|n| matches!(n.op, Op::CacheAppend { .. })).count();
-        let claimed = plan.graphs.get(&g.name).map_or(0, |gp| gp.claims.iter().filter(|c| matches!(c, Claim::CacheAppend { .. })).count());
+        let appends = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::CacheAppend { .. }))
+            .count();
+        let claimed = plan.graphs.get(&g.name).map_or(0, |gp| {
+            gp.claims
+                .iter()
+                .filter(|c| matches!(c, Claim::CacheAppend { .. }))
+                .count()
+        });
         if appends > 0 {
             if claimed != 0 && claimed != appends {
-                return Err(format!("graph `{}` claims {claimed} of its {appends} cache appends", g.name));
+                return Err(format!(
+                    "graph `{}` claims {claimed} of its {appends} cache appends",
+                    g.name
+                ));
             }
             seen.push(claimed > 0);
         } else if claimed > 0 {
-            return Err(format!("graph `{}` claims cache appends it does not have", g.name));
+            return Err(format!(
+                "graph `{}` claims cache appends it does not have",
+                g.name
+            ));
         }
     }
     if seen.iter().any(|&s| s != seen[0]) {
@@ -160,9 +212,22 @@ fn cache_specs(g: &Graph, keys: &[String]) -> Result<Vec<CacheSpec>, String> {
             Op::CacheRead { name } => Some((name, &n.ty)),
             _ => None,
         })
-        .map(|(name, ty)| match (ty.rank(), ty.shape.first().and_then(|d| d.as_const()), ty.shape.last().and_then(|d| d.as_const())) {
-            (3, Some(h), Some(d)) => Ok(CacheSpec { name: name.clone(), heads: h as usize, d: d as usize, keys: keys.contains(name) }),
-            _ => Err(format!("cache `{name}` is {ty}, not [heads, len, d] with constant heads and d")),
+        .map(|(name, ty)| {
+            match (
+                ty.rank(),
+                ty.shape.first().and_then(|d| d.as_const()),
+                ty.shape.last().and_then(|d| d.as_const()),
+            ) {
+                (3, Some(h), Some(d)) => Ok(CacheSpec {
+                    name: name.clone(),
+                    heads: h as usize,
+                    d: d as usize,
+                    keys: keys.contains(name),
+                }),
+                _ => Err(format!(
+                    "cache `{name}` is {ty}, not [heads, len, d] with constant heads and d"
+                )),
+            }
         })
         .collect()
 }
@@ -170,13 +235,26 @@ fn cache_specs(g: &Graph, keys: &[String]) -> Result<Vec<CacheSpec>, String> {
 impl WeightSource for Runner {
     /// The raw checkpoint weights the graphs still read, straight from the map (no copy).
     fn weight(&self, name: &str) -> Option<WeightView<'_>> {
-        let e = self.plan.tensors.get(name).filter(|e| e.layout == TensorLayout::Raw)?;
-        Some(WeightView { dtype: DType::from_str(&e.dtype).ok()?, shape: e.shape.clone(), bytes: self.bytes(e) })
+        let e = self
+            .plan
+            .tensors
+            .get(name)
+            .filter(|e| e.layout == TensorLayout::Raw)?;
+        Some(WeightView {
+            dtype: DType::from_str(&e.dtype).ok()?,
+            shape: e.shape.clone(),
+            bytes: self.bytes(e),
+        })
     }
 }
 
 impl GraphRunner for Runner {
-    fn run(&self, graph: &Graph, inputs: &NamedTensors, caches: &NamedTensors) -> Result<Outputs, ExecError> {
+    fn run(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        caches: &NamedTensors,
+    ) -> Result<Outputs, ExecError> {
         self.execute(graph, inputs, caches, None)
     }
 
@@ -185,8 +263,18 @@ impl GraphRunner for Runner {
         Some(Box::new(KvStore::new(specs, self.max_context)))
     }
 
-    fn run_kv(&self, graph: &Graph, inputs: &NamedTensors, kv: &mut (dyn Any + Send)) -> Result<Outputs, ExecError> {
-        let store = kv.downcast_ref::<KvStore>().ok_or_else(|| ExecError::Cache { name: "*".into(), message: "is not this engine's KV cache".into() })?;
+    fn run_kv(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        kv: &mut (dyn Any + Send),
+    ) -> Result<Outputs, ExecError> {
+        let store = kv
+            .downcast_ref::<KvStore>()
+            .ok_or_else(|| ExecError::Cache {
+                name: "*".into(),
+                message: "is not this engine's KV cache".into(),
+            })?;
         let lens = store.lens();
         let out = self.execute(graph, inputs, store, Some(store));
         if out.is_err() {
@@ -226,12 +314,16 @@ impl Accelerate for Accel<'_> {
         let r = self.runner;
         Ok(Computed::Value(match &self.claims[&node].kind {
             Kind::Fold(e) => {
-                let dtype = DType::from_str(&e.dtype).map_err(|_| format!("stored dtype `{}`", e.dtype))?;
+                let dtype =
+                    DType::from_str(&e.dtype).map_err(|_| format!("stored dtype `{}`", e.dtype))?;
                 Tensor::from_bytes(dtype, &e.shape, r.bytes(e))?
             }
             Kind::Kernel(k) => {
                 let kernels = r.kernels.as_ref().ok_or("the engine has no kernels.o")?;
-                let ops = (0..arity).map(|p| ops.get(p)).collect::<Result<Vec<Cow<Tensor>>, _>>().map_err(err)?;
+                let ops = (0..arity)
+                    .map(|p| ops.get(p))
+                    .collect::<Result<Vec<Cow<Tensor>>, _>>()
+                    .map_err(err)?;
                 let ops: Vec<&Tensor> = ops.iter().map(|t| t.as_ref()).collect();
                 kernels.run(*k, &ops, r.threads)?
             }
@@ -239,20 +331,43 @@ impl Accelerate for Accel<'_> {
                 let ids = ops.get(1).map_err(err)?;
                 super::gather::rows(r.bytes(e), e, *transposed, &ids, graph.nodes[node].ty.dtype)?
             }
-            Kind::Attention(p) => attention::compute(graph, p, ops, self.kv, r.threads, r.attention_precision())?,
+            Kind::Attention(p) => {
+                attention::compute(graph, p, ops, self.kv, r.threads, r.attention_precision())?
+            }
             Kind::CacheAppend(name, src) => {
-                let kv = self.kv.ok_or("the engine keeps this KV cache; run the graph with it")?;
+                let kv = self
+                    .kv
+                    .ok_or("the engine keeps this KV cache; run the graph with it")?;
                 return Ok(Computed::Held(match src {
                     AppendRows::Operand => kv.append(name, ops.get(1).map_err(err)?.as_ref())?,
-                    AppendRows::Columns { node: x, offset, rope } => {
+                    AppendRows::Columns {
+                        node: x,
+                        offset,
+                        rope,
+                    } => {
                         let ty = &graph.nodes[node].ty;
-                        let (h, d) = (ty.shape[0].as_const().unwrap_or(0) as usize, ty.shape[2].as_const().unwrap_or(0) as usize);
+                        let (h, d) = (
+                            ty.shape[0].as_const().unwrap_or(0) as usize,
+                            ty.shape[2].as_const().unwrap_or(0) as usize,
+                        );
                         let xt = ops.node(NodeId(*x as u32)).map_err(err)?;
-                        let [len, width] = xt.shape[..] else { return Err(format!("projection {:?} is not 2-D", xt.shape)) };
+                        let [len, width] = xt.shape[..] else {
+                            return Err(format!("projection {:?} is not 2-D", xt.shape));
+                        };
                         let data = f32s(&xt)?.get(*offset..).ok_or("projection too narrow")?;
-                        let view = View { data, heads: h, len, d, head_stride: d, row_stride: width };
+                        let view = View {
+                            data,
+                            heads: h,
+                            len,
+                            d,
+                            head_stride: d,
+                            row_stride: width,
+                        };
                         let tables = match rope {
-                            Some([c, s]) => Some((ops.node(NodeId(*c as u32)).map_err(err)?, ops.node(NodeId(*s as u32)).map_err(err)?)),
+                            Some([c, s]) => Some((
+                                ops.node(NodeId(*c as u32)).map_err(err)?,
+                                ops.node(NodeId(*s as u32)).map_err(err)?,
+                            )),
                             None => None,
                         };
                         let rope = match &tables {
@@ -265,19 +380,33 @@ impl Accelerate for Accel<'_> {
             }
             Kind::SwiGluColumns(x, go, uo) => {
                 let xt = ops.node(*x).map_err(err)?;
-                let [rows, width] = xt.shape[..] else { return Err(format!("gate/up {:?} is not 2-D", xt.shape)) };
+                let [rows, width] = xt.shape[..] else {
+                    return Err(format!("gate/up {:?} is not 2-D", xt.shape));
+                };
                 let f = graph.nodes[node].ty.shape[1].as_const().unwrap_or(0) as usize;
                 let xv = f32s(&xt)?;
                 if go.max(uo) + f > width {
                     return Err(format!("gate/up columns run past {width}"));
                 }
                 let mut out = vec![0f32; rows * f];
-                elementwise::swiglu(&xv[*go..], width, &xv[*uo..], width, rows, f, &mut out, r.threads);
+                elementwise::swiglu(
+                    &xv[*go..],
+                    width,
+                    &xv[*uo..],
+                    width,
+                    rows,
+                    f,
+                    &mut out,
+                    r.threads,
+                );
                 Tensor::f32(vec![rows, f], out)
             }
             Kind::Matmul(e) => {
                 let a = ops.get(0).map_err(err)?;
-                let epilogue = (2..arity).map(|p| ops.get(p)).collect::<Result<Vec<Cow<Tensor>>, _>>().map_err(err)?;
+                let epilogue = (2..arity)
+                    .map(|p| ops.get(p))
+                    .collect::<Result<Vec<Cow<Tensor>>, _>>()
+                    .map_err(err)?;
                 let epilogue: Vec<&Tensor> = epilogue.iter().map(|t| t.as_ref()).collect();
                 super::matmul::matmul(&a, e, r.bytes(e), &epilogue, r.gemm_mode(), r.threads)?
             }

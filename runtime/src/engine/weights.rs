@@ -43,23 +43,46 @@ impl Weights {
     /// Reads `dir/weights.bin` after checking its size; places the tensors of `plan` (the
     /// ones at file offsets `first` first, in that order) and checks the file's sha256 against
     /// `manifest`. The hashing runs on a second thread, a chunk behind the read.
-    pub(crate) fn read(dir: &Path, manifest: &Manifest, plan: &Plan, first: &[u64]) -> Result<Weights, Error> {
+    pub(crate) fn read(
+        dir: &Path,
+        manifest: &Manifest,
+        plan: &Plan,
+        first: &[u64],
+    ) -> Result<Weights, Error> {
         let path = dir.join(WEIGHTS);
-        let mut file = std::fs::File::open(&path).map_err(|e| file_err(&path, format!("cannot open: {e}")))?;
-        let len = file.metadata().map_err(|e| file_err(&path, format!("cannot stat: {e}")))?.len();
+        let mut file =
+            std::fs::File::open(&path).map_err(|e| file_err(&path, format!("cannot open: {e}")))?;
+        let len = file
+            .metadata()
+            .map_err(|e| file_err(&path, format!("cannot stat: {e}")))?
+            .len();
         manifest.check_size(dir, WEIGHTS, len)?;
 
-        let mut spans: Vec<(u64, u64)> = plan.tensors.values().map(|e| (e.offset, e.bytes)).collect();
+        let mut spans: Vec<(u64, u64)> =
+            plan.tensors.values().map(|e| (e.offset, e.bytes)).collect();
         spans.sort_unstable();
         spans.dedup();
-        if let Some(&(o, b)) = spans.iter().find(|&&(o, b)| o.checked_add(b).is_none_or(|end| end > len)) {
-            return Err(file_err(&path, format!("a tensor at offset {o} ({b} bytes) lies outside the file")));
+        if let Some(&(o, b)) = spans
+            .iter()
+            .find(|&&(o, b)| o.checked_add(b).is_none_or(|end| end > len))
+        {
+            return Err(file_err(
+                &path,
+                format!("a tensor at offset {o} ({b} bytes) lies outside the file"),
+            ));
         }
         // One allocation per tensor, `first` allocated first, then the rest in file order.
         let size: HashMap<u64, u64> = spans.iter().copied().collect();
         let mut tensors: HashMap<u64, Vec<Line>> = HashMap::new();
-        for o in first.iter().copied().filter(|o| size.contains_key(o)).chain(spans.iter().map(|s| s.0)) {
-            tensors.entry(o).or_insert_with(|| zeroed_lines((size[&o] as usize).div_ceil(64)));
+        for o in first
+            .iter()
+            .copied()
+            .filter(|o| size.contains_key(o))
+            .chain(spans.iter().map(|s| s.0))
+        {
+            tensors
+                .entry(o)
+                .or_insert_with(|| zeroed_lines((size[&o] as usize).div_ceil(64)));
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         let sha = std::thread::scope(|s| {
@@ -76,7 +99,8 @@ impl Weights {
             while start < len {
                 let n = CHUNK.min((len - start) as usize);
                 let mut chunk = vec![0u8; n];
-                file.read_exact(&mut chunk).map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
+                file.read_exact(&mut chunk)
+                    .map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
                 let end = start + n as u64;
                 let mut i = next;
                 while i < spans.len() && spans[i].0 < end {
@@ -85,8 +109,12 @@ impl Weights {
                     if from < to {
                         let t = tensors.get_mut(&o).expect("allocated above");
                         // SAFETY: `Line` is 64 plain bytes; the allocation holds ≥ `b` bytes.
-                        let t = unsafe { std::slice::from_raw_parts_mut(t.as_mut_ptr() as *mut u8, b as usize) };
-                        t[(from - o) as usize..(to - o) as usize].copy_from_slice(&chunk[(from - start) as usize..(to - start) as usize]);
+                        let t = unsafe {
+                            std::slice::from_raw_parts_mut(t.as_mut_ptr() as *mut u8, b as usize)
+                        };
+                        t[(from - o) as usize..(to - o) as usize].copy_from_slice(
+                            &chunk[(from - start) as usize..(to - start) as usize],
+                        );
                     }
                     if o + b <= end && i == next {
                         next += 1;
@@ -132,18 +160,33 @@ mod tests {
     use vl3c_engine::{sha256_hex, FileEntry, Source, TensorLayout};
 
     fn entry(offset: u64, bytes: u64) -> TensorEntry {
-        TensorEntry { offset, bytes, dtype: "bf16".into(), shape: vec![bytes as usize / 2], layout: TensorLayout::Raw }
+        TensorEntry {
+            offset,
+            bytes,
+            dtype: "bf16".into(),
+            shape: vec![bytes as usize / 2],
+            layout: TensorLayout::Raw,
+        }
     }
 
     fn manifest(bytes: &[u8]) -> Manifest {
-        let files = BTreeMap::from([(WEIGHTS.to_string(), FileEntry { bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })]);
+        let files = BTreeMap::from([(
+            WEIGHTS.to_string(),
+            FileEntry {
+                bytes: bytes.len() as u64,
+                sha256: sha256_hex(bytes),
+            },
+        )]);
         Manifest {
             format_version: 0,
             target: "cpu".into(),
             cpu_features: Vec::new(),
             cpu_features_optional: Vec::new(),
             vl3c_version: String::new(),
-            source: Source { config_sha256: String::new(), files: BTreeMap::new() },
+            source: Source {
+                config_sha256: String::new(),
+                files: BTreeMap::new(),
+            },
             files,
         }
     }
@@ -156,11 +199,21 @@ mod tests {
         let file: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(dir.path().join(WEIGHTS), &file).unwrap();
         let mut plan = Plan::default();
-        let spans = [(0u64, 128u64), (CHUNK as u64 - 64, 192), (CHUNK as u64 + 1024, 2048)];
+        let spans = [
+            (0u64, 128u64),
+            (CHUNK as u64 - 64, 192),
+            (CHUNK as u64 + 1024, 2048),
+        ];
         for (i, &(o, b)) in spans.iter().enumerate() {
             plan.tensors.insert(format!("t{i}"), entry(o, b));
         }
-        let w = Weights::read(dir.path(), &manifest(&file), &plan, &[spans[2].0, spans[1].0]).unwrap();
+        let w = Weights::read(
+            dir.path(),
+            &manifest(&file),
+            &plan,
+            &[spans[2].0, spans[1].0],
+        )
+        .unwrap();
         for &(o, b) in &spans {
             let got = w.bytes(&entry(o, b));
             assert_eq!(got, &file[o as usize..(o + b) as usize]);
@@ -168,7 +221,10 @@ mod tests {
         }
         let mut bad = file.clone();
         bad[100] ^= 1;
-        let err = Weights::read(dir.path(), &manifest(&bad), &plan, &[]).err().unwrap().to_string();
+        let err = Weights::read(dir.path(), &manifest(&bad), &plan, &[])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
     }
 }

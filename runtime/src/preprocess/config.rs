@@ -4,7 +4,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use vl3c_frontends::limits::{check_size, read_bounded_to_string, MAX_CONFIG_BYTES, MAX_MERGE, MAX_PATCH, MAX_PIXELS};
+use vl3c_frontends::limits::{
+    check_size, read_bounded_to_string, MAX_CONFIG_BYTES, MAX_MERGE, MAX_PATCH, MAX_PIXELS,
+};
 
 use super::PreprocessError;
 
@@ -51,10 +53,11 @@ impl ImageProcessorConfig {
         if !path.exists() {
             return Ok(Self::default());
         }
-        let text = read_bounded_to_string(&path, MAX_CONFIG_BYTES, "preprocessor_config.json").map_err(|e| PreprocessError::Io {
-            path: path.clone(),
-            error: e,
-        })?;
+        let text = read_bounded_to_string(&path, MAX_CONFIG_BYTES, "preprocessor_config.json")
+            .map_err(|e| PreprocessError::Io {
+                path: path.clone(),
+                error: e,
+            })?;
         Self::from_json_str(&text).map_err(|e| match e {
             PreprocessError::InvalidConfig(msg) => PreprocessError::Config { path, msg },
             other => other,
@@ -78,13 +81,14 @@ impl ImageProcessorConfig {
         let mut cfg = Self::default();
         // Every size is bounded as it is read, before any product of it is formed or anything
         // is allocated from it (see `vl3c_frontends::limits`).
-        let bounded = |key: &str, v: Option<&Value>, max: usize| -> Result<Option<usize>, PreprocessError> {
-            let x = get_uint(v, key)?;
-            if let Some(x) = x {
-                check_size(key, x, max).map_err(PreprocessError::InvalidConfig)?;
-            }
-            Ok(x)
-        };
+        let bounded =
+            |key: &str, v: Option<&Value>, max: usize| -> Result<Option<usize>, PreprocessError> {
+                let x = get_uint(v, key)?;
+                if let Some(x) = x {
+                    check_size(key, x, max).map_err(PreprocessError::InvalidConfig)?;
+                }
+                Ok(x)
+            };
         if let Some(p) = bounded("patch_size", obj.get("patch_size"), MAX_PATCH)? {
             cfg.patch_size = p;
         }
@@ -96,7 +100,8 @@ impl ImageProcessorConfig {
                 let s = size.as_object().ok_or_else(|| {
                     PreprocessError::InvalidConfig("`size` is not an object".into())
                 })?;
-                if let Some(x) = bounded("size.shortest_edge", s.get("shortest_edge"), MAX_PIXELS)? {
+                if let Some(x) = bounded("size.shortest_edge", s.get("shortest_edge"), MAX_PIXELS)?
+                {
                     cfg.min_pixels = x;
                 }
                 if let Some(x) = bounded("size.longest_edge", s.get("longest_edge"), MAX_PIXELS)? {
@@ -107,7 +112,9 @@ impl ImageProcessorConfig {
         let pp = cfg.patch_size * cfg.patch_size;
         // DAMO's token counts are pixels in units of patch²: bounded as the pixels they make.
         let tokens = |key: &str| -> Result<Option<usize>, PreprocessError> {
-            let Some(t) = get_uint(obj.get(key), key)? else { return Ok(None) };
+            let Some(t) = get_uint(obj.get(key), key)? else {
+                return Ok(None);
+            };
             match t.checked_mul(pp).filter(|&p| p <= MAX_PIXELS) {
                 Some(pixels) => Ok(Some(pixels)),
                 None => Err(PreprocessError::InvalidConfig(format!(

@@ -33,7 +33,10 @@ pub enum PreprocessError {
     // The io error is part of the message, not a `source`: a source would print twice in
     // `{:#}` chains ("cannot read x: not found: not found").
     #[error("cannot read {}: {error}", path.display())]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("cannot decode image {}: {msg}", path.display())]
     Decode { path: PathBuf, msg: String },
     #[error("invalid image size: {0}")]

@@ -50,14 +50,24 @@ impl LoadedVideo {
     pub fn unpruned_tokens(&self) -> VideoTokens {
         let frames = &self.processed.timestamps[0];
         let per_frame = self.processed.tokens_per_video()[0] / frames.seconds.len().max(1);
-        VideoTokens { timestamps: frames.seconds.clone(), kept_per_frame: vec![per_frame; frames.seconds.len()] }
+        VideoTokens {
+            timestamps: frames.seconds.clone(),
+            kept_per_frame: vec![per_frame; frames.seconds.len()],
+        }
     }
 
     /// Runs the vision encoder and projector; the keep-mask comes from the model's video graph.
     pub fn encode(&self, model: &Model) -> Result<EncodedVideo, ModelError> {
         let p = &self.processed;
         let timestamps = p.timestamps[0].seconds.clone();
-        EncodedVideo::encode(model, &p.pixel_values, p.patch_dim, p.grid_thw[0], p.merge_sizes[0], timestamps)
+        EncodedVideo::encode(
+            model,
+            &p.pixel_values,
+            p.patch_dim,
+            p.grid_thw[0],
+            p.merge_sizes[0],
+            timestamps,
+        )
     }
 }
 
@@ -78,17 +88,26 @@ pub fn load_video(
         // A container's own rate wins; the flag is for directories of frames.
         metadata.fps = metadata.fps.or(Some(rate));
     }
-    let sampling = SamplingRequest { fps: request.fps, num_frames: request.num_frames };
+    let sampling = SamplingRequest {
+        fps: request.fps,
+        num_frames: request.num_frames,
+    };
     let selection = process::sample_indices(metadata.total_frames, metadata.fps, cfg, sampling)?;
     let frames = reader.read_frames(&selection.indices, progress)?;
     let processed = process::preprocess_video(&frames, &selection, metadata.fps, cfg)?;
 
     let mut key = CacheKeyBuilder::new("video");
     for f in &frames {
-        key.bytes(&f.width().to_le_bytes()).bytes(&f.height().to_le_bytes()).bytes(f.as_raw());
+        key.bytes(&f.width().to_le_bytes())
+            .bytes(&f.height().to_le_bytes())
+            .bytes(f.as_raw());
     }
     key.text(&format!("{:?}", selection.indices));
     key.text(&format!("{:?}", processed.timestamps[0].seconds));
     key.text(&format!("{cfg:?}"));
-    Ok(LoadedVideo { metadata, processed, key: key.finish() })
+    Ok(LoadedVideo {
+        metadata,
+        processed,
+        key: key.finish(),
+    })
 }

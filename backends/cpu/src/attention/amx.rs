@@ -63,7 +63,10 @@ macro_rules! tzero {
 
 macro_rules! tdp {
     ($c:literal, $a:literal, $b:literal) => {
-        asm!(concat!("tdpbf16ps tmm", $c, ", tmm", $a, ", tmm", $b), options(nostack, nomem))
+        asm!(
+            concat!("tdpbf16ps tmm", $c, ", tmm", $a, ", tmm", $b),
+            options(nostack, nomem)
+        )
     };
 }
 
@@ -74,7 +77,17 @@ macro_rules! tdp {
 /// Tiles configured by [`Tiles::configure`] on this thread; `m`, `n` and `kp` multiples of 16;
 /// `A` holds `m` rows of `4·kp` bytes, `B` `kp` rows of `4·n` bytes, `C` `m` rows of `n` floats.
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn products(a: *const u8, lda: usize, b: *const u8, ldb: usize, c: *mut f32, ldc: usize, m: usize, n: usize, kp: usize) {
+pub(super) unsafe fn products(
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    kp: usize,
+) {
     debug_assert!(m.is_multiple_of(16) && n.is_multiple_of(16) && kp.is_multiple_of(16));
     // Columns outer: a 32-column block of B (all of k) stays in L1 while the row blocks pass.
     let mut j = 0;
@@ -98,7 +111,15 @@ pub(super) unsafe fn products(a: *const u8, lda: usize, b: *const u8, ldb: usize
 
 /// One block of `C`: 16 or 32 (`TALL`) rows × 16 or 32 (`WIDE`) columns.
 #[inline(always)]
-unsafe fn block<const TALL: bool, const WIDE: bool>(a: *const u8, lda: usize, b: *const u8, ldb: usize, c: *mut f32, ldc: usize, kp: usize) {
+unsafe fn block<const TALL: bool, const WIDE: bool>(
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    kp: usize,
+) {
     tzero!(0);
     if WIDE {
         tzero!(1);

@@ -58,7 +58,15 @@ impl Geom {
     fn of(p: &Problem) -> Geom {
         let (d, t) = (p.q.d, p.kd.len);
         let (dq, dv, tq) = (up(d, 32), up(d, 16), up(t, 32));
-        Geom { dq, dv, tq, ldk: stride(tq, 4), ldv: stride(dv, 4), lds: stride(tq, 4), ldp: stride(tq / 2, 4) }
+        Geom {
+            dq,
+            dv,
+            tq,
+            ldk: stride(tq, 4),
+            ldv: stride(dv, 4),
+            lds: stride(tq, 4),
+            ldp: stride(tq / 2, 4),
+        }
     }
 }
 
@@ -82,12 +90,16 @@ impl Lines {
 
     fn u32s(&mut self) -> &mut [u32] {
         // SAFETY: `Line` is 16 u32s with no padding.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u32, self.0.len() * 16) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u32, self.0.len() * 16)
+        }
     }
 
     fn f32s(&mut self) -> &mut [f32] {
         // SAFETY: as `u32s`; every bit pattern is an f32.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut f32, self.0.len() * 16) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut f32, self.0.len() * 16)
+        }
     }
 }
 
@@ -135,7 +147,13 @@ fn halves(v: &mut [u32]) -> &mut [u16] {
 /// # Safety
 /// As [`super::run`]'s shares: the units of different threads are disjoint; with `Dot::Amx`,
 /// AMX is available.
-pub(super) unsafe fn share(p: &Problem, units: std::ops::Range<usize>, blocks: usize, out: Out, dot: Dot) {
+pub(super) unsafe fn share(
+    p: &Problem,
+    units: std::ops::Range<usize>,
+    blocks: usize,
+    out: Out,
+    dot: Dot,
+) {
     let geo = Geom::of(p);
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     let _tiles = (dot == Dot::Amx).then(|| super::amx::Tiles::configure());
@@ -160,7 +178,16 @@ pub(super) unsafe fn share(p: &Problem, units: std::ops::Range<usize>, blocks: u
 
 /// Rows `r0..r1` of kv head `g`, as [`super`]'s f32 block.
 #[allow(clippy::too_many_arguments)]
-unsafe fn block(p: &Problem, geo: &Geom, g: usize, r0: usize, r1: usize, sc: &mut Scratch, out: Out, dot: Dot) {
+unsafe fn block(
+    p: &Problem,
+    geo: &Geom,
+    g: usize,
+    r0: usize,
+    r1: usize,
+    sc: &mut Scratch,
+    out: Out,
+    dot: Dot,
+) {
     let (n, d) = (p.q.len, p.q.d);
     if sc.loaded != Some(g) {
         load_kv(p, geo, g, sc, dot);
@@ -183,7 +210,13 @@ unsafe fn block(p: &Problem, geo: &Geom, g: usize, r0: usize, r1: usize, sc: &mu
         }
         let mut src = p.q.row(h, i);
         if let Some(rope) = p.rope.filter(|r| r.queries) {
-            rotate(dot, src, &rope.cos[i * d..(i + 1) * d], &rope.sin[i * d..(i + 1) * d], &mut sc.row[..d]);
+            rotate(
+                dot,
+                src,
+                &rope.cos[i * d..(i + 1) * d],
+                &rope.sin[i * d..(i + 1) * d],
+                &mut sc.row[..d],
+            );
             src = &sc.row[..d];
         }
         to_bf16(dot, src, &mut dst[..d]);
@@ -193,7 +226,18 @@ unsafe fn block(p: &Problem, geo: &Geom, g: usize, r0: usize, r1: usize, sc: &mu
     let lo = lo.min(end) / 32 * 32;
     let span = up(end - lo, 32);
     let (ptr_q, ptr_k) = (sc.qb.u32s().as_ptr(), sc.kt.u32s()[lo..].as_ptr());
-    products(dot, ptr_q, geo.dq / 2, ptr_k, geo.ldk, sc.s.f32s().as_mut_ptr(), geo.lds, mp, span, geo.dq / 2);
+    products(
+        dot,
+        ptr_q,
+        geo.dq / 2,
+        ptr_k,
+        geo.ldk,
+        sc.s.f32s().as_mut_ptr(),
+        geo.lds,
+        mp,
+        span,
+        geo.dq / 2,
+    );
     let mut sums = [0f32; BLOCK_ROWS];
     for (rr, sum) in sums.iter_mut().enumerate().take(mp) {
         let prow = halves(&mut sc.pb.u32s()[rr * geo.ldp..rr * geo.ldp + span / 2]);
@@ -214,7 +258,18 @@ unsafe fn block(p: &Problem, geo: &Geom, g: usize, r0: usize, r1: usize, sc: &mu
         };
     }
     let ptr_v = sc.vt.u32s()[lo / 2 * geo.ldv..].as_ptr();
-    products(dot, sc.pb.u32s().as_ptr(), geo.ldp, ptr_v, geo.ldv, sc.o.f32s().as_mut_ptr(), geo.dv, mp, geo.dv, span / 2);
+    products(
+        dot,
+        sc.pb.u32s().as_ptr(),
+        geo.ldp,
+        ptr_v,
+        geo.ldv,
+        sc.o.f32s().as_mut_ptr(),
+        geo.dv,
+        mp,
+        geo.dv,
+        span / 2,
+    );
     super::write_rows(p, g, r0, m, sc.o.f32s(), geo.dv, &sums, out, false);
 }
 
@@ -234,7 +289,13 @@ fn load_kv(p: &Problem, geo: &Geom, g: usize, sc: &mut Scratch, dot: Dot) {
                 if j < t {
                     let mut krow = k.row(g, j);
                     if let Some(rope) = p.rope.filter(|r| r.keys) {
-                        rotate(dot, krow, &rope.cos[j * d..(j + 1) * d], &rope.sin[j * d..(j + 1) * d], &mut sc.row[..d]);
+                        rotate(
+                            dot,
+                            krow,
+                            &rope.cos[j * d..(j + 1) * d],
+                            &rope.sin[j * d..(j + 1) * d],
+                            &mut sc.row[..d],
+                        );
                         krow = &sc.row[..d];
                     }
                     let h = halves(pairs);
@@ -258,7 +319,12 @@ fn load_kv(p: &Problem, geo: &Geom, g: usize, sc: &mut Scratch, dot: Dot) {
                 }
             };
             for c2 in 0..kp {
-                interleave(dot, feature(2 * c2), feature(2 * c2 + 1), &mut kt[c2 * geo.ldk..c2 * geo.ldk + tq]);
+                interleave(
+                    dot,
+                    feature(2 * c2),
+                    feature(2 * c2 + 1),
+                    &mut kt[c2 * geo.ldk..c2 * geo.ldk + tq],
+                );
             }
         }
     }
@@ -266,7 +332,12 @@ fn load_kv(p: &Problem, geo: &Geom, g: usize, sc: &mut Scratch, dot: Dot) {
         prefetch(&p.v, g, 2 * j2 + AHEAD);
         prefetch(&p.v, g, 2 * j2 + AHEAD + 1);
         let key = |j: usize| if j < t { p.v.row(g, j) } else { &[] };
-        interleave(dot, key(2 * j2), key(2 * j2 + 1), &mut vt[j2 * geo.ldv..j2 * geo.ldv + geo.dv]);
+        interleave(
+            dot,
+            key(2 * j2),
+            key(2 * j2 + 1),
+            &mut vt[j2 * geo.ldv..j2 * geo.ldv + geo.dv],
+        );
     }
 }
 
@@ -343,10 +414,31 @@ fn softmax(dot: Dot, row: &mut [f32], a: usize, b: usize, scale: f32, p: &mut [u
 /// `C[m, n] = A[m, 2·kp] · B[2·kp, n]` on bf16 pairs (`A` rows `lda` pairs apart, `B` pair-rows
 /// `ldb` apart, `C` rows `ldc` floats apart); `m`, `n` and `kp` multiples of 16.
 #[allow(clippy::too_many_arguments)]
-unsafe fn products(dot: Dot, a: *const u32, lda: usize, b: *const u32, ldb: usize, c: *mut f32, ldc: usize, m: usize, n: usize, kp: usize) {
+unsafe fn products(
+    dot: Dot,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    kp: usize,
+) {
     match dot {
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        Dot::Amx => super::amx::products(a as *const u8, lda * 4, b as *const u8, ldb * 4, c, ldc, m, n, kp),
+        Dot::Amx => super::amx::products(
+            a as *const u8,
+            lda * 4,
+            b as *const u8,
+            ldb * 4,
+            c,
+            ldc,
+            m,
+            n,
+            kp,
+        ),
         #[cfg(target_arch = "x86_64")]
         Dot::Avx512 => super::simd::products_bf16(a, lda, b, ldb, c, ldc, m, n, kp),
         _ => {

@@ -61,7 +61,14 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     /// A contiguous `[heads, len, d]` tensor.
     pub fn contiguous(data: &'a [f32], heads: usize, len: usize, d: usize) -> View<'a> {
-        View { data, heads, len, d, head_stride: len * d, row_stride: d }
+        View {
+            data,
+            heads,
+            len,
+            d,
+            head_stride: len * d,
+            row_stride: d,
+        }
     }
 
     /// Whether every element lies inside `data`.
@@ -104,7 +111,9 @@ impl<'a> Keys<'a> {
             Keys::Transposed(v) => {
                 v.heads == 0
                     || v.d == 0
-                    || (v.row_stride >= padded(v.len) && (v.heads - 1) * v.head_stride + (v.d - 1) * v.row_stride + padded(v.len) <= v.data.len())
+                    || (v.row_stride >= padded(v.len)
+                        && (v.heads - 1) * v.head_stride + (v.d - 1) * v.row_stride + padded(v.len)
+                            <= v.data.len())
             }
         }
     }
@@ -125,7 +134,9 @@ pub struct OutView<'a> {
 pub enum Mask<'a> {
     Full,
     /// Query `i` sees keys `j ≤ past + i` (`past = keys − queries` for a prefill or decode step).
-    Causal { past: usize },
+    Causal {
+        past: usize,
+    },
     /// Query `i` sees key `j` iff `segments[i] == segments[j]` (queries and keys are the same
     /// positions).
     Segments(&'a [i64]),
@@ -171,7 +182,18 @@ pub fn attention(
     out: OutView,
     threads: usize,
 ) -> Result<(), String> {
-    attention_with(q, k, v, rope, mask, scale, out, threads, Precision::F32, Backend::Auto)
+    attention_with(
+        q,
+        k,
+        v,
+        rope,
+        mask,
+        scale,
+        out,
+        threads,
+        Precision::F32,
+        Backend::Auto,
+    )
 }
 
 /// [`attention`] in a given arithmetic and implementation: with [`Backend::Auto`] the bf16
@@ -236,45 +258,86 @@ impl<'a> Problem<'a> {
         let kd = *k.view();
         let (hk, t) = (kd.heads, kd.len);
         if kd.d != d || v.d != d || v.heads != hk || v.len != t {
-            return Err(format!("k [{hk}, {t}, {}] and v [{}, {}, {}] must match q's head_dim {d}", kd.d, v.heads, v.len, v.d));
+            return Err(format!(
+                "k [{hk}, {t}, {}] and v [{}, {}, {}] must match q's head_dim {d}",
+                kd.d, v.heads, v.len, v.d
+            ));
         }
         if hk == 0 || hq % hk != 0 {
             return Err(format!("{hq} query heads cannot share {hk} kv heads"));
         }
-        for (what, fits, view) in [("q", q.fits(), &q), ("k", k.fits(), &kd), ("v", v.fits(), &v)] {
+        for (what, fits, view) in [
+            ("q", q.fits(), &q),
+            ("k", k.fits(), &kd),
+            ("v", v.fits(), &v),
+        ] {
             if !fits {
-                return Err(format!("{what} view [{}, {}, {}] runs past its {} elements", view.heads, view.len, view.d, view.data.len()));
+                return Err(format!(
+                    "{what} view [{}, {}, {}] runs past its {} elements",
+                    view.heads,
+                    view.len,
+                    view.d,
+                    view.data.len()
+                ));
             }
         }
-        let out_fits = hq == 0 || n == 0 || (hq - 1) * out.head_stride + (n - 1) * out.row_stride + d <= out.data.len();
+        let out_fits = hq == 0
+            || n == 0
+            || (hq - 1) * out.head_stride + (n - 1) * out.row_stride + d <= out.data.len();
         if !out_fits {
-            return Err(format!("output of [{hq}, {n}, {d}] does not fit {} elements", out.data.len()));
+            return Err(format!(
+                "output of [{hq}, {n}, {d}] does not fit {} elements",
+                out.data.len()
+            ));
         }
         if let Some(r) = &rope {
             if d % 2 != 0 || r.cos.len() != n * d || r.sin.len() != n * d {
-                return Err(format!("rope tables must be [{n}, {d}] with an even head_dim"));
+                return Err(format!(
+                    "rope tables must be [{n}, {d}] with an even head_dim"
+                ));
             }
             if r.keys && t != n {
-                return Err(format!("key rotation needs as many keys ({t}) as queries ({n})"));
+                return Err(format!(
+                    "key rotation needs as many keys ({t}) as queries ({n})"
+                ));
             }
             if r.keys && matches!(k, Keys::Transposed(_)) {
-                return Err("stored (transposed) keys cannot be rotated here; rotate them when stored".into());
+                return Err(
+                    "stored (transposed) keys cannot be rotated here; rotate them when stored"
+                        .into(),
+                );
             }
         }
         let (mut seg_range, mut seg_contiguous) = (Vec::new(), true);
         match mask {
             Mask::Causal { past } if t < n || past != t - n => {
-                return Err(format!("causal attention of {n} queries over {t} keys needs past = {}", t.saturating_sub(n)));
+                return Err(format!(
+                    "causal attention of {n} queries over {t} keys needs past = {}",
+                    t.saturating_sub(n)
+                ));
             }
             Mask::Segments(s) => {
                 if s.len() != n || t != n {
-                    return Err(format!("segments must have one entry per position ({n}), with as many keys ({t})"));
+                    return Err(format!(
+                        "segments must have one entry per position ({n}), with as many keys ({t})"
+                    ));
                 }
                 (seg_range, seg_contiguous) = segment_ranges(s);
             }
             _ => {}
         }
-        Ok(Problem { q, k, kd, v, rope, mask, scale, group: hq / hk, seg_range, seg_contiguous })
+        Ok(Problem {
+            q,
+            k,
+            kd,
+            v,
+            rope,
+            mask,
+            scale,
+            group: hq / hk,
+            seg_range,
+            seg_contiguous,
+        })
     }
 
     /// Keys query `i` may see, as a range (inside it, Segments masks may still exclude keys
@@ -313,14 +376,18 @@ impl<'a> Problem<'a> {
 /// Per position the `[first, last + 1)` of the positions with its segment id, and whether each
 /// id's positions are one contiguous run.
 fn segment_ranges(s: &[i64]) -> (Vec<(usize, usize)>, bool) {
-    let mut span: std::collections::HashMap<i64, (usize, usize, usize)> = std::collections::HashMap::new();
+    let mut span: std::collections::HashMap<i64, (usize, usize, usize)> =
+        std::collections::HashMap::new();
     for (j, &id) in s.iter().enumerate() {
         let e = span.entry(id).or_insert((j, j + 1, 0));
         e.1 = j + 1;
         e.2 += 1;
     }
     let contiguous = span.values().all(|&(a, b, count)| b - a == count);
-    (s.iter().map(|id| (span[id].0, span[id].1)).collect(), contiguous)
+    (
+        s.iter().map(|id| (span[id].0, span[id].1)).collect(),
+        contiguous,
+    )
 }
 
 /// Per-thread buffers, grown as needed and kept for the thread's life (the kernel threads are
@@ -380,8 +447,16 @@ fn run(p: &Problem, out: OutView, threads: usize, path: Path) {
     let blocks = rows.div_ceil(BLOCK_ROWS);
     let units = hk * blocks;
     let macs = p.q.heads * n * t * d * 2;
-    let threads = if macs < PARALLEL_MIN_MACS { 1 } else { threads.clamp(1, units) };
-    let out = Out { ptr: SyncPtr(out.data.as_mut_ptr()), head_stride: out.head_stride, row_stride: out.row_stride };
+    let threads = if macs < PARALLEL_MIN_MACS {
+        1
+    } else {
+        threads.clamp(1, units)
+    };
+    let out = Out {
+        ptr: SyncPtr(out.data.as_mut_ptr()),
+        head_stride: out.head_stride,
+        row_stride: out.row_stride,
+    };
     threads::run(threads, |tid| {
         let units = threads::chunk(units, threads, tid);
         // SAFETY: output rows (head, query) are written by exactly one unit: units own disjoint
@@ -417,7 +492,15 @@ unsafe fn share(p: &Problem, units: std::ops::Range<usize>, blocks: usize, out: 
 }
 
 /// Rows `r0..r1` of kv head `g` (row `r` is query head `g·group + r / n`, query `r % n`).
-unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, out: Out, simd: bool) {
+unsafe fn block(
+    p: &Problem,
+    g: usize,
+    r0: usize,
+    r1: usize,
+    sc: &mut Scratch,
+    out: Out,
+    simd: bool,
+) {
     let (n, t, d) = (p.q.len, p.kd.len, p.q.d);
     let (tp, dp) = (padded(t), padded(d));
     if sc.loaded != Some(g) {
@@ -429,7 +512,11 @@ unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, o
         Keys::Transposed(v) => (&v.data[g * v.head_stride..], v.row_stride),
         Keys::Rows(_) => (&sc.kt, tp),
     };
-    let (vv, ldv): (&[f32], usize) = if d == dp { (&p.v.data[g * p.v.head_stride..], p.v.row_stride) } else { (&sc.vp, dp) };
+    let (vv, ldv): (&[f32], usize) = if d == dp {
+        (&p.v.data[g * p.v.head_stride..], p.v.row_stride)
+    } else {
+        (&sc.vp, dp)
+    };
     let m = r1 - r0;
     let mp = m.div_ceil(8) * 8;
     // Q rows (rotated), zero rows up to the micro-kernel's multiple of 8.
@@ -442,7 +529,12 @@ unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, o
         let (h, i) = (g * p.group + r / n, r % n);
         let src = p.q.row(h, i);
         match p.rope.filter(|r| r.queries) {
-            Some(rope) => rotate(src, &rope.cos[i * d..(i + 1) * d], &rope.sin[i * d..(i + 1) * d], dst),
+            Some(rope) => rotate(
+                src,
+                &rope.cos[i * d..(i + 1) * d],
+                &rope.sin[i * d..(i + 1) * d],
+                dst,
+            ),
             None => dst.copy_from_slice(src),
         }
     }
@@ -473,7 +565,18 @@ unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, o
         };
     }
     // O = P·V over the keys that exist (no value row past `t` is read).
-    products(simd, &sc.s, tp, &vv[lo * ldv..], ldv, &mut sc.o, dp, mp, dp, end - lo);
+    products(
+        simd,
+        &sc.s,
+        tp,
+        &vv[lo * ldv..],
+        ldv,
+        &mut sc.o,
+        dp,
+        mp,
+        dp,
+        end - lo,
+    );
     write_rows(p, g, r0, m, &sc.o, dp, &sums, out, true);
 }
 
@@ -484,12 +587,25 @@ unsafe fn block(p: &Problem, g: usize, r0: usize, r1: usize, sc: &mut Scratch, o
 /// # Safety
 /// The rows are this unit's (see [`run`]).
 #[allow(clippy::too_many_arguments)]
-unsafe fn write_rows(p: &Problem, g: usize, r0: usize, m: usize, o: &[f32], ldo: usize, sums: &[f32], out: Out, exact: bool) {
+unsafe fn write_rows(
+    p: &Problem,
+    g: usize,
+    r0: usize,
+    m: usize,
+    o: &[f32],
+    ldo: usize,
+    sums: &[f32],
+    out: Out,
+    exact: bool,
+) {
     let (n, d) = (p.q.len, p.q.d);
     for rr in 0..m {
         let r = r0 + rr;
         let (h, i) = (g * p.group + r / n, r % n);
-        let dst = std::slice::from_raw_parts_mut(out.ptr.get().add(h * out.head_stride + i * out.row_stride), d);
+        let dst = std::slice::from_raw_parts_mut(
+            out.ptr.get().add(h * out.head_stride + i * out.row_stride),
+            d,
+        );
         let (sum, src) = (sums[rr], &o[rr * ldo..rr * ldo + d]);
         if exact {
             for (o, &x) in dst.iter_mut().zip(src) {
@@ -520,7 +636,12 @@ fn load_kv(p: &Problem, g: usize, sc: &mut Scratch, tp: usize, dp: usize) {
             }
             let mut krow = k.row(g, j);
             if let Some(rope) = p.rope.filter(|r| r.keys) {
-                rotate(krow, &rope.cos[j * d..(j + 1) * d], &rope.sin[j * d..(j + 1) * d], &mut rotated);
+                rotate(
+                    krow,
+                    &rope.cos[j * d..(j + 1) * d],
+                    &rope.sin[j * d..(j + 1) * d],
+                    &mut rotated,
+                );
                 krow = &rotated;
             }
             for (c, &x) in krow.iter().enumerate() {
@@ -554,7 +675,18 @@ pub fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
 
 /// `C[m, n] = A[m, kc] · B[kc, n]` (row-major with leading dims; `m` a multiple of 8, `n` of 16).
 #[allow(clippy::too_many_arguments)]
-fn products(simd: bool, a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, m: usize, n: usize, kc: usize) {
+fn products(
+    simd: bool,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    m: usize,
+    n: usize,
+    kc: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: the AVX-512 features were detected (`simd`), and the extents are in bounds:
@@ -588,7 +720,13 @@ fn softmax_range(simd: bool, row: &mut [f32], a: usize, b: usize, scale: f32) ->
 }
 
 /// [`softmax_range`] with a per-key mask inside `a..b`, on the scalar path.
-fn softmax_masked(row: &mut [f32], a: usize, b: usize, scale: f32, allowed: impl Fn(usize) -> bool) -> f32 {
+fn softmax_masked(
+    row: &mut [f32],
+    a: usize,
+    b: usize,
+    scale: f32,
+    allowed: impl Fn(usize) -> bool,
+) -> f32 {
     let mut max = f32::NEG_INFINITY;
     let mut nan = false;
     for (j, s) in row.iter_mut().enumerate() {
@@ -605,7 +743,11 @@ fn softmax_masked(row: &mut [f32], a: usize, b: usize, scale: f32, allowed: impl
     }
     let mut sum = 0f32;
     for s in row.iter_mut() {
-        *s = if *s == f32::NEG_INFINITY { 0.0 } else { ((*s - max) as f64).exp() as f32 };
+        *s = if *s == f32::NEG_INFINITY {
+            0.0
+        } else {
+            ((*s - max) as f64).exp() as f32
+        };
         sum += *s;
     }
     sum

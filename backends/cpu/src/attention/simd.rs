@@ -18,7 +18,17 @@ const MR: usize = 8;
 /// `c` `m` rows of `ldc` (≥ `n`).
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn products(a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, m: usize, n: usize, kc: usize) {
+pub(super) unsafe fn products(
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    m: usize,
+    n: usize,
+    kc: usize,
+) {
     debug_assert!(m.is_multiple_of(MR) && n.is_multiple_of(16));
     debug_assert!(m == 0 || a.len() >= (m - 1) * lda + kc);
     debug_assert!(kc == 0 || b.len() >= (kc - 1) * ldb + n);
@@ -27,12 +37,36 @@ pub(super) unsafe fn products(a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &
     for i in (0..m).step_by(MR) {
         let mut j = 0;
         while j + 48 <= n {
-            tile::<3>(a.add(i * lda), lda, b.add(j), ldb, c.add(i * ldc + j), ldc, kc);
+            tile::<3>(
+                a.add(i * lda),
+                lda,
+                b.add(j),
+                ldb,
+                c.add(i * ldc + j),
+                ldc,
+                kc,
+            );
             j += 48;
         }
         match n - j {
-            32 => tile::<2>(a.add(i * lda), lda, b.add(j), ldb, c.add(i * ldc + j), ldc, kc),
-            16 => tile::<1>(a.add(i * lda), lda, b.add(j), ldb, c.add(i * ldc + j), ldc, kc),
+            32 => tile::<2>(
+                a.add(i * lda),
+                lda,
+                b.add(j),
+                ldb,
+                c.add(i * ldc + j),
+                ldc,
+                kc,
+            ),
+            16 => tile::<1>(
+                a.add(i * lda),
+                lda,
+                b.add(j),
+                ldb,
+                c.add(i * ldc + j),
+                ldc,
+                kc,
+            ),
             _ => {}
         }
     }
@@ -40,7 +74,15 @@ pub(super) unsafe fn products(a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &
 
 /// One `MR × 16·NV` tile of `C`, accumulated in registers over `kc`.
 #[inline(always)]
-unsafe fn tile<const NV: usize>(a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, kc: usize) {
+unsafe fn tile<const NV: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    kc: usize,
+) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for kk in 0..kc {
         let bp = b.add(kk * ldb);
@@ -116,17 +158,51 @@ pub(super) unsafe fn softmax_range(row: &mut [f32], a: usize, b: usize, scale: f
 /// pair-rows of `ldb` (≥ `n`), `c` `m` rows of `ldc` (≥ `n`) floats.
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn products_bf16(a: *const u32, lda: usize, b: *const u32, ldb: usize, c: *mut f32, ldc: usize, m: usize, n: usize, kp: usize) {
+pub(super) unsafe fn products_bf16(
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    kp: usize,
+) {
     debug_assert!(m.is_multiple_of(MR) && n.is_multiple_of(16));
     for i in (0..m).step_by(MR) {
         let mut j = 0;
         while j + 48 <= n {
-            tile_bf16::<3>(a.add(i * lda), lda, b.add(j), ldb, c.add(i * ldc + j), ldc, kp);
+            tile_bf16::<3>(
+                a.add(i * lda),
+                lda,
+                b.add(j),
+                ldb,
+                c.add(i * ldc + j),
+                ldc,
+                kp,
+            );
             j += 48;
         }
         match n - j {
-            32 => tile_bf16::<2>(a.add(i * lda), lda, b.add(j), ldb, c.add(i * ldc + j), ldc, kp),
-            16 => tile_bf16::<1>(a.add(i * lda), lda, b.add(j), ldb, c.add(i * ldc + j), ldc, kp),
+            32 => tile_bf16::<2>(
+                a.add(i * lda),
+                lda,
+                b.add(j),
+                ldb,
+                c.add(i * ldc + j),
+                ldc,
+                kp,
+            ),
+            16 => tile_bf16::<1>(
+                a.add(i * lda),
+                lda,
+                b.add(j),
+                ldb,
+                c.add(i * ldc + j),
+                ldc,
+                kp,
+            ),
             _ => {}
         }
     }
@@ -134,7 +210,15 @@ pub(super) unsafe fn products_bf16(a: *const u32, lda: usize, b: *const u32, ldb
 
 /// One `MR × 16·NV` tile of `C`: per k-pair, a broadcast pair of `A` times `NV` vectors of `B`.
 #[inline(always)]
-unsafe fn tile_bf16<const NV: usize>(a: *const u32, lda: usize, b: *const u32, ldb: usize, c: *mut f32, ldc: usize, kp: usize) {
+unsafe fn tile_bf16<const NV: usize>(
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    kp: usize,
+) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for kk in 0..kp {
         let bp = b.add(kk * ldb);
@@ -188,10 +272,16 @@ pub(super) unsafe fn interleave(x0: &[f32], x1: &[f32], dst: &mut [u32]) {
     let (p0, p1, d) = (x0.as_ptr(), x1.as_ptr(), dst.as_mut_ptr());
     let mut i = 0;
     while i < dst.len() {
-        let (m0, m1) = (lanes(x0.len().saturating_sub(i)), lanes(x1.len().saturating_sub(i)));
+        let (m0, m1) = (
+            lanes(x0.len().saturating_sub(i)),
+            lanes(x1.len().saturating_sub(i)),
+        );
         let lo: __m256i = transmute(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m0, p0.add(i))));
         let hi: __m256i = transmute(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m1, p1.add(i))));
-        let pair = _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(hi)));
+        let pair = _mm512_or_si512(
+            _mm512_cvtepu16_epi32(lo),
+            _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(hi)),
+        );
         _mm512_mask_storeu_epi32(d.add(i) as *mut i32, lanes(dst.len() - i), pair);
         i += 16;
     }
@@ -206,7 +296,13 @@ pub(super) unsafe fn interleave(x0: &[f32], x1: &[f32], dst: &mut [u32]) {
 /// AVX-512F, BW and AVX512_BF16 available; `a ≤ b ≤ p.len() ≤ row.len()`, `p.len()` a multiple
 /// of 16.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-pub(super) unsafe fn softmax_bf16(row: &[f32], a: usize, b: usize, scale: f32, p: &mut [u16]) -> f32 {
+pub(super) unsafe fn softmax_bf16(
+    row: &[f32],
+    a: usize,
+    b: usize,
+    scale: f32,
+    p: &mut [u16],
+) -> f32 {
     debug_assert!(a <= b && b <= p.len() && p.len() <= row.len() && p.len().is_multiple_of(16));
     let (s, d) = (row.as_ptr(), p.as_mut_ptr());
     let sv = _mm512_set1_ps(scale);
@@ -218,7 +314,12 @@ pub(super) unsafe fn softmax_bf16(row: &[f32], a: usize, b: usize, scale: f32, p
     }
     if j < b {
         let m = lanes(b - j);
-        mx = _mm512_mask_max_ps(mx, m, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s.add(j)), sv));
+        mx = _mm512_mask_max_ps(
+            mx,
+            m,
+            mx,
+            _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s.add(j)), sv),
+        );
     }
     let max = _mm512_reduce_max_ps(mx);
     if max == f32::NEG_INFINITY || a >= b {
@@ -246,13 +347,19 @@ pub(super) unsafe fn softmax_bf16(row: &[f32], a: usize, b: usize, scale: f32, p
     while j + 32 <= len {
         let (e0, e1) = (exps(j), exps(j + 16));
         sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
-        _mm512_storeu_si512(d.add(j) as *mut _, transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
+        _mm512_storeu_si512(
+            d.add(j) as *mut _,
+            transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(e1, e0)),
+        );
         j += 32;
     }
     if j < len {
         let e = exps(j);
         sum = _mm512_add_ps(sum, e);
-        _mm256_storeu_si256(d.add(j) as *mut __m256i, transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)));
+        _mm256_storeu_si256(
+            d.add(j) as *mut __m256i,
+            transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)),
+        );
     }
     _mm512_reduce_add_ps(sum)
 }

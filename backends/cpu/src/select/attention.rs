@@ -68,7 +68,9 @@ pub fn claim_node(g: &Graph, r: &Readers, a: usize) -> usize {
         let (re, _) = r.only(t)?;
         let ok_t = matches!(&g.nodes[t].op, Op::Transpose { perm } if perm == &[1, 0, 2]);
         let (tn, rn) = (&g.nodes[t], &g.nodes[re]);
-        let ok_r = matches!(rn.op, Op::Reshape { .. }) && rn.ty.rank() == 2 && rn.ty.shape[0] == tn.ty.shape[0];
+        let ok_r = matches!(rn.op, Op::Reshape { .. })
+            && rn.ty.rank() == 2
+            && rn.ty.shape[0] == tn.ty.shape[0];
         (ok_t && ok_r).then_some(re)
     };
     rows().unwrap_or(a)
@@ -90,9 +92,20 @@ pub fn plan(g: &Graph, r: &Readers, node: usize, held: bool) -> Option<AttnPlan>
         _ => return None,
     };
     let n = &g.nodes[attn];
-    let Op::Attention { mask, rope_q, rope_k, .. } = n.op else { return None };
+    let Op::Attention {
+        mask,
+        rope_q,
+        rope_k,
+        ..
+    } = n.op
+    else {
+        return None;
+    };
     let ty = |pos: usize| &g.nodes[n.inputs[pos].index()].ty;
-    if n.ty.dtype != DType::F32 || n.ty.rank() != 3 || (0..3).any(|p| ty(p).dtype != DType::F32 || ty(p).rank() != 3) {
+    if n.ty.dtype != DType::F32
+        || n.ty.rank() != 3
+        || (0..3).any(|p| ty(p).dtype != DType::F32 || ty(p).rank() != 3)
+    {
         return None;
     }
     let d = n.ty.shape[2].as_const()?;
@@ -104,13 +117,17 @@ pub fn plan(g: &Graph, r: &Readers, node: usize, held: bool) -> Option<AttnPlan>
         let x = n.inputs[pos];
         if pos > 0 && held {
             if let Op::CacheAppend { name, .. } = &g.nodes[x.index()].op {
-                return cache_holdable(g, r, x.index()).then(|| AttentionOperand::Cache { name: name.clone() });
+                return cache_holdable(g, r, x.index())
+                    .then(|| AttentionOperand::Cache { name: name.clone() });
             }
         }
         Some(match columns(g, x) {
             Some((node, offset)) => {
                 reads.push(node);
-                AttentionOperand::Columns { node: node.index(), offset }
+                AttentionOperand::Columns {
+                    node: node.index(),
+                    offset,
+                }
             }
             None => {
                 reads.push(x);
@@ -118,14 +135,22 @@ pub fn plan(g: &Graph, r: &Readers, node: usize, held: bool) -> Option<AttnPlan>
             }
         })
     };
-    let (q, k, v) = (src(0, &mut reads)?, src(1, &mut reads)?, src(2, &mut reads)?);
+    let (q, k, v) = (
+        src(0, &mut reads)?,
+        src(1, &mut reads)?,
+        src(2, &mut reads)?,
+    );
     let mut rest = 3;
     if rope_q || rope_k {
         // Tables shared by the heads: [.., n, d] with leading dims of 1.
         for pos in [3, 4] {
             let t = ty(pos);
             let r = t.rank();
-            if t.dtype != DType::F32 || r < 2 || t.shape[r - 1].as_const() != Some(d) || t.shape[r - 2] != n.ty.shape[1] {
+            if t.dtype != DType::F32
+                || r < 2
+                || t.shape[r - 1].as_const() != Some(d)
+                || t.shape[r - 2] != n.ty.shape[1]
+            {
                 return None;
             }
             if t.shape[..r - 2].iter().any(|x| x.as_const() != Some(1)) {
@@ -138,7 +163,14 @@ pub fn plan(g: &Graph, r: &Readers, node: usize, held: bool) -> Option<AttnPlan>
     if mask == AttentionMask::Segments {
         reads.push(n.inputs[rest]);
     }
-    Some(AttnPlan { attn, rows_out, q, k, v, reads })
+    Some(AttnPlan {
+        attn,
+        rows_out,
+        q,
+        k,
+        v,
+        reads,
+    })
 }
 
 /// `x` = `transpose[1, 0, 2](reshape[len, H, d](slice…(X)))` with `X` 2-D f32 and the slices
@@ -157,7 +189,10 @@ pub fn columns(g: &Graph, x: NodeId) -> Option<(NodeId, usize)> {
     let mut offset = 0usize;
     let width = h.checked_mul(d)?;
     let node = &g.nodes[cur.index()];
-    if node.ty.rank() != 2 || node.ty.shape[1].as_const() != Some(width) || node.ty.shape[0] != re.ty.shape[0] {
+    if node.ty.rank() != 2
+        || node.ty.shape[1].as_const() != Some(width)
+        || node.ty.shape[0] != re.ty.shape[0]
+    {
         return None;
     }
     loop {
@@ -179,20 +214,32 @@ pub fn columns(g: &Graph, x: NodeId) -> Option<(NodeId, usize)> {
 /// appended to a `cache_read` nothing else reads, and read only as the k or v of attentions.
 pub fn cache_holdable(g: &Graph, r: &Readers, i: usize) -> bool {
     let n = &g.nodes[i];
-    let Op::CacheAppend { axis: 1, .. } = n.op else { return false };
+    let Op::CacheAppend { axis: 1, .. } = n.op else {
+        return false;
+    };
     let read = n.inputs[0].index();
-    let ok_read = matches!(g.nodes[read].op, Op::CacheRead { .. }) && r.by_node[read].len() == 1 && !r.output[read];
-    let ok_type = n.ty.dtype == DType::F32 && n.ty.rank() == 3 && n.ty.shape[2].as_const().is_some();
+    let ok_read = matches!(g.nodes[read].op, Op::CacheRead { .. })
+        && r.by_node[read].len() == 1
+        && !r.output[read];
+    let ok_type =
+        n.ty.dtype == DType::F32 && n.ty.rank() == 3 && n.ty.shape[2].as_const().is_some();
     let ok_readers = !r.output[i]
-        && r.by_node[i].iter().all(|&(a, pos)| (pos == 1 || pos == 2) && matches!(g.nodes[a].op, Op::Attention { .. }));
+        && r.by_node[i].iter().all(|&(a, pos)| {
+            (pos == 1 || pos == 2) && matches!(g.nodes[a].op, Op::Attention { .. })
+        });
     ok_read && ok_type && ok_readers
 }
 
 /// Whether every cache of `g` can be kept by the engine (and it has some).
 pub fn all_caches_holdable(g: &Graph) -> bool {
     let r = Readers::of(g);
-    let appends: Vec<usize> = (0..g.nodes.len()).filter(|&i| matches!(g.nodes[i].op, Op::CacheAppend { .. })).collect();
-    let reads_ok = g.nodes.iter().enumerate().all(|(i, n)| !matches!(n.op, Op::CacheRead { .. }) || r.by_node[i].iter().all(|&(a, _)| appends.contains(&a)));
+    let appends: Vec<usize> = (0..g.nodes.len())
+        .filter(|&i| matches!(g.nodes[i].op, Op::CacheAppend { .. }))
+        .collect();
+    let reads_ok = g.nodes.iter().enumerate().all(|(i, n)| {
+        !matches!(n.op, Op::CacheRead { .. })
+            || r.by_node[i].iter().all(|&(a, _)| appends.contains(&a))
+    });
     !appends.is_empty() && reads_ok && appends.iter().all(|&i| cache_holdable(g, &r, i))
 }
 
@@ -202,7 +249,14 @@ pub fn append_source(g: &Graph, i: usize) -> (AppendRows, Vec<NodeId>) {
     let n = &g.nodes[rows.index()];
     let d = n.ty.shape.last().and_then(|x| x.as_const());
     if let Some((node, offset)) = columns(g, rows) {
-        return (AppendRows::Columns { node: node.index(), offset, rope: None }, vec![node]);
+        return (
+            AppendRows::Columns {
+                node: node.index(),
+                offset,
+                rope: None,
+            },
+            vec![node],
+        );
     }
     if let (Op::Rope, [x, c, s]) = (&n.op, n.inputs.as_slice()) {
         let table_ok = |t: NodeId| {
@@ -215,7 +269,14 @@ pub fn append_source(g: &Graph, i: usize) -> (AppendRows, Vec<NodeId>) {
                 && ty.shape[..r - 2].iter().all(|x| x.as_const() == Some(1))
         };
         if let (Some((node, offset)), true) = (columns(g, *x), table_ok(*c) && table_ok(*s)) {
-            return (AppendRows::Columns { node: node.index(), offset, rope: Some([c.index(), s.index()]) }, vec![node, *c, *s]);
+            return (
+                AppendRows::Columns {
+                    node: node.index(),
+                    offset,
+                    rope: Some([c.index(), s.index()]),
+                },
+                vec![node, *c, *s],
+            );
         }
     }
     (AppendRows::Operand, vec![rows])
@@ -236,11 +297,13 @@ pub fn swiglu_columns(g: &Graph, i: usize) -> Option<(NodeId, usize, usize)> {
             cur = g.nodes[cur.index()].inputs[0];
         }
         let src = &g.nodes[cur.index()];
-        let ok = cur != x && src.ty.rank() == 2 && src.ty.dtype == DType::F32 && g.nodes[x.index()].ty.shape == n.ty.shape;
+        let ok = cur != x
+            && src.ty.rank() == 2
+            && src.ty.dtype == DType::F32
+            && g.nodes[x.index()].ty.shape == n.ty.shape;
         ok.then_some((cur, offset))
     };
     let (gx, go) = half(n.inputs[0])?;
     let (ux, uo) = half(n.inputs[1])?;
     (gx == ux).then_some((gx, go, uo))
 }
-

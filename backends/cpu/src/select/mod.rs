@@ -22,7 +22,11 @@ pub enum Want {
     /// A cache append into the engine's own KV cache.
     CacheAppend(AppendRows),
     /// A SwiGLU over two column ranges of one matrix.
-    SwiGluColumns { matrix: usize, gate: usize, up: usize },
+    SwiGluColumns {
+        matrix: usize,
+        gate: usize,
+        up: usize,
+    },
     /// A fused op on a generated kernel.
     Kernel(KernelDesc),
 }
@@ -43,7 +47,11 @@ pub fn select(g: &Graph, held: bool) -> (Vec<Option<Want>>, Vec<bool>) {
             } else if held && matches!(g.nodes[i].op, Op::CacheAppend { .. }) {
                 Some(Want::CacheAppend(attention::append_source(g, i).0))
             } else if let Some((matrix, gate, up)) = attention::swiglu_columns(g, i) {
-                Some(Want::SwiGluColumns { matrix: matrix.index(), gate, up })
+                Some(Want::SwiGluColumns {
+                    matrix: matrix.index(),
+                    gate,
+                    up,
+                })
             } else {
                 kernel_desc(g, i).map(Want::Kernel)
             }
@@ -55,7 +63,11 @@ pub fn select(g: &Graph, held: bool) -> (Vec<Option<Want>>, Vec<bool>) {
             wants[c] = Some(Want::Attention(p));
         }
     }
-    let reads: Vec<Option<Vec<NodeId>>> = wants.iter().enumerate().map(|(i, w)| w.as_ref().map(|w| reads(g, i, w))).collect();
+    let reads: Vec<Option<Vec<NodeId>>> = wants
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w.as_ref().map(|w| reads(g, i, w)))
+        .collect();
     let skip = skipped(g, &reads);
     (wants, skip)
 }
@@ -67,7 +79,12 @@ fn reads(g: &Graph, node: usize, want: &Want) -> Vec<NodeId> {
     let ins = &g.nodes[node].inputs;
     match want {
         Want::Fold => Vec::new(),
-        Want::Matmul => ins.iter().enumerate().filter(|&(pos, _)| pos != 1).map(|(_, &x)| x).collect(),
+        Want::Matmul => ins
+            .iter()
+            .enumerate()
+            .filter(|&(pos, _)| pos != 1)
+            .map(|(_, &x)| x)
+            .collect(),
         Want::Gather => ins.get(1).copied().into_iter().collect(),
         Want::CacheAppend(_) => attention::append_source(g, node).1,
         Want::Attention(p) => p.reads.clone(),
@@ -78,7 +95,14 @@ fn reads(g: &Graph, node: usize, want: &Want) -> Vec<NodeId> {
 
 /// The claim of an attention plan.
 pub fn attention_claim(node: usize, p: &AttnPlan) -> Claim {
-    Claim::Attention { node, attention: p.attn, rows_out: p.rows_out, q: p.q.clone(), k: p.k.clone(), v: p.v.clone() }
+    Claim::Attention {
+        node,
+        attention: p.attn,
+        rows_out: p.rows_out,
+        q: p.q.clone(),
+        k: p.k.clone(),
+        v: p.v.clone(),
+    }
 }
 
 /// Whether the engine can keep every KV cache of `g` itself: each `cache_append` is holdable
@@ -88,18 +112,27 @@ pub fn holds_caches(g: &Graph) -> bool {
         return false;
     }
     let r = Readers::of(g);
-    (0..g.nodes.len()).filter(|&a| matches!(g.nodes[a].op, Op::Attention { .. })).all(|a| {
-        let reads_cache = g.nodes[a].inputs.iter().any(|x| matches!(g.nodes[x.index()].op, Op::CacheAppend { .. }));
-        !reads_cache || attention::plan(g, &r, attention::claim_node(g, &r, a), true).is_some()
-    })
+    (0..g.nodes.len())
+        .filter(|&a| matches!(g.nodes[a].op, Op::Attention { .. }))
+        .all(|a| {
+            let reads_cache = g.nodes[a]
+                .inputs
+                .iter()
+                .any(|x| matches!(g.nodes[x.index()].op, Op::CacheAppend { .. }));
+            !reads_cache || attention::plan(g, &r, attention::claim_node(g, &r, a), true).is_some()
+        })
 }
 
 /// A gather along axis 0 of a 2-D weight of constant shape (the token embedding lookup).
 pub fn gather_claimable(g: &Graph, i: usize) -> bool {
     let node = &g.nodes[i];
-    let (Op::Gather { axis: 0 }, [table, _]) = (&node.op, node.inputs.as_slice()) else { return false };
+    let (Op::Gather { axis: 0 }, [table, _]) = (&node.op, node.inputs.as_slice()) else {
+        return false;
+    };
     let t = &g.nodes[table.index()];
-    matches!(t.op, Op::Weight { .. }) && t.ty.rank() == 2 && t.ty.shape.iter().all(|d| d.as_const().is_some())
+    matches!(t.op, Op::Weight { .. })
+        && t.ty.rank() == 2
+        && t.ty.shape.iter().all(|d| d.as_const().is_some())
 }
 
 /// For a claimable gather, the claimed matmul whose weight is its table transposed (a tied LM
@@ -112,7 +145,8 @@ pub fn tied_matmul(g: &Graph, gather: usize) -> Option<usize> {
             let t = &g.nodes[fold.inputs[0].index()];
             matches!(&t.op, Op::Transpose { perm } if perm == &[1, 0]) && {
                 let c = &g.nodes[t.inputs[0].index()];
-                t.inputs[0] == table || (matches!(c.op, Op::Cast { to: DType::F32 }) && c.inputs[0] == table)
+                t.inputs[0] == table
+                    || (matches!(c.op, Op::Cast { to: DType::F32 }) && c.inputs[0] == table)
             }
         }
     })
@@ -132,7 +166,10 @@ pub fn matmul_claimable(g: &Graph, i: usize) -> bool {
         && w.ty.shape.iter().all(|d| d.as_const().is_some())
         && a.ty.rank() >= 2
         && node.ty.dtype == DType::F32
-        && node.inputs.iter().all(|x| g.nodes[x.index()].ty.dtype == DType::F32)
+        && node
+            .inputs
+            .iter()
+            .all(|x| g.nodes[x.index()].ty.dtype == DType::F32)
 }
 
 /// The generated kernel that computes node `i`, if one does: f32 throughout, the row width a
@@ -143,12 +180,27 @@ pub fn kernel_desc(g: &Graph, i: usize) -> Option<KernelDesc> {
     if node.ty.dtype != DType::F32 || ins.iter().any(|t| t.dtype != DType::F32) {
         return None;
     }
-    let width = node.ty.shape.last().and_then(|d| d.as_const()).map(|w| w as usize);
-    let param = |t: &vl3c_ir::TensorType| t.shape.len() == 1 && t.shape[0].as_const().map(|c| c as usize) == width;
+    let width = node
+        .ty
+        .shape
+        .last()
+        .and_then(|d| d.as_const())
+        .map(|w| w as usize);
+    let param = |t: &vl3c_ir::TensorType| {
+        t.shape.len() == 1 && t.shape[0].as_const().map(|c| c as usize) == width
+    };
     let same = || ins.iter().all(|t| t.shape == node.ty.shape);
     Some(match &node.op {
-        Op::LayerNorm { eps } if same_rows(&ins) && param(ins[1]) && param(ins[2]) => KernelDesc::LayerNorm { width: width?, eps: *eps },
-        Op::RmsNorm { eps } if same_rows(&ins) && param(ins[1]) => KernelDesc::RmsNorm { width: width?, eps: *eps },
+        Op::LayerNorm { eps } if same_rows(&ins) && param(ins[1]) && param(ins[2]) => {
+            KernelDesc::LayerNorm {
+                width: width?,
+                eps: *eps,
+            }
+        }
+        Op::RmsNorm { eps } if same_rows(&ins) && param(ins[1]) => KernelDesc::RmsNorm {
+            width: width?,
+            eps: *eps,
+        },
         Op::Softmax => KernelDesc::Softmax { width: width? },
         Op::Activation(Activation::GeluTanh) if same() => KernelDesc::GeluTanh,
         Op::Activation(Activation::GeluErf) if same() => KernelDesc::GeluErf,

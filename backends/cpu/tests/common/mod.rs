@@ -45,4 +45,3 @@ pub fn tolerance(exact: bool, k: usize, abs: f64) -> f64 {
         abs / 256.0 + accumulation
     }
 }
-

@@ -11,7 +11,9 @@ pub struct Rng(u64);
 impl Rng {
     pub fn for_label(label: &str) -> Rng {
         // FNV-1a of the label; never zero, which xorshift cannot leave.
-        let h = label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let h = label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         Rng(h | 1)
     }
 
@@ -44,7 +46,10 @@ pub fn generate(
             .int_input(name, sizes)
             .ok_or_else(|| format!("template gives no values for its {dtype} input `{name}`"))?;
         if v.len() != n {
-            return Err(format!("template gives {} values for `{name}`, which holds {n}", v.len()));
+            return Err(format!(
+                "template gives {} values for `{name}`, which holds {n}",
+                v.len()
+            ));
         }
         TensorData::from_i64(dtype, v)
     };

@@ -43,7 +43,9 @@ impl Backend {
             "cuda" => Ok(Backend::Cuda { ordinal: 0 }),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(ordinal)) => Ok(Backend::Cuda { ordinal }),
-                _ => Err(format!("unknown backend `{s}` (expected emu, cuda or cuda:N)")),
+                _ => Err(format!(
+                    "unknown backend `{s}` (expected emu, cuda or cuda:N)"
+                )),
             },
         }
     }
@@ -59,7 +61,10 @@ pub struct Filter {
 impl Filter {
     pub fn accepts(&self, case: &Case) -> bool {
         (self.ops.is_empty() || self.ops.iter().any(|o| o == case.template.op()))
-            && self.pattern.as_ref().is_none_or(|p| case.label().contains(p.as_str()))
+            && self
+                .pattern
+                .as_ref()
+                .is_none_or(|p| case.label().contains(p.as_str()))
     }
 }
 
@@ -89,7 +94,12 @@ fn device_error(e: DeviceError) -> String {
     }
 }
 
-fn run(case: &Case, device: &mut dyn Device, allocated: &mut Vec<DevBuf>, report: &mut CaseReport) -> Result<(), String> {
+fn run(
+    case: &Case,
+    device: &mut dyn Device,
+    allocated: &mut Vec<DevBuf>,
+    report: &mut CaseReport,
+) -> Result<(), String> {
     let t = &case.template;
     let graph = t.reference();
     let sizes: HashMap<String, i64> = case.sizes.iter().map(|(k, v)| (k.clone(), *v)).collect();
@@ -102,12 +112,23 @@ fn run(case: &Case, device: &mut dyn Device, allocated: &mut Vec<DevBuf>, report
             Op::CacheRead { name } => (name, &mut caches),
             _ => continue,
         };
-        let shape = node.ty.concrete_shape(&sizes).map_err(|e| format!("input `{name}`: {e}"))?;
-        let tensor = inputs::generate(t.as_ref(), name, node.ty.dtype, shape, &case.sizes, &mut rng)?;
+        let shape = node
+            .ty
+            .concrete_shape(&sizes)
+            .map_err(|e| format!("input `{name}`: {e}"))?;
+        let tensor = inputs::generate(
+            t.as_ref(),
+            name,
+            node.ty.dtype,
+            shape,
+            &case.sizes,
+            &mut rng,
+        )?;
         into.insert(name.clone(), tensor);
     }
     let no_weights: HashMap<String, Tensor> = HashMap::new();
-    let expected = execute_sized(&graph, &values, &no_weights, &caches, &sizes).map_err(|e| format!("reference: {e}"))?;
+    let expected = execute_sized(&graph, &values, &no_weights, &caches, &sizes)
+        .map_err(|e| format!("reference: {e}"))?;
 
     let mut buffers: HashMap<String, (DevBuf, Ty)> = HashMap::new();
     let mut scratch: HashMap<String, (Ty, usize)> = HashMap::new();
@@ -115,7 +136,13 @@ fn run(case: &Case, device: &mut dyn Device, allocated: &mut Vec<DevBuf>, report
         let len = s.len_at(&case.sizes)?;
         scratch.insert(s.name, (s.elem, len));
     }
-    let host = Host { graph: &graph, values: &values, caches: &caches, expected: &expected, scratch: &scratch };
+    let host = Host {
+        graph: &graph,
+        values: &values,
+        caches: &caches,
+        expected: &expected,
+        scratch: &scratch,
+    };
     for k in &t.kernels() {
         let mut args = Vec::with_capacity(k.params.len());
         for p in &k.params {
@@ -137,20 +164,40 @@ fn run(case: &Case, device: &mut dyn Device, allocated: &mut Vec<DevBuf>, report
     // A GPU's launches are queued: their faults surface here, before any output is read.
     device.synchronize().map_err(device_error)?;
     for (name, want) in expected.outputs.iter().chain(expected.caches.iter()) {
-        let &(id, elem) = buffers.get(name).ok_or_else(|| format!("no kernel writes the reference output `{name}`"))?;
-        let bytes = device.read(id, 0, want.numel()).map_err(|e| format!("output `{name}`: {}", device_error(e)))?;
-        report.outputs.push(OutputCheck::compare_bytes(name, want, elem, &bytes, t.nmse_limit()));
+        let &(id, elem) = buffers
+            .get(name)
+            .ok_or_else(|| format!("no kernel writes the reference output `{name}`"))?;
+        let bytes = device
+            .read(id, 0, want.numel())
+            .map_err(|e| format!("output `{name}`: {}", device_error(e)))?;
+        report.outputs.push(OutputCheck::compare_bytes(
+            name,
+            want,
+            elem,
+            &bytes,
+            t.nmse_limit(),
+        ));
     }
     Ok(())
 }
 
 fn scalar(name: &str, ty: Ty, sizes: &HashMap<String, i64>) -> Result<Lit, String> {
-    let v = *sizes.get(name).ok_or_else(|| format!("scalar parameter `{name}` has no size in the case"))?;
+    let v = *sizes
+        .get(name)
+        .ok_or_else(|| format!("scalar parameter `{name}` has no size in the case"))?;
     Ok(match ty {
         Ty::I64 => Lit::I64(v),
-        Ty::I32 => Lit::I32(i32::try_from(v).map_err(|_| format!("`{name}` = {v} does not fit i32"))?),
-        Ty::U32 => Lit::U32(u32::try_from(v).map_err(|_| format!("`{name}` = {v} does not fit u32"))?),
-        other => return Err(format!("scalar parameter `{name}` of type {other:?} cannot take a size")),
+        Ty::I32 => {
+            Lit::I32(i32::try_from(v).map_err(|_| format!("`{name}` = {v} does not fit i32"))?)
+        }
+        Ty::U32 => {
+            Lit::U32(u32::try_from(v).map_err(|_| format!("`{name}` = {v} does not fit u32"))?)
+        }
+        other => {
+            return Err(format!(
+                "scalar parameter `{name}` of type {other:?} cannot take a size"
+            ))
+        }
     })
 }
 
@@ -179,16 +226,22 @@ impl Host<'_> {
             if ty_of(dtype) == Some(elem) {
                 Ok(())
             } else {
-                Err(format!("buffer `{name}` holds {elem:?} but the reference graph's `{name}` is {dtype}"))
+                Err(format!(
+                    "buffer `{name}` holds {elem:?} but the reference graph's `{name}` is {dtype}"
+                ))
             }
         };
         let mut alloc = |len: usize| -> Result<DevBuf, String> {
-            let b = device.alloc(elem, len).map_err(|e| format!("buffer `{name}`: {}", device_error(e)))?;
+            let b = device
+                .alloc(elem, len)
+                .map_err(|e| format!("buffer `{name}`: {}", device_error(e)))?;
             allocated.push(b);
             Ok(b)
         };
         let write = |device: &mut dyn Device, b: DevBuf, at: usize, bytes: &[u8]| {
-            device.write(b, at, bytes).map_err(|e| format!("buffer `{name}`: {}", device_error(e)))
+            device
+                .write(b, at, bytes)
+                .map_err(|e| format!("buffer `{name}`: {}", device_error(e)))
         };
         if let Some(v) = self.values.get(name) {
             check(v.dtype())?;
@@ -196,12 +249,17 @@ impl Host<'_> {
             write(device, b, 0, host_buffer(elem, v).bytes())?;
             return Ok(b);
         }
-        if let Some(want) = self.expected.outputs.get(name).or_else(|| self.expected.caches.get(name)) {
+        if let Some(want) = self
+            .expected
+            .outputs
+            .get(name)
+            .or_else(|| self.expected.caches.get(name))
+        {
             check(want.dtype())?;
             let b = alloc(want.numel())?;
             if let (Access::ReadWrite, Some(old)) = (access, self.caches.get(name)) {
-                let axis =
-                    append_axis(self.graph, name).ok_or_else(|| format!("cache `{name}` is read-write but not appended to"))?;
+                let axis = append_axis(self.graph, name)
+                    .ok_or_else(|| format!("cache `{name}` is read-write but not appended to"))?;
                 for (at, bytes) in prefix_runs(elem, old, &want.shape, axis) {
                     write(device, b, at, &bytes)?;
                 }
@@ -210,11 +268,15 @@ impl Host<'_> {
         }
         if let Some(&(ty, len)) = self.scratch.get(name) {
             if ty != elem {
-                return Err(format!("scratch `{name}` is {ty:?} but the kernel reads it as {elem:?}"));
+                return Err(format!(
+                    "scratch `{name}` is {ty:?} but the kernel reads it as {elem:?}"
+                ));
             }
             return alloc(len);
         }
-        Err(format!("buffer `{name}` is neither an input, an output nor scratch of the case"))
+        Err(format!(
+            "buffer `{name}` is neither an input, an output nor scratch of the case"
+        ))
     }
 }
 
@@ -234,7 +296,14 @@ fn prefix_runs(elem: Ty, old: &Tensor, new_shape: &[usize], axis: usize) -> Vec<
     let (old_len, new_len) = (old.shape[axis], new_shape[axis]);
     let old = host_buffer(elem, old);
     let run = old_len * inner * elem.size();
-    (0..outer).map(|o| (o * new_len * inner, old.bytes()[o * run..(o + 1) * run].to_vec())).collect()
+    (0..outer)
+        .map(|o| {
+            (
+                o * new_len * inner,
+                old.bytes()[o * run..(o + 1) * run].to_vec(),
+            )
+        })
+        .collect()
 }
 
 /// The tensor's values in the element type, as a copy to the device takes them (f32 and bf16
@@ -262,7 +331,12 @@ pub fn ty_of(d: DType) -> Option<Ty> {
 /// (no driver, no GPU, no NVRTC, a module that does not compile). On the emulator each case has
 /// its own device and they run in parallel over the machine's cores; on a GPU they run one after
 /// another on the one device. `note` hears what was set up (the GPU and its kernels).
-pub fn try_run_all(cases: &[Case], filter: &Filter, backend: Backend, note: &mut dyn FnMut(&str)) -> Result<Summary, String> {
+pub fn try_run_all(
+    cases: &[Case],
+    filter: &Filter,
+    backend: Backend,
+    note: &mut dyn FnMut(&str),
+) -> Result<Summary, String> {
     use rayon::prelude::*;
     let start = Instant::now();
     let selected: Vec<&Case> = cases.iter().filter(|c| filter.accepts(c)).collect();
@@ -283,10 +357,17 @@ pub fn try_run_all(cases: &[Case], filter: &Filter, backend: Backend, note: &mut
         Backend::Cuda { ordinal } => {
             let mut device = open_gpu(ordinal, &selected, note)?;
             let describe = format!("{} with {}", device.describe(), device.image());
-            (selected.iter().map(|c| run_case(c, &mut device)).collect(), describe)
+            (
+                selected.iter().map(|c| run_case(c, &mut device)).collect(),
+                describe,
+            )
         }
     };
-    Ok(Summary { device, reports, seconds: start.elapsed().as_secs_f64() })
+    Ok(Summary {
+        device,
+        reports,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// [`try_run_all`] where an error that stops the run fails every selected case with it.
@@ -295,19 +376,32 @@ pub fn run_all(cases: &[Case], filter: &Filter, backend: Backend) -> Summary {
         let reports = cases
             .iter()
             .filter(|c| filter.accepts(c))
-            .map(|c| CaseReport { error: Some(e.clone()), ..CaseReport::new(c) })
+            .map(|c| CaseReport {
+                error: Some(e.clone()),
+                ..CaseReport::new(c)
+            })
             .collect();
-        Summary { device: format!("{backend:?}"), reports, seconds: 0.0 }
+        Summary {
+            device: format!("{backend:?}"),
+            reports,
+            seconds: 0.0,
+        }
     })
 }
 
 /// GPU `ordinal`, with the kernels of `cases` printed into one module and compiled by NVRTC for
 /// its SM: a cubin for the newest architecture not above the device's, and that architecture's
 /// PTX, which the driver JIT-compiles where the cubin does not load.
-fn open_gpu(ordinal: usize, cases: &[&Case], note: &mut dyn FnMut(&str)) -> Result<CudaDevice, String> {
+fn open_gpu(
+    ordinal: usize,
+    cases: &[&Case],
+    note: &mut dyn FnMut(&str),
+) -> Result<CudaDevice, String> {
     // The driver's message names the engines' `--device emu`; here the emulator is a backend.
     let unsupported = |e: DeviceError| match e {
-        DeviceError::Unsupported(m) => m.replace("run the engine on", "run the kernels on").replace("--device emu", "--backend emu"),
+        DeviceError::Unsupported(m) => m
+            .replace("run the engine on", "run the kernels on")
+            .replace("--device emu", "--backend emu"),
         other => other.to_string(),
     };
     let mut compiled = String::new();
@@ -317,12 +411,18 @@ fn open_gpu(ordinal: usize, cases: &[&Case], note: &mut dyn FnMut(&str)) -> Resu
             .into_iter()
             .filter(|s| sm_number(*s) <= sm)
             .max_by_key(|s| sm_number(*s))
-            .ok_or_else(|| DeviceError::Unsupported(format!("cuda:{ordinal} is an sm_{sm} GPU; the kernels need sm_80 or newer")))?;
+            .ok_or_else(|| {
+                DeviceError::Unsupported(format!(
+                    "cuda:{ordinal} is an sm_{sm} GPU; the kernels need sm_80 or newer"
+                ))
+            })?;
         let kernels = module_kernels(cases).map_err(DeviceError::Unsupported)?;
         let source = print_module(&kernels);
         let nvrtc = Nvrtc::load().map_err(|e| DeviceError::Unsupported(e.to_string()))?;
         let start = Instant::now();
-        let c = nvrtc.compile(&source, "vl3c_test_kernels.cu", target).map_err(|e| DeviceError::Driver(e.to_string()))?;
+        let c = nvrtc
+            .compile(&source, "vl3c_test_kernels.cu", target)
+            .map_err(|e| DeviceError::Driver(e.to_string()))?;
         let (major, minor) = nvrtc.version();
         compiled = format!(
             "{} kernels of {} cases compiled for {target} by NVRTC {major}.{minor} in {:.1} s",
@@ -331,18 +431,31 @@ fn open_gpu(ordinal: usize, cases: &[&Case], note: &mut dyn FnMut(&str)) -> Resu
             start.elapsed().as_secs_f64()
         );
         Ok(vec![
-            KernelImage::Cubin { label: format!("{target} cubin (NVRTC)"), bytes: c.cubin },
-            KernelImage::Ptx { label: format!("{} PTX (NVRTC, JIT)", target.virtual_name()), text: c.ptx },
+            KernelImage::Cubin {
+                label: format!("{target} cubin (NVRTC)"),
+                bytes: c.cubin,
+            },
+            KernelImage::Ptx {
+                label: format!("{} PTX (NVRTC, JIT)", target.virtual_name()),
+                text: c.ptx,
+            },
         ])
     })
     .map_err(unsupported)?;
-    note(&format!("{}: {compiled}; loaded the {}", device.describe(), device.image()));
+    note(&format!(
+        "{}: {compiled}; loaded the {}",
+        device.describe(),
+        device.image()
+    ));
     Ok(device)
 }
 
 /// `80` for sm_80.
 fn sm_number(sm: Sm) -> u32 {
-    sm.name().trim_start_matches("sm_").parse().expect("an SM name is sm_ and a number")
+    sm.name()
+        .trim_start_matches("sm_")
+        .parse()
+        .expect("an SM name is sm_ and a number")
 }
 
 /// Every kernel of `cases`, once: cases of one template instance share its kernels (sizes are
@@ -354,7 +467,11 @@ fn module_kernels(cases: &[&Case]) -> Result<Vec<Kernel>, String> {
         for k in case.template.kernels() {
             match by_name.get(&k.name) {
                 Some(seen) if *seen != k => {
-                    return Err(format!("two templates define different kernels named `{}` ({})", k.name, case.label()))
+                    return Err(format!(
+                        "two templates define different kernels named `{}` ({})",
+                        k.name,
+                        case.label()
+                    ))
                 }
                 Some(_) => {}
                 None => {
@@ -396,7 +513,8 @@ mod tests {
             for o in 0..2 {
                 let got = device.read(b, o * 12, 6).unwrap();
                 let want: Vec<f32> = (0..6).map(|c| (o * 6 + c) as f32 + 0.5).collect();
-                let check = OutputCheck::compare_bytes("k", &Tensor::f32(vec![6], want), elem, &got, 0.0);
+                let check =
+                    OutputCheck::compare_bytes("k", &Tensor::f32(vec![6], want), elem, &got, 0.0);
                 assert!(check.passed() && check.nmse == 0.0, "{elem:?}: {check:?}");
             }
             let e = device_error(device.read(b, 0, 24).unwrap_err());
@@ -409,10 +527,19 @@ mod tests {
         let want = Tensor::i64(vec![3], vec![1, -2, 3]);
         let bytes: Vec<u8> = [1i64, -2, 4].iter().flat_map(|v| v.to_le_bytes()).collect();
         let check = OutputCheck::compare_bytes("ids", &want, Ty::I64, &bytes, 0.0);
-        assert!(!check.passed() && (check.nmse - 1.0 / 3.0).abs() < 1e-12, "{check:?}");
+        assert!(
+            !check.passed() && (check.nmse - 1.0 / 3.0).abs() < 1e-12,
+            "{check:?}"
+        );
         let want = Tensor::f32(vec![2], vec![1.0, 2.0]);
-        let nan: Vec<u8> = [1.0f32, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(OutputCheck::compare_bytes("x", &want, Ty::F32, &nan, 1.0).non_finite, 1);
+        let nan: Vec<u8> = [1.0f32, f32::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            OutputCheck::compare_bytes("x", &want, Ty::F32, &nan, 1.0).non_finite,
+            1
+        );
     }
 
     /// Without a driver, a GPU run stops before any case with the one line that names the
@@ -423,8 +550,15 @@ mod tests {
             return;
         }
         let cases = crate::templates::cases();
-        let filter = Filter { ops: vec!["rms_norm".into()], pattern: None };
-        let e = try_run_all(&cases, &filter, Backend::Cuda { ordinal: 0 }, &mut |_| {}).unwrap_err();
-        assert!(e.contains("--backend emu") && !e.contains("--device") && e.lines().count() == 1, "{e}");
+        let filter = Filter {
+            ops: vec!["rms_norm".into()],
+            pattern: None,
+        };
+        let e =
+            try_run_all(&cases, &filter, Backend::Cuda { ordinal: 0 }, &mut |_| {}).unwrap_err();
+        assert!(
+            e.contains("--backend emu") && !e.contains("--device") && e.lines().count() == 1,
+            "{e}"
+        );
     }
 }

@@ -19,7 +19,13 @@ pub struct OutputCheck {
 
 impl OutputCheck {
     pub fn compare(name: &str, want: &Tensor, got: &DeviceBuffer, limit: f64) -> OutputCheck {
-        let mut check = OutputCheck { name: name.into(), nmse: 0.0, limit, max_abs_err: 0.0, non_finite: 0 };
+        let mut check = OutputCheck {
+            name: name.into(),
+            nmse: 0.0,
+            limit,
+            max_abs_err: 0.0,
+            non_finite: 0,
+        };
         if want.dtype().is_float() {
             let (w, g) = (want.as_f32(), got.to_f32());
             let (mut err, mut norm) = (0f64, 0f64);
@@ -41,7 +47,11 @@ impl OutputCheck {
             let wrong = w.iter().zip(&g).filter(|(a, b)| a != b).count();
             check.nmse = wrong as f64 / w.len().max(1) as f64;
             check.limit = 0.0;
-            check.max_abs_err = w.iter().zip(&g).map(|(a, b)| (a - b).unsigned_abs() as f64).fold(0.0, f64::max);
+            check.max_abs_err = w
+                .iter()
+                .zip(&g)
+                .map(|(a, b)| (a - b).unsigned_abs() as f64)
+                .fold(0.0, f64::max);
         }
         if got.len() != want.numel() {
             check.nmse = f64::INFINITY;
@@ -51,7 +61,13 @@ impl OutputCheck {
 
     /// [`OutputCheck::compare`] of an output read back from a device: `bytes` are its elements
     /// of type `elem`, little-endian.
-    pub fn compare_bytes(name: &str, want: &Tensor, elem: Ty, bytes: &[u8], limit: f64) -> OutputCheck {
+    pub fn compare_bytes(
+        name: &str,
+        want: &Tensor,
+        elem: Ty,
+        bytes: &[u8],
+        limit: f64,
+    ) -> OutputCheck {
         let size = elem.size();
         let mut got = DeviceBuffer::new(elem, bytes.len() / size);
         for (i, chunk) in bytes.chunks_exact(size).enumerate() {
@@ -103,13 +119,20 @@ impl CaseReport {
                 .outputs
                 .iter()
                 .map(|o| {
-                    let nf = if o.non_finite > 0 { format!(", {} non-finite", o.non_finite) } else { String::new() };
+                    let nf = if o.non_finite > 0 {
+                        format!(", {} non-finite", o.non_finite)
+                    } else {
+                        String::new()
+                    };
                     format!("{} nmse {:.2e} (limit {:.0e}{nf})", o.name, o.nmse, o.limit)
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
         };
-        format!("  {status} {}  {detail}  [{} launches, {:.2} s]", self.case, self.launches, self.seconds)
+        format!(
+            "  {status} {}  {detail}  [{} launches, {:.2} s]",
+            self.case, self.launches, self.seconds
+        )
     }
 }
 

@@ -13,8 +13,8 @@ mod warp;
 
 pub use error::{At, BlockAt, EmuError, RaceKind};
 pub use memory::DeviceBuffer;
-pub use value::{bf16_bits_to_f32, f32_to_bf16_bits};
 pub(crate) use value::promote;
+pub use value::{bf16_bits_to_f32, f32_to_bf16_bits};
 pub use warp::{a_fragment, b_fragment, c_fragment};
 
 use crate::kir::{Access, Kernel, Lit, ParamKind};

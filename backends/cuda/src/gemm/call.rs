@@ -166,7 +166,10 @@ impl GemmCall {
         };
         let invalid = |msg: String| Err(CallError::Invalid(msg));
         if r.m < 0 || r.n < 0 || r.k < 0 || r.batch_count < 1 {
-            return invalid(format!("m={}, n={}, k={}, batch={} out of range", r.m, r.n, r.k, r.batch_count));
+            return invalid(format!(
+                "m={}, n={}, k={}, batch={} out of range",
+                r.m, r.n, r.k, r.batch_count
+            ));
         }
         let op_shape = |l: &ResolvedLayout, t: Transpose| match t {
             Transpose::N => (l.rows, l.cols),
@@ -180,14 +183,26 @@ impl GemmCall {
         ];
         for (name, got, want) in checks {
             if got != want {
-                return invalid(format!("{name} is {}×{} but the product needs {}×{}", got.0, got.1, want.0, want.1));
+                return invalid(format!(
+                    "{name} is {}×{} but the product needs {}×{}",
+                    got.0, got.1, want.0, want.1
+                ));
             }
         }
         for (name, l) in [("A", &r.a), ("B", &r.b), ("C", &r.c), ("D", &r.d)] {
             if l.ld < l.rows.max(1) {
-                return invalid(format!("ld{} = {} is less than its {} rows", name.to_lowercase(), l.ld, l.rows));
+                return invalid(format!(
+                    "ld{} = {} is less than its {} rows",
+                    name.to_lowercase(),
+                    l.ld,
+                    l.rows
+                ));
             }
-            let one_matrix = if l.cols == 0 { 0 } else { (l.cols - 1) * l.ld + l.rows };
+            let one_matrix = if l.cols == 0 {
+                0
+            } else {
+                (l.cols - 1) * l.ld + l.rows
+            };
             if r.batch_count > 1 && l.batch_stride < one_matrix && name == "D" {
                 return invalid(format!(
                     "D's batch stride {} overlaps matrices of {one_matrix} elements",
@@ -195,11 +210,17 @@ impl GemmCall {
                 ));
             }
             if l.batch_stride < 0 {
-                return invalid(format!("{name}'s batch stride {} is negative", l.batch_stride));
+                return invalid(format!(
+                    "{name}'s batch stride {} is negative",
+                    l.batch_stride
+                ));
             }
         }
         if self.c.ty != self.d.ty {
-            return invalid(format!("C is {:?} but D is {:?}: cuBLASLt needs one type", self.c.ty, self.d.ty));
+            return invalid(format!(
+                "C is {:?} but D is {:?}: cuBLASLt needs one type",
+                self.c.ty, self.d.ty
+            ));
         }
         Ok(r)
     }

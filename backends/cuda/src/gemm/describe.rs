@@ -53,13 +53,25 @@ pub struct DescribeError {
 /// The cuBLASLt call computing `node` (a `matmul` or `fused_matmul`) with its second operand
 /// stored as `weight` says; activations, residual and output are contiguous row-major, and
 /// every matrix has the node's dtype.
-pub fn describe(graph: &Graph, node: NodeId, weight: WeightLayout) -> Result<GemmCall, DescribeError> {
+pub fn describe(
+    graph: &Graph,
+    node: NodeId,
+    weight: WeightLayout,
+) -> Result<GemmCall, DescribeError> {
     describe_with(graph, node, weight, Inputs::Node)
 }
 
 /// [`describe`] with A and B of the element type `inputs` says.
-pub fn describe_with(graph: &Graph, node: NodeId, weight: WeightLayout, inputs: Inputs) -> Result<GemmCall, DescribeError> {
-    let err = |message: String| DescribeError { node: node.0, message };
+pub fn describe_with(
+    graph: &Graph,
+    node: NodeId,
+    weight: WeightLayout,
+    inputs: Inputs,
+) -> Result<GemmCall, DescribeError> {
+    let err = |message: String| DescribeError {
+        node: node.0,
+        message,
+    };
     let n = graph.node(node);
     let (bias, residual) = match n.op {
         Op::MatMul => (false, false),
@@ -68,7 +80,10 @@ pub fn describe_with(graph: &Graph, node: NodeId, weight: WeightLayout, inputs: 
     };
     let arity = 2 + bias as usize + residual as usize;
     if n.inputs.len() != arity {
-        return Err(err(format!("takes {arity} operands, got {}", n.inputs.len())));
+        return Err(err(format!(
+            "takes {arity} operands, got {}",
+            n.inputs.len()
+        )));
     }
     let (x_ty, w_ty) = (graph.ty(n.inputs[0]), graph.ty(n.inputs[1]));
     let data_type = match n.ty.dtype {
@@ -79,11 +94,19 @@ pub fn describe_with(graph: &Graph, node: NodeId, weight: WeightLayout, inputs: 
     let input_type = match (inputs, data_type) {
         (Inputs::Node, t) => t,
         (Inputs::Bf16, DataType::F32) => DataType::Bf16,
-        (Inputs::Bf16, t) => return Err(err(format!("bf16 inputs are for f32 nodes, this one is {t:?}"))),
+        (Inputs::Bf16, t) => {
+            return Err(err(format!(
+                "bf16 inputs are for f32 nodes, this one is {t:?}"
+            )))
+        }
     };
     for i in &n.inputs {
         if graph.ty(*i).dtype != n.ty.dtype {
-            return Err(err(format!("operand dtype {} differs from the result's {}", graph.ty(*i).dtype, n.ty.dtype)));
+            return Err(err(format!(
+                "operand dtype {} differs from the result's {}",
+                graph.ty(*i).dtype,
+                n.ty.dtype
+            )));
         }
     }
     let (xs, ws) = (&x_ty.shape, &w_ty.shape);
@@ -99,14 +122,34 @@ pub fn describe_with(graph: &Graph, node: NodeId, weight: WeightLayout, inputs: 
     // A single weight shared by every batch matrix folds the batch into the token count (the
     // activations are contiguous), one call; equal batch dims make a strided batch.
     let (tokens, batch_count) = if ws.len() == 2 {
-        (xs[..xs.len() - 1].iter().map(dim).fold(Extent::Const(1), |acc, d| acc.times(&d)), Extent::Const(1))
+        (
+            xs[..xs.len() - 1]
+                .iter()
+                .map(dim)
+                .fold(Extent::Const(1), |acc, d| acc.times(&d)),
+            Extent::Const(1),
+        )
     } else if xs.len() == ws.len() && xs[..xs.len() - 2] == ws[..ws.len() - 2] {
-        (rows, xs[..xs.len() - 2].iter().map(dim).fold(Extent::Const(1), |acc, d| acc.times(&d)))
+        (
+            rows,
+            xs[..xs.len() - 2]
+                .iter()
+                .map(dim)
+                .fold(Extent::Const(1), |acc, d| acc.times(&d)),
+        )
     } else {
-        return Err(err(format!("batch dims of {xs:?} × {ws:?} neither match nor share one weight")));
+        return Err(err(format!(
+            "batch dims of {xs:?} × {ws:?} neither match nor share one weight"
+        )));
     };
     let batched = batch_count != Extent::Const(1);
-    let stride = |a: &Extent, b: &Extent| if batched { a.times(b) } else { Extent::Const(0) };
+    let stride = |a: &Extent, b: &Extent| {
+        if batched {
+            a.times(b)
+        } else {
+            Extent::Const(0)
+        }
+    };
 
     let (transa, a) = match weight {
         WeightLayout::Nk => (
@@ -149,19 +192,28 @@ pub fn describe_with(graph: &Graph, node: NodeId, weight: WeightLayout, inputs: 
     if let Some(i) = bias_operand {
         let shape = &graph.ty(n.inputs[i]).shape;
         if shape.len() != 1 || shape[0] != ws[ws.len() - 1] {
-            return Err(err(format!("bias {shape:?} is not one value per output feature")));
+            return Err(err(format!(
+                "bias {shape:?} is not one value per output feature"
+            )));
         }
     }
     let residual_operand = residual.then_some(2 + bias as usize);
     if let Some(i) = residual_operand {
         let shape = &graph.ty(n.inputs[i]).shape;
         if *shape != n.ty.shape {
-            return Err(err(format!("residual {shape:?} is not the result's shape {:?}", n.ty.shape)));
+            return Err(err(format!(
+                "residual {shape:?} is not the result's shape {:?}",
+                n.ty.shape
+            )));
         }
     }
     Ok(GemmCall {
         // f32 products only when both inputs are f32: then no TF32.
-        compute: if input_type == DataType::F32 { ComputeType::F32Pedantic } else { ComputeType::F32 },
+        compute: if input_type == DataType::F32 {
+            ComputeType::F32Pedantic
+        } else {
+            ComputeType::F32
+        },
         transa,
         transb: Transpose::N,
         m: features,
@@ -174,8 +226,17 @@ pub fn describe_with(graph: &Graph, node: NodeId, weight: WeightLayout, inputs: 
         batch_count,
         alpha: 1.0,
         beta: if residual { 1.0 } else { 0.0 },
-        epilogue: if bias { Epilogue::Bias { ty: data_type } } else { Epilogue::Default },
-        operands: Operands { a: 1, b: 0, c: residual_operand, bias: bias_operand },
+        epilogue: if bias {
+            Epilogue::Bias { ty: data_type }
+        } else {
+            Epilogue::Default
+        },
+        operands: Operands {
+            a: 1,
+            b: 0,
+            c: residual_operand,
+            bias: bias_operand,
+        },
     })
 }
 

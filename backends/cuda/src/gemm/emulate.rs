@@ -15,9 +15,19 @@ pub enum EmulateError {
     #[error(transparent)]
     Call(#[from] CallError),
     #[error("{operand} is a {got:?} buffer but the call declares {want:?}")]
-    Type { operand: &'static str, got: Ty, want: DataType },
+    Type {
+        operand: &'static str,
+        got: Ty,
+        want: DataType,
+    },
     #[error("{operand}: the call reaches element {reach} (ld = {ld}, batch stride = {stride}) of a buffer of {len}")]
-    OutOfBounds { operand: &'static str, reach: i64, ld: i64, stride: i64, len: usize },
+    OutOfBounds {
+        operand: &'static str,
+        reach: i64,
+        ld: i64,
+        stride: i64,
+        len: usize,
+    },
     #[error("{operand}: element {index} is read but was never written")]
     Uninitialised { operand: &'static str, index: i64 },
     #[error("{0}")]
@@ -39,7 +49,9 @@ pub fn emulate(
     let a = Operand::new("A", a, &r.a, r.batch_count)?;
     let b = Operand::new("B", b, &r.b, r.batch_count)?;
     let c = if call.beta != 0.0 {
-        let c = c.ok_or(EmulateError::Missing("beta ≠ 0 reads C, but no C buffer was given"))?;
+        let c = c.ok_or(EmulateError::Missing(
+            "beta ≠ 0 reads C, but no C buffer was given",
+        ))?;
         Some(Operand::new("C", c, &r.c, r.batch_count)?)
     } else {
         None
@@ -47,8 +59,16 @@ pub fn emulate(
     let bias = match call.epilogue {
         Epilogue::Default => None,
         Epilogue::Bias { ty } => {
-            let buf = bias.ok_or(EmulateError::Missing("the bias epilogue has no bias buffer"))?;
-            let vector = ResolvedLayout { ty, rows: r.m, cols: 1, ld: r.m.max(1), batch_stride: 0 };
+            let buf = bias.ok_or(EmulateError::Missing(
+                "the bias epilogue has no bias buffer",
+            ))?;
+            let vector = ResolvedLayout {
+                ty,
+                rows: r.m,
+                cols: 1,
+                ld: r.m.max(1),
+                batch_stride: 0,
+            };
             Some(Operand::new("bias", buf, &vector, 1)?)
         }
     };
@@ -64,7 +84,8 @@ pub fn emulate(
             for row in 0..r.m {
                 let mut acc = 0f32;
                 for l in 0..r.k {
-                    acc += element(&a, call.transa, batch, row, l)? * element(&b, call.transb, batch, l, col)?;
+                    acc += element(&a, call.transa, batch, row, l)?
+                        * element(&b, call.transb, batch, l, col)?;
                 }
                 let mut value = call.alpha * acc;
                 if let Some(c) = &c {
@@ -97,17 +118,32 @@ impl Operand {
         check_type(name, buf.elem(), layout.ty)?;
         check_span(name, buf.len(), layout, batch_count)?;
         let written = buf.written();
-        let values = buf.to_f32().into_iter().zip(written).map(|(v, w)| w.then_some(v)).collect();
-        Ok(Operand { name, layout: *layout, values })
+        let values = buf
+            .to_f32()
+            .into_iter()
+            .zip(written)
+            .map(|(v, w)| w.then_some(v))
+            .collect();
+        Ok(Operand {
+            name,
+            layout: *layout,
+            values,
+        })
     }
 
     fn get(&self, index: i64) -> Result<f32, EmulateError> {
-        self.values[index as usize].ok_or(EmulateError::Uninitialised { operand: self.name, index })
+        self.values[index as usize].ok_or(EmulateError::Uninitialised {
+            operand: self.name,
+            index,
+        })
     }
 }
 
 fn check_type(operand: &'static str, got: Ty, want: DataType) -> Result<(), EmulateError> {
-    let matches = matches!((got, want), (Ty::Bf16, DataType::Bf16) | (Ty::F32, DataType::F32));
+    let matches = matches!(
+        (got, want),
+        (Ty::Bf16, DataType::Bf16) | (Ty::F32, DataType::F32)
+    );
     if matches {
         Ok(())
     } else {
@@ -117,10 +153,21 @@ fn check_type(operand: &'static str, got: Ty, want: DataType) -> Result<(), Emul
 
 /// The furthest element the call touches must be inside the buffer: this is where a leading
 /// dimension or batch stride larger than the data behind it shows.
-fn check_span(operand: &'static str, len: usize, l: &ResolvedLayout, batch_count: i64) -> Result<(), EmulateError> {
+fn check_span(
+    operand: &'static str,
+    len: usize,
+    l: &ResolvedLayout,
+    batch_count: i64,
+) -> Result<(), EmulateError> {
     let span = l.span(batch_count);
     if span > len as i64 {
-        return Err(EmulateError::OutOfBounds { operand, reach: span - 1, ld: l.ld, stride: l.batch_stride, len });
+        return Err(EmulateError::OutOfBounds {
+            operand,
+            reach: span - 1,
+            ld: l.ld,
+            stride: l.batch_stride,
+            len,
+        });
     }
     Ok(())
 }

@@ -44,9 +44,17 @@ impl Extent {
         let overflow = || ExtentError::Overflow(self.to_string());
         Ok(match self {
             Extent::Const(v) => *v,
-            Extent::Sym(s) => *sizes.get(s).ok_or_else(|| ExtentError::Unbound(s.clone()))?,
-            Extent::Add(a, b) => a.eval(sizes)?.checked_add(b.eval(sizes)?).ok_or_else(overflow)?,
-            Extent::Mul(a, b) => a.eval(sizes)?.checked_mul(b.eval(sizes)?).ok_or_else(overflow)?,
+            Extent::Sym(s) => *sizes
+                .get(s)
+                .ok_or_else(|| ExtentError::Unbound(s.clone()))?,
+            Extent::Add(a, b) => a
+                .eval(sizes)?
+                .checked_add(b.eval(sizes)?)
+                .ok_or_else(overflow)?,
+            Extent::Mul(a, b) => a
+                .eval(sizes)?
+                .checked_mul(b.eval(sizes)?)
+                .ok_or_else(overflow)?,
             Extent::FloorDiv(a, b) => {
                 let d = b.eval(sizes)?;
                 if d <= 0 {
@@ -80,7 +88,9 @@ impl From<&Dim> for Extent {
             Dim::Sym(s) => Extent::Sym(s.clone()),
             Dim::Add(a, b) => Extent::Add(Box::new((&**a).into()), Box::new((&**b).into())),
             Dim::Mul(a, b) => Extent::Mul(Box::new((&**a).into()), Box::new((&**b).into())),
-            Dim::FloorDiv(a, b) => Extent::FloorDiv(Box::new((&**a).into()), Box::new((&**b).into())),
+            Dim::FloorDiv(a, b) => {
+                Extent::FloorDiv(Box::new((&**a).into()), Box::new((&**b).into()))
+            }
         }
     }
 }

@@ -11,7 +11,8 @@ mod emulate;
 mod extent;
 
 pub use call::{
-    CallError, ComputeType, DataType, Epilogue, GemmCall, MatrixLayout, Operands, Resolved, ResolvedLayout, Transpose,
+    CallError, ComputeType, DataType, Epilogue, GemmCall, MatrixLayout, Operands, Resolved,
+    ResolvedLayout, Transpose,
 };
 pub use describe::{describe, describe_with, DescribeError, Inputs, WeightLayout};
 pub use emulate::{emulate, EmulateError};

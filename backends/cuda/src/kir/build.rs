@@ -1,7 +1,10 @@
 //! Builds kernels from Rust: templates call these methods in the order the statements run, and
 //! nested blocks (`if_`, `for_`) take closures, so a template reads top to bottom like its CUDA.
 
-use super::{Access, Buf, Expr, Kernel, Lit, Param, ParamId, ParamKind, Shared, Shfl, Special, Stmt, Ty, Var, VarId};
+use super::{
+    Access, Buf, Expr, Kernel, Lit, Param, ParamId, ParamKind, Shared, Shfl, Special, Stmt, Ty,
+    Var, VarId,
+};
 
 pub struct KernelBuilder {
     kernel: Kernel,
@@ -31,13 +34,19 @@ impl KernelBuilder {
     }
 
     pub fn buffer(&mut self, name: &str, elem: Ty, access: Access) -> Buf {
-        self.kernel.params.push(Param { name: name.into(), kind: ParamKind::Buffer { elem, access } });
+        self.kernel.params.push(Param {
+            name: name.into(),
+            kind: ParamKind::Buffer { elem, access },
+        });
         Buf::Param(ParamId(self.kernel.params.len() as u32 - 1))
     }
 
     /// A scalar parameter, as the expression that reads it.
     pub fn scalar(&mut self, name: &str, ty: Ty) -> Expr {
-        self.kernel.params.push(Param { name: name.into(), kind: ParamKind::Scalar(ty) });
+        self.kernel.params.push(Param {
+            name: name.into(),
+            kind: ParamKind::Scalar(ty),
+        });
         Expr::Param(ParamId(self.kernel.params.len() as u32 - 1))
     }
 
@@ -47,12 +56,19 @@ impl KernelBuilder {
 
     /// Dynamic shared memory: `len` elements, a formula over scalar parameters.
     pub fn shared_dynamic(&mut self, name: &str, elem: Ty, len: Expr) -> Buf {
-        assert!(!matches!(len, Expr::Lit(_)), "a literal length is static shared memory: use `shared`");
+        assert!(
+            !matches!(len, Expr::Lit(_)),
+            "a literal length is static shared memory: use `shared`"
+        );
         self.shared_sized(name, elem, len)
     }
 
     fn shared_sized(&mut self, name: &str, elem: Ty, len: Expr) -> Buf {
-        self.kernel.shared.push(Shared { name: name.into(), elem, len });
+        self.kernel.shared.push(Shared {
+            name: name.into(),
+            elem,
+            len,
+        });
         Buf::Shared(self.kernel.shared.len() as u32 - 1)
     }
 
@@ -72,7 +88,10 @@ impl KernelBuilder {
     }
 
     fn new_var(&mut self, name: &str, ty: Ty) -> VarId {
-        self.kernel.vars.push(Var { name: name.into(), ty });
+        self.kernel.vars.push(Var {
+            name: name.into(),
+            ty,
+        });
         VarId(self.kernel.vars.len() as u32 - 1)
     }
 
@@ -108,8 +127,14 @@ impl KernelBuilder {
     /// Loads `width` consecutive elements from an aligned `index` into new registers.
     pub fn load_vec(&mut self, name: &str, buf: Buf, index: Expr, width: usize) -> Vec<Expr> {
         let ty = self.kernel.buf_elem(buf);
-        let vars: Vec<VarId> = (0..width).map(|i| self.new_var(&format!("{name}{i}"), ty)).collect();
-        self.push(Stmt::LoadVec { vars: vars.clone(), buf, index });
+        let vars: Vec<VarId> = (0..width)
+            .map(|i| self.new_var(&format!("{name}{i}"), ty))
+            .collect();
+        self.push(Stmt::LoadVec {
+            vars: vars.clone(),
+            buf,
+            index,
+        });
         vars.into_iter().map(Expr::Var).collect()
     }
 
@@ -125,20 +150,42 @@ impl KernelBuilder {
 
     pub fn if_(&mut self, cond: Expr, then: impl FnOnce(&mut Self)) {
         let then = self.nested(then);
-        self.push(Stmt::If { cond, then, els: Vec::new() });
+        self.push(Stmt::If {
+            cond,
+            then,
+            els: Vec::new(),
+        });
     }
 
-    pub fn if_else(&mut self, cond: Expr, then: impl FnOnce(&mut Self), els: impl FnOnce(&mut Self)) {
+    pub fn if_else(
+        &mut self,
+        cond: Expr,
+        then: impl FnOnce(&mut Self),
+        els: impl FnOnce(&mut Self),
+    ) {
         let then = self.nested(then);
         let els = self.nested(els);
         self.push(Stmt::If { cond, then, els });
     }
 
     /// `for (i = start; i < end; i += step)`, with `i` of `start`'s type.
-    pub fn for_(&mut self, name: &str, start: Expr, end: Expr, step: Expr, body: impl FnOnce(&mut Self, Expr)) {
+    pub fn for_(
+        &mut self,
+        name: &str,
+        start: Expr,
+        end: Expr,
+        step: Expr,
+        body: impl FnOnce(&mut Self, Expr),
+    ) {
         let var = self.new_var(name, start.ty(&self.kernel));
         let body = self.nested(|b| body(b, Expr::Var(var)));
-        self.push(Stmt::For { var, start, end, step, body });
+        self.push(Stmt::For {
+            var,
+            start,
+            end,
+            step,
+            body,
+        });
     }
 
     pub fn barrier(&mut self) {

@@ -114,7 +114,10 @@ pub enum BinOp {
 
 impl BinOp {
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne)
+        matches!(
+            self,
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne
+        )
     }
 }
 
@@ -239,10 +242,15 @@ impl Expr {
             Expr::Var(v) => k.var_ty(*v),
             Expr::Param(p) => match &k.params[p.0 as usize].kind {
                 super::ParamKind::Scalar(t) => *t,
-                super::ParamKind::Buffer { .. } => panic!("buffer param {} used as a value", k.params[p.0 as usize].name),
+                super::ParamKind::Buffer { .. } => panic!(
+                    "buffer param {} used as a value",
+                    k.params[p.0 as usize].name
+                ),
             },
             Expr::Special(_) => Ty::U32,
-            Expr::Unary(UnOp::Not, a) | Expr::Unary(UnOp::Neg, a) | Expr::Unary(UnOp::Abs, a) => a.ty(k),
+            Expr::Unary(UnOp::Not, a) | Expr::Unary(UnOp::Neg, a) | Expr::Unary(UnOp::Abs, a) => {
+                a.ty(k)
+            }
             Expr::Unary(_, _) => Ty::F32,
             Expr::Binary(op, a, _) if op.is_comparison() => {
                 let _ = a;
@@ -291,7 +299,12 @@ mod tests {
                 let text = serde_json::to_string(&k).expect("serializes");
                 let back: crate::kir::Kernel = serde_json::from_str(&text).expect("reads back");
                 // Compared as text: a NaN literal is not equal to itself.
-                assert_eq!(serde_json::to_string(&back).expect("serializes"), text, "{}", k.name);
+                assert_eq!(
+                    serde_json::to_string(&back).expect("serializes"),
+                    text,
+                    "{}",
+                    k.name
+                );
                 kernels += 1;
             }
         }

@@ -4,8 +4,8 @@
 //! here follows the emulator's (C++'s) exactly: usual arithmetic conversions, truncating
 //! division, wrapping `U32`/`I64`, an `I32` overflow or a division by zero is an error.
 
-use crate::emu::promote;
 use super::{BinOp, Expr, Kernel, Lit, ParamId, ParamKind, Ty, UnOp};
+use crate::emu::promote;
 use crate::print::dynamic_shared_layout;
 
 /// Hopper's limits on one launch (also Ampere's).
@@ -33,15 +33,24 @@ pub fn launch_geometry(k: &Kernel, scalars: &[(ParamId, Lit)]) -> Result<Geometr
     let eval = Eval { k, scalars };
     let mut grid = [0u32; 3];
     for (axis, formula) in k.grid.iter().enumerate() {
-        let n = eval.count(formula).map_err(|e| fail(format!("grid dimension {axis}: {e}")))?;
+        let n = eval
+            .count(formula)
+            .map_err(|e| fail(format!("grid dimension {axis}: {e}")))?;
         if !(1..=MAX_GRID[axis]).contains(&n) {
-            return Err(fail(format!("grid dimension {axis} is {n} (1 to {} allowed)", MAX_GRID[axis])));
+            return Err(fail(format!(
+                "grid dimension {axis} is {n} (1 to {} allowed)",
+                MAX_GRID[axis]
+            )));
         }
         grid[axis] = n as u32;
     }
     let mut failure = None;
     let (_, bytes) = dynamic_shared_layout(k, |len| {
-        let name = k.shared.iter().find(|s| std::ptr::eq(&s.len, len)).map_or("?", |s| s.name.as_str());
+        let name = k
+            .shared
+            .iter()
+            .find(|s| std::ptr::eq(&s.len, len))
+            .map_or("?", |s| s.name.as_str());
         match eval.count(len) {
             // Bounded so the byte count cannot overflow; the device refuses far less anyway.
             Ok(n) if (0..=u32::MAX as i64).contains(&n) => n as u64,
@@ -58,9 +67,13 @@ pub fn launch_geometry(k: &Kernel, scalars: &[(ParamId, Lit)]) -> Result<Geometr
     if let Some(e) = failure {
         return Err(fail(e));
     }
-    let dynamic_shared_bytes =
-        usize::try_from(bytes).map_err(|_| fail(format!("{bytes} bytes of dynamic shared memory")))?;
-    Ok(Geometry { grid, block: k.block, dynamic_shared_bytes })
+    let dynamic_shared_bytes = usize::try_from(bytes)
+        .map_err(|_| fail(format!("{bytes} bytes of dynamic shared memory")))?;
+    Ok(Geometry {
+        grid,
+        block: k.block,
+        dynamic_shared_bytes,
+    })
 }
 
 /// A value of a launch formula. `Bf16` never occurs: a formula that would need it is refused.
@@ -135,7 +148,6 @@ impl V {
     }
 }
 
-
 struct Eval<'a> {
     k: &'a Kernel,
     scalars: &'a [(ParamId, Lit)],
@@ -155,7 +167,9 @@ impl Eval<'_> {
             Expr::Lit(_) => Ok(()),
             Expr::Param(p) => match self.k.params.get(p.0 as usize).map(|p| (&p.name, &p.kind)) {
                 Some((_, ParamKind::Scalar(_))) => Ok(()),
-                Some((name, ParamKind::Buffer { .. })) => Err(format!("buffer {name} used as a value")),
+                Some((name, ParamKind::Buffer { .. })) => {
+                    Err(format!("buffer {name} used as a value"))
+                }
                 None => Err(format!("no parameter {}", p.0)),
             },
             Expr::Var(v) => Err(format!("reads register {}", v.0)),
@@ -188,16 +202,28 @@ impl Eval<'_> {
             }
             Expr::Binary(op, a, b) => binary(*op, self.eval(a)?, self.eval(b)?)?,
             Expr::Fma(a, b, c) => {
-                let (x, y, z) = (self.eval(a)?.as_f32(), self.eval(b)?.as_f32(), self.eval(c)?.as_f32());
+                let (x, y, z) = (
+                    self.eval(a)?.as_f32(),
+                    self.eval(b)?.as_f32(),
+                    self.eval(c)?.as_f32(),
+                );
                 V::F32(x.mul_add(y, z))
             }
             Expr::Select(c, a, b) => {
                 // Only the taken side is evaluated (a guarded division stays guarded); the other
                 // contributes its type.
-                let (taken, other) = if self.eval(c)?.cast(Ty::Bool)? == V::Bool(true) { (a, b) } else { (b, a) };
+                let (taken, other) = if self.eval(c)?.cast(Ty::Bool)? == V::Bool(true) {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
                 let v = self.eval(taken)?;
                 let other_ty = other.ty(self.k);
-                let t = if v.ty() == other_ty { other_ty } else { promote(v.ty(), other_ty) };
+                let t = if v.ty() == other_ty {
+                    other_ty
+                } else {
+                    promote(v.ty(), other_ty)
+                };
                 v.cast(t)?
             }
             Expr::Cast(t, a) => self.eval(a)?.cast(*t)?,
@@ -209,7 +235,9 @@ impl Eval<'_> {
 
     fn param(&self, p: ParamId) -> Result<V, String> {
         let param = &self.k.params[p.0 as usize];
-        let ParamKind::Scalar(ty) = param.kind else { unreachable!("refused by check_pure") };
+        let ParamKind::Scalar(ty) = param.kind else {
+            unreachable!("refused by check_pure")
+        };
         let (_, lit) = self
             .scalars
             .iter()
@@ -252,9 +280,17 @@ fn unary(op: UnOp, a: V) -> Result<V, String> {
 fn binary(op: BinOp, a: V, b: V) -> Result<V, String> {
     use BinOp::*;
     // A shift has its left operand's type; the amount is only a count.
-    let t = if matches!(op, Shl | Shr) { promote(a.ty(), Ty::Bool) } else { promote(a.ty(), b.ty()) };
+    let t = if matches!(op, Shl | Shr) {
+        promote(a.ty(), Ty::Bool)
+    } else {
+        promote(a.ty(), b.ty())
+    };
     let bitwise_or_equality = matches!(op, And | Or | BitAnd | BitOr | BitXor | Eq | Ne);
-    let t = if t == Ty::Bool && !bitwise_or_equality { Ty::I32 } else { t };
+    let t = if t == Ty::Bool && !bitwise_or_equality {
+        Ty::I32
+    } else {
+        t
+    };
     let (x, y) = (a.cast(t)?, b.cast(t)?);
     let cmp = |o: std::cmp::Ordering| -> V {
         use std::cmp::Ordering::*;
@@ -311,8 +347,14 @@ fn binary(op: BinOp, a: V, b: V) -> Result<V, String> {
             Div | Rem if y == 0 => return Err("integer division by zero".into()),
             Div => V::U32(x / y),
             Rem => V::U32(x % y),
-            Shl => V::U32(x.checked_shl(y).ok_or_else(|| format!("shift by {y} of a 32-bit value"))?),
-            Shr => V::U32(x.checked_shr(y).ok_or_else(|| format!("shift by {y} of a 32-bit value"))?),
+            Shl => V::U32(
+                x.checked_shl(y)
+                    .ok_or_else(|| format!("shift by {y} of a 32-bit value"))?,
+            ),
+            Shr => V::U32(
+                x.checked_shr(y)
+                    .ok_or_else(|| format!("shift by {y} of a 32-bit value"))?,
+            ),
             _ => int_common(op, x as i64, y as i64, cmp, |v| V::U32(v as u32)),
         },
         (V::I64(x), V::I64(y)) => match op {
@@ -320,8 +362,14 @@ fn binary(op: BinOp, a: V, b: V) -> Result<V, String> {
             Sub => V::I64(x.wrapping_sub(y)),
             Mul => V::I64(x.wrapping_mul(y)),
             Div | Rem if y == 0 => return Err("integer division by zero".into()),
-            Div => V::I64(x.checked_div(y).ok_or_else(|| format!("{x} / -1 overflows"))?),
-            Rem => V::I64(x.checked_rem(y).ok_or_else(|| format!("{x} % -1 overflows"))?),
+            Div => V::I64(
+                x.checked_div(y)
+                    .ok_or_else(|| format!("{x} / -1 overflows"))?,
+            ),
+            Rem => V::I64(
+                x.checked_rem(y)
+                    .ok_or_else(|| format!("{x} % -1 overflows"))?,
+            ),
             Shl | Shr => V::I64(shift(op, x, y, 64)?),
             _ => int_common(op, x, y, cmp, V::I64),
         },
@@ -330,7 +378,13 @@ fn binary(op: BinOp, a: V, b: V) -> Result<V, String> {
 }
 
 /// The integer ops whose meaning does not depend on the width beyond the value's sign.
-fn int_common(op: BinOp, x: i64, y: i64, cmp: impl Fn(std::cmp::Ordering) -> V, make: impl Fn(i64) -> V) -> V {
+fn int_common(
+    op: BinOp,
+    x: i64,
+    y: i64,
+    cmp: impl Fn(std::cmp::Ordering) -> V,
+    make: impl Fn(i64) -> V,
+) -> V {
     use BinOp::*;
     match op {
         Min => make(x.min(y)),
@@ -397,7 +451,8 @@ mod tests {
         assert!(e.contains("grid dimension 1 is 65536"), "{e}");
         let e = launch_geometry(&k, &[(ParamId(1), Lit::I64(5))]).unwrap_err();
         assert!(e.contains("no value for scalar rows"), "{e}");
-        let e = launch_geometry(&k, &[(ParamId(1), Lit::I32(5)), (ParamId(2), Lit::U32(1))]).unwrap_err();
+        let e = launch_geometry(&k, &[(ParamId(1), Lit::I32(5)), (ParamId(2), Lit::U32(1))])
+            .unwrap_err();
         assert!(e.contains("n is I64"), "{e}");
     }
 
@@ -405,14 +460,18 @@ mod tests {
     fn per_thread_values_and_memory_are_refused() {
         let mut k = sample();
         k.grid[0] = Expr::Special(Special::ThreadIdx(0));
-        assert!(launch_geometry(&k, &args(1, 1)).unwrap_err().contains("per-thread"));
+        assert!(launch_geometry(&k, &args(1, 1))
+            .unwrap_err()
+            .contains("per-thread"));
         // Even where a select would not take the side that loads.
         k.grid[0] = Expr::select(
             Expr::bool(true),
             Expr::u32(1),
             Expr::load(Buf::Param(ParamId(0)), Expr::i64(0)).cast(Ty::U32),
         );
-        assert!(launch_geometry(&k, &args(1, 1)).unwrap_err().contains("reads memory (out)"));
+        assert!(launch_geometry(&k, &args(1, 1))
+            .unwrap_err()
+            .contains("reads memory (out)"));
     }
 
     #[test]
@@ -420,21 +479,31 @@ mod tests {
         let mut k = sample();
         let n = Expr::Param(ParamId(1));
         // A division guarded by a select is not evaluated on the other side.
-        k.grid[0] = Expr::select(n.clone().gt(Expr::i64(0)), Expr::i64(64) / n.clone(), Expr::i64(3));
+        k.grid[0] = Expr::select(
+            n.clone().gt(Expr::i64(0)),
+            Expr::i64(64) / n.clone(),
+            Expr::i64(3),
+        );
         assert_eq!(launch_geometry(&k, &args(0, 1)).unwrap().grid[0], 3);
         assert_eq!(launch_geometry(&k, &args(16, 1)).unwrap().grid[0], 4);
         // I32 overflow is an error, u32 wraps, a float count truncates.
         k.grid[0] = Expr::i32(i32::MAX) + Expr::i32(1);
-        assert!(launch_geometry(&k, &args(1, 1)).unwrap_err().contains("i32 overflow"));
+        assert!(launch_geometry(&k, &args(1, 1))
+            .unwrap_err()
+            .contains("i32 overflow"));
         k.grid[0] = Expr::u32(0) - Expr::u32(u32::MAX);
         assert_eq!(launch_geometry(&k, &args(1, 1)).unwrap().grid[0], 1);
         k.grid[0] = (Expr::f32(10.0) / Expr::f32(4.0)).cast(Ty::I64);
         assert_eq!(launch_geometry(&k, &args(1, 1)).unwrap().grid[0], 2);
         k.grid[0] = Expr::i64(1) / (n - Expr::i64(1));
-        assert!(launch_geometry(&k, &args(1, 1)).unwrap_err().contains("division by zero"));
+        assert!(launch_geometry(&k, &args(1, 1))
+            .unwrap_err()
+            .contains("division by zero"));
         k.grid[0] = Expr::i64(1);
         k.shared[0].len = Expr::i64(2) - Expr::Param(ParamId(1));
-        assert!(launch_geometry(&k, &args(5, 1)).unwrap_err().contains("partial has length -3"));
+        assert!(launch_geometry(&k, &args(5, 1))
+            .unwrap_err()
+            .contains("partial has length -3"));
     }
 
     /// `k` with its body replaced by one that stores what the emulator evaluated: the grid
@@ -451,16 +520,29 @@ mod tests {
         }
         p.params.push(Param {
             name: "vl3_geometry".into(),
-            kind: ParamKind::Buffer { elem: Ty::I64, access: Access::Write },
+            kind: ParamKind::Buffer {
+                elem: Ty::I64,
+                access: Access::Write,
+            },
         });
         let out = Buf::Param(ParamId(p.params.len() as u32 - 1));
         p.vars.clear();
-        let first = (0..3).map(|a| Expr::Special(Special::BlockIdx(a)).eq(Expr::u32(0))).reduce(Expr::and).unwrap();
+        let first = (0..3)
+            .map(|a| Expr::Special(Special::BlockIdx(a)).eq(Expr::u32(0)))
+            .reduce(Expr::and)
+            .unwrap();
         let grid = (0..3).map(|a| Expr::Special(Special::GridDim(a)).cast(Ty::I64));
         let lens = k.shared.iter().map(|s| s.len.clone().cast(Ty::I64));
-        let then =
-            grid.chain(lens).enumerate().map(|(i, value)| Stmt::Store { buf: out, index: Expr::i64(i as i64), value });
-        p.body = vec![Stmt::If { cond: first, then: then.collect(), els: Vec::new() }];
+        let then = grid.chain(lens).enumerate().map(|(i, value)| Stmt::Store {
+            buf: out,
+            index: Expr::i64(i as i64),
+            value,
+        });
+        p.body = vec![Stmt::If {
+            cond: first,
+            then: then.collect(),
+            els: Vec::new(),
+        }];
         (p, out)
     }
 
@@ -476,21 +558,36 @@ mod tests {
         let mut args = Vec::new();
         for (i, p) in probe.params.iter().enumerate() {
             args.push(match p.kind {
-                ParamKind::Scalar(_) => Arg::Scalar(scalars.iter().find(|(id, _)| id.0 as usize == i).unwrap().1),
+                ParamKind::Scalar(_) => {
+                    Arg::Scalar(scalars.iter().find(|(id, _)| id.0 as usize == i).unwrap().1)
+                }
                 ParamKind::Buffer { elem, .. } => {
-                    let len = if Buf::Param(ParamId(i as u32)) == out { 3 + k.shared.len() } else { 1 };
+                    let len = if Buf::Param(ParamId(i as u32)) == out {
+                        3 + k.shared.len()
+                    } else {
+                        1
+                    };
                     Arg::Buffer(emu.alloc(DeviceBuffer::new(elem, len)))
                 }
             });
         }
         let stats = emu.launch(&probe, &args).unwrap_or_else(|e| panic!("{e}"));
-        let Some(Arg::Buffer(out)) = args.last() else { unreachable!("the probe's output is last") };
+        let Some(Arg::Buffer(out)) = args.last() else {
+            unreachable!("the probe's output is last")
+        };
         let seen = emu.buffer(*out).to_i64();
         let grid = [seen[0] as u32, seen[1] as u32, seen[2] as u32];
         assert_eq!(g.grid, grid, "{}", k.name);
-        assert_eq!(stats.blocks, grid.iter().map(|&d| d as u64).product::<u64>());
+        assert_eq!(
+            stats.blocks,
+            grid.iter().map(|&d| d as u64).product::<u64>()
+        );
         let (_, bytes) = dynamic_shared_layout(k, |len| {
-            seen[3 + k.shared.iter().position(|s| std::ptr::eq(&s.len, len)).unwrap()] as u64
+            seen[3 + k
+                .shared
+                .iter()
+                .position(|s| std::ptr::eq(&s.len, len))
+                .unwrap()] as u64
         });
         assert_eq!(g.dynamic_shared_bytes as u64, bytes, "{}", k.name);
         true
@@ -511,7 +608,9 @@ mod tests {
                             Ty::I64 => Lit::I64(v),
                             Ty::I32 => Lit::I32(v as i32),
                             Ty::U32 => Lit::U32(v as u32),
-                            other => panic!("{}: scalar {} of type {other:?}", case.label(), p.name),
+                            other => {
+                                panic!("{}: scalar {} of type {other:?}", case.label(), p.name)
+                            }
                         };
                         scalars.push((ParamId(i as u32), lit));
                     }

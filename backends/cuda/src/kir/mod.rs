@@ -137,25 +137,62 @@ pub enum Shfl {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Stmt {
     /// Declares `var` and gives it its first value.
-    Let { var: VarId, init: Expr },
-    Assign { var: VarId, value: Expr },
-    Store { buf: Buf, index: Expr, value: Expr },
+    Let {
+        var: VarId,
+        init: Expr,
+    },
+    Assign {
+        var: VarId,
+        value: Expr,
+    },
+    Store {
+        buf: Buf,
+        index: Expr,
+        value: Expr,
+    },
     /// `vars.len()` (2 or 4, or 8 `Bf16`: one 16-byte access) consecutive elements from `index`,
     /// which must be a multiple of the width (the vector access is aligned); declares the vars.
-    LoadVec { vars: Vec<VarId>, buf: Buf, index: Expr },
-    StoreVec { buf: Buf, index: Expr, values: Vec<Expr> },
-    If { cond: Expr, then: Vec<Stmt>, els: Vec<Stmt> },
+    LoadVec {
+        vars: Vec<VarId>,
+        buf: Buf,
+        index: Expr,
+    },
+    StoreVec {
+        buf: Buf,
+        index: Expr,
+        values: Vec<Expr>,
+    },
+    If {
+        cond: Expr,
+        then: Vec<Stmt>,
+        els: Vec<Stmt>,
+    },
     /// `for (var = start; var < end; var += step)`; `var` is declared by the loop. Bounds may
     /// differ between threads (divergent trip counts).
-    For { var: VarId, start: Expr, end: Expr, step: Expr, body: Vec<Stmt> },
+    For {
+        var: VarId,
+        start: Expr,
+        end: Expr,
+        step: Expr,
+        body: Vec<Stmt>,
+    },
     /// `__syncthreads()`: every thread of the block must reach the same barrier.
     Barrier,
     /// `dst = __shfl_*_sync(0xffffffff, value, …)`; declares `dst`.
-    Shfl { dst: VarId, value: Expr, mode: Shfl },
+    Shfl {
+        dst: VarId,
+        value: Expr,
+        mode: Shfl,
+    },
     /// `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32`: `d = a·b + c` for one warp, with
     /// the PTX fragment layouts: `a` four `U32` registers (eight bf16 of the 16×16 row-major A),
     /// `b` two (four bf16 of the 16×8 column-major B), `c` and `d` four `F32`. Declares `d`.
-    Mma { d: [VarId; 4], a: [Expr; 4], b: [Expr; 2], c: [Expr; 4] },
+    Mma {
+        d: [VarId; 4],
+        a: [Expr; 4],
+        b: [Expr; 2],
+        c: [Expr; 4],
+    },
 }
 
 /// One `__global__` function and how it is launched.
@@ -178,7 +215,10 @@ impl Kernel {
     }
 
     pub fn param(&self, name: &str) -> Option<ParamId> {
-        self.params.iter().position(|p| p.name == name).map(|i| ParamId(i as u32))
+        self.params
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| ParamId(i as u32))
     }
 
     pub fn var_ty(&self, v: VarId) -> Ty {
@@ -190,7 +230,10 @@ impl Kernel {
         match b {
             Buf::Param(p) => match &self.params[p.0 as usize].kind {
                 ParamKind::Buffer { elem, .. } => *elem,
-                ParamKind::Scalar(_) => panic!("param {} is a scalar, not a buffer", self.params[p.0 as usize].name),
+                ParamKind::Scalar(_) => panic!(
+                    "param {} is a scalar, not a buffer",
+                    self.params[p.0 as usize].name
+                ),
             },
             Buf::Shared(s) => self.shared[s as usize].elem,
         }

@@ -13,12 +13,17 @@ use vl3c_ir::{Dim, Graph, Op};
 /// depends on the data, like the rows a mask keeps). A KV cache is one buffer that the instance
 /// reads and appends to under the same name: its shape here is the one read. Symbols nothing
 /// determines are left out.
-pub fn bind_symbols(reference: &Graph, shapes: &BTreeMap<String, Vec<usize>>) -> Result<Sizes, String> {
+pub fn bind_symbols(
+    reference: &Graph,
+    shapes: &BTreeMap<String, Vec<usize>>,
+) -> Result<Sizes, String> {
     let mut inputs: Vec<(&str, &[Dim])> = reference
         .nodes
         .iter()
         .filter_map(|n| match &n.op {
-            Op::Input { name } | Op::CacheRead { name } => Some((name.as_str(), n.ty.shape.as_slice())),
+            Op::Input { name } | Op::CacheRead { name } => {
+                Some((name.as_str(), n.ty.shape.as_slice()))
+            }
             _ => None,
         })
         .collect();
@@ -29,13 +34,19 @@ pub fn bind_symbols(reference: &Graph, shapes: &BTreeMap<String, Vec<usize>>) ->
     }
     let mut env: HashMap<String, i64> = HashMap::new();
     for (name, dims) in &inputs {
-        let actual = shapes.get(*name).ok_or_else(|| format!("input `{name}` has no buffer"))?;
+        let actual = shapes
+            .get(*name)
+            .ok_or_else(|| format!("input `{name}` has no buffer"))?;
         if actual.len() != dims.len() {
-            return Err(format!("`{name}` is {actual:?}, the instance has rank {}", dims.len()));
+            return Err(format!(
+                "`{name}` is {actual:?}, the instance has rank {}",
+                dims.len()
+            ));
         }
         for (d, &a) in dims.iter().zip(actual) {
             if let Dim::Sym(s) = d {
-                let a = i64::try_from(a).map_err(|_| format!("`{name}`: dimension {a} is too large"))?;
+                let a = i64::try_from(a)
+                    .map_err(|_| format!("`{name}`: dimension {a} is too large"))?;
                 if let Some(&old) = env.get(s) {
                     if old != a {
                         return Err(format!("`{s}` is {old} by one buffer and {a} by `{name}`"));
@@ -65,15 +76,26 @@ pub fn bind_symbols(reference: &Graph, shapes: &BTreeMap<String, Vec<usize>>) ->
         for (d, &a) in dims.iter().zip(actual) {
             match d.eval(&env) {
                 Ok(v) if v == a as i64 => {}
-                Ok(v) => return Err(format!("`{name}`: dimension `{d}` = {v}, the buffer has {a}")),
-                Err(_) => return Err(format!("`{name}`: dimension `{d}` cannot be bound from the shapes alone")),
+                Ok(v) => {
+                    return Err(format!(
+                        "`{name}`: dimension `{d}` = {v}, the buffer has {a}"
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "`{name}`: dimension `{d}` cannot be bound from the shapes alone"
+                    ))
+                }
             }
         }
     }
     for decl in &reference.symbols {
         if let Some(&v) = env.get(&decl.name) {
             if v < decl.bounds.min || v > decl.bounds.max {
-                return Err(format!("`{}` = {v} is outside [{}, {}]", decl.name, decl.bounds.min, decl.bounds.max));
+                return Err(format!(
+                    "`{}` = {v} is outside [{}, {}]",
+                    decl.name, decl.bounds.min, decl.bounds.max
+                ));
             }
         }
     }

@@ -52,7 +52,12 @@ pub enum Step {
     /// The kernels of instance `instance`, launched in order; `inputs` maps each input of the
     /// instance's reference graph (by name) to the node whose buffer it reads, and `output` names
     /// the buffer this node's value is.
-    Launch { node: usize, instance: usize, inputs: BTreeMap<String, usize>, output: String },
+    Launch {
+        node: usize,
+        instance: usize,
+        inputs: BTreeMap<String, usize>,
+        output: String,
+    },
     /// A matmul: `gemm` (cuBLASLt, M ≥ 16) or, for a single row, the GEMV instance `gemv` when the
     /// weight's shape is fixed. The weight's element type on the device is what `gemm`'s A and
     /// the GEMV reference's `w_nk` say (bf16 for an f32 matmul over a bf16 checkpoint's weight).
@@ -69,15 +74,21 @@ pub enum Step {
     },
     /// Causal attention: `prefill` for any query count, `decode` (split-KV over the cache) when
     /// the step has one query row.
-    Attention { node: usize, prefill: usize, decode: Option<usize>, inputs: BTreeMap<String, usize> },
+    Attention {
+        node: usize,
+        prefill: usize,
+        decode: Option<usize>,
+        inputs: BTreeMap<String, usize>,
+    },
 }
 
 impl Step {
     pub fn node(&self) -> usize {
         match self {
-            Step::Alias { node, .. } | Step::Launch { node, .. } | Step::Matmul { node, .. } | Step::Attention { node, .. } => {
-                *node
-            }
+            Step::Alias { node, .. }
+            | Step::Launch { node, .. }
+            | Step::Matmul { node, .. }
+            | Step::Attention { node, .. } => *node,
         }
     }
 }
@@ -95,11 +106,16 @@ pub struct LowerError {
 
 impl DevicePlan {
     /// Lowers every graph, in order.
-    pub fn lower<'g>(graphs: impl IntoIterator<Item = &'g vl3c_ir::Graph>) -> Result<DevicePlan, LowerError> {
+    pub fn lower<'g>(
+        graphs: impl IntoIterator<Item = &'g vl3c_ir::Graph>,
+    ) -> Result<DevicePlan, LowerError> {
         let mut plan = DevicePlan::default();
         for g in graphs {
             let steps = select_graph(g, &mut plan)?;
-            plan.graphs.push(GraphPlan { graph: g.name.clone(), steps });
+            plan.graphs.push(GraphPlan {
+                graph: g.name.clone(),
+                steps,
+            });
         }
         Ok(plan)
     }
@@ -107,7 +123,11 @@ impl DevicePlan {
     /// The index of `template`'s instance, added when no instance of that name exists yet.
     pub fn intern(&mut self, template: Arc<dyn Template>) -> usize {
         let name = template.name();
-        if let Some(i) = self.instances.iter().position(|i| i.template.name() == name) {
+        if let Some(i) = self
+            .instances
+            .iter()
+            .position(|i| i.template.name() == name)
+        {
             return i;
         }
         self.instances.push(Instance { template });
@@ -128,7 +148,11 @@ impl DevicePlan {
                     scratch: t
                         .scratch()
                         .into_iter()
-                        .map(|s| ScratchEntry { name: s.name, elem: format!("{:?}", s.elem), len: s.len.to_string() })
+                        .map(|s| ScratchEntry {
+                            name: s.name,
+                            elem: format!("{:?}", s.elem),
+                            len: s.len.to_string(),
+                        })
                         .collect(),
                 }
             })

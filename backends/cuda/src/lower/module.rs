@@ -34,7 +34,12 @@ pub enum ModuleError {
 }
 
 /// Prints the plan's kernels and compiles them for each of `sms` (none: print only).
-pub fn build_module(plan: &DevicePlan, nvrtc: Option<&Nvrtc>, sms: &[Sm], mut progress: impl FnMut(usize, usize)) -> Result<KernelModule, ModuleError> {
+pub fn build_module(
+    plan: &DevicePlan,
+    nvrtc: Option<&Nvrtc>,
+    sms: &[Sm],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<KernelModule, ModuleError> {
     let mut by_name: BTreeMap<String, Kernel> = BTreeMap::new();
     let mut kernels = Vec::new();
     for inst in &plan.instances {
@@ -55,11 +60,20 @@ pub fn build_module(plan: &DevicePlan, nvrtc: Option<&Nvrtc>, sms: &[Sm], mut pr
         for (i, &sm) in sms.iter().enumerate() {
             progress(i, sms.len());
             let c = nvrtc.compile(&source, "vl3c_engine.cu", sm)?;
-            builds.push(SmBuild { sm, cubin: c.cubin, ptx: c.ptx, reports: c.reports });
+            builds.push(SmBuild {
+                sm,
+                cubin: c.cubin,
+                ptx: c.ptx,
+                reports: c.reports,
+            });
         }
         progress(sms.len(), sms.len());
     }
-    Ok(KernelModule { kernels, source, builds })
+    Ok(KernelModule {
+        kernels,
+        source,
+        builds,
+    })
 }
 
 impl KernelModule {
@@ -70,13 +84,29 @@ impl KernelModule {
         for b in &self.builds {
             for r in &b.reports {
                 if r.spill_stores + r.spill_loads > 0 {
-                    out.push(format!("{} on {}: {} bytes spilled, {} reloaded", r.kernel, b.sm.name(), r.spill_stores, r.spill_loads));
+                    out.push(format!(
+                        "{} on {}: {} bytes spilled, {} reloaded",
+                        r.kernel,
+                        b.sm.name(),
+                        r.spill_stores,
+                        r.spill_loads
+                    ));
                 }
                 if r.kernel.starts_with("attention") && r.stack_bytes > 0 {
-                    out.push(format!("{} on {}: {}-byte stack frame", r.kernel, b.sm.name(), r.stack_bytes));
+                    out.push(format!(
+                        "{} on {}: {}-byte stack frame",
+                        r.kernel,
+                        b.sm.name(),
+                        r.stack_bytes
+                    ));
                 }
                 if r.shared_bytes > b.sm.max_shared_bytes_per_block() {
-                    out.push(format!("{} on {}: {} bytes of static shared memory", r.kernel, b.sm.name(), r.shared_bytes));
+                    out.push(format!(
+                        "{} on {}: {} bytes of static shared memory",
+                        r.kernel,
+                        b.sm.name(),
+                        r.shared_bytes
+                    ));
                 }
             }
         }

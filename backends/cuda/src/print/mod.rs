@@ -565,7 +565,9 @@ fn vector_type(elem: Ty, width: usize) -> &'static str {
         (Ty::Bf16, 8) => "uint4",
         (Ty::Bool, 2) => "uchar2",
         (Ty::Bool, 4) => "uchar4",
-        (elem, width) => panic!("no vector access of {width} × {elem:?}: widths are 2 or 4 (8 for bf16)"),
+        (elem, width) => {
+            panic!("no vector access of {width} × {elem:?}: widths are 2 or 4 (8 for bf16)")
+        }
     }
 }
 

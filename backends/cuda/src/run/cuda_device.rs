@@ -13,7 +13,8 @@ use crate::templates::Sizes;
 use cudarc::cublaslt::{result as lt, sys as lt_sys};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DriverError,
+    LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
@@ -22,8 +23,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const NO_DRIVER: &str = "no NVIDIA driver (libcuda) on this machine; run the engine on the emulator with --device emu";
-const NO_CUBLASLT: &str = "cuBLASLt (libcublasLt.so) not found: install the nvidia-cublas wheel or the CUDA toolkit";
+const NO_DRIVER: &str =
+    "no NVIDIA driver (libcuda) on this machine; run the engine on the emulator with --device emu";
+const NO_CUBLASLT: &str =
+    "cuBLASLt (libcublasLt.so) not found: install the nvidia-cublas wheel or the CUDA toolkit";
 /// NVIDIA's recommendation for Hopper (4 MiB suffices before it); one allocation for all calls.
 const WORKSPACE_BYTES: usize = 32 << 20;
 /// Dynamic shared memory a kernel may use without opting in to more.
@@ -68,7 +71,9 @@ struct Buffer {
 impl CudaDevice {
     /// Opens GPU `ordinal` and loads the kernels of the engine directory `cuda_dir`.
     pub fn open(ordinal: usize, cuda_dir: &Path) -> Result<CudaDevice, DeviceError> {
-        Self::open_with(ordinal, |ctx, sm, what| load_module(ctx, cuda_dir, sm, what))
+        Self::open_with(ordinal, |ctx, sm, what| {
+            load_module(ctx, cuda_dir, sm, what)
+        })
     }
 
     /// Opens GPU `ordinal` with kernels made for it at run time: `images(sm)` gives, for the
@@ -79,14 +84,22 @@ impl CudaDevice {
         images: impl FnOnce(u32) -> Result<Vec<KernelImage>, DeviceError>,
     ) -> Result<CudaDevice, DeviceError> {
         Self::open_with(ordinal, |ctx, sm, what| {
-            load_images(ctx, images(sm)?)
-                .map_err(|rejected| DeviceError::Driver(format!("{what} cannot load the kernels ({})", rejected.join("; "))))
+            load_images(ctx, images(sm)?).map_err(|rejected| {
+                DeviceError::Driver(format!(
+                    "{what} cannot load the kernels ({})",
+                    rejected.join("; ")
+                ))
+            })
         })
     }
 
     fn open_with(
         ordinal: usize,
-        load: impl FnOnce(&Arc<CudaContext>, u32, &str) -> Result<(Arc<CudaModule>, String), DeviceError>,
+        load: impl FnOnce(
+            &Arc<CudaContext>,
+            u32,
+            &str,
+        ) -> Result<(Arc<CudaModule>, String), DeviceError>,
     ) -> Result<CudaDevice, DeviceError> {
         if !Self::driver_present() {
             return Err(DeviceError::Unsupported(NO_DRIVER.into()));
@@ -106,7 +119,9 @@ impl CudaDevice {
         // order, so cudarc's per-buffer events would only cost two event records per argument.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(driver("cuStreamCreate"))?;
-        let (major, minor) = ctx.compute_capability().map_err(driver("cuDeviceGetAttribute"))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(driver("cuDeviceGetAttribute"))?;
         let sm = (major * 10 + minor) as u32;
         let name = ctx.name().map_err(driver("cuDeviceGetName"))?;
         let total_memory = ctx.total_mem().map_err(driver("cuDeviceTotalMem"))?;
@@ -148,7 +163,12 @@ impl CudaDevice {
         self.buffers
             .get(buf.0)
             .and_then(Option::as_ref)
-            .ok_or_else(|| DeviceError::Driver(format!("buffer {} is not allocated on cuda:{}", buf.0, self.ordinal)))
+            .ok_or_else(|| {
+                DeviceError::Driver(format!(
+                    "buffer {} is not allocated on cuda:{}",
+                    buf.0, self.ordinal
+                ))
+            })
     }
 
     /// A new device allocation, refused up front when the device has too little free memory.
@@ -158,18 +178,26 @@ impl CudaDevice {
             // Give the cached allocations back; the stream-ordered allocator returns them to the
             // device at the next synchronization.
             self.pool.clear();
-            self.stream.synchronize().map_err(driver("cuStreamSynchronize"))?;
+            self.stream
+                .synchronize()
+                .map_err(driver("cuStreamSynchronize"))?;
             (free, total) = self.ctx.mem_get_info().map_err(driver("cuMemGetInfo"))?;
         }
         if bytes > free {
-            return Err(DeviceError::OutOfMemory { wanted: bytes, free, total });
+            return Err(DeviceError::OutOfMemory {
+                wanted: bytes,
+                free,
+                total,
+            });
         }
         // SAFETY: the bytes are uninitialised, as `Device::alloc` promises.
         match unsafe { self.stream.alloc::<u8>(bytes) } {
             Ok(memory) => Ok(memory),
-            Err(DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY)) => {
-                Err(DeviceError::OutOfMemory { wanted: bytes, free, total })
-            }
+            Err(DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY)) => Err(DeviceError::OutOfMemory {
+                wanted: bytes,
+                free,
+                total,
+            }),
             Err(e) => Err(driver("cuMemAllocAsync")(e)),
         }
     }
@@ -178,7 +206,10 @@ impl CudaDevice {
     fn prepare(&mut self, kernel: &Kernel, dynamic_shared: usize) -> Result<(), DeviceError> {
         if !self.functions.contains_key(&kernel.name) {
             if kernel.name.contains('\0') {
-                return Err(DeviceError::Driver(format!("kernel name {:?} has a NUL", kernel.name)));
+                return Err(DeviceError::Driver(format!(
+                    "kernel name {:?} has a NUL",
+                    kernel.name
+                )));
             }
             let function = self.module.load_function(&kernel.name).map_err(|e| {
                 DeviceError::Driver(format!(
@@ -188,15 +219,24 @@ impl CudaDevice {
                     error_text(e)
                 ))
             })?;
-            let entry = Function { function, dynamic_shared_limit: DEFAULT_DYNAMIC_SHARED };
+            let entry = Function {
+                function,
+                dynamic_shared_limit: DEFAULT_DYNAMIC_SHARED,
+            };
             self.functions.insert(kernel.name.clone(), entry);
         }
-        let f = self.functions.get_mut(&kernel.name).expect("inserted above");
+        let f = self
+            .functions
+            .get_mut(&kernel.name)
+            .expect("inserted above");
         if dynamic_shared > f.dynamic_shared_limit {
             let attribute = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
             f.function
                 .set_attribute(attribute, dynamic_shared as i32)
-                .map_err(driver(format!("cuFuncSetAttribute({}, {dynamic_shared} bytes)", kernel.name)))?;
+                .map_err(driver(format!(
+                    "cuFuncSetAttribute({}, {dynamic_shared} bytes)",
+                    kernel.name
+                )))?;
             f.dynamic_shared_limit = dynamic_shared;
         }
         Ok(())
@@ -206,7 +246,11 @@ impl CudaDevice {
     fn bind(&self, kernel: &Kernel, args: &[DevArg]) -> Result<Vec<(ParamId, Lit)>, DeviceError> {
         let bad = |why: String| DeviceError::Driver(format!("launch of {}: {why}", kernel.name));
         if args.len() != kernel.params.len() {
-            return Err(bad(format!("{} arguments for {} parameters", args.len(), kernel.params.len())));
+            return Err(bad(format!(
+                "{} arguments for {} parameters",
+                args.len(),
+                kernel.params.len()
+            )));
         }
         let mut scalars = Vec::new();
         for (i, (param, arg)) in kernel.params.iter().zip(args).enumerate() {
@@ -214,13 +258,21 @@ impl CudaDevice {
                 (ParamKind::Buffer { elem, .. }, DevArg::Buffer(b)) => {
                     let held = self.buffer(*b)?.elem;
                     if held != *elem {
-                        return Err(bad(format!("{}: a {held:?} buffer where {elem:?} is expected", param.name)));
+                        return Err(bad(format!(
+                            "{}: a {held:?} buffer where {elem:?} is expected",
+                            param.name
+                        )));
                     }
                 }
                 (ParamKind::Scalar(ty), DevArg::Scalar(lit)) if lit.ty() == *ty => {
                     scalars.push((ParamId(i as u32), *lit));
                 }
-                (kind, arg) => return Err(bad(format!("{}: {arg:?} for a {kind:?} parameter", param.name))),
+                (kind, arg) => {
+                    return Err(bad(format!(
+                        "{}: {arg:?} for a {kind:?} parameter",
+                        param.name
+                    )))
+                }
             }
         }
         Ok(scalars)
@@ -234,19 +286,37 @@ impl CudaDevice {
                 return Err(DeviceError::Unsupported(NO_CUBLASLT.into()));
             }
             let workspace = self.fresh(WORKSPACE_BYTES)?;
-            self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+            self.ctx
+                .bind_to_thread()
+                .map_err(driver("cuCtxSetCurrent"))?;
             let handle = lt::create_handle().map_err(blas_error("cublasLtCreate"))?;
-            self.blas = Some(Blas { handle, workspace, plans: HashMap::new() });
+            self.blas = Some(Blas {
+                handle,
+                workspace,
+                plans: HashMap::new(),
+            });
         }
         Ok(())
     }
 
     /// The pointer and checked extent of one GEMM operand.
-    fn operand(&self, name: &str, buf: DevBuf, layout: &ResolvedLayout, batch: i64) -> Result<u64, DeviceError> {
+    fn operand(
+        &self,
+        name: &str,
+        buf: DevBuf,
+        layout: &ResolvedLayout,
+        batch: i64,
+    ) -> Result<u64, DeviceError> {
         let b = self.buffer(buf)?;
         let fail = |why: String| Err(DeviceError::Driver(format!("cuBLASLt {name}: {why}")));
-        if !matches!((b.elem, layout.ty), (Ty::Bf16, DataType::Bf16) | (Ty::F32, DataType::F32)) {
-            return fail(format!("a {:?} buffer where the call declares {:?}", b.elem, layout.ty));
+        if !matches!(
+            (b.elem, layout.ty),
+            (Ty::Bf16, DataType::Bf16) | (Ty::F32, DataType::F32)
+        ) {
+            return fail(format!(
+                "a {:?} buffer where the call declares {:?}",
+                b.elem, layout.ty
+            ));
         }
         // What the emulator checks: the last element the call touches must be in the buffer.
         let (span, ld, stride) = (layout.span(batch), layout.ld, layout.batch_stride);
@@ -277,16 +347,21 @@ impl Drop for CudaDevice {
 impl Device for CudaDevice {
     fn describe(&self) -> String {
         let gib = self.total_memory as f64 / (1u64 << 30) as f64;
-        format!("cuda:{} ({}, sm_{}, {gib:.1} GiB)", self.ordinal, self.name, self.sm)
+        format!(
+            "cuda:{} ({}, sm_{}, {gib:.1} GiB)",
+            self.ordinal, self.name, self.sm
+        )
     }
 
     fn alloc(&mut self, elem: Ty, len: usize) -> Result<DevBuf, DeviceError> {
         // cuMemAlloc refuses zero bytes; an empty buffer still needs an address to bind.
-        let bytes = len.checked_mul(elem.size()).ok_or(DeviceError::OutOfMemory {
-            wanted: usize::MAX,
-            free: 0,
-            total: self.total_memory,
-        })?;
+        let bytes = len
+            .checked_mul(elem.size())
+            .ok_or(DeviceError::OutOfMemory {
+                wanted: usize::MAX,
+                free: 0,
+                total: self.total_memory,
+            })?;
         let bytes = bytes.max(1);
         let memory = match self.pool.get_mut(&bytes).and_then(Vec::pop) {
             Some(memory) => memory,
@@ -317,26 +392,37 @@ impl Device for CudaDevice {
         let (size, room) = (b.elem.size(), b.len * b.elem.size());
         let start = at * size;
         if start + bytes.len() > room {
-            return Err(DeviceError::Driver(format!("write of {} bytes at byte {start} into buffer {} of {room}", bytes.len(), buf.0)));
+            return Err(DeviceError::Driver(format!(
+                "write of {} bytes at byte {start} into buffer {} of {room}",
+                bytes.len(),
+                buf.0
+            )));
         }
         if bytes.is_empty() {
             return Ok(());
         }
         let memory = &mut self.buffers[buf.0].as_mut().expect("checked above").memory;
         let mut view = memory.slice_mut(start..start + bytes.len());
-        self.stream.memcpy_htod(bytes, &mut view).map_err(driver("cuMemcpyHtoDAsync"))
+        self.stream
+            .memcpy_htod(bytes, &mut view)
+            .map_err(driver("cuMemcpyHtoDAsync"))
     }
 
     fn read(&mut self, buf: DevBuf, at: usize, len: usize) -> Result<Vec<u8>, DeviceError> {
         let b = self.buffer(buf)?;
         if at + len > b.len {
-            return Err(DeviceError::Driver(format!("read of {len} elements at {at} of buffer {} of {}", buf.0, b.len)));
+            return Err(DeviceError::Driver(format!(
+                "read of {len} elements at {at} of buffer {} of {}",
+                buf.0, b.len
+            )));
         }
         let size = b.elem.size();
         let mut out = vec![0u8; len * size];
         if !out.is_empty() {
             let view = b.memory.slice(at * size..at * size + out.len());
-            self.stream.memcpy_dtoh(&view, &mut out).map_err(driver("cuMemcpyDtoHAsync"))?;
+            self.stream
+                .memcpy_dtoh(&view, &mut out)
+                .map_err(driver("cuMemcpyDtoHAsync"))?;
         }
         // The bytes are the host's only once the copy (and all work before it) is done; an
         // earlier launch's fault surfaces here too.
@@ -347,14 +433,20 @@ impl Device for CudaDevice {
     fn memory(&self) -> Option<(usize, usize)> {
         // Freed buffers wait in the pool: they count as free for whoever asks.
         let pooled: usize = self.pool.iter().map(|(bytes, v)| bytes * v.len()).sum();
-        self.ctx.mem_get_info().ok().map(|(free, total)| (free + pooled, total))
+        self.ctx
+            .mem_get_info()
+            .ok()
+            .map(|(free, total)| (free + pooled, total))
     }
 
     fn copy(&mut self, src: DevBuf, dst: DevBuf, len: usize) -> Result<(), DeviceError> {
         let (s, d) = (self.buffer(src)?, self.buffer(dst)?);
         let bytes = len * s.elem.size();
         if s.elem != d.elem || len > s.len || len > d.len {
-            return Err(DeviceError::Driver(format!("copy of {len} elements from buffer {} ({} × {:?}) to {} ({} × {:?})", src.0, s.len, s.elem, dst.0, d.len, d.elem)));
+            return Err(DeviceError::Driver(format!(
+                "copy of {len} elements from buffer {} ({} × {:?}) to {} ({} × {:?})",
+                src.0, s.len, s.elem, dst.0, d.len, d.elem
+            )));
         }
         if bytes == 0 || src == dst {
             return Ok(());
@@ -362,7 +454,10 @@ impl Device for CudaDevice {
         // Two slots of the slab: take the destination out while the source is borrowed.
         let mut to = self.buffers[dst.0].take().expect("checked above");
         let from = &self.buffers[src.0].as_ref().expect("checked above").memory;
-        let result = self.stream.memcpy_dtod(&from.slice(..bytes), &mut to.memory.slice_mut(..bytes)).map_err(driver("cuMemcpyDtoDAsync"));
+        let result = self
+            .stream
+            .memcpy_dtod(&from.slice(..bytes), &mut to.memory.slice_mut(..bytes))
+            .map_err(driver("cuMemcpyDtoDAsync"));
         self.buffers[dst.0] = Some(to);
         result
     }
@@ -382,7 +477,9 @@ impl Device for CudaDevice {
         let mut builder = self.stream.launch_builder(function);
         for arg in args {
             match arg {
-                DevArg::Buffer(b) => builder.arg(&self.buffers[b.0].as_ref().expect("bound above").memory),
+                DevArg::Buffer(b) => {
+                    builder.arg(&self.buffers[b.0].as_ref().expect("bound above").memory)
+                }
                 DevArg::Scalar(Lit::Bool(v)) => builder.arg(v),
                 DevArg::Scalar(Lit::I32(v)) => builder.arg(v),
                 DevArg::Scalar(Lit::U32(v)) => builder.arg(v),
@@ -398,12 +495,20 @@ impl Device for CudaDevice {
         // SAFETY: the arguments are in the order of the printed kernel's parameters and of the
         // types it declares (`bind` checked both), and every buffer outlives the queued launch
         // (a freed one goes to the pool, and is only released in stream order).
-        unsafe { builder.launch(config) }.map_err(driver(format!("cuLaunchKernel({})", kernel.name)))?;
+        unsafe { builder.launch(config) }
+            .map_err(driver(format!("cuLaunchKernel({})", kernel.name)))?;
         Ok(())
     }
 
-    fn gemm(&mut self, call: &GemmCall, sizes: &Sizes, bufs: GemmBuffers) -> Result<(), DeviceError> {
-        let r = call.resolve(sizes).map_err(|e| DeviceError::Driver(format!("cuBLASLt call: {e}")))?;
+    fn gemm(
+        &mut self,
+        call: &GemmCall,
+        sizes: &Sizes,
+        bufs: GemmBuffers,
+    ) -> Result<(), DeviceError> {
+        let r = call
+            .resolve(sizes)
+            .map_err(|e| DeviceError::Driver(format!("cuBLASLt call: {e}")))?;
         if r.m == 0 || r.n == 0 {
             return Ok(());
         }
@@ -415,20 +520,32 @@ impl Device for CudaDevice {
             (false, _) => d,
             (true, Some(c)) => self.operand("C", c, &r.c, batch)?,
             (true, None) => {
-                return Err(DeviceError::Driver("cuBLASLt: beta ≠ 0 reads C, but no C buffer was given".into()))
+                return Err(DeviceError::Driver(
+                    "cuBLASLt: beta ≠ 0 reads C, but no C buffer was given".into(),
+                ))
             }
         };
         let bias = match (call.epilogue, bufs.bias) {
             (Epilogue::Default, _) => None,
             (Epilogue::Bias { ty }, Some(bias)) => {
-                let vector = ResolvedLayout { ty, rows: r.m, cols: 1, ld: r.m.max(1), batch_stride: 0 };
+                let vector = ResolvedLayout {
+                    ty,
+                    rows: r.m,
+                    cols: 1,
+                    ld: r.m.max(1),
+                    batch_stride: 0,
+                };
                 Some(self.operand("bias", bias, &vector, 1)?)
             }
             (Epilogue::Bias { .. }, None) => {
-                return Err(DeviceError::Driver("cuBLASLt: the bias epilogue has no bias buffer".into()))
+                return Err(DeviceError::Driver(
+                    "cuBLASLt: the bias epilogue has no bias buffer".into(),
+                ))
             }
         };
-        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(driver("cuCtxSetCurrent"))?;
         let stream = self.stream.cu_stream() as lt_sys::cudaStream_t;
         self.open_blas()?;
         let blas = self.blas.as_mut().expect("opened above");
@@ -438,10 +555,13 @@ impl Device for CudaDevice {
         if let Some(bias) = bias {
             // The pointer changes from call to call; everything else about the descriptor is the
             // shape's.
-            let attribute = lt_sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER;
+            let attribute =
+                lt_sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER;
             // SAFETY: the descriptor is alive (the plan owns it) and the value is a device pointer.
-            unsafe { lt::set_matmul_desc_attribute(plan.desc, attribute, ptr_to(&bias), size_of::<u64>()) }
-                .map_err(blas_error("cublasLtMatmulDescSetAttribute(BIAS_POINTER)"))?;
+            unsafe {
+                lt::set_matmul_desc_attribute(plan.desc, attribute, ptr_to(&bias), size_of::<u64>())
+            }
+            .map_err(blas_error("cublasLtMatmulDescSetAttribute(BIAS_POINTER)"))?;
         }
         let (desc, layouts, algo) = (plan.desc, plan.layouts, plan.algo);
         let workspace = blas.workspace.device_ptr(&self.stream).0;
@@ -468,7 +588,10 @@ impl Device for CudaDevice {
                 stream,
             )
         }
-        .map_err(blas_error(format!("cublasLtMatmul(m={}, n={}, k={}, batch={batch})", r.m, r.n, r.k)))
+        .map_err(blas_error(format!(
+            "cublasLtMatmul(m={}, n={}, k={}, batch={batch})",
+            r.m, r.n, r.k
+        )))
     }
 
     fn synchronize(&mut self) -> Result<(), DeviceError> {
@@ -515,7 +638,10 @@ pub enum KernelImage {
 }
 
 /// The first of `images` the driver loads, or why each was rejected.
-fn load_images(ctx: &Arc<CudaContext>, images: Vec<KernelImage>) -> Result<(Arc<CudaModule>, String), Vec<String>> {
+fn load_images(
+    ctx: &Arc<CudaContext>,
+    images: Vec<KernelImage>,
+) -> Result<(Arc<CudaModule>, String), Vec<String>> {
     let mut rejected = Vec::new();
     for image in images {
         let (ptx, label) = match image {
@@ -548,12 +674,18 @@ fn load_module(
 ) -> Result<(Arc<CudaModule>, String), DeviceError> {
     let mut images = Vec::new();
     for path in kernel_images(dir, sm).map_err(DeviceError::Unsupported)? {
-        let file = path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
-        let bytes = std::fs::read(&path).map_err(|e| DeviceError::Driver(format!("{}: {e}", path.display())))?;
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let bytes = std::fs::read(&path)
+            .map_err(|e| DeviceError::Driver(format!("{}: {e}", path.display())))?;
         images.push(if file.ends_with(".cubin") {
             KernelImage::Cubin { label: file, bytes }
         } else {
-            KernelImage::Ptx { label: format!("{file} (JIT)"), text: String::from_utf8_lossy(&bytes).into_owned() }
+            KernelImage::Ptx {
+                label: format!("{file} (JIT)"),
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            }
         });
     }
     load_images(ctx, images).map_err(|rejected| {
@@ -574,8 +706,12 @@ pub fn kernel_images(dir: &Path, sm: u32) -> Result<Vec<PathBuf>, String> {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let number =
-                |prefix: &str, suffix: &str| name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse::<u32>().ok();
+            let number = |prefix: &str, suffix: &str| {
+                name.strip_prefix(prefix)?
+                    .strip_suffix(suffix)?
+                    .parse::<u32>()
+                    .ok()
+            };
             if let Some(n) = number("sm_", ".cubin") {
                 cubins.push(n);
             } else if let Some(n) = number("compute_", ".ptx") {
@@ -588,13 +724,22 @@ pub fn kernel_images(dir: &Path, sm: u32) -> Result<Vec<PathBuf>, String> {
         images.push(dir.join(format!("sm_{sm}.cubin")));
     }
     ptx.sort_unstable_by(|a, b| b.cmp(a));
-    images.extend(ptx.iter().filter(|&&n| n <= sm).map(|n| dir.join(format!("compute_{n}.ptx"))));
+    images.extend(
+        ptx.iter()
+            .filter(|&&n| n <= sm)
+            .map(|n| dir.join(format!("compute_{n}.ptx"))),
+    );
     if !images.is_empty() {
         return Ok(images);
     }
-    let (dir, recompile) = (dir.display(), format!("recompile with `vl3c compile --target cuda --sm {sm}`"));
+    let (dir, recompile) = (
+        dir.display(),
+        format!("recompile with `vl3c compile --target cuda --sm {sm}`"),
+    );
     if cubins.is_empty() && ptx.is_empty() {
-        return Err(format!("{dir} holds no kernels (no sm_XX.cubin nor compute_XX.ptx): {recompile}"));
+        return Err(format!(
+            "{dir} holds no kernels (no sm_XX.cubin nor compute_XX.ptx): {recompile}"
+        ));
     }
     cubins.sort_unstable();
     let files: Vec<String> = cubins
@@ -602,7 +747,10 @@ pub fn kernel_images(dir: &Path, sm: u32) -> Result<Vec<PathBuf>, String> {
         .map(|n| format!("sm_{n}.cubin"))
         .chain(ptx.iter().rev().map(|n| format!("compute_{n}.ptx")))
         .collect();
-    Err(format!("the engine's kernels ({} in {dir}) do not run on this sm_{sm} GPU: {recompile}", files.join(", ")))
+    Err(format!(
+        "the engine's kernels ({} in {dir}) do not run on this sm_{sm} GPU: {recompile}",
+        files.join(", ")
+    ))
 }
 
 /// cuBLASLt: a handle, its workspace, and a plan per call shape. Creating descriptors and asking
@@ -677,8 +825,14 @@ fn cuda_type(t: DataType) -> lt_sys::cudaDataType {
 }
 
 impl Blas {
-    fn plan(&mut self, call: &GemmCall, r: &Resolved, align: [u32; 4]) -> Result<&Plan, DeviceError> {
-        let layout = |l: &ResolvedLayout| (l.ty == DataType::Bf16, l.rows, l.cols, l.ld, l.batch_stride);
+    fn plan(
+        &mut self,
+        call: &GemmCall,
+        r: &Resolved,
+        align: [u32; 4],
+    ) -> Result<&Plan, DeviceError> {
+        let layout =
+            |l: &ResolvedLayout| (l.ty == DataType::Bf16, l.rows, l.cols, l.ld, l.batch_stride);
         let key = PlanKey {
             pedantic: call.compute == ComputeType::F32Pedantic,
             trans: [call.transa == Transpose::T, call.transb == Transpose::T],
@@ -687,12 +841,20 @@ impl Blas {
                 Epilogue::Bias { ty } => Some(ty == DataType::Bf16),
             },
             mnkb: [r.m, r.n, r.k, r.batch_count],
-            layouts: [layout(&r.a), layout(&r.b), layout(c_layout(call, r)), layout(&r.d)],
+            layouts: [
+                layout(&r.a),
+                layout(&r.b),
+                layout(c_layout(call, r)),
+                layout(&r.d),
+            ],
             align,
         };
         if !self.plans.contains_key(&key) {
             let plan = self.new_plan(call, r, align).map_err(|(what, e)| {
-                DeviceError::Driver(format!("cuBLASLt plan for m={}, n={}, k={}: {what}: {:?}", r.m, r.n, r.k, e.0))
+                DeviceError::Driver(format!(
+                    "cuBLASLt plan for m={}, n={}, k={}: {what}: {:?}",
+                    r.m, r.n, r.k, e.0
+                ))
             })?;
             self.plans.insert(key, plan);
         }
@@ -711,10 +873,14 @@ impl Blas {
             ComputeType::F32 => lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             ComputeType::F32Pedantic => lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
         };
-        let desc = lt::create_matmul_desc(compute, lt_sys::cudaDataType::CUDA_R_32F).map_err(|e| ("desc", e))?;
+        let desc = lt::create_matmul_desc(compute, lt_sys::cudaDataType::CUDA_R_32F)
+            .map_err(|e| ("desc", e))?;
         // Owned from here on, so an error below releases what was created.
-        let mut plan =
-            Plan { desc, layouts: [std::ptr::null_mut(); 4], algo: lt_sys::cublasLtMatmulAlgo_t { data: [0; 8] } };
+        let mut plan = Plan {
+            desc,
+            layouts: [std::ptr::null_mut(); 4],
+            algo: lt_sys::cublasLtMatmulAlgo_t { data: [0; 8] },
+        };
         let op = |t: Transpose| (t == Transpose::T) as i32; // CUBLAS_OP_N = 0, CUBLAS_OP_T = 1
         let epilogue = match call.epilogue {
             Epilogue::Default => lt_sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT,
@@ -724,25 +890,40 @@ impl Blas {
         // cuBLASLt documents for its attribute.
         unsafe {
             let set = |attr, value: *const c_void, size| {
-                lt::set_matmul_desc_attribute(desc, attr, value, size).map_err(|e| ("desc attribute", e))
+                lt::set_matmul_desc_attribute(desc, attr, value, size)
+                    .map_err(|e| ("desc attribute", e))
             };
             set(D::CUBLASLT_MATMUL_DESC_TRANSA, ptr_to(&op(call.transa)), 4)?;
             set(D::CUBLASLT_MATMUL_DESC_TRANSB, ptr_to(&op(call.transb)), 4)?;
             set(D::CUBLASLT_MATMUL_DESC_EPILOGUE, ptr_to(&epilogue), 4)?;
             if let Epilogue::Bias { ty } = call.epilogue {
-                set(D::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, ptr_to(&(cuda_type(ty) as i32)), 4)?;
+                set(
+                    D::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                    ptr_to(&(cuda_type(ty) as i32)),
+                    4,
+                )?;
             }
         }
-        for (slot, l) in plan.layouts.iter_mut().zip([&r.a, &r.b, c_layout(call, r), &r.d]) {
+        for (slot, l) in plan
+            .layouts
+            .iter_mut()
+            .zip([&r.a, &r.b, c_layout(call, r), &r.d])
+        {
             let (rows, cols) = (l.rows as u64, l.cols as u64);
-            *slot = lt::create_matrix_layout(cuda_type(l.ty), rows, cols, l.ld).map_err(|e| ("layout", e))?;
+            *slot = lt::create_matrix_layout(cuda_type(l.ty), rows, cols, l.ld)
+                .map_err(|e| ("layout", e))?;
             let batch = r.batch_count as i32;
             unsafe {
                 let set = |attr, value: *const c_void, size| {
-                    lt::set_matrix_layout_attribute(*slot, attr, value, size).map_err(|e| ("layout attribute", e))
+                    lt::set_matrix_layout_attribute(*slot, attr, value, size)
+                        .map_err(|e| ("layout attribute", e))
                 };
                 set(L::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, ptr_to(&batch), 4)?;
-                set(L::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, ptr_to(&l.batch_stride), 8)?;
+                set(
+                    L::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                    ptr_to(&l.batch_stride),
+                    8,
+                )?;
             }
         }
         let preference = lt::create_matmul_pref().map_err(|e| ("preference", e))?;
@@ -750,13 +931,45 @@ impl Blas {
         let [a, b, c, d] = plan.layouts;
         let heuristic = unsafe {
             use lt_sys::cublasLtMatmulPreferenceAttributes_t as P;
-            let set = |attr, value: *const c_void, size| lt::set_matmul_pref_attribute(preference, attr, value, size);
-            let found = set(P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, ptr_to(&workspace), 8)
-                .and_then(|()| set(P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, ptr_to(&align[0]), 4))
-                .and_then(|()| set(P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, ptr_to(&align[1]), 4))
-                .and_then(|()| set(P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, ptr_to(&align[2]), 4))
-                .and_then(|()| set(P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, ptr_to(&align[3]), 4))
-                .and_then(|()| lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, d, preference));
+            let set = |attr, value: *const c_void, size| {
+                lt::set_matmul_pref_attribute(preference, attr, value, size)
+            };
+            let found = set(
+                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                ptr_to(&workspace),
+                8,
+            )
+            .and_then(|()| {
+                set(
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                    ptr_to(&align[0]),
+                    4,
+                )
+            })
+            .and_then(|()| {
+                set(
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    ptr_to(&align[1]),
+                    4,
+                )
+            })
+            .and_then(|()| {
+                set(
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                    ptr_to(&align[2]),
+                    4,
+                )
+            })
+            .and_then(|()| {
+                set(
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                    ptr_to(&align[3]),
+                    4,
+                )
+            })
+            .and_then(|()| {
+                lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, d, preference)
+            });
             let _ = lt::destroy_matmul_pref(preference);
             found.map_err(|e| ("no algorithm (cublasLtMatmulAlgoGetHeuristic)", e))?
         };

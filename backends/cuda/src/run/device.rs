@@ -36,7 +36,11 @@ pub enum DeviceError {
     #[error("emulator: {0}")]
     Emulator(String),
     #[error("out of device memory: {wanted} bytes requested, {free} free of {total}")]
-    OutOfMemory { wanted: usize, free: usize, total: usize },
+    OutOfMemory {
+        wanted: usize,
+        free: usize,
+        total: usize,
+    },
     #[error("{0}")]
     Driver(String),
     #[error("{0}")]
@@ -58,7 +62,12 @@ pub trait Device {
     /// Launches `kernel` (one of the module's: the GPU finds it by name) with `args`.
     fn launch(&mut self, kernel: &Kernel, args: &[DevArg]) -> Result<(), DeviceError>;
     /// `call` at `sizes` on `bufs`.
-    fn gemm(&mut self, call: &GemmCall, sizes: &Sizes, bufs: GemmBuffers) -> Result<(), DeviceError>;
+    fn gemm(
+        &mut self,
+        call: &GemmCall,
+        sizes: &Sizes,
+        bufs: GemmBuffers,
+    ) -> Result<(), DeviceError>;
     /// Waits for queued work (a GPU's stream); errors of asynchronous work surface here.
     fn synchronize(&mut self) -> Result<(), DeviceError> {
         Ok(())

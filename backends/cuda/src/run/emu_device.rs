@@ -62,10 +62,15 @@ impl Device for EmuDevice {
     fn read(&mut self, buf: DevBuf, at: usize, len: usize) -> Result<Vec<u8>, DeviceError> {
         let b = self.emu.buffer(id(buf));
         if at + len > b.len() {
-            return Err(DeviceError::Emulator(format!("a read of {len} elements at {at} from a buffer of {}", b.len())));
+            return Err(DeviceError::Emulator(format!(
+                "a read of {len} elements at {at} from a buffer of {}",
+                b.len()
+            )));
         }
         if let Some(i) = (at..at + len).find(|&i| !b.written()[i]) {
-            return Err(DeviceError::Emulator(format!("element {i} is copied to the host but was never written")));
+            return Err(DeviceError::Emulator(format!(
+                "element {i} is copied to the host but was never written"
+            )));
         }
         let size = b.elem().size();
         Ok(b.bytes()[at * size..(at + len) * size].to_vec())
@@ -88,19 +93,28 @@ impl Device for EmuDevice {
                 DevArg::Scalar(l) => Arg::Scalar(*l),
             })
             .collect();
-        let stats = self.emu.launch(kernel, &args).map_err(|e| DeviceError::Emulator(e.to_string()))?;
+        let stats = self
+            .emu
+            .launch(kernel, &args)
+            .map_err(|e| DeviceError::Emulator(e.to_string()))?;
         self.statements += stats.statements;
         self.launches += 1;
         Ok(())
     }
 
-    fn gemm(&mut self, call: &GemmCall, sizes: &Sizes, bufs: GemmBuffers) -> Result<(), DeviceError> {
+    fn gemm(
+        &mut self,
+        call: &GemmCall,
+        sizes: &Sizes,
+        bufs: GemmBuffers,
+    ) -> Result<(), DeviceError> {
         // `emulate` reads A, B, C and bias while writing D: D gets its own copy for the call.
         let mut d = self.emu.buffer(id(bufs.d)).clone();
         let (a, b) = (self.emu.buffer(id(bufs.a)), self.emu.buffer(id(bufs.b)));
         let c = bufs.c.map(|c| self.emu.buffer(id(c)));
         let bias = bufs.bias.map(|x| self.emu.buffer(id(x)));
-        emulate(call, sizes, a, b, c, bias, &mut d).map_err(|e| DeviceError::Emulator(format!("cuBLASLt call: {e}")))?;
+        emulate(call, sizes, a, b, c, bias, &mut d)
+            .map_err(|e| DeviceError::Emulator(format!("cuBLASLt call: {e}")))?;
         *self.emu.buffer_mut(id(bufs.d)) = d;
         self.gemms += 1;
         Ok(())

@@ -39,23 +39,42 @@ struct Val {
 
 impl Program {
     /// Runs `graph` (one of the engine's, by name) on `inputs`, reading and extending `kv`.
-    pub fn run(&self, graph: &Graph, inputs: &HashMap<String, Tensor>, kv: &mut KvStore) -> Result<RunOutputs, RunError> {
-        let file = self.graphs.get(&graph.name).ok_or_else(|| RunError::Input {
-            name: graph.name.clone(),
-            message: "is not a graph of this engine".into(),
-        })?;
+    pub fn run(
+        &self,
+        graph: &Graph,
+        inputs: &HashMap<String, Tensor>,
+        kv: &mut KvStore,
+    ) -> Result<RunOutputs, RunError> {
+        let file = self
+            .graphs
+            .get(&graph.name)
+            .ok_or_else(|| RunError::Input {
+                name: graph.name.clone(),
+                message: "is not a graph of this engine".into(),
+            })?;
         let mut dev = lock(&self.device);
         let mut run = GraphRun::new(self, graph, &file.stored, kv, dev.as_mut());
-        let result = run.bind(inputs).and_then(|_| run.steps(&file.plan.steps)).and_then(|_| run.outputs());
+        let result = run
+            .bind(inputs)
+            .and_then(|_| run.steps(&file.plan.steps))
+            .and_then(|_| run.outputs());
         run.free_all();
-        let (appended, env, peak_bytes) = (std::mem::take(&mut run.appended), std::mem::take(&mut run.env), run.peak);
+        let (appended, env, peak_bytes) = (
+            std::mem::take(&mut run.appended),
+            std::mem::take(&mut run.env),
+            run.peak,
+        );
         let outputs = result?;
         for (name, len) in appended {
             if let Some(c) = kv.caches.get_mut(&name) {
                 c.len = len;
             }
         }
-        Ok(RunOutputs { outputs, symbols: env, peak_bytes })
+        Ok(RunOutputs {
+            outputs,
+            symbols: env,
+            peak_bytes,
+        })
     }
 }
 
@@ -80,7 +99,13 @@ struct GraphRun<'a> {
 }
 
 impl<'a> GraphRun<'a> {
-    fn new(program: &'a Program, graph: &'a Graph, stored: &'a BTreeMap<usize, String>, kv: &'a KvStore, dev: &'a mut dyn Device) -> Self {
+    fn new(
+        program: &'a Program,
+        graph: &'a Graph,
+        stored: &'a BTreeMap<usize, String>,
+        kv: &'a KvStore,
+        dev: &'a mut dyn Device,
+    ) -> Self {
         let n = graph.nodes.len();
         GraphRun {
             program,
@@ -103,7 +128,12 @@ impl<'a> GraphRun<'a> {
         RunError::Step {
             graph: self.graph.name.clone(),
             node,
-            op: self.graph.nodes.get(node).map_or("?", |n| n.op.mnemonic()).to_string(),
+            op: self
+                .graph
+                .nodes
+                .get(node)
+                .map_or("?", |n| n.op.mnemonic())
+                .to_string(),
             message: message.to_string(),
         }
     }
@@ -114,14 +144,27 @@ impl<'a> GraphRun<'a> {
         for n in &self.graph.nodes {
             match &n.op {
                 Op::Input { name } => {
-                    let t = inputs.get(name).ok_or_else(|| RunError::Input { name: name.clone(), message: format!("is not given (the graph needs {})", n.ty) })?;
+                    let t = inputs.get(name).ok_or_else(|| RunError::Input {
+                        name: name.clone(),
+                        message: format!("is not given (the graph needs {})", n.ty),
+                    })?;
                     if t.dtype() != n.ty.dtype {
-                        return Err(RunError::Input { name: name.clone(), message: format!("has dtype {} but the graph needs {}", t.dtype(), n.ty) });
+                        return Err(RunError::Input {
+                            name: name.clone(),
+                            message: format!(
+                                "has dtype {} but the graph needs {}",
+                                t.dtype(),
+                                n.ty
+                            ),
+                        });
                     }
                     given.push((name.clone(), t.shape.clone()));
                 }
                 Op::CacheRead { name } => {
-                    let c = self.kv.caches.get(name).ok_or_else(|| RunError::Cache { name: name.clone(), message: "is not kept by this sequence".into() })?;
+                    let c = self.kv.caches.get(name).ok_or_else(|| RunError::Cache {
+                        name: name.clone(),
+                        message: "is not kept by this sequence".into(),
+                    })?;
                     if !given.iter().any(|(g, _)| g == name) {
                         given.push((name.clone(), vec![c.heads, c.len, c.d]));
                     }
@@ -129,8 +172,17 @@ impl<'a> GraphRun<'a> {
                 _ => {}
             }
         }
-        let refs: Vec<(&str, &[usize])> = given.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
-        self.env = self.graph.symbol_values(&refs).map_err(|e| RunError::Input { name: self.graph.name.clone(), message: e.to_string() })?;
+        let refs: Vec<(&str, &[usize])> = given
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_slice()))
+            .collect();
+        self.env = self
+            .graph
+            .symbol_values(&refs)
+            .map_err(|e| RunError::Input {
+                name: self.graph.name.clone(),
+                message: e.to_string(),
+            })?;
         self.inputs = inputs.clone();
         Ok(())
     }
@@ -143,10 +195,14 @@ impl<'a> GraphRun<'a> {
                 Ok(v) => v,
                 Err(_) => {
                     self.bind_data_dependent(node, d)?;
-                    d.eval(&self.env).map_err(|e| self.node_err(node, format!("dimension `{d}`: {e}")))?
+                    d.eval(&self.env)
+                        .map_err(|e| self.node_err(node, format!("dimension `{d}`: {e}")))?
                 }
             };
-            shape.push(usize::try_from(v).map_err(|_| self.node_err(node, format!("dimension `{d}` = {v}")))?);
+            shape.push(
+                usize::try_from(v)
+                    .map_err(|_| self.node_err(node, format!("dimension `{d}` = {v}")))?,
+            );
         }
         Ok(shape)
     }
@@ -167,7 +223,10 @@ impl<'a> GraphRun<'a> {
             if kept < b.min || kept > b.max {
                 return Err(RunError::Input {
                     name: sym.clone(),
-                    message: format!("= {kept} (rows the mask keeps) is outside [{}, {}]", b.min, b.max),
+                    message: format!(
+                        "= {kept} (rows the mask keeps) is outside [{}, {}]",
+                        b.min, b.max
+                    ),
                 });
             }
         }
@@ -177,13 +236,18 @@ impl<'a> GraphRun<'a> {
 
     fn alloc_for(&mut self, node: usize, shape: &[usize]) -> Result<Val, RunError> {
         let dtype = self.graph.nodes[node].ty.dtype;
-        let ty = ty_of(dtype).ok_or_else(|| self.node_err(node, format!("{dtype} values have no device type")))?;
+        let ty = ty_of(dtype)
+            .ok_or_else(|| self.node_err(node, format!("{dtype} values have no device type")))?;
         let len = shape.iter().product::<usize>().max(1);
         let buf = self.dev.alloc(ty, len)?;
         self.owned.insert(node, (buf, len * ty.size()));
         self.live += len * ty.size();
         self.peak = self.peak.max(self.live);
-        Ok(Val { buf, shape: shape.to_vec(), kv: false })
+        Ok(Val {
+            buf,
+            shape: shape.to_vec(),
+            kv: false,
+        })
     }
 
     /// The value of `node`, which a step reads: computed by an earlier step, or a source
@@ -196,21 +260,37 @@ impl<'a> GraphRun<'a> {
         }
         let n = &self.graph.nodes[node];
         if let Some(tensor) = self.stored.get(&node) {
-            let buf = *self.program.weights.get(&(tensor.clone(), layout)).ok_or_else(|| self.node_err(node, format!("tensor `{tensor}` was not uploaded as {layout:?}")))?;
+            let buf = *self
+                .program
+                .weights
+                .get(&(tensor.clone(), layout))
+                .ok_or_else(|| {
+                    self.node_err(
+                        node,
+                        format!("tensor `{tensor}` was not uploaded as {layout:?}"),
+                    )
+                })?;
             let (_, shape) = &self.program.tensors[tensor];
             let mut shape = shape.clone();
             if let Layout::Nk(_) = layout {
                 let r = shape.len();
                 shape.swap(r - 2, r - 1);
             }
-            let v = Val { buf, shape, kv: false };
+            let v = Val {
+                buf,
+                shape,
+                kv: false,
+            };
             if layout == Layout::Ir {
                 self.vals[node] = Some(v.clone());
             }
             return Ok(v);
         }
         if let Layout::Nk(_) = layout {
-            return Err(self.node_err(node, "is read as a stored matmul weight, but the engine stores no value for it"));
+            return Err(self.node_err(
+                node,
+                "is read as a stored matmul weight, but the engine stores no value for it",
+            ));
         }
         let v = match &n.op {
             Op::Input { name } => {
@@ -225,14 +305,21 @@ impl<'a> GraphRun<'a> {
             }
             Op::CacheRead { name } => {
                 let c = &self.kv.caches[name];
-                Val { buf: c.buf, shape: vec![c.heads, c.len, c.d], kv: true }
+                Val {
+                    buf: c.buf,
+                    shape: vec![c.heads, c.len, c.d],
+                    kv: true,
+                }
             }
             Op::Constant { value, .. } => {
                 let shape = self.shape_of(node)?;
                 let v = self.alloc_for(node, &shape)?;
                 let ty = ty_of(n.ty.dtype).expect("alloc_for checked");
                 let one = scalar_bytes(*value, ty);
-                let bytes: Vec<u8> = std::iter::repeat_n(one, shape.iter().product::<usize>().max(1)).flatten().collect();
+                let bytes: Vec<u8> =
+                    std::iter::repeat_n(one, shape.iter().product::<usize>().max(1))
+                        .flatten()
+                        .collect();
                 self.dev.write(v.buf, 0, &bytes)?;
                 v
             }
@@ -265,7 +352,9 @@ impl<'a> GraphRun<'a> {
         for (i, s) in steps.iter().enumerate() {
             let reads: Vec<usize> = match s {
                 Step::Alias { of, .. } => vec![*of],
-                Step::Launch { inputs, .. } | Step::Attention { inputs, .. } => inputs.values().copied().collect(),
+                Step::Launch { inputs, .. } | Step::Attention { inputs, .. } => {
+                    inputs.values().copied().collect()
+                }
                 Step::Matmul { inputs, .. } => inputs.clone(),
             };
             for r in reads {
@@ -278,7 +367,12 @@ impl<'a> GraphRun<'a> {
     }
 
     fn release(&mut self, step: usize) {
-        let dying: Vec<usize> = self.owned.keys().copied().filter(|&r| self.last_read[r] == step).collect();
+        let dying: Vec<usize> = self
+            .owned
+            .keys()
+            .copied()
+            .filter(|&r| self.last_read[r] == step)
+            .collect();
         for r in dying {
             if let Some((buf, bytes)) = self.owned.remove(&r) {
                 self.dev.free(buf);
@@ -300,11 +394,18 @@ impl<'a> GraphRun<'a> {
                 let src = self.operand(*of, Layout::Ir)?;
                 let shape = self.shape_of(*node)?;
                 if shape.iter().product::<usize>() != src.shape.iter().product::<usize>() {
-                    return Err(self.node_err(*node, format!("reshapes {:?} to {shape:?}", src.shape)));
+                    return Err(
+                        self.node_err(*node, format!("reshapes {:?} to {shape:?}", src.shape))
+                    );
                 }
                 self.vals[*node] = Some(Val { shape, ..src });
             }
-            Step::Launch { node, instance, inputs, output } => {
+            Step::Launch {
+                node,
+                instance,
+                inputs,
+                output,
+            } => {
                 let inst = &self.program.instances[*instance];
                 let mut bound = Vec::new();
                 for (name, &n) in inputs {
@@ -315,10 +416,17 @@ impl<'a> GraphRun<'a> {
                     let c = &self.kv.caches[name];
                     let len = shape.get(1).copied().unwrap_or(0);
                     if len > self.kv.capacity {
-                        return Err(RunError::ContextOverflow { needed: len, capacity: self.kv.capacity });
+                        return Err(RunError::ContextOverflow {
+                            needed: len,
+                            capacity: self.kv.capacity,
+                        });
                     }
                     self.appended.push((name.clone(), len));
-                    let v = Val { buf: c.buf, shape, kv: true };
+                    let v = Val {
+                        buf: c.buf,
+                        shape,
+                        kv: true,
+                    };
                     self.vals[*node] = Some(v);
                     None
                 } else {
@@ -333,7 +441,13 @@ impl<'a> GraphRun<'a> {
                 };
                 self.launch(inst, bound, out)?;
             }
-            Step::Matmul { node, gemm, gemv, inputs, round_b } => {
+            Step::Matmul {
+                node,
+                gemm,
+                gemv,
+                inputs,
+                round_b,
+            } => {
                 let shape = self.shape_of(*node)?;
                 let sizes: Sizes = self.env.iter().map(|(k, v)| (k.clone(), *v)).collect();
                 let resolved = gemm.resolve(&sizes).map_err(|e| self.node_err(*node, e))?;
@@ -343,32 +457,66 @@ impl<'a> GraphRun<'a> {
                 match gemv {
                     Some(g) if resolved.n == 1 && weight_stored => {
                         let inst = &self.program.instances[*g];
-                        let w_ty = inst.input_ty(1).ok_or_else(|| self.node_err(*node, "the GEMV reads no weight of a device type"))?;
+                        let w_ty = inst.input_ty(1).ok_or_else(|| {
+                            self.node_err(*node, "the GEMV reads no weight of a device type")
+                        })?;
                         let mut bound = Vec::new();
                         for (pos, name) in inst.inputs.iter().enumerate() {
-                            let n = *inputs.get(pos).ok_or_else(|| self.node_err(*node, format!("GEMV input `{name}` has no operand")))?;
-                            bound.push((name.clone(), self.operand(n, if pos == 1 { Layout::Nk(w_ty) } else { Layout::Ir })?));
+                            let n = *inputs.get(pos).ok_or_else(|| {
+                                self.node_err(*node, format!("GEMV input `{name}` has no operand"))
+                            })?;
+                            bound.push((
+                                name.clone(),
+                                self.operand(
+                                    n,
+                                    if pos == 1 {
+                                        Layout::Nk(w_ty)
+                                    } else {
+                                        Layout::Ir
+                                    },
+                                )?,
+                            ));
                         }
                         self.launch(inst, bound, Some(("out".into(), out)))?;
                     }
                     _ => {
-                        let get = |run: &mut Self, pos: usize, layout| -> Result<DevBuf, RunError> {
-                            let n = *inputs.get(pos).ok_or_else(|| run.node_err(*node, format!("operand {pos} is missing")))?;
-                            Ok(run.operand(n, layout)?.buf)
+                        let get =
+                            |run: &mut Self, pos: usize, layout| -> Result<DevBuf, RunError> {
+                                let n = *inputs.get(pos).ok_or_else(|| {
+                                    run.node_err(*node, format!("operand {pos} is missing"))
+                                })?;
+                                Ok(run.operand(n, layout)?.buf)
+                            };
+                        let a_layout = if weight_stored {
+                            Layout::Nk(gemm_weight_ty(gemm))
+                        } else {
+                            Layout::Ir
                         };
-                        let a_layout = if weight_stored { Layout::Nk(gemm_weight_ty(gemm)) } else { Layout::Ir };
                         let ops = &gemm.operands;
                         let a = get(self, ops.a, if ops.a == 1 { a_layout } else { Layout::Ir })?;
                         let c = ops.c.map(|c| get(self, c, Layout::Ir)).transpose()?;
                         let bias = ops.bias.map(|b| get(self, b, Layout::Ir)).transpose()?;
-                        let n = *inputs.get(ops.b).ok_or_else(|| self.node_err(*node, format!("operand {} is missing", ops.b)))?;
+                        let n = *inputs.get(ops.b).ok_or_else(|| {
+                            self.node_err(*node, format!("operand {} is missing", ops.b))
+                        })?;
                         let x = self.operand(n, Layout::Ir)?;
                         // The activations rounded to bf16 in a buffer of this call's, or as they are.
                         let rounded = match round_b {
-                            Some(r) => Some(self.round(*node, &self.program.instances[*r], &x, resolved.k)?),
+                            Some(r) => Some(self.round(
+                                *node,
+                                &self.program.instances[*r],
+                                &x,
+                                resolved.k,
+                            )?),
                             None => None,
                         };
-                        let bufs = GemmBuffers { a, b: rounded.unwrap_or(x.buf), c, bias, d: out.buf };
+                        let bufs = GemmBuffers {
+                            a,
+                            b: rounded.unwrap_or(x.buf),
+                            c,
+                            bias,
+                            d: out.buf,
+                        };
                         let r = self.dev.gemm(gemm, &sizes, bufs);
                         if let Some(b) = rounded {
                             self.dev.free(b);
@@ -377,13 +525,25 @@ impl<'a> GraphRun<'a> {
                     }
                 }
             }
-            Step::Attention { node, prefill, decode, inputs } => {
+            Step::Attention {
+                node,
+                prefill,
+                decode,
+                inputs,
+            } => {
                 let mut bound = Vec::new();
                 for (name, &n) in inputs {
                     bound.push((name.clone(), self.operand(n, Layout::Ir)?));
                 }
-                let q_rows = bound.iter().find(|(n, _)| n == "q").and_then(|(_, v)| v.shape.get(1).copied());
-                let keys = bound.iter().find(|(n, _)| n == "k").and_then(|(_, v)| v.shape.get(1).copied()).unwrap_or(0);
+                let q_rows = bound
+                    .iter()
+                    .find(|(n, _)| n == "q")
+                    .and_then(|(_, v)| v.shape.get(1).copied());
+                let keys = bound
+                    .iter()
+                    .find(|(n, _)| n == "k")
+                    .and_then(|(_, v)| v.shape.get(1).copied())
+                    .unwrap_or(0);
                 let shape = self.shape_of(*node)?;
                 let out = self.alloc_for(*node, &shape)?;
                 self.vals[*node] = Some(out.clone());
@@ -391,7 +551,14 @@ impl<'a> GraphRun<'a> {
                     Some(d) if q_rows == Some(1) => {
                         let kv_len = self.dev.alloc(Ty::I64, 1)?;
                         self.dev.write(kv_len, 0, &(keys as i64).to_le_bytes())?;
-                        bound.push(("kv_len".into(), Val { buf: kv_len, shape: vec![1], kv: false }));
+                        bound.push((
+                            "kv_len".into(),
+                            Val {
+                                buf: kv_len,
+                                shape: vec![1],
+                                kv: false,
+                            },
+                        ));
                         let inst = &self.program.instances[*d];
                         let r = self.launch(inst, bound, Some(("out".into(), out)));
                         self.dev.free(kv_len);
@@ -411,14 +578,37 @@ impl<'a> GraphRun<'a> {
     /// buffer, which the caller frees.
     fn round(&mut self, node: usize, inst: &Instance, x: &Val, k: i64) -> Result<DevBuf, RunError> {
         let numel: usize = x.shape.iter().product();
-        let k = usize::try_from(k).ok().filter(|&k| k > 0 && numel.is_multiple_of(k)).ok_or_else(|| self.node_err(node, format!("K = {k} does not divide the activations {:?}", x.shape)))?;
+        let k = usize::try_from(k)
+            .ok()
+            .filter(|&k| k > 0 && numel.is_multiple_of(k))
+            .ok_or_else(|| {
+                self.node_err(
+                    node,
+                    format!("K = {k} does not divide the activations {:?}", x.shape),
+                )
+            })?;
         let shape = vec![numel / k, k];
         let buf = self.dev.alloc(Ty::Bf16, numel.max(1))?;
         if numel == 0 {
             return Ok(buf);
         }
-        let x = Val { buf: x.buf, shape: shape.clone(), kv: false };
-        match self.launch(inst, vec![("x".into(), x)], Some(("out".into(), Val { buf, shape, kv: false }))) {
+        let x = Val {
+            buf: x.buf,
+            shape: shape.clone(),
+            kv: false,
+        };
+        match self.launch(
+            inst,
+            vec![("x".into(), x)],
+            Some((
+                "out".into(),
+                Val {
+                    buf,
+                    shape,
+                    kv: false,
+                },
+            )),
+        ) {
             Ok(()) => Ok(buf),
             Err(e) => {
                 self.dev.free(buf);
@@ -430,8 +620,16 @@ impl<'a> GraphRun<'a> {
     /// Launches an instance's kernels: buffers by parameter name (inputs, the output, scratch),
     /// scalars from the symbols its reference graph binds on the actual shapes, then the engine
     /// graph's symbols of the same name, then the engine's own (`kv_capacity`, `max_chunks`).
-    fn launch(&mut self, inst: &Instance, inputs: Vec<(String, Val)>, out: Option<(String, Val)>) -> Result<(), RunError> {
-        let bad = |m: String| RunError::Launch { instance: inst.name.clone(), message: m };
+    fn launch(
+        &mut self,
+        inst: &Instance,
+        inputs: Vec<(String, Val)>,
+        out: Option<(String, Val)>,
+    ) -> Result<(), RunError> {
+        let bad = |m: String| RunError::Launch {
+            instance: inst.name.clone(),
+            message: m,
+        };
         let ranks: HashMap<&str, usize> = inst
             .reference
             .nodes
@@ -444,7 +642,12 @@ impl<'a> GraphRun<'a> {
         let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (name, v) in &inputs {
             let rank = ranks.get(name.as_str()).copied().unwrap_or(v.shape.len());
-            let shape = with_rank(&v.shape, rank).ok_or_else(|| bad(format!("`{name}` is {:?}, the instance reads rank {rank}", v.shape)))?;
+            let shape = with_rank(&v.shape, rank).ok_or_else(|| {
+                bad(format!(
+                    "`{name}` is {:?}, the instance reads rank {rank}",
+                    v.shape
+                ))
+            })?;
             shapes.insert(name.clone(), shape);
         }
         if let Some((name, v)) = &out {
@@ -467,13 +670,19 @@ impl<'a> GraphRun<'a> {
         sizes.entry("kv_capacity".into()).or_insert(capacity);
         sizes.entry("max_chunks".into()).or_insert(chunks);
         // A value the kernels address with the cache's row stride must be the cache itself.
-        if let Some((_, v)) = inputs.iter().find(|(n, _)| n == crate::templates::cache::CACHE) {
+        if let Some((_, v)) = inputs
+            .iter()
+            .find(|(n, _)| n == crate::templates::cache::CACHE)
+        {
             if !v.kv {
-                return Err(bad("appends to a value that is not a KV cache of the sequence".into()));
+                return Err(bad(
+                    "appends to a value that is not a KV cache of the sequence".into(),
+                ));
             }
         }
 
-        let mut buffers: HashMap<String, DevBuf> = inputs.iter().map(|(n, v)| (n.clone(), v.buf)).collect();
+        let mut buffers: HashMap<String, DevBuf> =
+            inputs.iter().map(|(n, v)| (n.clone(), v.buf)).collect();
         if let Some((name, v)) = &out {
             buffers.insert(name.clone(), v.buf);
         }
@@ -488,14 +697,30 @@ impl<'a> GraphRun<'a> {
                 let mut args = Vec::with_capacity(k.params.len());
                 for p in &k.params {
                     args.push(match &p.kind {
-                        ParamKind::Buffer { .. } => DevArg::Buffer(*buffers.get(&p.name).ok_or_else(|| bad(format!("kernel `{}`: buffer `{}` is bound by nothing", k.name, p.name)))?),
+                        ParamKind::Buffer { .. } => {
+                            DevArg::Buffer(*buffers.get(&p.name).ok_or_else(|| {
+                                bad(format!(
+                                    "kernel `{}`: buffer `{}` is bound by nothing",
+                                    k.name, p.name
+                                ))
+                            })?)
+                        }
                         ParamKind::Scalar(ty) => {
-                            let v = *sizes.get(&p.name).ok_or_else(|| bad(format!("kernel `{}`: scalar `{}` is bound by nothing", k.name, p.name)))?;
-                            DevArg::Scalar(scalar_lit(v, *ty).ok_or_else(|| bad(format!("scalar `{}` = {v} does not fit {ty:?}", p.name)))?)
+                            let v = *sizes.get(&p.name).ok_or_else(|| {
+                                bad(format!(
+                                    "kernel `{}`: scalar `{}` is bound by nothing",
+                                    k.name, p.name
+                                ))
+                            })?;
+                            DevArg::Scalar(scalar_lit(v, *ty).ok_or_else(|| {
+                                bad(format!("scalar `{}` = {v} does not fit {ty:?}", p.name))
+                            })?)
                         }
                     });
                 }
-                self.dev.launch(k, &args).map_err(|e| bad(format!("kernel `{}`: {e}", k.name)))?;
+                self.dev
+                    .launch(k, &args)
+                    .map_err(|e| bad(format!("kernel `{}`: {e}", k.name)))?;
             }
             Ok(())
         })();
@@ -512,8 +737,15 @@ impl<'a> GraphRun<'a> {
             let v = self.operand(node, Layout::Ir)?;
             let dtype = self.graph.nodes[node].ty.dtype;
             let numel: usize = v.shape.iter().product();
-            let bytes = if numel == 0 { Vec::new() } else { self.dev.read(v.buf, 0, numel)? };
-            let t = Tensor::from_bytes(dtype, &v.shape, &bytes).map_err(|m| RunError::Output { name: name.clone(), message: m })?;
+            let bytes = if numel == 0 {
+                Vec::new()
+            } else {
+                self.dev.read(v.buf, 0, numel)?
+            };
+            let t = Tensor::from_bytes(dtype, &v.shape, &bytes).map_err(|m| RunError::Output {
+                name: name.clone(),
+                message: m,
+            })?;
             out.insert(name.clone(), t);
         }
         Ok(out)
@@ -555,7 +787,9 @@ fn scalar_bytes(value: Scalar, ty: Ty) -> Vec<u8> {
     };
     match ty {
         Ty::F32 => (f as f32).to_le_bytes().to_vec(),
-        Ty::Bf16 => crate::emu::f32_to_bf16_bits(f as f32).to_le_bytes().to_vec(),
+        Ty::Bf16 => crate::emu::f32_to_bf16_bits(f as f32)
+            .to_le_bytes()
+            .to_vec(),
         Ty::I32 => (i as i32).to_le_bytes().to_vec(),
         Ty::U32 => (i as u32).to_le_bytes().to_vec(),
         Ty::I64 => i.to_le_bytes().to_vec(),

@@ -2,7 +2,9 @@
 //! streams the weights once per token) and the bf16 tensor-core GEMM rate (prefill, vision).
 
 use super::device::{Device, DeviceError, GemmBuffers};
-use crate::gemm::{ComputeType, DataType, Epilogue, Extent, GemmCall, MatrixLayout, Operands, Transpose};
+use crate::gemm::{
+    ComputeType, DataType, Epilogue, Extent, GemmCall, MatrixLayout, Operands, Transpose,
+};
 use crate::kir::Ty;
 use crate::templates::Sizes;
 use std::time::Instant;
@@ -22,14 +24,23 @@ pub fn measure(dev: &mut dyn Device) -> Result<Option<DeviceLimits>, DeviceError
         return Ok(None);
     }
     const COPY_FLOATS: usize = 1 << 28;
-    let (src, dst) = (dev.alloc(Ty::F32, COPY_FLOATS)?, dev.alloc(Ty::F32, COPY_FLOATS)?);
+    let (src, dst) = (
+        dev.alloc(Ty::F32, COPY_FLOATS)?,
+        dev.alloc(Ty::F32, COPY_FLOATS)?,
+    );
     let copy = best_of(dev, |d| d.copy(src, dst, COPY_FLOATS));
     dev.free(src);
     dev.free(dst);
     let copy = copy?;
 
     const N: i64 = 8192;
-    let layout = |ty| MatrixLayout { ty, rows: Extent::Const(N), cols: Extent::Const(N), ld: Extent::Const(N), batch_stride: Extent::Const(0) };
+    let layout = |ty| MatrixLayout {
+        ty,
+        rows: Extent::Const(N),
+        cols: Extent::Const(N),
+        ld: Extent::Const(N),
+        batch_stride: Extent::Const(0),
+    };
     let call = GemmCall {
         compute: ComputeType::F32,
         transa: Transpose::T,
@@ -45,15 +56,39 @@ pub fn measure(dev: &mut dyn Device) -> Result<Option<DeviceLimits>, DeviceError
         alpha: 1.0,
         beta: 0.0,
         epilogue: Epilogue::Default,
-        operands: Operands { a: 1, b: 0, c: None, bias: None },
+        operands: Operands {
+            a: 1,
+            b: 0,
+            c: None,
+            bias: None,
+        },
     };
     let len = (N * N) as usize;
-    let (a, b, d) = (dev.alloc(Ty::Bf16, len)?, dev.alloc(Ty::Bf16, len)?, dev.alloc(Ty::Bf16, len)?);
+    let (a, b, d) = (
+        dev.alloc(Ty::Bf16, len)?,
+        dev.alloc(Ty::Bf16, len)?,
+        dev.alloc(Ty::Bf16, len)?,
+    );
     // Zeros: uninitialised memory may hold NaNs, which some GEMM paths take slower.
     let zeros = vec![0u8; len * 2];
-    let gemm = dev.write(a, 0, &zeros).and_then(|_| dev.write(b, 0, &zeros)).and_then(|_| {
-        best_of(dev, |dev| dev.gemm(&call, &Sizes::new(), GemmBuffers { a, b, c: None, bias: None, d }))
-    });
+    let gemm = dev
+        .write(a, 0, &zeros)
+        .and_then(|_| dev.write(b, 0, &zeros))
+        .and_then(|_| {
+            best_of(dev, |dev| {
+                dev.gemm(
+                    &call,
+                    &Sizes::new(),
+                    GemmBuffers {
+                        a,
+                        b,
+                        c: None,
+                        bias: None,
+                        d,
+                    },
+                )
+            })
+        });
     for x in [a, b, d] {
         dev.free(x);
     }
@@ -65,7 +100,10 @@ pub fn measure(dev: &mut dyn Device) -> Result<Option<DeviceLimits>, DeviceError
     }))
 }
 
-fn best_of(dev: &mut dyn Device, mut work: impl FnMut(&mut dyn Device) -> Result<(), DeviceError>) -> Result<f64, DeviceError> {
+fn best_of(
+    dev: &mut dyn Device,
+    mut work: impl FnMut(&mut dyn Device) -> Result<(), DeviceError>,
+) -> Result<f64, DeviceError> {
     work(dev)?;
     dev.synchronize()?;
     let mut best = f64::INFINITY;

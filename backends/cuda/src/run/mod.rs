@@ -25,7 +25,12 @@ pub enum RunError {
     #[error("cache `{name}` {message}")]
     Cache { name: String, message: String },
     #[error("graph `{graph}`, node %{node} ({op}): {message}")]
-    Step { graph: String, node: usize, op: String, message: String },
+    Step {
+        graph: String,
+        node: usize,
+        op: String,
+        message: String,
+    },
     #[error("{instance}: {message}")]
     Launch { instance: String, message: String },
     #[error("output `{name}`: {message}")]

@@ -30,12 +30,34 @@ impl CacheAppend {
     pub fn new(axis: usize, past: TensorType, new: TensorType) -> Result<CacheAppend, String> {
         mem_ty(past.dtype)?;
         let mut graph = Graph::new("cache_append");
-        let read = graph.add_source(Op::CacheRead { name: CACHE.into() }, past.clone()).map_err(|e| e.to_string())?;
-        let appended = graph.add_source(Op::Input { name: "new".into() }, new.clone()).map_err(|e| e.to_string())?;
-        let whole = graph.add(Op::CacheAppend { name: CACHE.into(), axis }, &[read, appended]).map_err(|e| e.to_string())?;
+        let read = graph
+            .add_source(Op::CacheRead { name: CACHE.into() }, past.clone())
+            .map_err(|e| e.to_string())?;
+        let appended = graph
+            .add_source(Op::Input { name: "new".into() }, new.clone())
+            .map_err(|e| e.to_string())?;
+        let whole = graph
+            .add(
+                Op::CacheAppend {
+                    name: CACHE.into(),
+                    axis,
+                },
+                &[read, appended],
+            )
+            .map_err(|e| e.to_string())?;
         let capacity = graph.ty(whole).shape[axis].clone();
-        let label = format!("cache_append(axis={axis},past={},new={})", past.to_string().replace(' ', ""), new.to_string().replace(' ', ""));
-        Ok(CacheAppend { axis, past, new, capacity, label })
+        let label = format!(
+            "cache_append(axis={axis},past={},new={})",
+            past.to_string().replace(' ', ""),
+            new.to_string().replace(' ', "")
+        );
+        Ok(CacheAppend {
+            axis,
+            past,
+            new,
+            capacity,
+            label,
+        })
     }
 
     /// The cache buffer holds `capacity` positions along the axis (a symbol the engine binds).
@@ -46,18 +68,29 @@ impl CacheAppend {
     }
 
     fn kernel(&self) -> Kernel {
-        let mut b = KernelBuilder::new(kernel_name("cache_append", &self.label), [super::chain::BLOCK, 1, 1]);
+        let mut b = KernelBuilder::new(
+            kernel_name("cache_append", &self.label),
+            [super::chain::BLOCK, 1, 1],
+        );
         let elem = mem_ty(self.past.dtype).expect("checked in new");
         let cache = b.buffer(CACHE, elem, Access::ReadWrite);
         let new = b.buffer("new", elem, Access::Read);
-        let dims = self.past.shape.iter().chain(&self.new.shape).chain([&self.capacity]);
+        let dims = self
+            .past
+            .shape
+            .iter()
+            .chain(&self.new.shape)
+            .chain([&self.capacity]);
         let syms = layout::declare_symbols(&mut b, &layout::symbols_of(dims));
         let new_shape = layout::dims(&self.new.shape, &syms);
         let total = layout::numel(&new_shape);
         let gid = global_index(&mut b, &total);
         b.if_(layout::lt(gid.clone(), total), |b| {
             let mut at = Index::flat(gid.clone()).get_multi(&new_shape);
-            at[self.axis] = layout::add(at[self.axis].clone(), layout::dim(&self.past.shape[self.axis], &syms));
+            at[self.axis] = layout::add(
+                at[self.axis].clone(),
+                layout::dim(&self.past.shape[self.axis], &syms),
+            );
             let mut cache_shape = new_shape.clone();
             cache_shape[self.axis] = layout::dim(&self.capacity, &syms);
             let dst = Index::multi(at).get_flat(b, &cache_shape);
@@ -84,9 +117,21 @@ impl Template for CacheAppend {
     /// the test compares the cache state).
     fn reference(&self) -> Graph {
         let mut graph = Graph::new("cache_append");
-        let read = graph.add_source(Op::CacheRead { name: CACHE.into() }, self.past.clone()).expect("a source");
-        let appended = graph.add_source(Op::Input { name: "new".into() }, self.new.clone()).expect("a source");
-        graph.add(Op::CacheAppend { name: CACHE.into(), axis: self.axis }, &[read, appended]).expect("checked in new");
+        let read = graph
+            .add_source(Op::CacheRead { name: CACHE.into() }, self.past.clone())
+            .expect("a source");
+        let appended = graph
+            .add_source(Op::Input { name: "new".into() }, self.new.clone())
+            .expect("a source");
+        graph
+            .add(
+                Op::CacheAppend {
+                    name: CACHE.into(),
+                    axis: self.axis,
+                },
+                &[read, appended],
+            )
+            .expect("checked in new");
         for s in layout::symbols_of(graph.nodes.iter().flat_map(|n| n.ty.shape.iter())) {
             graph.declare_symbol(&s, 0, i64::MAX / 4);
         }

@@ -73,7 +73,12 @@ fn supported(op: &Op) -> bool {
 
 /// The op with its attributes, as the IR text writes them.
 fn describe(op: &Op) -> String {
-    let dims = |d: &[Dim]| d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+    let dims = |d: &[Dim]| {
+        d.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let attrs = match op {
         Op::Constant { value, .. } => format!("value={value:?}"),
         Op::Iota { len, start, .. } => format!("len={len},start={start}"),
@@ -85,7 +90,12 @@ fn describe(op: &Op) -> String {
         Op::VisionPositionIds { len } | Op::SegmentIds { len } => format!("len={len}"),
         _ => String::new(),
     };
-    format!("{}{}{}", op.mnemonic(), if attrs.is_empty() { "" } else { ":" }, attrs)
+    format!(
+        "{}{}{}",
+        op.mnemonic(),
+        if attrs.is_empty() { "" } else { ":" },
+        attrs
+    )
 }
 
 fn type_text(t: &TensorType) -> String {
@@ -110,16 +120,32 @@ impl ElementwiseChain {
         let names = operand_names(&op, operands.len());
         let mut ids = Vec::new();
         for (name, ty) in names.iter().zip(operands) {
-            ids.push(graph.add_source(Op::Input { name: name.clone() }, ty.clone()).map_err(|e| e.to_string())?);
+            ids.push(
+                graph
+                    .add_source(Op::Input { name: name.clone() }, ty.clone())
+                    .map_err(|e| e.to_string())?,
+            );
         }
-        let label =
-            format!("{}({})", describe(&op), names.iter().zip(operands).map(|(n, t)| format!("{n}={}", type_text(t))).collect::<Vec<_>>().join(","));
+        let label = format!(
+            "{}({})",
+            describe(&op),
+            names
+                .iter()
+                .zip(operands)
+                .map(|(n, t)| format!("{n}={}", type_text(t)))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         let out = graph.add(op, &ids).map_err(|e| e.to_string())?;
         graph.set_output("out", out);
         Self::checked(graph, family, label)
     }
 
-    fn checked(mut graph: Graph, family: &'static str, label: String) -> Result<ElementwiseChain, String> {
+    fn checked(
+        mut graph: Graph,
+        family: &'static str,
+        label: String,
+    ) -> Result<ElementwiseChain, String> {
         for s in layout::symbols_of(Self::dims(&graph)) {
             if graph.symbol_bounds(&s).is_none() {
                 graph.declare_symbol(&s, 0, i64::MAX / 4);
@@ -135,7 +161,10 @@ impl ElementwiseChain {
         for id in graph.node_ids() {
             let node = graph.node(id);
             if !supported(&node.op) {
-                return Err(format!("{id} ({}) is not a glue op an elementwise chain computes", node.op.mnemonic()));
+                return Err(format!(
+                    "{id} ({}) is not a glue op an elementwise chain computes",
+                    node.op.mnemonic()
+                ));
             }
             mem_ty(node.ty.dtype)?;
             if let Op::Input { name } = &node.op {
@@ -144,7 +173,11 @@ impl ElementwiseChain {
                 }
             }
         }
-        Ok(ElementwiseChain { graph, family, label })
+        Ok(ElementwiseChain {
+            graph,
+            family,
+            label,
+        })
     }
 
     fn chain_label(graph: &Graph) -> String {
@@ -154,13 +187,22 @@ impl ElementwiseChain {
                 Op::Input { name } => name.clone(),
                 _ if depth > 6 => "…".into(),
                 op => {
-                    let args: Vec<String> = node.inputs.iter().map(|i| expr(g, *i, depth + 1)).collect();
+                    let args: Vec<String> =
+                        node.inputs.iter().map(|i| expr(g, *i, depth + 1)).collect();
                     format!("{}({})", describe(op), args.join(","))
                 }
             }
         }
-        let outs: Vec<String> = graph.outputs.iter().map(|(n, id)| format!("{n}={}", expr(graph, *id, 0))).collect();
-        let ty = graph.outputs.first().map(|(_, id)| type_text(graph.ty(*id))).unwrap_or_default();
+        let outs: Vec<String> = graph
+            .outputs
+            .iter()
+            .map(|(n, id)| format!("{n}={}", expr(graph, *id, 0)))
+            .collect();
+        let ty = graph
+            .outputs
+            .first()
+            .map(|(_, id)| type_text(graph.ty(*id)))
+            .unwrap_or_default();
         format!("elementwise_chain({};{ty})", outs.join(";"))
     }
 
@@ -186,21 +228,52 @@ impl ElementwiseChain {
         let mut b = KernelBuilder::new(kernel_name(self.family, &self.label), [BLOCK, 1, 1]);
         let mut inputs = HashMap::new();
         // An input nothing reads is no kernel parameter.
-        let read = |id: NodeId| g.nodes.iter().any(|n| n.inputs.contains(&id)) || g.outputs.iter().any(|(_, o)| *o == id);
+        let read = |id: NodeId| {
+            g.nodes.iter().any(|n| n.inputs.contains(&id))
+                || g.outputs.iter().any(|(_, o)| *o == id)
+        };
         for (id, name, ty) in g.inputs().filter(|(id, _, _)| read(*id)) {
-            inputs.insert(id, b.buffer(name, mem_ty(ty.dtype).expect("checked in new"), Access::Read));
+            inputs.insert(
+                id,
+                b.buffer(
+                    name,
+                    mem_ty(ty.dtype).expect("checked in new"),
+                    Access::Read,
+                ),
+            );
         }
-        let outputs: Vec<(Buf, NodeId)> =
-            g.outputs.iter().map(|(name, id)| (b.buffer(name, mem_ty(g.ty(*id).dtype).expect("checked in new"), Access::Write), *id)).collect();
+        let outputs: Vec<(Buf, NodeId)> = g
+            .outputs
+            .iter()
+            .map(|(name, id)| {
+                (
+                    b.buffer(
+                        name,
+                        mem_ty(g.ty(*id).dtype).expect("checked in new"),
+                        Access::Write,
+                    ),
+                    *id,
+                )
+            })
+            .collect();
         let syms = layout::declare_symbols(&mut b, &layout::symbols_of(Self::dims(g)));
         let out_shape = layout::dims(&g.ty(outputs[0].1).shape, &syms);
         let total = layout::numel(&out_shape);
         let gid = global_index(&mut b, &total);
-        let mut emitter = Emitter { graph: g, syms, inputs, memo: vec![Vec::new()] };
+        let mut emitter = Emitter {
+            graph: g,
+            syms,
+            inputs,
+            memo: vec![Vec::new()],
+        };
         b.if_(layout::lt(gid.clone(), total), |b| {
             for (buf, id) in &outputs {
                 let v = emitter.value(b, *id, Index::flat(gid.clone()));
-                b.store(*buf, gid.clone(), elementwise::to_memory(v, g.ty(*id).dtype));
+                b.store(
+                    *buf,
+                    gid.clone(),
+                    elementwise::to_memory(v, g.ty(*id).dtype),
+                );
             }
         });
         b.finish()
@@ -210,15 +283,23 @@ impl ElementwiseChain {
 /// A CUDA function name for a template instance: the family and a hash of its label, so two
 /// instances in one module never collide.
 pub(crate) fn kernel_name(family: &str, label: &str) -> String {
-    let hash = label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ c as u64).wrapping_mul(0x0100_0000_01b3));
+    let hash = label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+        (h ^ c as u64).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("vl3_{family}_{:08x}", hash as u32)
 }
 
 /// Sets a one-thread-per-element grid over `total` elements and returns the thread's element.
 pub(crate) fn global_index(b: &mut KernelBuilder, total: &Expr) -> Expr {
-    let blocks = layout::div(layout::add(total.clone(), Expr::i64(BLOCK as i64 - 1)), Expr::i64(BLOCK as i64));
+    let blocks = layout::div(
+        layout::add(total.clone(), Expr::i64(BLOCK as i64 - 1)),
+        Expr::i64(BLOCK as i64),
+    );
     b.grid(blocks.max(Expr::i64(1)), Expr::u32(1), Expr::u32(1));
-    let gid = layout::add(layout::mul(b.block_idx(0).cast(Ty::I64), Expr::i64(BLOCK as i64)), b.thread_idx(0).cast(Ty::I64));
+    let gid = layout::add(
+        layout::mul(b.block_idx(0).cast(Ty::I64), Expr::i64(BLOCK as i64)),
+        b.thread_idx(0).cast(Ty::I64),
+    );
     b.let_("gid", gid)
 }
 
@@ -251,13 +332,25 @@ impl Emitter<'_> {
 
     /// The value of node `id` at position `idx` (in the node's own shape), in its register type.
     pub fn value(&mut self, b: &mut KernelBuilder, id: NodeId, idx: Index) -> Expr {
-        let found = self.memo.iter().flatten().find(|(n, i, _)| *n == id && i.key() == idx.key()).map(|(_, _, v)| v.clone());
+        let found = self
+            .memo
+            .iter()
+            .flatten()
+            .find(|(n, i, _)| *n == id && i.key() == idx.key())
+            .map(|(_, _, v)| v.clone());
         if let Some(v) = found {
             return v;
         }
         let v = self.compute(b, id, idx.clone());
-        let v = if matches!(v, Expr::Lit(_) | Expr::Var(_)) { v } else { b.let_(&format!("v{}", id.0), v) };
-        self.memo.last_mut().expect("a memo layer").push((id, idx, v.clone()));
+        let v = if matches!(v, Expr::Lit(_) | Expr::Var(_)) {
+            v
+        } else {
+            b.let_(&format!("v{}", id.0), v)
+        };
+        self.memo
+            .last_mut()
+            .expect("a memo layer")
+            .push((id, idx, v.clone()));
         v
     }
 
@@ -271,7 +364,11 @@ impl Emitter<'_> {
             return self.value(b, src, idx.clone());
         }
         let multi = idx.get_multi(&self.shape(id));
-        self.value(b, src, Index::multi(layout::broadcast_index(from, to, &multi)))
+        self.value(
+            b,
+            src,
+            Index::multi(layout::broadcast_index(from, to, &multi)),
+        )
     }
 
     fn compute(&mut self, b: &mut KernelBuilder, id: NodeId, mut idx: Index) -> Expr {
@@ -343,7 +440,10 @@ impl Emitter<'_> {
         let node = g.node(id);
         let multi = idx.get_multi(&self.shape(id));
         let at = multi[axis].clone();
-        let result = b.var(&format!("cat{}", id.0), elementwise::zero(reg_ty(node.ty.dtype)));
+        let result = b.var(
+            &format!("cat{}", id.0),
+            elementwise::zero(reg_ty(node.ty.dtype)),
+        );
         let mut offset = Expr::i64(0);
         let count = node.inputs.len();
         for (k, &src) in node.inputs.iter().enumerate() {
@@ -403,5 +503,6 @@ impl Template for ElementwiseChain {
 /// Shorthand for the cases: a one-op chain over `operands`, panicking on a type error (the
 /// cases are code).
 pub(crate) fn single(op: Op, operands: &[TensorType]) -> ElementwiseChain {
-    ElementwiseChain::single(op, operands).unwrap_or_else(|e| panic!("a case's op does not type-check: {e}"))
+    ElementwiseChain::single(op, operands)
+        .unwrap_or_else(|e| panic!("a case's op does not type-check: {e}"))
 }

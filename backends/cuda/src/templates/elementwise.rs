@@ -83,7 +83,13 @@ pub(crate) fn zero(ty: Ty) -> Expr {
 
 /// A literal of `dtype`, as the reference's `constant` rounds it.
 pub(crate) fn constant(value: Scalar, dtype: DType) -> Expr {
-    let as_float = |f: f32| Expr::f32(if dtype == DType::BF16 { bf16::from_f32(f).to_f32() } else { f });
+    let as_float = |f: f32| {
+        Expr::f32(if dtype == DType::BF16 {
+            bf16::from_f32(f).to_f32()
+        } else {
+            f
+        })
+    };
     let from_int = |i: i64| match dtype {
         DType::I64 => Expr::i64(i),
         DType::I32 => Expr::i64(i as i32 as i64),
@@ -135,12 +141,24 @@ fn pow(a: Expr, b: Expr) -> Expr {
     let b_int = saturate_to_i64(b.clone());
     let integral = b_int.clone().cast(Ty::F32).eq(b.clone());
     let odd = (b_int & Expr::i64(1)).eq(Expr::i64(1));
-    let negative_base = Expr::select(integral, Expr::select(odd, -magnitude.clone(), magnitude.clone()), nan());
-    let zero_base = Expr::select(b.clone().gt(Expr::f32(0.0)), Expr::f32(0.0), Expr::f32(f32::INFINITY));
+    let negative_base = Expr::select(
+        integral,
+        Expr::select(odd, -magnitude.clone(), magnitude.clone()),
+        nan(),
+    );
+    let zero_base = Expr::select(
+        b.clone().gt(Expr::f32(0.0)),
+        Expr::f32(0.0),
+        Expr::f32(f32::INFINITY),
+    );
     let by_base = Expr::select(
         a.clone().gt(Expr::f32(0.0)),
         magnitude,
-        Expr::select(a.clone().eq(Expr::f32(0.0)), zero_base, Expr::select(is_nan(&a), nan(), negative_base)),
+        Expr::select(
+            a.clone().eq(Expr::f32(0.0)),
+            zero_base,
+            Expr::select(is_nan(&a), nan(), negative_base),
+        ),
     );
     Expr::select(b.eq(Expr::f32(0.0)), Expr::f32(1.0), by_base)
 }
@@ -151,7 +169,10 @@ fn floor_div(a: Expr, b: Expr) -> Expr {
     let b = Expr::select(b.clone().eq(Expr::i64(0)), Expr::i64(1), b);
     let q = a.clone() / b.clone();
     let r = a % b.clone();
-    let adjust = r.clone().ne(Expr::i64(0)).and(r.lt(Expr::i64(0)).ne(b.lt(Expr::i64(0))));
+    let adjust = r
+        .clone()
+        .ne(Expr::i64(0))
+        .and(r.lt(Expr::i64(0)).ne(b.lt(Expr::i64(0))));
     q - Expr::select(adjust, Expr::i64(1), Expr::i64(0))
 }
 
@@ -215,7 +236,11 @@ pub(crate) fn cast(x: Expr, from: DType, to: DType) -> Expr {
     }
     if from == DType::Bool {
         let as_int = x.cast(Ty::I64);
-        return if to.is_float() { round_to(as_int.cast(Ty::F32), to) } else { as_int };
+        return if to.is_float() {
+            round_to(as_int.cast(Ty::F32), to)
+        } else {
+            as_int
+        };
     }
     if from.is_int() {
         return match to {
@@ -227,7 +252,9 @@ pub(crate) fn cast(x: Expr, from: DType, to: DType) -> Expr {
     match to {
         DType::Bool => x.ne(Expr::f32(0.0)),
         DType::I64 => saturate_to_i64(x),
-        DType::I32 => saturate_to_i64(x).max(Expr::i64(i32::MIN as i64)).min(Expr::i64(i32::MAX as i64)),
+        DType::I32 => saturate_to_i64(x)
+            .max(Expr::i64(i32::MIN as i64))
+            .min(Expr::i64(i32::MAX as i64)),
         _ => round_to(x, to),
     }
 }
@@ -237,6 +264,12 @@ pub(crate) fn cast(x: Expr, from: DType, to: DType) -> Expr {
 fn saturate_to_i64(x: Expr) -> Expr {
     const TWO_POW_63: f32 = 9.223_372e18;
     let below_two_pow_63 = f32::from_bits(TWO_POW_63.to_bits() - 1);
-    let clamped = Expr::select(is_nan(&x), Expr::f32(0.0), x.clone()).max(Expr::f32(-TWO_POW_63)).min(Expr::f32(below_two_pow_63));
-    Expr::select(x.ge(Expr::f32(TWO_POW_63)), Expr::i64(i64::MAX), clamped.cast(Ty::I64))
+    let clamped = Expr::select(is_nan(&x), Expr::f32(0.0), x.clone())
+        .max(Expr::f32(-TWO_POW_63))
+        .min(Expr::f32(below_two_pow_63));
+    Expr::select(
+        x.ge(Expr::f32(TWO_POW_63)),
+        Expr::i64(i64::MAX),
+        clamped.cast(Ty::I64),
+    )
 }

@@ -67,11 +67,27 @@ impl Gemv {
             // The fewest whole-step slices that fill the SMs, else the most there are.
             // A slice must hold whole lane chunks, which whole steps do only when K has no tail.
             let whole = |d: &i64| steps % d == 0 && k % (chunk * d) == 0;
-            (1..=steps.min(16)).filter(whole).find(|d| blocks * d >= SM_COUNT).unwrap_or_else(|| {
-                (1..=steps.min(16)).filter(whole).max().expect("1 divides every step count")
-            })
+            (1..=steps.min(16))
+                .filter(whole)
+                .find(|d| blocks * d >= SM_COUNT)
+                .unwrap_or_else(|| {
+                    (1..=steps.min(16))
+                        .filter(whole)
+                        .max()
+                        .expect("1 divides every step count")
+                })
         };
-        Gemv { dtype, weight, k, n, bias, residual, outputs_per_warp, split_k }.checked()
+        Gemv {
+            dtype,
+            weight,
+            k,
+            n,
+            bias,
+            residual,
+            outputs_per_warp,
+            split_k,
+        }
+        .checked()
     }
 
     /// Whether a GEMV over `k` inputs of `dtype` exists: every lane loads whole 16-byte chunks.
@@ -82,7 +98,10 @@ impl Gemv {
     /// [`Gemv::supports`] with weights of element type `weight`: the same type as x, or bf16
     /// under f32 x (whose chunk of 8 is two 16-byte loads of x).
     pub fn supports_weight(dtype: Ty, weight: Ty, k: i64) -> bool {
-        let types = matches!((dtype, weight), (Ty::F32, Ty::F32) | (Ty::Bf16, Ty::Bf16) | (Ty::F32, Ty::Bf16));
+        let types = matches!(
+            (dtype, weight),
+            (Ty::F32, Ty::F32) | (Ty::Bf16, Ty::Bf16) | (Ty::F32, Ty::Bf16)
+        );
         types && k > 0 && k % lane_chunk(weight) == 0
     }
 
@@ -101,7 +120,10 @@ impl Gemv {
             self.weight,
             self.dtype
         );
-        assert!(self.k > 0 && self.n > 0 && self.outputs_per_warp > 0 && self.split_k > 0, "{self:?}");
+        assert!(
+            self.k > 0 && self.n > 0 && self.outputs_per_warp > 0 && self.split_k > 0,
+            "{self:?}"
+        );
         assert!(
             self.k % (chunk * self.split_k) == 0,
             "K = {} must split into {} slices of whole {chunk}-element chunks",
@@ -116,7 +138,11 @@ impl Gemv {
         format!(
             "{kind}_{}{}_k{}_n{}{}{}_o{}_s{}",
             dtype_name(self.dtype),
-            if self.mixed() { format!("_w{}", dtype_name(self.weight)) } else { String::new() },
+            if self.mixed() {
+                format!("_w{}", dtype_name(self.weight))
+            } else {
+                String::new()
+            },
             self.k,
             self.n,
             if self.bias { "_bias" } else { "" },
@@ -140,14 +166,21 @@ impl Gemv {
     fn dot_kernel(&self) -> Kernel {
         let split = self.split_k > 1;
         let name = if split { "gemv_splitk_partial" } else { "gemv" };
-        let mut b = KernelBuilder::new(self.kernel_name(name), [(WARP * WARPS_PER_BLOCK) as u32, 1, 1]);
+        let mut b = KernelBuilder::new(
+            self.kernel_name(name),
+            [(WARP * WARPS_PER_BLOCK) as u32, 1, 1],
+        );
         let x = b.buffer("x", self.dtype, Access::Read);
         let w = b.buffer("w_nk", self.weight, Access::Read);
         let (bias, residual, dst) = if split {
             (None, None, b.buffer("partials", Ty::F32, Access::Write))
         } else {
-            let bias = self.bias.then(|| b.buffer("bias", self.dtype, Access::Read));
-            let residual = self.residual.then(|| b.buffer("residual", self.dtype, Access::Read));
+            let bias = self
+                .bias
+                .then(|| b.buffer("bias", self.dtype, Access::Read));
+            let residual = self
+                .residual
+                .then(|| b.buffer("residual", self.dtype, Access::Read));
             (bias, residual, b.buffer("out", self.dtype, Access::Write))
         };
         let rows = b.scalar("rows", Ty::I64);
@@ -164,14 +197,22 @@ impl Gemv {
         let slice = b.let_("slice", b.block_idx(2).cast(Ty::I64));
         let first = b.let_(
             "first",
-            (b.block_idx(0).cast(Ty::I64) * Expr::i64(WARPS_PER_BLOCK) + warp) * Expr::i64(self.outputs_per_warp),
+            (b.block_idx(0).cast(Ty::I64) * Expr::i64(WARPS_PER_BLOCK) + warp)
+                * Expr::i64(self.outputs_per_warp),
         );
         // Features past N (the last block's tail) read row N-1 and are never stored, so every
         // lane of every warp runs the shuffles.
         let features: Vec<Expr> = (0..self.outputs_per_warp)
-            .map(|j| b.let_(&format!("feature{j}"), (first.clone() + Expr::i64(j)).min(Expr::i64(self.n - 1))))
+            .map(|j| {
+                b.let_(
+                    &format!("feature{j}"),
+                    (first.clone() + Expr::i64(j)).min(Expr::i64(self.n - 1)),
+                )
+            })
             .collect();
-        let accs: Vec<_> = (0..self.outputs_per_warp).map(|j| b.var(&format!("acc{j}"), Expr::f32(0.0))).collect();
+        let accs: Vec<_> = (0..self.outputs_per_warp)
+            .map(|j| b.var(&format!("acc{j}"), Expr::f32(0.0)))
+            .collect();
 
         let chunk = lane_chunk(self.weight);
         // x in 16-byte loads too: one per chunk, or two f32 loads per chunk of 8 bf16 weights.
@@ -180,25 +221,40 @@ impl Gemv {
         let k_begin = b.let_("k_begin", slice.clone() * Expr::i64(slice_len));
         let k_end = b.let_("k_end", k_begin.clone() + Expr::i64(slice_len));
         let x_row = b.let_("x_row", row.clone() * k.clone());
-        b.for_("kk", k_begin + lane.clone() * Expr::i64(chunk), k_end, Expr::i64(WARP * chunk), |b, kk| {
-            let mut xs = Vec::with_capacity(chunk as usize);
-            for part in 0..chunk / x_chunk {
-                let (name, at) = match part {
-                    0 => ("x".to_string(), x_row.clone() + kk.clone()),
-                    // The only other case: the upper half of 8 f32 under 8 bf16 weights.
-                    _ => (format!("x_hi{part}_"), x_row.clone() + kk.clone() + Expr::i64(part * x_chunk)),
-                };
-                xs.extend(load_chunk(b, &name, x, at, x_chunk));
-            }
-            for (j, feature) in features.iter().enumerate() {
-                let ws = load_chunk(b, &format!("w{j}_"), w, feature.clone() * k.clone() + kk.clone(), chunk);
-                let mut sum = Expr::Var(accs[j]);
-                for (wv, xv) in ws.into_iter().zip(xs.iter()) {
-                    sum = Expr::fma(as_f32(wv), as_f32(xv.clone()), sum);
+        b.for_(
+            "kk",
+            k_begin + lane.clone() * Expr::i64(chunk),
+            k_end,
+            Expr::i64(WARP * chunk),
+            |b, kk| {
+                let mut xs = Vec::with_capacity(chunk as usize);
+                for part in 0..chunk / x_chunk {
+                    let (name, at) = match part {
+                        0 => ("x".to_string(), x_row.clone() + kk.clone()),
+                        // The only other case: the upper half of 8 f32 under 8 bf16 weights.
+                        _ => (
+                            format!("x_hi{part}_"),
+                            x_row.clone() + kk.clone() + Expr::i64(part * x_chunk),
+                        ),
+                    };
+                    xs.extend(load_chunk(b, &name, x, at, x_chunk));
                 }
-                b.assign(accs[j], sum);
-            }
-        });
+                for (j, feature) in features.iter().enumerate() {
+                    let ws = load_chunk(
+                        b,
+                        &format!("w{j}_"),
+                        w,
+                        feature.clone() * k.clone() + kk.clone(),
+                        chunk,
+                    );
+                    let mut sum = Expr::Var(accs[j]);
+                    for (wv, xv) in ws.into_iter().zip(xs.iter()) {
+                        sum = Expr::fma(as_f32(wv), as_f32(xv.clone()), sum);
+                    }
+                    b.assign(accs[j], sum);
+                }
+            },
+        );
 
         for (j, acc) in accs.iter().enumerate() {
             let mut total = Expr::Var(*acc);
@@ -207,14 +263,21 @@ impl Gemv {
                 total = b.let_(&format!("sum{j}_{mask}_"), total + partner);
             }
             let feature = first.clone() + Expr::i64(j as i64);
-            let stores = lane.clone().eq(Expr::i64(0)).and(feature.clone().lt(n.clone()));
+            let stores = lane
+                .clone()
+                .eq(Expr::i64(0))
+                .and(feature.clone().lt(n.clone()));
             b.if_(stores, |b| {
                 if split {
                     let at = (slice.clone() * rows.clone() + row.clone()) * n.clone() + feature;
                     b.store(dst, at, total);
                 } else {
                     let value = epilogue(total, bias, residual, &row, &feature, &n);
-                    b.store(dst, row.clone() * n.clone() + feature, value.cast(self.dtype));
+                    b.store(
+                        dst,
+                        row.clone() * n.clone() + feature,
+                        value.cast(self.dtype),
+                    );
                 }
             });
         }
@@ -223,25 +286,52 @@ impl Gemv {
 
     /// Sums the K slices of one (row, feature) per thread and applies the epilogue.
     fn reduce_kernel(&self) -> Kernel {
-        let mut b = KernelBuilder::new(self.kernel_name("gemv_splitk_reduce"), [REDUCE_THREADS as u32, 1, 1]);
+        let mut b = KernelBuilder::new(
+            self.kernel_name("gemv_splitk_reduce"),
+            [REDUCE_THREADS as u32, 1, 1],
+        );
         let partials = b.buffer("partials", Ty::F32, Access::Read);
-        let bias = self.bias.then(|| b.buffer("bias", self.dtype, Access::Read));
-        let residual = self.residual.then(|| b.buffer("residual", self.dtype, Access::Read));
+        let bias = self
+            .bias
+            .then(|| b.buffer("bias", self.dtype, Access::Read));
+        let residual = self
+            .residual
+            .then(|| b.buffer("residual", self.dtype, Access::Read));
         let out = b.buffer("out", self.dtype, Access::Write);
         let rows = b.scalar("rows", Ty::I64);
-        b.grid(Expr::u32(ceil_div(self.n, REDUCE_THREADS) as u32), rows.clone().cast(Ty::U32), Expr::u32(1));
+        b.grid(
+            Expr::u32(ceil_div(self.n, REDUCE_THREADS) as u32),
+            rows.clone().cast(Ty::U32),
+            Expr::u32(1),
+        );
         let n = Expr::i64(self.n);
-        let feature =
-            b.let_("feature", b.block_idx(0).cast(Ty::I64) * Expr::i64(REDUCE_THREADS) + b.thread_idx(0).cast(Ty::I64));
+        let feature = b.let_(
+            "feature",
+            b.block_idx(0).cast(Ty::I64) * Expr::i64(REDUCE_THREADS)
+                + b.thread_idx(0).cast(Ty::I64),
+        );
         let row = b.let_("row", b.block_idx(1).cast(Ty::I64));
         b.if_(feature.clone().lt(n.clone()), |b| {
             let total = b.var("total", Expr::f32(0.0));
-            b.for_("slice", Expr::i64(0), Expr::i64(self.split_k), Expr::i64(1), |b, slice| {
-                let part = Expr::load(partials, (slice * rows.clone() + row.clone()) * n.clone() + feature.clone());
-                b.assign(total, Expr::Var(total) + part);
-            });
+            b.for_(
+                "slice",
+                Expr::i64(0),
+                Expr::i64(self.split_k),
+                Expr::i64(1),
+                |b, slice| {
+                    let part = Expr::load(
+                        partials,
+                        (slice * rows.clone() + row.clone()) * n.clone() + feature.clone(),
+                    );
+                    b.assign(total, Expr::Var(total) + part);
+                },
+            );
             let value = epilogue(Expr::Var(total), bias, residual, &row, &feature, &n);
-            b.store(out, row.clone() * n.clone() + feature.clone(), value.cast(self.dtype));
+            b.store(
+                out,
+                row.clone() * n.clone() + feature.clone(),
+                value.cast(self.dtype),
+            );
         });
         b.finish()
     }
@@ -256,7 +346,11 @@ impl Template for Gemv {
         format!(
             "gemv(dtype={}{},k={},n={},bias={},residual={},outputs_per_warp={},split_k={})",
             dtype_name(self.dtype),
-            if self.mixed() { format!(",weight={}", dtype_name(self.weight)) } else { String::new() },
+            if self.mixed() {
+                format!(",weight={}", dtype_name(self.weight))
+            } else {
+                String::new()
+            },
             self.k,
             self.n,
             self.bias as u8,
@@ -280,7 +374,11 @@ impl Template for Gemv {
         let rows = g.declare_symbol("rows", 1, 64);
         let (k, n) = (Dim::from(self.k), Dim::from(self.n));
         let input = |g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>| {
-            g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape)).expect("an input")
+            g.add_source(
+                Op::Input { name: name.into() },
+                TensorType::new(dtype, shape),
+            )
+            .expect("an input")
         };
         let x = input(&mut g, "x", dtype, vec![rows.clone(), k.clone()]);
         let mut w_nk = input(&mut g, "w_nk", dtype_ir(self.weight), vec![n.clone(), k]);
@@ -288,7 +386,9 @@ impl Template for Gemv {
             // Exact: every bf16 value is an f32 one.
             w_nk = g.add(Op::Cast { to: dtype }, &[w_nk]).expect("a cast");
         }
-        let w = g.add(Op::Transpose { perm: vec![1, 0] }, &[w_nk]).expect("a 2-D transpose");
+        let w = g
+            .add(Op::Transpose { perm: vec![1, 0] }, &[w_nk])
+            .expect("a 2-D transpose");
         let mut operands = vec![x, w];
         if self.bias {
             operands.push(input(&mut g, "bias", dtype, vec![n.clone()]));
@@ -297,7 +397,10 @@ impl Template for Gemv {
             operands.push(input(&mut g, "residual", dtype, vec![rows, n]));
         }
         let op = if self.bias || self.residual {
-            Op::FusedMatMul { bias: self.bias, residual: self.residual }
+            Op::FusedMatMul {
+                bias: self.bias,
+                residual: self.residual,
+            }
         } else {
             Op::MatMul
         };
@@ -310,8 +413,15 @@ impl Template for Gemv {
         if self.split_k == 1 {
             return Vec::new();
         }
-        let len = Dim::Mul(Box::new(Dim::Const(self.split_k * self.n)), Box::new(Dim::sym("rows")));
-        vec![Scratch { name: "partials".into(), elem: Ty::F32, len }]
+        let len = Dim::Mul(
+            Box::new(Dim::Const(self.split_k * self.n)),
+            Box::new(Dim::sym("rows")),
+        );
+        vec![Scratch {
+            name: "partials".into(),
+            elem: Ty::F32,
+            len,
+        }]
     }
 
     /// f32 activations (with f32 or bf16 weights) make exact products summed in f32: the kernel
@@ -359,13 +469,24 @@ fn load_chunk(b: &mut KernelBuilder, name: &str, buf: Buf, at: Expr, chunk: i64)
 }
 
 /// `sum (+ bias[feature]) (+ residual[row, feature])` in f32, the order the reference adds.
-fn epilogue(sum: Expr, bias: Option<Buf>, residual: Option<Buf>, row: &Expr, feature: &Expr, n: &Expr) -> Expr {
+fn epilogue(
+    sum: Expr,
+    bias: Option<Buf>,
+    residual: Option<Buf>,
+    row: &Expr,
+    feature: &Expr,
+    n: &Expr,
+) -> Expr {
     let mut value = sum;
     if let Some(bias) = bias {
         value = value + as_f32(Expr::load(bias, feature.clone()));
     }
     if let Some(residual) = residual {
-        value = value + as_f32(Expr::load(residual, row.clone() * n.clone() + feature.clone()));
+        value = value
+            + as_f32(Expr::load(
+                residual,
+                row.clone() * n.clone() + feature.clone(),
+            ));
     }
     value
 }
@@ -410,9 +531,21 @@ pub fn cases() -> Vec<Case> {
         Case::new(Gemv::new(Ty::F32, 1536, 256, true, false), &one),
         // Odd shapes: several rows, N not a multiple of a block's features, forced schedules.
         Case::new(Gemv::new(bf16, 1536, 129, true, true), &seven),
-        Case::new(Gemv::new(bf16, 1536, 129, true, true).with_schedule(3, 3), &seven),
-        Case::new(Gemv::new(bf16, 1536, 520, true, true).with_schedule(1, 6), &one),
-        Case::new(Gemv::new(Ty::F32, 1536, 129, true, true).with_schedule(4, 1), &seven),
-        Case::new(Gemv::new(Ty::F32, 1536, 7, false, true).with_schedule(2, 4), &one),
+        Case::new(
+            Gemv::new(bf16, 1536, 129, true, true).with_schedule(3, 3),
+            &seven,
+        ),
+        Case::new(
+            Gemv::new(bf16, 1536, 520, true, true).with_schedule(1, 6),
+            &one,
+        ),
+        Case::new(
+            Gemv::new(Ty::F32, 1536, 129, true, true).with_schedule(4, 1),
+            &seven,
+        ),
+        Case::new(
+            Gemv::new(Ty::F32, 1536, 7, false, true).with_schedule(2, 4),
+            &one,
+        ),
     ]
 }

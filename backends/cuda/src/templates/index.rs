@@ -12,7 +12,13 @@ use vl3c_ir::{Dim, Graph, NodeId, Op, TensorType};
 
 /// `data[.., indices[..], ..]`. An index outside the data (which the reference rejects) is
 /// clamped, so a bad token id can never read outside the buffer.
-pub(crate) fn gather(em: &mut Emitter, b: &mut KernelBuilder, id: NodeId, axis: usize, idx: &mut Index) -> Expr {
+pub(crate) fn gather(
+    em: &mut Emitter,
+    b: &mut KernelBuilder,
+    id: NodeId,
+    axis: usize,
+    idx: &mut Index,
+) -> Expr {
     let g = em.graph;
     let node = g.node(id);
     let (data, indices) = (node.inputs[0], node.inputs[1]);
@@ -52,16 +58,27 @@ fn locate_patch(
     let frame_offset = b.var("frame_offset", Expr::i64(0));
     b.for_("entry", Expr::i64(0), entries, Expr::i64(1), |b, e| {
         em.scoped(|em| {
-            let mut field = |b: &mut KernelBuilder, k: i64| em.value(b, grid, Index::multi(vec![e.clone(), Expr::i64(k)]));
+            let mut field = |b: &mut KernelBuilder, k: i64| {
+                em.value(b, grid, Index::multi(vec![e.clone(), Expr::i64(k)]))
+            };
             let (frames, height, width) = (field(b, 0), field(b, 1), field(b, 2));
             let per_frame = b.let_("per_frame", height * width.clone());
             let patches = b.let_("patches", frames.clone() * per_frame.clone());
             let start = Expr::Var(patch_offset);
-            let holds = patch.clone().ge(start.clone()).and(patch.clone().lt(start.clone() + patches.clone()));
+            let holds = patch
+                .clone()
+                .ge(start.clone())
+                .and(patch.clone().lt(start.clone() + patches.clone()));
             b.if_(holds, |b| {
                 em.scoped(|em| {
                     let in_entry = b.let_("in_entry", patch.clone() - start.clone());
-                    let at = Located { frames_before: Expr::Var(frame_offset), in_entry, per_frame, width, entry: e.clone() };
+                    let at = Located {
+                        frames_before: Expr::Var(frame_offset),
+                        in_entry,
+                        per_frame,
+                        width,
+                        entry: e.clone(),
+                    };
                     found(em, b, at)
                 })
             });
@@ -73,7 +90,12 @@ fn locate_patch(
 
 /// transformers' `get_vision_position_ids`: the (row, col) of a patch — blocks of m×m patches
 /// row by row, patches within a block row by row — repeated for every frame of its entry.
-pub(crate) fn vision_position_id(em: &mut Emitter, b: &mut KernelBuilder, id: NodeId, idx: &mut Index) -> Expr {
+pub(crate) fn vision_position_id(
+    em: &mut Emitter,
+    b: &mut KernelBuilder,
+    id: NodeId,
+    idx: &mut Index,
+) -> Expr {
     let node = em.graph.node(id);
     let (grid, merge) = (node.inputs[0], node.inputs[1]);
     let multi = idx.get_multi(&em.shape(id));
@@ -89,18 +111,28 @@ pub(crate) fn vision_position_id(em: &mut Emitter, b: &mut KernelBuilder, id: No
         let block_size = m.clone() * m.clone();
         let block = b.let_("block", local.clone() / block_size.clone());
         let within = b.let_("within", local % block_size);
-        b.assign(row, (block.clone() / blocks_per_row.clone()) * m.clone() + within.clone() / m.clone());
+        b.assign(
+            row,
+            (block.clone() / blocks_per_row.clone()) * m.clone() + within.clone() / m.clone(),
+        );
         b.assign(col, (block % blocks_per_row) * m.clone() + within % m);
     });
     Expr::select(coord.eq(Expr::i64(0)), Expr::Var(row), Expr::Var(col))
 }
 
 /// The running frame index of a patch over all entries: its attention segment.
-pub(crate) fn segment_id(em: &mut Emitter, b: &mut KernelBuilder, id: NodeId, idx: &mut Index) -> Expr {
+pub(crate) fn segment_id(
+    em: &mut Emitter,
+    b: &mut KernelBuilder,
+    id: NodeId,
+    idx: &mut Index,
+) -> Expr {
     let grid = em.graph.node(id).inputs[0];
     let patch = idx.get_flat(b, &em.shape(id));
     let segment = b.var("segment", Expr::i64(0));
-    locate_patch(em, b, grid, &patch, |_, b, at| b.assign(segment, at.frames_before + at.in_entry / at.per_frame));
+    locate_patch(em, b, grid, &patch, |_, b, at| {
+        b.assign(segment, at.frames_before + at.in_entry / at.per_frame)
+    });
     Expr::Var(segment)
 }
 
@@ -117,7 +149,8 @@ fn env(sizes: &Sizes) -> HashMap<String, i64> {
 }
 
 fn eval(d: &Dim, sizes: &Sizes) -> i64 {
-    d.eval(&env(sizes)).unwrap_or_else(|e| panic!("a case leaves a size unbound: {e}"))
+    d.eval(&env(sizes))
+        .unwrap_or_else(|e| panic!("a case leaves a size unbound: {e}"))
 }
 
 /// `(t, h, w, merge)` per entry: `entries` entries holding `patches` patches in all, each entry's
@@ -130,7 +163,11 @@ pub(crate) fn grid_plan(patches: i64, entries: i64) -> Vec<[i64; 4]> {
             let mut rest = share / (m * m);
             let t = if rest >= 2 && rest % 2 == 0 { 2 } else { 1 };
             rest /= t;
-            let a = (1..=rest.max(1)).take_while(|a| a * a <= rest).filter(|a| rest % a == 0).last().unwrap_or(1);
+            let a = (1..=rest.max(1))
+                .take_while(|a| a * a <= rest)
+                .filter(|a| rest % a == 0)
+                .last()
+                .unwrap_or(1);
             [t, m * a, m * (rest / a), m]
         })
         .collect()
@@ -139,7 +176,9 @@ pub(crate) fn grid_plan(patches: i64, entries: i64) -> Vec<[i64; 4]> {
 /// Exactly `count` of `rows` rows true, spread evenly (all of them when `count` exceeds `rows`).
 pub(crate) fn spread_mask(rows: i64, count: i64) -> Vec<i64> {
     let count = count.clamp(0, rows);
-    (0..rows).map(|r| i64::from((r + 1) * count / rows.max(1) > r * count / rows.max(1))).collect()
+    (0..rows)
+        .map(|r| i64::from((r + 1) * count / rows.max(1) > r * count / rows.max(1)))
+        .collect()
 }
 
 /// Values for the integer or bool input `name` of `graph`, fitting how it is used: in-range
@@ -154,21 +193,39 @@ pub(crate) fn int_input(graph: &Graph, name: &str, sizes: &Sizes) -> Option<Vec<
     // The values reach their consumer through data movement (token ids reshaped, then gathered).
     let mut reaching = vec![id];
     for (i, node) in graph.nodes.iter().enumerate() {
-        let moves_data = matches!(node.op, Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Broadcast { .. } | Op::Fold);
+        let moves_data = matches!(
+            node.op,
+            Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Slice { .. }
+                | Op::Broadcast { .. }
+                | Op::Fold
+        );
         if moves_data && reaching.contains(&node.inputs[0]) {
             reaching.push(NodeId(i as u32));
         }
     }
     for user in &graph.nodes {
-        match (&user.op, user.inputs.iter().position(|i| reaching.contains(i))) {
+        match (
+            &user.op,
+            user.inputs.iter().position(|i| reaching.contains(i)),
+        ) {
             (Op::Gather { axis }, Some(1)) => {
                 let rows = eval(&graph.ty(user.inputs[0]).shape[*axis], sizes).max(1);
-                return Some((0..count).map(|i| (mix(i as u64) % rows as u64) as i64).collect());
+                return Some(
+                    (0..count)
+                        .map(|i| (mix(i as u64) % rows as u64) as i64)
+                        .collect(),
+                );
             }
             (Op::VisionPositionIds { len } | Op::SegmentIds { len }, Some(k)) => {
                 let entries = eval(&graph.ty(user.inputs[0]).shape[0], sizes);
                 let plan = grid_plan(eval(len, sizes), entries);
-                return Some(if k == 0 { plan.iter().flat_map(|e| e[..3].to_vec()).collect() } else { plan.iter().map(|e| e[3]).collect() });
+                return Some(if k == 0 {
+                    plan.iter().flat_map(|e| e[..3].to_vec()).collect()
+                } else {
+                    plan.iter().map(|e| e[3]).collect()
+                });
             }
             _ => {}
         }
@@ -207,30 +264,75 @@ pub struct MaskedRows {
 impl MaskedRows {
     /// `masked_select(data, mask)` into `len` rows.
     pub fn select(data: TensorType, len: Dim) -> Result<MaskedRows, String> {
-        let label = format!("masked_select(len={len},data={})", data.to_string().replace(' ', ""));
+        let label = format!(
+            "masked_select(len={len},data={})",
+            data.to_string().replace(' ', "")
+        );
         Self::build(vec![("data", data)], Op::MaskedSelect { len }, label, false)
     }
 
     /// `masked_scatter(base, mask, src)`.
     pub fn scatter(base: TensorType, src: TensorType) -> Result<MaskedRows, String> {
-        let label = format!("masked_scatter(base={},src={})", base.to_string().replace(' ', ""), src.to_string().replace(' ', ""));
-        Self::build(vec![("base", base), ("src", src)], Op::MaskedScatter, label, true)
+        let label = format!(
+            "masked_scatter(base={},src={})",
+            base.to_string().replace(' ', ""),
+            src.to_string().replace(' ', "")
+        );
+        Self::build(
+            vec![("base", base), ("src", src)],
+            Op::MaskedScatter,
+            label,
+            true,
+        )
     }
 
-    fn build(tensors: Vec<(&str, TensorType)>, op: Op, label: String, scatter: bool) -> Result<MaskedRows, String> {
+    fn build(
+        tensors: Vec<(&str, TensorType)>,
+        op: Op,
+        label: String,
+        scatter: bool,
+    ) -> Result<MaskedRows, String> {
         let mut graph = Graph::new(op.mnemonic());
-        let rows = tensors[0].1.shape.first().cloned().ok_or("masked rows need a tensor of rank ≥ 1")?;
+        let rows = tensors[0]
+            .1
+            .shape
+            .first()
+            .cloned()
+            .ok_or("masked rows need a tensor of rank ≥ 1")?;
         // The scan kernels take the row count as a scalar named like its symbol.
         if !matches!(rows, Dim::Sym(_)) {
             return Err(format!("the row count of masked rows is a symbol (the scan reads it as a parameter), not `{rows}`"));
         }
         mem_ty(tensors[0].1.dtype)?;
         let mask_ty = TensorType::new(vl3c_ir::DType::Bool, vec![rows]);
-        let data = graph.add_source(Op::Input { name: tensors[0].0.into() }, tensors[0].1.clone()).map_err(|e| e.to_string())?;
-        let mask = graph.add_source(Op::Input { name: "mask".into() }, mask_ty).map_err(|e| e.to_string())?;
+        let data = graph
+            .add_source(
+                Op::Input {
+                    name: tensors[0].0.into(),
+                },
+                tensors[0].1.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+        let mask = graph
+            .add_source(
+                Op::Input {
+                    name: "mask".into(),
+                },
+                mask_ty,
+            )
+            .map_err(|e| e.to_string())?;
         let mut operands = vec![data, mask];
         if let Some((name, ty)) = tensors.get(1) {
-            operands.push(graph.add_source(Op::Input { name: name.to_string() }, ty.clone()).map_err(|e| e.to_string())?);
+            operands.push(
+                graph
+                    .add_source(
+                        Op::Input {
+                            name: name.to_string(),
+                        },
+                        ty.clone(),
+                    )
+                    .map_err(|e| e.to_string())?,
+            );
         }
         let out = graph.add(op, &operands).map_err(|e| e.to_string())?;
         let symbols = layout::symbols_of(graph.nodes.iter().flat_map(|n| n.ty.shape.iter()));
@@ -238,11 +340,19 @@ impl MaskedRows {
             graph.declare_symbol(&s, 0, i64::MAX / 4);
         }
         graph.set_output("out", out);
-        Ok(MaskedRows { graph, scatter, label })
+        Ok(MaskedRows {
+            graph,
+            scatter,
+            label,
+        })
     }
 
     fn input_ty(&self, name: &str) -> &TensorType {
-        self.graph.inputs().find(|(_, n, _)| *n == name).map(|(_, _, t)| t).expect("an input this template made")
+        self.graph
+            .inputs()
+            .find(|(_, n, _)| *n == name)
+            .map(|(_, _, t)| t)
+            .expect("an input this template made")
     }
 
     fn rows(&self) -> &Dim {
@@ -252,8 +362,15 @@ impl MaskedRows {
     /// Select: each element of a true row goes to its row's place. Scatter: each output element
     /// is the base's, or for a true row, the source row its position names.
     fn copy_kernel(&self) -> Kernel {
-        let family = if self.scatter { "masked_scatter" } else { "masked_select" };
-        let mut b = KernelBuilder::new(kernel_name(family, &self.label), [super::chain::BLOCK, 1, 1]);
+        let family = if self.scatter {
+            "masked_scatter"
+        } else {
+            "masked_select"
+        };
+        let mut b = KernelBuilder::new(
+            kernel_name(family, &self.label),
+            [super::chain::BLOCK, 1, 1],
+        );
         let data_name = if self.scatter { "base" } else { "data" };
         let data_ty = self.input_ty(data_name).clone();
         let elem = mem_ty(data_ty.dtype).expect("checked in build");
@@ -281,15 +398,29 @@ impl MaskedRows {
                         let dst = b.let_("dst", prefix.of(r));
                         // A mask with more true rows than `len` (which the reference rejects)
                         // writes only the first `len`.
-                        b.if_(dst.clone().lt(len), |b| b.store(out, layout::add(layout::mul(dst, row.clone()), c), b.load(data, gid.clone())));
+                        b.if_(dst.clone().lt(len), |b| {
+                            b.store(
+                                out,
+                                layout::add(layout::mul(dst, row.clone()), c),
+                                b.load(data, gid.clone()),
+                            )
+                        });
                     });
                 }
                 Some(src) => {
-                    let src_rows = layout::dim(&src_ty.as_ref().expect("scatter has a source").shape[0], &syms);
+                    let src_rows = layout::dim(
+                        &src_ty.as_ref().expect("scatter has a source").shape[0],
+                        &syms,
+                    );
                     let v = b.var("v", b.load(data, gid.clone()));
                     b.if_(taken, |b| {
                         let from = b.let_("from", prefix.of(r));
-                        b.if_(from.clone().lt(src_rows), |b| b.assign(v, b.load(src, layout::add(layout::mul(from, row.clone()), c))));
+                        b.if_(from.clone().lt(src_rows), |b| {
+                            b.assign(
+                                v,
+                                b.load(src, layout::add(layout::mul(from, row.clone()), c)),
+                            )
+                        });
                     });
                     b.store(out, gid.clone(), Expr::Var(v));
                 }
@@ -313,9 +444,22 @@ impl Template for MaskedRows {
     }
 
     fn kernels(&self) -> Vec<Kernel> {
-        let Dim::Sym(rows) = self.rows() else { unreachable!("checked in build") };
-        let prefix = kernel_name(if self.scatter { "masked_scatter" } else { "masked_select" }, &self.label);
-        vec![scan::scan_tiles(&prefix, rows), scan::scan_tile_offsets(&prefix, rows), self.copy_kernel()]
+        let Dim::Sym(rows) = self.rows() else {
+            unreachable!("checked in build")
+        };
+        let prefix = kernel_name(
+            if self.scatter {
+                "masked_scatter"
+            } else {
+                "masked_select"
+            },
+            &self.label,
+        );
+        vec![
+            scan::scan_tiles(&prefix, rows),
+            scan::scan_tile_offsets(&prefix, rows),
+            self.copy_kernel(),
+        ]
     }
 
     fn reference(&self) -> Graph {
@@ -332,7 +476,11 @@ impl Template for MaskedRows {
         if name != "mask" {
             return int_input(&self.graph, name, sizes);
         }
-        let kept = if self.scatter { &self.input_ty("src").shape[0] } else { &self.graph.ty(self.graph.outputs[0].1).shape[0] };
+        let kept = if self.scatter {
+            &self.input_ty("src").shape[0]
+        } else {
+            &self.graph.ty(self.graph.outputs[0].1).shape[0]
+        };
         Some(spread_mask(eval(self.rows(), sizes), eval(kept, sizes)))
     }
 

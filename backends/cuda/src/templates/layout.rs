@@ -23,7 +23,10 @@ pub(crate) fn declare_symbols(b: &mut KernelBuilder, names: &[String]) -> Symbol
     let mut sorted: Vec<&String> = names.iter().collect();
     sorted.sort();
     sorted.dedup();
-    sorted.into_iter().map(|s| (s.clone(), b.scalar(s, crate::kir::Ty::I64))).collect()
+    sorted
+        .into_iter()
+        .map(|s| (s.clone(), b.scalar(s, crate::kir::Ty::I64)))
+        .collect()
 }
 
 fn as_i64(e: &Expr) -> Option<i64> {
@@ -92,7 +95,10 @@ pub(crate) fn lt(a: Expr, b: Expr) -> Expr {
 pub(crate) fn dim(d: &Dim, syms: &Symbols) -> Expr {
     match d {
         Dim::Const(c) => Expr::i64(*c),
-        Dim::Sym(s) => syms.get(s).unwrap_or_else(|| panic!("symbol `{s}` was not declared as a kernel parameter")).clone(),
+        Dim::Sym(s) => syms
+            .get(s)
+            .unwrap_or_else(|| panic!("symbol `{s}` was not declared as a kernel parameter"))
+            .clone(),
         Dim::Add(a, b) => add(dim(a, syms), dim(b, syms)),
         Dim::Mul(a, b) => mul(dim(a, syms), dim(b, syms)),
         Dim::FloorDiv(a, b) => div(dim(a, syms), dim(b, syms)),
@@ -118,11 +124,17 @@ pub(crate) struct Index {
 
 impl Index {
     pub fn flat(flat: Expr) -> Index {
-        Index { flat: Some(flat), multi: None }
+        Index {
+            flat: Some(flat),
+            multi: None,
+        }
     }
 
     pub fn multi(multi: Vec<Expr>) -> Index {
-        Index { flat: None, multi: Some(multi) }
+        Index {
+            flat: None,
+            multi: Some(multi),
+        }
     }
 
     /// The multi-index in `shape` (the tensor's dims), by div/mod of the flat index. The parts
@@ -132,7 +144,10 @@ impl Index {
         if let Some(m) = &self.multi {
             return m.clone();
         }
-        let flat = self.flat.clone().expect("an index has a flat or a multi form");
+        let flat = self
+            .flat
+            .clone()
+            .expect("an index has a flat or a multi form");
         let mut out = vec![Expr::i64(0); shape.len()];
         let mut stride = Expr::i64(1);
         for i in (0..shape.len()).rev() {
@@ -140,7 +155,11 @@ impl Index {
                 continue;
             }
             let above = div(flat.clone(), stride.clone());
-            out[i] = if i == 0 { above } else { rem(above, shape[i].clone()) };
+            out[i] = if i == 0 {
+                above
+            } else {
+                rem(above, shape[i].clone())
+            };
             stride = mul(stride, shape[i].clone());
         }
         self.multi = Some(out.clone());
@@ -152,9 +171,18 @@ impl Index {
         if let Some(f) = &self.flat {
             return f.clone();
         }
-        let multi = self.multi.clone().expect("an index has a flat or a multi form");
-        let flat = multi.iter().zip(shape).fold(Expr::i64(0), |acc, (m, d)| add(mul(acc, d.clone()), m.clone()));
-        let flat = if matches!(flat, Expr::Lit(_) | Expr::Var(_)) { flat } else { b.let_("flat", flat) };
+        let multi = self
+            .multi
+            .clone()
+            .expect("an index has a flat or a multi form");
+        let flat = multi.iter().zip(shape).fold(Expr::i64(0), |acc, (m, d)| {
+            add(mul(acc, d.clone()), m.clone())
+        });
+        let flat = if matches!(flat, Expr::Lit(_) | Expr::Var(_)) {
+            flat
+        } else {
+            b.let_("flat", flat)
+        };
         self.flat = Some(flat.clone());
         flat
     }
@@ -171,7 +199,13 @@ pub(crate) fn broadcast_index(from: &[Dim], to: &[Dim], multi: &[Expr]) -> Vec<E
     let lead = to.len() - from.len();
     from.iter()
         .enumerate()
-        .map(|(i, d)| if *d == Dim::Const(1) && to[i + lead] != Dim::Const(1) { Expr::i64(0) } else { multi[i + lead].clone() })
+        .map(|(i, d)| {
+            if *d == Dim::Const(1) && to[i + lead] != Dim::Const(1) {
+                Expr::i64(0)
+            } else {
+                multi[i + lead].clone()
+            }
+        })
         .collect()
 }
 
@@ -198,6 +232,9 @@ mod tests {
         let from = vec![Dim::Const(1), Dim::sym("n")];
         let to = vec![Dim::Const(4), Dim::Const(3), Dim::sym("n")];
         let m = vec![Expr::i64(9), Expr::i64(2), Expr::i64(5)];
-        assert_eq!(broadcast_index(&from, &to, &m), vec![Expr::i64(0), Expr::i64(5)]);
+        assert_eq!(
+            broadcast_index(&from, &to, &m),
+            vec![Expr::i64(0), Expr::i64(5)]
+        );
     }
 }

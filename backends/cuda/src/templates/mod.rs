@@ -59,8 +59,12 @@ pub struct Scratch {
 impl Scratch {
     /// The length at `sizes` (at least one element: a zero-length launch still binds the buffer).
     pub fn len_at(&self, sizes: &Sizes) -> Result<usize, String> {
-        let env: std::collections::HashMap<String, i64> = sizes.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let n = self.len.eval(&env).map_err(|e| format!("scratch `{}` = {}: {e}", self.name, self.len))?;
+        let env: std::collections::HashMap<String, i64> =
+            sizes.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let n = self
+            .len
+            .eval(&env)
+            .map_err(|e| format!("scratch `{}` = {}: {e}", self.name, self.len))?;
         usize::try_from(n.max(1)).map_err(|_| format!("scratch `{}` = {n} elements", self.name))
     }
 }
@@ -98,7 +102,10 @@ pub struct Case {
 
 impl Case {
     pub fn new(template: impl Template + 'static, sizes: &[(&str, i64)]) -> Case {
-        Case { template: Arc::new(template), sizes: sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect() }
+        Case {
+            template: Arc::new(template),
+            sizes: sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
     }
 
     /// `rms_norm(dtype=bf16,hidden=1536) rows=7`

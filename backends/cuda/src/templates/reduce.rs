@@ -25,17 +25,44 @@ pub struct Reduce {
 }
 
 impl Reduce {
-    pub fn new(op: ReduceOp, axes: Vec<usize>, keep_dims: bool, input: TensorType) -> Result<Reduce, String> {
+    pub fn new(
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keep_dims: bool,
+        input: TensorType,
+    ) -> Result<Reduce, String> {
         mem_ty(input.dtype)?;
         let mut graph = Graph::new(op.mnemonic());
-        let x = graph.add_source(Op::Input { name: "x".into() }, input.clone()).map_err(|e| e.to_string())?;
-        let out = graph.add(Op::Reduce { op, axes: axes.clone(), keep_dims }, &[x]).map_err(|e| e.to_string())?;
+        let x = graph
+            .add_source(Op::Input { name: "x".into() }, input.clone())
+            .map_err(|e| e.to_string())?;
+        let out = graph
+            .add(
+                Op::Reduce {
+                    op,
+                    axes: axes.clone(),
+                    keep_dims,
+                },
+                &[x],
+            )
+            .map_err(|e| e.to_string())?;
         for s in layout::symbols_of(input.shape.iter()) {
             graph.declare_symbol(&s, 0, i64::MAX / 4);
         }
         graph.set_output("out", out);
-        let label = format!("{}(axes={axes:?},keep_dims={keep_dims},x={})", op.mnemonic(), input.to_string().replace(' ', "")).replace(", ", ",");
-        Ok(Reduce { op, axes, input, graph, label })
+        let label = format!(
+            "{}(axes={axes:?},keep_dims={keep_dims},x={})",
+            op.mnemonic(),
+            input.to_string().replace(' ', "")
+        )
+        .replace(", ", ",");
+        Ok(Reduce {
+            op,
+            axes,
+            input,
+            graph,
+            label,
+        })
     }
 
     /// True when the reduced axes are exactly the trailing ones: each output is one row.
@@ -43,7 +70,11 @@ impl Reduce {
         let rank = self.input.rank();
         let mut sorted = self.axes.clone();
         sorted.sort_unstable();
-        !sorted.is_empty() && sorted.iter().enumerate().all(|(i, &a)| a == rank - sorted.len() + i)
+        !sorted.is_empty()
+            && sorted
+                .iter()
+                .enumerate()
+                .all(|(i, &a)| a == rank - sorted.len() + i)
     }
 
     fn dtype(&self) -> DType {
@@ -60,7 +91,11 @@ impl Reduce {
 
     fn combine(&self, acc: Expr, x: Expr) -> Expr {
         match (self.op, reg_ty(self.dtype())) {
-            (ReduceOp::Max, Ty::F32) => Expr::select(acc.clone().ne(acc.clone()).or(x.clone().ne(x.clone())), Expr::f32(f32::NAN), acc.max(x)),
+            (ReduceOp::Max, Ty::F32) => Expr::select(
+                acc.clone().ne(acc.clone()).or(x.clone().ne(x.clone())),
+                Expr::f32(f32::NAN),
+                acc.max(x),
+            ),
             (ReduceOp::Max, _) => acc.max(x),
             _ => acc + x,
         }
@@ -69,11 +104,18 @@ impl Reduce {
     /// The accumulated value as the output's: a mean divides by the count (an empty mean is
     /// 0/0, NaN, as in the reference).
     fn finish(&self, acc: Expr, count: Expr) -> Expr {
-        let v = if self.op == ReduceOp::Mean { acc / count.cast(Ty::F32) } else { acc };
+        let v = if self.op == ReduceOp::Mean {
+            acc / count.cast(Ty::F32)
+        } else {
+            acc
+        };
         elementwise::to_memory(elementwise::round_to(v, self.dtype()), self.dtype())
     }
 
-    fn buffers(&self, b: &mut KernelBuilder) -> (crate::kir::Buf, crate::kir::Buf, layout::Symbols) {
+    fn buffers(
+        &self,
+        b: &mut KernelBuilder,
+    ) -> (crate::kir::Buf, crate::kir::Buf, layout::Symbols) {
         let elem = mem_ty(self.dtype()).expect("checked in new");
         let x = b.buffer("x", elem, Access::Read);
         let out = b.buffer("out", elem, Access::Write);
@@ -97,23 +139,39 @@ impl Reduce {
         b.if_(layout::lt(row.clone(), rows), |b| {
             let acc = b.var("acc", self.identity());
             let base = b.let_("base", layout::mul(row.clone(), len.clone()));
-            b.for_("i", tid.clone(), len.clone(), Expr::i64(BLOCK as i64), |b, i| {
-                let v = elementwise::from_memory(b.load(x, layout::add(base.clone(), i)), self.dtype());
-                b.assign(acc, self.combine(Expr::Var(acc), v));
-            });
+            b.for_(
+                "i",
+                tid.clone(),
+                len.clone(),
+                Expr::i64(BLOCK as i64),
+                |b, i| {
+                    let v = elementwise::from_memory(
+                        b.load(x, layout::add(base.clone(), i)),
+                        self.dtype(),
+                    );
+                    b.assign(acc, self.combine(Expr::Var(acc), v));
+                },
+            );
             let warp_total = self.warp_reduce(b, Expr::Var(acc));
             let lane = b.let_("lane", b.lane().cast(Ty::I64));
             let warp = b.let_("warp", tid.clone() / Expr::i64(WARP as i64));
-            b.if_(lane.clone().eq(Expr::i64(0)), |b| b.store(partials, warp, warp_total));
+            b.if_(lane.clone().eq(Expr::i64(0)), |b| {
+                b.store(partials, warp, warp_total)
+            });
             b.barrier();
             b.if_(tid.clone().lt(Expr::i64(WARP as i64)), |b| {
                 let partial = Expr::select(
                     tid.clone().lt(Expr::i64((BLOCK / WARP) as i64)),
-                    b.load(partials, tid.clone().min(Expr::i64((BLOCK / WARP) as i64 - 1))),
+                    b.load(
+                        partials,
+                        tid.clone().min(Expr::i64((BLOCK / WARP) as i64 - 1)),
+                    ),
                     self.identity(),
                 );
                 let total = self.warp_reduce(b, partial);
-                b.if_(tid.clone().eq(Expr::i64(0)), |b| b.store(out, row.clone(), self.finish(total, len.clone())));
+                b.if_(tid.clone().eq(Expr::i64(0)), |b| {
+                    b.store(out, row.clone(), self.finish(total, len.clone()))
+                });
             });
         });
         b.finish()
@@ -174,7 +232,11 @@ impl Template for Reduce {
     }
 
     fn kernels(&self) -> Vec<Kernel> {
-        vec![if self.reduces_rows() { self.row_kernel() } else { self.strided_kernel() }]
+        vec![if self.reduces_rows() {
+            self.row_kernel()
+        } else {
+            self.strided_kernel()
+        }]
     }
 
     fn reference(&self) -> Graph {

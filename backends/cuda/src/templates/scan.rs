@@ -22,11 +22,29 @@ pub const TILE_OFFSETS: &str = "scan_tile_offsets";
 
 /// The scan's scratch for `len` flags: one prefix per flag, one sum and one offset per tile.
 pub fn scratch(len: Dim) -> Vec<Scratch> {
-    let t = Dim::FloorDiv(Box::new(Dim::Add(Box::new(len.clone()), Box::new(Dim::Const(TILE as i64 - 1)))), Box::new(Dim::Const(TILE as i64)));
+    let t = Dim::FloorDiv(
+        Box::new(Dim::Add(
+            Box::new(len.clone()),
+            Box::new(Dim::Const(TILE as i64 - 1)),
+        )),
+        Box::new(Dim::Const(TILE as i64)),
+    );
     vec![
-        Scratch { name: LOCAL.into(), elem: Ty::I64, len },
-        Scratch { name: TILE_SUMS.into(), elem: Ty::I64, len: t.clone() },
-        Scratch { name: TILE_OFFSETS.into(), elem: Ty::I64, len: t },
+        Scratch {
+            name: LOCAL.into(),
+            elem: Ty::I64,
+            len,
+        },
+        Scratch {
+            name: TILE_SUMS.into(),
+            elem: Ty::I64,
+            len: t.clone(),
+        },
+        Scratch {
+            name: TILE_OFFSETS.into(),
+            elem: Ty::I64,
+            len: t,
+        },
     ]
 }
 

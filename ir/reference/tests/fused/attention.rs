@@ -45,19 +45,46 @@ impl AttnCase {
 }
 
 fn attn_strategy(max_n: usize, max_past: usize) -> impl Strategy<Value = AttnCase> {
-    let shape = (1usize..4, prop::sample::select(vec![1usize, 2, 4]), 1..=max_n, 0..=max_past, 1usize..9);
+    let shape = (
+        1usize..4,
+        prop::sample::select(vec![1usize, 2, 4]),
+        1..=max_n,
+        0..=max_past,
+        1usize..9,
+    );
     let mode = (
-        prop::sample::select(vec![AttentionMask::Full, AttentionMask::Causal, AttentionMask::Segments]),
+        prop::sample::select(vec![
+            AttentionMask::Full,
+            AttentionMask::Causal,
+            AttentionMask::Segments,
+        ]),
         0u8..3,
         any::<bool>(),
         prop::collection::vec(prop::bool::weighted(0.25), max_n),
         any::<u64>(),
     );
-    (shape, mode).prop_map(|((hk, group, n, past, half), (mask, rope, table_rank3, cuts, seed))| {
-        // Key rotation and segment masks need as many keys as queries.
-        let past = if rope == 2 || mask == AttentionMask::Segments { 0 } else { past };
-        AttnCase { hk, group, n, past, d: 2 * half, mask, rope, table_rank3, cuts, seed }
-    })
+    (shape, mode).prop_map(
+        |((hk, group, n, past, half), (mask, rope, table_rank3, cuts, seed))| {
+            // Key rotation and segment masks need as many keys as queries.
+            let past = if rope == 2 || mask == AttentionMask::Segments {
+                0
+            } else {
+                past
+            };
+            AttnCase {
+                hk,
+                group,
+                n,
+                past,
+                d: 2 * half,
+                mask,
+                rope,
+                table_rank3,
+                cuts,
+                seed,
+            }
+        },
+    )
 }
 
 /// Query head j reads kv head j / group: `[hk, t, d]` → `[hk·group, t, d]`.
@@ -66,9 +93,27 @@ fn repeat_kv(g: &mut Graph, x: NodeId, c: &AttnCase) -> NodeId {
         return x;
     }
     let (t, d) = (c.t(), c.d);
-    let x = op(g, Op::Reshape { shape: dims(&[c.hk, 1, t, d]) }, &[x]);
-    let x = op(g, Op::Broadcast { shape: dims(&[c.hk, c.group, t, d]) }, &[x]);
-    op(g, Op::Reshape { shape: dims(&[c.hq(), t, d]) }, &[x])
+    let x = op(
+        g,
+        Op::Reshape {
+            shape: dims(&[c.hk, 1, t, d]),
+        },
+        &[x],
+    );
+    let x = op(
+        g,
+        Op::Broadcast {
+            shape: dims(&[c.hk, c.group, t, d]),
+        },
+        &[x],
+    );
+    op(
+        g,
+        Op::Reshape {
+            shape: dims(&[c.hq(), t, d]),
+        },
+        &[x],
+    )
 }
 
 fn allowed(g: &mut Graph, c: &AttnCase, seg: Option<NodeId>) -> Option<NodeId> {
@@ -76,16 +121,56 @@ fn allowed(g: &mut Graph, c: &AttnCase, seg: Option<NodeId>) -> Option<NodeId> {
     match c.mask {
         AttentionMask::Full => None,
         AttentionMask::Causal => {
-            let q = op(g, Op::Iota { len: Dim::Const(n), start: Dim::Const(c.past as i64), dtype: DType::I64 }, &[]);
-            let q = op(g, Op::Reshape { shape: vec![Dim::Const(n), Dim::Const(1)] }, &[q]);
-            let k = op(g, Op::Iota { len: Dim::Const(t), start: Dim::Const(0), dtype: DType::I64 }, &[]);
-            let k = op(g, Op::Reshape { shape: vec![Dim::Const(1), Dim::Const(t)] }, &[k]);
+            let q = op(
+                g,
+                Op::Iota {
+                    len: Dim::Const(n),
+                    start: Dim::Const(c.past as i64),
+                    dtype: DType::I64,
+                },
+                &[],
+            );
+            let q = op(
+                g,
+                Op::Reshape {
+                    shape: vec![Dim::Const(n), Dim::Const(1)],
+                },
+                &[q],
+            );
+            let k = op(
+                g,
+                Op::Iota {
+                    len: Dim::Const(t),
+                    start: Dim::Const(0),
+                    dtype: DType::I64,
+                },
+                &[],
+            );
+            let k = op(
+                g,
+                Op::Reshape {
+                    shape: vec![Dim::Const(1), Dim::Const(t)],
+                },
+                &[k],
+            );
             Some(bin(g, BinaryOp::Le, k, q))
         }
         AttentionMask::Segments => {
             let s = seg.expect("segments input");
-            let col = op(g, Op::Reshape { shape: vec![Dim::Const(n), Dim::Const(1)] }, &[s]);
-            let row = op(g, Op::Reshape { shape: vec![Dim::Const(1), Dim::Const(n)] }, &[s]);
+            let col = op(
+                g,
+                Op::Reshape {
+                    shape: vec![Dim::Const(n), Dim::Const(1)],
+                },
+                &[s],
+            );
+            let row = op(
+                g,
+                Op::Reshape {
+                    shape: vec![Dim::Const(1), Dim::Const(n)],
+                },
+                &[s],
+            );
             Some(bin(g, BinaryOp::Eq, col, row))
         }
     }
@@ -100,7 +185,10 @@ fn attn_graph(c: &AttnCase, fused: bool) -> Graph {
     let mut v = input(&mut g, "v", DType::F32, &[hk, t, d]);
     let tables = (c.rope > 0).then(|| {
         let ts = c.table_shape();
-        (input(&mut g, "cos", DType::F32, &ts), input(&mut g, "sin", DType::F32, &ts))
+        (
+            input(&mut g, "cos", DType::F32, &ts),
+            input(&mut g, "sin", DType::F32, &ts),
+        )
     });
     let seg = (c.mask == AttentionMask::Segments).then(|| input(&mut g, "seg", DType::I64, &[n]));
     let scale = 1.0 / (d as f64).sqrt();
@@ -108,7 +196,12 @@ fn attn_graph(c: &AttnCase, fused: bool) -> Graph {
         let mut ins = vec![q, k, v];
         ins.extend(tables.map(|(c, s)| [c, s]).into_iter().flatten());
         ins.extend(seg);
-        let o = Op::Attention { scale, mask: c.mask, rope_q: c.rope > 0, rope_k: c.rope == 2 };
+        let o = Op::Attention {
+            scale,
+            mask: c.mask,
+            rope_q: c.rope > 0,
+            rope_k: c.rope == 2,
+        };
         op(&mut g, o, &ins)
     } else {
         if let Some((cos, sin)) = tables {
@@ -119,7 +212,13 @@ fn attn_graph(c: &AttnCase, fused: bool) -> Graph {
         }
         k = repeat_kv(&mut g, k, c);
         v = repeat_kv(&mut g, v, c);
-        let kt = op(&mut g, Op::Transpose { perm: vec![0, 2, 1] }, &[k]);
+        let kt = op(
+            &mut g,
+            Op::Transpose {
+                perm: vec![0, 2, 1],
+            },
+            &[k],
+        );
         let scores = op(&mut g, Op::MatMul, &[q, kt]);
         let mut s = bin_scalar(&mut g, BinaryOp::Mul, scores, scale);
         if let Some(a) = allowed(&mut g, c, seg) {
@@ -136,13 +235,23 @@ fn attn_graph(c: &AttnCase, fused: bool) -> Graph {
 fn attn_inputs(c: &AttnCase) -> Vec<(&'static str, Tensor)> {
     let mut rng = Rng(c.seed);
     let (hq, hk, n, t, d) = (c.hq(), c.hk, c.n, c.t(), c.d);
-    let mut ins = vec![("q", rng.vec(&[hq, n, d])), ("k", rng.vec(&[hk, t, d])), ("v", rng.vec(&[hk, t, d]))];
+    let mut ins = vec![
+        ("q", rng.vec(&[hq, n, d])),
+        ("k", rng.vec(&[hk, t, d])),
+        ("v", rng.vec(&[hk, t, d])),
+    ];
     if c.rope > 0 {
         // Real tables: cos/sin of one angle per element, so the rotation preserves norms.
         let angles = rng.vec(&c.table_shape()).to_f32_vec();
         let ts = c.table_shape();
-        ins.push(("cos", Tensor::f32(ts.clone(), angles.iter().map(|a| (a * 3.0).cos()).collect())));
-        ins.push(("sin", Tensor::f32(ts, angles.iter().map(|a| (a * 3.0).sin()).collect())));
+        ins.push((
+            "cos",
+            Tensor::f32(ts.clone(), angles.iter().map(|a| (a * 3.0).cos()).collect()),
+        ));
+        ins.push((
+            "sin",
+            Tensor::f32(ts, angles.iter().map(|a| (a * 3.0).sin()).collect()),
+        ));
     }
     if c.mask == AttentionMask::Segments {
         ins.push(("seg", c.segments()));
@@ -179,21 +288,57 @@ fn attention_named_cases() {
         seed: 7,
     };
     let mut cases = vec![
-        AttnCase { n: 1, past: 37, group: 4, ..base.clone() },
-        AttnCase { n: 5, past: 9, group: 2, rope: 0, ..base.clone() },
-        AttnCase { n: 16, mask: AttentionMask::Full, past: 3, ..base.clone() },
+        AttnCase {
+            n: 1,
+            past: 37,
+            group: 4,
+            ..base.clone()
+        },
+        AttnCase {
+            n: 5,
+            past: 9,
+            group: 2,
+            rope: 0,
+            ..base.clone()
+        },
+        AttnCase {
+            n: 16,
+            mask: AttentionMask::Full,
+            past: 3,
+            ..base.clone()
+        },
     ];
     for group in [1, 2, 4] {
-        cases.push(AttnCase { n: 9, group, rope: 2, ..base.clone() });
-        cases.push(AttnCase { n: 9, group, rope: 2, table_rank3: true, ..base.clone() });
+        cases.push(AttnCase {
+            n: 9,
+            group,
+            rope: 2,
+            ..base.clone()
+        });
+        cases.push(AttnCase {
+            n: 9,
+            group,
+            rope: 2,
+            table_rank3: true,
+            ..base.clone()
+        });
     }
     let cuts = (0..16).map(|i| i % 3 == 0 || i == 7).collect();
-    cases.push(AttnCase { n: 16, mask: AttentionMask::Segments, rope: 2, cuts, ..base.clone() });
+    cases.push(AttnCase {
+        n: 16,
+        mask: AttentionMask::Segments,
+        rope: 2,
+        cuts,
+        ..base.clone()
+    });
     let mut worst = Gap::default();
     for c in &cases {
         worst.merge(attn_case(c));
     }
-    eprintln!("attention named cases: worst gap {} ulp, {:.2e} relative", worst.ulps, worst.rel);
+    eprintln!(
+        "attention named cases: worst gap {} ulp, {:.2e} relative",
+        worst.ulps, worst.rel
+    );
 }
 
 /// A vision-encoder-sized call (1024 patches in 4 frames, 16 heads of 72, q and k rotated):

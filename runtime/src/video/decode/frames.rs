@@ -21,38 +21,57 @@ pub struct FrameDir {
 
 impl FrameDir {
     pub fn open(dir: &Path) -> Result<Self, VideoError> {
-        let io = |path: &Path, error| VideoError::Io { path: path.to_path_buf(), error };
+        let io = |path: &Path, error| VideoError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
         let mut numbered: BTreeMap<u128, PathBuf> = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
             let file = entry.map_err(|e| io(dir, e))?.path();
-            let is_frame =
-                file.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+            let is_frame = file
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
             if !is_frame || file.is_dir() {
                 continue; // other files (notes, .DS_Store) are not frames
             }
-            let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let Some(number) = frame_number(&stem) else {
                 return Err(VideoError::Malformed {
                     path: file,
-                    msg: "a frame file name must contain its frame number (e.g. frame_0001.png)".into(),
+                    msg: "a frame file name must contain its frame number (e.g. frame_0001.png)"
+                        .into(),
                 });
             };
             if let Some(other) = numbered.insert(number, file.clone()) {
                 return Err(VideoError::Malformed {
                     path: dir.to_path_buf(),
-                    msg: format!("{} and {} have the same frame number {number}", other.display(), file.display()),
+                    msg: format!(
+                        "{} and {} have the same frame number {number}",
+                        other.display(),
+                        file.display()
+                    ),
                 });
             }
         }
         let files: Vec<PathBuf> = numbered.into_values().collect();
         let Some(first) = files.first() else {
-            return Err(VideoError::Malformed { path: dir.to_path_buf(), msg: "the directory holds no PNG/JPEG frames".into() });
+            return Err(VideoError::Malformed {
+                path: dir.to_path_buf(),
+                msg: "the directory holds no PNG/JPEG frames".into(),
+            });
         };
         let (width, height) = ImageReader::open(first)
             .and_then(|r| r.with_guessed_format())
             .map_err(|e| io(first, e))?
             .into_dimensions()
-            .map_err(|e| VideoError::Decode { path: first.clone(), msg: e.to_string() })?;
+            .map_err(|e| VideoError::Decode {
+                path: first.clone(),
+                msg: e.to_string(),
+            })?;
         let meta = VideoMetadata {
             total_frames: files.len(),
             fps: None,
@@ -62,14 +81,20 @@ impl FrameDir {
             frame_times: None,
             format: VideoFormat::FrameDir,
         };
-        Ok(FrameDir { path: dir.to_path_buf(), files, meta })
+        Ok(FrameDir {
+            path: dir.to_path_buf(),
+            files,
+            meta,
+        })
     }
 }
 
 /// The last run of ASCII digits in a file stem (`clip2_frame_0010` → 10).
 fn frame_number(stem: &str) -> Option<u128> {
     let end = stem.rfind(|c: char| c.is_ascii_digit())? + 1;
-    let start = stem[..end].rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
+    let start = stem[..end]
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
     // More than 38 digits overflows; such a name is not a frame number.
     stem[start..end].parse().ok()
 }
@@ -79,14 +104,20 @@ impl VideoReader for FrameDir {
         &self.meta
     }
 
-    fn read_frames(&mut self, indices: &[usize], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<RgbImage>, VideoError> {
+    fn read_frames(
+        &mut self,
+        indices: &[usize],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<RgbImage>, VideoError> {
         check_indices(&self.path, indices, self.meta.total_frames)?;
-        let mut wanted: BTreeMap<usize, Option<RgbImage>> = indices.iter().map(|&i| (i, None)).collect();
+        let mut wanted: BTreeMap<usize, Option<RgbImage>> =
+            indices.iter().map(|&i| (i, None)).collect();
         let total = wanted.len();
         for (done, (&i, slot)) in wanted.iter_mut().enumerate() {
             let file = &self.files[i];
             let img = load_image(file)?;
-            if (img.width() as usize, img.height() as usize) != (self.meta.width, self.meta.height) {
+            if (img.width() as usize, img.height() as usize) != (self.meta.width, self.meta.height)
+            {
                 return Err(VideoError::Malformed {
                     path: file.clone(),
                     msg: format!(

@@ -28,9 +28,19 @@ pub struct GifVideo {
 
 impl GifVideo {
     pub fn open(path: &Path) -> Result<Self, VideoError> {
-        let bytes = vl3c_frontends::limits::read_bounded(path, vl3c_frontends::limits::MAX_GIF_BYTES, "an animated GIF")
-            .map_err(|error| VideoError::Io { path: path.to_path_buf(), error })?;
-        let malformed = |msg: String| VideoError::Malformed { path: path.to_path_buf(), msg };
+        let bytes = vl3c_frontends::limits::read_bounded(
+            path,
+            vl3c_frontends::limits::MAX_GIF_BYTES,
+            "an animated GIF",
+        )
+        .map_err(|error| VideoError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let malformed = |msg: String| VideoError::Malformed {
+            path: path.to_path_buf(),
+            msg,
+        };
         let layout = scan(&bytes).map_err(malformed)?;
         if layout.delays.is_empty() {
             return Err(malformed("the GIF has no frames".into()));
@@ -56,7 +66,11 @@ impl GifVideo {
             frame_times: Some(frame_times),
             format: VideoFormat::Gif,
         };
-        Ok(GifVideo { path: path.to_path_buf(), bytes, meta })
+        Ok(GifVideo {
+            path: path.to_path_buf(),
+            bytes,
+            meta,
+        })
     }
 }
 
@@ -65,16 +79,29 @@ impl VideoReader for GifVideo {
         &self.meta
     }
 
-    fn read_frames(&mut self, indices: &[usize], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<RgbImage>, VideoError> {
+    fn read_frames(
+        &mut self,
+        indices: &[usize],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<RgbImage>, VideoError> {
         check_indices(&self.path, indices, self.meta.total_frames)?;
-        let Some(&last) = indices.iter().max() else { return Ok(Vec::new()) };
-        let err = |msg: String| VideoError::Decode { path: self.path.clone(), msg };
-        let mut wanted: BTreeMap<usize, Option<RgbImage>> = indices.iter().map(|&i| (i, None)).collect();
+        let Some(&last) = indices.iter().max() else {
+            return Ok(Vec::new());
+        };
+        let err = |msg: String| VideoError::Decode {
+            path: self.path.clone(),
+            msg,
+        };
+        let mut wanted: BTreeMap<usize, Option<RgbImage>> =
+            indices.iter().map(|&i| (i, None)).collect();
         let decoded = catch_unwind(AssertUnwindSafe(|| -> Result<(), VideoError> {
-            let mut decoder = GifDecoder::new(Cursor::new(&self.bytes)).map_err(|e| err(format!("cannot read the GIF: {e}")))?;
+            let mut decoder = GifDecoder::new(Cursor::new(&self.bytes))
+                .map_err(|e| err(format!("cannot read the GIF: {e}")))?;
             // The crate's GIF decoder has no limits by default: a frame declared 65535×65535 would
             // allocate gigabytes. The default limits (512 MiB) make that an error.
-            decoder.set_limits(image::Limits::default()).map_err(|e| err(format!("cannot read the GIF: {e}")))?;
+            decoder
+                .set_limits(image::Limits::default())
+                .map_err(|e| err(format!("cannot read the GIF: {e}")))?;
             for (i, frame) in decoder.into_frames().enumerate().take(last + 1) {
                 let frame = frame.map_err(|e| err(format!("cannot decode GIF frame {i}: {e}")))?;
                 if let Some(slot) = wanted.get_mut(&i) {
@@ -97,7 +124,16 @@ impl VideoReader for GifVideo {
 /// transparent pixels in its `trans_color`, 0x00FFFFFF: white under zero alpha.
 fn to_rgb(canvas: &image::RgbaImage) -> RgbImage {
     let (w, h) = canvas.dimensions();
-    let data = canvas.pixels().flat_map(|p| if p.0[3] == 0 { [255; 3] } else { [p.0[0], p.0[1], p.0[2]] }).collect();
+    let data = canvas
+        .pixels()
+        .flat_map(|p| {
+            if p.0[3] == 0 {
+                [255; 3]
+            } else {
+                [p.0[0], p.0[1], p.0[2]]
+            }
+        })
+        .collect();
     RgbImage::from_raw(w, h, data).expect("sized from the canvas")
 }
 
@@ -148,14 +184,19 @@ fn scan(data: &[u8]) -> Result<Layout, String> {
                     r.take(3 << ((packed & 7) + 1))?;
                 }
                 r.u8()?; // LZW minimum code size
-                r.sub_blocks().map_err(|_| format!("frame {} is truncated", delays.len()))?;
+                r.sub_blocks()
+                    .map_err(|_| format!("frame {} is truncated", delays.len()))?;
                 delays.push(delay);
             }
             0x3B => break,
             b => return Err(format!("unknown block type {b:#04x} at byte {}", r.pos - 1)),
         }
     }
-    Ok(Layout { width, height, delays })
+    Ok(Layout {
+        width,
+        height,
+        delays,
+    })
 }
 
 struct Bytes<'a> {
@@ -165,7 +206,10 @@ struct Bytes<'a> {
 
 impl<'a> Bytes<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let s = self.data.get(self.pos..self.pos + n).ok_or("the GIF ends early")?;
+        let s = self
+            .data
+            .get(self.pos..self.pos + n)
+            .ok_or("the GIF ends early")?;
         self.pos += n;
         Ok(s)
     }
@@ -201,10 +245,19 @@ mod tests {
     fn scan_rejects_garbage_without_panicking() {
         let err = |data: &[u8]| scan(data).err().expect("garbage must not scan");
         assert_eq!(err(b""), "the GIF ends early");
-        assert_eq!(err(b"GIF87b\x01\x00\x01\x00\x00\x00\x00\x3b"), "not a GIF87a/GIF89a header");
+        assert_eq!(
+            err(b"GIF87b\x01\x00\x01\x00\x00\x00\x00\x3b"),
+            "not a GIF87a/GIF89a header"
+        );
         assert_eq!(err(b"GIF89a"), "the GIF ends early");
-        assert_eq!(err(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x2c\x00"), "the GIF ends early");
-        assert_eq!(err(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x99"), "unknown block type 0x99 at byte 13");
+        assert_eq!(
+            err(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x2c\x00"),
+            "the GIF ends early"
+        );
+        assert_eq!(
+            err(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x99"),
+            "unknown block type 0x99 at byte 13"
+        );
         let empty = scan(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x3b").unwrap();
         assert!(empty.delays.is_empty());
     }

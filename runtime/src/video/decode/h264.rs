@@ -28,13 +28,28 @@ impl H264Decoder {
 
     /// Decodes one access unit; `picture` receives every picture openh264 outputs now (zero or
     /// one), with the tag of the access unit it was decoded from. Tags must be non-zero.
-    pub fn decode(&mut self, access_unit: &[u8], tag: u64, picture: &mut dyn FnMut(u64, &Yuv420<'_>)) -> Result<(), String> {
-        let len = i32::try_from(access_unit.len()).map_err(|_| "access unit larger than 2 GiB".to_string())?;
-        let mut info = SBufferInfo { uiInBsTimeStamp: tag, ..Default::default() };
+    pub fn decode(
+        &mut self,
+        access_unit: &[u8],
+        tag: u64,
+        picture: &mut dyn FnMut(u64, &Yuv420<'_>),
+    ) -> Result<(), String> {
+        let len = i32::try_from(access_unit.len())
+            .map_err(|_| "access unit larger than 2 GiB".to_string())?;
+        let mut info = SBufferInfo {
+            uiInBsTimeStamp: tag,
+            ..Default::default()
+        };
         let mut dst = [null_mut::<u8>(); 3];
         // SAFETY: the pointers live for the call; openh264 copies the input.
-        let state =
-            unsafe { self.decoder.raw_api().decode_frame_no_delay(access_unit.as_ptr(), len, dst.as_mut_ptr(), &raw mut info) };
+        let state = unsafe {
+            self.decoder.raw_api().decode_frame_no_delay(
+                access_unit.as_ptr(),
+                len,
+                dst.as_mut_ptr(),
+                &raw mut info,
+            )
+        };
         if state != dsErrorFree {
             return Err(format!("openh264 reported decoding state {state:#x}"));
         }
@@ -50,7 +65,12 @@ impl H264Decoder {
         // no access unit left to be damaged).
         // SAFETY: a null input of length 0 is openh264's documented end-of-stream call.
         unsafe {
-            self.decoder.raw_api().decode_frame_no_delay(std::ptr::null(), 0, dst.as_mut_ptr(), &raw mut info);
+            self.decoder.raw_api().decode_frame_no_delay(
+                std::ptr::null(),
+                0,
+                dst.as_mut_ptr(),
+                &raw mut info,
+            );
         }
         emit(&dst, &info, picture)?;
         // Bounded: openh264's reorder queue holds at most 16 pictures.
@@ -59,7 +79,9 @@ impl H264Decoder {
             let mut dst = [null_mut::<u8>(); 3];
             // SAFETY: as above.
             unsafe {
-                self.decoder.raw_api().flush_frame(dst.as_mut_ptr(), &raw mut info);
+                self.decoder
+                    .raw_api()
+                    .flush_frame(dst.as_mut_ptr(), &raw mut info);
             }
             if info.iBufferStatus != 1 {
                 break;
@@ -73,7 +95,10 @@ impl H264Decoder {
         let mut n: i32 = 0;
         // SAFETY: the option writes one int.
         let state = unsafe {
-            self.decoder.raw_api().get_option(DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER, (&raw mut n).cast::<c_void>())
+            self.decoder.raw_api().get_option(
+                DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER,
+                (&raw mut n).cast::<c_void>(),
+            )
         };
         if state != 0 {
             return Err(format!("openh264 get_option failed ({state})"));
@@ -83,7 +108,11 @@ impl H264Decoder {
 }
 
 /// Hands a ready picture's planes to `picture`; they are only valid until the next decoder call.
-fn emit(dst: &[*mut u8; 3], info: &SBufferInfo, picture: &mut dyn FnMut(u64, &Yuv420<'_>)) -> Result<(), String> {
+fn emit(
+    dst: &[*mut u8; 3],
+    info: &SBufferInfo,
+    picture: &mut dyn FnMut(u64, &Yuv420<'_>),
+) -> Result<(), String> {
     if info.iBufferStatus != 1 {
         return Ok(());
     }
@@ -95,7 +124,9 @@ fn emit(dst: &[*mut u8; 3], info: &SBufferInfo, picture: &mut dyn FnMut(u64, &Yu
     let dims = [buf.iWidth, buf.iHeight, buf.iStride[0], buf.iStride[1]];
     let [width, height, y_stride, uv_stride] = dims.map(|d| usize::try_from(d).unwrap_or(0));
     if width == 0 || height == 0 || y_stride < width || uv_stride < width.div_ceil(2) {
-        return Err(format!("openh264 returned a picture of bad geometry {dims:?}"));
+        return Err(format!(
+            "openh264 returned a picture of bad geometry {dims:?}"
+        ));
     }
     let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
     // SAFETY: openh264's picture buffers hold `height` rows at the strides it reports (the
@@ -108,6 +139,17 @@ fn emit(dst: &[*mut u8; 3], info: &SBufferInfo, picture: &mut dyn FnMut(u64, &Yu
             std::slice::from_raw_parts(dst[2], (ch - 1) * uv_stride + cw),
         )
     };
-    picture(info.uiOutYuvTimeStamp, &Yuv420 { width, height, y, u, v, y_stride, uv_stride });
+    picture(
+        info.uiOutYuvTimeStamp,
+        &Yuv420 {
+            width,
+            height,
+            y,
+            u,
+            v,
+            y_stride,
+            uv_stride,
+        },
+    );
     Ok(())
 }

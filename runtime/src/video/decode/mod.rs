@@ -69,13 +69,20 @@ pub trait VideoReader: Send {
     /// order. Decodes sequentially and keeps only the requested frames. `progress(done, total)`
     /// is called as frames are decoded: `total` is the number of frames that must be decoded
     /// to reach the requested ones.
-    fn read_frames(&mut self, indices: &[usize], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<RgbImage>, VideoError>;
+    fn read_frames(
+        &mut self,
+        indices: &[usize],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<RgbImage>, VideoError>;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VideoError {
     #[error("{}: {error}", path.display())]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{}: not a video this decoder reads ({reason}); expected an MP4 (H.264) file, an animated GIF or a directory of numbered PNG/JPEG frames", path.display())]
     UnknownFormat { path: PathBuf, reason: String },
     #[error("{}: not supported yet: {what}", path.display())]
@@ -88,13 +95,20 @@ pub enum VideoError {
     #[error(transparent)]
     Frame(#[from] crate::preprocess::PreprocessError),
     #[error("{}: frame index {index} is out of range: the video has {total} frames", path.display())]
-    IndexOutOfRange { path: PathBuf, index: usize, total: usize },
+    IndexOutOfRange {
+        path: PathBuf,
+        index: usize,
+        total: usize,
+    },
 }
 
 /// Opens a video: a directory is read as numbered frames; a file by its content (an `ftyp`
 /// box: MP4; `GIF8`: GIF), whatever its extension.
 pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
-    let io = |error| VideoError::Io { path: path.to_path_buf(), error };
+    let io = |error| VideoError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
     if std::fs::metadata(path).map_err(io)?.is_dir() {
         return Ok(Box::new(frames::FrameDir::open(path)?));
     }
@@ -103,12 +117,22 @@ pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
     let what = "a video: an MP4 (H.264) file, an animated GIF or a directory of numbered frames";
     vl3c_frontends::limits::check_file(path, u64::MAX, what).map_err(io)?;
     let mut head = Vec::with_capacity(16);
-    std::fs::File::open(path).map_err(io)?.take(16).read_to_end(&mut head).map_err(io)?;
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(16)
+        .read_to_end(&mut head)
+        .map_err(io)?;
     match sniff(&head) {
         Sniffed::Mp4 => Ok(Box::new(mp4::Mp4Video::open(path)?)),
         Sniffed::Gif => Ok(Box::new(gif::GifVideo::open(path)?)),
-        Sniffed::Unsupported(what) => Err(VideoError::Unsupported { path: path.to_path_buf(), what: what.into() }),
-        Sniffed::Unknown(reason) => Err(VideoError::UnknownFormat { path: path.to_path_buf(), reason: reason.into() }),
+        Sniffed::Unsupported(what) => Err(VideoError::Unsupported {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }),
+        Sniffed::Unknown(reason) => Err(VideoError::UnknownFormat {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }),
     }
 }
 
@@ -125,11 +149,15 @@ fn sniff(head: &[u8]) -> Sniffed {
         [_, _, _, _, b'f', b't', b'y', b'p', ..] => Sniffed::Mp4,
         [b'G', b'I', b'F', b'8', ..] => Sniffed::Gif,
         [0x1A, 0x45, 0xDF, 0xA3, ..] => Sniffed::Unsupported("Matroska/WebM container"),
-        [b'R', b'I', b'F', b'F', _, _, _, _, b'A', b'V', b'I', b' ', ..] => Sniffed::Unsupported("AVI container"),
-        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Sniffed::Unsupported("animated WebP"),
-        [0x89, b'P', b'N', b'G', ..] | [0xFF, 0xD8, 0xFF, ..] => {
-            Sniffed::Unknown("a single still image; pass it as an image, or put numbered frames in a directory")
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'A', b'V', b'I', b' ', ..] => {
+            Sniffed::Unsupported("AVI container")
         }
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => {
+            Sniffed::Unsupported("animated WebP")
+        }
+        [0x89, b'P', b'N', b'G', ..] | [0xFF, 0xD8, 0xFF, ..] => Sniffed::Unknown(
+            "a single still image; pass it as an image, or put numbered frames in a directory",
+        ),
         _ => Sniffed::Unknown("no known signature"),
     }
 }
@@ -137,20 +165,36 @@ fn sniff(head: &[u8]) -> Sniffed {
 /// Every index must name a frame.
 fn check_indices(path: &Path, indices: &[usize], total: usize) -> Result<(), VideoError> {
     match indices.iter().find(|&&i| i >= total) {
-        Some(&index) => Err(VideoError::IndexOutOfRange { path: path.to_path_buf(), index, total }),
+        Some(&index) => Err(VideoError::IndexOutOfRange {
+            path: path.to_path_buf(),
+            index,
+            total,
+        }),
         None => Ok(()),
     }
 }
 
 /// The decoded frames in the order `indices` asked for them (a repeated index gets copies).
-fn in_request_order(indices: &[usize], mut frames: BTreeMap<usize, Option<RgbImage>>) -> Vec<RgbImage> {
-    let last_use: BTreeMap<usize, usize> = indices.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
+fn in_request_order(
+    indices: &[usize],
+    mut frames: BTreeMap<usize, Option<RgbImage>>,
+) -> Vec<RgbImage> {
+    let last_use: BTreeMap<usize, usize> = indices
+        .iter()
+        .enumerate()
+        .map(|(pos, &i)| (i, pos))
+        .collect();
     indices
         .iter()
         .enumerate()
         .map(|(pos, i)| {
             let slot = frames.get_mut(i).expect("every requested index has a slot");
-            if last_use[i] == pos { slot.take() } else { slot.clone() }.expect("every requested frame was decoded")
+            if last_use[i] == pos {
+                slot.take()
+            } else {
+                slot.clone()
+            }
+            .expect("every requested frame was decoded")
         })
         .collect()
 }

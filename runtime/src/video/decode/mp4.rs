@@ -32,18 +32,29 @@ pub struct Mp4Video {
 
 impl Mp4Video {
     pub fn open(path: &Path) -> Result<Self, VideoError> {
-        let malformed = |msg: String| VideoError::Malformed { path: path.to_path_buf(), msg };
-        let io = |error| VideoError::Io { path: path.to_path_buf(), error };
+        let malformed = |msg: String| VideoError::Malformed {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let io = |error| VideoError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
         let file = File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let reader = BufReader::new(file.try_clone().map_err(io)?);
         // The crate returns errors for the malformed files tried, but it is not hardened
         // against every input: a panic becomes an error too.
-        let mp4 = catch_unwind(AssertUnwindSafe(|| ::mp4::Mp4Reader::read_header(reader, file_len)))
-            .map_err(|_| malformed("the MP4 parser panicked on this file".into()))?
-            .map_err(|e| malformed(format!("cannot read the MP4 boxes: {e}")))?;
+        let mp4 = catch_unwind(AssertUnwindSafe(|| {
+            ::mp4::Mp4Reader::read_header(reader, file_len)
+        }))
+        .map_err(|_| malformed("the MP4 parser panicked on this file".into()))?
+        .map_err(|e| malformed(format!("cannot read the MP4 boxes: {e}")))?;
         if mp4.is_fragmented() {
-            return Err(VideoError::Unsupported { path: path.to_path_buf(), what: "fragmented MP4 (moof boxes)".into() });
+            return Err(VideoError::Unsupported {
+                path: path.to_path_buf(),
+                what: "fragmented MP4 (moof boxes)".into(),
+            });
         }
         // PyAV's `streams.video[0]`: the first video track in file order.
         let track = mp4
@@ -56,24 +67,41 @@ impl Mp4Video {
         let trak = &track.trak;
         let Some(avc1) = &trak.mdia.minf.stbl.stsd.avc1 else {
             let fourcc = read_moov(&file).as_deref().and_then(video_codec_fourcc);
-            let what = fourcc.map_or_else(|| "a video codec other than H.264".to_string(), |f| codec_name(&f));
-            return Err(VideoError::Unsupported { path: path.to_path_buf(), what });
+            let what = fourcc.map_or_else(
+                || "a video codec other than H.264".to_string(),
+                |f| codec_name(&f),
+            );
+            return Err(VideoError::Unsupported {
+                path: path.to_path_buf(),
+                what,
+            });
         };
         let avcc = &avc1.avcc;
         let nal_length_size = usize::from(avcc.length_size_minus_one & 3) + 1;
         if nal_length_size == 3 {
             return Err(malformed("avcC declares 3-byte NAL lengths".into()));
         }
-        let sps_nal = avcc.sequence_parameter_sets.first().ok_or_else(|| malformed("avcC holds no SPS".into()))?;
+        let sps_nal = avcc
+            .sequence_parameter_sets
+            .first()
+            .ok_or_else(|| malformed("avcC holds no SPS".into()))?;
         if avcc.picture_parameter_sets.is_empty() {
             return Err(malformed("avcC holds no PPS".into()));
         }
-        let sps = parse_sps(&sps_nal.bytes).map_err(|e| malformed(format!("bad H.264 SPS in avcC: {e}")))?;
+        let sps = parse_sps(&sps_nal.bytes)
+            .map_err(|e| malformed(format!("bad H.264 SPS in avcC: {e}")))?;
         if let Some(what) = sps.unsupported() {
-            return Err(VideoError::Unsupported { path: path.to_path_buf(), what });
+            return Err(VideoError::Unsupported {
+                path: path.to_path_buf(),
+                what,
+            });
         }
         let mut parameter_sets = Vec::new();
-        for nal in avcc.sequence_parameter_sets.iter().chain(&avcc.picture_parameter_sets) {
+        for nal in avcc
+            .sequence_parameter_sets
+            .iter()
+            .chain(&avcc.picture_parameter_sets)
+        {
             parameter_sets.extend_from_slice(&START_CODE);
             parameter_sets.extend_from_slice(&nal.bytes);
         }
@@ -87,18 +115,37 @@ impl Mp4Video {
             frame_times: Some(std::mem::take(&mut index.frame_times)),
             format: VideoFormat::Mp4H264,
         };
-        Ok(Mp4Video { path: path.to_path_buf(), file, meta, index, parameter_sets, nal_length_size, sps })
+        Ok(Mp4Video {
+            path: path.to_path_buf(),
+            file,
+            meta,
+            index,
+            parameter_sets,
+            nal_length_size,
+            sps,
+        })
     }
 
     fn decode_error(&self, msg: String) -> VideoError {
-        VideoError::Decode { path: self.path.clone(), msg }
+        VideoError::Decode {
+            path: self.path.clone(),
+            msg,
+        }
     }
 
     /// Sample `i` (decode order) as an Annex-B access unit in `out`.
-    fn read_access_unit(&mut self, i: usize, raw: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), VideoError> {
+    fn read_access_unit(
+        &mut self,
+        i: usize,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), VideoError> {
         let s = self.index.samples[i];
         raw.resize(s.size as usize, 0);
-        let io = |error| VideoError::Io { path: self.path.clone(), error };
+        let io = |error| VideoError::Io {
+            path: self.path.clone(),
+            error,
+        };
         self.file.seek(SeekFrom::Start(s.offset)).map_err(io)?;
         self.file.read_exact(raw).map_err(io)?;
         out.clear();
@@ -108,7 +155,9 @@ impl Mp4Video {
         let mut rest = &raw[..];
         while !rest.is_empty() {
             let n = self.nal_length_size;
-            let len = rest.get(..n).map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)));
+            let len = rest
+                .get(..n)
+                .map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)));
             match len {
                 Some(len) if len <= rest.len() - n => {
                     out.extend_from_slice(&START_CODE);
@@ -116,7 +165,9 @@ impl Mp4Video {
                     rest = &rest[n + len..];
                 }
                 _ => {
-                    return Err(self.decode_error(format!("sample {i} is corrupt: a NAL unit length runs past the sample's end")))
+                    return Err(self.decode_error(format!(
+                        "sample {i} is corrupt: a NAL unit length runs past the sample's end"
+                    )))
                 }
             }
         }
@@ -129,12 +180,21 @@ impl VideoReader for Mp4Video {
         &self.meta
     }
 
-    fn read_frames(&mut self, indices: &[usize], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<RgbImage>, VideoError> {
+    fn read_frames(
+        &mut self,
+        indices: &[usize],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<RgbImage>, VideoError> {
         check_indices(&self.path, indices, self.meta.total_frames)?;
         let n = self.index.samples.len();
         let mut frames = Collector::new(self, indices);
         // Samples that must be decoded at least: up to the last requested one in decode order.
-        let needed = frames.wanted.keys().map(|&d| self.index.decode_of_display[d] + 1).max().unwrap_or(0);
+        let needed = frames
+            .wanted
+            .keys()
+            .map(|&d| self.index.decode_of_display[d] + 1)
+            .max()
+            .unwrap_or(0);
         let mut decoder = H264Decoder::new().map_err(|e| self.decode_error(e))?;
         let (mut raw, mut unit) = (Vec::new(), Vec::new());
         let mut decoded = 0;
@@ -144,7 +204,9 @@ impl VideoReader for Mp4Video {
             let result = decoder.decode(&unit, tag, &mut |tag, yuv| frames.take(tag, yuv));
             if let Err(e) = result {
                 let frame = frames.display_of_decode[decoded];
-                return Err(self.decode_error(format!("H.264 decoding failed at sample {decoded} (frame {frame}): {e}")));
+                return Err(self.decode_error(format!(
+                    "H.264 decoding failed at sample {decoded} (frame {frame}): {e}"
+                )));
             }
             if let Some(msg) = frames.failure.take() {
                 return Err(self.decode_error(msg));
@@ -155,7 +217,9 @@ impl VideoReader for Mp4Video {
         if frames.missing > 0 {
             let result = decoder.flush(&mut |tag, yuv| frames.take(tag, yuv));
             if let Some(msg) = result.err().or(frames.failure.take()) {
-                return Err(self.decode_error(format!("H.264 decoding failed at the end of the stream: {msg}")));
+                return Err(self.decode_error(format!(
+                    "H.264 decoding failed at the end of the stream: {msg}"
+                )));
             }
         }
         if let Some((&frame, _)) = frames.wanted.iter().find(|(_, f)| f.is_none()) {
@@ -190,16 +254,28 @@ impl Collector {
         let wanted: BTreeMap<_, _> = indices.iter().map(|&i| (i, None)).collect();
         let missing = wanted.len();
         let (width, height, color) = (video.meta.width, video.meta.height, video.sps.color);
-        Collector { display_of_decode, wanted, missing, failure: None, width, height, color }
+        Collector {
+            display_of_decode,
+            wanted,
+            missing,
+            failure: None,
+            width,
+            height,
+            color,
+        }
     }
 
     fn take(&mut self, tag: u64, yuv: &Yuv420<'_>) {
         let sample = usize::try_from(tag).ok().and_then(|t| t.checked_sub(1));
         let Some(&display) = sample.and_then(|s| self.display_of_decode.get(s)) else {
-            self.failure = Some(format!("openh264 returned a picture with an unknown tag {tag}"));
+            self.failure = Some(format!(
+                "openh264 returned a picture with an unknown tag {tag}"
+            ));
             return;
         };
-        let Some(slot @ None) = self.wanted.get_mut(&display) else { return };
+        let Some(slot @ None) = self.wanted.get_mut(&display) else {
+            return;
+        };
         if (yuv.width, yuv.height) != (self.width, self.height) || !yuv.is_consistent() {
             self.failure = Some(format!(
                 "frame {display} decoded at {}×{}, the stream declares {}×{} (size changes are not supported)",

@@ -29,7 +29,11 @@ pub struct TrackIndex {
 
 /// Builds the index of `trak`, checking that every sample lies inside a file of `file_len`
 /// bytes. `movie_timescale` (mvhd) is the unit of edit-list durations.
-pub fn index_track(track: &Mp4Track, movie_timescale: u32, file_len: u64) -> Result<TrackIndex, String> {
+pub fn index_track(
+    track: &Mp4Track,
+    movie_timescale: u32,
+    file_len: u64,
+) -> Result<TrackIndex, String> {
     let trak = &track.trak;
     let stbl = &trak.mdia.minf.stbl;
     let timescale = trak.mdia.mdhd.timescale;
@@ -82,16 +86,27 @@ pub fn index_track(track: &Mp4Track, movie_timescale: u32, file_len: u64) -> Res
 
     let edit = simple_edit(track, movie_timescale, timescale);
     let shift = edit.as_ref().map_or(0, |e| e.shift);
-    let frame_times = decode_of_display.iter().map(|&i| (cts[i] + shift) as f64 / f64::from(timescale)).collect();
+    let frame_times = decode_of_display
+        .iter()
+        .map(|&i| (cts[i] + shift) as f64 / f64::from(timescale))
+        .collect();
 
     // FFmpeg's stream duration: the edit list's when there is one, else the media header's.
     let mdhd_duration = trak.mdia.mdhd.duration;
     let duration_s = match edit {
         Some(e) if e.duration_s > 0.0 => Some(e.duration_s),
-        _ => (mdhd_duration > 0 && mdhd_duration != u64::from(u32::MAX) && mdhd_duration != u64::MAX)
-            .then(|| mdhd_duration as f64 / f64::from(timescale)),
+        _ => {
+            (mdhd_duration > 0 && mdhd_duration != u64::from(u32::MAX) && mdhd_duration != u64::MAX)
+                .then(|| mdhd_duration as f64 / f64::from(timescale))
+        }
     };
-    Ok(TrackIndex { samples, decode_of_display, frame_times, fps: average_rate(track, timescale), duration_s })
+    Ok(TrackIndex {
+        samples,
+        decode_of_display,
+        frame_times,
+        fps: average_rate(track, timescale),
+        duration_s,
+    })
 }
 
 /// FFmpeg's `avg_frame_rate` for an mp4 track (mov.c, `mov_read_stts` and `mov_read_trak`):
@@ -103,7 +118,12 @@ fn average_rate(track: &Mp4Track, timescale: u32) -> Option<f64> {
     for (i, e) in entries.iter().enumerate() {
         let mut delta = i64::from(e.sample_delta);
         let samples = i64::from(e.sample_count);
-        if i + 1 == entries.len() && i > 0 && samples == 1 && count > 100 && delta / 10 > duration / count {
+        if i + 1 == entries.len()
+            && i > 0
+            && samples == 1
+            && count > 100
+            && delta / 10 > duration / count
+        {
             delta = duration / count;
         }
         duration = duration.checked_add(delta.checked_mul(samples)?)?;
@@ -147,13 +167,25 @@ fn sample_locations(track: &Mp4Track, file_len: u64) -> Result<Vec<Sample>, Stri
     let stsz = &stbl.stsz;
     let count = stsz.sample_count as usize;
     if stsz.sample_size == 0 && stsz.sample_sizes.len() != count {
-        return Err(format!("stsz lists {} sizes for {count} samples", stsz.sample_sizes.len()));
+        return Err(format!(
+            "stsz lists {} sizes for {count} samples",
+            stsz.sample_sizes.len()
+        ));
     }
     // A constant size cannot describe more bytes than the file has.
     if u64::from(stsz.sample_size) * count as u64 > file_len {
-        return Err(format!("stsz describes {count} samples of {} bytes, more than the file holds", stsz.sample_size));
+        return Err(format!(
+            "stsz describes {count} samples of {} bytes, more than the file holds",
+            stsz.sample_size
+        ));
     }
-    let size_of = |i: usize| if stsz.sample_size != 0 { stsz.sample_size } else { stsz.sample_sizes[i] };
+    let size_of = |i: usize| {
+        if stsz.sample_size != 0 {
+            stsz.sample_size
+        } else {
+            stsz.sample_sizes[i]
+        }
+    };
     let chunks: Vec<u64> = match (&stbl.stco, &stbl.co64) {
         (Some(stco), _) => stco.entries.iter().map(|&o| u64::from(o)).collect(),
         (None, Some(co64)) => co64.entries.clone(),
@@ -163,9 +195,14 @@ fn sample_locations(track: &Mp4Track, file_len: u64) -> Result<Vec<Sample>, Stri
     let mut samples = Vec::with_capacity(count);
     for (k, e) in stsc.iter().enumerate() {
         let first = e.first_chunk as usize;
-        let end = stsc.get(k + 1).map_or(chunks.len() + 1, |next| next.first_chunk as usize);
+        let end = stsc
+            .get(k + 1)
+            .map_or(chunks.len() + 1, |next| next.first_chunk as usize);
         if first == 0 || end < first || end > chunks.len() + 1 {
-            return Err(format!("stsc entry {k} names chunks {first}..{end} of {}", chunks.len()));
+            return Err(format!(
+                "stsc entry {k} names chunks {first}..{end} of {}",
+                chunks.len()
+            ));
         }
         for &chunk_offset in &chunks[first - 1..end - 1] {
             let mut offset = chunk_offset;
@@ -174,7 +211,10 @@ fn sample_locations(track: &Mp4Track, file_len: u64) -> Result<Vec<Sample>, Stri
                     break;
                 }
                 let size = size_of(samples.len());
-                if offset.checked_add(u64::from(size)).is_none_or(|end| end > file_len) {
+                if offset
+                    .checked_add(u64::from(size))
+                    .is_none_or(|end| end > file_len)
+                {
                     return Err(format!(
                         "sample {} ({size} bytes at offset {offset}) lies beyond the end of the file ({file_len} bytes): the file is truncated or corrupt",
                         samples.len()
@@ -186,7 +226,10 @@ fn sample_locations(track: &Mp4Track, file_len: u64) -> Result<Vec<Sample>, Stri
         }
     }
     if samples.len() != count {
-        return Err(format!("the chunk tables place {} of the {count} samples", samples.len()));
+        return Err(format!(
+            "the chunk tables place {} of the {count} samples",
+            samples.len()
+        ));
     }
     Ok(samples)
 }
@@ -230,7 +273,10 @@ fn next_box(data: &[u8]) -> Option<([u8; 4], &[u8], &[u8])> {
     let kind: [u8; 4] = data.get(4..8)?.try_into().ok()?;
     let (header, size) = match size32 {
         0 => (8, data.len()),
-        1 => (16, usize::try_from(u64::from_be_bytes(data.get(8..16)?.try_into().ok()?)).ok()?),
+        1 => (
+            16,
+            usize::try_from(u64::from_be_bytes(data.get(8..16)?.try_into().ok()?)).ok()?,
+        ),
         s => (8, s as usize),
     };
     if size < header || size > data.len() {

@@ -75,7 +75,10 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps, String> {
     let level_idc = r.bits(8)? as u8;
     r.ue()?; // seq_parameter_set_id
     let (mut chroma_format_idc, mut bit_depth_luma, mut bit_depth_chroma) = (1, 8, 8);
-    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc == 3 {
             r.bits(1)?; // separate_colour_plane_flag
@@ -103,7 +106,9 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps, String> {
             r.se()?; // offset_for_top_to_bottom_field
             let cycle = r.ue()?;
             if cycle > 255 {
-                return Err(format!("num_ref_frames_in_pic_order_cnt_cycle {cycle} > 255"));
+                return Err(format!(
+                    "num_ref_frames_in_pic_order_cnt_cycle {cycle} > 255"
+                ));
             }
             for _ in 0..cycle {
                 r.se()?;
@@ -135,7 +140,9 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps, String> {
         let crop_x = unit_x * (u64::from(left) + u64::from(right));
         let crop_y = unit_y * (u64::from(top) + u64::from(bottom));
         if crop_x >= width || crop_y >= height {
-            return Err(format!("cropping window ({crop_x}×{crop_y}) is larger than the picture ({width}×{height})"));
+            return Err(format!(
+                "cropping window ({crop_x}×{crop_y}) is larger than the picture ({width}×{height})"
+            ));
         }
         width -= crop_x;
         height -= crop_y;
@@ -261,11 +268,14 @@ mod tests {
     fn parses_libx264_high_profile_sps() {
         // The SPS libx264 wrote for a 160×120 clip (High, level 1.0, coded 160×128 and cropped).
         let sps = [
-            0x67, 0x64, 0x00, 0x0a, 0xac, 0xd9, 0x42, 0x84, 0x7e, 0x58, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x05,
-            0x03, 0xc4, 0x89, 0x65, 0x80,
+            0x67, 0x64, 0x00, 0x0a, 0xac, 0xd9, 0x42, 0x84, 0x7e, 0x58, 0x40, 0x00, 0x00, 0x03,
+            0x00, 0x40, 0x00, 0x00, 0x05, 0x03, 0xc4, 0x89, 0x65, 0x80,
         ];
         let s = parse_sps(&sps).unwrap();
-        assert_eq!((s.profile_idc, s.chroma_format_idc, s.bit_depth_luma), (100, 1, 8));
+        assert_eq!(
+            (s.profile_idc, s.chroma_format_idc, s.bit_depth_luma),
+            (100, 1, 8)
+        );
         assert_eq!((s.width, s.height), (160, 120));
         assert!(s.frame_mbs_only);
         assert_eq!(s.color, ColorInfo::default());
@@ -275,9 +285,15 @@ mod tests {
     #[test]
     fn rejects_garbage_without_panicking() {
         assert_eq!(parse_sps(&[]).unwrap_err(), "empty SPS");
-        assert_eq!(parse_sps(&[0x68, 1, 2]).unwrap_err(), "NAL type 8 is not an SPS");
+        assert_eq!(
+            parse_sps(&[0x68, 1, 2]).unwrap_err(),
+            "NAL type 8 is not an SPS"
+        );
         assert_eq!(parse_sps(&[0x67, 0x64]).unwrap_err(), "SPS ends early");
         // seq_parameter_set_id is an exp-Golomb code of 48 zero bits.
-        assert_eq!(parse_sps(&[0x67, 0x64, 0, 0x0b, 0, 0, 0, 0, 0, 0]).unwrap_err(), "exp-Golomb code longer than 32 bits");
+        assert_eq!(
+            parse_sps(&[0x67, 0x64, 0, 0x0b, 0, 0, 0, 0, 0, 0]).unwrap_err(),
+            "exp-Golomb code longer than 32 bits"
+        );
     }
 }

@@ -28,7 +28,10 @@ pub struct ColorInfo {
 
 impl Default for ColorInfo {
     fn default() -> Self {
-        ColorInfo { matrix: 2, full_range: false }
+        ColorInfo {
+            matrix: 2,
+            full_range: false,
+        }
     }
 }
 
@@ -109,8 +112,9 @@ impl Yuv420<'_> {
     /// Whether the planes hold `width` × `height` at these strides (so indexing cannot fail).
     pub fn is_consistent(&self) -> bool {
         let (cw, ch) = (self.width.div_ceil(2), self.height.div_ceil(2));
-        let fits =
-            |plane: &[u8], stride: usize, w: usize, h: usize| h == 0 || (stride >= w && plane.len() >= (h - 1) * stride + w);
+        let fits = |plane: &[u8], stride: usize, w: usize, h: usize| {
+            h == 0 || (stride >= w && plane.len() >= (h - 1) * stride + w)
+        };
         self.width > 0
             && self.height > 0
             && fits(self.y, self.y_stride, self.width, self.height)
@@ -133,28 +137,35 @@ pub fn yuv420_to_rgb(p: &Yuv420<'_>, color: ColorInfo) -> RgbImage {
     let clamp = |x: i32| x.clamp(0, 255) as u8;
     let cw = p.width.div_ceil(2);
     // One task per pair of luma rows: they share a chroma row.
-    out.par_chunks_mut(2 * p.width * 3).enumerate().for_each(|(pair, rows)| {
-        let c = pair * p.uv_stride;
-        let terms: Vec<(i32, i32, i32)> = (0..cw)
-            .map(|cx| {
-                let u = i32::from(p.u[c + cx]) * 8 - 1024;
-                let v = i32::from(p.v[c + cx]) * 8 - 1024;
-                (mulhi(v, k.vr), mulhi(u, k.ug) + mulhi(v, k.vg), mulhi(u, k.ub))
-            })
-            .collect();
-        for (r, dst) in rows.chunks_exact_mut(p.width * 3).enumerate() {
-            let row = 2 * pair + r;
-            let luma = &p.y[row * p.y_stride..row * p.y_stride + p.width];
-            for (x, (&y, px)) in luma.iter().zip(dst.chunks_exact_mut(3)).enumerate() {
-                let y = mulhi(i32::from(y) * 8 - k.y_offset, k.y);
-                let (r, g, b) = terms[x / 2];
-                px[0] = clamp(y + r);
-                px[1] = clamp(y + g);
-                px[2] = clamp(y + b);
+    out.par_chunks_mut(2 * p.width * 3)
+        .enumerate()
+        .for_each(|(pair, rows)| {
+            let c = pair * p.uv_stride;
+            let terms: Vec<(i32, i32, i32)> = (0..cw)
+                .map(|cx| {
+                    let u = i32::from(p.u[c + cx]) * 8 - 1024;
+                    let v = i32::from(p.v[c + cx]) * 8 - 1024;
+                    (
+                        mulhi(v, k.vr),
+                        mulhi(u, k.ug) + mulhi(v, k.vg),
+                        mulhi(u, k.ub),
+                    )
+                })
+                .collect();
+            for (r, dst) in rows.chunks_exact_mut(p.width * 3).enumerate() {
+                let row = 2 * pair + r;
+                let luma = &p.y[row * p.y_stride..row * p.y_stride + p.width];
+                for (x, (&y, px)) in luma.iter().zip(dst.chunks_exact_mut(3)).enumerate() {
+                    let y = mulhi(i32::from(y) * 8 - k.y_offset, k.y);
+                    let (r, g, b) = terms[x / 2];
+                    px[0] = clamp(y + r);
+                    px[1] = clamp(y + g);
+                    px[2] = clamp(y + b);
+                }
             }
-        }
-    });
-    RgbImage::from_raw(p.width as u32, p.height as u32, out).expect("buffer sized width × height × 3")
+        });
+    RgbImage::from_raw(p.width as u32, p.height as u32, out)
+        .expect("buffer sized width × height × 3")
 }
 
 #[cfg(test)]
@@ -165,15 +176,77 @@ mod tests {
     fn coefficients_match_libswscale() {
         // The values libswscale's SIMD routine loads (measured through PyAV's output).
         let bt601 = Coefficients::new(ColorInfo::default());
-        assert_eq!(bt601, Coefficients { y: 9539, vr: 13075, ub: 16525, ug: -3209, vg: -6660, y_offset: 128 });
-        let bt709 = Coefficients::new(ColorInfo { matrix: 1, full_range: false });
-        assert_eq!(bt709, Coefficients { y: 9539, vr: 14686, ub: 17305, ug: -1747, vg: -4366, y_offset: 128 });
-        let full = Coefficients::new(ColorInfo { matrix: 2, full_range: true });
-        assert_eq!(full, Coefficients { y: 8192, vr: 11485, ub: 14516, ug: -2819, vg: -5850, y_offset: 0 });
-        let full709 = Coefficients::new(ColorInfo { matrix: 1, full_range: true });
-        assert_eq!(full709, Coefficients { y: 8192, vr: 12901, ub: 15201, ug: -1534, vg: -3835, y_offset: 0 });
-        let bt2020 = Coefficients::new(ColorInfo { matrix: 9, full_range: false });
-        assert_eq!(bt2020, Coefficients { y: 9539, vr: 13752, ub: 17545, ug: -1535, vg: -5328, y_offset: 128 });
+        assert_eq!(
+            bt601,
+            Coefficients {
+                y: 9539,
+                vr: 13075,
+                ub: 16525,
+                ug: -3209,
+                vg: -6660,
+                y_offset: 128
+            }
+        );
+        let bt709 = Coefficients::new(ColorInfo {
+            matrix: 1,
+            full_range: false,
+        });
+        assert_eq!(
+            bt709,
+            Coefficients {
+                y: 9539,
+                vr: 14686,
+                ub: 17305,
+                ug: -1747,
+                vg: -4366,
+                y_offset: 128
+            }
+        );
+        let full = Coefficients::new(ColorInfo {
+            matrix: 2,
+            full_range: true,
+        });
+        assert_eq!(
+            full,
+            Coefficients {
+                y: 8192,
+                vr: 11485,
+                ub: 14516,
+                ug: -2819,
+                vg: -5850,
+                y_offset: 0
+            }
+        );
+        let full709 = Coefficients::new(ColorInfo {
+            matrix: 1,
+            full_range: true,
+        });
+        assert_eq!(
+            full709,
+            Coefficients {
+                y: 8192,
+                vr: 12901,
+                ub: 15201,
+                ug: -1534,
+                vg: -3835,
+                y_offset: 0
+            }
+        );
+        let bt2020 = Coefficients::new(ColorInfo {
+            matrix: 9,
+            full_range: false,
+        });
+        assert_eq!(
+            bt2020,
+            Coefficients {
+                y: 9539,
+                vr: 13752,
+                ub: 17545,
+                ug: -1535,
+                vg: -5328,
+                y_offset: 128
+            }
+        );
     }
 
     #[test]
@@ -182,7 +255,15 @@ mod tests {
         let y = [16u8, 235, 128, 0, 0, 16, 235, 128, 0, 0, 16, 235, 128];
         let u = [128u8, 128, 0, 0, 128, 128];
         let v = [128u8, 128, 0, 0, 128, 128];
-        let p = Yuv420 { width: 3, height: 3, y: &y, u: &u, v: &v, y_stride: 5, uv_stride: 4 };
+        let p = Yuv420 {
+            width: 3,
+            height: 3,
+            y: &y,
+            u: &u,
+            v: &v,
+            y_stride: 5,
+            uv_stride: 4,
+        };
         assert!(p.is_consistent());
         let rgb = yuv420_to_rgb(&p, ColorInfo::default());
         // Grey: limited-range 16 → 0 and 235 → 255.

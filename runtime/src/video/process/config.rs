@@ -4,7 +4,10 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use vl3c_frontends::limits::{check_size, read_bounded_to_string, MAX_CONFIG_BYTES, MAX_FRAMES, MAX_MERGE, MAX_PATCH, MAX_PIXELS};
+use vl3c_frontends::limits::{
+    check_size, read_bounded_to_string, MAX_CONFIG_BYTES, MAX_FRAMES, MAX_MERGE, MAX_PATCH,
+    MAX_PIXELS,
+};
 
 use super::VideoProcessError;
 
@@ -75,8 +78,12 @@ impl VideoProcessorConfig {
         if !path.exists() {
             return Ok(Self::default());
         }
-        let text = read_bounded_to_string(&path, MAX_CONFIG_BYTES, VIDEO_PROCESSOR_FILE)
-            .map_err(|error| VideoProcessError::Io { path: path.clone(), error })?;
+        let text = read_bounded_to_string(&path, MAX_CONFIG_BYTES, VIDEO_PROCESSOR_FILE).map_err(
+            |error| VideoProcessError::Io {
+                path: path.clone(),
+                error,
+            },
+        )?;
         Self::from_json_str(&text).map_err(|e| match e {
             VideoProcessError::InvalidConfig(msg) => VideoProcessError::Config { path, msg },
             other => other,
@@ -89,8 +96,11 @@ impl VideoProcessorConfig {
     /// this port does not implement (another resample, mean, std or rescale factor, resize or
     /// normalization turned off) are errors rather than silently different pixels.
     pub fn from_json_str(text: &str) -> Result<Self, VideoProcessError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| invalid("top level is not a JSON object".into()))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| invalid("top level is not a JSON object".into()))?;
         let mut cfg = Self::default();
         let uint = |key: &str| get_uint(obj.get(key), key);
         if let Some(x) = uint("patch_size")? {
@@ -165,10 +175,15 @@ fn invalid(msg: String) -> VideoProcessError {
 }
 
 /// `size` and the legacy `min_pixels` / `max_pixels` keys.
-fn read_size(obj: &Map<String, Value>, cfg: &mut VideoProcessorConfig) -> Result<(), VideoProcessError> {
+fn read_size(
+    obj: &Map<String, Value>,
+    cfg: &mut VideoProcessorConfig,
+) -> Result<(), VideoProcessError> {
     let (mut min, mut max) = (Some(cfg.min_pixels), Some(cfg.max_pixels));
     if let Some(size) = obj.get("size").filter(|s| !s.is_null()) {
-        let s = size.as_object().ok_or_else(|| invalid(format!("`size` must be an object, got {size}")))?;
+        let s = size
+            .as_object()
+            .ok_or_else(|| invalid(format!("`size` must be an object, got {size}")))?;
         // A `size` given replaces the class default whole, so a missing bound stays missing.
         min = get_uint(s.get("shortest_edge"), "size.shortest_edge")?;
         max = get_uint(s.get("longest_edge"), "size.longest_edge")?;
@@ -185,7 +200,9 @@ fn read_size(obj: &Map<String, Value>, cfg: &mut VideoProcessorConfig) -> Result
             cfg.max_pixels = max;
             Ok(())
         }
-        _ => Err(invalid("`size` must contain both `shortest_edge` and `longest_edge` (pixel counts)".into())),
+        _ => Err(invalid(
+            "`size` must contain both `shortest_edge` and `longest_edge` (pixel counts)".into(),
+        )),
     }
 }
 
@@ -199,12 +216,16 @@ fn check_unsupported(obj: &Map<String, Value>) -> Result<(), VideoProcessError> 
     // 3 is PIL's BICUBIC, transformers' only resample for this processor.
     if let Some(r) = get_uint(obj.get("resample"), "resample")? {
         if r != 3 {
-            return Err(invalid(format!("`resample` {r} is not supported (only 3, bicubic)")));
+            return Err(invalid(format!(
+                "`resample` {r} is not supported (only 3, bicubic)"
+            )));
         }
     }
     if let Some(f) = get_f64(obj.get("rescale_factor"), "rescale_factor")? {
         if (f - 1.0 / 255.0).abs() > 1e-12 {
-            return Err(invalid(format!("`rescale_factor` {f} is not supported (only 1/255)")));
+            return Err(invalid(format!(
+                "`rescale_factor` {f} is not supported (only 1/255)"
+            )));
         }
     }
     for key in ["image_mean", "image_std"] {
@@ -217,7 +238,9 @@ fn check_unsupported(obj: &Map<String, Value>) -> Result<(), VideoProcessError> 
                     _ => false,
                 };
                 if !ok {
-                    return Err(invalid(format!("`{key}` {v} is not supported (only [0.5, 0.5, 0.5])")));
+                    return Err(invalid(format!(
+                        "`{key}` {v} is not supported (only [0.5, 0.5, 0.5])"
+                    )));
                 }
             }
         }
@@ -235,7 +258,9 @@ fn get_uint(v: Option<&Value>, name: &str) -> Result<Option<usize>, VideoProcess
             }
             match v.as_f64() {
                 Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => Ok(Some(f as usize)),
-                _ => Err(invalid(format!("`{name}` must be a non-negative integer, got {v}"))),
+                _ => Err(invalid(format!(
+                    "`{name}` must be a non-negative integer, got {v}"
+                ))),
             }
         }
     }
@@ -244,7 +269,10 @@ fn get_uint(v: Option<&Value>, name: &str) -> Result<Option<usize>, VideoProcess
 fn get_f64(v: Option<&Value>, name: &str) -> Result<Option<f64>, VideoProcessError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| invalid(format!("`{name}` must be a number, got {v}"))),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| invalid(format!("`{name}` must be a number, got {v}"))),
     }
 }
 

@@ -24,7 +24,14 @@ pub(super) fn compression_mask(
         .map(|&d| i64::try_from(d).map_err(|_| err(format!("grid {grid:?} overflows"))))
         .collect::<Result<_, _>>()?;
     let pixels = Tensor::f32(vec![rows, patch_dim], pixels);
-    let mask = diff_frame_prune(&pixels, &Tensor::i64(vec![1, 3], grid_i64), THRESHOLD, merge, None).map_err(err)?;
+    let mask = diff_frame_prune(
+        &pixels,
+        &Tensor::i64(vec![1, 3], grid_i64),
+        THRESHOLD,
+        merge,
+        None,
+    )
+    .map_err(err)?;
     let pixels = match pixels.data {
         TensorData::F32(v) => v,
         _ => unreachable!("built as f32 above"),

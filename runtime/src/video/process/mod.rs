@@ -24,7 +24,8 @@ pub use config::VideoProcessorConfig;
 pub use output::{ProcessedVideos, VideoTimestamps};
 pub use pipeline::{preprocess_video, preprocess_videos, VideoFrames};
 pub use sample::{
-    sample_frames, sample_indices, timestamps, torch_arange_int, FrameSelection, SamplingRequest, ARANGE_EXACT_LEN,
+    sample_frames, sample_indices, timestamps, torch_arange_int, FrameSelection, SamplingRequest,
+    ARANGE_EXACT_LEN,
 };
 
 /// Errors of video sampling and preprocessing. Each names what was wrong and, for files, which.
@@ -32,7 +33,10 @@ pub use sample::{
 pub enum VideoProcessError {
     // The io error is part of the message, not a `source`, as in `PreprocessError`.
     #[error("cannot read {}: {error}", path.display())]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("invalid video processor config {}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
     #[error("invalid video processor config: {0}")]

@@ -54,12 +54,19 @@ impl ProcessedVideos {
 
     /// Number of rows of `pixel_values` (Σ t·h·w).
     pub fn n_patches(&self) -> usize {
-        self.pixel_values.len().checked_div(self.patch_dim).unwrap_or(0)
+        self.pixel_values
+            .len()
+            .checked_div(self.patch_dim)
+            .unwrap_or(0)
     }
 
     /// Merged tokens per video before pruning: t·h·w / m².
     pub fn tokens_per_video(&self) -> Vec<usize> {
-        self.grid_thw.iter().zip(&self.merge_sizes).map(|(g, &m)| (g[0] * g[1] * g[2] / (m * m)) as usize).collect()
+        self.grid_thw
+            .iter()
+            .zip(&self.merge_sizes)
+            .map(|(g, &m)| (g[0] * g[1] * g[2] / (m * m)) as usize)
+            .collect()
     }
 
     /// Video `v`'s part of the compression mask (frame-major), None past the last video.
@@ -74,20 +81,42 @@ impl ProcessedVideos {
     /// `video_compression_mask` bool [Σ t·h·w / m²].
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, VideoProcessError> {
         use safetensors::tensor::{Dtype, TensorView};
-        let pv: Vec<u8> = self.pixel_values.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let grid: Vec<u8> = self.grid_thw.iter().flat_map(|g| g.iter().flat_map(|x| x.to_le_bytes())).collect();
-        let ms: Vec<u8> = self.merge_sizes.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let pv: Vec<u8> = self
+            .pixel_values
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let grid: Vec<u8> = self
+            .grid_thw
+            .iter()
+            .flat_map(|g| g.iter().flat_map(|x| x.to_le_bytes()))
+            .collect();
+        let ms: Vec<u8> = self
+            .merge_sizes
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let mask: Vec<u8> = self.compression_mask.iter().map(|&b| u8::from(b)).collect();
         let n = self.grid_thw.len();
         let ser = |e: safetensors::SafeTensorError| VideoProcessError::Serialize(e.to_string());
         let views = vec![
             (
                 "pixel_values_videos",
-                TensorView::new(Dtype::F32, vec![self.n_patches(), self.patch_dim], &pv).map_err(ser)?,
+                TensorView::new(Dtype::F32, vec![self.n_patches(), self.patch_dim], &pv)
+                    .map_err(ser)?,
             ),
-            ("video_grid_thw", TensorView::new(Dtype::I64, vec![n, 3], &grid).map_err(ser)?),
-            ("video_merge_sizes", TensorView::new(Dtype::I64, vec![n], &ms).map_err(ser)?),
-            ("video_compression_mask", TensorView::new(Dtype::BOOL, vec![mask.len()], &mask).map_err(ser)?),
+            (
+                "video_grid_thw",
+                TensorView::new(Dtype::I64, vec![n, 3], &grid).map_err(ser)?,
+            ),
+            (
+                "video_merge_sizes",
+                TensorView::new(Dtype::I64, vec![n], &ms).map_err(ser)?,
+            ),
+            (
+                "video_compression_mask",
+                TensorView::new(Dtype::BOOL, vec![mask.len()], &mask).map_err(ser)?,
+            ),
         ];
         safetensors::tensor::serialize(views, None).map_err(ser)
     }

@@ -25,7 +25,14 @@ pub fn preprocess_video(
     video_fps: Option<f64>,
     cfg: &VideoProcessorConfig,
 ) -> Result<ProcessedVideos, VideoProcessError> {
-    preprocess_videos(&[VideoFrames { frames, selection, fps: video_fps }], cfg)
+    preprocess_videos(
+        &[VideoFrames {
+            frames,
+            selection,
+            fps: video_fps,
+        }],
+        cfg,
+    )
 }
 
 /// Preprocesses several videos in one call; their tensors are concatenated in input order.
@@ -48,7 +55,9 @@ pub fn preprocess_videos(
     let mut out = ProcessedVideos::empty(cfg.patch_dim());
     for (v, video) in videos.iter().enumerate() {
         let one = process_one(video, cfg).map_err(|e| match e {
-            VideoProcessError::Input(m) if videos.len() > 1 => VideoProcessError::Input(format!("video {v}: {m}")),
+            VideoProcessError::Input(m) if videos.len() > 1 => {
+                VideoProcessError::Input(format!("video {v}: {m}"))
+            }
             other => other,
         })?;
         out.append(one);
@@ -56,7 +65,10 @@ pub fn preprocess_videos(
     Ok(out)
 }
 
-fn process_one(video: &VideoFrames<'_>, cfg: &VideoProcessorConfig) -> Result<ProcessedVideos, VideoProcessError> {
+fn process_one(
+    video: &VideoFrames<'_>,
+    cfg: &VideoProcessorConfig,
+) -> Result<ProcessedVideos, VideoProcessError> {
     let frames = video.frames;
     let t = frames.len();
     if t == 0 {
@@ -70,7 +82,11 @@ fn process_one(video: &VideoFrames<'_>, cfg: &VideoProcessorConfig) -> Result<Pr
     }
     let (w, h) = frames[0].dimensions();
     // transformers stacks a video's frames into one tensor, so they must share a size.
-    if let Some((k, f)) = frames.iter().enumerate().find(|(_, f)| f.dimensions() != (w, h)) {
+    if let Some((k, f)) = frames
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.dimensions() != (w, h))
+    {
         return Err(VideoProcessError::Input(format!(
             "frame {k} is {}x{} (WxH) but frame 0 is {w}x{h}: the frames of one video must share a size",
             f.width(),
@@ -92,7 +108,10 @@ fn process_one(video: &VideoFrames<'_>, cfg: &VideoProcessorConfig) -> Result<Pr
     // Each frame keeps at least size.shortest_edge pixels, so the frames together can pass the
     // shared budget: bounded before the pixels are allocated.
     let most = vl3c_frontends::limits::MAX_VIDEO_PIXELS;
-    if t.checked_mul(rh).and_then(|x| x.checked_mul(rw)).is_none_or(|total| total > most) {
+    if t.checked_mul(rh)
+        .and_then(|x| x.checked_mul(rw))
+        .is_none_or(|total| total > most)
+    {
         return Err(VideoProcessError::Input(format!(
             "{t} frames of {rh}x{rw} pixels are more than vl3c preprocesses for one video (at most {most} pixels); \
              sample fewer frames (fps, num_frames) or lower size.shortest_edge"
@@ -101,7 +120,14 @@ fn process_one(video: &VideoFrames<'_>, cfg: &VideoProcessorConfig) -> Result<Pr
     let mut pixels = Vec::with_capacity(t * gh * gw * cfg.patch_dim());
     for frame in frames {
         let resized = resize_bicubic_antialias_u8(frame.as_raw(), h, w, rh, rw);
-        patchify_into(&resized, rh, rw, cfg.patch_size, cfg.merge_size, &mut pixels);
+        patchify_into(
+            &resized,
+            rh,
+            rw,
+            cfg.patch_size,
+            cfg.merge_size,
+            &mut pixels,
+        );
     }
     let grid = [t, gh, gw];
     let (pixels, mask) = if cfg.use_token_compression {
@@ -116,6 +142,10 @@ fn process_one(video: &VideoFrames<'_>, cfg: &VideoProcessorConfig) -> Result<Pr
         merge_sizes: vec![cfg.merge_size as i64],
         compression_mask: mask,
         patch_dim: cfg.patch_dim(),
-        timestamps: vec![VideoTimestamps { indices: video.selection.indices.clone(), seconds, fps_assumed }],
+        timestamps: vec![VideoTimestamps {
+            indices: video.selection.indices.clone(),
+            seconds,
+            fps_assumed,
+        }],
     })
 }

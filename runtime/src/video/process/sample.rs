@@ -26,7 +26,10 @@ pub struct FrameSelection {
 impl FrameSelection {
     /// Every frame of a `total`-frame video, unsampled.
     pub fn all(total: usize) -> Self {
-        Self { indices: (0..total).collect(), sampled: false }
+        Self {
+            indices: (0..total).collect(),
+            sampled: false,
+        }
     }
 }
 
@@ -48,7 +51,9 @@ pub fn sample_indices(
     let requested = request.fps.is_some() || request.num_frames.is_some();
     let most = vl3c_frontends::limits::MAX_FRAMES;
     if let Some(n) = request.num_frames.filter(|&n| n > most) {
-        return Err(VideoProcessError::Sampling(format!("num_frames {n} is more than vl3c takes from one video (at most {most})")));
+        return Err(VideoProcessError::Sampling(format!(
+            "num_frames {n} is more than vl3c takes from one video (at most {most})"
+        )));
     }
     if !requested && !cfg.do_sample_frames {
         // Every frame is decoded and kept: a bound, before anything is allocated per frame.
@@ -64,7 +69,10 @@ pub fn sample_indices(
     let fps = request.fps.or(cfg.fps);
     let num_frames = request.num_frames.or(cfg.num_frames);
     let indices = sample_frames(total_frames, video_fps, fps, num_frames, cfg)?;
-    Ok(FrameSelection { indices, sampled: true })
+    Ok(FrameSelection {
+        indices,
+        sampled: true,
+    })
 }
 
 /// `VideoLlama3VideoProcessor.sample_frames` with explicit `fps` / `num_frames`, and the
@@ -82,10 +90,15 @@ pub fn sample_frames(
         return err("temporal_patch_size must be positive".into());
     }
     let n = match (num_frames, fps) {
-        (Some(_), Some(_)) => return err("`num_frames` and `fps` are mutually exclusive; use only one".into()),
+        (Some(_), Some(_)) => {
+            return err("`num_frames` and `fps` are mutually exclusive; use only one".into())
+        }
         // transformers fails here with a TypeError (`None > int`).
         (None, None) => {
-            return err("sampling is on (`do_sample_frames`) but neither `fps` nor `num_frames` is set".into());
+            return err(
+                "sampling is on (`do_sample_frames`) but neither `fps` nor `num_frames` is set"
+                    .into(),
+            );
         }
         // Python's round() of num_frames / tps: ties to even.
         (Some(n), None) => (n as f64 / tps as f64).round_ties_even() as usize * tps,
@@ -103,7 +116,10 @@ pub fn sample_frames(
             let n = total as f64 / video_fps * fps;
             // min(max(n, min_frames), max_frames, total): Python compares ints and floats exactly,
             // and every int here is far below 2^53.
-            let n = n.max(cfg.min_frames as f64).min(max_frames as f64).min(total as f64);
+            let n = n
+                .max(cfg.min_frames as f64)
+                .min(max_frames as f64)
+                .min(total as f64);
             floor_to(n, tps)
         }
     };
@@ -140,7 +156,9 @@ fn check_video_fps(fps: f64) -> Result<(), VideoProcessError> {
     if fps.is_finite() && fps > 0.0 {
         Ok(())
     } else {
-        Err(VideoProcessError::Input(format!("the video's frame rate {fps} is not a positive number")))
+        Err(VideoProcessError::Input(format!(
+            "the video's frame rate {fps} is not a positive number"
+        )))
     }
 }
 
@@ -160,7 +178,11 @@ pub fn torch_arange_int(total: usize, n: usize) -> Vec<i64> {
     let step = total as f64 / n as f64;
     let len = (total as f64 / step).ceil();
     // A positive step over [0, total) leaves the length finite and ≤ total + 1.
-    let len = if len.is_finite() && len > 0.0 { len as usize } else { 0 };
+    let len = if len.is_finite() && len > 0.0 {
+        len as usize
+    } else {
+        0
+    };
     let trunc = |x: f64| (x as f32).trunc() as i64;
     let mut out = Vec::with_capacity(len);
     let mut i = 0;
@@ -178,7 +200,10 @@ pub fn torch_arange_int(total: usize, n: usize) -> Vec<i64> {
 /// Per frame its time in seconds, `frame_idx / fps` as `VideoMetadata.timestamps` computes it
 /// (in float32 when `sample_frames` chose the frames, see [`FrameSelection::sampled`]). An
 /// unknown fps is taken as 1, as `VideoLlama3Processor` does; the flag says so, for a warning.
-pub fn timestamps(selection: &FrameSelection, video_fps: Option<f64>) -> Result<(Vec<f64>, bool), VideoProcessError> {
+pub fn timestamps(
+    selection: &FrameSelection,
+    video_fps: Option<f64>,
+) -> Result<(Vec<f64>, bool), VideoProcessError> {
     if let Some(fps) = video_fps {
         check_video_fps(fps)?;
     }
@@ -186,7 +211,11 @@ pub fn timestamps(selection: &FrameSelection, video_fps: Option<f64>) -> Result<
     let seconds = if selection.sampled {
         // int32 tensor / Python float: both operands become float32, one f32 division.
         let fps = fps as f32;
-        selection.indices.iter().map(|&i| f64::from(i as f32 / fps)).collect()
+        selection
+            .indices
+            .iter()
+            .map(|&i| f64::from(i as f32 / fps))
+            .collect()
     } else {
         selection.indices.iter().map(|&i| i as f64 / fps).collect()
     };

@@ -58,7 +58,12 @@ pub fn declare_inputs(b: &mut KernelBuilder, spec: &AttnSpec) -> Inputs {
     let q = b.buffer("q", spec.dtype, Read);
     let k = b.buffer("k", spec.dtype, Read);
     let v = b.buffer("v", spec.dtype, Read);
-    let rope = spec.rope().then(|| (b.buffer("cos", spec.dtype, Read), b.buffer("sin", spec.dtype, Read)));
+    let rope = spec.rope().then(|| {
+        (
+            b.buffer("cos", spec.dtype, Read),
+            b.buffer("sin", spec.dtype, Read),
+        )
+    });
     Inputs { q, k, v, rope }
 }
 
@@ -75,7 +80,15 @@ pub fn load_f32(b: &KernelBuilder, buf: Buf, index: Expr) -> Expr {
 /// Element `col` of the row starting at `row_base`, rotated by row `pos` of the rotary tables
 /// when `tables` is given: `x[c]·cos[c] + rot(x)[c]·sin[c]` with `rot(x) = (-x[h..], x[..h])`, the
 /// reference's `rope_in_place`. `col` may be a runtime value.
-pub fn rotated(b: &KernelBuilder, x: Buf, row_base: &Expr, col: &Expr, pos: &Expr, d: usize, tables: Option<(Buf, Buf)>) -> Expr {
+pub fn rotated(
+    b: &KernelBuilder,
+    x: Buf,
+    row_base: &Expr,
+    col: &Expr,
+    pos: &Expr,
+    d: usize,
+    tables: Option<(Buf, Buf)>,
+) -> Expr {
     let own = load_f32(b, x, row_base + col);
     let Some((cos, sin)) = tables else { return own };
     let half = Expr::i64(d as i64 / 2);
@@ -123,24 +136,51 @@ pub fn declare_lengths(b: &mut KernelBuilder, spec: &AttnSpec) -> Lengths {
     match spec.mask {
         AttentionMask::Segments => {
             let n = b.scalar("n_patches", Ty::I64);
-            Lengths { n: n.clone(), t: n.clone(), past: Expr::i64(0), kv_rows: n }
+            Lengths {
+                n: n.clone(),
+                t: n.clone(),
+                past: Expr::i64(0),
+                kv_rows: n,
+            }
         }
         AttentionMask::Causal => {
             let n = b.scalar("seq_len", Ty::I64);
             let past = b.scalar("past_len", Ty::I64);
             let kv_rows = b.scalar("kv_capacity", Ty::I64);
-            Lengths { t: past.clone() + n.clone(), n, past, kv_rows }
+            Lengths {
+                t: past.clone() + n.clone(),
+                n,
+                past,
+                kv_rows,
+            }
         }
-        AttentionMask::Full => panic!("no graph has full (unmasked) attention; its templates are not built"),
+        AttentionMask::Full => {
+            panic!("no graph has full (unmasked) attention; its templates are not built")
+        }
     }
 }
 
 /// `[lo, hi)` of the keys rows at positions `first_pos ..= last_pos` may see.
-pub fn key_range(b: &mut KernelBuilder, spec: &AttnSpec, len: &Lengths, seg: Option<Buf>, first_pos: Expr, last_pos: Expr) -> KeyRange {
+pub fn key_range(
+    b: &mut KernelBuilder,
+    spec: &AttnSpec,
+    len: &Lengths,
+    seg: Option<Buf>,
+    first_pos: Expr,
+    last_pos: Expr,
+) -> KeyRange {
     match spec.mask {
         AttentionMask::Causal => {
-            let hi = b.let_("key_hi", len.t.clone().min(len.past.clone() + last_pos + Expr::i64(1)));
-            KeyRange { lo: Expr::i64(0), hi }
+            let hi = b.let_(
+                "key_hi",
+                len.t
+                    .clone()
+                    .min(len.past.clone() + last_pos + Expr::i64(1)),
+            );
+            KeyRange {
+                lo: Expr::i64(0),
+                hi,
+            }
         }
         AttentionMask::Segments => {
             let seg = seg.expect("segment ids");
@@ -159,25 +199,50 @@ pub fn key_range(b: &mut KernelBuilder, spec: &AttnSpec, len: &Lengths, seg: Opt
 fn search(b: &mut KernelBuilder, name: &str, seg: Buf, len: &Expr, id: Expr, upper: bool) -> Expr {
     let lo = b.var(&format!("{name}_lo"), Expr::i64(0));
     let hi = b.var(&format!("{name}_hi"), len.clone());
-    b.for_(&format!("{name}_step"), Expr::i64(0), Expr::i64(63), Expr::i64(1), |b, _| {
-        b.if_(Expr::Var(lo).lt(Expr::Var(hi)), |b| {
-            let mid = b.let_("mid", (Expr::Var(lo) + Expr::Var(hi)) / Expr::i64(2));
-            let at = Expr::load(seg, mid.clone());
-            let go_right = if upper { at.le(id.clone()) } else { at.lt(id.clone()) };
-            b.if_else(go_right, |b| b.assign(lo, mid.clone() + Expr::i64(1)), |b| b.assign(hi, mid.clone()));
-        });
-    });
+    b.for_(
+        &format!("{name}_step"),
+        Expr::i64(0),
+        Expr::i64(63),
+        Expr::i64(1),
+        |b, _| {
+            b.if_(Expr::Var(lo).lt(Expr::Var(hi)), |b| {
+                let mid = b.let_("mid", (Expr::Var(lo) + Expr::Var(hi)) / Expr::i64(2));
+                let at = Expr::load(seg, mid.clone());
+                let go_right = if upper {
+                    at.le(id.clone())
+                } else {
+                    at.lt(id.clone())
+                };
+                b.if_else(
+                    go_right,
+                    |b| b.assign(lo, mid.clone() + Expr::i64(1)),
+                    |b| b.assign(hi, mid.clone()),
+                );
+            });
+        },
+    );
     Expr::Var(lo)
 }
 
 /// Whether query `pos` (with segment id `own_seg` for segment masks) may attend to `key`, given
 /// `key < hi` already bounds the tile; `seg` reads are clamped so padded keys stay in bounds.
-pub fn allowed(spec: &AttnSpec, len: &Lengths, seg: Option<Buf>, own_seg: Option<&Expr>, pos: &Expr, key: &Expr, hi: &Expr) -> Expr {
+pub fn allowed(
+    spec: &AttnSpec,
+    len: &Lengths,
+    seg: Option<Buf>,
+    own_seg: Option<&Expr>,
+    pos: &Expr,
+    key: &Expr,
+    hi: &Expr,
+) -> Expr {
     let in_range = key.clone().lt(hi.clone());
     match spec.mask {
         AttentionMask::Causal => in_range.and(key.clone().le(len.past.clone() + pos.clone())),
         AttentionMask::Segments => {
-            let key_seg = Expr::load(seg.expect("segment ids"), key.clone().min(len.t.clone() - Expr::i64(1)));
+            let key_seg = Expr::load(
+                seg.expect("segment ids"),
+                key.clone().min(len.t.clone() - Expr::i64(1)),
+            );
             in_range.and(key_seg.eq(own_seg.expect("own segment").clone()))
         }
         AttentionMask::Full => unreachable!("rejected by declare_lengths"),
@@ -227,42 +292,82 @@ pub fn conflict_free_stride(d: usize) -> usize {
 /// consecutive elements per step (d is a multiple of 4, so a step never crosses a row) with
 /// vector loads and stores; keys past `t` are zeros, so no lane reads uninitialised memory.
 #[allow(clippy::too_many_arguments)]
-pub fn load_kv_tile(b: &mut KernelBuilder, inp: &Inputs, tile: &KvTile, d: usize, kb: &Expr, kv_head_base: &Expr, t: &Expr, tid: &Expr) {
+pub fn load_kv_tile(
+    b: &mut KernelBuilder,
+    inp: &Inputs,
+    tile: &KvTile,
+    d: usize,
+    kb: &Expr,
+    kv_head_base: &Expr,
+    t: &Expr,
+    tid: &Expr,
+) {
     const WIDTH: usize = 4;
-    assert!(d.is_multiple_of(WIDTH), "head_dim {d} must split into vectors of {WIDTH}");
+    assert!(
+        d.is_multiple_of(WIDTH),
+        "head_dim {d} must split into vectors of {WIDTH}"
+    );
     let src = b.kernel().buf_elem(inp.k);
     let dst = b.kernel().buf_elem(tile.ks);
     let d64 = Expr::i64(d as i64);
     let step = Expr::i64(tile.threads * WIDTH as i64);
-    b.for_("e", tid.clone() * Expr::i64(WIDTH as i64), Expr::i64((tile.keys * d) as i64), step, |b, e| {
-        let key = b.let_("key", kb.clone() + e.clone() / d64.clone());
-        let col = b.let_("col", e.clone() % d64.clone());
-        let slot = b.let_("slot", (e.clone() / d64.clone()) * Expr::i64(tile.stride as i64) + col.clone());
-        let at = b.let_("kv_at", (kv_head_base.clone() + key.clone()) * d64.clone() + col.clone());
-        b.if_else(
-            key.clone().lt(t.clone()),
-            |b| {
-                let kvals: Vec<Expr> = match tile.k_tables {
-                    Some(tables) => {
-                        let row = at.clone() - col.clone();
-                        (0..WIDTH)
-                            .map(|i| {
-                                let x = rotated(b, inp.k, &row, &(col.clone() + Expr::i64(i as i64)), &key, d, Some(tables));
-                                convert(x, Ty::F32, dst)
-                            })
-                            .collect()
-                    }
-                    None => b.load_vec("kv_k", inp.k, at.clone(), WIDTH).into_iter().map(|x| convert(x, src, dst)).collect(),
-                };
-                b.store_vec(tile.ks, slot.clone(), kvals);
-                let vvals = b.load_vec("kv_v", inp.v, at.clone(), WIDTH).into_iter().map(|x| convert(x, src, dst)).collect();
-                b.store_vec(tile.vs, slot.clone(), vvals);
-            },
-            |b| {
-                let zero = convert(Expr::f32(0.0), Ty::F32, dst);
-                b.store_vec(tile.ks, slot.clone(), vec![zero.clone(); WIDTH]);
-                b.store_vec(tile.vs, slot.clone(), vec![zero; WIDTH]);
-            },
-        );
-    });
+    b.for_(
+        "e",
+        tid.clone() * Expr::i64(WIDTH as i64),
+        Expr::i64((tile.keys * d) as i64),
+        step,
+        |b, e| {
+            let key = b.let_("key", kb.clone() + e.clone() / d64.clone());
+            let col = b.let_("col", e.clone() % d64.clone());
+            let slot = b.let_(
+                "slot",
+                (e.clone() / d64.clone()) * Expr::i64(tile.stride as i64) + col.clone(),
+            );
+            let at = b.let_(
+                "kv_at",
+                (kv_head_base.clone() + key.clone()) * d64.clone() + col.clone(),
+            );
+            b.if_else(
+                key.clone().lt(t.clone()),
+                |b| {
+                    let kvals: Vec<Expr> = match tile.k_tables {
+                        Some(tables) => {
+                            let row = at.clone() - col.clone();
+                            (0..WIDTH)
+                                .map(|i| {
+                                    let x = rotated(
+                                        b,
+                                        inp.k,
+                                        &row,
+                                        &(col.clone() + Expr::i64(i as i64)),
+                                        &key,
+                                        d,
+                                        Some(tables),
+                                    );
+                                    convert(x, Ty::F32, dst)
+                                })
+                                .collect()
+                        }
+                        None => b
+                            .load_vec("kv_k", inp.k, at.clone(), WIDTH)
+                            .into_iter()
+                            .map(|x| convert(x, src, dst))
+                            .collect(),
+                    };
+                    b.store_vec(tile.ks, slot.clone(), kvals);
+                    let vvals = b
+                        .load_vec("kv_v", inp.v, at.clone(), WIDTH)
+                        .into_iter()
+                        .map(|x| convert(x, src, dst))
+                        .collect();
+                    b.store_vec(tile.vs, slot.clone(), vvals);
+                },
+                |b| {
+                    let zero = convert(Expr::f32(0.0), Ty::F32, dst);
+                    b.store_vec(tile.ks, slot.clone(), vec![zero.clone(); WIDTH]);
+                    b.store_vec(tile.vs, slot.clone(), vec![zero; WIDTH]);
+                },
+            );
+        },
+    );
 }

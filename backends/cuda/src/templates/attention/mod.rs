@@ -65,7 +65,12 @@ impl Template for VisionAttention {
         "attention_vision"
     }
     fn name(&self) -> String {
-        format!("attention_vision(dtype={},heads={},head_dim={})", self.spec().dtype_name(), self.heads, self.head_dim)
+        format!(
+            "attention_vision(dtype={},heads={},head_dim={})",
+            self.spec().dtype_name(),
+            self.heads,
+            self.head_dim
+        )
     }
     fn kernels(&self) -> Vec<Kernel> {
         vec![flash_kernel(&self.spec())]
@@ -120,7 +125,13 @@ impl Template for PrefillAttention {
     }
     fn name(&self) -> String {
         let s = self.spec();
-        format!("attention_prefill(dtype={},q_heads={},kv_heads={},head_dim={})", s.dtype_name(), s.q_heads, s.kv_heads, s.head_dim)
+        format!(
+            "attention_prefill(dtype={},q_heads={},kv_heads={},head_dim={})",
+            s.dtype_name(),
+            s.q_heads,
+            s.kv_heads,
+            s.head_dim
+        )
     }
     fn kernels(&self) -> Vec<Kernel> {
         vec![flash_kernel(&self.spec())]
@@ -155,7 +166,13 @@ impl Template for DecodeAttention {
     }
     fn name(&self) -> String {
         let s = self.spec();
-        format!("attention_decode(dtype={},q_heads={},kv_heads={},head_dim={})", s.dtype_name(), s.q_heads, s.kv_heads, s.head_dim)
+        format!(
+            "attention_decode(dtype={},q_heads={},kv_heads={},head_dim={})",
+            s.dtype_name(),
+            s.q_heads,
+            s.kv_heads,
+            s.head_dim
+        )
     }
     fn kernels(&self) -> Vec<Kernel> {
         let spec = self.spec();
@@ -165,10 +182,23 @@ impl Template for DecodeAttention {
         reference::decode(&self.spec())
     }
     fn scratch(&self) -> Vec<Scratch> {
-        let per_chunk = |n: usize| Dim::Mul(Box::new(Dim::Const(n as i64)), Box::new(Dim::sym("max_chunks")));
+        let per_chunk = |n: usize| {
+            Dim::Mul(
+                Box::new(Dim::Const(n as i64)),
+                Box::new(Dim::sym("max_chunks")),
+            )
+        };
         vec![
-            Scratch { name: "o_partial".into(), elem: Ty::F32, len: per_chunk(self.q_heads * self.head_dim) },
-            Scratch { name: "stats_partial".into(), elem: Ty::F32, len: per_chunk(2 * self.q_heads) },
+            Scratch {
+                name: "o_partial".into(),
+                elem: Ty::F32,
+                len: per_chunk(self.q_heads * self.head_dim),
+            },
+            Scratch {
+                name: "stats_partial".into(),
+                elem: Ty::F32,
+                len: per_chunk(2 * self.q_heads),
+            },
         ]
     }
     /// `kv_len`: the keys in the cache after this step's append.
@@ -194,36 +224,91 @@ const FRAME_PATCHES: i64 = 16;
 pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for dtype in [Ty::F32, Ty::Bf16] {
-        let vision = VisionAttention { dtype, heads: VISION_HEADS, head_dim: VISION_HEAD_DIM };
-        for (n, frames) in [(IMAGE_PATCHES, 1), (16 * FRAME_PATCHES, 16), (1, 1), (7, 1), (129, 3)] {
-            out.push(Case::new(vision.clone(), &[("n_patches", n), ("frames", frames)]));
+        let vision = VisionAttention {
+            dtype,
+            heads: VISION_HEADS,
+            head_dim: VISION_HEAD_DIM,
+        };
+        for (n, frames) in [
+            (IMAGE_PATCHES, 1),
+            (16 * FRAME_PATCHES, 16),
+            (1, 1),
+            (7, 1),
+            (129, 3),
+        ] {
+            out.push(Case::new(
+                vision.clone(),
+                &[("n_patches", n), ("frames", frames)],
+            ));
         }
         for (q_heads, kv_heads) in LLM_HEADS {
-            let prefill = PrefillAttention { dtype, q_heads, kv_heads, head_dim: LLM_HEAD_DIM };
+            let prefill = PrefillAttention {
+                dtype,
+                q_heads,
+                kv_heads,
+                head_dim: LLM_HEAD_DIM,
+            };
             for (seq_len, past_len) in [(1, 0), (7, 0), (64, 0), (129, 0), (7, 9)] {
                 // The harness allocates k and v as the reference's contiguous keys.
-                let sizes = [("seq_len", seq_len), ("past_len", past_len), ("kv_capacity", seq_len + past_len)];
+                let sizes = [
+                    ("seq_len", seq_len),
+                    ("past_len", past_len),
+                    ("kv_capacity", seq_len + past_len),
+                ];
                 out.push(Case::new(prefill.clone(), &sizes));
             }
-            let decode = DecodeAttention { dtype, q_heads, kv_heads, head_dim: LLM_HEAD_DIM };
+            let decode = DecodeAttention {
+                dtype,
+                q_heads,
+                kv_heads,
+                head_dim: LLM_HEAD_DIM,
+            };
             for (past_len, max_chunks) in [(0, 4), (128, 4), (299, 4), (299, 1)] {
-                let sizes = [("past_len", past_len), ("kv_capacity", past_len + 1), ("max_chunks", max_chunks)];
+                let sizes = [
+                    ("past_len", past_len),
+                    ("kv_capacity", past_len + 1),
+                    ("max_chunks", max_chunks),
+                ];
                 out.push(Case::new(decode.clone(), &sizes));
             }
         }
         // The fixtures' small shapes: GQA 4/1 with head_dim 16, and 4 heads of 12 in vision.
         out.push(Case::new(
-            PrefillAttention { dtype, q_heads: 4, kv_heads: 1, head_dim: 16 },
+            PrefillAttention {
+                dtype,
+                q_heads: 4,
+                kv_heads: 1,
+                head_dim: 16,
+            },
             &[("seq_len", 9), ("past_len", 3), ("kv_capacity", 12)],
         ));
         out.push(Case::new(
-            DecodeAttention { dtype, q_heads: 4, kv_heads: 1, head_dim: 16 },
+            DecodeAttention {
+                dtype,
+                q_heads: 4,
+                kv_heads: 1,
+                head_dim: 16,
+            },
             &[("past_len", 11), ("kv_capacity", 12), ("max_chunks", 2)],
         ));
         if dtype == Ty::F32 {
-            out.push(Case::new(VisionAttention { dtype, heads: 4, head_dim: 12 }, &[("n_patches", 40), ("frames", 2)]));
+            out.push(Case::new(
+                VisionAttention {
+                    dtype,
+                    heads: 4,
+                    head_dim: 12,
+                },
+                &[("n_patches", 40), ("frames", 2)],
+            ));
         } else {
-            out.push(Case::new(VisionAttention { dtype, heads: 4, head_dim: 8 }, &[("n_patches", 40), ("frames", 2)]));
+            out.push(Case::new(
+                VisionAttention {
+                    dtype,
+                    heads: 4,
+                    head_dim: 8,
+                },
+                &[("n_patches", 40), ("frames", 2)],
+            ));
         }
     }
     out

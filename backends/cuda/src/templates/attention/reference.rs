@@ -15,19 +15,40 @@ fn dtype(spec: &AttnSpec) -> DType {
 }
 
 fn input(g: &mut Graph, name: &str, dtype: DType, shape: Vec<Dim>) -> NodeId {
-    g.add_source(Op::Input { name: name.into() }, TensorType::new(dtype, shape)).expect("an input")
+    g.add_source(
+        Op::Input { name: name.into() },
+        TensorType::new(dtype, shape),
+    )
+    .expect("an input")
 }
 
 fn attention(g: &mut Graph, spec: &AttnSpec, operands: &[NodeId]) {
-    let op = Op::Attention { scale: spec.scale, mask: spec.mask, rope_q: spec.rope_q, rope_k: spec.rope_k };
-    let out = g.add(op, operands).expect("attention operands are well-typed");
+    let op = Op::Attention {
+        scale: spec.scale,
+        mask: spec.mask,
+        rope_q: spec.rope_q,
+        rope_k: spec.rope_k,
+    };
+    let out = g
+        .add(op, operands)
+        .expect("attention operands are well-typed");
     g.set_output("out", out);
 }
 
 fn qkv(g: &mut Graph, spec: &AttnSpec, n: Dim, t: Dim) -> Vec<NodeId> {
     let (dt, d) = (dtype(spec), Dim::from(spec.head_dim));
-    let q = input(g, "q", dt, vec![Dim::from(spec.q_heads), n.clone(), d.clone()]);
-    let k = input(g, "k", dt, vec![Dim::from(spec.kv_heads), t.clone(), d.clone()]);
+    let q = input(
+        g,
+        "q",
+        dt,
+        vec![Dim::from(spec.q_heads), n.clone(), d.clone()],
+    );
+    let k = input(
+        g,
+        "k",
+        dt,
+        vec![Dim::from(spec.kv_heads), t.clone(), d.clone()],
+    );
     let v = input(g, "v", dt, vec![Dim::from(spec.kv_heads), t, d.clone()]);
     let cos = input(g, "cos", dt, vec![Dim::from(1usize), n.clone(), d.clone()]);
     let sin = input(g, "sin", dt, vec![Dim::from(1usize), n, d]);
