@@ -2,7 +2,7 @@
 //! processors produce them, written to safetensors under transformers' names.
 
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vl3c_runtime::preprocess::{load_image, preprocess_images, ImageProcessorConfig};
 use vl3c_runtime::video::{VideoProcessorConfig, VideoRequest};
 
@@ -74,7 +74,7 @@ fn run_images(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn run_video(args: &Args, path: &PathBuf) -> Result<()> {
+fn run_video(args: &Args, path: &Path) -> Result<()> {
     super::limits::check_num_frames(args.num_frames)?;
     let cfg = match &args.model {
         Some(dir) => VideoProcessorConfig::from_model_dir(dir)?,

@@ -21,6 +21,9 @@ use vl3c_runtime::sampling::{Sampler, SamplingParams, StopCriteria, TextStream};
 use vl3c_runtime::tokenizer::TextTokenizer;
 use vl3c_runtime::video::{load_video, LoadedVideo, VideoProcessorConfig, VideoRequest};
 
+/// The session's encoded images (one batch) and videos (one each).
+type EncodedMedia = (Option<Arc<EncodedImages>>, Vec<Arc<EncodedVideo>>);
+
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["model", "engine"]))]
 pub struct SessionArgs {
@@ -275,7 +278,7 @@ impl Session {
     }
 
     /// Encodes the session's images and videos, or takes them from the encoder cache.
-    fn encode_media(&mut self) -> Result<(Option<Arc<EncodedImages>>, Vec<Arc<EncodedVideo>>)> {
+    fn encode_media(&mut self) -> Result<EncodedMedia> {
         let runtime = self.runtime.as_ref().expect("the runtime loads in open");
         let model = runtime.model();
         let images = match &self.images {
