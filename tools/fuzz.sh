@@ -28,7 +28,7 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t targets < <(cargo fuzz list)
 fi
-cargo fuzz build -O --debug-assertions -s "$sanitizer" "${targets[@]}"
+cargo fuzz build -O --debug-assertions -s "$sanitizer"
 found=0
 for t in "${targets[@]}"; do
   mkdir -p "corpus-work/$t" "artifacts/$t"
@@ -43,7 +43,7 @@ for t in "${targets[@]}"; do
     -max_total_time="$seconds" -rss_limit_mb=3072 -malloc_limit_mb=3072 -timeout=20 \
     -print_final_stats=1 "${parallel[@]}" >"artifacts/$t.log" 2>&1 || true
   after=$(find "artifacts/$t" -type f | wc -l)
-  runs=$(cat "artifacts/$t.log" fuzz-*.log 2>/dev/null | grep -o 'stat::number_of_executed_units: *[0-9]*' | awk '{s+=$2} END {print s+0}')
+  runs=$(cat "artifacts/$t.log" fuzz-*.log 2>/dev/null | grep -o 'stat::number_of_executed_units: *[0-9]*' | awk '{s+=$2} END {print s+0}' || true)
   rm -f fuzz-*.log
   echo "$t: $(( $(date +%s) - start )) s, $runs inputs run, $(( after - before )) new finding(s)"
   if [ "$after" -gt "$before" ]; then
