@@ -4,8 +4,10 @@
 
 use crate::EngineError;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use vl3c_ir::DType;
 
 pub const ALIGN: u64 = 64;
 
@@ -30,6 +32,96 @@ pub struct TensorEntry {
     pub shape: Vec<usize>,
     #[serde(flatten)]
     pub layout: TensorLayout,
+}
+
+/// What a target reads a packed layout as: the bytes `PackedBf16 { n, k }` takes, or `None`
+/// when the target reads no packed tensors (the CUDA target).
+pub type PackedLen<'a> = &'a dyn Fn(usize, usize) -> Option<u64>;
+
+impl TensorEntry {
+    /// Checks the entry against the `file_len` bytes of the file it indexes, from nothing but
+    /// the entry: a known dtype, a byte count that is exactly what the shape, dtype and layout
+    /// take, an aligned offset, and bytes inside the file. An engine is untrusted data, and a
+    /// kernel given fewer bytes than its shape says reads past them; after this check every
+    /// reader may slice `bytes` by the shape. Returns the dtype.
+    pub fn check(&self, file_len: u64, packed_len: PackedLen) -> Result<DType, String> {
+        let dtype: DType = self
+            .dtype
+            .parse()
+            .map_err(|_| format!("has unknown dtype `{}`", self.dtype))?;
+        let numel = self
+            .shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .ok_or_else(|| format!("has shape {:?}, too large", self.shape))?;
+        let expected = match self.layout {
+            TensorLayout::Raw => numel.checked_mul(dtype.size_bytes() as u64),
+            TensorLayout::PackedBf16 { n, k } => {
+                // Packed panels hold the exact bf16 values of an f32 `[k, n]` matmul weight.
+                if self.shape != [k, n] || dtype != DType::F32 {
+                    return Err(format!(
+                        "is packed as [n={n}, k={k}] but declared {dtype}{:?} (expected f32[{k}, {n}])",
+                        self.shape
+                    ));
+                }
+                Some(
+                    packed_len(n, k)
+                        .ok_or("has a packed layout, which this target does not read")?,
+                )
+            }
+        };
+        if expected != Some(self.bytes) {
+            let takes = expected.map_or("more than 2^64".to_string(), |b| b.to_string());
+            return Err(format!(
+                "has {} bytes, but {dtype}{:?} ({:?} layout) takes {takes}",
+                self.bytes, self.shape, self.layout
+            ));
+        }
+        if self.offset % ALIGN != 0 {
+            return Err(format!(
+                "starts at offset {}, not a multiple of {ALIGN}",
+                self.offset
+            ));
+        }
+        match self.offset.checked_add(self.bytes) {
+            Some(end) if end <= file_len => Ok(dtype),
+            _ => Err(format!(
+                "spans bytes {}..{}+{}, past the end of the file ({file_len} bytes)",
+                self.offset, self.offset, self.bytes
+            )),
+        }
+    }
+}
+
+/// Checks every entry of a `weights.bin` index ([`TensorEntry::check`]) and that no two
+/// tensors overlap (the writer places each once; entries sharing exactly one span are the same
+/// tensor under two names). `index` names the file the index is in, for the message.
+pub fn check_index(
+    index: &Path,
+    tensors: &BTreeMap<String, TensorEntry>,
+    file_len: u64,
+    packed_len: PackedLen,
+) -> Result<(), EngineError> {
+    for (name, e) in tensors {
+        e.check(file_len, packed_len)
+            .map_err(|m| EngineError::file(index, format!("tensor `{name}` {m}")))?;
+    }
+    let mut spans: Vec<(u64, u64, &str)> = tensors
+        .iter()
+        .filter(|(_, e)| e.bytes > 0)
+        .map(|(n, e)| (e.offset, e.offset + e.bytes, n.as_str()))
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        let ((s0, e0, a), (s1, e1, b)) = (w[0], w[1]);
+        if s1 < e0 && (s0, e0) != (s1, e1) {
+            return Err(EngineError::file(
+                index,
+                format!("tensors `{a}` (bytes {s0}..{e0}) and `{b}` (bytes {s1}..{e1}) overlap"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub struct WeightsWriter {
