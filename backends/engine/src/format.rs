@@ -292,3 +292,26 @@ impl Manifest {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_relative;
+
+    #[test]
+    fn engine_relative_paths_stay_inside() {
+        for ok in ["plan.json", "cuda/plan.json", "cuda/sm_90.cubin"] {
+            assert_eq!(check_relative(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "cuda/../../x",
+            "/etc/passwd",
+            "./plan.json",
+            "a\\..\\b",
+            "a\0b",
+        ] {
+            assert!(check_relative(bad).is_err(), "{bad:?}");
+        }
+    }
+}

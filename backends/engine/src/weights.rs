@@ -170,3 +170,61 @@ impl WeightsWriter {
             .map_err(|e| EngineError::file(&self.path, format!("write failed: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(offset: u64, bytes: u64, dtype: &str, shape: Vec<usize>) -> TensorEntry {
+        TensorEntry {
+            offset,
+            bytes,
+            dtype: dtype.into(),
+            shape,
+            layout: TensorLayout::Raw,
+        }
+    }
+
+    const NO_PACKED: PackedLen<'static> = &|_, _| None;
+
+    #[test]
+    fn an_entry_is_its_shape_times_its_dtype_inside_the_file() {
+        assert_eq!(
+            raw(64, 24, "f32", vec![2, 3]).check(88, NO_PACKED),
+            Ok(DType::F32)
+        );
+        let err = |e: TensorEntry| e.check(1 << 20, NO_PACKED).unwrap_err();
+        assert!(err(raw(0, 20, "f32", vec![2, 3])).contains("takes 24"));
+        assert!(err(raw(0, 24, "i64", vec![2, 3])).contains("takes 48"));
+        assert!(err(raw(0, 24, "f8", vec![2, 3])).contains("unknown dtype `f8`"));
+        assert!(err(raw(32, 24, "f32", vec![2, 3])).contains("not a multiple of 64"));
+        assert!(err(raw(u64::MAX - 63, 24, "f32", vec![2, 3])).contains("past the end"));
+        // Dimensions whose product overflows are refused, not wrapped.
+        let huge = 1usize << 40;
+        assert!(err(raw(0, 0, "f32", vec![huge, huge])).contains("too large"));
+        let packed = TensorEntry {
+            layout: TensorLayout::PackedBf16 { n: 3, k: 2 },
+            ..raw(0, 24, "f32", vec![2, 3])
+        };
+        assert!(err(packed.clone()).contains("this target does not read"));
+        assert_eq!(packed.check(1 << 20, &|_, _| Some(24)), Ok(DType::F32));
+    }
+
+    #[test]
+    fn overlapping_entries_are_refused() {
+        let path = Path::new("plan.json");
+        let mut index = BTreeMap::from([
+            ("a".to_string(), raw(0, 128, "f32", vec![32])),
+            ("b".to_string(), raw(128, 64, "f32", vec![16])),
+        ]);
+        check_index(path, &index, 192, NO_PACKED).unwrap();
+        index.insert("c".into(), raw(64, 64, "f32", vec![16]));
+        let err = check_index(path, &index, 192, NO_PACKED)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plan.json: tensors `a`") && err.contains("overlap"),
+            "{err}"
+        );
+    }
+}
