@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use vl3c_driver::CpuTarget;
-use vl3c_engine::{sha256_file, sha256_hex, Manifest};
+use vl3c_engine::{sha256_file, sha256_hex, EngineError, Manifest};
 use vl3c_frontends::limits::{read_bounded, MAX_INDEX_BYTES};
 use vl3c_runtime::engine::{compile, Engine, Error as EngineLoadError};
 
@@ -236,17 +236,25 @@ pub fn load_cached(
 ) -> Result<Engine> {
     let dest = ensure_engine(model_dir, progress)?;
     match load(&dest) {
-        Err(e)
-            if matches!(
-                e.downcast_ref::<EngineLoadError>(),
-                Some(EngineLoadError::Format(_))
-            ) =>
-        {
+        Err(e) if damaged(&e, &dest) => {
             eprintln!("vl3c: the cached engine is damaged ({e:#}); recompiling");
             let _ = std::fs::remove_dir_all(&dest);
             let dest = ensure_engine(model_dir, progress)?;
             load(&dest)
         }
         other => other,
+    }
+}
+
+/// Whether `e`, from loading the cached engine `dest`, says the engine itself is bad: one of its
+/// files (size, checksum, content), or an engine this vl3c or CPU cannot run. An error about the
+/// request (a `--device` for a CPU engine, which names the directory) or the model is not.
+fn damaged(e: &anyhow::Error, dest: &Path) -> bool {
+    match e.downcast_ref::<EngineLoadError>() {
+        Some(EngineLoadError::Format(EngineError::File { path, .. })) => {
+            path.starts_with(dest) && path != dest
+        }
+        Some(EngineLoadError::Format(EngineError::Incompatible(_))) => true,
+        _ => false,
     }
 }
