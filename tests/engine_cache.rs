@@ -124,11 +124,14 @@ fn a_same_size_same_mtime_replacement_recompiles() {
     assert!(!stderr(&o).contains("recompiling"), "{}", stderr(&o));
 }
 
+/// A way to damage an engine directory, and what it is called.
+type Damage = (&'static str, fn(&Path));
+
 #[test]
 fn a_damaged_cached_engine_is_recompiled() {
     let (model, cache) = (checkpoint(), tempfile::tempdir().unwrap());
     run(model.path(), cache.path());
-    let damage: [(&str, fn(&Path)); 3] = [
+    let damage: [Damage; 3] = [
         ("truncated weights.bin", |e| {
             let f = std::fs::File::options()
                 .write(true)

@@ -95,6 +95,11 @@ fn step<'a>(p: &'a mut serde_json::Value, kind: &str) -> &'a mut serde_json::Val
         .unwrap_or_else(|| panic!("no {kind} step"))
 }
 
+/// The first key of a JSON object.
+fn first_key(v: &serde_json::Value) -> String {
+    v.as_object().unwrap().keys().next().unwrap().clone()
+}
+
 #[test]
 fn the_unedited_engine_loads() {
     Engine::load_on(compiled(), 64, 1, DeviceSpec::Emu, &mut |_, _, _| {}).unwrap();
@@ -103,13 +108,7 @@ fn the_unedited_engine_loads() {
 #[test]
 fn a_stored_tensor_whose_bytes_are_not_its_shape_is_refused() {
     let e = copy();
-    let name = json(e.path(), "cuda/plan.json")["tensors"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
+    let name = first_key(&json(e.path(), "cuda/plan.json")["tensors"]);
     edit_plan(e.path(), |p| {
         let b = p["tensors"][&name]["bytes"].as_u64().unwrap();
         p["tensors"][&name]["bytes"] = (b + 4).into();
@@ -176,8 +175,7 @@ fn a_step_naming_a_missing_node_or_instance_is_refused() {
     let e = copy();
     edit_plan(e.path(), |p| {
         let s = step(p, "launch");
-        let (k, _) = s["inputs"].as_object().unwrap().iter().next().unwrap();
-        let k = k.clone();
+        let k = first_key(&s["inputs"]);
         s["inputs"][&k] = 1_000_000.into();
     });
     assert_err(e.path(), &["input %1000000 is not a node of the graph"]);
@@ -189,13 +187,7 @@ fn a_step_whose_arguments_are_not_its_instances_is_refused() {
     let e = copy();
     edit_plan(e.path(), |p| {
         let s = step(p, "launch");
-        let k = s["inputs"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .next()
-            .unwrap()
-            .clone();
+        let k = first_key(&s["inputs"]);
         s["inputs"].as_object_mut().unwrap().remove(&k);
     });
     assert_err(e.path(), &["binds", "but instance"]);

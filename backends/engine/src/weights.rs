@@ -77,7 +77,7 @@ impl TensorEntry {
                 self.bytes, self.shape, self.layout
             ));
         }
-        if self.offset % ALIGN != 0 {
+        if !self.offset.is_multiple_of(ALIGN) {
             return Err(format!(
                 "starts at offset {}, not a multiple of {ALIGN}",
                 self.offset
