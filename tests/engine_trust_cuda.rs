@@ -237,3 +237,28 @@ fn a_kernel_parameter_the_plan_does_not_bind_is_refused() {
         )],
     );
 }
+
+/// The checks accept what the compiler writes: every fixture's engine (GQA, video pruning, the
+/// DAMO layout, bf16 weights) loads.
+#[test]
+fn every_fixtures_engine_passes_the_checks() {
+    for name in [
+        "images_untied_gqa4",
+        "video_pruned_f32",
+        "damo_layout",
+        "video_bf16",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut target = vl3c_cuda::CudaTarget::new(vec![Sm::Sm90]);
+        engine::compile(
+            &fixture(name),
+            &mut target,
+            false,
+            tmp.path(),
+            &mut |_, _, _| {},
+        )
+        .unwrap_or_else(|e| panic!("{name}: compile: {e}"));
+        Engine::load_on(tmp.path(), 64, 1, DeviceSpec::Emu, &mut |_, _, _| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
