@@ -638,7 +638,7 @@ fn files_larger_than_any_valid_input_are_refused_from_their_metadata() {
 fn an_engines_files_are_checked_before_they_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = serde_json::json!({
-        "format_version": 3, "target": "cpu", "cpu_features": [], "cpu_features_optional": [], "vl3c_version": "0",
+        "format_version": vl3c_engine::FORMAT_VERSION, "target": "cpu", "cpu_features": [], "cpu_features_optional": [], "vl3c_version": "0",
         "source": {"config_sha256": "", "files": {}},
         "files": {"plan.json": {"bytes": 10, "sha256": ""}, "config.json": {"bytes": 1435, "sha256": ""}}
     });

@@ -39,6 +39,8 @@
 //! | an animated GIF (decoded from memory) | 2 GiB | a few MB |
 //! | `eval --inputs` safetensors | 8 GiB | a few MB (pixels of a few images or one video) |
 //! | one line of `chat`'s stdin | 1 MiB | a sentence |
+//! | an engine's graphs.vir, plan.json, kernels.o, CUDA kernels and cubins | 1 GiB | 1 MB |
+//! | an engine's weights.bin | the size its manifest lists | the checkpoint's size |
 //!
 //! Weights are memory-mapped, not read, so a checkpoint's safetensors files have no bound beyond
 //! being regular files.
@@ -94,6 +96,10 @@ pub const MAX_GIF_BYTES: u64 = 2048 * MIB;
 pub const MAX_INPUTS_BYTES: u64 = 8192 * MIB;
 /// One line (one user turn) of `chat`'s stdin.
 pub const MAX_LINE_BYTES: u64 = MIB;
+/// An engine's file other than its weights: graphs.vir, plan.json, kernels.o, the CUDA
+/// kernels and cubins (a 2B engine's largest, graphs.vir, is about 1 MB). An engine's
+/// `weights.bin` is bounded by the size its manifest lists, checked before it is read.
+pub const MAX_ENGINE_FILE_BYTES: u64 = 1024 * MIB;
 
 /// `value` of `field` within `[1, max]`, or a message that names the field, the bound and why.
 pub fn check_size(field: &str, value: usize, max: usize) -> Result<(), String> {

@@ -444,28 +444,33 @@ fn load_runtime(dir: &Path, args: &SessionArgs, context: usize, threads: usize) 
         }
         Runtime::Reference(Box::new(model))
     } else {
-        let engine_dir = match &args.engine {
-            Some(e) => e.clone(),
+        let device = args.device.unwrap_or_default();
+        let mut load = |dir: &Path| -> Result<Engine> {
+            spinner.set_message(format!("loading engine {}", dir.display()));
+            Ok(Engine::load_on(
+                dir,
+                context,
+                threads,
+                device,
+                &mut |_, _, _| {},
+            )?)
+        };
+        let engine = match &args.engine {
+            Some(e) => load(e.as_path())?,
             None => {
                 spinner.set_message("compiling (first run of this checkpoint)");
                 let bar = super::compile::progress_bar();
-                let path = spinner.suspend(|| {
-                    super::engine_cache::ensure_engine(dir, &mut |s, d, t| {
-                        super::compile::update(&bar, s, d, t)
-                    })
-                });
+                // A damaged cached engine is recompiled inside `load_cached`.
+                let engine = super::engine_cache::load_cached(
+                    dir,
+                    &mut |s, d, t| spinner.suspend(|| super::compile::update(&bar, s, d, t)),
+                    &mut load,
+                );
                 bar.finish_and_clear();
-                path?
+                engine?
             }
         };
-        spinner.set_message(format!("loading engine {}", engine_dir.display()));
-        Runtime::Engine(Box::new(Engine::load_on(
-            &engine_dir,
-            context,
-            threads,
-            args.device.unwrap_or_default(),
-            &mut |_, _, _| {},
-        )?))
+        Runtime::Engine(Box::new(engine))
     };
     spinner.finish_and_clear();
     Ok(runtime)
