@@ -135,16 +135,23 @@ fn bad_files_are_one_line_errors() {
     assert_eq!(checked, 3);
 }
 
-/// A PNG header claiming `w`×`h` pixels, then nothing.
-fn png_header(w: u32, h: u32) -> Vec<u8> {
-    let mut ihdr = b"IHDR".to_vec();
+/// A small PNG claiming `w`×`h` pixels: IHDR, a few bytes of IDAT, IEND.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&w.to_be_bytes());
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend_from_slice(&13u32.to_be_bytes());
-    png.extend_from_slice(&ihdr);
-    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    for (kind, data) in [
+        (&b"IHDR"[..], &ihdr[..]),
+        (b"IDAT", &[0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1][..]),
+        (b"IEND", &[][..]),
+    ] {
+        let body = [kind, data].concat();
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
     png
 }
 
@@ -177,12 +184,13 @@ fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
 
 /// Pillow's decompression-bomb rule (more than 2·MAX_IMAGE_PIXELS =
 /// 178956970 pixels is an error) is checked on the header, before decoding.
+/// (A size at the limit would be decoded, allocating 537 MB: not tried here.)
 #[test]
 fn huge_headers_are_refused_before_decoding() {
     for (name, bytes) in [
-        ("bomb.png", png_header(60000, 60000)),
+        ("bomb.png", png_claiming(60000, 60000)),
         ("bomb.jpg", jpeg_claiming(60000, 60000)),
-        ("bomb_just_over.png", png_header(17896, 10000)),
+        ("bomb_just_over.png", png_claiming(17896, 10000)),
     ] {
         let e = decode_image_bytes(&bytes, Path::new(name)).expect_err(name);
         let msg = e.to_string();
@@ -192,9 +200,6 @@ fn huge_headers_are_refused_before_decoding() {
         );
         assert!(!msg.contains('\n'), "{msg}");
     }
-    // at the limit the header is accepted; the missing data is the error
-    let e = decode_image_bytes(&png_header(17895697, 10), Path::new("at_limit.png")).unwrap_err();
-    assert!(!e.to_string().contains("exceeds the limit"), "{e}");
 }
 
 #[test]

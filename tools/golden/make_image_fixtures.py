@@ -8,7 +8,10 @@ tests/fixtures/preprocess/files/:
 
   * the input files (small crops of scikit-image photos),
   * expected.safetensors:
-      decoded_<case>  u8  [H, W, 3]  load_image(file) as an array
+      decoded_<case>  u8  [H, W, 3]  the RGB pixels the processor resizes:
+                                     convert_to_rgb(load_image(file)), which differs
+                                     from load_image's only for a colour-key
+                                     transparency (p_trns, l_trns, rgb_trns, gif_trns)
       pixels_<case>   u8  [N, 588]   round(pixel_values * 127.5 + 127.5) of
                                      VideoLlama3ImageProcessor()(images=[load_image(file)])
                                      (an exact encoding, checked below)
@@ -41,6 +44,7 @@ import torchvision.io as tio
 import transformers
 from safetensors.numpy import save_file
 from transformers import VideoLlama3ImageProcessor
+from transformers.image_transforms import convert_to_rgb
 from transformers.image_utils import load_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -101,7 +105,7 @@ class Writer:
     def ok(self, name, fname, note, store="full"):
         path = os.path.join(OUT, fname)
         img = load_image(path)
-        dec = np.asarray(img)
+        dec = convert_to_rgb(img, return_numpy=True)
         out = self.proc(images=[img], return_tensors="pt")
         pv = out["pixel_values"].numpy()
         grid = out["image_grid_thw"].numpy().astype(np.int64)
@@ -182,6 +186,14 @@ def main():
     pal.info["transparency"] = 3
     pal.save(p("p_trns.png"), transparency=3)
     w.ok("p_trns", "p_trns.png", "palette PNG with a transparent index: the palette colour is kept")
+    key = tuple(int(v) for v in astro[10, 10])
+    PIL.Image.fromarray(astro).save(p("rgb_trns.png"), transparency=key)
+    w.ok("rgb_trns", "rgb_trns.png", "RGB PNG with a tRNS colour key: the processor whitens that colour")
+    PIL.Image.fromarray(gray, "L").save(p("l_trns.png"), transparency=int(gray[20, 20]))
+    w.ok("l_trns", "l_trns.png", "gray PNG with a tRNS key: the processor whitens that gray")
+    pal2 = PIL.Image.fromarray(astro).quantize(64)
+    pal2.save(p("p_alpha.png"), transparency=bytes([0, 128] + [255] * 62))
+    w.ok("p_alpha", "p_alpha.png", "palette PNG with per-index alpha (tRNS bytes): dropped, nothing whitened")
     l16 = (gray.astype(np.uint16) * 3 + np.arange(wd, dtype=np.uint16)[None, :] * 7)  # 0..~1200: half clip
     PIL.Image.fromarray(l16).save(p("l16.png"))
     w.ok("l16", "l16.png", "16-bit grayscale PNG (mode I;16): convert clips at 255, does not scale")

@@ -2,7 +2,9 @@
 //! `ImageOps.exif_transpose`, `convert("RGB")`. That is the oracle for a file a
 //! user gives (the processor's own `convert_to_rgb`, which composites alpha onto
 //! white, only sees images that are RGB by then, so it changes nothing): alpha
-//! is dropped, not composited, and the EXIF orientation is applied.
+//! is dropped, not composited, and the EXIF orientation is applied. The one
+//! exception is a colour-key transparency, which survives `convert("RGB")` and
+//! which the processor does composite ([`super::trns`]).
 //!
 //! JPEG goes through libjpeg-turbo ([`super::jpeg`]), the decoder Pillow uses,
 //! for bit-identical pixels; PNG, WebP, BMP, TIFF and GIF through the `image`
@@ -16,7 +18,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 use vl3c_frontends::limits::{read_bounded, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS};
 
-use super::{jpeg, modes, orient, PreprocessError};
+use super::{jpeg, modes, orient, trns, PreprocessError};
 
 const SUPPORTED: &str = "PNG, JPEG, WebP, BMP, TIFF or GIF";
 
@@ -50,7 +52,13 @@ pub fn decode_image_bytes(bytes: &[u8], name: &Path) -> Result<RgbImage, Preproc
                 .ok_or_else(|| err("decoded image has the wrong size".into()))?;
             (img, orient::orientation(exif, xmp))
         }
-        format => decode_with_image_crate(bytes, format).map_err(err)?,
+        format => {
+            let (mut img, orientation) = decode_with_image_crate(bytes, format).map_err(err)?;
+            if let Some(key) = trns::color_key(bytes, format) {
+                trns::whiten(&mut img, key);
+            }
+            (img, orientation)
+        }
     };
     if img.width() == 0 || img.height() == 0 {
         return Err(PreprocessError::InvalidSize(format!(

@@ -20,6 +20,7 @@ mod orient;
 mod patchify;
 mod resize;
 mod smart_resize;
+mod trns;
 
 use std::path::PathBuf;
 
