@@ -90,6 +90,10 @@ pub const MAX_INDEX_BYTES: u64 = 64 * MIB;
 pub const MAX_TOKENIZER_BYTES: u64 = 256 * MIB;
 /// An image file.
 pub const MAX_IMAGE_BYTES: u64 = 512 * MIB;
+/// Pixels of one decoded image, checked on the header's size before decoding: Pillow's
+/// `DecompressionBombError` bound (`2 * Image.MAX_IMAGE_PIXELS`, about 179 Mpx), so a file that
+/// transformers' `load_image` opens is never refused and a small file claiming a huge size is.
+pub const MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
 /// An animated GIF, which is decoded from memory.
 pub const MAX_GIF_BYTES: u64 = 2048 * MIB;
 /// The safetensors file of `eval --inputs`.

@@ -9,7 +9,7 @@ use vl3c_runtime::video::{VideoProcessorConfig, VideoRequest};
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["image", "video"]))]
 pub struct Args {
-    /// PNG or JPEG image; repeat for several images (concatenated in order, as transformers does).
+    /// Image file (PNG, JPEG, WebP, BMP, TIFF or GIF); repeat for several images (concatenated in order, as transformers does).
     #[arg(long)]
     image: Vec<PathBuf>,
     /// A video: MP4 (H.264), animated GIF, or a directory of numbered frames. Writes
