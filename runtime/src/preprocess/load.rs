@@ -142,8 +142,9 @@ fn decode_with_image_crate(
     let mut limits = Limits::no_limits();
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 + (64 << 20));
     reader.limits(limits);
-    // Decoders should not panic on bad input, but make sure of it.
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // Decoders should not panic on bad input, but make sure of it (quietly: the user sees
+    // one error line).
+    let caught = crate::guard::catch_quietly(|| {
         let mut decoder = reader.into_decoder().map_err(message)?;
         let (w, h) = decoder.dimensions();
         check_pixels(w, h)?;
@@ -156,8 +157,9 @@ fn decode_with_image_crate(
         };
         let img = DynamicImage::from_decoder(decoder).map_err(message)?;
         Ok::<_, String>((img, orientation))
-    }));
-    let (img, orientation) = caught.map_err(|_| "the image decoder panicked".to_string())??;
+    });
+    let (img, orientation) =
+        caught.map_err(|panic| format!("the image decoder panicked ({panic})"))??;
     Ok((modes::to_rgb_like_pil(img)?, orientation))
 }
 
