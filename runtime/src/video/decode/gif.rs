@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use image::codecs::gif::GifDecoder;
 use image::{AnimationDecoder, ImageDecoder, RgbImage};
 
-use super::{check_indices, in_request_order, VideoError, VideoFormat, VideoMetadata, VideoReader};
+use super::{
+    check_indices, in_request_order, FrameMap, VideoError, VideoFormat, VideoMetadata, VideoReader,
+    VideoRotation,
+};
 
 /// In 1/100 s: what FFmpeg plays for a delay of 0 or before any graphic control extension.
 const DEFAULT_DELAY: u16 = 10;
@@ -65,6 +68,7 @@ impl GifVideo {
             duration_s: Some(total),
             frame_times: Some(frame_times),
             format: VideoFormat::Gif,
+            rotation: VideoRotation::default(),
         };
         Ok(GifVideo {
             path: path.to_path_buf(),
@@ -79,9 +83,10 @@ impl VideoReader for GifVideo {
         &self.meta
     }
 
-    fn read_frames(
+    fn read_frames_mapped(
         &mut self,
         indices: &[usize],
+        map: FrameMap<'_>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<RgbImage>, VideoError> {
         check_indices(&self.path, indices, self.meta.total_frames)?;
@@ -105,7 +110,7 @@ impl VideoReader for GifVideo {
             for (i, frame) in decoder.into_frames().enumerate().take(last + 1) {
                 let frame = frame.map_err(|e| err(format!("cannot decode GIF frame {i}: {e}")))?;
                 if let Some(slot) = wanted.get_mut(&i) {
-                    *slot = Some(to_rgb(frame.buffer()));
+                    *slot = Some(map(to_rgb(frame.buffer())));
                 }
                 progress(i + 1, last + 1);
             }

@@ -95,33 +95,21 @@ fn process_one(
     }
     let (h, w) = (h as usize, w as usize);
     let (seconds, fps_assumed) = timestamps(video.selection, video.fps)?;
-    // The whole video shares `longest_edge` ("diff from Qwen!" in transformers).
-    let per_frame = cfg.max_pixels / t;
-    if per_frame == 0 {
-        return Err(VideoProcessError::Input(format!(
-            "{t} frames leave no pixels of size.longest_edge = {} for each frame",
-            cfg.max_pixels
-        )));
-    }
-    let (rh, rw) = smart_resize(h, w, cfg.factor(), cfg.min_pixels, per_frame)?;
+    let (rh, rw) = target_size(h, w, t, cfg)?;
     let (gh, gw) = (rh / cfg.patch_size, rw / cfg.patch_size);
-    // Each frame keeps at least size.shortest_edge pixels, so the frames together can pass the
-    // shared budget: bounded before the pixels are allocated.
-    let most = vl3c_frontends::limits::MAX_VIDEO_PIXELS;
-    if t.checked_mul(rh)
-        .and_then(|x| x.checked_mul(rw))
-        .is_none_or(|total| total > most)
-    {
-        return Err(VideoProcessError::Input(format!(
-            "{t} frames of {rh}x{rw} pixels are more than vl3c preprocesses for one video (at most {most} pixels); \
-             sample fewer frames (fps, num_frames) or lower size.shortest_edge"
-        )));
-    }
     let mut pixels = Vec::with_capacity(t * gh * gw * cfg.patch_dim());
     for frame in frames {
-        let resized = resize_bicubic_antialias_u8(frame.as_raw(), h, w, rh, rw);
+        // Frames a reader already shrank to this size (`load_video`) are not resized again:
+        // torch's resize to the same size is the identity.
+        let resized;
+        let pixels_in = if (h, w) == (rh, rw) {
+            frame.as_raw().as_slice()
+        } else {
+            resized = resize_bicubic_antialias_u8(frame.as_raw(), h, w, rh, rw);
+            &resized
+        };
         patchify_into(
-            &resized,
+            pixels_in,
             rh,
             rw,
             cfg.patch_size,
@@ -148,4 +136,38 @@ fn process_one(
             fps_assumed,
         }],
     })
+}
+
+/// The size (height, width) `VideoLlama3VideoProcessor` resizes each of `t` frames of `h`×`w` to:
+/// `smart_resize` with the pixel budget `longest_edge // t` the frames share, checked against
+/// the bound on one video's pixels before anything is allocated. `smart_resize` gives back a
+/// size it produced, so frames already resized to it (`load_video`) keep it.
+pub fn target_size(
+    h: usize,
+    w: usize,
+    t: usize,
+    cfg: &VideoProcessorConfig,
+) -> Result<(usize, usize), VideoProcessError> {
+    // The whole video shares `longest_edge` ("diff from Qwen!" in transformers).
+    let per_frame = cfg.max_pixels / t.max(1);
+    if per_frame == 0 {
+        return Err(VideoProcessError::Input(format!(
+            "{t} frames leave no pixels of size.longest_edge = {} for each frame",
+            cfg.max_pixels
+        )));
+    }
+    let (rh, rw) = smart_resize(h, w, cfg.factor(), cfg.min_pixels, per_frame)?;
+    // Each frame keeps at least size.shortest_edge pixels, so the frames together can pass the
+    // shared budget: bounded before the pixels are allocated.
+    let most = vl3c_frontends::limits::MAX_VIDEO_PIXELS;
+    if t.checked_mul(rh)
+        .and_then(|x| x.checked_mul(rw))
+        .is_none_or(|total| total > most)
+    {
+        return Err(VideoProcessError::Input(format!(
+            "{t} frames of {rh}x{rw} pixels are more than vl3c preprocesses for one video (at most {most} pixels); \
+             sample fewer frames (fps, num_frames) or lower size.shortest_edge"
+        )));
+    }
+    Ok((rh, rw))
 }
