@@ -143,8 +143,7 @@ fn assert_frames_hash_like_pyav(frames: &[RgbImage], pyav: &Value, what: &str) {
 fn mp4_metadata_matches_pyav() {
     for name in ["static_bg", "moving_camera"] {
         let c = case(name);
-        let mut v =
-            open_video(&fixtures().join(name).join(c["file"].as_str().unwrap())).unwrap();
+        let mut v = open_video(&fixtures().join(name).join(c["file"].as_str().unwrap())).unwrap();
         let format = if cfg!(feature = "ffmpeg") {
             VideoFormat::Ffmpeg
         } else {

@@ -6,8 +6,10 @@
 #   tools/bench/video_decode_bench.sh [--frames 200] [--size 3840x2160] [--sample 180] [--out DIR]
 #
 # Makes the clip with Debian's ffmpeg CLI (testsrc2, H.264 High, 30 fps) unless it exists;
-# needs target/release/vl3c (cargo build --release) and /work/pyenv (or $PYTHON) with
-# transformers and av. Both sides use the processor's class defaults (no checkpoint).
+# needs target/release/vl3c (cargo build --release; or VL3C_EXAMPLE=1: the runtime's
+# `video_preprocess` example, the same load_video without the CLI, built with
+# `cargo build -p vl3c-runtime --example video_preprocess --profile test`) and /work/pyenv (or
+# $PYTHON) with transformers and av. Both sides use the processor's class defaults.
 set -euo pipefail
 
 frames=200 size=3840x2160 sample=180 out=/tmp/vl3c-video-bench
@@ -33,9 +35,13 @@ echo "clip: $clip ($(du -h "$clip" | cut -f1), $frames frames of $size), samplin
 
 summary() { grep -E "Elapsed \(wall|Maximum resident" "$1" | sed 's/^\s*/  /'; }
 
-echo "== vl3c preprocess --video"
-/usr/bin/time -v "$vl3c" preprocess --video "$clip" --num-frames "$sample" --out "$out/vl3c.safetensors" \
-  2> "$out/vl3c.time" >/dev/null || { cat "$out/vl3c.time"; exit 1; }
+if [ "${VL3C_EXAMPLE:-0}" = 1 ]; then
+  cmd=("${CARGO_TARGET_DIR:-$root/target}/debug/examples/video_preprocess" "$clip" "$sample" "$out/vl3c.safetensors")
+else
+  cmd=("$vl3c" preprocess --video "$clip" --num-frames "$sample" --out "$out/vl3c.safetensors")
+fi
+echo "== ${cmd[*]}"
+/usr/bin/time -v "${cmd[@]}" 2> "$out/vl3c.time" >/dev/null || { cat "$out/vl3c.time"; exit 1; }
 grep -E "^preprocess:" "$out/vl3c.time" || true
 summary "$out/vl3c.time"
 

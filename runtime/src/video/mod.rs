@@ -125,15 +125,12 @@ pub fn load_video(
         (metadata.height, metadata.width)
     };
     // Each frame is shrunk to the processor's size as it is decoded, so a long 4K clip never
-    // holds its sampled frames at full size. The processor then finds them at its size and
-    // does not resize again (smart_resize keeps a size it produced; checked here).
-    let t = selection.indices.len();
-    let target = process::target_size(h, w, t, cfg)?;
-    let shrink = process::target_size(target.0, target.1, t, cfg)? == target;
+    // holds its sampled frames at full size; the processor is told the decoded size.
+    let target = process::target_size(h, w, selection.indices.len(), cfg)?;
     let map = |frame: image::RgbImage| {
         let frame = rotation.apply(frame);
         let (fw, fh) = (frame.width() as usize, frame.height() as usize);
-        if !shrink || (fh, fw) != (h, w) || target == (h, w) {
+        if (fh, fw) != (h, w) || target == (h, w) {
             return frame;
         }
         let (rh, rw) = target;
@@ -141,7 +138,8 @@ pub fn load_video(
         image::RgbImage::from_raw(rw as u32, rh as u32, pixels).expect("rh·rw·3 bytes")
     };
     let frames = reader.read_frames_mapped(&selection.indices, &map, progress)?;
-    let mut processed = process::preprocess_video(&frames, &selection, metadata.fps, cfg)?;
+    let mut processed =
+        process::preprocess_video_resized(&frames, &selection, metadata.fps, (h, w), cfg)?;
     if request.timestamps == TimestampMode::Pts {
         if let Some(times) = reader.frame_times()? {
             let first = times.first().copied().unwrap_or(0.0);

@@ -167,7 +167,9 @@ pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
     match sniff(&head) {
         Sniffed::Gif => Ok(Box::new(gif::GifVideo::open(path)?)),
         #[cfg(feature = "ffmpeg")]
-        Sniffed::Mp4 | Sniffed::Container(_) => Ok(Box::new(ffmpeg::FfmpegVideo::open(path, true)?)),
+        Sniffed::Mp4 | Sniffed::Container(_) => {
+            Ok(Box::new(ffmpeg::FfmpegVideo::open(path, true)?))
+        }
         #[cfg(feature = "ffmpeg")]
         Sniffed::Unknown(reason) if reason == NO_SIGNATURE => {
             Ok(Box::new(ffmpeg::FfmpegVideo::open(path, false)?))

@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use ffmpeg_next as ff;
 use ff::codec::packet::side_data::Type as SideDataType;
 use ff::format::stream::Disposition;
 use ff::media::Type as Media;
+use ffmpeg_next as ff;
 use image::RgbImage;
 
 use super::{check_indices, in_request_order, FrameMap, VideoError, VideoFormat, VideoMetadata};
@@ -89,7 +89,9 @@ impl FfmpegVideo {
         let tb = f64::from(stream.time_base());
         let duration_s = match stream.duration() {
             d if d > 0 => Some(d as f64 * tb),
-            _ if input.duration() > 0 => Some(input.duration() as f64 / ff::ffi::AV_TIME_BASE as f64),
+            _ if input.duration() > 0 => {
+                Some(input.duration() as f64 / ff::ffi::AV_TIME_BASE as f64)
+            }
             _ => None,
         };
         let rotation = display_rotation(&stream);
@@ -197,9 +199,7 @@ impl VideoReader for FfmpegVideo {
         let mut wanted: BTreeMap<usize, Option<RgbImage>> =
             indices.iter().map(|&i| (i, None)).collect();
         let mut input = open_input(&self.path, true)?;
-        let stream = input
-            .stream(self.stream)
-            .expect("the stream found at open");
+        let stream = input.stream(self.stream).expect("the stream found at open");
         let mut ctx = ff::codec::context::Context::from_parameters(stream.parameters())
             .map_err(|e| self.error(format!("cannot set up the decoder: {e}")))?;
         // The machine's threads, both ways FFmpeg parallelises; the output does not depend on

@@ -1,8 +1,8 @@
 //! One pass over a stream's packets, none decoded: how many frames it has and when each is
 //! shown. For containers that state no frame count, and for presentation-time labels.
 
-use ffmpeg_next as ff;
 use ff::packet::Ref as _;
+use ffmpeg_next as ff;
 
 /// Presentation time in seconds of every shown packet of `stream`, in display order. A packet without
 /// a pts is placed by its dts (AVI, raw streams); one with neither follows the one before it by
