@@ -7,7 +7,6 @@
 //! PyAV's `average_rate` for a GIF is an estimate of FFmpeg's stream probing (it skips the first
 //! two frames' delays, among other rules); `fps` here is the plain frames / Σ delays.
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use image::codecs::gif::GifDecoder;
 use image::{AnimationDecoder, ImageDecoder, RgbImage};
 
 use super::{
-    check_indices, in_request_order, FrameMap, VideoError, VideoFormat, VideoMetadata, VideoReader,
+    in_request_order, requested, FrameMap, VideoError, VideoFormat, VideoMetadata, VideoReader,
     VideoRotation,
 };
 
@@ -89,16 +88,14 @@ impl VideoReader for GifVideo {
         map: FrameMap<'_>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<RgbImage>, VideoError> {
-        check_indices(&self.path, indices, self.meta.total_frames)?;
-        let Some(&last) = indices.iter().max() else {
+        let Some((last, mut wanted)) = requested(&self.path, indices, self.meta.total_frames)?
+        else {
             return Ok(Vec::new());
         };
         let err = |msg: String| VideoError::Decode {
             path: self.path.clone(),
             msg,
         };
-        let mut wanted: BTreeMap<usize, Option<RgbImage>> =
-            indices.iter().map(|&i| (i, None)).collect();
         let decoded = catch_unwind(AssertUnwindSafe(|| -> Result<(), VideoError> {
             let mut decoder = GifDecoder::new(Cursor::new(&self.bytes))
                 .map_err(|e| err(format!("cannot read the GIF: {e}")))?;

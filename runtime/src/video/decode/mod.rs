@@ -239,6 +239,23 @@ fn check_indices(path: &Path, indices: &[usize], total: usize) -> Result<(), Vid
     }
 }
 
+/// Requested frame index → the frame once decoded.
+type Slots = BTreeMap<usize, Option<RgbImage>>;
+
+/// The requested frames' slots, to fill in decoding order, and the last index to decode; None
+/// when nothing is requested. Every index must name a frame.
+fn requested(
+    path: &Path,
+    indices: &[usize],
+    total: usize,
+) -> Result<Option<(usize, Slots)>, VideoError> {
+    check_indices(path, indices, total)?;
+    Ok(indices
+        .iter()
+        .max()
+        .map(|&last| (last, indices.iter().map(|&i| (i, None)).collect())))
+}
+
 /// The decoded frames in the order `indices` asked for them (a repeated index gets copies).
 fn in_request_order(
     indices: &[usize],

@@ -12,7 +12,6 @@
 mod rgb;
 mod scan;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -22,7 +21,7 @@ use ff::media::Type as Media;
 use ffmpeg_next as ff;
 use image::RgbImage;
 
-use super::{check_indices, in_request_order, FrameMap, VideoError, VideoFormat, VideoMetadata};
+use super::{in_request_order, requested, FrameMap, VideoError, VideoFormat, VideoMetadata};
 use super::{VideoReader, VideoRotation};
 use rgb::ToRgb;
 
@@ -192,12 +191,10 @@ impl VideoReader for FfmpegVideo {
         map: FrameMap<'_>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<RgbImage>, VideoError> {
-        check_indices(&self.path, indices, self.meta.total_frames)?;
-        let Some(&last) = indices.iter().max() else {
+        let Some((last, mut wanted)) = requested(&self.path, indices, self.meta.total_frames)?
+        else {
             return Ok(Vec::new());
         };
-        let mut wanted: BTreeMap<usize, Option<RgbImage>> =
-            indices.iter().map(|&i| (i, None)).collect();
         let mut input = open_input(&self.path, true)?;
         let stream = input.stream(self.stream).expect("the stream found at open");
         let mut ctx = ff::codec::context::Context::from_parameters(stream.parameters())
@@ -208,7 +205,7 @@ impl VideoReader for FfmpegVideo {
         unsafe {
             let c = &mut *ctx.as_mut_ptr();
             c.thread_count = 0;
-            c.thread_type = (ff::ffi::FF_THREAD_FRAME | ff::ffi::FF_THREAD_SLICE) as i32;
+            c.thread_type = ff::ffi::FF_THREAD_FRAME | ff::ffi::FF_THREAD_SLICE;
         }
         let mut decoder = ctx
             .decoder()

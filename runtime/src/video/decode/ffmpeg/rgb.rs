@@ -128,11 +128,7 @@ impl Scaler {
             )
         };
         if ret < 0 {
-            return Err(format!(
-                "libswscale cannot convert {:?} to RGB: {}",
-                frame.format(),
-                ffmpeg_next::Error::from(ret)
-            ));
+            return Err(scale_error(frame, ret));
         }
         Ok(rows(out, key.width as usize, height as usize))
     }
@@ -156,11 +152,7 @@ impl Scaler {
         // RGB24 frame of the same size.
         let ret = unsafe { ffi::sws_scale_frame(self.ctx, out.as_mut_ptr(), frame.as_ptr()) };
         if ret < 0 {
-            return Err(format!(
-                "libswscale cannot convert {:?} to RGB: {}",
-                frame.format(),
-                ffmpeg_next::Error::from(ret)
-            ));
+            return Err(scale_error(frame, ret));
         }
         let (w, h) = (key.width as usize, key.height as usize);
         let rgb = rows(out, w, h);
@@ -209,7 +201,7 @@ impl Scaler {
             // sws_getCoefficients takes the AVColorSpace numbering and gives BT.601 for values
             // it has no matrix for (unspecified included), as FFmpeg's frame-based setup does.
             let src = ffi::sws_getCoefficients(key.colorspace as i32);
-            let dst_table = ffi::sws_getCoefficients(ffi::SWS_CS_DEFAULT as i32);
+            let dst_table = ffi::sws_getCoefficients(ffi::SWS_CS_DEFAULT);
             ffi::sws_setColorspaceDetails(
                 self.ctx,
                 src,
@@ -252,4 +244,12 @@ fn rows(out: &Frame, w: usize, h: usize) -> Vec<u8> {
         rgb.extend_from_slice(&data[row * stride..row * stride + w * 3]);
     }
     rgb
+}
+
+fn scale_error(frame: &Frame, ret: i32) -> String {
+    format!(
+        "libswscale cannot convert {:?} to RGB: {}",
+        frame.format(),
+        ffmpeg_next::Error::from(ret)
+    )
 }

@@ -30,7 +30,7 @@ pub(super) fn frame_times(
         // SAFETY: a packet that was just read.
         let flags = unsafe { (*packet.as_ptr()).flags };
         // An edit list can mark packets to be decoded but never shown.
-        if packet.stream() != stream || flags & ff::ffi::AV_PKT_FLAG_DISCARD as i32 != 0 {
+        if packet.stream() != stream || flags & ff::ffi::AV_PKT_FLAG_DISCARD != 0 {
             continue;
         }
         let t = match packet.pts().or(packet.dts()) {
