@@ -92,17 +92,7 @@ impl Scaler {
         // SAFETY: a decoded frame's pointer stays valid while `frame` is borrowed.
         let raw = unsafe { &*frame.as_ptr() };
         let height = (raw.height - field as i32 + 1) / 2;
-        let key = Key {
-            format: frame.format().into(),
-            width: raw.width,
-            height,
-            colorspace: raw.colorspace,
-            full_range: raw.color_range == ffi::AVColorRange::AVCOL_RANGE_JPEG,
-        };
-        check(&key, frame)?;
-        if self.key != Some(key) {
-            self.setup(key)?;
-        }
+        let key = self.prepare(frame, height)?;
         let out = self.out.as_mut().expect("set up with the context");
         let mut src = [ptr::null::<u8>(); 4];
         let mut stride = [0i32; 4];
@@ -135,18 +125,8 @@ impl Scaler {
 
     fn convert(&mut self, frame: &Frame) -> Result<RgbImage, String> {
         // SAFETY: a decoded frame's pointer stays valid while `frame` is borrowed.
-        let raw = unsafe { &*frame.as_ptr() };
-        let key = Key {
-            format: frame.format().into(),
-            width: raw.width,
-            height: raw.height,
-            colorspace: raw.colorspace,
-            full_range: raw.color_range == ffi::AVColorRange::AVCOL_RANGE_JPEG,
-        };
-        check(&key, frame)?;
-        if self.key != Some(key) {
-            self.setup(key)?;
-        }
+        let height = unsafe { (*frame.as_ptr()).height };
+        let key = self.prepare(frame, height)?;
         let out = self.out.as_mut().expect("set up with the context");
         // SAFETY: the context was initialised for this format and size; `out` is an allocated
         // RGB24 frame of the same size.
@@ -157,6 +137,24 @@ impl Scaler {
         let (w, h) = (key.width as usize, key.height as usize);
         let rgb = rows(out, w, h);
         Ok(RgbImage::from_raw(w as u32, h as u32, rgb).expect("w·h·3 bytes"))
+    }
+
+    /// Sets the context up for `height` lines of `frame`'s format, size and colour, unless it is.
+    fn prepare(&mut self, frame: &Frame, height: i32) -> Result<Key, String> {
+        // SAFETY: a decoded frame's pointer stays valid while `frame` is borrowed.
+        let raw = unsafe { &*frame.as_ptr() };
+        let key = Key {
+            format: frame.format().into(),
+            width: raw.width,
+            height,
+            colorspace: raw.colorspace,
+            full_range: raw.color_range == ffi::AVColorRange::AVCOL_RANGE_JPEG,
+        };
+        check(&key, frame)?;
+        if self.key != Some(key) {
+            self.setup(key)?;
+        }
+        Ok(key)
     }
 
     fn setup(&mut self, key: Key) -> Result<(), String> {
