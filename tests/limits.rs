@@ -505,7 +505,7 @@ fn devices_are_refused_as_inputs_without_reading_them() {
     ]);
     assert_one_line_error(
         &o,
-        "/dev/zero: a character device, not a regular file; expected an image file (PNG or JPEG)",
+        "/dev/zero: a character device, not a regular file; expected an image file (PNG, JPEG, WebP, BMP, TIFF or GIF)",
     );
     let o = vl3c(&[
         "run",
@@ -617,7 +617,7 @@ fn files_larger_than_any_valid_input_are_refused_from_their_metadata() {
         "--out",
         s(&dir.path().join("o")),
     ]);
-    assert_one_line_error(&o, "huge.png: 600 MiB (629145600 bytes), too large for an image file (PNG or JPEG): vl3c reads at most 512 MiB");
+    assert_one_line_error(&o, "huge.png: 600 MiB (629145600 bytes), too large for an image file (PNG, JPEG, WebP, BMP, TIFF or GIF): vl3c reads at most 512 MiB");
     let inputs = big("inputs.safetensors", 9 << 30);
     let o = vl3c(&[
         "eval",
@@ -638,7 +638,7 @@ fn files_larger_than_any_valid_input_are_refused_from_their_metadata() {
 fn an_engines_files_are_checked_before_they_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = serde_json::json!({
-        "format_version": 3, "target": "cpu", "cpu_features": [], "cpu_features_optional": [], "vl3c_version": "0",
+        "format_version": vl3c_engine::FORMAT_VERSION, "target": "cpu", "cpu_features": [], "cpu_features_optional": [], "vl3c_version": "0",
         "source": {"config_sha256": "", "files": {}},
         "files": {"plan.json": {"bytes": 10, "sha256": ""}, "config.json": {"bytes": 1435, "sha256": ""}}
     });

@@ -39,6 +39,8 @@
 //! | an animated GIF (decoded from memory) | 2 GiB | a few MB |
 //! | `eval --inputs` safetensors | 8 GiB | a few MB (pixels of a few images or one video) |
 //! | one line of `chat`'s stdin | 1 MiB | a sentence |
+//! | an engine's graphs.vir, plan.json, kernels.o, CUDA kernels and cubins | 1 GiB | 1 MB |
+//! | an engine's weights.bin | the size its manifest lists | the checkpoint's size |
 //!
 //! Weights are memory-mapped, not read, so a checkpoint's safetensors files have no bound beyond
 //! being regular files.
@@ -88,12 +90,20 @@ pub const MAX_INDEX_BYTES: u64 = 64 * MIB;
 pub const MAX_TOKENIZER_BYTES: u64 = 256 * MIB;
 /// An image file.
 pub const MAX_IMAGE_BYTES: u64 = 512 * MIB;
+/// Pixels of one decoded image, checked on the header's size before decoding: Pillow's
+/// `DecompressionBombError` bound (`2 * Image.MAX_IMAGE_PIXELS`, about 179 Mpx), so a file that
+/// transformers' `load_image` opens is never refused and a small file claiming a huge size is.
+pub const MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
 /// An animated GIF, which is decoded from memory.
 pub const MAX_GIF_BYTES: u64 = 2048 * MIB;
 /// The safetensors file of `eval --inputs`.
 pub const MAX_INPUTS_BYTES: u64 = 8192 * MIB;
 /// One line (one user turn) of `chat`'s stdin.
 pub const MAX_LINE_BYTES: u64 = MIB;
+/// An engine's file other than its weights: graphs.vir, plan.json, kernels.o, the CUDA
+/// kernels and cubins (a 2B engine's largest, graphs.vir, is about 1 MB). An engine's
+/// `weights.bin` is bounded by the size its manifest lists, checked before it is read.
+pub const MAX_ENGINE_FILE_BYTES: u64 = 1024 * MIB;
 
 /// `value` of `field` within `[1, max]`, or a message that names the field, the bound and why.
 pub fn check_size(field: &str, value: usize, max: usize) -> Result<(), String> {

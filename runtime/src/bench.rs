@@ -246,6 +246,9 @@ fn fma_loop(iters: u64) -> f64 {
     (iters / 8 * 32 * 2) as f64
 }
 
+/// # Safety
+///
+/// The CPU must have AVX2 and FMA (the caller checks `is_x86_feature_detected!`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_avx2(iters: u64) -> f64 {

@@ -8,6 +8,7 @@ pub mod chat;
 pub mod engine;
 pub use vl3c_reference as exec;
 pub mod generate;
+pub mod guard;
 pub mod media;
 pub mod model;
 pub mod preprocess;

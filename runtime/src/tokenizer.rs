@@ -75,7 +75,9 @@ impl TextTokenizer {
         };
         let bytes = limits::read_bounded(&path, limits::MAX_TOKENIZER_BYTES, "tokenizer.json")
             .map_err(|e| load(e.to_string()))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| load(e.to_string()))?;
+        let inner = crate::guard::catch_quietly(|| tokenizers::Tokenizer::from_bytes(&bytes))
+            .map_err(|panic| load(format!("malformed ({panic})")))?
+            .map_err(|e| load(e.to_string()))?;
         drop(bytes);
         let mut tok = TextTokenizer::from_tokenizer(inner, path);
         // generation_config first: it is what transformers' `generate` stops on; the model

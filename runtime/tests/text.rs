@@ -231,8 +231,7 @@ fn video_layout_for_a_synthetic_mask() {
     let expanded = expand_placeholders("a<|video_pad|>\nb", &[], &[v]).unwrap();
     assert_eq!(expanded, format!("a{expected}\nb"));
     let err = VideoTokens::from_mask(vec![0.0, 1.0], &[true, true, true])
-        .err()
-        .expect("3 entries do not split into 2 frames");
+        .expect_err("3 entries do not split into 2 frames");
     assert!(
         err.contains("mask of 3 entries does not split into 2 frames"),
         "{err}"

@@ -7,11 +7,13 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use vl3c_engine::{Manifest, MANIFEST};
+use vl3c_frontends::limits::{read_bounded, read_bounded_to_string, MAX_ENGINE_FILE_BYTES};
 use vl3c_ir::{parse_graphs, Graph};
 
 fn read_json(dir: &Path, name: &str, manifest: &Manifest) -> Result<Value> {
     let path = dir.join(name);
-    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = read_bounded(&path, MAX_ENGINE_FILE_BYTES, name)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     manifest.check_file(dir, name, &bytes)?;
     serde_json::from_slice(&bytes).with_context(|| format!("{}: is malformed", path.display()))
 }
@@ -62,8 +64,9 @@ pub fn run(dir: &Path, plan: bool, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    let graphs_text = std::fs::read_to_string(dir.join("graphs.vir"))
-        .with_context(|| format!("{}: cannot read graphs.vir", dir.display()))?;
+    let graphs_text =
+        read_bounded_to_string(&dir.join("graphs.vir"), MAX_ENGINE_FILE_BYTES, "graphs.vir")
+            .with_context(|| format!("{}: cannot read graphs.vir", dir.display()))?;
     manifest.check_file(dir, "graphs.vir", graphs_text.as_bytes())?;
     let graphs: HashMap<String, Graph> = parse_graphs(&graphs_text)
         .map_err(|e| anyhow::anyhow!("graphs.vir: {e}"))?

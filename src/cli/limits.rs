@@ -105,6 +105,9 @@ pub fn check_engine_dir(dir: &Path) -> Result<()> {
         let Some(recorded) = entry.get("bytes").and_then(|b| b.as_u64()) else {
             continue;
         };
+        if let Err(why) = vl3c_engine::check_relative(name) {
+            bail!("{}: lists file `{name}`, which {why}", manifest.display());
+        }
         let path = dir.join(name);
         if !path.exists() {
             continue; // the loader names a missing file

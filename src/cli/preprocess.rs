@@ -2,14 +2,14 @@
 //! processors produce them, written to safetensors under transformers' names.
 
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vl3c_runtime::preprocess::{load_image, preprocess_images, ImageProcessorConfig};
 use vl3c_runtime::video::{VideoProcessorConfig, VideoRequest};
 
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["image", "video"]))]
 pub struct Args {
-    /// PNG or JPEG image; repeat for several images (concatenated in order, as transformers does).
+    /// Image file (PNG, JPEG, WebP, BMP, TIFF or GIF); repeat for several images (concatenated in order, as transformers does).
     #[arg(long)]
     image: Vec<PathBuf>,
     /// A video: any file FFmpeg reads (MP4, MOV, MKV, WebM, AVI, …), an animated GIF, or a
@@ -77,7 +77,7 @@ fn run_images(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn run_video(args: &Args, path: &PathBuf) -> Result<()> {
+fn run_video(args: &Args, path: &Path) -> Result<()> {
     super::limits::check_num_frames(args.num_frames)?;
     let cfg = match &args.model {
         Some(dir) => VideoProcessorConfig::from_model_dir(dir)?,

@@ -21,6 +21,9 @@ use vl3c_runtime::sampling::{Sampler, SamplingParams, StopCriteria, TextStream};
 use vl3c_runtime::tokenizer::TextTokenizer;
 use vl3c_runtime::video::{load_video, LoadedVideo, VideoProcessorConfig, VideoRequest};
 
+/// The session's encoded images (one batch) and videos (one each).
+type EncodedMedia = (Option<Arc<EncodedImages>>, Vec<Arc<EncodedVideo>>);
+
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["model", "engine"]))]
 pub struct SessionArgs {
@@ -278,7 +281,7 @@ impl Session {
     }
 
     /// Encodes the session's images and videos, or takes them from the encoder cache.
-    fn encode_media(&mut self) -> Result<(Option<Arc<EncodedImages>>, Vec<Arc<EncodedVideo>>)> {
+    fn encode_media(&mut self) -> Result<EncodedMedia> {
         let runtime = self.runtime.as_ref().expect("the runtime loads in open");
         let model = runtime.model();
         let images = match &self.images {
@@ -446,28 +449,33 @@ fn load_runtime(dir: &Path, args: &SessionArgs, context: usize, threads: usize) 
         }
         Runtime::Reference(Box::new(model))
     } else {
-        let engine_dir = match &args.engine {
-            Some(e) => e.clone(),
+        let device = args.device.unwrap_or_default();
+        let mut load = |dir: &Path| -> Result<Engine> {
+            spinner.set_message(format!("loading engine {}", dir.display()));
+            Ok(Engine::load_on(
+                dir,
+                context,
+                threads,
+                device,
+                &mut |_, _, _| {},
+            )?)
+        };
+        let engine = match &args.engine {
+            Some(e) => load(e.as_path())?,
             None => {
                 spinner.set_message("compiling (first run of this checkpoint)");
                 let bar = super::compile::progress_bar();
-                let path = spinner.suspend(|| {
-                    super::engine_cache::ensure_engine(dir, &mut |s, d, t| {
-                        super::compile::update(&bar, s, d, t)
-                    })
-                });
+                // A damaged cached engine is recompiled inside `load_cached`.
+                let engine = super::engine_cache::load_cached(
+                    dir,
+                    &mut |s, d, t| spinner.suspend(|| super::compile::update(&bar, s, d, t)),
+                    &mut load,
+                );
                 bar.finish_and_clear();
-                path?
+                engine?
             }
         };
-        spinner.set_message(format!("loading engine {}", engine_dir.display()));
-        Runtime::Engine(Box::new(Engine::load_on(
-            &engine_dir,
-            context,
-            threads,
-            args.device.unwrap_or_default(),
-            &mut |_, _, _| {},
-        )?))
+        Runtime::Engine(Box::new(engine))
     };
     spinner.finish_and_clear();
     Ok(runtime)

@@ -19,9 +19,12 @@ Also writes resize_kernel.safetensors: a random 29x41 RGB image resized with
 torchvision bicubic+antialias (uint8, CPU) to many sizes (down, up, mixed,
 size 1), to test the resize kernel alone.
 
-Transformers is used the way users use it: `VideoLlama3ImageProcessor(**cfg)`
-(torchvision backend, the default), called on PIL images with
-return_tensors="pt".
+Transformers is used the way users use it: files are read with
+`transformers.image_utils.load_image` (EXIF orientation applied, convert("RGB"),
+which drops alpha), then `VideoLlama3ImageProcessor(**cfg)` (torchvision
+backend, the default) is called on them with return_tensors="pt". Image files
+of every kind (EXIF, modes, formats, bad files) are make_image_fixtures.py's.
+This script leaves its files/ directory alone.
 
 Run: /work/pyenv/bin/python tools/golden/make_preprocess_fixtures.py
 """
@@ -41,6 +44,7 @@ import torchvision.transforms.v2.functional as tvF
 import transformers
 from safetensors.numpy import save_file
 from transformers import VideoLlama3ImageProcessor
+from transformers.image_utils import load_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "fixtures", "preprocess")
@@ -143,7 +147,7 @@ def run_case(name, images, cfg, files, note, store_decoded=False, store_resized=
         "input_sizes_hw": [list(s) for s in shapes],
         "processor": "transformers.VideoLlama3ImageProcessor (torchvision backend)",
         "constructed_with": kwargs,
-        "call": "proc(images=[PIL.Image.open(f) for f in inputs], return_tensors='pt')",
+        "call": "proc(images=[load_image(f) for f in inputs], return_tensors='pt')",
         "image_grid_thw": grid.tolist(),
         "n_patches": int(pv.shape[0]),
         "pixels_u8": "round(pixel_values*127.5+127.5); pixel_values == (pixels_u8-127.5)/127.5 in f32 exactly",
@@ -160,9 +164,12 @@ def save_png(arr, path):
 
 
 def main():
-    if os.path.isdir(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
+    # remove this script's outputs only (files/ is make_image_fixtures.py's)
+    os.makedirs(OUT, exist_ok=True)
+    for entry in os.listdir(OUT):
+        if entry != "files":
+            path = os.path.join(OUT, entry)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     torch.set_num_threads(1)
 
     def case_dir(name):
@@ -171,9 +178,7 @@ def main():
         return d
 
     def open_saved(d, fname):
-        im = PIL.Image.open(os.path.join(d, fname))
-        im.load()
-        return im
+        return load_image(os.path.join(d, fname))
 
     # 1. class defaults, grid from rounding only: chelsea 300x451 -> 294x448
     d = case_dir("defaults_round")
@@ -223,7 +228,8 @@ def main():
              files, "4 images in one call; b and c share the shape 100x200 (grouped by torch)",
              store_resized=True)
 
-    # 7. RGBA PNG: transformers composites onto white before the resize
+    # 7. RGBA PNG: load_image's convert("RGB") drops the alpha (the processor's
+    #    convert_to_rgb, which would composite onto white, then sees an RGB image)
     d = case_dir("rgba")
     rgb = skimage.data.astronaut()[100:220, 150:300]
     h, w = rgb.shape[:2]
@@ -232,7 +238,7 @@ def main():
     rgba = np.dstack([rgb, alpha])
     PIL.Image.fromarray(rgba, "RGBA").save(os.path.join(d, "astronaut_rgba.png"))
     run_case("rgba", [open_saved(d, "astronaut_rgba.png")], {}, ["astronaut_rgba.png"],
-             "RGBA input, alpha composited onto white (PIL alpha_composite)", store_decoded=True)
+             "RGBA PNG file: load_image drops the alpha (no compositing)", store_decoded=True)
 
     # resize kernel fixture
     rng = np.random.default_rng(1234)

@@ -81,25 +81,36 @@ mod peak {
     use std::mem::transmute;
 
     /// 24 independent vdpbf16ps chains; returns FLOPs done (2 per bf16 MAC).
+    ///
+    /// # Safety
+    ///
+    /// the CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn dp_loop(iters: usize) -> f64 {
-        let mut acc = [_mm512_setzero_ps(); 24];
-        let a: __m512bh = transmute(_mm512_set1_epi32(0x3f803f80));
-        let b: __m512bh = transmute(_mm512_set1_epi32(0x3f003f00u32 as i32));
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm512_dpbf16_ps(*v, a, b);
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); 24];
+            let a: __m512bh = transmute(_mm512_set1_epi32(0x3f803f80));
+            let b: __m512bh = transmute(_mm512_set1_epi32(0x3f003f00u32 as i32));
+            for _ in 0..iters {
+                for v in acc.iter_mut() {
+                    *v = _mm512_dpbf16_ps(*v, a, b);
+                }
             }
+            let mut s = _mm512_setzero_ps();
+            for v in acc {
+                s = _mm512_add_ps(s, v);
+            }
+            std::hint::black_box(s);
+            (iters * 24 * 64) as f64
         }
-        let mut s = _mm512_setzero_ps();
-        for v in acc {
-            s = _mm512_add_ps(s, v);
-        }
-        std::hint::black_box(s);
-        (iters * 24 * 64) as f64
     }
 
     /// 24 independent f32 FMA chains; returns FLOPs.
+    ///
+    /// # Safety
+    ///
+    /// the CPU must have AVX-512F (the caller checks it).
     #[target_feature(enable = "avx512f")]
     pub unsafe fn fma_loop(iters: usize) -> f64 {
         let mut acc = [_mm512_setzero_ps(); 24];

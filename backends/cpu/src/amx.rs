@@ -149,21 +149,26 @@ mod imp {
     /// 16-pair chunks per k-block where a group's `B` is larger than [`L2_B`] (1024 features).
     const KB: usize = 32;
 
+    /// # Safety
+    ///
+    /// Linux on x86-64 only: it issues the `arch_prctl` system call directly.
     pub unsafe fn request_perm() -> bool {
-        const SYS_ARCH_PRCTL: i64 = 158;
-        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-        const XFEATURE_XTILEDATA: i64 = 18;
-        let ret: i64;
-        asm!(
-            "syscall",
-            inlateout("rax") SYS_ARCH_PRCTL => ret,
-            in("rdi") ARCH_REQ_XCOMP_PERM,
-            in("rsi") XFEATURE_XTILEDATA,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-        ret == 0
+        unsafe {
+            const SYS_ARCH_PRCTL: i64 = 158;
+            const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+            const XFEATURE_XTILEDATA: i64 = 18;
+            let ret: i64;
+            asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+            ret == 0
+        }
     }
 
     /// Palette 1, tiles 0–7 all 16 rows × 64 bytes.
@@ -267,6 +272,12 @@ mod imp {
     }
 
     /// The panels `range` of `C`, blocked as the [module docs](super) describe.
+    ///
+    /// # Safety
+    ///
+    /// The thread must have AMX tile permission ([`request_perm`]) and the CPU AMX-BF16 and
+    /// AVX-512F; `c` must be valid for writes of `m` rows of `w.n()` f32 (row stride `w.n()`), and
+    /// no other thread may touch the columns of the panels in `range` while this runs.
     unsafe fn gemm_panels(
         pa: &PackedA,
         w: &PackedBf16,
@@ -276,102 +287,104 @@ mod imp {
         epi: &Epilogue,
         acc: &mut Vec<Block>,
     ) {
-        let (n, kp) = (w.n(), w.kp());
-        let chunks = kp.div_ceil(TP);
-        let (full, rem) = (kp / TP, kp % TP);
-        let lda_b = pa.lda * 4;
-        let blocks = m.div_ceil(MB);
-        let pg = group(m, lda_b);
-        let kb = if pg * kp * STEP_BYTES <= L2_B {
-            chunks
-        } else {
-            KB
-        };
-        let kblocks = chunks.div_ceil(kb);
-        let slots = if kblocks == 1 { 1 } else { blocks * pg };
-        if acc.len() < slots {
-            acc.resize(slots, Block([0.0; MB * NR]));
-        }
-        let cfg = tile_cfg();
-        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-        let mut tails: Vec<BTail> = Vec::new();
-        let a_base = pa.data.as_ptr() as *const u8;
-        let mut g0 = range.start;
-        while g0 < range.end {
-            let g1 = (g0 + pg).min(range.end);
-            // Zero-padded copies of the partial last 16-pair chunk of each panel of the group
-            // (reading past the panel would pick up the next panel, or run off the buffer).
-            if rem > 0 {
-                tails.clear();
-                for panel in g0..g1 {
-                    let mut t = BTail([0u8; TP * STEP_BYTES]);
-                    let src = w.ptr().add((panel * kp + full * TP) * STEP_BYTES);
-                    std::ptr::copy_nonoverlapping(src, t.0.as_mut_ptr(), rem * STEP_BYTES);
-                    tails.push(t);
-                }
+        unsafe {
+            let (n, kp) = (w.n(), w.kp());
+            let chunks = kp.div_ceil(TP);
+            let (full, rem) = (kp / TP, kp % TP);
+            let lda_b = pa.lda * 4;
+            let blocks = m.div_ceil(MB);
+            let pg = group(m, lda_b);
+            let kb = if pg * kp * STEP_BYTES <= L2_B {
+                chunks
+            } else {
+                KB
+            };
+            let kblocks = chunks.div_ceil(kb);
+            let slots = if kblocks == 1 { 1 } else { blocks * pg };
+            if acc.len() < slots {
+                acc.resize(slots, Block([0.0; MB * NR]));
             }
-            // The next group's B, pulled into L2 a few lines per chunk so that it has arrived
-            // when this group is done instead of streaming from DRAM under the first row block.
-            let next_end = (g1 + pg).min(range.end);
-            let mut pf = w.ptr().add(g1 * kp * STEP_BYTES);
-            let pf_end = w.ptr().add(next_end * kp * STEP_BYTES);
-            let steps = blocks * (g1 - g0) * chunks;
-            let pf_lines = (pf_end.offset_from(pf) as usize / 64).div_ceil(steps);
-            for kbi in 0..kblocks {
-                let (j0, j1) = (kbi * kb, ((kbi + 1) * kb).min(chunks));
-                let last = kbi + 1 == kblocks;
-                for blk in 0..blocks {
-                    let row0 = blk * MB;
-                    let rows = MB.min(m - row0);
-                    let two = rows > TP;
-                    let a0 = a_base.add(row0 * lda_b);
+            let cfg = tile_cfg();
+            asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+            let mut tails: Vec<BTail> = Vec::new();
+            let a_base = pa.data.as_ptr() as *const u8;
+            let mut g0 = range.start;
+            while g0 < range.end {
+                let g1 = (g0 + pg).min(range.end);
+                // Zero-padded copies of the partial last 16-pair chunk of each panel of the group
+                // (reading past the panel would pick up the next panel, or run off the buffer).
+                if rem > 0 {
+                    tails.clear();
                     for panel in g0..g1 {
-                        let slot = if kblocks == 1 {
-                            0
-                        } else {
-                            blk * pg + panel - g0
-                        };
-                        let s = acc[slot].0.as_mut_ptr() as *mut u8;
-                        if kbi == 0 {
-                            asm!(
-                                "tilezero tmm0",
-                                "tilezero tmm1",
-                                "tilezero tmm2",
-                                "tilezero tmm3",
-                                options(nostack, nomem)
-                            );
-                        } else {
-                            c_tiles::<true>(s, two);
-                        }
-                        let b = w.ptr().add(panel * kp * STEP_BYTES);
-                        for j in j0..j1 {
-                            let bj = if j < full {
-                                b.add(j * TP * STEP_BYTES)
+                        let mut t = BTail([0u8; TP * STEP_BYTES]);
+                        let src = w.ptr().add((panel * kp + full * TP) * STEP_BYTES);
+                        std::ptr::copy_nonoverlapping(src, t.0.as_mut_ptr(), rem * STEP_BYTES);
+                        tails.push(t);
+                    }
+                }
+                // The next group's B, pulled into L2 a few lines per chunk so that it has arrived
+                // when this group is done instead of streaming from DRAM under the first row block.
+                let next_end = (g1 + pg).min(range.end);
+                let mut pf = w.ptr().add(g1 * kp * STEP_BYTES);
+                let pf_end = w.ptr().add(next_end * kp * STEP_BYTES);
+                let steps = blocks * (g1 - g0) * chunks;
+                let pf_lines = (pf_end.offset_from(pf) as usize / 64).div_ceil(steps);
+                for kbi in 0..kblocks {
+                    let (j0, j1) = (kbi * kb, ((kbi + 1) * kb).min(chunks));
+                    let last = kbi + 1 == kblocks;
+                    for blk in 0..blocks {
+                        let row0 = blk * MB;
+                        let rows = MB.min(m - row0);
+                        let two = rows > TP;
+                        let a0 = a_base.add(row0 * lda_b);
+                        for panel in g0..g1 {
+                            let slot = if kblocks == 1 {
+                                0
                             } else {
-                                tails[panel - g0].0.as_ptr()
+                                blk * pg + panel - g0
                             };
-                            if two {
-                                chunk2(a0.add(j * TP * 4), lda_b, bj);
+                            let s = acc[slot].0.as_mut_ptr() as *mut u8;
+                            if kbi == 0 {
+                                asm!(
+                                    "tilezero tmm0",
+                                    "tilezero tmm1",
+                                    "tilezero tmm2",
+                                    "tilezero tmm3",
+                                    options(nostack, nomem)
+                                );
                             } else {
-                                chunk1(a0.add(j * TP * 4), lda_b, bj);
+                                c_tiles::<true>(s, two);
                             }
-                            for _ in 0..pf_lines {
-                                if pf < pf_end {
-                                    _mm_prefetch::<_MM_HINT_T1>(pf as *const i8);
-                                    pf = pf.add(64);
+                            let b = w.ptr().add(panel * kp * STEP_BYTES);
+                            for j in j0..j1 {
+                                let bj = if j < full {
+                                    b.add(j * TP * STEP_BYTES)
+                                } else {
+                                    tails[panel - g0].0.as_ptr()
+                                };
+                                if two {
+                                    chunk2(a0.add(j * TP * 4), lda_b, bj);
+                                } else {
+                                    chunk1(a0.add(j * TP * 4), lda_b, bj);
+                                }
+                                for _ in 0..pf_lines {
+                                    if pf < pf_end {
+                                        _mm_prefetch::<_MM_HINT_T1>(pf as *const i8);
+                                        pf = pf.add(64);
+                                    }
                                 }
                             }
-                        }
-                        c_tiles::<false>(s, two);
-                        if last {
-                            epilogue(&acc[slot], c, n, row0, rows, panel * NR, epi);
+                            c_tiles::<false>(s, two);
+                            if last {
+                                epilogue(&acc[slot], c, n, row0, rows, panel * NR, epi);
+                            }
                         }
                     }
                 }
+                g0 = g1;
             }
-            g0 = g1;
+            asm!("tilerelease", options(nostack, nomem));
         }
-        asm!("tilerelease", options(nostack, nomem));
     }
 
     /// Panels per group: [`PANEL_GROUP`] where all of `A` fits in half of L2 (it stays there
@@ -386,120 +399,151 @@ mod imp {
     }
 
     /// `iters` rounds of four independent `tdpbf16ps` on zeroed tiles (the peak probe).
+    ///
+    /// # Safety
+    ///
+    /// The thread must have AMX tile permission ([`request_perm`]) and the CPU AMX-BF16.
     pub unsafe fn spin(iters: usize) {
-        let cfg = tile_cfg();
-        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "tilezero tmm4",
-            "tilezero tmm5",
-            "tilezero tmm6",
-            "tilezero tmm7",
-            options(nostack, nomem)
-        );
-        for _ in 0..iters {
+        unsafe {
+            let cfg = tile_cfg();
+            asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
             asm!(
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "tilezero tmm4",
+                "tilezero tmm5",
+                "tilezero tmm6",
+                "tilezero tmm7",
                 options(nostack, nomem)
             );
+            for _ in 0..iters {
+                asm!(
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    options(nostack, nomem)
+                );
+            }
+            asm!("tilerelease", options(nostack, nomem));
         }
-        asm!("tilerelease", options(nostack, nomem));
     }
 
     /// Loads (`LOAD`) or stores the C tiles from / to a 32 × 32 f32 block: all four, or
     /// (`two` false: a row block of at most 16 rows) the top two.
+    ///
+    /// # Safety
+    ///
+    /// A tile configuration is loaded; `s` is valid for reads and writes of a 32 × 32 f32 block (16
+    /// rows where `two` is false).
     #[inline(always)]
     unsafe fn c_tiles<const LOAD: bool>(s: *mut u8, two: bool) {
-        let ld = NR * 4;
-        if LOAD {
-            asm!(
-                "tileloadd tmm0, [{s} + {ld}]",
-                "tileloadd tmm1, [{s1} + {ld}]",
-                s = in(reg) s,
-                s1 = in(reg) s.add(64),
-                ld = in(reg) ld,
-                options(nostack, readonly)
-            );
-            if two {
+        unsafe {
+            let ld = NR * 4;
+            if LOAD {
                 asm!(
-                    "tileloadd tmm2, [{s2} + {ld}]",
-                    "tileloadd tmm3, [{s3} + {ld}]",
-                    s2 = in(reg) s.add(16 * ld),
-                    s3 = in(reg) s.add(16 * ld + 64),
+                    "tileloadd tmm0, [{s} + {ld}]",
+                    "tileloadd tmm1, [{s1} + {ld}]",
+                    s = in(reg) s,
+                    s1 = in(reg) s.add(64),
                     ld = in(reg) ld,
                     options(nostack, readonly)
                 );
-            }
-        } else {
-            asm!(
-                "tilestored [{s} + {ld}], tmm0",
-                "tilestored [{s1} + {ld}], tmm1",
-                s = in(reg) s,
-                s1 = in(reg) s.add(64),
-                ld = in(reg) ld,
-                options(nostack)
-            );
-            if two {
+                if two {
+                    asm!(
+                        "tileloadd tmm2, [{s2} + {ld}]",
+                        "tileloadd tmm3, [{s3} + {ld}]",
+                        s2 = in(reg) s.add(16 * ld),
+                        s3 = in(reg) s.add(16 * ld + 64),
+                        ld = in(reg) ld,
+                        options(nostack, readonly)
+                    );
+                }
+            } else {
                 asm!(
-                    "tilestored [{s2} + {ld}], tmm2",
-                    "tilestored [{s3} + {ld}], tmm3",
-                    s2 = in(reg) s.add(16 * ld),
-                    s3 = in(reg) s.add(16 * ld + 64),
+                    "tilestored [{s} + {ld}], tmm0",
+                    "tilestored [{s1} + {ld}], tmm1",
+                    s = in(reg) s,
+                    s1 = in(reg) s.add(64),
                     ld = in(reg) ld,
                     options(nostack)
                 );
+                if two {
+                    asm!(
+                        "tilestored [{s2} + {ld}], tmm2",
+                        "tilestored [{s3} + {ld}], tmm3",
+                        s2 = in(reg) s.add(16 * ld),
+                        s3 = in(reg) s.add(16 * ld + 64),
+                        ld = in(reg) ld,
+                        options(nostack)
+                    );
+                }
             }
         }
     }
 
     /// 16 k-pairs: two A tiles (rows 0–15, 16–31) × two B tiles (columns 0–15, 16–31).
+    ///
+    /// # Safety
+    ///
+    /// A tile configuration is loaded; `a` is valid for reads of 32 rows of 64 bytes `lda` bytes
+    /// apart and `b` of two 16 × 64-byte B tiles.
     #[inline(always)]
     unsafe fn chunk2(a: *const u8, lda: usize, b: *const u8) {
-        asm!(
-            "tileloadd tmm4, [{a0} + {lda}]",
-            "tileloadd tmm6, [{b0} + {ldb}]",
-            "tileloadd tmm7, [{b1} + {ldb}]",
-            "tileloadd tmm5, [{a1} + {lda}]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            a0 = in(reg) a,
-            a1 = in(reg) a.add(16 * lda),
-            lda = in(reg) lda,
-            b0 = in(reg) b,
-            b1 = in(reg) b.add(64),
-            ldb = in(reg) STEP_BYTES,
-            options(nostack, readonly)
-        );
+        unsafe {
+            asm!(
+                "tileloadd tmm4, [{a0} + {lda}]",
+                "tileloadd tmm6, [{b0} + {ldb}]",
+                "tileloadd tmm7, [{b1} + {ldb}]",
+                "tileloadd tmm5, [{a1} + {lda}]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a,
+                a1 = in(reg) a.add(16 * lda),
+                lda = in(reg) lda,
+                b0 = in(reg) b,
+                b1 = in(reg) b.add(64),
+                ldb = in(reg) STEP_BYTES,
+                options(nostack, readonly)
+            );
+        }
     }
 
     /// [`chunk2`] for a row block of at most 16 rows: one A tile, half the work.
+    ///
+    /// # Safety
+    ///
+    /// As [`chunk2`], with 16 rows of `a`.
     #[inline(always)]
     unsafe fn chunk1(a: *const u8, lda: usize, b: *const u8) {
-        asm!(
-            "tileloadd tmm4, [{a0} + {lda}]",
-            "tileloadd tmm6, [{b0} + {ldb}]",
-            "tileloadd tmm7, [{b1} + {ldb}]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            a0 = in(reg) a,
-            lda = in(reg) lda,
-            b0 = in(reg) b,
-            b1 = in(reg) b.add(64),
-            ldb = in(reg) STEP_BYTES,
-            options(nostack, readonly)
-        );
+        unsafe {
+            asm!(
+                "tileloadd tmm4, [{a0} + {lda}]",
+                "tileloadd tmm6, [{b0} + {ldb}]",
+                "tileloadd tmm7, [{b1} + {ldb}]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                a0 = in(reg) a,
+                lda = in(reg) lda,
+                b0 = in(reg) b,
+                b1 = in(reg) b.add(64),
+                ldb = in(reg) STEP_BYTES,
+                options(nostack, readonly)
+            );
+        }
     }
 
     /// Writes the valid `rows` × (up to 32) part of an accumulator block to `C` with the
     /// [`Epilogue`], in the order the other kernels add: prior `C`, bias, residual.
+    ///
+    /// # Safety
+    ///
+    /// the CPU must have AVX-512F (the caller checks it); `c` is valid for writes of rows
+    /// `row0..row0 + rows` of `n` f32 and columns `col0..` up to 32 of them are this thread's.
     #[target_feature(enable = "avx512f")]
     unsafe fn epilogue(
         acc: &Block,
@@ -510,46 +554,48 @@ mod imp {
         col0: usize,
         epi: &Epilogue,
     ) {
-        let cols = NR.min(n - col0);
-        let m0 = if cols >= 16 {
-            0xffff
-        } else {
-            ((1u32 << cols) - 1) as __mmask16
-        };
-        let m1 = if cols >= 32 {
-            0xffff
-        } else if cols > 16 {
-            ((1u32 << (cols - 16)) - 1) as __mmask16
-        } else {
-            0
-        };
-        let bias = epi.bias.map(|b| {
-            let b = b.as_ptr().add(col0);
-            (
-                _mm512_maskz_loadu_ps(m0, b),
-                _mm512_maskz_loadu_ps(m1, b.add(16)),
-            )
-        });
-        for r in 0..rows {
-            let at = (row0 + r) * n + col0;
-            let dst = c.add(at);
-            let mut v0 = _mm512_load_ps(acc.0.as_ptr().add(r * NR));
-            let mut v1 = _mm512_load_ps(acc.0.as_ptr().add(r * NR + 16));
-            if epi.accumulate {
-                v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, dst), v0);
-                v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, dst.add(16)), v1);
+        unsafe {
+            let cols = NR.min(n - col0);
+            let m0 = if cols >= 16 {
+                0xffff
+            } else {
+                ((1u32 << cols) - 1) as __mmask16
+            };
+            let m1 = if cols >= 32 {
+                0xffff
+            } else if cols > 16 {
+                ((1u32 << (cols - 16)) - 1) as __mmask16
+            } else {
+                0
+            };
+            let bias = epi.bias.map(|b| {
+                let b = b.as_ptr().add(col0);
+                (
+                    _mm512_maskz_loadu_ps(m0, b),
+                    _mm512_maskz_loadu_ps(m1, b.add(16)),
+                )
+            });
+            for r in 0..rows {
+                let at = (row0 + r) * n + col0;
+                let dst = c.add(at);
+                let mut v0 = _mm512_load_ps(acc.0.as_ptr().add(r * NR));
+                let mut v1 = _mm512_load_ps(acc.0.as_ptr().add(r * NR + 16));
+                if epi.accumulate {
+                    v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, dst), v0);
+                    v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, dst.add(16)), v1);
+                }
+                if let Some((b0, b1)) = bias {
+                    v0 = _mm512_add_ps(v0, b0);
+                    v1 = _mm512_add_ps(v1, b1);
+                }
+                if let Some(res) = epi.residual {
+                    let x = res.as_ptr().add(at);
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, x));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, x.add(16)));
+                }
+                _mm512_mask_storeu_ps(dst, m0, v0);
+                _mm512_mask_storeu_ps(dst.add(16), m1, v1);
             }
-            if let Some((b0, b1)) = bias {
-                v0 = _mm512_add_ps(v0, b0);
-                v1 = _mm512_add_ps(v1, b1);
-            }
-            if let Some(res) = epi.residual {
-                let x = res.as_ptr().add(at);
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, x));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, x.add(16)));
-            }
-            _mm512_mask_storeu_ps(dst, m0, v0);
-            _mm512_mask_storeu_ps(dst.add(16), m1, v1);
         }
     }
 }

@@ -154,7 +154,10 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], threads: usize)
 fn norm(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32], threads: usize) {
     let d = w.len();
     assert!(
-        d > 0 && x.len() % d == 0 && out.len() == x.len() && b.is_none_or(|b| b.len() == d),
+        d > 0
+            && x.len().is_multiple_of(d)
+            && out.len() == x.len()
+            && b.is_none_or(|b| b.len() == d),
         "norm: shapes do not match"
     );
     let simd = simd();
@@ -215,72 +218,93 @@ mod avx {
         ((1u32 << left) - 1) as __mmask16
     }
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F (the caller checks it).
     #[inline(always)]
     unsafe fn act_v(act: Act, x: __m512) -> __m512 {
-        let one = _mm512_set1_ps(1.0);
-        let t = match act {
-            Act::GeluTanh => {
-                // −2s, s = √(2/π)·(x + 0.044715·x³), rounded as the reference rounds s.
-                let cubic = _mm512_mul_ps(
-                    _mm512_mul_ps(_mm512_mul_ps(x, x), x),
-                    _mm512_set1_ps(0.044715),
-                );
-                let s = _mm512_mul_ps(
-                    _mm512_add_ps(x, cubic),
-                    _mm512_set1_ps(0.797_884_560_802_865_4),
-                );
-                _mm512_mul_ps(s, _mm512_set1_ps(-2.0))
-            }
-            Act::Silu => _mm512_sub_ps(_mm512_setzero_ps(), x),
-        };
-        // x / (1 + e^t), with the reciprocal from `vrcp14ps` and one Newton step (within an
-        // ulp of the division, at a fraction of `vdivps`' cost). e^t is capped at e^80 so the
-        // reciprocal stays normal (x / (1 + e^80) rounds to a value below 1e-34 · |x| anyway).
-        let den = _mm512_add_ps(exp(_mm512_min_ps(t, _mm512_set1_ps(80.0))), one);
-        let r = _mm512_rcp14_ps(den);
-        let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(den, r, _mm512_set1_ps(2.0)));
-        _mm512_mul_ps(x, r)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn activation(act: Act, x: &[f32], out: &mut [f32]) {
-        let n = x.len();
-        let mut j = 0;
-        while j < n {
-            let m = tail(n, j);
-            let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(j));
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), m, act_v(act, v));
-            j += 16;
+        unsafe {
+            let one = _mm512_set1_ps(1.0);
+            let t = match act {
+                Act::GeluTanh => {
+                    // −2s, s = √(2/π)·(x + 0.044715·x³), rounded as the reference rounds s.
+                    let cubic = _mm512_mul_ps(
+                        _mm512_mul_ps(_mm512_mul_ps(x, x), x),
+                        _mm512_set1_ps(0.044715),
+                    );
+                    let s = _mm512_mul_ps(_mm512_add_ps(x, cubic), _mm512_set1_ps(0.797_884_6));
+                    _mm512_mul_ps(s, _mm512_set1_ps(-2.0))
+                }
+                Act::Silu => _mm512_sub_ps(_mm512_setzero_ps(), x),
+            };
+            // x / (1 + e^t), with the reciprocal from `vrcp14ps` and one Newton step (within an
+            // ulp of the division, at a fraction of `vdivps`' cost). e^t is capped at e^80 so the
+            // reciprocal stays normal (x / (1 + e^80) rounds to a value below 1e-34 · |x| anyway).
+            let den = _mm512_add_ps(exp(_mm512_min_ps(t, _mm512_set1_ps(80.0))), one);
+            let r = _mm512_rcp14_ps(den);
+            let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(den, r, _mm512_set1_ps(2.0)));
+            _mm512_mul_ps(x, r)
         }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F (the caller checks it).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn activation(act: Act, x: &[f32], out: &mut [f32]) {
+        unsafe {
+            let n = x.len();
+            let mut j = 0;
+            while j < n {
+                let m = tail(n, j);
+                let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(j));
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), m, act_v(act, v));
+                j += 16;
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F (the caller checks it).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
-        let n = out.len();
-        let mut j = 0;
-        while j < n {
-            let m = tail(n, j);
-            let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(j));
-            let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(j));
-            _mm512_mask_storeu_ps(
-                out.as_mut_ptr().add(j),
-                m,
-                _mm512_mul_ps(act_v(Act::Silu, gv), uv),
-            );
-            j += 16;
+        unsafe {
+            let n = out.len();
+            let mut j = 0;
+            while j < n {
+                let m = tail(n, j);
+                let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(j));
+                let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(j));
+                _mm512_mask_storeu_ps(
+                    out.as_mut_ptr().add(j),
+                    m,
+                    _mm512_mul_ps(act_v(Act::Silu, gv), uv),
+                );
+                j += 16;
+            }
         }
     }
 
     /// Σ of f32 values in f64 lanes (the reference's f64 accumulation).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F (the caller checks it).
     #[inline(always)]
     unsafe fn acc_f64(acc: (__m512d, __m512d), v: __m512) -> (__m512d, __m512d) {
-        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-        let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-            _mm512_castps_pd(v),
-        )));
-        (_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi))
+        unsafe {
+            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(v),
+            )));
+            (_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi))
+        }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F (the caller checks it).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn norm_row(
         x: &[f32],
@@ -289,57 +313,59 @@ mod avx {
         eps: f32,
         out: &mut [f32],
     ) {
-        let d = x.len();
-        let (xp, op, wp) = (x.as_ptr(), out.as_mut_ptr(), w.as_ptr());
-        let z = (_mm512_setzero_pd(), _mm512_setzero_pd());
-        let mean_of = |acc: (__m512d, __m512d)| {
-            (_mm512_reduce_add_pd(_mm512_add_pd(acc.0, acc.1)) / d as f64) as f32
-        };
-        let src = match b {
-            Some(_) => {
-                // Centre first, into `out`, as the reference does.
-                let mut acc = z;
-                let mut j = 0;
-                while j < d {
-                    acc = acc_f64(acc, _mm512_maskz_loadu_ps(tail(d, j), xp.add(j)));
-                    j += 16;
-                }
-                let m = _mm512_set1_ps(mean_of(acc));
-                let mut j = 0;
-                while j < d {
-                    let k = tail(d, j);
-                    _mm512_mask_storeu_ps(
-                        op.add(j),
-                        k,
-                        _mm512_sub_ps(_mm512_maskz_loadu_ps(k, xp.add(j)), m),
-                    );
-                    j += 16;
-                }
-                op as *const f32
-            }
-            None => xp,
-        };
-        let mut acc = z;
-        let mut j = 0;
-        while j < d {
-            let v = _mm512_maskz_loadu_ps(tail(d, j), src.add(j));
-            acc = acc_f64(acc, _mm512_mul_ps(v, v));
-            j += 16;
-        }
-        let inv = _mm512_set1_ps(rsqrt(mean_of(acc) + eps));
-        let mut j = 0;
-        while j < d {
-            let k = tail(d, j);
-            let v = _mm512_mul_ps(
-                _mm512_mul_ps(_mm512_maskz_loadu_ps(k, src.add(j)), inv),
-                _mm512_maskz_loadu_ps(k, wp.add(j)),
-            );
-            let v = match b {
-                Some(b) => _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b.as_ptr().add(j))),
-                None => v,
+        unsafe {
+            let d = x.len();
+            let (xp, op, wp) = (x.as_ptr(), out.as_mut_ptr(), w.as_ptr());
+            let z = (_mm512_setzero_pd(), _mm512_setzero_pd());
+            let mean_of = |acc: (__m512d, __m512d)| {
+                (_mm512_reduce_add_pd(_mm512_add_pd(acc.0, acc.1)) / d as f64) as f32
             };
-            _mm512_mask_storeu_ps(op.add(j), k, v);
-            j += 16;
+            let src = match b {
+                Some(_) => {
+                    // Centre first, into `out`, as the reference does.
+                    let mut acc = z;
+                    let mut j = 0;
+                    while j < d {
+                        acc = acc_f64(acc, _mm512_maskz_loadu_ps(tail(d, j), xp.add(j)));
+                        j += 16;
+                    }
+                    let m = _mm512_set1_ps(mean_of(acc));
+                    let mut j = 0;
+                    while j < d {
+                        let k = tail(d, j);
+                        _mm512_mask_storeu_ps(
+                            op.add(j),
+                            k,
+                            _mm512_sub_ps(_mm512_maskz_loadu_ps(k, xp.add(j)), m),
+                        );
+                        j += 16;
+                    }
+                    op as *const f32
+                }
+                None => xp,
+            };
+            let mut acc = z;
+            let mut j = 0;
+            while j < d {
+                let v = _mm512_maskz_loadu_ps(tail(d, j), src.add(j));
+                acc = acc_f64(acc, _mm512_mul_ps(v, v));
+                j += 16;
+            }
+            let inv = _mm512_set1_ps(rsqrt(mean_of(acc) + eps));
+            let mut j = 0;
+            while j < d {
+                let k = tail(d, j);
+                let v = _mm512_mul_ps(
+                    _mm512_mul_ps(_mm512_maskz_loadu_ps(k, src.add(j)), inv),
+                    _mm512_maskz_loadu_ps(k, wp.add(j)),
+                );
+                let v = match b {
+                    Some(b) => _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b.as_ptr().add(j))),
+                    None => v,
+                };
+                _mm512_mask_storeu_ps(op.add(j), k, v);
+                j += 16;
+            }
         }
     }
 }

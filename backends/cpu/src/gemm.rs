@@ -261,6 +261,11 @@ fn pack_a_scalar(a: &[f32], m: usize, k: usize) -> PackedA {
 }
 
 /// Same arithmetic as the SIMD kernel (bf16 products, f32 accumulation), plain loops.
+///
+/// # Safety
+///
+/// `c` must be valid for writes of `m` rows of `w.n()` f32 (row stride `w.n()`), and no other
+/// thread may touch the columns of the panels in `range` while this runs.
 unsafe fn scalar_panels(
     pa: &PackedA,
     w: &PackedBf16,
@@ -270,47 +275,49 @@ unsafe fn scalar_panels(
     epi: &Epilogue,
     exact: bool,
 ) {
-    let (n, kp) = (w.n(), pa.kp);
-    for panel in range {
-        for i in 0..m {
-            let (b, r) = (i / MR, i % MR);
-            let mut acc = [0f32; NR];
-            for p in 0..kp {
-                let (a0, a1) = if exact {
-                    let base = (b * 2 * kp + 2 * p) * MR + r;
-                    (
-                        f32::from_bits(pa.data[base]),
-                        f32::from_bits(pa.data[base + MR]),
-                    )
-                } else {
-                    let pair = pa.data[(b * kp + p) * MR + r];
-                    (
-                        bf16_bits_to_f32(pair as u16),
-                        bf16_bits_to_f32((pair >> 16) as u16),
-                    )
-                };
-                for (j, s) in acc.iter_mut().enumerate() {
-                    *s += a0 * bf16_bits_to_f32(w.bits(panel, p, j, 0))
-                        + a1 * bf16_bits_to_f32(w.bits(panel, p, j, 1));
+    unsafe {
+        let (n, kp) = (w.n(), pa.kp);
+        for panel in range {
+            for i in 0..m {
+                let (b, r) = (i / MR, i % MR);
+                let mut acc = [0f32; NR];
+                for p in 0..kp {
+                    let (a0, a1) = if exact {
+                        let base = (b * 2 * kp + 2 * p) * MR + r;
+                        (
+                            f32::from_bits(pa.data[base]),
+                            f32::from_bits(pa.data[base + MR]),
+                        )
+                    } else {
+                        let pair = pa.data[(b * kp + p) * MR + r];
+                        (
+                            bf16_bits_to_f32(pair as u16),
+                            bf16_bits_to_f32((pair >> 16) as u16),
+                        )
+                    };
+                    for (j, s) in acc.iter_mut().enumerate() {
+                        *s += a0 * bf16_bits_to_f32(w.bits(panel, p, j, 0))
+                            + a1 * bf16_bits_to_f32(w.bits(panel, p, j, 1));
+                    }
                 }
-            }
-            for (j, s) in acc.iter().enumerate() {
-                let col = panel * NR + j;
-                if col >= n {
-                    break;
+                for (j, s) in acc.iter().enumerate() {
+                    let col = panel * NR + j;
+                    if col >= n {
+                        break;
+                    }
+                    let dst = c.add(i * n + col);
+                    let mut v = *s;
+                    if epi.accumulate {
+                        v += *dst;
+                    }
+                    if let Some(bias) = epi.bias {
+                        v += bias[col];
+                    }
+                    if let Some(res) = epi.residual {
+                        v += res[i * n + col];
+                    }
+                    *dst = v;
                 }
-                let dst = c.add(i * n + col);
-                let mut v = *s;
-                if epi.accumulate {
-                    v += *dst;
-                }
-                if let Some(bias) = epi.bias {
-                    v += bias[col];
-                }
-                if let Some(res) = epi.residual {
-                    v += res[i * n + col];
-                }
-                *dst = v;
             }
         }
     }
@@ -325,43 +332,49 @@ mod avx512 {
     use super::super::pack::{PackedBf16, NR, STEP_BYTES};
     use super::{Epilogue, PackedA, KC, KC_EXACT, MR};
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn convert_row(src: &[f32], dst: &mut [u32]) {
-        let k = src.len();
-        let s = src.as_ptr();
-        let d = dst.as_mut_ptr() as *mut u8;
-        let mut i = 0;
-        while i + 32 <= k {
-            let lo = _mm512_loadu_ps(s.add(i));
-            let hi = _mm512_loadu_ps(s.add(i + 16));
-            // Result: low 16 bf16 from the second operand, high 16 from the first.
-            let v: __m512i = transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            _mm512_storeu_si512(d.add(2 * i) as *mut _, v);
-            i += 32;
-        }
-        if i < k {
-            let rem = k - i;
-            let m0: __mmask16 = if rem >= 16 {
-                0xffff
-            } else {
-                ((1u32 << rem) - 1) as u16
-            };
-            let m1: __mmask16 = if rem > 16 {
-                ((1u32 << (rem - 16)) - 1) as u16
-            } else {
-                0
-            };
-            let lo = _mm512_maskz_loadu_ps(m0, s.add(i));
-            let hi = _mm512_maskz_loadu_ps(m1, s.add(i + 16));
-            let v: __m512i = transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            // bf16 elements to write: rem rounded up to even (the pad is the zero we loaded).
-            let elems = rem.div_ceil(2) * 2;
-            let mask: __mmask32 = if elems >= 32 {
-                u32::MAX
-            } else {
-                (1u32 << elems) - 1
-            };
-            _mm512_mask_storeu_epi16(d.add(2 * i) as *mut _, mask, v);
+        unsafe {
+            let k = src.len();
+            let s = src.as_ptr();
+            let d = dst.as_mut_ptr() as *mut u8;
+            let mut i = 0;
+            while i + 32 <= k {
+                let lo = _mm512_loadu_ps(s.add(i));
+                let hi = _mm512_loadu_ps(s.add(i + 16));
+                // Result: low 16 bf16 from the second operand, high 16 from the first.
+                let v: __m512i = transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(d.add(2 * i) as *mut _, v);
+                i += 32;
+            }
+            if i < k {
+                let rem = k - i;
+                let m0: __mmask16 = if rem >= 16 {
+                    0xffff
+                } else {
+                    ((1u32 << rem) - 1) as u16
+                };
+                let m1: __mmask16 = if rem > 16 {
+                    ((1u32 << (rem - 16)) - 1) as u16
+                } else {
+                    0
+                };
+                let lo = _mm512_maskz_loadu_ps(m0, s.add(i));
+                let hi = _mm512_maskz_loadu_ps(m1, s.add(i + 16));
+                let v: __m512i = transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                // bf16 elements to write: rem rounded up to even (the pad is the zero we loaded).
+                let elems = rem.div_ceil(2) * 2;
+                let mask: __mmask32 = if elems >= 32 {
+                    u32::MAX
+                } else {
+                    (1u32 << elems) - 1
+                };
+                _mm512_mask_storeu_epi16(d.add(2 * i) as *mut _, mask, v);
+            }
         }
     }
 
@@ -394,126 +407,165 @@ mod avx512 {
 
     /// `R ≤ MR` rows × 32 columns over `kc` pairs. `a` points at pair `p0` of a packed row block
     /// (stride `MR` u32 per pair), `b` at pair `p0` of a weight panel.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`); `a` and `b` are valid for `kc` pairs of their packed
+    /// layouts; `t.c` must point at an `R`-row × 32-column block of `C` valid for reads and writes
+    /// with row stride `t.ldc` (and `t.bias`/`t.res`, where not null, at as many readable values).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn kernel<const R: usize>(a: *const u32, b: *const u8, kc: usize, t: &Tile) {
-        let mut acc0 = [_mm512_setzero_ps(); R];
-        let mut acc1 = [_mm512_setzero_ps(); R];
-        let mut a = a;
-        let mut b = b;
-        for _ in 0..kc {
-            let b0: __m512bh = transmute(_mm512_loadu_si512(b as *const _));
-            let b1: __m512bh = transmute(_mm512_loadu_si512(b.add(64) as *const _));
-            for r in 0..R {
-                let av: __m512bh = transmute(_mm512_set1_epi32(*a.add(r) as i32));
-                acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
-                acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
+        unsafe {
+            let mut acc0 = [_mm512_setzero_ps(); R];
+            let mut acc1 = [_mm512_setzero_ps(); R];
+            let mut a = a;
+            let mut b = b;
+            for _ in 0..kc {
+                let b0: __m512bh = transmute(_mm512_loadu_si512(b as *const _));
+                let b1: __m512bh = transmute(_mm512_loadu_si512(b.add(64) as *const _));
+                for r in 0..R {
+                    let av: __m512bh = transmute(_mm512_set1_epi32(*a.add(r) as i32));
+                    acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
+                    acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
+                }
+                a = a.add(MR);
+                b = b.add(STEP_BYTES);
             }
-            a = a.add(MR);
-            b = b.add(STEP_BYTES);
+            store_tile(&acc0, &acc1, t);
         }
-        store_tile(&acc0, &acc1, t);
     }
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`); `t.c` must point at an `R`-row × 32-column block of `C`
+    /// valid for reads and writes with row stride `t.ldc` (and `t.bias`/`t.res`, where not null, at
+    /// as many readable values).
     #[inline(always)]
     unsafe fn store_tile<const R: usize>(acc0: &[__m512; R], acc1: &[__m512; R], t: &Tile) {
-        let (bias0, bias1) = if t.bias.is_null() {
-            (_mm512_setzero_ps(), _mm512_setzero_ps())
-        } else {
-            (
-                _mm512_maskz_loadu_ps(t.m0, t.bias),
-                _mm512_maskz_loadu_ps(t.m1, t.bias.add(16)),
-            )
-        };
-        for r in 0..R {
-            let cr = t.c.add(r * t.ldc);
-            let mut v0 = _mm512_add_ps(acc0[r], bias0);
-            let mut v1 = _mm512_add_ps(acc1[r], bias1);
-            if t.load_c {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(t.m0, cr));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(t.m1, cr.add(16)));
+        unsafe {
+            let (bias0, bias1) = if t.bias.is_null() {
+                (_mm512_setzero_ps(), _mm512_setzero_ps())
+            } else {
+                (
+                    _mm512_maskz_loadu_ps(t.m0, t.bias),
+                    _mm512_maskz_loadu_ps(t.m1, t.bias.add(16)),
+                )
+            };
+            for r in 0..R {
+                let cr = t.c.add(r * t.ldc);
+                let mut v0 = _mm512_add_ps(acc0[r], bias0);
+                let mut v1 = _mm512_add_ps(acc1[r], bias1);
+                if t.load_c {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(t.m0, cr));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(t.m1, cr.add(16)));
+                }
+                if !t.res.is_null() {
+                    let rr = t.res.add(r * t.ldc);
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(t.m0, rr));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(t.m1, rr.add(16)));
+                }
+                _mm512_mask_storeu_ps(cr, t.m0, v0);
+                _mm512_mask_storeu_ps(cr.add(16), t.m1, v1);
             }
-            if !t.res.is_null() {
-                let rr = t.res.add(r * t.ldc);
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(t.m0, rr));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(t.m1, rr.add(16)));
-            }
-            _mm512_mask_storeu_ps(cr, t.m0, v0);
-            _mm512_mask_storeu_ps(cr.add(16), t.m1, v1);
         }
     }
 
+    /// # Safety
+    ///
+    /// As [`kernel`] with `R = rows`.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn kernel_dyn(rows: usize, a: *const u32, b: *const u8, kc: usize, t: &Tile) {
-        match rows {
-            12 => kernel::<12>(a, b, kc, t),
-            1 => kernel::<1>(a, b, kc, t),
-            2 => kernel::<2>(a, b, kc, t),
-            3 => kernel::<3>(a, b, kc, t),
-            4 => kernel::<4>(a, b, kc, t),
-            5 => kernel::<5>(a, b, kc, t),
-            6 => kernel::<6>(a, b, kc, t),
-            7 => kernel::<7>(a, b, kc, t),
-            8 => kernel::<8>(a, b, kc, t),
-            9 => kernel::<9>(a, b, kc, t),
-            10 => kernel::<10>(a, b, kc, t),
-            11 => kernel::<11>(a, b, kc, t),
-            _ => unreachable!("MR is 12"),
+        unsafe {
+            match rows {
+                12 => kernel::<12>(a, b, kc, t),
+                1 => kernel::<1>(a, b, kc, t),
+                2 => kernel::<2>(a, b, kc, t),
+                3 => kernel::<3>(a, b, kc, t),
+                4 => kernel::<4>(a, b, kc, t),
+                5 => kernel::<5>(a, b, kc, t),
+                6 => kernel::<6>(a, b, kc, t),
+                7 => kernel::<7>(a, b, kc, t),
+                8 => kernel::<8>(a, b, kc, t),
+                9 => kernel::<9>(a, b, kc, t),
+                10 => kernel::<10>(a, b, kc, t),
+                11 => kernel::<11>(a, b, kc, t),
+                _ => unreachable!("MR is 12"),
+            }
         }
     }
     const _: () = assert!(MR == 12);
 
     /// Exact variant of [`kernel`]: `a` points at column `2·p0` of a packed f32 row block
     /// (stride `MR` per column); weights widened to f32 in registers, f32 FMA.
+    ///
+    /// # Safety
+    ///
+    /// As [`kernel`].
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn kernel_exact<const R: usize>(a: *const f32, b: *const u8, kc: usize, t: &Tile) {
-        let mut acc0 = [_mm512_setzero_ps(); R];
-        let mut acc1 = [_mm512_setzero_ps(); R];
-        let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
-        let mut a = a;
-        let mut b = b;
-        for _ in 0..kc {
-            let v0 = _mm512_loadu_si512(b as *const _);
-            let v1 = _mm512_loadu_si512(b.add(64) as *const _);
-            let e0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v0));
-            let o0 = _mm512_castsi512_ps(_mm512_and_si512(v0, hi));
-            let e1 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1));
-            let o1 = _mm512_castsi512_ps(_mm512_and_si512(v1, hi));
-            for r in 0..R {
-                let ae = _mm512_set1_ps(*a.add(r));
-                let ao = _mm512_set1_ps(*a.add(MR + r));
-                acc0[r] = _mm512_fmadd_ps(e0, ae, acc0[r]);
-                acc1[r] = _mm512_fmadd_ps(e1, ae, acc1[r]);
-                acc0[r] = _mm512_fmadd_ps(o0, ao, acc0[r]);
-                acc1[r] = _mm512_fmadd_ps(o1, ao, acc1[r]);
+        unsafe {
+            let mut acc0 = [_mm512_setzero_ps(); R];
+            let mut acc1 = [_mm512_setzero_ps(); R];
+            let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
+            let mut a = a;
+            let mut b = b;
+            for _ in 0..kc {
+                let v0 = _mm512_loadu_si512(b as *const _);
+                let v1 = _mm512_loadu_si512(b.add(64) as *const _);
+                let e0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v0));
+                let o0 = _mm512_castsi512_ps(_mm512_and_si512(v0, hi));
+                let e1 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1));
+                let o1 = _mm512_castsi512_ps(_mm512_and_si512(v1, hi));
+                for r in 0..R {
+                    let ae = _mm512_set1_ps(*a.add(r));
+                    let ao = _mm512_set1_ps(*a.add(MR + r));
+                    acc0[r] = _mm512_fmadd_ps(e0, ae, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(e1, ae, acc1[r]);
+                    acc0[r] = _mm512_fmadd_ps(o0, ao, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(o1, ao, acc1[r]);
+                }
+                a = a.add(2 * MR);
+                b = b.add(STEP_BYTES);
             }
-            a = a.add(2 * MR);
-            b = b.add(STEP_BYTES);
+            store_tile(&acc0, &acc1, t);
         }
-        store_tile(&acc0, &acc1, t);
     }
 
+    /// # Safety
+    ///
+    /// As [`kernel`] with `R = rows`.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn kernel_exact_dyn(rows: usize, a: *const f32, b: *const u8, kc: usize, t: &Tile) {
-        match rows {
-            12 => kernel_exact::<12>(a, b, kc, t),
-            1 => kernel_exact::<1>(a, b, kc, t),
-            2 => kernel_exact::<2>(a, b, kc, t),
-            3 => kernel_exact::<3>(a, b, kc, t),
-            4 => kernel_exact::<4>(a, b, kc, t),
-            5 => kernel_exact::<5>(a, b, kc, t),
-            6 => kernel_exact::<6>(a, b, kc, t),
-            7 => kernel_exact::<7>(a, b, kc, t),
-            8 => kernel_exact::<8>(a, b, kc, t),
-            9 => kernel_exact::<9>(a, b, kc, t),
-            10 => kernel_exact::<10>(a, b, kc, t),
-            11 => kernel_exact::<11>(a, b, kc, t),
-            _ => unreachable!("MR is 12"),
+        unsafe {
+            match rows {
+                12 => kernel_exact::<12>(a, b, kc, t),
+                1 => kernel_exact::<1>(a, b, kc, t),
+                2 => kernel_exact::<2>(a, b, kc, t),
+                3 => kernel_exact::<3>(a, b, kc, t),
+                4 => kernel_exact::<4>(a, b, kc, t),
+                5 => kernel_exact::<5>(a, b, kc, t),
+                6 => kernel_exact::<6>(a, b, kc, t),
+                7 => kernel_exact::<7>(a, b, kc, t),
+                8 => kernel_exact::<8>(a, b, kc, t),
+                9 => kernel_exact::<9>(a, b, kc, t),
+                10 => kernel_exact::<10>(a, b, kc, t),
+                11 => kernel_exact::<11>(a, b, kc, t),
+                _ => unreachable!("MR is 12"),
+            }
         }
     }
 
     /// Walks the weight panels of `range` over k-blocks of `kc_max` pairs and every row block
     /// of A, calling `kernel(rows, row_block, p0, kc, b, tile)`; the epilogue (bias, residual)
     /// rides on the last k-block and the accumulator is reloaded after the first.
+    ///
+    /// # Safety
+    ///
+    /// `c` must be valid for writes of `m` rows of `w.n()` f32 (row stride `w.n()`), and no other
+    /// thread may touch the columns of the panels in `range` while this runs; `kernel` must be
+    /// sound for every tile it is given.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn for_each_tile(
@@ -527,50 +579,58 @@ mod avx512 {
         epi: &Epilogue,
         mut kernel: impl FnMut(usize, usize, usize, usize, *const u8, &Tile),
     ) {
-        let n = w.n();
-        let bias = epi.bias.map_or(std::ptr::null(), |b| b.as_ptr());
-        let res = epi.residual.map_or(std::ptr::null(), |r| r.as_ptr());
-        for panel in range {
-            let col = panel * NR;
-            let (m0, m1) = col_masks(n - col);
-            let wpanel = w.ptr().add(panel * kp * STEP_BYTES);
-            let mut p0 = 0;
-            while p0 < kp {
-                let kc = kc_max.min(kp - p0);
-                let (first, last) = (p0 == 0, p0 + kc == kp);
-                for blk in 0..blocks {
-                    let row = blk * MR;
-                    let t = Tile {
-                        c: c.add(row * n + col),
-                        ldc: n,
-                        m0,
-                        m1,
-                        load_c: !first || epi.accumulate,
-                        bias: if last && !bias.is_null() {
-                            bias.add(col)
-                        } else {
-                            std::ptr::null()
-                        },
-                        res: if last && !res.is_null() {
-                            res.add(row * n + col)
-                        } else {
-                            std::ptr::null()
-                        },
-                    };
-                    kernel(
-                        MR.min(m - row),
-                        blk,
-                        p0,
-                        kc,
-                        wpanel.add(p0 * STEP_BYTES),
-                        &t,
-                    );
+        unsafe {
+            let n = w.n();
+            let bias = epi.bias.map_or(std::ptr::null(), |b| b.as_ptr());
+            let res = epi.residual.map_or(std::ptr::null(), |r| r.as_ptr());
+            for panel in range {
+                let col = panel * NR;
+                let (m0, m1) = col_masks(n - col);
+                let wpanel = w.ptr().add(panel * kp * STEP_BYTES);
+                let mut p0 = 0;
+                while p0 < kp {
+                    let kc = kc_max.min(kp - p0);
+                    let (first, last) = (p0 == 0, p0 + kc == kp);
+                    for blk in 0..blocks {
+                        let row = blk * MR;
+                        let t = Tile {
+                            c: c.add(row * n + col),
+                            ldc: n,
+                            m0,
+                            m1,
+                            load_c: !first || epi.accumulate,
+                            bias: if last && !bias.is_null() {
+                                bias.add(col)
+                            } else {
+                                std::ptr::null()
+                            },
+                            res: if last && !res.is_null() {
+                                res.add(row * n + col)
+                            } else {
+                                std::ptr::null()
+                            },
+                        };
+                        kernel(
+                            MR.min(m - row),
+                            blk,
+                            p0,
+                            kc,
+                            wpanel.add(p0 * STEP_BYTES),
+                            &t,
+                        );
+                    }
+                    p0 += kc;
                 }
-                p0 += kc;
             }
         }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`); `c` must be valid for writes of `m` rows of `w.n()` f32
+    /// (row stride `w.n()`), and no other thread may touch the columns of the panels in `range`
+    /// while this runs.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn gemm_panels_exact(
         pa: &PackedA,
@@ -580,22 +640,30 @@ mod avx512 {
         range: Range<usize>,
         epi: &Epilogue,
     ) {
-        let (kp, ad) = (pa.kp, pa.data.as_ptr() as *const f32);
-        for_each_tile(
-            pa.blocks,
-            kp,
-            KC_EXACT,
-            w,
-            c,
-            m,
-            range,
-            epi,
-            |rows, blk, p0, kc, b, t| {
-                kernel_exact_dyn(rows, ad.add((blk * 2 * kp + 2 * p0) * MR), b, kc, t)
-            },
-        );
+        unsafe {
+            let (kp, ad) = (pa.kp, pa.data.as_ptr() as *const f32);
+            for_each_tile(
+                pa.blocks,
+                kp,
+                KC_EXACT,
+                w,
+                c,
+                m,
+                range,
+                epi,
+                |rows, blk, p0, kc, b, t| {
+                    kernel_exact_dyn(rows, ad.add((blk * 2 * kp + 2 * p0) * MR), b, kc, t)
+                },
+            );
+        }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`); `c` must be valid for writes of `m` rows of `w.n()` f32
+    /// (row stride `w.n()`), and no other thread may touch the columns of the panels in `range`
+    /// while this runs.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn gemm_panels(
         pa: &PackedA,
@@ -605,19 +673,21 @@ mod avx512 {
         range: Range<usize>,
         epi: &Epilogue,
     ) {
-        let kp = pa.kp;
-        for_each_tile(
-            pa.blocks,
-            kp,
-            KC,
-            w,
-            c,
-            m,
-            range,
-            epi,
-            |rows, blk, p0, kc, b, t| {
-                kernel_dyn(rows, pa.data.as_ptr().add((blk * kp + p0) * MR), b, kc, t)
-            },
-        );
+        unsafe {
+            let kp = pa.kp;
+            for_each_tile(
+                pa.blocks,
+                kp,
+                KC,
+                w,
+                c,
+                m,
+                range,
+                epi,
+                |rows, blk, p0, kc, b, t| {
+                    kernel_dyn(rows, pa.data.as_ptr().add((blk * kp + p0) * MR), b, kc, t)
+                },
+            );
+        }
     }
 }

@@ -81,6 +81,10 @@ pub(crate) fn gemv_impl(
     });
 }
 
+/// # Safety
+///
+/// `y` must be valid for writes of `n` f32, and no other thread may write the rows of the panels in
+/// `range` while this runs.
 unsafe fn scalar_exact(
     w: &PackedBf16,
     xp: &[f32],
@@ -88,25 +92,31 @@ unsafe fn scalar_exact(
     n: usize,
     range: std::ops::Range<usize>,
 ) {
-    let kp = w.kp();
-    for panel in range {
-        let mut acc = [0f32; NR];
-        for p in 0..kp {
-            let (x0, x1) = (xp[2 * p], xp[2 * p + 1]);
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a += bf16_bits_to_f32(w.bits(panel, p, r, 0)) * x0;
-                *a += bf16_bits_to_f32(w.bits(panel, p, r, 1)) * x1;
+    unsafe {
+        let kp = w.kp();
+        for panel in range {
+            let mut acc = [0f32; NR];
+            for p in 0..kp {
+                let (x0, x1) = (xp[2 * p], xp[2 * p + 1]);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a += bf16_bits_to_f32(w.bits(panel, p, r, 0)) * x0;
+                    *a += bf16_bits_to_f32(w.bits(panel, p, r, 1)) * x1;
+                }
             }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            let i = panel * NR + r;
-            if i < n {
-                *y.add(i) = *a;
+            for (r, a) in acc.iter().enumerate() {
+                let i = panel * NR + r;
+                if i < n {
+                    *y.add(i) = *a;
+                }
             }
         }
     }
 }
 
+/// # Safety
+///
+/// `y` must be valid for writes of `n` f32, and no other thread may write the rows of the panels in
+/// `range` while this runs.
 unsafe fn scalar_dot(
     w: &PackedBf16,
     xb: &[u32],
@@ -114,21 +124,23 @@ unsafe fn scalar_dot(
     n: usize,
     range: std::ops::Range<usize>,
 ) {
-    let kp = w.kp();
-    for panel in range {
-        let mut acc = [0f32; NR];
-        for (p, &pair) in xb.iter().enumerate().take(kp) {
-            let x0 = bf16_bits_to_f32(pair as u16);
-            let x1 = bf16_bits_to_f32((pair >> 16) as u16);
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a += bf16_bits_to_f32(w.bits(panel, p, r, 0)) * x0
-                    + bf16_bits_to_f32(w.bits(panel, p, r, 1)) * x1;
+    unsafe {
+        let kp = w.kp();
+        for panel in range {
+            let mut acc = [0f32; NR];
+            for (p, &pair) in xb.iter().enumerate().take(kp) {
+                let x0 = bf16_bits_to_f32(pair as u16);
+                let x1 = bf16_bits_to_f32((pair >> 16) as u16);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a += bf16_bits_to_f32(w.bits(panel, p, r, 0)) * x0
+                        + bf16_bits_to_f32(w.bits(panel, p, r, 1)) * x1;
+                }
             }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            let i = panel * NR + r;
-            if i < n {
-                *y.add(i) = *a;
+            for (r, a) in acc.iter().enumerate() {
+                let i = panel * NR + r;
+                if i < n {
+                    *y.add(i) = *a;
+                }
             }
         }
     }
@@ -145,169 +157,205 @@ mod avx512 {
     /// How far ahead (bytes) to prefetch the weight stream.
     const PREFETCH: usize = 1024;
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F (the caller checks it); `y` is valid for writes of `n` f32 and
+    /// the panel's rows are this thread's.
     #[inline(always)]
     unsafe fn store_rows(y: *mut f32, n: usize, panel: usize, y0: __m512, y1: __m512) {
-        let first = panel * NR;
-        let valid = (n - first).min(NR);
-        let m0: __mmask16 = if valid >= 16 {
-            0xffff
-        } else {
-            (1u32 << valid) as u16 - 1
-        };
-        let m1: __mmask16 = if valid >= 32 {
-            0xffff
-        } else if valid > 16 {
-            (1u32 << (valid - 16)) as u16 - 1
-        } else {
-            0
-        };
-        _mm512_mask_storeu_ps(y.add(first), m0, y0);
-        _mm512_mask_storeu_ps(y.add(first + 16), m1, y1);
+        unsafe {
+            let first = panel * NR;
+            let valid = (n - first).min(NR);
+            let m0: __mmask16 = if valid >= 16 {
+                0xffff
+            } else {
+                (1u32 << valid) as u16 - 1
+            };
+            let m1: __mmask16 = if valid >= 32 {
+                0xffff
+            } else if valid > 16 {
+                (1u32 << (valid - 16)) as u16 - 1
+            } else {
+                0
+            };
+            _mm512_mask_storeu_ps(y.add(first), m0, y0);
+            _mm512_mask_storeu_ps(y.add(first + 16), m1, y1);
+        }
     }
 
     /// One panel at a time, with the arithmetic of [`exact2`] (so a panel's result does not
     /// depend on which path, hence which thread count, computed it).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`); `y` must be valid for writes of `n` f32, and no other
+    /// thread may write the rows of the panels in `range` while this runs.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn exact(w: &PackedBf16, xp: &[f32], y: *mut f32, n: usize, range: Range<usize>) {
-        let kp = w.kp();
-        let x = xp.as_ptr();
-        let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
-        for panel in range {
-            let base = w.ptr().add(panel * kp * STEP_BYTES);
-            let mut a = [_mm512_setzero_ps(); 4];
-            let mut p = 0;
-            while p + 4 <= kp {
-                let q = base.add(p * STEP_BYTES);
-                for f in 0..8 {
-                    _mm_prefetch::<_MM_HINT_T0>(q.add(PREFETCH + 64 * f) as *const i8);
+        unsafe {
+            let kp = w.kp();
+            let x = xp.as_ptr();
+            let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
+            for panel in range {
+                let base = w.ptr().add(panel * kp * STEP_BYTES);
+                let mut a = [_mm512_setzero_ps(); 4];
+                let mut p = 0;
+                while p + 4 <= kp {
+                    let q = base.add(p * STEP_BYTES);
+                    for f in 0..8 {
+                        _mm_prefetch::<_MM_HINT_T0>(q.add(PREFETCH + 64 * f) as *const i8);
+                    }
+                    for u in 0..4 {
+                        step(q.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut a);
+                    }
+                    p += 4;
                 }
-                for u in 0..4 {
-                    step(q.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut a);
+                while p < kp {
+                    step(base.add(p * STEP_BYTES), x.add(2 * p), hi, &mut a);
+                    p += 1;
                 }
-                p += 4;
+                store_rows(
+                    y,
+                    n,
+                    panel,
+                    _mm512_add_ps(a[0], a[1]),
+                    _mm512_add_ps(a[2], a[3]),
+                );
             }
-            while p < kp {
-                step(base.add(p * STEP_BYTES), x.add(2 * p), hi, &mut a);
-                p += 1;
-            }
-            store_rows(
-                y,
-                n,
-                panel,
-                _mm512_add_ps(a[0], a[1]),
-                _mm512_add_ps(a[2], a[3]),
-            );
         }
     }
 
     /// One k-pair step of one panel: 128 bytes at `q`, x pair at `xv`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`); `q` is valid for reads of 128 bytes and `x` of 2 f32.
     #[inline(always)]
     unsafe fn step(q: *const u8, x: *const f32, hi: __m512i, a: &mut [__m512; 4]) {
-        let v0 = _mm512_loadu_si512(q as *const _);
-        let v1 = _mm512_loadu_si512(q.add(64) as *const _);
-        let xe = _mm512_set1_ps(*x);
-        let xo = _mm512_set1_ps(*x.add(1));
-        a[0] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v0)), xe, a[0]);
-        a[1] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, hi)), xo, a[1]);
-        a[2] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1)), xe, a[2]);
-        a[3] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, hi)), xo, a[3]);
+        unsafe {
+            let v0 = _mm512_loadu_si512(q as *const _);
+            let v1 = _mm512_loadu_si512(q.add(64) as *const _);
+            let xe = _mm512_set1_ps(*x);
+            let xo = _mm512_set1_ps(*x.add(1));
+            a[0] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v0)), xe, a[0]);
+            a[1] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, hi)), xo, a[1]);
+            a[2] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1)), xe, a[2]);
+            a[3] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, hi)), xo, a[3]);
+        }
     }
 
     /// [`exact`] over two panels at a time, one from each half of `range`: two streams per
     /// thread keep more cache misses in flight (30.7 against 28.0 GB/s over a decode step's
     /// 3.1 GB of 2B weights on 2 threads; three or four streams gain nothing more).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`); `y` must be valid for writes of `n` f32, and no other
+    /// thread may write the rows of the panels in `range` while this runs.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn exact2(w: &PackedBf16, xp: &[f32], y: *mut f32, n: usize, range: Range<usize>) {
-        let kp = w.kp();
-        let x = xp.as_ptr();
-        let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
-        let half = range.len() / 2;
-        let (r1, r2) = (
-            range.start..range.start + half,
-            range.start + half..range.end,
-        );
-        let mut p2 = r2.clone();
-        for pa in r1 {
-            let pb = p2.next().expect("second half is at least as long");
-            let (ba, bb) = (
-                w.ptr().add(pa * kp * STEP_BYTES),
-                w.ptr().add(pb * kp * STEP_BYTES),
+        unsafe {
+            let kp = w.kp();
+            let x = xp.as_ptr();
+            let hi = _mm512_set1_epi32(0xffff0000u32 as i32);
+            let half = range.len() / 2;
+            let (r1, r2) = (
+                range.start..range.start + half,
+                range.start + half..range.end,
             );
-            let (mut a, mut b) = ([_mm512_setzero_ps(); 4], [_mm512_setzero_ps(); 4]);
-            let mut p = 0;
-            while p + 4 <= kp {
-                let (qa, qb) = (ba.add(p * STEP_BYTES), bb.add(p * STEP_BYTES));
-                for f in 0..8 {
-                    _mm_prefetch::<_MM_HINT_T0>(qa.add(PREFETCH + 64 * f) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(qb.add(PREFETCH + 64 * f) as *const i8);
+            let mut p2 = r2.clone();
+            for pa in r1 {
+                let pb = p2.next().expect("second half is at least as long");
+                let (ba, bb) = (
+                    w.ptr().add(pa * kp * STEP_BYTES),
+                    w.ptr().add(pb * kp * STEP_BYTES),
+                );
+                let (mut a, mut b) = ([_mm512_setzero_ps(); 4], [_mm512_setzero_ps(); 4]);
+                let mut p = 0;
+                while p + 4 <= kp {
+                    let (qa, qb) = (ba.add(p * STEP_BYTES), bb.add(p * STEP_BYTES));
+                    for f in 0..8 {
+                        _mm_prefetch::<_MM_HINT_T0>(qa.add(PREFETCH + 64 * f) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(qb.add(PREFETCH + 64 * f) as *const i8);
+                    }
+                    for u in 0..4 {
+                        step(qa.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut a);
+                        step(qb.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut b);
+                    }
+                    p += 4;
                 }
-                for u in 0..4 {
-                    step(qa.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut a);
-                    step(qb.add(u * STEP_BYTES), x.add(2 * (p + u)), hi, &mut b);
+                while p < kp {
+                    step(ba.add(p * STEP_BYTES), x.add(2 * p), hi, &mut a);
+                    step(bb.add(p * STEP_BYTES), x.add(2 * p), hi, &mut b);
+                    p += 1;
                 }
-                p += 4;
+                store_rows(
+                    y,
+                    n,
+                    pa,
+                    _mm512_add_ps(a[0], a[1]),
+                    _mm512_add_ps(a[2], a[3]),
+                );
+                store_rows(
+                    y,
+                    n,
+                    pb,
+                    _mm512_add_ps(b[0], b[1]),
+                    _mm512_add_ps(b[2], b[3]),
+                );
             }
-            while p < kp {
-                step(ba.add(p * STEP_BYTES), x.add(2 * p), hi, &mut a);
-                step(bb.add(p * STEP_BYTES), x.add(2 * p), hi, &mut b);
-                p += 1;
+            if let Some(last) = p2.next() {
+                exact(w, xp, y, n, last..last + 1);
             }
-            store_rows(
-                y,
-                n,
-                pa,
-                _mm512_add_ps(a[0], a[1]),
-                _mm512_add_ps(a[2], a[3]),
-            );
-            store_rows(
-                y,
-                n,
-                pb,
-                _mm512_add_ps(b[0], b[1]),
-                _mm512_add_ps(b[2], b[3]),
-            );
-        }
-        if let Some(last) = p2.next() {
-            exact(w, xp, y, n, last..last + 1);
         }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BF16, BW and VL (the caller checks
+    /// `Simd`/`is_x86_feature_detected!`); `y` must be valid for writes of `n` f32, and no other
+    /// thread may write the rows of the panels in `range` while this runs.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn dot(w: &PackedBf16, xb: &[u32], y: *mut f32, n: usize, range: Range<usize>) {
-        let kp = w.kp();
-        let x = xb.as_ptr();
-        for panel in range {
-            let base = w.ptr().add(panel * kp * STEP_BYTES);
-            let mut a = [_mm512_setzero_ps(); 8];
-            let mut p = 0;
-            while p + 4 <= kp {
-                let q = base.add(p * STEP_BYTES);
-                for f in 0..8 {
-                    _mm_prefetch::<_MM_HINT_T0>(q.add(PREFETCH + 64 * f) as *const i8);
+        unsafe {
+            let kp = w.kp();
+            let x = xb.as_ptr();
+            for panel in range {
+                let base = w.ptr().add(panel * kp * STEP_BYTES);
+                let mut a = [_mm512_setzero_ps(); 8];
+                let mut p = 0;
+                while p + 4 <= kp {
+                    let q = base.add(p * STEP_BYTES);
+                    for f in 0..8 {
+                        _mm_prefetch::<_MM_HINT_T0>(q.add(PREFETCH + 64 * f) as *const i8);
+                    }
+                    for u in 0..4 {
+                        let v0: __m512bh =
+                            transmute(_mm512_loadu_si512(q.add(u * STEP_BYTES) as *const _));
+                        let v1: __m512bh =
+                            transmute(_mm512_loadu_si512(q.add(u * STEP_BYTES + 64) as *const _));
+                        let xv: __m512bh = transmute(_mm512_set1_epi32(*x.add(p + u) as i32));
+                        a[2 * u] = _mm512_dpbf16_ps(a[2 * u], xv, v0);
+                        a[2 * u + 1] = _mm512_dpbf16_ps(a[2 * u + 1], xv, v1);
+                    }
+                    p += 4;
                 }
-                for u in 0..4 {
-                    let v0: __m512bh =
-                        transmute(_mm512_loadu_si512(q.add(u * STEP_BYTES) as *const _));
-                    let v1: __m512bh =
-                        transmute(_mm512_loadu_si512(q.add(u * STEP_BYTES + 64) as *const _));
-                    let xv: __m512bh = transmute(_mm512_set1_epi32(*x.add(p + u) as i32));
-                    a[2 * u] = _mm512_dpbf16_ps(a[2 * u], xv, v0);
-                    a[2 * u + 1] = _mm512_dpbf16_ps(a[2 * u + 1], xv, v1);
+                while p < kp {
+                    let q = base.add(p * STEP_BYTES);
+                    let v0: __m512bh = transmute(_mm512_loadu_si512(q as *const _));
+                    let v1: __m512bh = transmute(_mm512_loadu_si512(q.add(64) as *const _));
+                    let xv: __m512bh = transmute(_mm512_set1_epi32(*x.add(p) as i32));
+                    a[0] = _mm512_dpbf16_ps(a[0], xv, v0);
+                    a[1] = _mm512_dpbf16_ps(a[1], xv, v1);
+                    p += 1;
                 }
-                p += 4;
+                let y0 = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[4], a[6]));
+                let y1 = _mm512_add_ps(_mm512_add_ps(a[1], a[3]), _mm512_add_ps(a[5], a[7]));
+                store_rows(y, n, panel, y0, y1);
             }
-            while p < kp {
-                let q = base.add(p * STEP_BYTES);
-                let v0: __m512bh = transmute(_mm512_loadu_si512(q as *const _));
-                let v1: __m512bh = transmute(_mm512_loadu_si512(q.add(64) as *const _));
-                let xv: __m512bh = transmute(_mm512_set1_epi32(*x.add(p) as i32));
-                a[0] = _mm512_dpbf16_ps(a[0], xv, v0);
-                a[1] = _mm512_dpbf16_ps(a[1], xv, v1);
-                p += 1;
-            }
-            let y0 = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[4], a[6]));
-            let y1 = _mm512_add_ps(_mm512_add_ps(a[1], a[3]), _mm512_add_ps(a[5], a[7]));
-            store_rows(y, n, panel, y0, y1);
         }
     }
 }

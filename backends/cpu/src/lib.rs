@@ -40,7 +40,7 @@ use std::mem::MaybeUninit;
 
 pub use gemm::{Epilogue, GemmMode, KC, KC_EXACT, MR};
 pub use gemv::GemvMode;
-pub use pack::{pack, packed_len, LayoutError, PackedBf16, NR};
+pub use pack::{checked_packed_len, pack, packed_len, LayoutError, PackedBf16, NR};
 
 /// Which implementation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -75,6 +75,13 @@ pub const fn packed_len(n: usize, k: usize) -> usize {
     panels(n) * k_pairs(k) * STEP_BYTES
 }
 
+/// [`packed_len`] for sizes read from a file: `None` where the product overflows.
+pub fn checked_packed_len(n: usize, k: usize) -> Option<u64> {
+    (panels(n) as u64)
+        .checked_mul(k_pairs(k) as u64)?
+        .checked_mul(STEP_BYTES as u64)
+}
+
 /// Packs `w` (`[n, k]` row-major, torch `Linear` layout).
 pub fn pack(w: &[bf16], n: usize, k: usize) -> PackedBf16<'static> {
     assert_eq!(

@@ -186,8 +186,13 @@ pub fn chunk(len: usize, parts: usize, t: usize) -> std::ops::Range<usize> {
 /// A raw pointer that may cross threads; users guarantee disjoint access.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr<T>(pub *mut T);
-unsafe impl<T> Send for SyncPtr<T> {}
-unsafe impl<T> Sync for SyncPtr<T> {}
+// SAFETY: the pointer itself is plain data; every dereference is in an `unsafe` block of a
+// kernel whose threads write disjoint elements (each thread's rows or panels, from
+// `threads::chunk`), and the pool joins every worker before the buffer's borrow ends. Bounding
+// `T: Send` keeps elements that must not move between threads out.
+unsafe impl<T: Send> Send for SyncPtr<T> {}
+// SAFETY: as for `Send`: shared copies only hand out the raw pointer, never a reference.
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
 
 impl<T> SyncPtr<T> {
     #[inline(always)]

@@ -74,7 +74,11 @@ fn compiled() -> &'static Compiled {
     C.get_or_init(|| {
         let specs = specs();
         let obj = compile_kernels(&specs).expect("compile");
-        assert_eq!(obj.symbols[0], "vl3c_k0_layer_norm");
+        assert_eq!(
+            obj.symbols[0],
+            format!("vl3c_k0_layer_norm{}", specs[0].abi())
+        );
+        assert!(specs[0].abi().starts_with("__w"), "{}", specs[0].abi());
         let kernels = LoadedKernels::load(&obj.bytes).expect("load");
         kernels.check_specs(&specs).expect("kinds match");
         println!(

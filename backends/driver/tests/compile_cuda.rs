@@ -305,8 +305,7 @@ fn a_missing_config_is_one_line() {
             out.path(),
             &mut |_, _, _| {},
         )
-        .err()
-        .expect("an error")
+        .expect_err("an error")
         .to_string(),
         Err(e) => e.to_string(),
     };

@@ -16,10 +16,12 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use vl3c_frontends::limits::{read_bounded, MAX_INDEX_BYTES};
 
 /// Bumped whenever a file's meaning changes; a loader accepts exactly its own version.
 /// 3: the CPU plan records each claim's operands (attention sources, cache rows, SwiGLU columns).
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: `kernels.o`'s symbols carry each kernel's compiled-in constants (row width, eps).
+pub const FORMAT_VERSION: u32 = 4;
 pub const MANIFEST: &str = "manifest.json";
 pub const GRAPHS: &str = "graphs.vir";
 /// Checkpoint files copied into the engine when present (config.json is required).
@@ -152,6 +154,24 @@ pub fn cpu_has(name: &str) -> bool {
     }
 }
 
+/// Checks that `name` is a path relative to its directory that stays inside it: one or more
+/// plain components (no `..`, no `.`, no root or drive, no empty name). The error says why not.
+pub fn check_relative(name: &str) -> Result<(), &'static str> {
+    use std::path::Component;
+    if name.is_empty() || name.contains('\\') || name.contains('\0') {
+        return Err("is not a plain relative path");
+    }
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(_) => {}
+            Component::ParentDir => return Err("leaves the directory (`..`)"),
+            Component::RootDir | Component::Prefix(_) => return Err("is an absolute path"),
+            Component::CurDir => return Err("is not a plain relative path"),
+        }
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// Reads `dir/manifest.json` and checks that this build and this CPU can run the engine, an
     /// engine of `target`.
@@ -163,11 +183,11 @@ impl Manifest {
                 "is not an engine directory (vl3c compile writes one)",
             ));
         }
-        let text = std::fs::read_to_string(&path)
+        let text = read_bounded(&path, MAX_INDEX_BYTES, "an engine's manifest.json")
             .map_err(|e| EngineError::file(&path, format!("cannot read: {e}")))?;
         // The version first, from a loose parse, so a future format gets the version message
         // rather than a field error.
-        let loose: serde_json::Value = serde_json::from_str(&text)
+        let loose: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| EngineError::file(&path, format!("is not valid JSON: {e}")))?;
         match loose.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == FORMAT_VERSION as u64 => {}
@@ -182,6 +202,18 @@ impl Manifest {
         }
         let m: Manifest = serde_json::from_value(loose)
             .map_err(|e| EngineError::file(&path, format!("is malformed: {e}")))?;
+        // Every name is joined onto a directory: one that leaves it (`../x`, `/etc/x`) would
+        // have the loader read, and the cache hash, files outside the engine or checkpoint.
+        for name in m.files.keys() {
+            check_relative(name).map_err(|why| {
+                EngineError::file(&path, format!("lists file `{name}`, which {why}"))
+            })?;
+        }
+        for name in m.source.files.keys() {
+            check_relative(name).map_err(|why| {
+                EngineError::file(&path, format!("lists source file `{name}`, which {why}"))
+            })?;
+        }
         if m.target != target {
             return Err(EngineError::Incompatible(format!(
                 "{}: engine was built for target `{}`, but this loader runs `{target}` engines",
@@ -258,5 +290,28 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_relative;
+
+    #[test]
+    fn engine_relative_paths_stay_inside() {
+        for ok in ["plan.json", "cuda/plan.json", "cuda/sm_90.cubin"] {
+            assert_eq!(check_relative(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "cuda/../../x",
+            "/etc/passwd",
+            "./plan.json",
+            "a\\..\\b",
+            "a\0b",
+        ] {
+            assert!(check_relative(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -10,4 +10,4 @@ pub mod weights;
 pub use format::*;
 pub use store::{fold_key, TensorStore};
 pub use target::{Emit, Emitted, Progress, Target};
-pub use weights::{TensorEntry, TensorLayout, WeightsWriter, ALIGN};
+pub use weights::{check_index, PackedLen, TensorEntry, TensorLayout, WeightsWriter, ALIGN};

@@ -183,7 +183,7 @@ fn view<'a>(
     }
 }
 
-fn as_f32<'t>(t: &'t Tensor) -> Result<&'t [f32], String> {
+fn as_f32(t: &Tensor) -> Result<&[f32], String> {
     match &t.data {
         crate::exec::TensorData::F32(v) => Ok(v),
         _ => Err(format!("expected f32, got {}", t.dtype())),

@@ -84,9 +84,12 @@ pub(crate) fn check(
     let claimed = match claim {
         Claim::Fold { tensor: t, .. } => {
             let e = tensor(t)?;
+            // A fold's value has a constant type (it depends on weights only); the stored
+            // tensor is read as exactly that (its bytes were checked against its own shape).
             if n.op != Op::Fold
                 || e.layout != TensorLayout::Raw
-                || consts(&n.ty).is_some_and(|s| s != e.shape)
+                || e.dtype != n.ty.dtype.to_string()
+                || consts(&n.ty) != Some(e.shape.clone())
             {
                 return Err(bad("fold"));
             }
@@ -102,6 +105,7 @@ pub(crate) fn check(
                 && all_f32(g, node)
                 && g.nodes[n.inputs[0].index()].ty.rank() >= 2
                 && g.nodes[n.inputs[1].index()].op == Op::Fold
+                && e.dtype == "f32"
                 && consts(&g.nodes[n.inputs[1].index()].ty)
                     .is_some_and(|s| s.len() == 2 && s == e.shape);
             if !ok {
@@ -214,6 +218,37 @@ pub(crate) fn check(
         }
     };
     Ok((node, claimed))
+}
+
+/// Every raw checkpoint weight graph `g` reads from `weights.bin` (`weights`: the plan's list)
+/// is stored raw with the dtype and shape the graph declares, so it is never decoded as
+/// another type (an `i64` table read as f32).
+pub(crate) fn check_raw_weights(g: &Graph, plan: &Plan, weights: &[String]) -> Result<(), String> {
+    for n in &g.nodes {
+        let Op::Weight { name } = &n.op else { continue };
+        if !weights.contains(name) {
+            continue;
+        }
+        let e = plan
+            .tensors
+            .get(name)
+            .ok_or_else(|| format!("graph `{}` reads unknown tensor `{name}`", g.name))?;
+        let shape: Option<Vec<usize>> =
+            n.ty.shape
+                .iter()
+                .map(|d| d.as_const().map(|c| c as usize))
+                .collect();
+        if e.layout != TensorLayout::Raw
+            || e.dtype != n.ty.dtype.to_string()
+            || shape.as_ref() != Some(&e.shape)
+        {
+            return Err(format!(
+                "tensor `{name}` is {}{:?} ({:?} layout), but graph `{}` reads weight {name} as {}",
+                e.dtype, e.shape, e.layout, g.name, n.ty
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `desc` computes node `node`: the op it implements, f32 throughout, the row width and

@@ -298,8 +298,7 @@ mod tests {
             assert_eq!(element(&v, false, 1, 2, 3), 1023.0);
             let err = caches["k"]
                 .values()
-                .err()
-                .expect("a keys cache is not values");
+                .expect_err("a keys cache is not values");
             assert!(err.contains("keys cache is read as values"), "{err}");
         }
         store.restore(&lens);

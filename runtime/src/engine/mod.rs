@@ -127,7 +127,7 @@ impl Engine {
         let plan: Plan = serde_json::from_slice(&read(cpu_plan::PLAN)?)
             .map_err(|e| file_err(&path, format!("is malformed: {e}")))?;
         let weights_len = manifest.files.get(cpu_plan::WEIGHTS).map_or(0, |f| f.bytes);
-        check_tensors(&plan, weights_len).map_err(|m| file_err(&path, m))?;
+        check_tensors(&plan, weights_len, &path)?;
         // The decode step's matmul weights go first, in the order a step reads them.
         let mut first: Vec<(usize, u64)> = plan
             .graphs
@@ -226,6 +226,9 @@ impl Engine {
             dev,
         )
         .map_err(|e| file_err(&cuda_dir, e.to_string()))?;
+        program
+            .check_graphs(&graphs.all())
+            .map_err(|e| file_err(&cuda_dir, e.to_string()))?;
         program
             .check_kv_fits(&graphs.decode, max_context)
             .map_err(|e| Error::Format(EngineError::Incompatible(e.to_string())))?;
@@ -364,17 +367,37 @@ impl Engine {
 /// The target the manifest in `dir` names ("cpu" when it cannot be read: the CPU loader then
 /// reports what is wrong with it).
 fn engine_target(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join(fmt::MANIFEST))
+    let limit = vl3c_frontends::limits::MAX_INDEX_BYTES;
+    vl3c_frontends::limits::read_bounded(&dir.join(fmt::MANIFEST), limit, "manifest.json")
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
         .and_then(|v| v.get("target").and_then(|t| t.as_str()).map(str::to_string))
         .unwrap_or_else(|| "cpu".into())
 }
 
-/// `name` read and checked against the manifest's size and sha256.
+/// `name` read and checked against the manifest's size and sha256. The size is checked before
+/// the read, and the read is bounded by it (and, for anything but weights, by
+/// `MAX_ENGINE_FILE_BYTES`), so a manifest or a file that lies about its size cannot exhaust
+/// memory.
 fn read_checked(dir: &Path, manifest: &Manifest, name: &str) -> Result<Vec<u8>> {
+    use vl3c_frontends::limits::{check_file, read_bounded, MAX_ENGINE_FILE_BYTES};
     let path = dir.join(name);
-    let bytes = std::fs::read(&path).map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
+    let listed = manifest
+        .files
+        .get(name)
+        .ok_or_else(|| file_err(&path, "is not listed in manifest.json"))?
+        .bytes;
+    let limit = if name.ends_with(cpu_plan::WEIGHTS) {
+        listed
+    } else {
+        listed.min(MAX_ENGINE_FILE_BYTES)
+    };
+    // A regular file first (a device or a pipe is refused before its size means anything).
+    let len = check_file(&path, u64::MAX, name)
+        .map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
+    manifest.check_size(dir, name, len)?;
+    let bytes = read_bounded(&path, limit, name)
+        .map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
     manifest.check_file(dir, name, &bytes)?;
     Ok(bytes)
 }
@@ -434,20 +457,18 @@ fn keep_freed_memory() {
     }
 }
 
-/// Every stored tensor must lie inside `weights.bin` (the claims are checked against the graphs
-/// by the runner, `claims.rs`).
-fn check_tensors(plan: &Plan, weights_len: u64) -> std::result::Result<(), String> {
-    for (name, t) in &plan.tensors {
-        if t.offset
-            .checked_add(t.bytes)
-            .is_none_or(|end| end > weights_len)
-        {
-            return Err(format!("tensor `{name}` lies outside weights.bin"));
-        }
-    }
+/// Every entry of `weights.bin`'s index must be what its shape, dtype and layout take, inside
+/// the file and apart from the others (`vl3c_engine::check_index`); every raw weight a graph
+/// reads must be indexed. The claims are checked against the graphs by the runner (`claims.rs`).
+fn check_tensors(plan: &Plan, weights_len: u64, path: &Path) -> Result<()> {
+    let packed = vl3c_cpu::checked_packed_len;
+    fmt::check_index(path, &plan.tensors, weights_len, &packed)?;
     for (gname, gp) in &plan.graphs {
         if let Some(w) = gp.weights.iter().find(|w| !plan.tensors.contains_key(*w)) {
-            return Err(format!("graph `{gname}` reads unknown tensor `{w}`"));
+            return Err(file_err(
+                path,
+                format!("graph `{gname}` reads unknown tensor `{w}`"),
+            ));
         }
     }
     Ok(())

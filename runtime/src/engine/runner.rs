@@ -64,6 +64,7 @@ impl Runner {
                 .graphs
                 .get(&g.name)
                 .ok_or_else(|| format!("has no plan for graph `{}`", g.name))?;
+            claims::check_raw_weights(g, &plan, &gp.weights)?;
             let mut by_node = HashMap::new();
             for c in &gp.claims {
                 let (node, claimed) = claims::check(g, &plan, c, held)?;

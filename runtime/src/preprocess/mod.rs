@@ -1,7 +1,8 @@
 //! Image preprocessing, matching transformers' `VideoLlama3ImageProcessor`
 //! (torchvision backend, the default) — spec §3.1:
 //!
-//! 1. RGB uint8 (alpha composited onto white, as transformers does),
+//! 1. RGB uint8 as transformers' `load_image` gives it ([`load_image`]: EXIF
+//!    orientation applied, Pillow's `convert("RGB")`, alpha dropped),
 //! 2. target size from [`smart_resize`] with factor `patch_size * merge_size`,
 //! 3. antialiased bicubic resize, bit-exact port of torch's CPU uint8 kernel
 //!    ([`resize_bicubic_antialias_u8`]),
@@ -12,17 +13,21 @@
 //! [N, 3·p·p], `image_grid_thw` i64 [n, 3], `image_merge_sizes` i64 [n].
 
 mod config;
+mod jpeg;
 mod load;
+mod modes;
+mod orient;
 mod patchify;
 mod resize;
 mod smart_resize;
+mod trns;
 
 use std::path::PathBuf;
 
 use image::RgbImage;
 
 pub use config::ImageProcessorConfig;
-pub use load::{composite_on_white, decode_image_bytes, load_image, to_rgb_like_transformers};
+pub use load::{decode_image_bytes, load_image};
 pub use patchify::{normalize_table, normalize_u8, patchify_into};
 pub use resize::{resize_bicubic_antialias_u8, resize_bicubic_antialias_u8_channels};
 pub use smart_resize::{smart_resize, MAX_ASPECT_RATIO};

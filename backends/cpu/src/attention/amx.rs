@@ -22,17 +22,19 @@ impl Tiles {
     /// # Safety
     /// AMX available and the tile permission granted ([`crate::amx::available`]).
     pub(super) unsafe fn configure() -> Tiles {
-        // Palette 1; tiles 0–7 all 16 rows × 64 bytes.
-        #[repr(C, align(64))]
-        struct Cfg([u8; 64]);
-        let mut c = Cfg([0u8; 64]);
-        c.0[0] = 1;
-        for t in 0..8 {
-            c.0[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
-            c.0[48 + t] = 16;
+        unsafe {
+            // Palette 1; tiles 0–7 all 16 rows × 64 bytes.
+            #[repr(C, align(64))]
+            struct Cfg([u8; 64]);
+            let mut c = Cfg([0u8; 64]);
+            c.0[0] = 1;
+            for t in 0..8 {
+                c.0[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+                c.0[48 + t] = 16;
+            }
+            asm!("ldtilecfg [{}]", in(reg) c.0.as_ptr(), options(nostack, readonly));
+            Tiles(())
         }
-        asm!("ldtilecfg [{}]", in(reg) c.0.as_ptr(), options(nostack, readonly));
-        Tiles(())
     }
 }
 
@@ -88,28 +90,35 @@ pub(super) unsafe fn products(
     n: usize,
     kp: usize,
 ) {
-    debug_assert!(m.is_multiple_of(16) && n.is_multiple_of(16) && kp.is_multiple_of(16));
-    // Columns outer: a 32-column block of B (all of k) stays in L1 while the row blocks pass.
-    let mut j = 0;
-    while j < n {
-        let wide = n - j >= 32;
-        let mut i = 0;
-        while i < m {
-            let tall = m - i >= 32;
-            let (ai, bj, cij) = (a.add(i * lda), b.add(j * 4), c.add(i * ldc + j));
-            match (tall, wide) {
-                (true, true) => block::<true, true>(ai, lda, bj, ldb, cij, ldc, kp),
-                (true, false) => block::<true, false>(ai, lda, bj, ldb, cij, ldc, kp),
-                (false, true) => block::<false, true>(ai, lda, bj, ldb, cij, ldc, kp),
-                (false, false) => block::<false, false>(ai, lda, bj, ldb, cij, ldc, kp),
+    unsafe {
+        debug_assert!(m.is_multiple_of(16) && n.is_multiple_of(16) && kp.is_multiple_of(16));
+        // Columns outer: a 32-column block of B (all of k) stays in L1 while the row blocks pass.
+        let mut j = 0;
+        while j < n {
+            let wide = n - j >= 32;
+            let mut i = 0;
+            while i < m {
+                let tall = m - i >= 32;
+                let (ai, bj, cij) = (a.add(i * lda), b.add(j * 4), c.add(i * ldc + j));
+                match (tall, wide) {
+                    (true, true) => block::<true, true>(ai, lda, bj, ldb, cij, ldc, kp),
+                    (true, false) => block::<true, false>(ai, lda, bj, ldb, cij, ldc, kp),
+                    (false, true) => block::<false, true>(ai, lda, bj, ldb, cij, ldc, kp),
+                    (false, false) => block::<false, false>(ai, lda, bj, ldb, cij, ldc, kp),
+                }
+                i += if tall { 32 } else { 16 };
             }
-            i += if tall { 32 } else { 16 };
+            j += if wide { 32 } else { 16 };
         }
-        j += if wide { 32 } else { 16 };
     }
 }
 
 /// One block of `C`: 16 or 32 (`TALL`) rows × 16 or 32 (`WIDE`) columns.
+///
+/// # Safety
+///
+/// A tile configuration is loaded on a thread with AMX permission; `a`, `b` and `c` are valid for
+/// the block's rows and `kp` pairs at the given strides (bytes for `a`/`b`, floats for `c`).
 #[inline(always)]
 unsafe fn block<const TALL: bool, const WIDE: bool>(
     a: *const u8,
@@ -120,42 +129,44 @@ unsafe fn block<const TALL: bool, const WIDE: bool>(
     ldc: usize,
     kp: usize,
 ) {
-    tzero!(0);
-    if WIDE {
-        tzero!(1);
-    }
-    if TALL {
-        tzero!(2);
+    unsafe {
+        tzero!(0);
         if WIDE {
-            tzero!(3);
-        }
-    }
-    for kc in 0..kp / 16 {
-        let (ak, bk) = (a.add(kc * 64), b.add(kc * 16 * ldb));
-        tload!(4, ak, lda);
-        tload!(6, bk, ldb);
-        tdp!(0, 4, 6);
-        if WIDE {
-            tload!(7, bk.add(64), ldb);
-            tdp!(1, 4, 7);
+            tzero!(1);
         }
         if TALL {
-            tload!(5, ak.add(16 * lda), lda);
-            tdp!(2, 5, 6);
+            tzero!(2);
             if WIDE {
-                tdp!(3, 5, 7);
+                tzero!(3);
             }
         }
-    }
-    let ldc_b = ldc * 4;
-    tstore!(0, c, ldc_b);
-    if WIDE {
-        tstore!(1, c.add(16), ldc_b);
-    }
-    if TALL {
-        tstore!(2, c.add(16 * ldc), ldc_b);
+        for kc in 0..kp / 16 {
+            let (ak, bk) = (a.add(kc * 64), b.add(kc * 16 * ldb));
+            tload!(4, ak, lda);
+            tload!(6, bk, ldb);
+            tdp!(0, 4, 6);
+            if WIDE {
+                tload!(7, bk.add(64), ldb);
+                tdp!(1, 4, 7);
+            }
+            if TALL {
+                tload!(5, ak.add(16 * lda), lda);
+                tdp!(2, 5, 6);
+                if WIDE {
+                    tdp!(3, 5, 7);
+                }
+            }
+        }
+        let ldc_b = ldc * 4;
+        tstore!(0, c, ldc_b);
         if WIDE {
-            tstore!(3, c.add(16 * ldc + 16), ldc_b);
+            tstore!(1, c.add(16), ldc_b);
+        }
+        if TALL {
+            tstore!(2, c.add(16 * ldc), ldc_b);
+            if WIDE {
+                tstore!(3, c.add(16 * ldc + 16), ldc_b);
+            }
         }
     }
 }

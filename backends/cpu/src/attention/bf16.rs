@@ -154,29 +154,36 @@ pub(super) unsafe fn share(
     out: Out,
     dot: Dot,
 ) {
-    let geo = Geom::of(p);
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    let _tiles = (dot == Dot::Amx).then(|| super::amx::Tiles::configure());
-    SCRATCH.with(|sc| {
-        let sc = &mut *sc.borrow_mut();
-        let d = p.q.d;
-        sc.qb.grow(BLOCK_ROWS * geo.dq / 2);
-        sc.s.grow(BLOCK_ROWS * geo.lds);
-        sc.pb.grow(BLOCK_ROWS * geo.ldp);
-        sc.o.grow(BLOCK_ROWS * geo.dv);
-        grow(&mut sc.row, d);
-        grow(&mut sc.row16, geo.dq / 2);
-        sc.loaded = None;
-        let rows = p.group * p.q.len;
-        for unit in units {
-            let (g, b) = (unit / blocks, unit % blocks);
-            let r0 = b * BLOCK_ROWS;
-            block(p, &geo, g, r0, (r0 + BLOCK_ROWS).min(rows), sc, out, dot);
-        }
-    });
+    unsafe {
+        let geo = Geom::of(p);
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        let _tiles = (dot == Dot::Amx).then(|| super::amx::Tiles::configure());
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            let d = p.q.d;
+            sc.qb.grow(BLOCK_ROWS * geo.dq / 2);
+            sc.s.grow(BLOCK_ROWS * geo.lds);
+            sc.pb.grow(BLOCK_ROWS * geo.ldp);
+            sc.o.grow(BLOCK_ROWS * geo.dv);
+            grow(&mut sc.row, d);
+            grow(&mut sc.row16, geo.dq / 2);
+            sc.loaded = None;
+            let rows = p.group * p.q.len;
+            for unit in units {
+                let (g, b) = (unit / blocks, unit % blocks);
+                let r0 = b * BLOCK_ROWS;
+                block(p, &geo, g, r0, (r0 + BLOCK_ROWS).min(rows), sc, out, dot);
+            }
+        });
+    }
 }
 
 /// Rows `r0..r1` of kv head `g`, as [`super`]'s f32 block.
+///
+/// # Safety
+///
+/// The CPU has what `dot` uses (AVX-512 BF16, or AMX with permission); `out` is valid for the rows
+/// `r0..r1` of kv head `g` and no other thread writes them.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(
     p: &Problem,
@@ -188,89 +195,91 @@ unsafe fn block(
     out: Out,
     dot: Dot,
 ) {
-    let (n, d) = (p.q.len, p.q.d);
-    if sc.loaded != Some(g) {
-        load_kv(p, geo, g, sc, dot);
-        sc.loaded = Some(g);
+    unsafe {
+        let (n, d) = (p.q.len, p.q.d);
+        if sc.loaded != Some(g) {
+            load_kv(p, geo, g, sc, dot);
+            sc.loaded = Some(g);
+        }
+        let m = r1 - r0;
+        let mp = up(m, 16);
+        // Q rows rotated in f32, rounded; zero rows up to whole tiles.
+        for rr in 0..mp {
+            let dst = halves(&mut sc.qb.u32s()[rr * geo.dq / 2..(rr + 1) * geo.dq / 2]);
+            if rr >= m {
+                dst.fill(0);
+                continue;
+            }
+            let r = r0 + rr;
+            let (h, i) = (g * p.group + r / n, r % n);
+            if rr + AHEAD < m {
+                let ra = r + AHEAD;
+                prefetch(&p.q, g * p.group + ra / n, ra % n);
+            }
+            let mut src = p.q.row(h, i);
+            if let Some(rope) = p.rope.filter(|r| r.queries) {
+                rotate(
+                    dot,
+                    src,
+                    &rope.cos[i * d..(i + 1) * d],
+                    &rope.sin[i * d..(i + 1) * d],
+                    &mut sc.row[..d],
+                );
+                src = &sc.row[..d];
+            }
+            to_bf16(dot, src, &mut dst[..d]);
+            dst[d..].fill(0);
+        }
+        let (lo, end) = p.key_span(r0, r1);
+        let lo = lo.min(end) / 32 * 32;
+        let span = up(end - lo, 32);
+        let (ptr_q, ptr_k) = (sc.qb.u32s().as_ptr(), sc.kt.u32s()[lo..].as_ptr());
+        products(
+            dot,
+            ptr_q,
+            geo.dq / 2,
+            ptr_k,
+            geo.ldk,
+            sc.s.f32s().as_mut_ptr(),
+            geo.lds,
+            mp,
+            span,
+            geo.dq / 2,
+        );
+        let mut sums = [0f32; BLOCK_ROWS];
+        for (rr, sum) in sums.iter_mut().enumerate().take(mp) {
+            let prow = halves(&mut sc.pb.u32s()[rr * geo.ldp..rr * geo.ldp + span / 2]);
+            if rr >= m {
+                prow.fill(0);
+                continue;
+            }
+            let i = (r0 + rr) % n;
+            let (a, b) = p.keys_of(i);
+            let (a, b) = (a.max(lo) - lo, b.min(lo + span).max(lo) - lo);
+            let srow = &mut sc.s.f32s()[rr * geo.lds..rr * geo.lds + span];
+            *sum = if p.seg_contiguous || !matches!(p.mask, Mask::Segments(_)) {
+                softmax(dot, srow, a, b, p.scale, prow)
+            } else {
+                let sum = super::softmax_masked(srow, a, b, p.scale, |j| p.sees(i, lo + j));
+                to_bf16(dot, srow, prow);
+                sum
+            };
+        }
+        let ptr_v = sc.vt.u32s()[lo / 2 * geo.ldv..].as_ptr();
+        products(
+            dot,
+            sc.pb.u32s().as_ptr(),
+            geo.ldp,
+            ptr_v,
+            geo.ldv,
+            sc.o.f32s().as_mut_ptr(),
+            geo.dv,
+            mp,
+            geo.dv,
+            span / 2,
+        );
+        super::write_rows(p, g, r0, m, sc.o.f32s(), geo.dv, &sums, out, false);
     }
-    let m = r1 - r0;
-    let mp = up(m, 16);
-    // Q rows rotated in f32, rounded; zero rows up to whole tiles.
-    for rr in 0..mp {
-        let dst = halves(&mut sc.qb.u32s()[rr * geo.dq / 2..(rr + 1) * geo.dq / 2]);
-        if rr >= m {
-            dst.fill(0);
-            continue;
-        }
-        let r = r0 + rr;
-        let (h, i) = (g * p.group + r / n, r % n);
-        if rr + AHEAD < m {
-            let ra = r + AHEAD;
-            prefetch(&p.q, g * p.group + ra / n, ra % n);
-        }
-        let mut src = p.q.row(h, i);
-        if let Some(rope) = p.rope.filter(|r| r.queries) {
-            rotate(
-                dot,
-                src,
-                &rope.cos[i * d..(i + 1) * d],
-                &rope.sin[i * d..(i + 1) * d],
-                &mut sc.row[..d],
-            );
-            src = &sc.row[..d];
-        }
-        to_bf16(dot, src, &mut dst[..d]);
-        dst[d..].fill(0);
-    }
-    let (lo, end) = p.key_span(r0, r1);
-    let lo = lo.min(end) / 32 * 32;
-    let span = up(end - lo, 32);
-    let (ptr_q, ptr_k) = (sc.qb.u32s().as_ptr(), sc.kt.u32s()[lo..].as_ptr());
-    products(
-        dot,
-        ptr_q,
-        geo.dq / 2,
-        ptr_k,
-        geo.ldk,
-        sc.s.f32s().as_mut_ptr(),
-        geo.lds,
-        mp,
-        span,
-        geo.dq / 2,
-    );
-    let mut sums = [0f32; BLOCK_ROWS];
-    for (rr, sum) in sums.iter_mut().enumerate().take(mp) {
-        let prow = halves(&mut sc.pb.u32s()[rr * geo.ldp..rr * geo.ldp + span / 2]);
-        if rr >= m {
-            prow.fill(0);
-            continue;
-        }
-        let i = (r0 + rr) % n;
-        let (a, b) = p.keys_of(i);
-        let (a, b) = (a.max(lo) - lo, b.min(lo + span).max(lo) - lo);
-        let srow = &mut sc.s.f32s()[rr * geo.lds..rr * geo.lds + span];
-        *sum = if p.seg_contiguous || !matches!(p.mask, Mask::Segments(_)) {
-            softmax(dot, srow, a, b, p.scale, prow)
-        } else {
-            let sum = super::softmax_masked(srow, a, b, p.scale, |j| p.sees(i, lo + j));
-            to_bf16(dot, srow, prow);
-            sum
-        };
-    }
-    let ptr_v = sc.vt.u32s()[lo / 2 * geo.ldv..].as_ptr();
-    products(
-        dot,
-        sc.pb.u32s().as_ptr(),
-        geo.ldp,
-        ptr_v,
-        geo.ldv,
-        sc.o.f32s().as_mut_ptr(),
-        geo.dv,
-        mp,
-        geo.dv,
-        span / 2,
-    );
-    super::write_rows(p, g, r0, m, sc.o.f32s(), geo.dv, &sums, out, false);
 }
 
 /// `Kᵀ` and `V` of kv head `g` in bf16 pairs, zero-padded (see the module doc).
@@ -413,6 +422,11 @@ fn softmax(dot: Dot, row: &mut [f32], a: usize, b: usize, scale: f32, p: &mut [u
 
 /// `C[m, n] = A[m, 2·kp] · B[2·kp, n]` on bf16 pairs (`A` rows `lda` pairs apart, `B` pair-rows
 /// `ldb` apart, `C` rows `ldc` floats apart); `m`, `n` and `kp` multiples of 16.
+///
+/// # Safety
+///
+/// The CPU has what `dot` uses; `a`, `b` and `c` are valid for `m` × `kp`, `kp` × `n` and `m` × `n`
+/// elements at their strides.
 #[allow(clippy::too_many_arguments)]
 unsafe fn products(
     dot: Dot,
@@ -426,32 +440,34 @@ unsafe fn products(
     n: usize,
     kp: usize,
 ) {
-    match dot {
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        Dot::Amx => super::amx::products(
-            a as *const u8,
-            lda * 4,
-            b as *const u8,
-            ldb * 4,
-            c,
-            ldc,
-            m,
-            n,
-            kp,
-        ),
-        #[cfg(target_arch = "x86_64")]
-        Dot::Avx512 => super::simd::products_bf16(a, lda, b, ldb, c, ldc, m, n, kp),
-        _ => {
-            let wide = |x: u32| (f32::from_bits(x << 16), f32::from_bits(x & 0xffff_0000));
-            for i in 0..m {
-                let crow = std::slice::from_raw_parts_mut(c.add(i * ldc), n);
-                crow.fill(0.0);
-                for kk in 0..kp {
-                    let (a0, a1) = wide(*a.add(i * lda + kk));
-                    let brow = std::slice::from_raw_parts(b.add(kk * ldb), n);
-                    for (cv, &bv) in crow.iter_mut().zip(brow) {
-                        let (b0, b1) = wide(bv);
-                        *cv += a0 * b0 + a1 * b1;
+    unsafe {
+        match dot {
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            Dot::Amx => super::amx::products(
+                a as *const u8,
+                lda * 4,
+                b as *const u8,
+                ldb * 4,
+                c,
+                ldc,
+                m,
+                n,
+                kp,
+            ),
+            #[cfg(target_arch = "x86_64")]
+            Dot::Avx512 => super::simd::products_bf16(a, lda, b, ldb, c, ldc, m, n, kp),
+            _ => {
+                let wide = |x: u32| (f32::from_bits(x << 16), f32::from_bits(x & 0xffff_0000));
+                for i in 0..m {
+                    let crow = std::slice::from_raw_parts_mut(c.add(i * ldc), n);
+                    crow.fill(0.0);
+                    for kk in 0..kp {
+                        let (a0, a1) = wide(*a.add(i * lda + kk));
+                        let brow = std::slice::from_raw_parts(b.add(kk * ldb), n);
+                        for (cv, &bv) in crow.iter_mut().zip(brow) {
+                            let (b0, b1) = wide(bv);
+                            *cv += a0 * b0 + a1 * b1;
+                        }
                     }
                 }
             }

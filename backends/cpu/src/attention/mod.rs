@@ -119,8 +119,8 @@ impl<'a> Keys<'a> {
     }
 }
 
-/// Where the output `[hq, n, d]` goes: element `(h, i, c)` at `h * head_stride + i * row_stride
-/// + c` (`head_stride = n·d, row_stride = d` is the contiguous tensor; `head_stride = d,
+/// Where the output `[hq, n, d]` goes: element `(h, i, c)` at
+/// `h * head_stride + i * row_stride + c` (`head_stride = n·d, row_stride = d` is the contiguous tensor; `head_stride = d,
 /// row_stride = hq·d` writes the `[n, hq·d]` layout the output projection reads).
 #[derive(Debug)]
 pub struct OutView<'a> {
@@ -473,25 +473,37 @@ fn run(p: &Problem, out: OutView, threads: usize, path: Path) {
 }
 
 /// One thread's share of (kv head, row block) units on the f32 path.
+///
+/// # Safety
+///
+/// Where `simd`, CPU must have AVX-512F (the caller checks it); `out` is valid for the whole `[hq,
+/// n, d]` output and no other thread is given the same units.
 unsafe fn share(p: &Problem, units: std::ops::Range<usize>, blocks: usize, out: Out, simd: bool) {
-    let (t, d) = (p.kd.len, p.q.d);
-    let rows = p.group * p.q.len;
-    SCRATCH.with(|sc| {
-        let sc = &mut *sc.borrow_mut();
-        let (tp, dp) = (padded(t), padded(d));
-        grow(&mut sc.qb, BLOCK_ROWS * d);
-        grow(&mut sc.s, BLOCK_ROWS * tp);
-        grow(&mut sc.o, BLOCK_ROWS * dp);
-        sc.loaded = None;
-        for unit in units {
-            let (g, b) = (unit / blocks, unit % blocks);
-            let r0 = b * BLOCK_ROWS;
-            block(p, g, r0, (r0 + BLOCK_ROWS).min(rows), sc, out, simd);
-        }
-    })
+    unsafe {
+        let (t, d) = (p.kd.len, p.q.d);
+        let rows = p.group * p.q.len;
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            let (tp, dp) = (padded(t), padded(d));
+            grow(&mut sc.qb, BLOCK_ROWS * d);
+            grow(&mut sc.s, BLOCK_ROWS * tp);
+            grow(&mut sc.o, BLOCK_ROWS * dp);
+            sc.loaded = None;
+            for unit in units {
+                let (g, b) = (unit / blocks, unit % blocks);
+                let r0 = b * BLOCK_ROWS;
+                block(p, g, r0, (r0 + BLOCK_ROWS).min(rows), sc, out, simd);
+            }
+        })
+    }
 }
 
 /// Rows `r0..r1` of kv head `g` (row `r` is query head `g·group + r / n`, query `r % n`).
+///
+/// # Safety
+///
+/// Where `simd`, CPU must have AVX-512F (the caller checks it); `out` is valid for the rows
+/// `r0..r1` of kv head `g` and no other thread writes them.
 unsafe fn block(
     p: &Problem,
     g: usize,
@@ -501,83 +513,85 @@ unsafe fn block(
     out: Out,
     simd: bool,
 ) {
-    let (n, t, d) = (p.q.len, p.kd.len, p.q.d);
-    let (tp, dp) = (padded(t), padded(d));
-    if sc.loaded != Some(g) {
-        load_kv(p, g, sc, tp, dp);
-        sc.loaded = Some(g);
-    }
-    // Kᵀ `[d, ≥ tp]` and V `[t, dp]` of this kv head, with their row strides.
-    let (kt, ldk): (&[f32], usize) = match p.k {
-        Keys::Transposed(v) => (&v.data[g * v.head_stride..], v.row_stride),
-        Keys::Rows(_) => (&sc.kt, tp),
-    };
-    let (vv, ldv): (&[f32], usize) = if d == dp {
-        (&p.v.data[g * p.v.head_stride..], p.v.row_stride)
-    } else {
-        (&sc.vp, dp)
-    };
-    let m = r1 - r0;
-    let mp = m.div_ceil(8) * 8;
-    // Q rows (rotated), zero rows up to the micro-kernel's multiple of 8.
-    for (rr, dst) in sc.qb.chunks_mut(d).take(mp).enumerate() {
-        if rr >= m {
-            dst.fill(0.0);
-            continue;
+    unsafe {
+        let (n, t, d) = (p.q.len, p.kd.len, p.q.d);
+        let (tp, dp) = (padded(t), padded(d));
+        if sc.loaded != Some(g) {
+            load_kv(p, g, sc, tp, dp);
+            sc.loaded = Some(g);
         }
-        let r = r0 + rr;
-        let (h, i) = (g * p.group + r / n, r % n);
-        let src = p.q.row(h, i);
-        match p.rope.filter(|r| r.queries) {
-            Some(rope) => rotate(
-                src,
-                &rope.cos[i * d..(i + 1) * d],
-                &rope.sin[i * d..(i + 1) * d],
-                dst,
-            ),
-            None => dst.copy_from_slice(src),
-        }
-    }
-    // The keys any row of the block sees; the scores cover them widened to whole vectors.
-    let (lo, hi) = p.key_span(r0, r1);
-    let lo = lo.min(hi) / 16 * 16;
-    let end = hi;
-    let hi = padded(hi).min(tp);
-    let span = hi - lo;
-    // S = Q·Kᵀ over keys lo..hi.
-    products(simd, &sc.qb, d, &kt[lo..], ldk, &mut sc.s, tp, mp, span, d);
-    // Softmax rows in place (unnormalized: the sum divides the output row).
-    let mut sums = [0f32; BLOCK_ROWS];
-    for rr in 0..mp {
-        let row = &mut sc.s[rr * tp..rr * tp + span];
-        if rr >= m {
-            row.fill(0.0);
-            continue;
-        }
-        let i = (r0 + rr) % n;
-        let (a, b) = p.keys_of(i);
-        let (a, b) = (a.max(lo) - lo, b.min(hi).max(lo) - lo);
-        let allowed = |j: usize| p.sees(i, lo + j);
-        sums[rr] = if p.seg_contiguous || !matches!(p.mask, Mask::Segments(_)) {
-            softmax_range(simd, row, a, b, p.scale)
-        } else {
-            softmax_masked(row, a, b, p.scale, allowed)
+        // Kᵀ `[d, ≥ tp]` and V `[t, dp]` of this kv head, with their row strides.
+        let (kt, ldk): (&[f32], usize) = match p.k {
+            Keys::Transposed(v) => (&v.data[g * v.head_stride..], v.row_stride),
+            Keys::Rows(_) => (&sc.kt, tp),
         };
+        let (vv, ldv): (&[f32], usize) = if d == dp {
+            (&p.v.data[g * p.v.head_stride..], p.v.row_stride)
+        } else {
+            (&sc.vp, dp)
+        };
+        let m = r1 - r0;
+        let mp = m.div_ceil(8) * 8;
+        // Q rows (rotated), zero rows up to the micro-kernel's multiple of 8.
+        for (rr, dst) in sc.qb.chunks_mut(d).take(mp).enumerate() {
+            if rr >= m {
+                dst.fill(0.0);
+                continue;
+            }
+            let r = r0 + rr;
+            let (h, i) = (g * p.group + r / n, r % n);
+            let src = p.q.row(h, i);
+            match p.rope.filter(|r| r.queries) {
+                Some(rope) => rotate(
+                    src,
+                    &rope.cos[i * d..(i + 1) * d],
+                    &rope.sin[i * d..(i + 1) * d],
+                    dst,
+                ),
+                None => dst.copy_from_slice(src),
+            }
+        }
+        // The keys any row of the block sees; the scores cover them widened to whole vectors.
+        let (lo, hi) = p.key_span(r0, r1);
+        let lo = lo.min(hi) / 16 * 16;
+        let end = hi;
+        let hi = padded(hi).min(tp);
+        let span = hi - lo;
+        // S = Q·Kᵀ over keys lo..hi.
+        products(simd, &sc.qb, d, &kt[lo..], ldk, &mut sc.s, tp, mp, span, d);
+        // Softmax rows in place (unnormalized: the sum divides the output row).
+        let mut sums = [0f32; BLOCK_ROWS];
+        for (rr, sum) in sums.iter_mut().enumerate().take(mp) {
+            let row = &mut sc.s[rr * tp..rr * tp + span];
+            if rr >= m {
+                row.fill(0.0);
+                continue;
+            }
+            let i = (r0 + rr) % n;
+            let (a, b) = p.keys_of(i);
+            let (a, b) = (a.max(lo) - lo, b.min(hi).max(lo) - lo);
+            let allowed = |j: usize| p.sees(i, lo + j);
+            *sum = if p.seg_contiguous || !matches!(p.mask, Mask::Segments(_)) {
+                softmax_range(simd, row, a, b, p.scale)
+            } else {
+                softmax_masked(row, a, b, p.scale, allowed)
+            };
+        }
+        // O = P·V over the keys that exist (no value row past `t` is read).
+        products(
+            simd,
+            &sc.s,
+            tp,
+            &vv[lo * ldv..],
+            ldv,
+            &mut sc.o,
+            dp,
+            mp,
+            dp,
+            end - lo,
+        );
+        write_rows(p, g, r0, m, &sc.o, dp, &sums, out, true);
     }
-    // O = P·V over the keys that exist (no value row past `t` is read).
-    products(
-        simd,
-        &sc.s,
-        tp,
-        &vv[lo * ldv..],
-        ldv,
-        &mut sc.o,
-        dp,
-        mp,
-        dp,
-        end - lo,
-    );
-    write_rows(p, g, r0, m, &sc.o, dp, &sums, out, true);
 }
 
 /// `out` rows of block rows `r0..r0 + m` of kv head `g`: row `rr` of `o` (`ldo` apart) over
@@ -598,23 +612,25 @@ unsafe fn write_rows(
     out: Out,
     exact: bool,
 ) {
-    let (n, d) = (p.q.len, p.q.d);
-    for rr in 0..m {
-        let r = r0 + rr;
-        let (h, i) = (g * p.group + r / n, r % n);
-        let dst = std::slice::from_raw_parts_mut(
-            out.ptr.get().add(h * out.head_stride + i * out.row_stride),
-            d,
-        );
-        let (sum, src) = (sums[rr], &o[rr * ldo..rr * ldo + d]);
-        if exact {
-            for (o, &x) in dst.iter_mut().zip(src) {
-                *o = x / sum;
-            }
-        } else {
-            let inv = 1.0 / sum;
-            for (o, &x) in dst.iter_mut().zip(src) {
-                *o = x * inv;
+    unsafe {
+        let (n, d) = (p.q.len, p.q.d);
+        for rr in 0..m {
+            let r = r0 + rr;
+            let (h, i) = (g * p.group + r / n, r % n);
+            let dst = std::slice::from_raw_parts_mut(
+                out.ptr.get().add(h * out.head_stride + i * out.row_stride),
+                d,
+            );
+            let (sum, src) = (sums[rr], &o[rr * ldo..rr * ldo + d]);
+            if exact {
+                for (o, &x) in dst.iter_mut().zip(src) {
+                    *o = x / sum;
+                }
+            } else {
+                let inv = 1.0 / sum;
+                for (o, &x) in dst.iter_mut().zip(src) {
+                    *o = x * inv;
+                }
             }
         }
     }

@@ -71,8 +71,8 @@ struct Plan {
     size: usize,
     /// Patches to apply once the mapping's base address is known.
     relocs: Vec<Patch>,
-    /// Offset of kernel i in the mapping, and its kind.
-    kernels: Vec<(usize, &'static str)>,
+    /// Offset of kernel i in the mapping, its kind, and the constants its symbol carries.
+    kernels: Vec<(usize, &'static str, String)>,
 }
 
 struct Patch {
@@ -221,7 +221,7 @@ fn plan(file: &object::File) -> Result<Plan, CodegenError> {
         }
     }
 
-    let mut kernels: Vec<Option<(usize, &'static str)>> = Vec::new();
+    let mut kernels: Vec<Option<(usize, &'static str, String)>> = Vec::new();
     for sym in file.symbols() {
         // The file symbol (named after the module) and section symbols are not kernels.
         if matches!(sym.kind(), SymbolKind::File | SymbolKind::Section) {
@@ -231,15 +231,19 @@ fn plan(file: &object::File) -> Result<Plan, CodegenError> {
         let Some(rest) = name.strip_prefix("vl3c_k") else {
             continue;
         };
-        let (idx, kind) = rest
+        let (idx, kind_abi) = rest
             .split_once('_')
             .ok_or_else(|| bad(format!("bad kernel symbol `{name}`")))?;
         let idx: usize = idx
             .parse()
             .map_err(|_| bad(format!("bad kernel symbol `{name}`")))?;
-        let kind = *KINDS
+        // `{kind}` then the compiled-in constants, each after `__` (see `KernelSpec::abi`).
+        let (kind, abi) = KINDS
             .iter()
-            .find(|k| **k == kind)
+            .find_map(|k| {
+                let abi = kind_abi.strip_prefix(k)?;
+                (abi.is_empty() || abi.starts_with("__")).then_some((*k, abi.to_string()))
+            })
             .ok_or_else(|| bad(format!("unknown kernel kind in `{name}`")))?;
         let sec = sym
             .section_index()
@@ -258,7 +262,10 @@ fn plan(file: &object::File) -> Result<Plan, CodegenError> {
         if kernels.len() <= idx {
             kernels.resize(idx + 1, None);
         }
-        if kernels[idx].replace((sb + off as usize, kind)).is_some() {
+        if kernels[idx]
+            .replace((sb + off as usize, kind, abi))
+            .is_some()
+        {
             return Err(bad(format!("kernel {idx} defined twice")));
         }
     }
@@ -285,7 +292,7 @@ pub(super) fn check_self_contained(bytes: &[u8]) -> Result<(), CodegenError> {
 /// value lives.
 pub struct LoadedKernels {
     map: Mmap,
-    kernels: Vec<(usize, &'static str)>,
+    kernels: Vec<(usize, &'static str, String)>,
     relocations: usize,
 }
 
@@ -354,7 +361,7 @@ impl LoadedKernels {
     pub fn address(&self, index: usize) -> Option<*const u8> {
         self.kernels
             .get(index)
-            .map(|&(off, _)| self.map.as_ptr().wrapping_add(off))
+            .map(|&(off, ..)| self.map.as_ptr().wrapping_add(off))
     }
 
     /// How many relocations were applied when loading.
@@ -362,8 +369,8 @@ impl LoadedKernels {
         self.relocations
     }
 
-    /// Checks that kernel i has the kind of `specs[i]`, for every i, and no more kernels exist.
-    /// (Widths and constants are not recorded in the object: the engine keeps the specs.)
+    /// Checks that kernel i has the kind and the compiled-in constants (row width, eps; its
+    /// symbol carries them) of `specs[i]`, for every i, and no more kernels exist.
     pub fn check_specs(&self, specs: &[KernelSpec]) -> Result<(), CodegenError> {
         if specs.len() != self.kernels.len() {
             return Err(bad(format!(
@@ -373,10 +380,11 @@ impl LoadedKernels {
             )));
         }
         for (i, s) in specs.iter().enumerate() {
-            if self.kernels[i].1 != s.kind() {
+            let (_, kind, abi) = &self.kernels[i];
+            if *kind != s.kind() || *abi != s.abi() {
                 return Err(CodegenError::Kernel {
                     index: i,
-                    reason: format!("is {}, expected {}", self.kernels[i].1, s.kind()),
+                    reason: format!("is {kind}{abi}, expected {}{}", s.kind(), s.abi()),
                 });
             }
         }
@@ -385,7 +393,7 @@ impl LoadedKernels {
 
     /// Entry address of kernel `index` after checking its kind is one of `kinds`.
     fn entry(&self, index: usize, kinds: &[&str]) -> Result<*const u8, CodegenError> {
-        let &(off, kind) = self
+        let &(off, kind, _) = self
             .kernels
             .get(index)
             .ok_or_else(|| CodegenError::Kernel {

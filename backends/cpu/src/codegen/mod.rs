@@ -14,8 +14,10 @@
 //! # ABI
 //!
 //! Every kernel is `unsafe extern "C"` (the host's C calling convention), returns nothing, and
-//! is exported as `vl3c_k{index}_{kind}` where `index` is its position in the slice given to
-//! [`compile_kernels`]. Data is contiguous row-major f32; pointers need no alignment; counts are
+//! is exported as `vl3c_k{index}_{kind}{abi}` where `index` is its position in the slice given to
+//! [`compile_kernels`] and `abi` the constants compiled into it (`__w{width}`, `__e{eps bits}`,
+//! `__d{d}`, `__s{scale bits}`; see [`KernelSpec::abi`]), so a loader checks a plan's kernel list
+//! against the code it calls: a norm compiled for rows of 1024 never runs on rows of 896. Data is contiguous row-major f32; pointers need no alignment; counts are
 //! `i64` and a count ≤ 0 does nothing. `out` may equal the first input (in place) for every kind.
 //!
 //! | kind (`KernelSpec`) | signature | computes |
@@ -146,6 +148,22 @@ impl KernelSpec {
         }
     }
 
+    /// The constants compiled into the kernel, as its symbol carries them after the kind
+    /// (empty for kinds without any): what the code assumes beyond its signature.
+    pub fn abi(&self) -> String {
+        match *self {
+            KernelSpec::LayerNorm { width, eps } | KernelSpec::RmsNorm { width, eps } => {
+                format!("__w{width}__e{:016x}", eps.to_bits())
+            }
+            KernelSpec::Softmax { width } | KernelSpec::AddBias { width } => format!("__w{width}"),
+            KernelSpec::Rope { d } => format!("__d{d}"),
+            KernelSpec::AttentionSoftmax { scale, .. } => format!("__s{:016x}", scale.to_bits()),
+            KernelSpec::Gelu { .. } | KernelSpec::Silu | KernelSpec::SwiGlu | KernelSpec::Add => {
+                String::new()
+            }
+        }
+    }
+
     /// `(pointer arguments, i64 arguments)` of the kernel's ABI, in that order.
     pub fn arity(&self) -> (usize, usize) {
         match self {
@@ -202,7 +220,7 @@ impl KernelSpec {
 
 /// The exported symbol of kernel `index`.
 pub fn symbol_name(index: usize, spec: &KernelSpec) -> String {
-    format!("vl3c_k{index}_{}", spec.kind())
+    format!("vl3c_k{index}_{}{}", spec.kind(), spec.abi())
 }
 
 /// The host's ISA (cranelift-native feature detection), optimizing for speed, without unwind
@@ -296,7 +314,7 @@ pub fn clif_text(index: usize, spec: &KernelSpec) -> Result<String, CodegenError
     Ok(func.display().to_string())
 }
 
-/// Compiles `specs` for the host into one object file, kernel i exported as `vl3c_k{i}_{kind}`.
+/// Compiles `specs` for the host into one object file, kernel i exported as `vl3c_k{i}_{kind}{abi}`.
 /// The object is checked to be self-contained (every relocation resolves inside it).
 pub fn compile_kernels(specs: &[KernelSpec]) -> Result<ObjectCode, CodegenError> {
     let isa = host_isa()?;

@@ -135,6 +135,10 @@ pub enum Shfl {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "statements are built once per compile and walked in place; boxing `Mma` would only make the templates noisier"
+)]
 pub enum Stmt {
     /// Declares `var` and gives it its first value.
     Let {

@@ -46,6 +46,10 @@ pub struct GraphPlan {
 /// What computes one node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a plan has a few hundred steps, read once at load"
+)]
 pub enum Step {
     /// The node's buffer is `of`'s: a reshape of a contiguous tensor.
     Alias { node: usize, of: usize },

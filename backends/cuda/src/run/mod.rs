@@ -8,6 +8,7 @@ mod emu_device;
 mod exec;
 mod limits;
 mod program;
+mod validate;
 
 pub use cuda_device::{kernel_images, CudaDevice, KernelImage};
 pub use device::{DevArg, DevBuf, Device, DeviceError, GemmBuffers};

@@ -158,6 +158,7 @@ impl Program {
                 inputs,
             });
         }
+        super::validate::check_instances(&instances)?;
         for g in &plan.graphs {
             for s in &g.plan.steps {
                 let used = match s {
@@ -243,6 +244,13 @@ impl Program {
         }
         let weights_path = cuda_dir.join(WEIGHTS_FILE);
         let bytes = read(WEIGHTS_FILE)?;
+        // Every entry is what its shape and dtype take, inside the file, before any is sliced
+        // (the CUDA target stores no packed layouts).
+        vl3c_engine::check_index(&plan_path, &plan.tensors, bytes.len() as u64, &|_, _| None)
+            .map_err(|e| match e {
+                vl3c_engine::EngineError::File { path, message } => file_err(&path, message),
+                other => RunError::Context(other.to_string()),
+            })?;
         let device: SharedDevice = Arc::new(Mutex::new(device));
         let mut weights = HashMap::new();
         let mut tensors = HashMap::new();
