@@ -11,3 +11,4 @@ pub mod preprocess;
 pub mod run;
 pub mod session;
 pub mod test_kernels;
+pub mod video_flags;

@@ -12,7 +12,8 @@ pub struct Args {
     /// Image file (PNG, JPEG, WebP, BMP, TIFF or GIF); repeat for several images (concatenated in order, as transformers does).
     #[arg(long)]
     image: Vec<PathBuf>,
-    /// A video: MP4 (H.264), animated GIF, or a directory of numbered frames. Writes
+    /// A video: any file FFmpeg reads (MP4, MOV, MKV, WebM, AVI, …), an animated GIF, or a
+    /// directory of numbered frames. Writes
     /// pixel_values_videos, video_grid_thw, video_merge_sizes, video_compression_mask.
     #[arg(long, value_name = "FILE", conflicts_with = "image")]
     video: Option<PathBuf>,
@@ -30,6 +31,8 @@ pub struct Args {
     /// Frame rate of a directory of frames (default: 1, as transformers assumes).
     #[arg(long, value_name = "R", requires = "video")]
     frame_rate: Option<f64>,
+    #[command(flatten)]
+    video_flags: super::video_flags::VideoFlags,
     /// Checkpoint directory whose preprocessor_config.json / video_preprocessor_config.json set
     /// the pixel budget and frame limits (default: transformers' class defaults).
     #[arg(long)]
@@ -84,6 +87,8 @@ fn run_video(args: &Args, path: &Path) -> Result<()> {
         fps: args.fps,
         num_frames: args.num_frames,
         frame_rate: args.frame_rate,
+        rotation: args.video_flags.rotation(),
+        timestamps: args.video_flags.timestamps(),
     };
     let video = super::session::load_video_with_progress(path, &cfg, &request)?;
     let p = &video.processed;

@@ -38,7 +38,8 @@ pub struct SessionArgs {
     /// An image to ask about; repeat for several (images come first in the user turn).
     #[arg(long, value_name = "FILE")]
     pub image: Vec<PathBuf>,
-    /// A video to ask about: MP4 (H.264), animated GIF, or a directory of numbered frames
+    /// A video to ask about: any file FFmpeg reads (MP4, MOV, MKV, WebM, AVI, …), an animated
+    /// GIF, or a directory of numbered frames
     /// (frame_0001.png, …); repeat for several (after the images in the user turn).
     #[arg(long, value_name = "FILE")]
     pub video: Vec<PathBuf>,
@@ -52,6 +53,8 @@ pub struct SessionArgs {
     /// transformers assumes for pre-decoded frames).
     #[arg(long, value_name = "R")]
     pub frame_rate: Option<f64>,
+    #[command(flatten)]
+    pub video_flags: super::video_flags::VideoFlags,
     /// Keep every video token: turn Differential Frame Pruning off.
     #[arg(long)]
     pub no_prune: bool,
@@ -410,6 +413,8 @@ fn load_videos(dir: &Path, args: &SessionArgs) -> Result<Vec<LoadedVideo>> {
         fps: args.fps,
         num_frames: args.num_frames,
         frame_rate: args.frame_rate,
+        rotation: args.video_flags.rotation(),
+        timestamps: args.video_flags.timestamps(),
     };
     args.video
         .iter()

@@ -21,7 +21,9 @@ Writes tests/fixtures/video/:
   color/           decode-only clips (8 frames of 64x48 or 46x30): BT.709, full range, an odd
                    size, the Constrained Baseline profile; `expected.safetensors` holds every
                    PyAV frame (frames_u8_<clip>), case.json their metadata.
-  unsupported/     hevc.mp4 (libx265, 'hev1'), av1.mp4 (SVT-AV1, 'av01'), audio_only.mp4 (AAC).
+  unsupported/     hevc.mp4 (libx265, 'hev1'), av1.mp4 (SVT-AV1, 'av01'), audio_only.mp4 (AAC); the
+                   first two were unsupported before vl3c decoded through FFmpeg and now decode
+                   (make_media_fixtures.py records their frames); audio_only.mp4 stays an error.
 
 Each pipeline case directory holds the input, `video_preprocessor_config.json` (the examples/tiny
 video processor with a smaller `size`, so a 160x120 frame is 8x12 patches), `case.json` and

@@ -12,16 +12,38 @@ use crate::chat::VideoTokens;
 use crate::media::{CacheKey, CacheKeyBuilder, EncodedVideo};
 use crate::model::{Model, ModelError};
 
-pub use decode::{open_video, VideoError, VideoFormat, VideoMetadata, VideoReader};
+pub use decode::{open_video, VideoError, VideoFormat, VideoMetadata, VideoReader, VideoRotation};
 pub use process::{ProcessedVideos, SamplingRequest, VideoProcessError, VideoProcessorConfig};
 
 /// How to read one video: transformers' `fps` / `num_frames`, plus the frame rate of a directory
-/// of frames (which has no container to say it).
+/// of frames (which has no container to say it), and where vl3c may depart from transformers.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct VideoRequest {
     pub fps: Option<f64>,
     pub num_frames: Option<usize>,
     pub frame_rate: Option<f64>,
+    pub rotation: RotationMode,
+    pub timestamps: TimestampMode,
+}
+
+/// Whether frames are turned by the container's display rotation. transformers (PyAV's
+/// `to_ndarray`) does not turn them: `Ignore`, the default, gives its pixels; `Apply` gives what
+/// a player shows (a phone's portrait video upright).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RotationMode {
+    #[default]
+    Ignore,
+    Apply,
+}
+
+/// Where the prompt's `Time {t}s` labels come from. transformers computes `index / fps` with the
+/// average frame rate (`Index`, the default); `Pts` uses each frame's presentation time (from
+/// the first frame's), which differs for variable-frame-rate video.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimestampMode {
+    #[default]
+    Index,
+    Pts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +115,41 @@ pub fn load_video(
         num_frames: request.num_frames,
     };
     let selection = process::sample_indices(metadata.total_frames, metadata.fps, cfg, sampling)?;
-    let frames = reader.read_frames(&selection.indices, progress)?;
-    let processed = process::preprocess_video(&frames, &selection, metadata.fps, cfg)?;
+    let rotation = match request.rotation {
+        RotationMode::Apply => metadata.rotation,
+        RotationMode::Ignore => VideoRotation::default(),
+    };
+    let (h, w) = if rotation.swaps_sides() {
+        (metadata.width, metadata.height)
+    } else {
+        (metadata.height, metadata.width)
+    };
+    // Each frame is shrunk to the processor's size as it is decoded, so a long 4K clip never
+    // holds its sampled frames at full size; the processor is told the decoded size.
+    let target = process::target_size(h, w, selection.indices.len(), cfg)?;
+    let map = |frame: image::RgbImage| {
+        let frame = rotation.apply(frame);
+        let (fw, fh) = (frame.width() as usize, frame.height() as usize);
+        if (fh, fw) != (h, w) || target == (h, w) {
+            return frame;
+        }
+        let (rh, rw) = target;
+        let pixels = crate::preprocess::resize_bicubic_antialias_u8(frame.as_raw(), h, w, rh, rw);
+        image::RgbImage::from_raw(rw as u32, rh as u32, pixels).expect("rh·rw·3 bytes")
+    };
+    let frames = reader.read_frames_mapped(&selection.indices, &map, progress)?;
+    let mut processed =
+        process::preprocess_video_resized(&frames, &selection, metadata.fps, (h, w), cfg)?;
+    if request.timestamps == TimestampMode::Pts {
+        if let Some(times) = reader.frame_times()? {
+            let first = times.first().copied().unwrap_or(0.0);
+            processed.timestamps[0].seconds = selection
+                .indices
+                .iter()
+                .map(|&i| times.get(i).map_or(0.0, |t| t - first))
+                .collect();
+        }
+    }
 
     let mut key = CacheKeyBuilder::new("video");
     for f in &frames {
@@ -102,7 +157,7 @@ pub fn load_video(
             .bytes(&f.height().to_le_bytes())
             .bytes(f.as_raw());
     }
-    key.text(&format!("{:?}", selection.indices));
+    key.text(&format!("{h}x{w} {:?}", selection.indices));
     key.text(&format!("{:?}", processed.timestamps[0].seconds));
     key.text(&format!("{cfg:?}"));
     Ok(LoadedVideo {

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use image::{ImageReader, RgbImage};
 
-use super::{check_indices, in_request_order, VideoError, VideoFormat, VideoMetadata, VideoReader};
+use super::{
+    check_indices, in_request_order, FrameMap, VideoError, VideoFormat, VideoMetadata, VideoReader,
+    VideoRotation,
+};
 use crate::preprocess::load_image;
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -80,6 +83,7 @@ impl FrameDir {
             duration_s: None,
             frame_times: None,
             format: VideoFormat::FrameDir,
+            rotation: VideoRotation::default(),
         };
         Ok(FrameDir {
             path: dir.to_path_buf(),
@@ -104,9 +108,10 @@ impl VideoReader for FrameDir {
         &self.meta
     }
 
-    fn read_frames(
+    fn read_frames_mapped(
         &mut self,
         indices: &[usize],
+        map: FrameMap<'_>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<RgbImage>, VideoError> {
         check_indices(&self.path, indices, self.meta.total_frames)?;
@@ -129,7 +134,7 @@ impl VideoReader for FrameDir {
                     ),
                 });
             }
-            *slot = Some(img);
+            *slot = Some(map(img));
             progress(done + 1, total);
         }
         Ok(in_request_order(indices, wanted))

@@ -7,7 +7,6 @@
 //! PyAV's `average_rate` for a GIF is an estimate of FFmpeg's stream probing (it skips the first
 //! two frames' delays, among other rules); `fps` here is the plain frames / Σ delays.
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -15,7 +14,10 @@ use std::path::{Path, PathBuf};
 use image::codecs::gif::GifDecoder;
 use image::{AnimationDecoder, ImageDecoder, RgbImage};
 
-use super::{check_indices, in_request_order, VideoError, VideoFormat, VideoMetadata, VideoReader};
+use super::{
+    in_request_order, requested, FrameMap, VideoError, VideoFormat, VideoMetadata, VideoReader,
+    VideoRotation,
+};
 
 /// In 1/100 s: what FFmpeg plays for a delay of 0 or before any graphic control extension.
 const DEFAULT_DELAY: u16 = 10;
@@ -65,6 +67,7 @@ impl GifVideo {
             duration_s: Some(total),
             frame_times: Some(frame_times),
             format: VideoFormat::Gif,
+            rotation: VideoRotation::default(),
         };
         Ok(GifVideo {
             path: path.to_path_buf(),
@@ -79,21 +82,20 @@ impl VideoReader for GifVideo {
         &self.meta
     }
 
-    fn read_frames(
+    fn read_frames_mapped(
         &mut self,
         indices: &[usize],
+        map: FrameMap<'_>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<RgbImage>, VideoError> {
-        check_indices(&self.path, indices, self.meta.total_frames)?;
-        let Some(&last) = indices.iter().max() else {
+        let Some((last, mut wanted)) = requested(&self.path, indices, self.meta.total_frames)?
+        else {
             return Ok(Vec::new());
         };
         let err = |msg: String| VideoError::Decode {
             path: self.path.clone(),
             msg,
         };
-        let mut wanted: BTreeMap<usize, Option<RgbImage>> =
-            indices.iter().map(|&i| (i, None)).collect();
         let decoded = catch_unwind(AssertUnwindSafe(|| -> Result<(), VideoError> {
             let mut decoder = GifDecoder::new(Cursor::new(&self.bytes))
                 .map_err(|e| err(format!("cannot read the GIF: {e}")))?;
@@ -105,7 +107,7 @@ impl VideoReader for GifVideo {
             for (i, frame) in decoder.into_frames().enumerate().take(last + 1) {
                 let frame = frame.map_err(|e| err(format!("cannot decode GIF frame {i}: {e}")))?;
                 if let Some(slot) = wanted.get_mut(&i) {
-                    *slot = Some(to_rgb(frame.buffer()));
+                    *slot = Some(map(to_rgb(frame.buffer())));
                 }
                 progress(i + 1, last + 1);
             }

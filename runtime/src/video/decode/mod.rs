@@ -1,20 +1,33 @@
-//! Video decoding: an MP4 (H.264) file, an animated GIF or a directory of numbered frames into
-//! RGB frames, indexed and timed as transformers' PyAV loader (`read_video_pyav`) sees them.
+//! Video decoding: a video file (through FFmpeg's libraries; without the `ffmpeg` feature, MP4
+//! with H.264 only), an animated GIF or a directory of numbered frames into RGB frames, indexed
+//! and timed as transformers' PyAV loader (`read_video_pyav`) sees them.
 //!
 //! Frame `i` is the i-th frame in display (presentation) order, as PyAV's
 //! `container.decode(video=0)` yields them. Readers decode sequentially and keep only the
-//! requested frames, so a long clip is never held in memory whole.
+//! requested frames, each passed through the caller's [`FrameMap`] (turned upright, shrunk to
+//! the size the processor resizes to) as it is decoded, so a long or large clip is never held
+//! in memory whole.
 //!
-//! One file per job: `mp4` (+ `mp4_index` for the sample table and timing, `sps` and `h264`
-//! for the codec), `gif`, `frames` (numbered image files) and `yuv` (PyAV's YUV → RGB).
+//! One file per job: `ffmpeg` (FFmpeg's demuxers and decoders, PyAV's RGB conversion), the
+//! cargo-only fallback `mp4` (+ `mp4_index` for the sample table and timing, `sps` and `h264`
+//! for openh264, `yuv` for PyAV's YUV → RGB), `gif`, `frames` (numbered image files) and
+//! `orient` (the display rotation).
 
+#[cfg(feature = "ffmpeg")]
+mod ffmpeg;
 mod frames;
 mod gif;
-mod h264;
-mod mp4;
-mod mp4_index;
-mod sps;
+mod orient;
 mod yuv;
+// The cargo-only fallback: compiled in every build so it cannot rot, used without `ffmpeg`.
+#[cfg_attr(feature = "ffmpeg", allow(dead_code))]
+mod h264;
+#[cfg_attr(feature = "ffmpeg", allow(dead_code))]
+mod mp4;
+#[cfg_attr(feature = "ffmpeg", allow(dead_code))]
+mod mp4_index;
+#[cfg_attr(feature = "ffmpeg", allow(dead_code))]
+mod sps;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,12 +36,18 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
+pub use orient::VideoRotation;
 pub use yuv::{yuv420_to_rgb, ColorInfo, Yuv420};
+
+/// What a reader does to each requested frame as soon as it is decoded.
+pub type FrameMap<'a> = &'a dyn Fn(RgbImage) -> RgbImage;
 
 /// The kind of input a reader decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoFormat {
     Mp4H264,
+    /// Any container and codec FFmpeg's libraries read.
+    Ffmpeg,
     Gif,
     FrameDir,
 }
@@ -37,6 +56,7 @@ impl fmt::Display for VideoFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             VideoFormat::Mp4H264 => "MP4 (H.264)",
+            VideoFormat::Ffmpeg => "video (FFmpeg)",
             VideoFormat::Gif => "GIF",
             VideoFormat::FrameDir => "frame directory",
         })
@@ -56,9 +76,14 @@ pub struct VideoMetadata {
     /// stream's; gif: the summed delays).
     pub duration_s: Option<f64>,
     /// Presentation time in seconds of every frame, in display order, from the container
-    /// (mp4: stts + ctts and a simple edit list; gif: cumulative delays); None for frame dirs.
+    /// (mp4: stts + ctts and a simple edit list; gif: cumulative delays; FFmpeg: the packets'
+    /// times where the frames had to be counted, else None until [`VideoReader::frame_times`]);
+    /// None for frame dirs.
     pub frame_times: Option<Vec<f64>>,
     pub format: VideoFormat,
+    /// The container's display rotation (FFmpeg only); `width` and `height` are the coded
+    /// picture's, as PyAV reports them.
+    pub rotation: VideoRotation,
 }
 
 pub trait VideoReader: Send {
@@ -66,14 +91,30 @@ pub trait VideoReader: Send {
 
     /// Decodes the frames at `indices` (display-order indices < total_frames; ascending in the
     /// usual case, though any order and repeats are accepted) and returns them as RGB in that
-    /// order. Decodes sequentially and keeps only the requested frames. `progress(done, total)`
-    /// is called as frames are decoded: `total` is the number of frames that must be decoded
-    /// to reach the requested ones.
+    /// order, each passed through `map` as it is decoded. Decodes sequentially and keeps only
+    /// the requested frames. `progress(done, total)` is called as frames are decoded: `total` is
+    /// the number of frames that must be decoded to reach the requested ones.
+    fn read_frames_mapped(
+        &mut self,
+        indices: &[usize],
+        map: FrameMap<'_>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<RgbImage>, VideoError>;
+
+    /// [`read_frames_mapped`](Self::read_frames_mapped) keeping the decoded frames as they are.
     fn read_frames(
         &mut self,
         indices: &[usize],
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<RgbImage>, VideoError>;
+    ) -> Result<Vec<RgbImage>, VideoError> {
+        self.read_frames_mapped(indices, &|f| f, progress)
+    }
+
+    /// Presentation time in seconds of every frame in display order, where the input has them;
+    /// may read the file once more.
+    fn frame_times(&mut self) -> Result<Option<Vec<f64>>, VideoError> {
+        Ok(self.metadata().frame_times.clone())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +124,7 @@ pub enum VideoError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("{}: not a video this decoder reads ({reason}); expected an MP4 (H.264) file, an animated GIF or a directory of numbered PNG/JPEG frames", path.display())]
+    #[error("{}: not a video this decoder reads ({reason}); expected a video file, an animated GIF or a directory of numbered PNG/JPEG frames", path.display())]
     UnknownFormat { path: PathBuf, reason: String },
     #[error("{}: not supported yet: {what}", path.display())]
     Unsupported { path: PathBuf, what: String },
@@ -102,8 +143,9 @@ pub enum VideoError {
     },
 }
 
-/// Opens a video: a directory is read as numbered frames; a file by its content (an `ftyp`
-/// box: MP4; `GIF8`: GIF), whatever its extension.
+/// Opens a video: a directory is read as numbered frames; a file by its content, whatever its
+/// extension: `GIF8` is a GIF; anything else FFmpeg reads (without the `ffmpeg` feature: an
+/// `ftyp` box, MP4 with H.264).
 pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
     let io = |error| VideoError::Io {
         path: path.to_path_buf(),
@@ -114,7 +156,7 @@ pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
     }
     // Only a regular file is opened: a named pipe would block, a device would never end. MP4s
     // are read piecewise, so their size is not bounded here (a GIF's is, where it is read whole).
-    let what = "a video: an MP4 (H.264) file, an animated GIF or a directory of numbered frames";
+    let what = "a video: a video file, an animated GIF or a directory of numbered frames";
     vl3c_frontends::limits::check_file(path, u64::MAX, what).map_err(io)?;
     let mut head = Vec::with_capacity(16);
     std::fs::File::open(path)
@@ -123,8 +165,22 @@ pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
         .read_to_end(&mut head)
         .map_err(io)?;
     match sniff(&head) {
-        Sniffed::Mp4 => Ok(Box::new(mp4::Mp4Video::open(path)?)),
         Sniffed::Gif => Ok(Box::new(gif::GifVideo::open(path)?)),
+        #[cfg(feature = "ffmpeg")]
+        Sniffed::Mp4 | Sniffed::Container(_) => {
+            Ok(Box::new(ffmpeg::FfmpegVideo::open(path, true)?))
+        }
+        #[cfg(feature = "ffmpeg")]
+        Sniffed::Unknown(reason) if reason == NO_SIGNATURE => {
+            Ok(Box::new(ffmpeg::FfmpegVideo::open(path, false)?))
+        }
+        #[cfg(not(feature = "ffmpeg"))]
+        Sniffed::Mp4 => Ok(Box::new(mp4::Mp4Video::open(path)?)),
+        #[cfg(not(feature = "ffmpeg"))]
+        Sniffed::Container(what) => Err(VideoError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("{what} (vl3c was built without FFmpeg)"),
+        }),
         Sniffed::Unsupported(what) => Err(VideoError::Unsupported {
             path: path.to_path_buf(),
             what: what.into(),
@@ -138,19 +194,28 @@ pub fn open_video(path: &Path) -> Result<Box<dyn VideoReader>, VideoError> {
 
 enum Sniffed {
     Mp4,
+    /// A container only FFmpeg reads.
+    Container(#[cfg_attr(feature = "ffmpeg", allow(dead_code))] &'static str),
     Gif,
     Unsupported(&'static str),
     Unknown(&'static str),
 }
 
+const NO_SIGNATURE: &str = "no known signature";
+
 fn sniff(head: &[u8]) -> Sniffed {
     match head {
         [] => Sniffed::Unknown("the file is empty"),
         [_, _, _, _, b'f', b't', b'y', b'p', ..] => Sniffed::Mp4,
+        // QuickTime files written before `ftyp` existed start with one of these atoms.
+        [_, _, _, _, b'm', b'o', b'o', b'v', ..]
+        | [_, _, _, _, b'm', b'd', b'a', b't', ..]
+        | [_, _, _, _, b'w', b'i', b'd', b'e', ..]
+        | [_, _, _, _, b'f', b'r', b'e', b'e', ..] => Sniffed::Container("QuickTime container"),
         [b'G', b'I', b'F', b'8', ..] => Sniffed::Gif,
-        [0x1A, 0x45, 0xDF, 0xA3, ..] => Sniffed::Unsupported("Matroska/WebM container"),
+        [0x1A, 0x45, 0xDF, 0xA3, ..] => Sniffed::Container("Matroska/WebM container"),
         [b'R', b'I', b'F', b'F', _, _, _, _, b'A', b'V', b'I', b' ', ..] => {
-            Sniffed::Unsupported("AVI container")
+            Sniffed::Container("AVI container")
         }
         [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => {
             Sniffed::Unsupported("animated WebP")
@@ -158,7 +223,7 @@ fn sniff(head: &[u8]) -> Sniffed {
         [0x89, b'P', b'N', b'G', ..] | [0xFF, 0xD8, 0xFF, ..] => Sniffed::Unknown(
             "a single still image; pass it as an image, or put numbered frames in a directory",
         ),
-        _ => Sniffed::Unknown("no known signature"),
+        _ => Sniffed::Unknown(NO_SIGNATURE),
     }
 }
 
@@ -172,6 +237,23 @@ fn check_indices(path: &Path, indices: &[usize], total: usize) -> Result<(), Vid
         }),
         None => Ok(()),
     }
+}
+
+/// Requested frame index → the frame once decoded.
+type Slots = BTreeMap<usize, Option<RgbImage>>;
+
+/// The requested frames' slots, to fill in decoding order, and the last index to decode; None
+/// when nothing is requested. Every index must name a frame.
+fn requested(
+    path: &Path,
+    indices: &[usize],
+    total: usize,
+) -> Result<Option<(usize, Slots)>, VideoError> {
+    check_indices(path, indices, total)?;
+    Ok(indices
+        .iter()
+        .max()
+        .map(|&last| (last, indices.iter().map(|&i| (i, None)).collect())))
 }
 
 /// The decoded frames in the order `indices` asked for them (a repeated index gets copies).

@@ -14,7 +14,9 @@ use super::h264::H264Decoder;
 use super::mp4_index::{codec_name, index_track, video_codec_fourcc, TrackIndex};
 use super::sps::{parse_sps, Sps};
 use super::yuv::{yuv420_to_rgb, ColorInfo, Yuv420};
-use super::{check_indices, VideoError, VideoFormat, VideoMetadata, VideoReader};
+use super::{
+    check_indices, FrameMap, VideoError, VideoFormat, VideoMetadata, VideoReader, VideoRotation,
+};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
@@ -114,6 +116,7 @@ impl Mp4Video {
             duration_s: index.duration_s,
             frame_times: Some(std::mem::take(&mut index.frame_times)),
             format: VideoFormat::Mp4H264,
+            rotation: VideoRotation::default(),
         };
         Ok(Mp4Video {
             path: path.to_path_buf(),
@@ -180,9 +183,10 @@ impl VideoReader for Mp4Video {
         &self.meta
     }
 
-    fn read_frames(
+    fn read_frames_mapped(
         &mut self,
         indices: &[usize],
+        map: FrameMap<'_>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<RgbImage>, VideoError> {
         check_indices(&self.path, indices, self.meta.total_frames)?;
@@ -201,7 +205,7 @@ impl VideoReader for Mp4Video {
         while frames.missing > 0 && decoded < n {
             self.read_access_unit(decoded, &mut raw, &mut unit)?;
             let tag = decoded as u64 + 1;
-            let result = decoder.decode(&unit, tag, &mut |tag, yuv| frames.take(tag, yuv));
+            let result = decoder.decode(&unit, tag, &mut |tag, yuv| frames.take(tag, yuv, map));
             if let Err(e) = result {
                 let frame = frames.display_of_decode[decoded];
                 return Err(self.decode_error(format!(
@@ -215,7 +219,7 @@ impl VideoReader for Mp4Video {
             progress(decoded.min(needed), needed);
         }
         if frames.missing > 0 {
-            let result = decoder.flush(&mut |tag, yuv| frames.take(tag, yuv));
+            let result = decoder.flush(&mut |tag, yuv| frames.take(tag, yuv, map));
             if let Some(msg) = result.err().or(frames.failure.take()) {
                 return Err(self.decode_error(format!(
                     "H.264 decoding failed at the end of the stream: {msg}"
@@ -265,7 +269,7 @@ impl Collector {
         }
     }
 
-    fn take(&mut self, tag: u64, yuv: &Yuv420<'_>) {
+    fn take(&mut self, tag: u64, yuv: &Yuv420<'_>, map: FrameMap<'_>) {
         let sample = usize::try_from(tag).ok().and_then(|t| t.checked_sub(1));
         let Some(&display) = sample.and_then(|s| self.display_of_decode.get(s)) else {
             self.failure = Some(format!(
@@ -283,7 +287,7 @@ impl Collector {
             ));
             return;
         }
-        *slot = Some(yuv420_to_rgb(yuv, self.color));
+        *slot = Some(map(yuv420_to_rgb(yuv, self.color)));
         self.missing -= 1;
     }
 }

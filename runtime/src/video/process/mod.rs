@@ -22,7 +22,9 @@ use crate::preprocess::PreprocessError;
 
 pub use config::VideoProcessorConfig;
 pub use output::{ProcessedVideos, VideoTimestamps};
-pub use pipeline::{preprocess_video, preprocess_videos, VideoFrames};
+pub use pipeline::{
+    preprocess_video, preprocess_video_resized, preprocess_videos, target_size, VideoFrames,
+};
 pub use sample::{
     sample_frames, sample_indices, timestamps, torch_arange_int, FrameSelection, SamplingRequest,
     ARANGE_EXACT_LEN,

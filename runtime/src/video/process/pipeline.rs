@@ -42,19 +42,13 @@ pub fn preprocess_videos(
     videos: &[VideoFrames<'_>],
     cfg: &VideoProcessorConfig,
 ) -> Result<ProcessedVideos, VideoProcessError> {
-    cfg.validate().map_err(VideoProcessError::InvalidConfig)?;
-    if cfg.temporal_patch_size != 1 {
-        return Err(VideoProcessError::InvalidConfig(format!(
-            "temporal_patch_size {} is not supported: the vision encoder embeds single-frame patches",
-            cfg.temporal_patch_size
-        )));
-    }
+    check_config(cfg)?;
     if videos.is_empty() {
         return Err(VideoProcessError::Input("no videos to preprocess".into()));
     }
     let mut out = ProcessedVideos::empty(cfg.patch_dim());
     for (v, video) in videos.iter().enumerate() {
-        let one = process_one(video, cfg).map_err(|e| match e {
+        let one = process_one(video, None, cfg).map_err(|e| match e {
             VideoProcessError::Input(m) if videos.len() > 1 => {
                 VideoProcessError::Input(format!("video {v}: {m}"))
             }
@@ -65,8 +59,39 @@ pub fn preprocess_videos(
     Ok(out)
 }
 
+/// [`preprocess_video`] for frames a reader already resized to [`target_size`] of their decoded
+/// size `source` (height, width), as `load_video` does: the processor's arithmetic runs on the
+/// decoded size and the frames are not resized again (torch's same-size resize is the identity).
+pub fn preprocess_video_resized(
+    frames: &[RgbImage],
+    selection: &FrameSelection,
+    video_fps: Option<f64>,
+    source: (usize, usize),
+    cfg: &VideoProcessorConfig,
+) -> Result<ProcessedVideos, VideoProcessError> {
+    check_config(cfg)?;
+    let video = VideoFrames {
+        frames,
+        selection,
+        fps: video_fps,
+    };
+    process_one(&video, Some(source), cfg)
+}
+
+fn check_config(cfg: &VideoProcessorConfig) -> Result<(), VideoProcessError> {
+    cfg.validate().map_err(VideoProcessError::InvalidConfig)?;
+    if cfg.temporal_patch_size != 1 {
+        return Err(VideoProcessError::InvalidConfig(format!(
+            "temporal_patch_size {} is not supported: the vision encoder embeds single-frame patches",
+            cfg.temporal_patch_size
+        )));
+    }
+    Ok(())
+}
+
 fn process_one(
     video: &VideoFrames<'_>,
+    source: Option<(usize, usize)>,
     cfg: &VideoProcessorConfig,
 ) -> Result<ProcessedVideos, VideoProcessError> {
     let frames = video.frames;
@@ -93,35 +118,28 @@ fn process_one(
             f.height()
         )));
     }
-    let (h, w) = (h as usize, w as usize);
+    let (fh, fw) = (h as usize, w as usize);
+    let (h, w) = source.unwrap_or((fh, fw));
     let (seconds, fps_assumed) = timestamps(video.selection, video.fps)?;
-    // The whole video shares `longest_edge` ("diff from Qwen!" in transformers).
-    let per_frame = cfg.max_pixels / t;
-    if per_frame == 0 {
-        return Err(VideoProcessError::Input(format!(
-            "{t} frames leave no pixels of size.longest_edge = {} for each frame",
-            cfg.max_pixels
-        )));
-    }
-    let (rh, rw) = smart_resize(h, w, cfg.factor(), cfg.min_pixels, per_frame)?;
+    let (rh, rw) = target_size(h, w, t, cfg)?;
     let (gh, gw) = (rh / cfg.patch_size, rw / cfg.patch_size);
-    // Each frame keeps at least size.shortest_edge pixels, so the frames together can pass the
-    // shared budget: bounded before the pixels are allocated.
-    let most = vl3c_frontends::limits::MAX_VIDEO_PIXELS;
-    if t.checked_mul(rh)
-        .and_then(|x| x.checked_mul(rw))
-        .is_none_or(|total| total > most)
-    {
+    if (fh, fw) != (h, w) && (fh, fw) != (rh, rw) {
         return Err(VideoProcessError::Input(format!(
-            "{t} frames of {rh}x{rw} pixels are more than vl3c preprocesses for one video (at most {most} pixels); \
-             sample fewer frames (fps, num_frames) or lower size.shortest_edge"
+            "frames of {fw}x{fh} are neither the decoded size {w}x{h} nor the processor's {rw}x{rh}"
         )));
     }
     let mut pixels = Vec::with_capacity(t * gh * gw * cfg.patch_dim());
     for frame in frames {
-        let resized = resize_bicubic_antialias_u8(frame.as_raw(), h, w, rh, rw);
+        // Frames a reader already shrank (`preprocess_video_resized`) are not resized again.
+        let resized;
+        let pixels_in = if (fh, fw) == (rh, rw) {
+            frame.as_raw().as_slice()
+        } else {
+            resized = resize_bicubic_antialias_u8(frame.as_raw(), h, w, rh, rw);
+            &resized
+        };
         patchify_into(
-            &resized,
+            pixels_in,
             rh,
             rw,
             cfg.patch_size,
@@ -148,4 +166,37 @@ fn process_one(
             fps_assumed,
         }],
     })
+}
+
+/// The size (height, width) `VideoLlama3VideoProcessor` resizes each of `t` frames of `h`×`w` to:
+/// `smart_resize` with the pixel budget `longest_edge // t` the frames share, checked against
+/// the bound on one video's pixels before anything is allocated.
+pub fn target_size(
+    h: usize,
+    w: usize,
+    t: usize,
+    cfg: &VideoProcessorConfig,
+) -> Result<(usize, usize), VideoProcessError> {
+    // The whole video shares `longest_edge` ("diff from Qwen!" in transformers).
+    let per_frame = cfg.max_pixels / t.max(1);
+    if per_frame == 0 {
+        return Err(VideoProcessError::Input(format!(
+            "{t} frames leave no pixels of size.longest_edge = {} for each frame",
+            cfg.max_pixels
+        )));
+    }
+    let (rh, rw) = smart_resize(h, w, cfg.factor(), cfg.min_pixels, per_frame)?;
+    // Each frame keeps at least size.shortest_edge pixels, so the frames together can pass the
+    // shared budget: bounded before the pixels are allocated.
+    let most = vl3c_frontends::limits::MAX_VIDEO_PIXELS;
+    if t.checked_mul(rh)
+        .and_then(|x| x.checked_mul(rw))
+        .is_none_or(|total| total > most)
+    {
+        return Err(VideoProcessError::Input(format!(
+            "{t} frames of {rh}x{rw} pixels are more than vl3c preprocesses for one video (at most {most} pixels); \
+             sample fewer frames (fps, num_frames) or lower size.shortest_edge"
+        )));
+    }
+    Ok((rh, rw))
 }
