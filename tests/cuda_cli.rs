@@ -96,7 +96,8 @@ fn inspect_engine_shows_the_cpu_claims_and_survives_a_closed_pipe() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = vl3c(&["inspect", "--engine", s(&eng)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("target      cpu (format 3"));
+    let target = format!("target      cpu (format {}", vl3c_engine::FORMAT_VERSION);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&target));
     let o = vl3c(&["inspect", "--engine", s(&eng), "--plan"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
