@@ -69,13 +69,6 @@ fn request(num_frames: usize) -> VideoRequest {
     }
 }
 
-/// H.264 High 10: PyAV 18's libswscale 9.5 converts 10-bit YUV to RGB24 differently from
-/// Debian 12's libswscale 6.7, which vl3c links (measured on this clip: mean 4.0 levels, up to
-/// 130 at the pattern's sharp colour edges; no flag of 6.7 reproduces 9.5's output). The
-/// decoded YUV is the same; the bound below is the measured one, not the bar.
-const HIGH10: &str = "h264_high10.mp4";
-const HIGH10_MEAN_PIXEL_VALUES: f64 = 0.032;
-
 fn read_all(v: &mut dyn VideoReader) -> Vec<image::RgbImage> {
     let idx: Vec<usize> = (0..v.metadata().total_frames).collect();
     v.read_frames(&idx, &mut |_, _| {}).unwrap()
@@ -129,8 +122,7 @@ fn every_frame_equals_pyav() {
             m.rotation.degrees(),
             hashes.len()
         );
-        // High 10's bound is checked on the processor's output (processed_like_transformers).
-        if name != HIGH10 && same != hashes.len() {
+        if same != hashes.len() {
             failures.push(format!("{name}: {same}/{} frames identical", hashes.len()));
         }
     }
@@ -158,8 +150,7 @@ fn frame_times_are_pyavs() {
     }
 }
 
-/// The processor's tensors against transformers' for `case`, within the bar (High 10:
-/// within its measured bound, see [`HIGH10`]).
+/// The processor's tensors against transformers' for `case`, within the bar.
 fn compare_processed(name: &str, case: &Value, loaded: &vl3c_runtime::video::LoadedVideo) {
     let p = &case["processed"];
     let key = p["key"].as_str().unwrap();
@@ -207,12 +198,7 @@ fn compare_processed(name: &str, case: &Value, loaded: &vl3c_runtime::video::Loa
         agree * 100.0
     );
     assert!(agree >= 0.995, "{name}: keep-mask agreement {agree}");
-    let bar = if name == HIGH10 {
-        HIGH10_MEAN_PIXEL_VALUES
-    } else {
-        0.004
-    };
-    assert!(mean <= bar, "{name}: mean |Δ pixel_values| {mean}");
+    assert!(mean <= 0.004, "{name}: mean |Δ pixel_values| {mean}");
 }
 
 #[test]
@@ -269,22 +255,30 @@ fn resize_while_decoding_changes_nothing() {
     }
 }
 
+/// The synthetic portrait clip (H.264) and the phone-like one (HEVC Main 10 in QuickTime).
 #[test]
 fn rotation_apply_turns_the_phone_video_upright() {
+    for name in ["rotated.mp4", "hevc10_phone.mov"] {
+        rotation_apply_turns_upright(name);
+    }
+}
+
+fn rotation_apply_turns_upright(name: &str) {
     let c = cases();
-    let case = &c["clips"]["rotated.mp4"];
-    let path = dir().join("rotated.mp4");
+    let case = &c["clips"][name];
+    let path = dir().join(name);
     let mut v = open_video(&path).unwrap();
     let rotation = v.metadata().rotation;
-    assert_eq!(rotation.degrees(), 90);
+    assert_eq!(rotation.degrees(), 90, "{name}");
     let idx: Vec<usize> = (0..v.metadata().total_frames).collect();
     let frames = v
         .read_frames_mapped(&idx, &|f| rotation.apply(f), &mut |_, _| {})
         .unwrap();
     let upright = strings(&case["rotated"]["upright_sha256"]);
+    assert_eq!(frames.len(), upright.len(), "{name}");
     for (k, (f, h)) in frames.iter().zip(&upright).enumerate() {
-        assert_eq!(f.dimensions(), (96, 160), "portrait");
-        assert_eq!(&sha256_hex(f.as_raw()), h, "upright frame {k}");
+        assert_eq!(f.dimensions(), (96, 160), "{name}: portrait");
+        assert_eq!(&sha256_hex(f.as_raw()), h, "{name}: upright frame {k}");
     }
     // transformers' behaviour is the default: the coded (landscape) picture.
     let cfg = cfg();
@@ -300,9 +294,16 @@ fn rotation_apply_turns_the_phone_video_upright() {
     )
     .unwrap();
     let [t, h, w] = ignore.processed.grid_thw[0];
-    assert!(w > h, "the coded picture is landscape: {:?}", [t, h, w]);
-    assert_eq!(apply.processed.grid_thw[0], [t, w, h]);
-    assert_ne!(ignore.key, apply.key, "the encoder cache tells them apart");
+    assert!(
+        w > h,
+        "{name}: the coded picture is landscape: {:?}",
+        [t, h, w]
+    );
+    assert_eq!(apply.processed.grid_thw[0], [t, w, h], "{name}");
+    assert_ne!(
+        ignore.key, apply.key,
+        "{name}: the encoder cache tells them apart"
+    );
 }
 
 #[test]

@@ -39,7 +39,7 @@ impl ColorInfo {
     /// libswscale's `ff_yuv2rgb_coeffs` row for this matrix: {crv, cbu, cgu, cgv} in 1/65536,
     /// limited range. `sws_getCoefficients` maps the values it has no row for (YCgCo, ≥ 11)
     /// to BT.601, and row 0 (identity / GBR) holds BT.601 too.
-    fn matrix_row(self) -> [i64; 4] {
+    pub(super) fn matrix_row(self) -> [i64; 4] {
         const BT601: [i64; 4] = [104597, 132201, 25675, 53279];
         match self.matrix {
             1 => [117489, 138438, 13975, 34925],      // BT.709

@@ -3,7 +3,7 @@
 //! as transformers' PyAV loader reads them: the same libraries, the first video stream, frames
 //! in the order `container.decode(video=0)` yields them (display order), `streams.video[0]
 //! .frames` and `.average_rate` as the frame count and rate, and `rgb` for PyAV's RGB24
-//! conversion.
+//! conversion (`yuv10` for 10-bit 4:2:0, where the system's libswscale differs from PyAV's).
 //!
 //! Where the container states no frame count (Matroska, WebM, fragmented MP4: PyAV says 0 and
 //! transformers' `load_video` then fails) the frames are counted by reading the stream's packets
@@ -11,6 +11,7 @@
 
 mod rgb;
 mod scan;
+mod yuv10;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;

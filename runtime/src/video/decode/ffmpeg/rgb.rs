@@ -7,10 +7,11 @@
 //! own range, and `threads = 0` (libswscale picks the count). Same settings, same library code:
 //! the fixtures of tools/golden/make_media_fixtures.py measure the frames identical, 4:4:4
 //! included. Two things differ between PyAV's libswscale (9.5, FFmpeg 8) and Debian's (6.7,
-//! FFmpeg 5.1): libswscale 9 converts an interlaced frame field by field (each field's chroma
-//! lines with its own luma lines), which is done here by hand, measured identical; and its
-//! 10-bit → RGB24 conversion differs from 6.7's (mean 4 levels, up to 130 on sharp colour
-//! edges), which no flag of 6.7 reproduces: High 10 frames are 6.7's, not identical to PyAV's.
+//! FFmpeg 5.1), and both are done here by hand: libswscale 9 converts an interlaced frame field
+//! by field (each field's chroma lines with its own luma lines), and it converts 10-bit 4:2:0
+//! with the frame's chroma siting and its table arithmetic (`yuv10`). 10-bit pictures of odd
+//! width or height, and other high-bit-depth formats (4:2:2 and 4:4:4 10-bit, 12-bit), keep
+//! 6.7's conversion: libswscale 9 scales their chroma in ways not reproduced here.
 
 use std::ptr;
 
@@ -18,6 +19,9 @@ use ffmpeg_next::ffi;
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::util::frame::video::Video as Frame;
 use image::RgbImage;
+
+use super::yuv10::{yuv420p10_to_rgb, ChromaSiting, Plane, Yuv420p10};
+use crate::video::decode::ColorInfo;
 
 /// What a conversion context is set up for; a stream that changes any of it gets a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +65,19 @@ impl ToRgb {
     }
 
     pub(super) fn convert(&mut self, frame: &Frame) -> Result<RgbImage, String> {
-        if !frame.is_interlaced() {
-            return self.frames.convert(frame);
-        }
         let (w, h) = (frame.width() as usize, frame.height() as usize);
+        if !frame.is_interlaced() {
+            return match ten_bit(frame, None) {
+                Some(rgb) => Ok(RgbImage::from_raw(w as u32, h as u32, rgb).expect("w·h·3 bytes")),
+                None => self.frames.convert(frame),
+            };
+        }
         let mut rgb = vec![0u8; w * h * 3];
         for (field, scaler) in self.fields.iter_mut().enumerate() {
-            let lines = scaler.convert_field(frame, field)?;
+            let lines = match ten_bit(frame, Some(field)) {
+                Some(lines) => lines,
+                None => scaler.convert_field(frame, field)?,
+            };
             for (k, line) in lines.chunks_exact(w * 3).enumerate() {
                 let row = 2 * k + field;
                 rgb[row * w * 3..(row + 1) * w * 3].copy_from_slice(line);
@@ -219,6 +229,49 @@ impl Scaler {
         self.key = Some(key);
         Ok(())
     }
+}
+
+/// A 10-bit 4:2:0 picture, or field `field` of one (0: top, the even lines), converted as
+/// libswscale 9 does; `None` where [`yuv10`](super::yuv10) does not apply.
+fn ten_bit(frame: &Frame, field: Option<usize>) -> Option<Vec<u8>> {
+    if frame.format() != Pixel::YUV420P10LE {
+        return None;
+    }
+    // SAFETY: a decoded frame's pointer stays valid while `frame` is borrowed.
+    let raw = unsafe { &*frame.as_ptr() };
+    let (width, full_height) = (
+        usize::try_from(raw.width).ok()?,
+        usize::try_from(raw.height).ok()?,
+    );
+    let (first, step, height) = match field {
+        Some(f) => (f, 2, (full_height + 1).checked_sub(f)? / 2),
+        None => (0, 1, full_height),
+    };
+    if width % 2 == 1 || height % 2 == 1 {
+        return None;
+    }
+    let plane = |i: usize| Plane {
+        data: frame.data(i),
+        stride: frame.stride(i),
+        first,
+        step,
+    };
+    let picture = Yuv420p10 {
+        width,
+        height,
+        y: plane(0),
+        u: plane(1),
+        v: plane(2),
+    };
+    let color = ColorInfo {
+        matrix: u8::try_from(raw.colorspace as u32).unwrap_or(2),
+        full_range: raw.color_range == ffi::AVColorRange::AVCOL_RANGE_JPEG,
+    };
+    yuv420p10_to_rgb(
+        &picture,
+        color,
+        ChromaSiting::from_av(raw.chroma_location as u32),
+    )
 }
 
 fn check(key: &Key, frame: &Frame) -> Result<(), String> {
