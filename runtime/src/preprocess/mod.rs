@@ -19,6 +19,7 @@ mod modes;
 mod orient;
 mod patchify;
 mod resize;
+pub(crate) mod serialize;
 mod smart_resize;
 mod trns;
 
@@ -97,40 +98,15 @@ impl ProcessedImages {
     /// `pixel_values` f32 [N, patch_dim], `image_grid_thw` i64 [n, 3],
     /// `image_merge_sizes` i64 [n].
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, PreprocessError> {
-        use safetensors::tensor::{Dtype, TensorView};
-        let pv: Vec<u8> = self
-            .pixel_values
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let grid: Vec<u8> = self
-            .grid_thw
-            .iter()
-            .flat_map(|g| g.iter().flat_map(|x| x.to_le_bytes()))
-            .collect();
-        let ms: Vec<u8> = self
-            .merge_sizes
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let n = self.grid_thw.len();
-        let ser = |e: safetensors::SafeTensorError| PreprocessError::Serialize(e.to_string());
-        let views = vec![
-            (
-                "pixel_values",
-                TensorView::new(Dtype::F32, vec![self.n_patches(), self.patch_dim], &pv)
-                    .map_err(ser)?,
-            ),
-            (
-                "image_grid_thw",
-                TensorView::new(Dtype::I64, vec![n, 3], &grid).map_err(ser)?,
-            ),
-            (
-                "image_merge_sizes",
-                TensorView::new(Dtype::I64, vec![n], &ms).map_err(ser)?,
-            ),
-        ];
-        safetensors::tensor::serialize(views, None).map_err(ser)
+        serialize::visual_safetensors(
+            serialize::Visual::Image,
+            &self.pixel_values,
+            self.patch_dim,
+            &self.grid_thw,
+            &self.merge_sizes,
+            None,
+        )
+        .map_err(PreprocessError::Serialize)
     }
 }
 

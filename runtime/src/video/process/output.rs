@@ -80,44 +80,14 @@ impl ProcessedVideos {
     /// [N, patch_dim], `video_grid_thw` i64 [n, 3], `video_merge_sizes` i64 [n],
     /// `video_compression_mask` bool [Σ t·h·w / m²].
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, VideoProcessError> {
-        use safetensors::tensor::{Dtype, TensorView};
-        let pv: Vec<u8> = self
-            .pixel_values
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let grid: Vec<u8> = self
-            .grid_thw
-            .iter()
-            .flat_map(|g| g.iter().flat_map(|x| x.to_le_bytes()))
-            .collect();
-        let ms: Vec<u8> = self
-            .merge_sizes
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let mask: Vec<u8> = self.compression_mask.iter().map(|&b| u8::from(b)).collect();
-        let n = self.grid_thw.len();
-        let ser = |e: safetensors::SafeTensorError| VideoProcessError::Serialize(e.to_string());
-        let views = vec![
-            (
-                "pixel_values_videos",
-                TensorView::new(Dtype::F32, vec![self.n_patches(), self.patch_dim], &pv)
-                    .map_err(ser)?,
-            ),
-            (
-                "video_grid_thw",
-                TensorView::new(Dtype::I64, vec![n, 3], &grid).map_err(ser)?,
-            ),
-            (
-                "video_merge_sizes",
-                TensorView::new(Dtype::I64, vec![n], &ms).map_err(ser)?,
-            ),
-            (
-                "video_compression_mask",
-                TensorView::new(Dtype::BOOL, vec![mask.len()], &mask).map_err(ser)?,
-            ),
-        ];
-        safetensors::tensor::serialize(views, None).map_err(ser)
+        crate::preprocess::serialize::visual_safetensors(
+            crate::preprocess::serialize::Visual::Video,
+            &self.pixel_values,
+            self.patch_dim,
+            &self.grid_thw,
+            &self.merge_sizes,
+            Some(&self.compression_mask),
+        )
+        .map_err(VideoProcessError::Serialize)
     }
 }
