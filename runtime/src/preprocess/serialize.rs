@@ -35,11 +35,7 @@ pub(crate) fn visual_safetensors(
     let ms: Vec<u8> = merge_sizes.iter().flat_map(|x| x.to_le_bytes()).collect();
     let mask: Option<Vec<u8>> = compression_mask.map(|m| m.iter().map(|&b| u8::from(b)).collect());
     let n = grid_thw.len();
-    let rows = if patch_dim == 0 {
-        0
-    } else {
-        pixel_values.len() / patch_dim
-    };
+    let rows = pixel_values.len().checked_div(patch_dim).unwrap_or(0);
     let err = |e: safetensors::SafeTensorError| e.to_string();
     let mut views = vec![
         (
