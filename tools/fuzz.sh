@@ -6,6 +6,7 @@
 #   tools/fuzz.sh                      # all targets, 60 s each
 #   FUZZ_SECONDS=600 tools/fuzz.sh engine video
 #   FUZZ_JOBS=2 tools/fuzz.sh image    # parallel workers per target
+#   FUZZ_ARGS=--no-default-features tools/fuzz.sh video   # the cargo-only video fallback
 #
 # A crash, timeout or out-of-memory input lands in fuzz/artifacts/<target>/. Minimize it
 # (`cargo fuzz tmin <target> <file>` in fuzz/), fix the bug, and commit the minimized input to
@@ -28,7 +29,8 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t targets < <(cargo fuzz list)
 fi
-cargo fuzz build -O --debug-assertions -s "$sanitizer"
+read -r -a extra <<< "${FUZZ_ARGS:-}"
+cargo fuzz build -O --debug-assertions -s "$sanitizer" "${extra[@]}"
 found=0
 for t in "${targets[@]}"; do
   mkdir -p "corpus-work/$t" "artifacts/$t"
@@ -39,7 +41,7 @@ for t in "${targets[@]}"; do
   parallel=()
   # libFuzzer's -jobs (even 1) forks workers that log to files; one job runs in-process.
   [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
-  cargo fuzz run -O --debug-assertions -s "$sanitizer" "$t" "corpus-work/$t" "corpus/$t" -- \
+  cargo fuzz run -O --debug-assertions -s "$sanitizer" "${extra[@]}" "$t" "corpus-work/$t" "corpus/$t" -- \
     -max_total_time="$seconds" -rss_limit_mb=3072 -malloc_limit_mb=3072 -timeout=20 \
     -print_final_stats=1 "${parallel[@]}" >"artifacts/$t.log" 2>&1 || true
   after=$(find "artifacts/$t" -type f | wc -l)

@@ -46,7 +46,10 @@ impl Mp4Video {
         let file_len = file.metadata().map_err(io)?.len();
         let reader = BufReader::new(file.try_clone().map_err(io)?);
         // The crate returns errors for the malformed files tried, but it is not hardened
-        // against every input: a panic becomes an error too.
+        // against every input: a box whose size is smaller than its header makes it seek back
+        // to the same box forever (found by fuzzing), so sizes are checked first, and a panic
+        // becomes an error too.
+        check_box_sizes(&file, file_len).map_err(malformed)?;
         let mp4 = catch_unwind(AssertUnwindSafe(|| {
             ::mp4::Mp4Reader::read_header(reader, file_len)
         }))
@@ -293,6 +296,71 @@ impl Collector {
 }
 
 /// The raw `moov` box (header included), for naming codecs the mp4 crate does not parse.
+/// Boxes the `mp4` crate descends into; a child of these with a bad size hangs its reader.
+const CONTAINERS: [&[u8; 4]; 11] = [
+    b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf", b"edts", b"mvex", b"udta", b"moof",
+    b"traf",
+];
+
+/// Every top-level box, and every box inside the containers the `mp4` crate reads, has a size
+/// of at least its header that stays inside its parent. (Size 0, "to the end of the file", is
+/// valid MP4 but loops the crate; FFmpeg builds read such files.)
+fn check_box_sizes(file: &File, len: u64) -> Result<(), String> {
+    let mut f = file;
+    let mut pos = 0u64;
+    while pos + 8 <= len {
+        let mut header = [0u8; 16];
+        f.seek(SeekFrom::Start(pos))
+            .and_then(|_| f.read_exact(&mut header[..8]))
+            .map_err(|e| format!("cannot read the box at byte {pos}: {e}"))?;
+        let (size, header_len) = match u32::from_be_bytes(header[..4].try_into().unwrap()) {
+            1 => {
+                f.read_exact(&mut header[8..])
+                    .map_err(|e| format!("cannot read the box at byte {pos}: {e}"))?;
+                (u64::from_be_bytes(header[8..].try_into().unwrap()), 16)
+            }
+            s => (u64::from(s), 8),
+        };
+        let kind = String::from_utf8_lossy(&header[4..8]).into_owned();
+        if size < header_len || size > len - pos {
+            return Err(format!(
+                "box `{kind}` at byte {pos} has size {size}, outside [{header_len}, {}]",
+                len - pos
+            ));
+        }
+        if &header[4..8] == b"moov" {
+            let moov = read_moov(file).ok_or("cannot read the moov box")?;
+            children_well_sized(&moov[header_len as usize..], 1)?;
+        }
+        pos += size;
+    }
+    Ok(())
+}
+
+fn children_well_sized(mut data: &[u8], depth: usize) -> Result<(), String> {
+    while data.len() >= 8 {
+        let (size, header_len) = match u32::from_be_bytes(data[..4].try_into().unwrap()) {
+            1 if data.len() >= 16 => (u64::from_be_bytes(data[8..16].try_into().unwrap()), 16),
+            1 => return Err("a box header is cut off".into()),
+            s => (u64::from(s), 8),
+        };
+        let kind: [u8; 4] = data[4..8].try_into().unwrap();
+        if size < header_len || size > data.len() as u64 {
+            return Err(format!(
+                "box `{}` has size {size}, outside [{header_len}, {}]",
+                String::from_utf8_lossy(&kind),
+                data.len()
+            ));
+        }
+        let (this, rest) = data.split_at(size as usize);
+        if CONTAINERS.contains(&&kind) && depth < 16 {
+            children_well_sized(&this[header_len as usize..], depth + 1)?;
+        }
+        data = rest;
+    }
+    Ok(())
+}
+
 fn read_moov(file: &File) -> Option<Vec<u8>> {
     let mut f = file;
     let len = f.metadata().ok()?.len();
@@ -323,4 +391,24 @@ fn read_moov(file: &File) -> Option<Vec<u8>> {
         pos += size;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing: a box of size 0 inside `moov` made the `mp4` crate seek back to the
+    /// same box forever. Now one error line, well within the time limit.
+    #[test]
+    fn a_box_smaller_than_its_header_is_an_error_not_a_hang() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/video/mp4_box_size_zero_in_moov.mp4");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(Mp4Video::open(&path).map(|_| ())));
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the fallback MP4 reader hangs on a box of size 0");
+        let msg = result.unwrap_err().to_string();
+        assert!(msg.contains("box `") && msg.contains("has size 0"), "{msg}");
+    }
 }
