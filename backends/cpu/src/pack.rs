@@ -90,23 +90,72 @@ pub fn pack(w: &[bf16], n: usize, k: usize) -> PackedBf16<'static> {
         "pack: weight has {} elements, expected {n}×{k}",
         w.len()
     );
-    let kp = k_pairs(k);
-    let mut out = vec![0u16; panels(n) * kp * NR * 2];
-    for (panel, dst) in out.chunks_mut(kp * NR * 2).enumerate() {
-        let rows = (n - panel * NR).min(NR);
-        for r in 0..rows {
-            let src = &w[(panel * NR + r) * k..][..k];
-            for (kk, v) in src.iter().enumerate() {
-                dst[((kk / 2) * NR + r) * 2 + (kk & 1)] = v.to_bits();
-            }
-        }
-    }
-    let data: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let data = pack_rows(n, k, |i| {
+        let row = &w[i * k..][..k];
+        move |kk: usize| row[kk].to_bits()
+    });
     PackedBf16 {
         n,
         k,
         data: Cow::Owned(data),
     }
+}
+
+/// Packs the `[n, k]` weight whose rows are the rows of `parts` one after the other, each
+/// part bf16 little-endian bytes `[n_i, k]` (a checkpoint's stored bytes, read in place): the
+/// packed form of a merged projection (q, k, v stacked) with no intermediate copy.
+pub fn pack_bf16_rows(parts: &[&[u8]], k: usize) -> PackedBf16<'static> {
+    let starts: Vec<usize> = parts
+        .iter()
+        .scan(0, |row, p| {
+            let start = *row;
+            *row += p.len() / (2 * k);
+            Some(start)
+        })
+        .collect();
+    let n = parts.iter().map(|p| p.len() / (2 * k)).sum();
+    for p in parts {
+        assert_eq!(
+            p.len() % (2 * k),
+            0,
+            "pack_bf16_rows: a part is not whole rows of {k}"
+        );
+    }
+    let data = pack_rows(n, k, |i| {
+        let part = starts.partition_point(|&s| s <= i) - 1;
+        let row = &parts[part][(i - starts[part]) * 2 * k..][..2 * k];
+        move |kk: usize| u16::from_le_bytes([row[2 * kk], row[2 * kk + 1]])
+    });
+    PackedBf16 {
+        n,
+        k,
+        data: Cow::Owned(data),
+    }
+}
+
+/// The panel layout of `n` rows of `k` bf16 bits, row `i`'s element `kk` given by `row(i)(kk)`;
+/// panels are filled in parallel (each is its own contiguous run of bytes).
+fn pack_rows<R, F>(n: usize, k: usize, row: R) -> Vec<u8>
+where
+    R: Fn(usize) -> F + Sync,
+    F: Fn(usize) -> u16,
+{
+    use rayon::prelude::*;
+    let kp = k_pairs(k);
+    let mut out = vec![0u8; packed_len(n, k)];
+    out.par_chunks_mut(kp * STEP_BYTES)
+        .enumerate()
+        .for_each(|(panel, dst)| {
+            let rows = (n - panel * NR).min(NR);
+            for r in 0..rows {
+                let src = row(panel * NR + r);
+                for kk in 0..k {
+                    let at = (((kk / 2) * NR + r) * 2 + (kk & 1)) * 2;
+                    dst[at..at + 2].copy_from_slice(&src(kk).to_le_bytes());
+                }
+            }
+        });
+    out
 }
 
 impl<'a> PackedBf16<'a> {
@@ -230,4 +279,40 @@ pub(crate) fn bf16_bits_to_f32(b: u16) -> f32 {
 #[inline(always)]
 pub(crate) fn f32_to_bf16_bits(v: f32) -> u16 {
     bf16::from_f32(v).to_bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Packing stacked parts straight from their stored bytes is packing the stacked matrix.
+    #[test]
+    fn rows_of_parts_pack_like_the_stacked_matrix() {
+        for (rows, k) in [
+            (vec![32], 64),
+            (vec![5, 40, 1], 7),
+            (vec![33, 31], 1),
+            (vec![70], 129),
+        ] {
+            let n: usize = rows.iter().sum();
+            let all: Vec<bf16> = (0..n * k)
+                .map(|i| bf16::from_f32(((i * 7919) % 1013) as f32 - 500.0))
+                .collect();
+            let bytes: Vec<u8> = all.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for r in &rows {
+                parts.push(&bytes[at * 2 * k..(at + r) * 2 * k]);
+                at += r;
+            }
+            let stacked = pack(&all, n, k);
+            let direct = pack_bf16_rows(&parts, k);
+            assert_eq!((direct.n(), direct.k()), (n, k));
+            assert_eq!(
+                direct.as_bytes(),
+                stacked.as_bytes(),
+                "rows {rows:?}, k {k}"
+            );
+        }
+    }
 }

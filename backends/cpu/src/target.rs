@@ -9,7 +9,7 @@ use half::bf16;
 use vl3c_engine::{
     Emit, Emitted, EngineError, Target, TensorEntry, TensorLayout, TensorStore, WeightsWriter,
 };
-use vl3c_ir::{Graph, Op};
+use vl3c_ir::{DType, Graph, Op};
 use vl3c_reference::Tensor;
 
 /// What the CPU target stored, for the user.
@@ -63,7 +63,15 @@ impl Target for CpuTarget {
             let packed =
                 |store: &mut TensorStore, out: &Emit, fold: usize, report: &mut CpuReport| {
                     store
-                        .fold(out, g, fold, "packed", |w, t| store_packed(w, t, report))
+                        .fold_with(out, g, fold, "packed", |w, out| {
+                            match bf16_weight_rows(g, fold, out) {
+                                Some((parts, k)) => {
+                                    report.packed_bf16 += 1;
+                                    store_bf16_rows(w, out, &parts, k)
+                                }
+                                None => store_packed(w, &out.fold(g, fold)?, report),
+                            }
+                        })
                         .map(|(name, _)| name)
                 };
             for (i, want) in wants.iter().enumerate() {
@@ -187,6 +195,72 @@ impl Target for CpuTarget {
             warnings: Vec::new(),
         })
     }
+}
+
+/// The checkpoint weights whose stacked rows are fold `fold`'s value transposed, and `k`,
+/// where the fold is a matmul weight built the usual way (`transpose(w)` or
+/// `transpose(cast(w))` to f32, or several of them
+/// concatenated along columns: a merged projection) from 2-D bf16 weights: then the packed
+/// form is those weights' rows as stored, with no fold to evaluate (no f32 copy, no transpose).
+fn bf16_weight_rows(g: &Graph, fold: usize, out: &Emit) -> Option<(Vec<String>, usize)> {
+    fn collect(g: &Graph, id: usize, names: &mut Vec<String>) -> Option<()> {
+        let node = &g.nodes[id];
+        match &node.op {
+            Op::Transpose { perm } if perm == &[1, 0] => {
+                let mut src = &g.nodes[node.inputs[0].index()];
+                // A bf16 → f32 cast is exact: packing to bf16 gives the stored bits back.
+                if src.op == (Op::Cast { to: DType::F32 }) {
+                    src = &g.nodes[src.inputs[0].index()];
+                }
+                let Op::Weight { name } = &src.op else {
+                    return None;
+                };
+                (src.ty.dtype == DType::BF16 && src.ty.rank() == 2)
+                    .then(|| names.push(name.clone()))
+            }
+            Op::Concat { axis: 1 } => node
+                .inputs
+                .iter()
+                .try_for_each(|x| collect(g, x.index(), names)),
+            _ => None,
+        }
+    }
+    let node = &g.nodes[fold];
+    if node.op != Op::Fold || node.ty.rank() != 2 {
+        return None;
+    }
+    let mut names = Vec::new();
+    collect(g, node.inputs[0].index(), &mut names)?;
+    let k = node.ty.shape[0].as_const()? as usize;
+    // The checkpoint must hold them as the graph declares (bf16 [n_i, k]).
+    names
+        .iter()
+        .all(|name| {
+            out.weight(name)
+                .is_ok_and(|w| w.dtype == DType::BF16 && w.shape.len() == 2 && w.shape[1] == k)
+        })
+        .then_some((names, k))
+}
+
+fn store_bf16_rows(
+    w: &mut WeightsWriter,
+    out: &Emit,
+    parts: &[String],
+    k: usize,
+) -> Result<TensorEntry, EngineError> {
+    let views = parts
+        .iter()
+        .map(|name| out.weight(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes: Vec<&[u8]> = views.iter().map(|v| v.bytes).collect();
+    let p = pack::pack_bf16_rows(&bytes, k);
+    let n = p.n();
+    w.push(
+        p.as_bytes(),
+        "f32",
+        vec![k, n],
+        TensorLayout::PackedBf16 { n, k },
+    )
 }
 
 /// A matmul weight `[k, n]`: bf16 panels when every value is a bf16 (exact, half the bytes,

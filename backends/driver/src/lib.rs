@@ -4,11 +4,12 @@
 //! lists and hashes every file. Targets: [`CpuTarget`] (vl3c-cpu), [`CudaTarget`]
 //! (vl3c-cuda).
 
+use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vl3c_engine::{
-    self as fmt, sha256_file, Emit, EngineError, Manifest, Progress, Source, Target,
+    self as fmt, sha256_file, Emit, EngineError, FileEntry, Manifest, Progress, Source, Target,
 };
 use vl3c_frontends::checkpoint::Checkpoint;
 use vl3c_frontends::config::ModelConfig;
@@ -145,24 +146,34 @@ pub fn compile(
                 .map_err(|e| EngineError::file(&src, format!("cannot copy: {e}")))?;
         }
     }
-    let mut files = BTreeMap::new();
-    for name in emit.written() {
-        files.insert(name.to_string(), sha256_file(&out_dir.join(name))?);
-    }
-    let mut source_files = BTreeMap::new();
+    // Every written file and every checkpoint file is hashed for the manifest: several GB on a
+    // real checkpoint, so each file on its own thread.
+    let written: Vec<(String, PathBuf)> = emit
+        .written()
+        .map(|name| (name.to_string(), out_dir.join(name)))
+        .collect();
+    let mut sources: Vec<(String, PathBuf)> = Vec::new();
     if let Some(ckpt) = model.checkpoint {
         for f in ckpt.files() {
             let file_name = f
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            source_files.insert(file_name, sha256_file(f)?);
+            sources.push((file_name, f.to_path_buf()));
         }
         let index = model.dir.join("model.safetensors.index.json");
         if index.is_file() {
-            source_files.insert("model.safetensors.index.json".into(), sha256_file(&index)?);
+            sources.push(("model.safetensors.index.json".into(), index));
         }
     }
+    let hash_all =
+        |list: &[(String, PathBuf)]| -> Result<BTreeMap<String, FileEntry>, EngineError> {
+            list.par_iter()
+                .map(|(name, path)| Ok((name.clone(), sha256_file(path)?)))
+                .collect()
+        };
+    let (files, source_files) = rayon::join(|| hash_all(&written), || hash_all(&sources));
+    let (files, source_files) = (files?, source_files?);
     let manifest = Manifest {
         format_version: fmt::FORMAT_VERSION,
         target: target.name().to_string(),

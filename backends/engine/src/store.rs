@@ -39,6 +39,19 @@ impl TensorStore {
         form: &str,
         write: impl FnOnce(&mut WeightsWriter, &Tensor) -> Result<TensorEntry, EngineError>,
     ) -> Result<(String, bool), EngineError> {
+        self.fold_with(out, g, node, form, |w, out| write(w, &out.fold(g, node)?))
+    }
+
+    /// [`fold`](Self::fold) where `write` produces the stored form itself, for a target that
+    /// can build it from the checkpoint's bytes without evaluating the fold.
+    pub fn fold_with(
+        &mut self,
+        out: &Emit,
+        g: &Graph,
+        node: usize,
+        form: &str,
+        write: impl FnOnce(&mut WeightsWriter, &Emit) -> Result<TensorEntry, EngineError>,
+    ) -> Result<(String, bool), EngineError> {
         let key = self
             .keys
             .entry((g.name.clone(), node))
@@ -48,9 +61,8 @@ impl TensorStore {
         if let Some(t) = self.folds.get(&key) {
             return Ok((t.clone(), false));
         }
-        let value = out.fold(g, node)?;
         let name = format!("{form}{}", self.folds.len());
-        let entry = write(&mut self.writer, &value)?;
+        let entry = write(&mut self.writer, out)?;
         self.index.insert(name.clone(), entry);
         self.folds.insert(key, name.clone());
         Ok((name, true))
