@@ -41,6 +41,12 @@ for t in "${targets[@]}"; do
   parallel=()
   # libFuzzer's -jobs (even 1) forks workers that log to files; one job runs in-process.
   [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
+  # Known leaks inside the system's FFmpeg (fuzz/lsan-video.supp) need full stacks to match.
+  if [ "$t" = video ]; then
+    export LSAN_OPTIONS="suppressions=$PWD/lsan-video.supp" ASAN_OPTIONS="fast_unwind_on_malloc=0"
+  else
+    unset LSAN_OPTIONS ASAN_OPTIONS
+  fi
   cargo fuzz run -O --debug-assertions -s "$sanitizer" "${extra[@]}" "$t" "corpus-work/$t" "corpus/$t" -- \
     -max_total_time="$seconds" -rss_limit_mb=3072 -malloc_limit_mb=3072 -timeout=20 \
     -print_final_stats=1 "${parallel[@]}" >"artifacts/$t.log" 2>&1 || true

@@ -7,7 +7,6 @@
 
 use crate::exec::Tensor;
 use crate::model::{Modality, Model, ModelError};
-use std::time::{Duration, Instant};
 use vl3c_frontends::names::{expected_weights, Part, EMBED_TOKENS};
 use vl3c_frontends::ModelConfig;
 use vl3c_ir::DType;
@@ -155,113 +154,23 @@ impl Work {
     }
 }
 
-/// Read bandwidth in GB/s (10⁹ bytes/s): `threads` threads sum disjoint parts of a `bytes`-sized
-/// buffer, each its part as two interleaved streams (the access pattern of the decode GEMV, which
-/// reads about 10% faster than one stream per thread on the development VM); best of a few passes
-/// (the first touch is excluded: pages are written before timing). Give it more than the
-/// last-level cache.
+/// Read bandwidth in GB/s (10⁹ bytes/s) as the decode GEMV meets it: all threads, independent
+/// vector accumulators, best of 5 passes ([`vl3c_cpu::peak::read_bandwidth_gbs`]). Give it
+/// more than the last-level cache.
 pub fn measure_bandwidth_gbs(bytes: usize, threads: usize) -> f64 {
-    let words = bytes / 8;
-    let buf: Vec<u64> = (0..words as u64).collect();
-    let threads = threads.max(1);
-    let chunk = words.div_ceil(threads);
-    let mut best = Duration::MAX;
-    for _ in 0..4 {
-        let start = Instant::now();
-        let sums: u64 = std::thread::scope(|s| {
-            let handles: Vec<_> = buf
-                .chunks(chunk)
-                .map(|c| s.spawn(move || sum_two_streams(c)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("bandwidth probe thread"))
-                .fold(0, u64::wrapping_add)
-        });
-        best = best.min(start.elapsed());
-        std::hint::black_box(sums);
-    }
-    (words * 8) as f64 / best.as_secs_f64() / 1e9
+    vl3c_cpu::peak::read_bandwidth_gbs(bytes, threads, 5)
 }
 
-/// The sum of `c`, read as its two halves in step (64 bytes of each per iteration).
-fn sum_two_streams(c: &[u64]) -> u64 {
-    let (a, b) = c.split_at(c.len() / 2);
-    let mut acc = [0u64; 16];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] = acc[i].wrapping_add(x[i]);
-            acc[8 + i] = acc[8 + i].wrapping_add(y[i]);
-        }
-    }
-    let tail = a
-        .chunks_exact(8)
-        .remainder()
-        .iter()
-        .chain(b[a.len() / 8 * 8..].iter());
-    tail.chain(acc.iter()).fold(0, |s, &v| s.wrapping_add(v))
-}
-
-/// The matmul compute peak the engine's GEMMs can approach, in GFLOP/s, and what it measured:
-/// AMX `tdpbf16ps` where the CPU has AMX-BF16 (the engine's bf16 GEMMs run there), else the f32
-/// FMA loop of [`measure_peak_gflops`].
+/// The compute peak the engine's GEMMs can approach, in GFLOP/s, and the instruction measured:
+/// the one the GEMMs issue on this CPU (AMX `tdpbf16ps`, zmm `vdpbf16ps` or f32 FMA).
 pub fn measure_matmul_peak_gflops(threads: usize) -> (f64, &'static str) {
-    match vl3c_cpu::amx::peak_gflops(threads) {
-        Some(g) => (g, "AMX bf16 tdpbf16ps"),
-        None => (measure_peak_gflops(threads), "f32 FMA"),
-    }
+    vl3c_cpu::peak::gemm_peak_gflops(threads)
 }
 
-/// f32 FMA throughput in GFLOP/s over `threads` threads running at once (2 FLOPs per lane per
-/// FMA). On x86-64 with AVX2+FMA it issues 10 independent 8-lane FMA chains, enough to cover the
-/// FMA latency on current cores; elsewhere it measures a plain multiply-add loop, a lower bound.
-pub fn measure_peak_gflops(threads: usize) -> f64 {
-    const ITERS: u64 = 20_000_000;
-    let threads = threads.max(1);
-    let start = Instant::now();
-    let flops: f64 = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| fma_loop(ITERS))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("FMA probe thread"))
-            .sum()
-    });
-    flops / start.elapsed().as_secs_f64() / 1e9
-}
-
-/// Runs the probe's FMA chains; returns the FLOPs it did.
-fn fma_loop(iters: u64) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features the function enables were just detected.
-        return unsafe { fma_avx2(iters) };
-    }
-    let mut acc = [1.0f32; 32];
-    for _ in 0..iters / 8 {
-        for a in acc.iter_mut() {
-            *a = *a * 0.999_999 + 1e-7;
-        }
-    }
-    std::hint::black_box(acc);
-    (iters / 8 * 32 * 2) as f64
-}
-
-/// # Safety
-///
-/// The CPU must have AVX2 and FMA (the caller checks `is_x86_feature_detected!`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_avx2(iters: u64) -> f64 {
-    use std::arch::x86_64::*;
-    let (m, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    let mut acc = [_mm256_set1_ps(1.0); 10];
-    for _ in 0..iters / 10 {
-        for a in acc.iter_mut() {
-            *a = _mm256_fmadd_ps(*a, m, c);
-        }
-    }
-    std::hint::black_box(&acc);
-    (iters / 10 * 10 * 8 * 2) as f64
+/// f32 FMA throughput in GFLOP/s over `threads` threads (the reference executor's matmuls are
+/// f32), and the instruction measured.
+pub fn measure_peak_gflops(threads: usize) -> (f64, &'static str) {
+    vl3c_cpu::peak::fma_peak_gflops(threads)
 }
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`); None elsewhere.

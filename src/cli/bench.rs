@@ -52,10 +52,13 @@ pub struct Args {
     /// Cost model for --opt: cpu, cuda or tensorrt.
     #[arg(long, default_value = "cpu", requires = "opt")]
     target: String,
-    /// Memory read bandwidth in GB/s for the decode bound (default: measured, 1 GiB read).
+    /// Memory read bandwidth in GB/s for the decode bound (default: measured: 1 GiB read by
+    /// every thread with independent vector accumulators, best of 5).
     #[arg(long)]
     bandwidth_gbs: Option<f64>,
-    /// Peak GFLOP/s for the vision and prefill bounds (default: measured; AMX bf16 for an engine on a CPU with AMX, else an f32 FMA loop).
+    /// Peak GFLOP/s for the vision and prefill bounds (default: measured with the instruction the
+    /// engine's GEMMs issue on this CPU: AMX `tdpbf16ps`, zmm `vdpbf16ps` or f32 FMA; the
+    /// reference executor's: f32 FMA).
     #[arg(long)]
     peak_gflops: Option<f64>,
 }
@@ -228,11 +231,10 @@ pub fn run(args: Args) -> Result<()> {
                 let (g, kind) = b::measure_matmul_peak_gflops(threads);
                 (g, measured_on.clone(), kind)
             }
-            (None, None, false) => (
-                b::measure_peak_gflops(threads),
-                measured_on.clone(),
-                "f32 FMA",
-            ),
+            (None, None, false) => {
+                let (g, kind) = b::measure_peak_gflops(threads);
+                (g, measured_on.clone(), kind)
+            }
         };
     let work = Work::of(cfg, patches, context, &*bench.dtype_of);
     let bounds = Bounds {

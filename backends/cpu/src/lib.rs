@@ -27,6 +27,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
 pub mod pack;
+pub mod peak;
 pub mod threads;
 pub mod vmath;
 
