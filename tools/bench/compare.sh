@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# vl3c against PyTorch transformers on the same shapes, in one invocation, one after the other
-# (never at once: both would fight for the same cores and memory bandwidth).
+# vl3c against PyTorch transformers and llama.cpp on the same shapes, in one invocation, one
+# after the other (never at once: they would fight for the same cores and memory bandwidth).
 #
 #   tools/bench/compare.sh                          # VideoLLaMA3-2B shapes, random weights
 #   tools/bench/compare.sh --config tests/fixtures/models/image_tied_f32/config.json \
@@ -9,8 +9,12 @@
 # Steps: build release; make the random 2B checkpoint if missing (or use the checkpoint next to
 # --config); pick the vl3c side (--engine PATH, else compile an engine when `vl3c compile`
 # exists, else the reference executor on --model); run `vl3c bench --json`; run
-# tools/bench/pytorch_bench.py in bf16 and f32; print a side-by-side table and write every JSON
-# and the table to --out.
+# tools/bench/pytorch_bench.py in bf16 and f32; build llama.cpp's llama-bench
+# (tools/bench/llama_cpp.sh), write qwen2 GGUFs of the checkpoint's LLM half
+# (tools/bench/to_gguf.py, bf16 and Q8_0) and run prefill of --context tokens and decode at a
+# --context-token depth (skipped with one line when it cannot build or the checkpoint is not
+# bf16; --llama-cpp off skips it); print a side-by-side table and write every JSON and the table
+# to --out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -22,13 +26,17 @@ OUT=/tmp/vl3c-bench
 PYTHON="${PYTHON:-/work/pyenv/bin/python}"
 DTYPES="bf16 f32"
 IMAGE_SIZE=448 CONTEXT=300 DECODE_TOKENS=32 THREADS=2 WARMUP=1 REPEAT=3
+LLAMA=on                    # on | off
+GGUF_TYPES="bf16 q8_0"
+LLAMA_DIR=/tmp/vl3c-llama.cpp
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     cat <<EOF
 Options: --config FILE --checkpoint DIR --engine DIR --backend auto|model|engine --out DIR
          --python PATH --dtypes "bf16 f32" --image-size N --context N --decode-tokens N
-         --threads N --warmup N --repeat N
+         --threads N --warmup N --repeat N --llama-cpp on|off --gguf-types "bf16 q8_0"
+         --llama-dir DIR
 EOF
 }
 
@@ -49,6 +57,9 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS=$2 ;;
         --warmup) WARMUP=$2 ;;
         --repeat) REPEAT=$2 ;;
+        --llama-cpp) LLAMA=$2 ;;
+        --gguf-types) GGUF_TYPES=$2 ;;
+        --llama-dir) LLAMA_DIR=$2 ;;
         *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift 2
@@ -96,10 +107,34 @@ for dtype in $DTYPES; do
     FILES+=("$OUT/pytorch_$dtype.json")
 done
 
-"$PYTHON" - "${FILES[@]}" <<'EOF' | tee "$OUT/summary.txt"
+# llama.cpp: its own prefill (-p N, empty cache) and decode at depth N (-n M -d N) runs.
+LLAMA_FILES=()
+if [[ $LLAMA == on ]]; then
+    if BENCH_BIN=$(bash tools/bench/llama_cpp.sh --dir "$LLAMA_DIR"); then
+        for q in $GGUF_TYPES; do
+            gguf="$OUT/llm-$q.gguf"
+            if [[ ! -f $gguf ]] && ! "$PYTHON" tools/bench/to_gguf.py --model "$MODEL" --out "$gguf" --type "$q" >&2; then
+                echo "== llama.cpp $q skipped: no GGUF of $MODEL (see above)" >&2
+                continue
+            fi
+            echo "== llama-bench $q -t $THREADS -p $CONTEXT; -n $DECODE_TOKENS -d $CONTEXT" >&2
+            "$BENCH_BIN" -m "$gguf" -t "$THREADS" -p "$CONTEXT" -n 0 -r "$REPEAT" -o json > "$OUT/llama_${q}_pp.json"
+            "$BENCH_BIN" -m "$gguf" -t "$THREADS" -p 0 -n "$DECODE_TOKENS" -d "$CONTEXT" -r "$REPEAT" -o json \
+                > "$OUT/llama_${q}_tg.json"
+            LLAMA_FILES+=("$q" "$OUT/llama_${q}_pp.json" "$OUT/llama_${q}_tg.json")
+        done
+    else
+        echo "== llama.cpp skipped: it could not be built (the line above says why)" >&2
+    fi
+fi
+
+"$PYTHON" - "${FILES[@]}" -- "${LLAMA_FILES[@]}" <<'EOF' | tee "$OUT/summary.txt"
 import json, sys
 
-vl3c, *torch_runs = [json.load(open(p)) for p in sys.argv[1:]]
+args = sys.argv[1:]
+sep = args.index("--")
+vl3c, *torch_runs = [json.load(open(p)) for p in args[:sep]]
+llama = args[sep + 1:]
 c = vl3c["config"]
 print(f"vl3c ({c['backend']}) vs PyTorch, {c['patches']} patches ({c['image_size']}²), "
       f"context {c['context']}, {c['decode_tokens']} decode tokens, {c['threads']} threads, "
@@ -126,6 +161,14 @@ for t in torch_runs:
     if t.get("generate_decode_tok_s"):
         r = vl3c["decode_tok_s"] / t["generate_decode_tok_s"]
         print(f"torch {t['config']['dtype']} generate(): {t['generate_decode_tok_s']:.3f} tok/s decode (vl3c {r:.2f}x)")
+ctx = vl3c["config"]["context"]
+for i in range(0, len(llama), 3):
+    q, pp, tg = llama[i], json.load(open(llama[i + 1])), json.load(open(llama[i + 2]))
+    pp_ts, tg_ts = pp[0]["avg_ts"], tg[0]["avg_ts"]
+    pre = ctx / pp_ts
+    print(f"llama.cpp {q} ({pp[0].get('build_commit', '?')}): prefill {pre:.4g} s ({pp_ts:.1f} tok/s; "
+          f"vl3c {pre / vl3c['prefill_s']:.2f}x), decode at depth {tg[0].get('n_depth', ctx)} "
+          f"{tg_ts:.3f} tok/s (vl3c {vl3c['decode_tok_s'] / tg_ts:.2f}x); no vision encoder")
 lim = vl3c["limits"]
 print(f"vl3c bounds: vision {lim['vision_s_bound']:.4g} s, prefill {lim['prefill_s_bound']:.4g} s "
       f"({lim['peak_gflops']:.0f} GFLOP/s), decode {lim['decode_tok_s_bound']:.2f} tok/s "
