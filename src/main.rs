@@ -30,6 +30,9 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Compile a checkpoint into an engine directory (optimized graphs, plan, packed weights, manifest).
     Compile(cli::compile::Args),
+    /// Export the optimized graphs as ONNX (vision, embedding and decoder graphs in
+    /// onnxruntime-genai's split, weights as external data, genai_config.json).
+    Export(cli::export::Args),
     /// Optimize the model's graphs (e-graph rewriting, per-layer scheduling) and report what changed.
     Opt(cli::opt::Args),
     /// Time the vision encoder, a prefill and greedy decoding on random inputs of the model's
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Opt(a) => cli::opt::run(a),
         Command::Compile(a) => cli::compile::run(a),
+        Command::Export(a) => cli::export::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::TestKernels(a) => cli::test_kernels::run(a),
     };

@@ -12,7 +12,9 @@ pub struct Args {
     model: PathBuf,
     /// Engine target: cpu, or cuda (kernels printed as CUDA C++ and compiled by NVRTC to cubins
     /// ahead of time, no GPU needed; the engine runs on a GPU, or with `--device emu` on the
-    /// kernel emulator). tensorrt: not yet.
+    /// kernel emulator), or tensorrt (the ONNX export, strongly typed, with optimization
+    /// profiles from the model's bounds and the trtexec commands in tensorrt.json; the engines
+    /// are built where TensorRT's libraries load, and vl3c cannot run them yet).
     #[arg(long, default_value = "cpu")]
     target: String,
     /// cuda: the GPU architectures to build cubins for (repeat or separate with commas): 80 (A100), 90 (H100/H200).
@@ -24,6 +26,12 @@ pub struct Args {
     /// Engine directory to write (created; files in it are overwritten).
     #[arg(long)]
     out: PathBuf,
+    /// tensorrt: the precision of the matmuls (bf16, f16 or f32); norms, softmax and RoPE stay f32.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// tensorrt: the longest prompt + generation the decoder profiles cover (default: the model's bound).
+    #[arg(long)]
+    max_context: Option<i64>,
     /// Threads for compile-time work (fold evaluation uses rayon's pool; 0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -53,9 +61,23 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|s| Sm::parse(s).with_context(|| format!("unknown --sm `{s}` (expected 80 or 90)")))
         .collect::<Result<Vec<_>>>()?;
-    let mut target = target_by_name(&args.target, &sms)?;
-    if args.config_only && args.target == "cpu" {
-        bail!("--config-only is for --target cuda: a CPU engine needs the checkpoint's weights");
+    let mut target: Box<dyn vl3c_engine::Target> = if args.target == "tensorrt" {
+        let precision = vl3c_onnx::MatmulPrecision::parse(&args.dtype)
+            .with_context(|| format!("--dtype {}: expected bf16, f16 or f32", args.dtype))?;
+        let info = super::export::model_info(&args.model)?;
+        Box::new(vl3c_tensorrt::TensorRtTarget::new(
+            precision,
+            info,
+            args.max_context,
+        ))
+    } else {
+        target_by_name(&args.target, &sms)?
+    };
+    if args.config_only && args.target != "cuda" {
+        bail!(
+            "--config-only is for --target cuda: a {} engine needs the checkpoint's weights",
+            args.target
+        );
     }
     super::limits::threads(args.threads)?;
     if args.threads > 0 {

@@ -3,6 +3,7 @@ pub mod chat;
 pub mod compile;
 pub mod engine_cache;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod inspect_engine;
 pub mod limits;
