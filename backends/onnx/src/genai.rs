@@ -74,6 +74,12 @@ pub fn config(exported: &[ExportedGraph], info: &ModelInfo, precision: MatmulPre
             })
         })
         .collect();
+    let embedding_inputs: Map<String, Value> = exported
+        .iter()
+        .filter(|g| g.role == Role::Embedding)
+        .flat_map(|g| &g.inputs)
+        .map(|s| (s.name.clone(), json!(s.name)))
+        .collect();
     let processor: Map<String, Value> = info
         .configs
         .iter()
@@ -112,12 +118,8 @@ pub fn config(exported: &[ExportedGraph], info: &ModelInfo, precision: MatmulPre
             },
             "embedding": {
                 "filename": "embedding.onnx",
-                "inputs": {
-                    "input_ids": "input_ids",
-                    "image_features": "image_features",
-                    "video_features": "video_features",
-                    "video_compression_mask": "video_compression_mask",
-                },
+                // A checkpoint without a video token has no video inputs.
+                "inputs": embedding_inputs,
                 "outputs": { "inputs_embeds": "inputs_embeds" },
             },
             "vision": {
