@@ -32,6 +32,30 @@ enum Command {
     Compile(cli::compile::Args),
     /// Export the optimized graphs as ONNX (vision, embedding and decoder graphs in
     /// onnxruntime-genai's split, weights as external data, genai_config.json).
+    ///
+    /// Writes, from the optimized IR, the graphs onnxruntime-genai, optimum and transformers.js
+    /// split a vision-language model into, with one data file for every weight:
+    ///
+    ///   vision_m1.onnx, vision_m2.onnx  pixel_values [patches, 3·14·14], grid_thw [1, 3],
+    ///                                   merge_sizes [1] → features [tokens, hidden] (vision encoder
+    ///                                   and projector; merge size 1 for images, 2 for videos; _m2
+    ///                                   also gives keep_mask [tokens], Differential Frame Pruning).
+    ///                                   One image or one video per call.
+    ///   embedding.onnx                  input_ids [1, seq], image_features, video_features,
+    ///                                   video_compression_mask → inputs_embeds [1, seq, hidden]
+    ///   decoder.onnx                    inputs_embeds, attention_mask [1, past + seq],
+    ///                                   position_ids [1, seq], past_key_values.N.key/value
+    ///                                   [1, kv_heads, past, head_dim] → logits [1, seq, vocab],
+    ///                                   present.N.key/value
+    ///   model.onnx.data                 the weights (ONNX external data, shared by all graphs)
+    ///   genai_config.json               file and tensor names, head counts, token ids, every
+    ///                                   graph's shapes with their symbol bounds, processor settings
+    ///
+    /// plus the tokenizer and processor configs, the optimized IR (graphs.vir) and manifest.json.
+    /// Dynamic axes are named after the IR's symbols. Run them with onnxruntime:
+    /// `tools/export/check_onnxruntime.py --export-dir OUT --fixture MODEL` is a complete
+    /// generation loop; or build TensorRT engines with `vl3c compile --target tensorrt`.
+    #[command(verbatim_doc_comment)]
     Export(cli::export::Args),
     /// Optimize the model's graphs (e-graph rewriting, per-layer scheduling) and report what changed.
     Opt(cli::opt::Args),

@@ -443,7 +443,7 @@ fn cli_compile_and_eval_engine() {
     let s = Command::new(bin)
         .args(["compile", "--model"])
         .arg(&dir)
-        .args(["--target", "tensorrt", "--out"])
+        .args(["--target", "vulkan", "--out"])
         .arg(&eng)
         .output()
         .unwrap();
@@ -451,7 +451,7 @@ fn cli_compile_and_eval_engine() {
     let err = String::from_utf8_lossy(&s.stderr);
     assert_eq!(
         err.trim(),
-        "error: target `tensorrt` is not supported yet (expected `cpu` or `cuda`)"
+        "error: target `vulkan` is not supported yet (expected `cpu`, `cuda` or `tensorrt`)"
     );
     let s = Command::new(bin)
         .args(["eval", "--engine"])

@@ -44,7 +44,7 @@ pub enum EngineError {
     /// The target could not build what the graphs need (a tool missing, a kernel failing to compile).
     #[error("{0}")]
     Build(String),
-    #[error("target `{0}` is not supported yet (expected `cpu` or `cuda`)")]
+    #[error("target `{0}` is not supported yet (expected `cpu`, `cuda` or `tensorrt`)")]
     UnsupportedTarget(String),
 }
 

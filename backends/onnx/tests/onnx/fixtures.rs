@@ -39,10 +39,29 @@ fn empty_features(hidden: usize) -> Tensor {
     Tensor::zero::<f32>(&[0, hidden]).unwrap()
 }
 
+/// The f32 bar: max |Δ| ≤ 1e-4 everywhere and identical greedy ids.
 fn check_fixture(name: &str) {
+    check_fixture_at(name, MatmulPrecision::F32);
+}
+
+/// Half-precision matmuls are held to the bf16 bar: prompt logits max |Δ| ≤ 0.1, mean ≤ 0.015
+/// (features too); greedy ids are not compared.
+fn check_fixture_at(name: &str, precision: MatmulPrecision) {
+    let exact = precision == MatmulPrecision::F32;
+    let (max_bar, mean_bar) = if exact { (1e-4, 1e-4) } else { (0.1, 0.015) };
+    let within = |what: &str, got: &Tensor, want: &Tensor| {
+        let (g, w) = (f32s(got), f32s(want));
+        let d = max_abs_diff(&g, &w);
+        let mean = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).sum::<f32>() / g.len() as f32;
+        assert!(
+            d <= max_bar && mean <= mean_bar,
+            "{name}: {what} differ by {d} (mean {mean})"
+        );
+        d
+    };
     let model = fixture(name);
     let dir = tempfile::tempdir().unwrap();
-    let target = export(&model, dir.path(), MatmulPrecision::F32);
+    let target = export(&model, dir.path(), precision);
     let inputs = load(&model.join("inputs.safetensors"));
     let expected = load(&model.join("expected.safetensors"));
     let decoder = target
@@ -69,8 +88,7 @@ fn check_fixture(name: &str) {
             &inputs["image_grid_thw"],
             &inputs["image_merge_sizes"],
         );
-        let d = max_abs_diff(&f32s(&f), &f32s(&expected["image_features"]));
-        assert!(d <= 1e-4, "{name}: image features differ by {d}");
+        within("image features", &f, &expected["image_features"]);
         image_features = f;
     }
     let (mut video_features, mut video_mask) = (
@@ -84,8 +102,7 @@ fn check_fixture(name: &str) {
             &inputs["video_grid_thw"],
             &inputs["video_merge_sizes"],
         );
-        let d = max_abs_diff(&f32s(&f), &f32s(&expected["video_features"]));
-        assert!(d <= 1e-4, "{name}: video features differ by {d}");
+        within("video features", &f, &expected["video_features"]);
         let mask = &inputs["video_compression_mask"];
         assert_eq!(
             keep,
@@ -153,8 +170,11 @@ fn check_fixture(name: &str) {
     let prompt = ids.shape()[1];
     let embeds = embed(ids, &image_features, &video_features, &video_mask);
     let logits = step(embeds, 0, &mut past);
-    let d = max_abs_diff(&f32s(&logits), &f32s(&expected["logits"]));
-    assert!(d <= 1e-4, "{name}: prompt logits differ by {d}");
+    let d = within("prompt logits", &logits, &expected["logits"]);
+    if !exact {
+        eprintln!("{name} ({precision:?} matmuls): prompt logits max |Δ| {d:.2e}");
+        return;
+    }
 
     let want = vals::<i64>(&expected["generated_ids"]).to_vec();
     let vocab = *logits.shape().last().unwrap();
@@ -205,4 +225,10 @@ fn video_bf16() {
 #[test]
 fn damo_layout() {
     check_fixture("damo_layout");
+}
+
+/// `--dtype f16`: weights rounded to f16, activations cast around every matmul.
+#[test]
+fn images_untied_gqa4_f16_matmuls() {
+    check_fixture_at("images_untied_gqa4", MatmulPrecision::F16);
 }
