@@ -5,11 +5,12 @@
 
 use crate::builder::{attr_float, attr_int, attr_ints, GraphBuilder};
 use crate::MatmulPrecision;
+mod attention;
+mod vision;
+
 use std::collections::{HashMap, HashSet};
 use vl3c_engine::{Emit, EngineError};
-use vl3c_ir::{
-    Activation, AttentionMask, BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp,
-};
+use vl3c_ir::{Activation, BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp};
 use vl3c_reference::{Tensor, TensorData};
 
 /// A lowered value: its ONNX name and element type (weights are stored in f32 whatever the
@@ -694,26 +695,6 @@ impl<'a, 'e, 'd> Lowerer<'a, 'e, 'd> {
         }
     }
 
-    /// `x·cos + rotate_half(x)·sin`, pairing i with i + d/2.
-    fn rope(
-        &mut self,
-        x: &str,
-        cos: &str,
-        sin: &str,
-        ty: &vl3c_ir::TensorType,
-    ) -> Result<String, EngineError> {
-        let d = ty.shape.last().and_then(Dim::as_const).ok_or_else(|| {
-            EngineError::Incompatible("onnx export: rope needs a constant head size".into())
-        })?;
-        let x1 = self.slice_const(x, -1, 0, d / 2);
-        let x2 = self.slice_const(x, -1, d / 2, d);
-        let n2 = self.b.op("Neg", &[&x2], vec![]);
-        let rot = self.concat(&[n2, x1], -1);
-        let a = self.b.op("Mul", &[x, cos], vec![]);
-        let r = self.b.op("Mul", &[&rot, sin], vec![]);
-        Ok(self.b.op("Add", &[&a, &r], vec![]))
-    }
-
     /// `base` with its `mask` rows replaced by `src`'s rows in order: row i takes src row
     /// `cumsum(mask)[i] - 1`. `src` gets one extra row so the gather has something to read
     /// when it is empty (the rows read then are the ones `Where` discards).
@@ -738,199 +719,5 @@ impl<'a, 'e, 'd> Lowerer<'a, 'e, 'd> {
             self.unsqueeze(mask, &axes)
         };
         self.b.op("Where", &[&mask, &rows, base], vec![])
-    }
-
-    /// Column `col` of the one grid entry `[1, 3]`, as `[1]`.
-    fn grid_col(&mut self, grid: &str, col: i64) -> String {
-        let s = self.b.ints(&[0, col]);
-        let e = self.b.ints(&[1, col + 1]);
-        let axes = self.b.ints(&[0, 1]);
-        let v = self.b.op("Slice", &[grid, &s, &e, &axes], vec![]);
-        let shape = self.b.ints(&[1]);
-        self.b.op("Reshape", &[&v, &shape], vec![])
-    }
-
-    /// h·w of the one grid entry: the patches of a frame.
-    fn frame_patches(&mut self, grid: &str) -> String {
-        let (h, w) = (self.grid_col(grid, 1), self.grid_col(grid, 2));
-        self.b.op("Mul", &[&h, &w], vec![])
-    }
-
-    /// transformers' `get_vision_position_ids` for one entry: patch p of a frame lies in merge
-    /// block p / m² (row-major over the (h/m)×(w/m) blocks) at offset p mod m² inside it.
-    fn vision_position_ids(
-        &mut self,
-        grid: &str,
-        merges: &str,
-        len: &Dim,
-    ) -> Result<String, EngineError> {
-        let (h, w) = (self.grid_col(grid, 1), self.grid_col(grid, 2));
-        let hw = self.b.op("Mul", &[&h, &w], vec![]);
-        let m = merges.to_string();
-        let mm = self.b.op("Mul", &[&m, &m], vec![]);
-        let (zero, end) = (self.b.ints(&[0]), self.dim(len)?);
-        let idx = self.range(&zero, &end);
-        let p = self.b.op("Mod", &[&idx, &hw], vec![]);
-        let block = self.b.op("Div", &[&p, &mm], vec![]);
-        let inner = self.b.op("Mod", &[&p, &mm], vec![]);
-        let blocks_per_row = self.b.op("Div", &[&w, &m], vec![]);
-        let br = self.b.op("Div", &[&block, &blocks_per_row], vec![]);
-        let bc = self.b.op("Mod", &[&block, &blocks_per_row], vec![]);
-        let i = self.b.op("Div", &[&inner, &m], vec![]);
-        let j = self.b.op("Mod", &[&inner, &m], vec![]);
-        let row = self.b.op("Mul", &[&br, &m], vec![]);
-        let row = self.b.op("Add", &[&row, &i], vec![]);
-        let col = self.b.op("Mul", &[&bc, &m], vec![]);
-        let col = self.b.op("Add", &[&col, &j], vec![]);
-        let row = self.unsqueeze(&row, &[1]);
-        let col = self.unsqueeze(&col, &[1]);
-        Ok(self.concat(&[row, col], 1))
-    }
-
-    /// Differential Frame Pruning for one entry (transformers' `_get_compression_mask`): a
-    /// token of frame f ≥ 1 is kept where mean |Δ| of its m×m patch block against frame f − 1,
-    /// ×255, exceeds the threshold; frame 0 is kept whole, and a frame that keeps nothing keeps
-    /// its first token.
-    fn diff_frame_prune(
-        &mut self,
-        pixels: &str,
-        grid: &str,
-        threshold: f64,
-        merge: i64,
-        row: i64,
-    ) -> String {
-        let t = self.grid_col(grid, 0);
-        let hw = self.frame_patches(grid);
-        let mm = self.b.ints(&[merge * merge]);
-        let per_frame = self.b.op("Div", &[&hw, &mm], vec![]);
-        let block = self.b.ints(&[merge * merge * row]);
-        let shape = self.concat(&[t, per_frame.clone(), block], 0);
-        let x = self.b.op("Reshape", &[pixels, &shape], vec![]);
-        let cur = self.slice_const(&x, 0, 1, i64::MAX);
-        let prev = self.slice_const(&x, 0, 0, -1);
-        let d = self.b.op("Sub", &[&cur, &prev], vec![]);
-        let d = self.b.op("Abs", &[&d], vec![]);
-        let d = self.b.op(
-            "ReduceMean",
-            &[&d],
-            vec![attr_ints("axes", &[2]), attr_int("keepdims", 0)],
-        );
-        let k = self.f32_const(255.0);
-        let d = self.b.op("Mul", &[&d, &k], vec![]);
-        let thr = self.f32_const(threshold);
-        let keep = self.b.op("Greater", &[&d, &thr], vec![]);
-        let kf = self.cast(&keep, DType::F32);
-        let any = self.b.op(
-            "ReduceMax",
-            &[&kf],
-            vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)],
-        );
-        let zero = self.f32_const(0.0);
-        let none = self.b.op("Equal", &[&any, &zero], vec![]);
-        let z = self.b.ints(&[0]);
-        let pos = self.range(&z, &per_frame);
-        let zero_i = self.b.scalar(DType::I64, 0.0);
-        let first = self.b.op("Equal", &[&pos, &zero_i], vec![]);
-        let forced = self.b.op("And", &[&none, &first], vec![]);
-        let keep = self.b.op("Or", &[&keep, &forced], vec![]);
-        let one = self.b.ints(&[1]);
-        let head_shape = self.concat(&[one, per_frame], 0);
-        let yes = self.b.scalar(DType::Bool, 1.0);
-        let head = self.b.op("Expand", &[&yes, &head_shape], vec![]);
-        let all = self.concat(&[head, keep], 0);
-        let flat = self.b.ints(&[-1]);
-        self.b.op("Reshape", &[&all, &flat], vec![])
-    }
-
-    fn attention(
-        &mut self,
-        id: NodeId,
-        ins: &[Val],
-        scale: f64,
-        mask: AttentionMask,
-        rope_q: bool,
-        rope_k: bool,
-    ) -> Result<String, EngineError> {
-        let g = self.g;
-        let node = &g.nodes[id.index()];
-        let qt = &g.nodes[node.inputs[0].index()].ty;
-        let kt = &g.nodes[node.inputs[1].index()].ty;
-        let konst = |d: &Dim, what: &str| {
-            d.as_const()
-                .ok_or_else(|| err(g, id, format!("the {what} must be a constant")))
-        };
-        let hq = konst(&qt.shape[0], "query head count")?;
-        let hk = konst(&kt.shape[0], "key head count")?;
-        let d = konst(&qt.shape[2], "head size")?;
-        let (mut q, mut k) = (ins[0].name.clone(), ins[1].name.clone());
-        let v = ins[2].name.clone();
-        if rope_q {
-            q = self.rope(&q, &ins[3].name, &ins[4].name, qt)?;
-        }
-        if rope_k {
-            k = self.rope(&k, &ins[3].name, &ins[4].name, kt)?;
-        }
-        let scale = self.f32_const(scale);
-        let kt_perm = vec![attr_ints("perm", &[0, 1, 3, 2])];
-        let out_shape = self.shape(&node.ty.shape)?;
-        if mask == AttentionMask::Segments {
-            // Every segment is one frame of the one image or video, all of h·w patches: a
-            // batch of frames, each attending within itself.
-            if hq != hk {
-                return Err(err(
-                    g,
-                    id,
-                    "grouped heads with segments are not supported yet",
-                ));
-            }
-            let seg = node.inputs[5];
-            let Op::SegmentIds { .. } = g.nodes[seg.index()].op else {
-                return Err(err(g, id, "segments that are not the grid's frames"));
-            };
-            let grid = self.values[&g.nodes[seg.index()].inputs[0]].name.clone();
-            let len = self.frame_patches(&grid);
-            let (head, tail) = (self.b.ints(&[hq, -1]), self.b.ints(&[d]));
-            let frames = self.concat(&[head, len, tail], 0);
-            let q4 = self.b.op("Reshape", &[&q, &frames], vec![]);
-            let k4 = self.b.op("Reshape", &[&k, &frames], vec![]);
-            let v4 = self.b.op("Reshape", &[&v, &frames], vec![]);
-            let kt4 = self.b.op("Transpose", &[&k4], kt_perm);
-            let s = self.b.op("MatMul", &[&q4, &kt4], vec![]);
-            let s = self.b.op("Mul", &[&s, &scale], vec![]);
-            let p = self.b.op("Softmax", &[&s], vec![attr_int("axis", -1)]);
-            let o = self.b.op("MatMul", &[&p, &v4], vec![]);
-            return Ok(self.b.op("Reshape", &[&o, &out_shape], vec![]));
-        }
-        // Grouped-query heads: query head j reads kv head j / g, so the queries are viewed as
-        // [kv heads, g, n, d] against keys [kv heads, 1, t, d].
-        let group = hq / hk;
-        let (head, tail) = (self.b.ints(&[hk, group]), self.b.ints(&[d]));
-        let n = self.dim(&qt.shape[1])?;
-        let grouped = self.concat(&[head, n.clone(), tail], 0);
-        let q4 = self.b.op("Reshape", &[&q, &grouped], vec![]);
-        let k4 = self.unsqueeze(&k, &[1]);
-        let v4 = self.unsqueeze(&v, &[1]);
-        let kt4 = self.b.op("Transpose", &[&k4], kt_perm);
-        let s = self.b.op("MatMul", &[&q4, &kt4], vec![]);
-        let mut s = self.b.op("Mul", &[&s, &scale], vec![]);
-        if mask == AttentionMask::Causal {
-            // Query i sits at position t − n + i and sees keys up to it.
-            let t = self.dim(&kt.shape[1])?;
-            let first = self.b.op("Sub", &[&t, &n], vec![]);
-            let qpos = self.range(&first, &t);
-            let zero = self.b.ints(&[0]);
-            let kpos = self.range(&zero, &t);
-            let qpos = self.unsqueeze(&qpos, &[1]);
-            let kpos = self.unsqueeze(&kpos, &[0]);
-            let mut allowed = self.b.op("LessOrEqual", &[&kpos, &qpos], vec![]);
-            if let Some(keys) = self.key_mask.clone() {
-                allowed = self.b.op("And", &[&allowed, &keys], vec![]);
-            }
-            let low = self.f32_const(f32::MIN as f64);
-            s = self.b.op("Where", &[&allowed, &s, &low], vec![]);
-        }
-        let p = self.b.op("Softmax", &[&s], vec![attr_int("axis", -1)]);
-        let o = self.b.op("MatMul", &[&p, &v4], vec![]);
-        Ok(self.b.op("Reshape", &[&o, &out_shape], vec![]))
     }
 }
