@@ -283,6 +283,24 @@ impl<'a, 'e, 'd> Lowerer<'a, 'e, 'd> {
         self.slice(v, axis, &s, &e)
     }
 
+    /// A reduction in opset 17's spelling: ReduceSum takes its axes as an input, ReduceMax and
+    /// ReduceMean as an attribute.
+    fn reduce(&mut self, op: ReduceOp, x: &str, axes: &[i64], keep_dims: bool) -> String {
+        let keep = attr_int("keepdims", keep_dims as i64);
+        match op {
+            ReduceOp::Sum => {
+                let a = self.b.ints(axes);
+                self.b.op("ReduceSum", &[x, &a], vec![keep])
+            }
+            ReduceOp::Max => self
+                .b
+                .op("ReduceMax", &[x], vec![attr_ints("axes", axes), keep]),
+            ReduceOp::Mean => self
+                .b
+                .op("ReduceMean", &[x], vec![attr_ints("axes", axes), keep]),
+        }
+    }
+
     fn f32_const(&mut self, x: f64) -> String {
         self.b.scalar(DType::F32, x)
     }
@@ -404,21 +422,7 @@ impl<'a, 'e, 'd> Lowerer<'a, 'e, 'd> {
                 keep_dims,
             } => {
                 let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
-                let keep = attr_int("keepdims", *keep_dims as i64);
-                same(match op {
-                    ReduceOp::Sum => {
-                        let a = self.b.ints(&axes);
-                        self.b.op("ReduceSum", &[n(0), &a], vec![keep])
-                    }
-                    ReduceOp::Max => {
-                        self.b
-                            .op("ReduceMax", &[n(0)], vec![attr_ints("axes", &axes), keep])
-                    }
-                    ReduceOp::Mean => {
-                        self.b
-                            .op("ReduceMean", &[n(0)], vec![attr_ints("axes", &axes), keep])
-                    }
-                })
+                same(self.reduce(*op, n(0), &axes, *keep_dims))
             }
             Op::Reshape { shape } => {
                 let s = self.shape(shape)?;
@@ -493,11 +497,7 @@ impl<'a, 'e, 'd> Lowerer<'a, 'e, 'd> {
             )),
             Op::RmsNorm { eps } => {
                 let sq = self.b.op("Mul", &[n(0), n(0)], vec![]);
-                let ms = self.b.op(
-                    "ReduceMean",
-                    &[&sq],
-                    vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)],
-                );
+                let ms = self.reduce(ReduceOp::Mean, &sq, &[-1], true);
                 let e = self.f32_const(*eps);
                 let r = self.b.op("Add", &[&ms, &e], vec![]);
                 let r = self.unary(UnaryOp::Rsqrt, &r);
@@ -521,11 +521,7 @@ impl<'a, 'e, 'd> Lowerer<'a, 'e, 'd> {
                 dims.extend(ty.shape[1..].iter().cloned());
                 let s = self.shape(&dims)?;
                 let r = self.b.op("Reshape", &[n(0), &s], vec![]);
-                same(self.b.op(
-                    "ReduceMean",
-                    &[&r],
-                    vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
-                ))
+                same(self.reduce(ReduceOp::Mean, &r, &[1], false))
             }
             Op::DiffFramePrune {
                 threshold, merge, ..

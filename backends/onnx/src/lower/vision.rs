@@ -2,9 +2,8 @@
 //! frame sizes and Differential Frame Pruning.
 
 use super::Lowerer;
-use crate::builder::{attr_int, attr_ints};
 use vl3c_engine::EngineError;
-use vl3c_ir::{DType, Dim};
+use vl3c_ir::{DType, Dim, ReduceOp};
 
 impl Lowerer<'_, '_, '_> {
     /// Column `col` of the one grid entry `[1, 3]`, as `[1]`.
@@ -77,21 +76,13 @@ impl Lowerer<'_, '_, '_> {
         let prev = self.slice_const(&x, 0, 0, -1);
         let d = self.b.op("Sub", &[&cur, &prev], vec![]);
         let d = self.b.op("Abs", &[&d], vec![]);
-        let d = self.b.op(
-            "ReduceMean",
-            &[&d],
-            vec![attr_ints("axes", &[2]), attr_int("keepdims", 0)],
-        );
+        let d = self.reduce(ReduceOp::Mean, &d, &[2], false);
         let k = self.f32_const(255.0);
         let d = self.b.op("Mul", &[&d, &k], vec![]);
         let thr = self.f32_const(threshold);
         let keep = self.b.op("Greater", &[&d, &thr], vec![]);
         let kf = self.cast(&keep, DType::F32);
-        let any = self.b.op(
-            "ReduceMax",
-            &[&kf],
-            vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)],
-        );
+        let any = self.reduce(ReduceOp::Max, &kf, &[1], true);
         let zero = self.f32_const(0.0);
         let none = self.b.op("Equal", &[&any, &zero], vec![]);
         let z = self.b.ints(&[0]);
