@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use vl3c_driver::CpuTarget;
 use vl3c_runtime::engine::{self, Engine, GemmMode};
+use vl3c_runtime::model::LogitsToKeep;
 mod common;
 
 use common::{diff, fixture, ids, Diff};
@@ -169,6 +170,22 @@ fn entry_points_match_forward() {
         .unwrap();
     let full = engine.model().forward(&inputs, 0).unwrap();
     assert!(diff(&logits, &full.logits).max == 0.0);
+    // What generation asks for: the last row only, through the engine's claims.
+    let (last, _) = engine
+        .model()
+        .prefill_keeping(&inputs, LogitsToKeep::Last)
+        .unwrap();
+    let vocab = *logits.shape.last().unwrap();
+    let all = logits.to_f32_vec();
+    assert_eq!(last.shape, vec![1, 1, vocab]);
+    // A one-row product may take another kernel (the GEMV) than the full one: the f32 bar.
+    let worst = last
+        .to_f32_vec()
+        .iter()
+        .zip(&all[all.len() - vocab..])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-4, "last-position logits differ by {worst}");
     let l = inputs["input_ids"].shape[1];
     assert_eq!(cache.len(), l);
     let step = engine.decode(5, &mut cache).unwrap();

@@ -94,8 +94,9 @@ pub fn random_ids(cfg: &ModelConfig, len: usize, rng: &mut SplitMix) -> Vec<i64>
 pub struct Work {
     /// Vision encoder + projector over one image: 2·(matmul params)·patches + attention.
     pub vision_flops: f64,
-    /// Prefill of `context` tokens with logits at every position (as transformers' forward):
-    /// 2·(LLM matmul params incl. lm_head)·context + causal attention.
+    /// Prefill of `context` tokens with the last position's logits (what generation samples
+    /// from, transformers' `logits_to_keep=1`): 2·(LLM matmul params but lm_head)·context +
+    /// 2·(lm_head params) + causal attention.
     pub prefill_flops: f64,
     /// Bytes one decode step must read: every LLM weight the step multiplies by (layers, final
     /// norm, lm_head) in its stored dtype. The embedding table counts only when it is the tied
@@ -146,9 +147,10 @@ impl Work {
             * 2.0
             * (l * (l + 1.0) / 2.0)
             * (t.num_attention_heads * t.head_dim) as f64;
+        let head = (t.vocab_size * t.hidden_size) as f64;
         Work {
             vision_flops: 2.0 * vision_params * n + vision_attn,
-            prefill_flops: 2.0 * llm_params * l + prefill_attn,
+            prefill_flops: 2.0 * (llm_params - head) * l + 2.0 * head + prefill_attn,
             decode_bytes_per_token: decode_bytes,
         }
     }

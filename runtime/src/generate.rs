@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::chat::{prompt_ids, ChatError, ImageTokens, Message};
 use crate::exec::Tensor;
 use crate::media::{EncodedImages, EncodedVideo};
-use crate::model::{KvState, Model, ModelError, NamedTensors};
+use crate::model::{KvState, LogitsToKeep, Model, ModelError, NamedTensors};
 use crate::preprocess::ProcessedImages;
 use crate::sampling::{Sampler, StopCriteria};
 use crate::tokenizer::TextTokenizer;
@@ -31,12 +31,8 @@ impl StepModel for Model {
     type State = KvState;
 
     fn prefill(&self, inputs: &NamedTensors) -> Result<(Vec<f32>, KvState), ModelError> {
-        let (logits, state) = Model::prefill(self, inputs)?;
-        let vocab = *logits.shape.last().expect("logits have a vocab axis");
-        let mut all = logits.to_f32_vec();
-        // Sampling needs only the last row; the others are what transformers' forward returns.
-        let last = all.split_off(all.len() - vocab);
-        Ok((last, state))
+        let (logits, state) = Model::prefill_keeping(self, inputs, LogitsToKeep::Last)?;
+        Ok((logits.to_f32_vec(), state))
     }
 
     fn decode_step(&self, state: &mut KvState, token: u32) -> Result<Vec<f32>, ModelError> {

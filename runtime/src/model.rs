@@ -70,6 +70,45 @@ pub trait GraphRunner: Send + Sync {
             message: "this runner keeps no KV cache".into(),
         })
     }
+    /// `run` where only the outputs named in `wanted` are needed: a runner may skip the work
+    /// only the others need (this default computes them all).
+    fn run_for(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        caches: &NamedTensors,
+        _wanted: &[&str],
+    ) -> std::result::Result<Outputs, ExecError> {
+        self.run(graph, inputs, caches)
+    }
+    /// `run_kv` where only the outputs named in `wanted` are needed (see [`GraphRunner::run_for`]).
+    fn run_kv_for(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        kv: &mut (dyn std::any::Any + Send),
+        _wanted: &[&str],
+    ) -> std::result::Result<Outputs, ExecError> {
+        self.run_kv(graph, inputs, kv)
+    }
+}
+
+/// Which positions' logits a prefill returns (transformers' `logits_to_keep`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsToKeep {
+    /// Every position's, `[1, L, vocab]`: what `forward` returns.
+    All,
+    /// The last position's, `[1, 1, vocab]`: all that generation samples from.
+    Last,
+}
+
+impl LogitsToKeep {
+    fn output(self) -> &'static str {
+        match self {
+            LogitsToKeep::All => "logits",
+            LogitsToKeep::Last => vl3c_frontends::lower::LAST_LOGITS,
+        }
+    }
 }
 
 enum Backend {
@@ -167,9 +206,30 @@ impl Model {
         caches: &NamedTensors,
         peak: &mut usize,
     ) -> Result<crate::exec::Outputs> {
-        let out = match &self.backend {
-            Backend::Checkpoint(c) => execute(graph, inputs, &CheckpointWeights(c), caches),
-            Backend::Runner(r) => r.run(graph, inputs, caches),
+        self.run_for(graph, inputs, caches, None, peak)
+    }
+
+    /// [`Model::run`] computing only the outputs in `wanted` (all of them for `None`).
+    fn run_for(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        caches: &NamedTensors,
+        wanted: Option<&[&str]>,
+        peak: &mut usize,
+    ) -> Result<crate::exec::Outputs> {
+        let out = match (&self.backend, wanted) {
+            (Backend::Checkpoint(c), None) => execute(graph, inputs, &CheckpointWeights(c), caches),
+            (Backend::Checkpoint(c), Some(w)) => crate::exec::execute_for(
+                graph,
+                inputs,
+                &CheckpointWeights(c),
+                caches,
+                &crate::exec::Reference,
+                w,
+            ),
+            (Backend::Runner(r), None) => r.run(graph, inputs, caches),
+            (Backend::Runner(r), Some(w)) => r.run_for(graph, inputs, caches, w),
         }
         .map_err(|error| ModelError::Exec {
             graph: graph.name.clone(),
@@ -375,6 +435,16 @@ impl Model {
     /// Vision + projector + prefill over the prompt: logits f32 [1, L, vocab] for every
     /// position (transformers' `forward` returns them all) and the KV cache after the prompt.
     pub fn prefill(&self, inputs: &NamedTensors) -> Result<(Tensor, KvState)> {
+        self.prefill_keeping(inputs, LogitsToKeep::All)
+    }
+
+    /// [`Model::prefill`] returning the logits `keep` asks for: `[1, 1, vocab]` for
+    /// [`LogitsToKeep::Last`], which skips the LM head over the other positions.
+    pub fn prefill_keeping(
+        &self,
+        inputs: &NamedTensors,
+        keep: LogitsToKeep,
+    ) -> Result<(Tensor, KvState)> {
         let cfg = &self.config;
         let t = &cfg.text;
         let mut peak = 0;
@@ -502,7 +572,7 @@ impl Model {
             (None, None) => {}
         }
 
-        self.run_prefill(&prefill_inputs, ids_vec.len(), peak)
+        self.run_prefill(&prefill_inputs, ids_vec.len(), peak, keep)
     }
 
     /// The prefill graph over prepared inputs (`input_ids`, `image_embeds`, and `video_embeds`
@@ -512,18 +582,20 @@ impl Model {
         prefill_inputs: &NamedTensors,
         len: usize,
         mut peak: usize,
+        keep: LogitsToKeep,
     ) -> Result<(Tensor, KvState)> {
         self.check_context(len)?;
+        let output = keep.output();
         if let Backend::Runner(r) = &self.backend {
             if let Some(mut kv) = r.new_kv() {
                 let out = r
-                    .run_kv(&self.graphs.prefill, prefill_inputs, kv.as_mut())
+                    .run_kv_for(&self.graphs.prefill, prefill_inputs, kv.as_mut(), &[output])
                     .map_err(|error| ModelError::Exec {
                         graph: self.graphs.prefill.name.clone(),
                         error,
                     })?;
                 peak = peak.max(out.peak_bytes);
-                let logits = take_output(out.outputs, "logits")?;
+                let logits = take_output(out.outputs, output)?;
                 return Ok((
                     logits,
                     KvState {
@@ -545,9 +617,15 @@ impl Model {
                 )
             })
             .collect();
-        let out = self.run(&self.graphs.prefill, prefill_inputs, &caches, &mut peak)?;
+        let out = self.run_for(
+            &self.graphs.prefill,
+            prefill_inputs,
+            &caches,
+            Some(&[output]),
+            &mut peak,
+        )?;
         caches.extend(out.caches);
-        let logits = take_output(out.outputs, "logits")?;
+        let logits = take_output(out.outputs, output)?;
         Ok((
             logits,
             KvState {

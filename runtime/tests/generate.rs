@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use vl3c_runtime::chat::Message;
 use vl3c_runtime::generate::{GenerateError, Generator, Prompt, StopReason};
-use vl3c_runtime::model::Model;
+use vl3c_runtime::model::{LogitsToKeep, Model};
 use vl3c_runtime::preprocess::{load_image, preprocess_images, ImageProcessorConfig};
 use vl3c_runtime::sampling::{Sampler, SamplingParams, StopCriteria};
 use vl3c_runtime::tokenizer::TextTokenizer;
@@ -102,6 +102,19 @@ fn prefill_and_decode_steps_match_forward() {
     let (logits, mut state) = model.prefill(&inputs).unwrap();
     assert_eq!(logits.to_f32_vec(), forward.logits.to_f32_vec());
     assert_eq!(state.len(), 124);
+    // logits_to_keep=1: the last row of forward's logits (a one-row matmul may sum in another
+    // order: the f32 bar) and the same cache.
+    let (last, last_state) = model.prefill_keeping(&inputs, LogitsToKeep::Last).unwrap();
+    assert_eq!(last.shape, vec![1, 1, 501]);
+    let all = logits.to_f32_vec();
+    let worst = last
+        .to_f32_vec()
+        .iter()
+        .zip(&all[all.len() - 501..])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-4, "last-position logits differ by {worst}");
+    assert_eq!(last_state.len(), 124);
     let want = forward.generated_ids.unwrap();
     let step = model.decode_step(&mut state, want[0]).unwrap();
     assert_eq!(

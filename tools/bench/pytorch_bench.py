@@ -4,8 +4,8 @@
 Builds VideoLlama3ForConditionalGeneration from a config.json with random weights (seeded, no
 hub, no checkpoint), then times, with `--threads` torch threads:
   vision   get_image_features on one image_size² image (merge 1): vision encoder + projector;
-  prefill  model(input_ids) over `context` random non-special text ids (logits at every position,
-           as transformers' forward and `vl3c bench` compute them);
+  prefill  model(input_ids, logits_to_keep=1) over `context` random non-special text ids (the
+           last position's logits, what generate() asks for and `vl3c bench` computes);
   decode   `decode_tokens` greedy steps in a bare loop over the prefill's KV cache, and, as a
            second figure, `generate(max_new_tokens=decode_tokens, do_sample=False)`.
 Every figure is the median of --repeat runs after --warmup. Prints one JSON object with the keys
@@ -149,7 +149,7 @@ def main():
 
     def one_run():
         _, vision_s = timed(lambda: model.model.get_image_features(pixels, grid, merge))
-        out, prefill_s = timed(lambda: model(input_ids=ids, use_cache=True))
+        out, prefill_s = timed(lambda: model(input_ids=ids, use_cache=True, logits_to_keep=1))
         past = cache_of(out)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         sync()

@@ -5,7 +5,7 @@ mod builder;
 mod llm;
 mod vision;
 
-pub use llm::{cache_names, llm_graph, Step};
+pub use llm::{cache_names, llm_graph, Step, LAST_LOGITS};
 pub use vision::{projector_graph, vision_graph, MAX_ENTRIES_PER_CALL};
 
 use crate::config::ModelConfig;

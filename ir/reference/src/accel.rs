@@ -60,6 +60,16 @@ impl Accelerate for Reference {
 /// Per node, whether it is skipped: nothing unclaimed reads it. Outputs, cache appends and
 /// nodes nobody reads are always kept, so with no claims nothing is skipped.
 pub fn skipped(graph: &Graph, claims: &[Option<Vec<NodeId>>]) -> Vec<bool> {
+    skipped_for(graph, claims, None)
+}
+
+/// [`skipped`] when only the outputs named in `wanted` are computed (all of them for `None`):
+/// the others, and whatever only they read, are skipped too. Cache appends are always kept.
+pub fn skipped_for(
+    graph: &Graph,
+    claims: &[Option<Vec<NodeId>>],
+    wanted: Option<&[&str]>,
+) -> Vec<bool> {
     let n = graph.nodes.len();
     let mut keep = vec![true; n];
     for node in &graph.nodes {
@@ -69,9 +79,17 @@ pub fn skipped(graph: &Graph, claims: &[Option<Vec<NodeId>>]) -> Vec<bool> {
             }
         }
     }
-    for (_, id) in &graph.outputs {
+    for (name, id) in &graph.outputs {
         if let Some(k) = keep.get_mut(id.index()) {
-            *k = true;
+            *k = wanted.is_none_or(|w| w.contains(&name.as_str()));
+        }
+    }
+    // An output both wanted and unwanted (two names, one node) is kept.
+    for (name, id) in &graph.outputs {
+        if wanted.is_none_or(|w| w.contains(&name.as_str())) {
+            if let Some(k) = keep.get_mut(id.index()) {
+                *k = true;
+            }
         }
     }
     for i in (0..n).rev() {

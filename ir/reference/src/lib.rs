@@ -21,7 +21,7 @@ mod reduce;
 pub mod shape;
 mod tensor;
 
-pub use accel::{skipped, Accelerate, Computed, Operands, Reference};
+pub use accel::{skipped, skipped_for, Accelerate, Computed, Operands, Reference};
 pub use prune::diff_frame_prune;
 pub use tensor::{dtype_from_safetensors, dtype_to_safetensors, Tensor, TensorData};
 
@@ -164,7 +164,37 @@ pub fn execute_with(
     caches: &dyn CacheSource,
     accel: &dyn Accelerate,
 ) -> Result<Outputs, ExecError> {
-    execute_inner(graph, inputs, weights, caches, accel, &HashMap::new())
+    execute_inner(graph, inputs, weights, caches, accel, &HashMap::new(), None)
+}
+
+/// [`execute_with`] computing only the outputs named in `wanted` (and every cache append):
+/// the other outputs are absent from the result, and nodes only they read are not run.
+pub fn execute_for(
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    weights: &dyn WeightSource,
+    caches: &dyn CacheSource,
+    accel: &dyn Accelerate,
+    wanted: &[&str],
+) -> Result<Outputs, ExecError> {
+    if let Some(name) = wanted
+        .iter()
+        .find(|w| !graph.outputs.iter().any(|(n, _)| n == *w))
+    {
+        return Err(ExecError::Output {
+            name: name.to_string(),
+            message: format!("is not an output of graph `{}`", graph.name),
+        });
+    }
+    execute_inner(
+        graph,
+        inputs,
+        weights,
+        caches,
+        accel,
+        &HashMap::new(),
+        Some(wanted),
+    )
 }
 
 /// [`execute`] where some symbols are given rather than read off the inputs' shapes: those no
@@ -176,7 +206,7 @@ pub fn execute_sized(
     caches: &HashMap<String, Tensor>,
     symbols: &HashMap<String, i64>,
 ) -> Result<Outputs, ExecError> {
-    execute_inner(graph, inputs, weights, caches, &Reference, symbols)
+    execute_inner(graph, inputs, weights, caches, &Reference, symbols, None)
 }
 
 fn execute_inner(
@@ -186,11 +216,18 @@ fn execute_inner(
     caches: &dyn CacheSource,
     accel: &dyn Accelerate,
     symbols: &HashMap<String, i64>,
+    wanted: Option<&[&str]>,
 ) -> Result<Outputs, ExecError> {
     let claims: Vec<Option<Vec<NodeId>>> = (0..graph.nodes.len())
         .map(|i| accel.claim(graph, i))
         .collect();
-    let skip = skipped(graph, &claims);
+    let skip = skipped_for(graph, &claims, wanted);
+    let outputs = graph
+        .outputs
+        .iter()
+        .filter(|(name, _)| wanted.is_none_or(|w| w.contains(&name.as_str())))
+        .cloned()
+        .collect();
     let sources = bind_sources(graph, inputs, caches)?;
     let mut binder = Binder::new(graph);
     bind_all(graph, &mut binder, &sources)?;
@@ -227,6 +264,7 @@ fn execute_inner(
         accel,
         claims,
         skip,
+        outputs,
     };
     if profile::enabled() {
         for i in 0..graph.nodes.len() {
@@ -462,6 +500,8 @@ struct Exec<'a> {
     accel: &'a dyn Accelerate,
     claims: Vec<Option<Vec<NodeId>>>,
     skip: Vec<bool>,
+    /// The outputs asked for, of `graph.outputs`.
+    outputs: Vec<(String, NodeId)>,
 }
 
 /// The operands of node `node`, read through the executor's slots.
@@ -888,8 +928,8 @@ impl<'a> Exec<'a> {
             .collect();
         // Values taken by one reader are moved out; shared ones are cloned until the last taker.
         let mut takers: HashMap<usize, usize> = HashMap::new();
-        for idx in g
-            .outputs
+        let wanted = std::mem::take(&mut self.outputs);
+        for idx in wanted
             .iter()
             .map(|(_, id)| id.index())
             .chain(cache_nodes.iter().map(|(i, _)| *i))
@@ -914,7 +954,7 @@ impl<'a> Exec<'a> {
             }
         };
         let mut outputs = HashMap::new();
-        for (name, id) in &g.outputs {
+        for (name, id) in &wanted {
             let fail = |message: String| ExecError::Output {
                 name: name.clone(),
                 message,

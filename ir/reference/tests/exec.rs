@@ -1348,3 +1348,70 @@ fn int_matmul_with_transposed_rhs() {
     );
     assert_eq!(i64s(&out), &[1, 2, 3, 3, 4, 7]);
 }
+
+/// Counts the nodes it computes; claims `claimed` (a unary op over its operand).
+struct Counting {
+    claimed: usize,
+    computed: std::cell::Cell<usize>,
+}
+
+impl vl3c_reference::Accelerate for Counting {
+    fn claim(&self, g: &Graph, node: usize) -> Option<Vec<NodeId>> {
+        (node == self.claimed).then(|| g.nodes[node].inputs.clone())
+    }
+    fn compute(
+        &self,
+        _: &Graph,
+        _: usize,
+        ops: &dyn vl3c_reference::Operands,
+    ) -> Result<vl3c_reference::Computed, String> {
+        self.computed.set(self.computed.get() + 1);
+        let x = ops.get(0).map_err(|e| e.to_string())?.into_owned();
+        let doubled = f32s(&x).iter().map(|v| 2.0 * v).collect();
+        Ok(vl3c_reference::Computed::Value(Tensor::f32(
+            x.shape.clone(),
+            doubled,
+        )))
+    }
+}
+
+#[test]
+fn execute_for_runs_only_what_the_wanted_outputs_read() {
+    // `all` = 2x (claimed), `last` = exp(x); asking for `last` must not run the claim.
+    let mut g = Graph::new("t");
+    let x = input(&mut g, "x", DType::F32, dims(&[3]));
+    let all = g.add(Op::Unary(UnaryOp::Neg), &[x]).unwrap();
+    let last = g.add(Op::Unary(UnaryOp::Exp), &[x]).unwrap();
+    g.set_output("all", all);
+    g.set_output("last", last);
+    let inputs = named(vec![("x", Tensor::f32(vec![3], vec![0.5, 1.0, 2.0]))]);
+    let none = HashMap::<String, Tensor>::new();
+    let accel = Counting {
+        claimed: all.index(),
+        computed: std::cell::Cell::new(0),
+    };
+    let run_for = |wanted: &[&str]| {
+        vl3c_reference::execute_for(&g, &inputs, &none, &HashMap::new(), &accel, wanted)
+    };
+
+    let full = vl3c_reference::execute_with(&g, &inputs, &none, &HashMap::new(), &accel).unwrap();
+    assert_eq!(accel.computed.get(), 1);
+    assert_eq!(f32s(&full.outputs["all"]), &[1.0, 2.0, 4.0]);
+
+    let only = run_for(&["last"]).unwrap();
+    assert_eq!(accel.computed.get(), 1, "the claim only `all` reads ran");
+    assert_eq!(only.outputs.len(), 1);
+    assert_eq!(f32s(&only.outputs["last"]), f32s(&full.outputs["last"]));
+
+    let both = run_for(&["last", "all"]).unwrap();
+    assert_eq!(accel.computed.get(), 2);
+    assert_eq!(both.outputs.len(), 2);
+
+    match run_for(&["logits"]) {
+        Err(ExecError::Output { name, message }) => {
+            assert_eq!(name, "logits");
+            assert!(message.contains("not an output"), "{message}");
+        }
+        other => panic!("expected an output error, got {other:?}"),
+    }
+}

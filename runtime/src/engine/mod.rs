@@ -22,7 +22,7 @@ pub use vl3c_driver::{Compiled, DriverError};
 pub use vl3c_engine::{Progress, Target};
 
 use crate::exec::Tensor;
-use crate::model::{int_values, KvState, Model, ModelError, NamedTensors};
+use crate::model::{int_values, KvState, LogitsToKeep, Model, ModelError, NamedTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -59,6 +59,9 @@ pub struct Engine {
     model: Model,
     max_context: usize,
     gemm_mode: Arc<AtomicU8>,
+    /// A CPU engine's weights (shared with its runner) and kernel threads, for
+    /// [`Engine::weights_read_gbs`].
+    cpu: Option<(Arc<weights::Weights>, usize)>,
 }
 
 /// The KV cache of one sequence, bounded by the engine's `--max-context`: prefill fills it and
@@ -146,7 +149,7 @@ impl Engine {
             .unwrap_or_default();
         first.sort_unstable();
         let first: Vec<u64> = first.into_iter().map(|(_, o)| o).collect();
-        let map = weights::Weights::read(dir, &manifest, &plan, &first)?;
+        let map = Arc::new(weights::Weights::read(dir, &manifest, &plan, &first)?);
         progress("load", 2, STEPS);
         let config = read_config(dir, &manifest)?;
         let kernels = match (
@@ -174,7 +177,7 @@ impl Engine {
         keep_freed_memory();
         let gemm_mode = Arc::new(AtomicU8::new(0));
         let runner = runner::Runner::new(
-            map,
+            map.clone(),
             plan,
             &graphs,
             threads,
@@ -194,6 +197,7 @@ impl Engine {
             model,
             max_context,
             gemm_mode,
+            cpu: Some((map, threads.max(1))),
         })
     }
 
@@ -245,7 +249,19 @@ impl Engine {
             model,
             max_context,
             gemm_mode: Arc::new(AtomicU8::new(0)),
+            cpu: None,
         })
+    }
+
+    /// A CPU engine's read bandwidth in GB/s over its own decode weights, as a decode step
+    /// streams them (the first `max_bytes` in reading order, on the kernels' threads, best of
+    /// `passes`; see [`vl3c_cpu::peak::read_words_gbs`]); `None` for a CUDA engine. It reads
+    /// memory the engine holds anyway, so it can run between timed runs without adding to the
+    /// process's peak RSS.
+    pub fn weights_read_gbs(&self, max_bytes: usize, passes: usize) -> Option<f64> {
+        let (weights, threads) = self.cpu.as_ref()?;
+        let parts = weights.leading_words(max_bytes);
+        Some(vl3c_cpu::peak::read_words_gbs(&parts, *threads, passes))
     }
 
     /// Where the engine runs.
@@ -347,7 +363,7 @@ impl Engine {
             inputs.insert("video_embeds".into(), v);
             inputs.insert("video_compression_mask".into(), mask);
         }
-        let (logits, state) = self.model.run_prefill(&inputs, len, 0)?;
+        let (logits, state) = self.model.run_prefill(&inputs, len, 0, LogitsToKeep::All)?;
         cache.state = Some(state);
         Ok(logits)
     }

@@ -9,8 +9,8 @@ use super::kernels::Kernels;
 use super::kv::{CacheSpec, KvStore};
 use super::weights::Weights;
 use crate::exec::{
-    execute_with, Accelerate, CacheSource, Computed, ExecError, Operands, Outputs, Tensor,
-    WeightSource, WeightView,
+    execute_for, execute_with, Accelerate, CacheSource, Computed, ExecError, Operands, Outputs,
+    Tensor, WeightSource, WeightView,
 };
 use crate::model::{GraphRunner, NamedTensors};
 use std::any::Any;
@@ -29,7 +29,7 @@ use vl3c_ir::{DType, Graph, NodeId, Op};
 
 pub(crate) struct Runner {
     /// `weights.bin`, in memory; every tensor is a view into it.
-    map: Weights,
+    map: Arc<Weights>,
     plan: Plan,
     /// Per graph name: claimed node → what computes it and what it reads.
     claims: HashMap<String, HashMap<usize, Claimed>>,
@@ -49,7 +49,7 @@ impl Runner {
     /// Checks every claim against the graphs (see `claims.rs`); a claim that does not fit is
     /// an error naming it.
     pub(crate) fn new(
-        map: Weights,
+        map: Arc<Weights>,
         plan: Plan,
         graphs: &ModelGraphs,
         threads: usize,
@@ -151,20 +151,19 @@ impl Runner {
         inputs: &NamedTensors,
         caches: &dyn CacheSource,
         kv: Option<&KvStore>,
+        wanted: Option<&[&str]>,
     ) -> Result<Outputs, ExecError> {
         let empty = HashMap::new();
         let claims = self.claims.get(&graph.name).unwrap_or(&empty);
-        execute_with(
-            graph,
-            inputs,
-            self,
-            caches,
-            &Accel {
-                runner: self,
-                claims,
-                kv,
-            },
-        )
+        let accel = Accel {
+            runner: self,
+            claims,
+            kv,
+        };
+        match wanted {
+            None => execute_with(graph, inputs, self, caches, &accel),
+            Some(w) => execute_for(graph, inputs, self, caches, &accel, w),
+        }
     }
 }
 
@@ -256,7 +255,17 @@ impl GraphRunner for Runner {
         inputs: &NamedTensors,
         caches: &NamedTensors,
     ) -> Result<Outputs, ExecError> {
-        self.execute(graph, inputs, caches, None)
+        self.execute(graph, inputs, caches, None, None)
+    }
+
+    fn run_for(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        caches: &NamedTensors,
+        wanted: &[&str],
+    ) -> Result<Outputs, ExecError> {
+        self.execute(graph, inputs, caches, None, Some(wanted))
     }
 
     fn new_kv(&self) -> Option<Box<dyn Any + Send>> {
@@ -270,6 +279,28 @@ impl GraphRunner for Runner {
         inputs: &NamedTensors,
         kv: &mut (dyn Any + Send),
     ) -> Result<Outputs, ExecError> {
+        self.run_kv_wanted(graph, inputs, kv, None)
+    }
+
+    fn run_kv_for(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        kv: &mut (dyn Any + Send),
+        wanted: &[&str],
+    ) -> Result<Outputs, ExecError> {
+        self.run_kv_wanted(graph, inputs, kv, Some(wanted))
+    }
+}
+
+impl Runner {
+    fn run_kv_wanted(
+        &self,
+        graph: &Graph,
+        inputs: &NamedTensors,
+        kv: &mut (dyn Any + Send),
+        wanted: Option<&[&str]>,
+    ) -> Result<Outputs, ExecError> {
         let store = kv
             .downcast_ref::<KvStore>()
             .ok_or_else(|| ExecError::Cache {
@@ -277,7 +308,7 @@ impl GraphRunner for Runner {
                 message: "is not this engine's KV cache".into(),
             })?;
         let lens = store.lens();
-        let out = self.execute(graph, inputs, store, Some(store));
+        let out = self.execute(graph, inputs, store, Some(store), wanted);
         if out.is_err() {
             store.restore(&lens);
         }

@@ -30,6 +30,8 @@ struct Line([u8; 64]);
 pub(crate) struct Weights {
     /// File offset of each tensor → its bytes, in an allocation of its own.
     tensors: HashMap<u64, Vec<Line>>,
+    /// The offsets placed first (the decode step's matmul weights), in reading order.
+    first: Vec<u64>,
 }
 
 impl Weights {
@@ -38,6 +40,27 @@ impl Weights {
         let lines = &self.tensors[&e.offset];
         // SAFETY: `Line` is 64 plain bytes without padding; the allocation holds ≥ `e.bytes`.
         unsafe { std::slice::from_raw_parts(lines.as_ptr() as *const u8, e.bytes as usize) }
+    }
+
+    /// The first tensors in reading order (the decode step's weights, as it streams them), up to
+    /// `max_bytes` in whole allocations, as 64-bit words: what a read-bandwidth probe reads
+    /// without allocating a buffer of its own.
+    pub(crate) fn leading_words(&self, max_bytes: usize) -> Vec<&[u64]> {
+        let mut left = max_bytes;
+        let mut out = Vec::new();
+        for o in &self.first {
+            let Some(lines) = self.tensors.get(o) else {
+                continue;
+            };
+            if left == 0 {
+                break;
+            }
+            let take = lines.len().min(left.div_ceil(64));
+            left = left.saturating_sub(take * 64);
+            // SAFETY: `Line` is 64 plain bytes (8 aligned u64) without padding.
+            out.push(unsafe { std::slice::from_raw_parts(lines.as_ptr() as *const u64, take * 8) });
+        }
+        out
     }
 
     /// Reads `dir/weights.bin` after checking its size; places the tensors of `plan` (the
@@ -130,7 +153,12 @@ impl Weights {
             Ok::<_, Error>(hasher.join().expect("the weights hashing thread"))
         })?;
         manifest.check_sha256(dir, WEIGHTS, &sha)?;
-        Ok(Weights { tensors })
+        let first = first
+            .iter()
+            .copied()
+            .filter(|o| size.contains_key(o))
+            .collect();
+        Ok(Weights { tensors, first })
     }
 }
 
