@@ -5,7 +5,7 @@
 //! Per kv head, `Kᵀ` (rotated first when the keys are) and `V` are rounded to bf16 once into
 //! the VNNI layout of `tdpbf16ps` / `vdpbf16ps` (pair-rows of (bf16, bf16) pairs: `Kᵀ` pairs
 //! two features of one key, `V` two keys of one feature), zero-padded to whole tiles: `d` to 32
-//! features for `Q·Kᵀ`, 16 for `P·V`, keys to 32. Per block of rows, `Q` is rotated in f32 and
+//! features for `Q·Kᵀ` on AMX (to a pair elsewhere), 16 for `P·V`, keys to 32. Per block of rows, `Q` is rotated in f32 and
 //! rounded; the scores `S = Q·Kᵀ` come back in f32; the softmax runs in f32 (scale, row max,
 //! `exp(s·scale − max)`, the sum of the unrounded exponentials) and writes the probabilities
 //! rounded to bf16; `O = P·V` is divided by the sum in f32. The key span of a block starts at a
@@ -55,9 +55,16 @@ struct Geom {
 }
 
 impl Geom {
-    fn of(p: &Problem) -> Geom {
+    fn of(p: &Problem, dot: Dot) -> Geom {
         let (d, t) = (p.q.d, p.kd.len);
-        let (dq, dv, tq) = (up(d, 32), up(d, 16), up(t, 32));
+        // Only AMX tiles need `Q·Kᵀ`'s k-steps whole (32 features): `vdpbf16ps` and the scalar
+        // code step one pair at a time, so vision's head_dim 72 stays 72, not 96. The padding
+        // is zeros either way, so the products are the same bits.
+        let dq = match dot {
+            Dot::Amx => up(d, 32),
+            Dot::Avx512 | Dot::Scalar => up(d, 2),
+        };
+        let (dv, tq) = (up(d, 16), up(t, 32));
         Geom {
             dq,
             dv,
@@ -155,7 +162,7 @@ pub(super) unsafe fn share(
     dot: Dot,
 ) {
     unsafe {
-        let geo = Geom::of(p);
+        let geo = Geom::of(p, dot);
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         let _tiles = (dot == Dot::Amx).then(|| super::amx::Tiles::configure());
         SCRATCH.with(|sc| {
