@@ -8,13 +8,14 @@
 #
 # Steps: build release; make the random 2B checkpoint if missing (or use the checkpoint next to
 # --config); pick the vl3c side (--engine PATH, else compile an engine when `vl3c compile`
-# exists, else the reference executor on --model); run `vl3c bench --json`; run
-# tools/bench/pytorch_bench.py in bf16 and f32; build llama.cpp's llama-bench
-# (tools/bench/llama_cpp.sh), write qwen2 GGUFs of the checkpoint's LLM half
-# (tools/bench/to_gguf.py, bf16 and Q8_0) and run prefill of --context tokens and decode at a
-# --context-token depth (skipped with one line when it cannot build or the checkpoint is not
-# bf16; --llama-cpp off skips it); print a side-by-side table and write every JSON and the table
-# to --out.
+# exists, else the reference executor on --model); build llama.cpp's llama-bench
+# (tools/bench/llama_cpp.sh) and write qwen2 GGUFs of the checkpoint's LLM half
+# (tools/bench/to_gguf.py, bf16 and Q8_0; skipped with one line when it cannot build or the
+# checkpoint is not bf16; --llama-cpp off skips it); then --repeat rounds, each one
+# `vl3c bench --json` run (after --warmup) and one llama-bench prefill of --context tokens and
+# decode at a --context-token depth per GGUF, taking turns because a shared VM's memory
+# bandwidth drifts between minutes; run tools/bench/pytorch_bench.py in bf16 and f32; print a
+# side-by-side table of medians and write every JSON and the table to --out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -96,8 +97,68 @@ fi
 SHAPES=(--image-size "$IMAGE_SIZE" --context "$CONTEXT" --decode-tokens "$DECODE_TOKENS"
         --threads "$THREADS" --warmup "$WARMUP" --repeat "$REPEAT")
 if [[ $BACKEND == engine ]]; then SOURCE=(--engine "$ENGINE"); else SOURCE=(--model "$MODEL"); fi
-echo "== vl3c bench ${SOURCE[*]} ${SHAPES[*]}" >&2
-"$VL3C" bench "${SOURCE[@]}" "${SHAPES[@]}" --json > "$OUT/vl3c.json"
+
+# llama.cpp: its own prefill (-p N, empty cache) and decode at depth N (-n M -d N) runs.
+GGUFS=()
+if [[ $LLAMA == on ]]; then
+    if BENCH_BIN=$(bash tools/bench/llama_cpp.sh --dir "$LLAMA_DIR"); then
+        for q in $GGUF_TYPES; do
+            gguf="$OUT/llm-$q.gguf"
+            if [[ ! -f $gguf ]] && ! "$PYTHON" tools/bench/to_gguf.py --model "$MODEL" --out "$gguf" --type "$q" >&2; then
+                echo "== llama.cpp $q skipped: no GGUF of $MODEL (see above)" >&2
+                continue
+            fi
+            GGUFS+=("$q")
+        done
+    else
+        echo "== llama.cpp skipped: it could not be built (the line above says why)" >&2
+    fi
+fi
+
+# vl3c and llama.cpp take turns, one timed run each per round (--repeat rounds): memory
+# bandwidth on a shared VM drifts by half between minutes and decode follows it, so blocks of
+# runs one after the other would compare the machine's moods rather than the engines.
+VL3C_ROUNDS=() LLAMA_FILES=()
+for r in $(seq "$REPEAT"); do
+    echo "== round $r/$REPEAT: vl3c bench ${SOURCE[*]} (one run after $WARMUP warm-up)" >&2
+    "$VL3C" bench "${SOURCE[@]}" --image-size "$IMAGE_SIZE" --context "$CONTEXT" \
+        --decode-tokens "$DECODE_TOKENS" --threads "$THREADS" --warmup "$WARMUP" --repeat 1 \
+        --json > "$OUT/vl3c_round$r.json"
+    VL3C_ROUNDS+=("$OUT/vl3c_round$r.json")
+    for q in "${GGUFS[@]}"; do
+        gguf="$OUT/llm-$q.gguf"
+        echo "== round $r/$REPEAT: llama-bench $q -t $THREADS -p $CONTEXT; -n $DECODE_TOKENS -d $CONTEXT" >&2
+        "$BENCH_BIN" -m "$gguf" -t "$THREADS" -p "$CONTEXT" -n 0 -r 1 -o json > "$OUT/llama_${q}_pp_round$r.json"
+        "$BENCH_BIN" -m "$gguf" -t "$THREADS" -p 0 -n "$DECODE_TOKENS" -d "$CONTEXT" -r 1 -o json \
+            > "$OUT/llama_${q}_tg_round$r.json"
+    done
+done
+for q in "${GGUFS[@]}"; do
+    LLAMA_FILES+=("$q" "$OUT/llama_${q}_pp_round" "$OUT/llama_${q}_tg_round")
+done
+# One vl3c.json with the keys of `vl3c bench --json`: every round's figures in `runs`, the
+# medians over rounds on top, the bounds from the median probes.
+"$PYTHON" - "$OUT/vl3c.json" "${VL3C_ROUNDS[@]}" <<'EOF'
+import json, statistics, sys
+
+out, *paths = sys.argv[1:]
+rounds = [json.load(open(p)) for p in paths]
+med = lambda f: statistics.median(f(r) for r in rounds)
+merged = dict(rounds[0])
+for k in ("vision_s", "prefill_s", "decode_tok_s"):
+    merged[k] = med(lambda r: r[k])
+merged["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in rounds)
+merged["runs"] = {k: [v for r in rounds for v in r["runs"][k]] for k in rounds[0]["runs"]}
+lim = dict(rounds[0]["limits"])
+lim["bandwidth_gbs"] = med(lambda r: r["limits"]["bandwidth_gbs"])
+lim["peak_gflops"] = med(lambda r: r["limits"]["peak_gflops"])
+lim["vision_s_bound"] = lim["vision_flops"] / (lim["peak_gflops"] * 1e9)
+lim["prefill_s_bound"] = lim["prefill_flops"] / (lim["peak_gflops"] * 1e9)
+lim["decode_tok_s_bound"] = lim["bandwidth_gbs"] * 1e9 / lim["decode_bytes_per_token"]
+merged["limits"] = lim
+merged["config"] = dict(rounds[0]["config"], repeat=len(rounds))
+json.dump(merged, open(out, "w"), indent=2)
+EOF
 
 FILES=("$OUT/vl3c.json")
 for dtype in $DTYPES; do
@@ -107,29 +168,8 @@ for dtype in $DTYPES; do
     FILES+=("$OUT/pytorch_$dtype.json")
 done
 
-# llama.cpp: its own prefill (-p N, empty cache) and decode at depth N (-n M -d N) runs.
-LLAMA_FILES=()
-if [[ $LLAMA == on ]]; then
-    if BENCH_BIN=$(bash tools/bench/llama_cpp.sh --dir "$LLAMA_DIR"); then
-        for q in $GGUF_TYPES; do
-            gguf="$OUT/llm-$q.gguf"
-            if [[ ! -f $gguf ]] && ! "$PYTHON" tools/bench/to_gguf.py --model "$MODEL" --out "$gguf" --type "$q" >&2; then
-                echo "== llama.cpp $q skipped: no GGUF of $MODEL (see above)" >&2
-                continue
-            fi
-            echo "== llama-bench $q -t $THREADS -p $CONTEXT; -n $DECODE_TOKENS -d $CONTEXT" >&2
-            "$BENCH_BIN" -m "$gguf" -t "$THREADS" -p "$CONTEXT" -n 0 -r "$REPEAT" -o json > "$OUT/llama_${q}_pp.json"
-            "$BENCH_BIN" -m "$gguf" -t "$THREADS" -p 0 -n "$DECODE_TOKENS" -d "$CONTEXT" -r "$REPEAT" -o json \
-                > "$OUT/llama_${q}_tg.json"
-            LLAMA_FILES+=("$q" "$OUT/llama_${q}_pp.json" "$OUT/llama_${q}_tg.json")
-        done
-    else
-        echo "== llama.cpp skipped: it could not be built (the line above says why)" >&2
-    fi
-fi
-
 "$PYTHON" - "${FILES[@]}" -- "${LLAMA_FILES[@]}" <<'EOF' | tee "$OUT/summary.txt"
-import json, sys
+import json, statistics, sys
 
 args = sys.argv[1:]
 sep = args.index("--")
@@ -162,9 +202,14 @@ for t in torch_runs:
         r = vl3c["decode_tok_s"] / t["generate_decode_tok_s"]
         print(f"torch {t['config']['dtype']} generate(): {t['generate_decode_tok_s']:.3f} tok/s decode (vl3c {r:.2f}x)")
 ctx = vl3c["config"]["context"]
+rounds = vl3c["config"]["repeat"]
 for i in range(0, len(llama), 3):
-    q, pp, tg = llama[i], json.load(open(llama[i + 1])), json.load(open(llama[i + 2]))
-    pp_ts, tg_ts = pp[0]["avg_ts"], tg[0]["avg_ts"]
+    q = llama[i]
+    pp = [json.load(open(f"{llama[i + 1]}{r}.json")) for r in range(1, rounds + 1)]
+    tg = [json.load(open(f"{llama[i + 2]}{r}.json")) for r in range(1, rounds + 1)]
+    pp_ts = statistics.median(x[0]["avg_ts"] for x in pp)
+    tg_ts = statistics.median(x[0]["avg_ts"] for x in tg)
+    pp, tg = pp[0], tg[0]
     pre = ctx / pp_ts
     print(f"llama.cpp {q} ({pp[0].get('build_commit', '?')}): prefill {pre:.4g} s ({pp_ts:.1f} tok/s; "
           f"vl3c {pre / vl3c['prefill_s']:.2f}x), decode at depth {tg[0].get('n_depth', ctx)} "
