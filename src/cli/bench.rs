@@ -53,9 +53,9 @@ pub struct Args {
     #[arg(long, default_value = "cpu", requires = "opt")]
     target: String,
     /// Memory read bandwidth in GB/s for the decode bound (default: measured with independent
-    /// vector accumulators on every thread: for a CPU engine, after each run over the first
-    /// 1 GiB of the weights decode streams, best of 3, median of the runs; otherwise over a
-    /// 1 GiB buffer after all runs, best of 5).
+    /// vector accumulators on every thread: for a CPU engine, just before and just after each
+    /// run's decode over the first 1 GiB of the weights decode streams, best of 3 each,
+    /// averaged, median of the runs; otherwise over a 1 GiB buffer after all runs, best of 5).
     #[arg(long)]
     bandwidth_gbs: Option<f64>,
     /// Peak GFLOP/s for the vision and prefill bounds (default: measured with the instruction the
@@ -80,12 +80,13 @@ struct Run {
     vision_s: f64,
     prefill_s: f64,
     decode_s: f64,
-    /// Read bandwidth right after the decode steps (GB/s), where the engine can measure it.
+    /// Read bandwidth over the decode steps (GB/s): the mean of a probe just before and one
+    /// just after them, where the engine can measure it.
     read_gbs: Option<f64>,
 }
 
-/// What the probe after each run reads of a CPU engine's decode weights, and how many passes
-/// it keeps the best of: a third of a 2B decode step's 3.1 GB, about 0.1 s a run.
+/// What the probes around each run's decode read of a CPU engine's decode weights, and how
+/// many passes each keeps the best of: a third of a 2B decode step's 3.1 GB, about 0.1 s.
 const PROBE_BYTES: usize = 1 << 30;
 const PROBE_PASSES: usize = 3;
 
@@ -229,12 +230,12 @@ pub fn run(args: Args) -> Result<()> {
         ),
         (None, Some(None)) => (f64::NAN, "not measured on the emulator".into()),
         // Bandwidth on a shared VM drifts by half between seconds, so a CPU engine's bound is
-        // measured beside its decode: after each run, over the weights it streams.
+        // measured beside its decode: on both sides of each run's, over the weights it streams.
         (None, None) => match runs.iter().map(|r| r.read_gbs).collect::<Option<Vec<f64>>>() {
             Some(probes) if !probes.is_empty() => (
                 b::median(&probes),
                 format!(
-                    "{measured_on} after each run's decode over its first {} MiB of decode weights, best of {PROBE_PASSES} passes; median of runs",
+                    "{measured_on} before and after each run's decode over its first {} MiB of decode weights, best of {PROBE_PASSES} passes, averaged; median of runs",
                     PROBE_BYTES >> 20
                 ),
             ),
@@ -432,14 +433,19 @@ fn once(
     let prefill_s = start.elapsed().as_secs_f64();
 
     let mut next = argmax(&last);
+    let probe = || {
+        bench
+            .engine
+            .and_then(|e| e.weights_read_gbs(PROBE_BYTES, PROBE_PASSES))
+    };
+    let before = probe();
     let start = Instant::now();
     for _ in 0..decode_tokens {
         next = argmax(&StepModel::decode_step(bench.model, &mut state, next)?);
     }
     let decode_s = start.elapsed().as_secs_f64();
-    let read_gbs = bench
-        .engine
-        .and_then(|e| e.weights_read_gbs(PROBE_BYTES, PROBE_PASSES));
+    // The bandwidth over the decode steps, as far as two probes can tell: one on each side.
+    let read_gbs = before.zip(probe()).map(|(a, b)| (a + b) / 2.0);
     Ok(Run {
         vision_s,
         prefill_s,
