@@ -60,15 +60,15 @@ impl Accelerate for Reference {
 /// Per node, whether it is skipped: nothing unclaimed reads it. Outputs, cache appends and
 /// nodes nobody reads are always kept, so with no claims nothing is skipped.
 pub fn skipped(graph: &Graph, claims: &[Option<Vec<NodeId>>]) -> Vec<bool> {
-    skipped_for(graph, claims, None)
+    skipped_for(graph, claims, &graph.outputs)
 }
 
-/// [`skipped`] when only the outputs named in `wanted` are computed (all of them for `None`):
-/// the others, and whatever only they read, are skipped too. Cache appends are always kept.
+/// [`skipped`] when only `outputs` (some of the graph's) are computed: the graph's other
+/// outputs, and whatever only they read, are skipped too. Cache appends are always kept.
 pub fn skipped_for(
     graph: &Graph,
     claims: &[Option<Vec<NodeId>>],
-    wanted: Option<&[&str]>,
+    outputs: &[(String, NodeId)],
 ) -> Vec<bool> {
     let n = graph.nodes.len();
     let mut keep = vec![true; n];
@@ -79,17 +79,15 @@ pub fn skipped_for(
             }
         }
     }
-    for (name, id) in &graph.outputs {
+    // Unwanted first, so that one node under a wanted and an unwanted name is kept.
+    for (id, wanted) in graph
+        .outputs
+        .iter()
+        .map(|(_, id)| (id, false))
+        .chain(outputs.iter().map(|(_, id)| (id, true)))
+    {
         if let Some(k) = keep.get_mut(id.index()) {
-            *k = wanted.is_none_or(|w| w.contains(&name.as_str()));
-        }
-    }
-    // An output both wanted and unwanted (two names, one node) is kept.
-    for (name, id) in &graph.outputs {
-        if wanted.is_none_or(|w| w.contains(&name.as_str())) {
-            if let Some(k) = keep.get_mut(id.index()) {
-                *k = true;
-            }
+            *k = wanted;
         }
     }
     for i in (0..n).rev() {

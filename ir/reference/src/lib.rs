@@ -221,13 +221,13 @@ fn execute_inner(
     let claims: Vec<Option<Vec<NodeId>>> = (0..graph.nodes.len())
         .map(|i| accel.claim(graph, i))
         .collect();
-    let skip = skipped_for(graph, &claims, wanted);
-    let outputs = graph
+    let outputs: Vec<(String, NodeId)> = graph
         .outputs
         .iter()
         .filter(|(name, _)| wanted.is_none_or(|w| w.contains(&name.as_str())))
         .cloned()
         .collect();
+    let skip = skipped_for(graph, &claims, &outputs);
     let sources = bind_sources(graph, inputs, caches)?;
     let mut binder = Binder::new(graph);
     bind_all(graph, &mut binder, &sources)?;

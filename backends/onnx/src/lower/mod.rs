@@ -273,6 +273,12 @@ impl<'a, 'e, 'd> Lowerer<'a, 'e, 'd> {
         self.b.op("Range", &[&s, &e, &one], vec![])
     }
 
+    /// `(a / b, a % b)`; ONNX's integer `Div` truncates, so `a` and `b` must be non-negative.
+    fn divmod(&mut self, a: &str, b: &str) -> (String, String) {
+        let q = self.b.op("Div", &[a, b], vec![]);
+        (q, self.b.op("Mod", &[a, b], vec![]))
+    }
+
     fn slice(&mut self, v: &str, axis: i64, start: &str, end: &str) -> String {
         let axes = self.b.ints(&[axis]);
         self.b.op("Slice", &[v, start, end, &axes], vec![])

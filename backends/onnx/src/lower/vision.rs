@@ -37,13 +37,10 @@ impl Lowerer<'_, '_, '_> {
         let (zero, end) = (self.b.ints(&[0]), self.dim(len)?);
         let idx = self.range(&zero, &end);
         let p = self.b.op("Mod", &[&idx, &hw], vec![]);
-        let block = self.b.op("Div", &[&p, &mm], vec![]);
-        let inner = self.b.op("Mod", &[&p, &mm], vec![]);
+        let (block, inner) = self.divmod(&p, &mm);
         let blocks_per_row = self.b.op("Div", &[&w, &m], vec![]);
-        let br = self.b.op("Div", &[&block, &blocks_per_row], vec![]);
-        let bc = self.b.op("Mod", &[&block, &blocks_per_row], vec![]);
-        let i = self.b.op("Div", &[&inner, &m], vec![]);
-        let j = self.b.op("Mod", &[&inner, &m], vec![]);
+        let (br, bc) = self.divmod(&block, &blocks_per_row);
+        let (i, j) = self.divmod(&inner, &m);
         let row = self.b.op("Mul", &[&br, &m], vec![]);
         let row = self.b.op("Add", &[&row, &i], vec![]);
         let col = self.b.op("Mul", &[&bc, &m], vec![]);
