@@ -99,11 +99,12 @@ fn bad_flags_are_one_line_errors() {
     );
 }
 
-#[test]
-fn engine_bench_reports_the_same_keys() {
+/// `vl3c bench --engine E --json --threads 1` over an engine compiled from the tiny fixture,
+/// with TINY's flags unless `extra` names them.
+fn engine_bench_json(extra: &[&str]) -> serde_json::Value {
     let dir = fixture("image_tied_f32");
-    let engine = tempfile::tempdir().unwrap();
-    let engine = engine.path().join("engine");
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = tmp.path().join("engine");
     let o = vl3c(&[
         "compile",
         "--model",
@@ -120,14 +121,67 @@ fn engine_bench_reports_the_same_keys() {
         "--threads",
         "1",
     ];
-    args.extend(TINY);
-    args.extend(["--bandwidth-gbs", "10", "--peak-gflops", "100"]);
+    for pair in TINY.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend(pair);
+        }
+    }
+    args.extend(extra);
     let o = vl3c(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value =
-        serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    serde_json::from_slice(&o.stdout).expect("stdout is one JSON object")
+}
+
+#[test]
+fn engine_bench_reports_the_same_keys() {
+    let v = engine_bench_json(&["--bandwidth-gbs", "10", "--peak-gflops", "100"]);
     for key in ["vision_s", "prefill_s", "decode_tok_s", "peak_rss_bytes"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "`{key}` in {v}");
     }
     assert_eq!(v["config"]["backend"], "engine");
+}
+
+#[test]
+fn engine_decode_is_paired_with_the_bandwidth_probed_beside_it() {
+    // Five steps: two stretches between probes (four steps, then one). No --bandwidth-gbs, so
+    // the engine's own weights are probed.
+    let v = engine_bench_json(&[
+        "--decode-tokens",
+        "5",
+        "--repeat",
+        "3",
+        "--peak-gflops",
+        "100",
+    ]);
+    let list = |key: &str| -> Vec<f64> {
+        v["runs"][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("runs.{key} is a list in {v}"))
+            .iter()
+            .map(|x| x.as_f64().expect("a number"))
+            .collect()
+    };
+    let (gbs, tok_s, paired) = (
+        list("bandwidth_gbs"),
+        list("decode_tok_s"),
+        list("decode_of_bound"),
+    );
+    assert_eq!((gbs.len(), tok_s.len(), paired.len()), (3, 3, 3), "{v}");
+    let bytes = v["limits"]["decode_bytes_per_token"].as_f64().unwrap();
+    for i in 0..3 {
+        assert!(gbs[i] > 0.0 && gbs[i].is_finite(), "{v}");
+        // Each run's decode against its own probes, not the median's.
+        let want = tok_s[i] * bytes / (gbs[i] * 1e9);
+        assert!((paired[i] - want).abs() <= 1e-9 * want, "run {i}: {v}");
+    }
+    let mut sorted = paired.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(v["decode_of_bound"].as_f64(), Some(sorted[1]), "{v}");
+    let mut sorted = gbs.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(
+        v["limits"]["bandwidth_gbs"].as_f64(),
+        Some(sorted[1]),
+        "{v}"
+    );
 }

@@ -53,9 +53,10 @@ pub struct Args {
     #[arg(long, default_value = "cpu", requires = "opt")]
     target: String,
     /// Memory read bandwidth in GB/s for the decode bound (default: measured with independent
-    /// vector accumulators on every thread: for a CPU engine, just before and just after each
-    /// run's decode over the first 1 GiB of the weights decode streams, best of 3 each,
-    /// averaged, median of the runs; otherwise over a 1 GiB buffer after all runs, best of 5).
+    /// vector accumulators on every thread: for a CPU engine, between every 4 decode steps
+    /// over the first 1 GiB of the weights decode streams, best of 3 passes each, each stretch of
+    /// steps set against the mean of the probes on its two sides; otherwise over a 1 GiB buffer
+    /// after all runs, best of 5).
     #[arg(long)]
     bandwidth_gbs: Option<f64>,
     /// Peak GFLOP/s for the vision and prefill bounds (default: measured with the instruction the
@@ -80,15 +81,21 @@ struct Run {
     vision_s: f64,
     prefill_s: f64,
     decode_s: f64,
-    /// Read bandwidth over the decode steps (GB/s): the mean of a probe just before and one
-    /// just after them, where the engine can measure it.
+    /// Read bandwidth over the decode steps (GB/s), where the engine can measure it: what
+    /// the steps would have taken at the bandwidth probed beside each stretch of them,
+    /// expressed as one rate (steps ÷ Σ stretch steps ÷ its bandwidth, so a slow spell
+    /// weighs by the steps it held).
     read_gbs: Option<f64>,
 }
 
-/// What the probes around each run's decode read of a CPU engine's decode weights, and how
+/// What the probes between a CPU engine's decode steps read of its decode weights, and how
 /// many passes each keeps the best of: a third of a 2B decode step's 3.1 GB, about 0.1 s.
 const PROBE_BYTES: usize = 1 << 30;
 const PROBE_PASSES: usize = 3;
+/// Decode steps between two probes. Bandwidth on a shared VM moves by a third within the
+/// seconds of one run's decode, so a probe on each side of the whole decode can miss a spell
+/// by tens of percent; a 2B stretch of 4 steps is about 0.35 s.
+const PROBE_EVERY: usize = 4;
 
 pub fn run(args: Args) -> Result<()> {
     for (flag, v) in [
@@ -221,6 +228,11 @@ pub fn run(args: Args) -> Result<()> {
         None => "measured".into(),
     };
     let device_limits = device.as_ref().map(|(_, l)| l.clone());
+    let per_run_gbs = runs
+        .iter()
+        .map(|r| r.read_gbs)
+        .collect::<Option<Vec<f64>>>()
+        .filter(|p| !p.is_empty());
     // Probes run after the model so their buffer does not count in the model's peak RSS.
     let (bandwidth, bw_source) = match (args.bandwidth_gbs, &device_limits) {
         (Some(v), _) => (v, "given".to_string()),
@@ -230,12 +242,12 @@ pub fn run(args: Args) -> Result<()> {
         ),
         (None, Some(None)) => (f64::NAN, "not measured on the emulator".into()),
         // Bandwidth on a shared VM drifts by half between seconds, so a CPU engine's bound is
-        // measured beside its decode: on both sides of each run's, over the weights it streams.
-        (None, None) => match runs.iter().map(|r| r.read_gbs).collect::<Option<Vec<f64>>>() {
-            Some(probes) if !probes.is_empty() => (
-                b::median(&probes),
+        // measured beside its decode: between its steps, over the weights they stream.
+        (None, None) => match per_run_gbs {
+            Some(ref probes) => (
+                b::median(probes),
                 format!(
-                    "{measured_on} before and after each run's decode over its first {} MiB of decode weights, best of {PROBE_PASSES} passes, averaged; median of runs",
+                    "{measured_on} between every {PROBE_EVERY} decode steps over the first {} MiB of decode weights, best of {PROBE_PASSES} passes; median of runs",
                     PROBE_BYTES >> 20
                 ),
             ),
@@ -267,6 +279,21 @@ pub fn run(args: Args) -> Result<()> {
         prefill_s: work.prefill_flops / (peak * 1e9),
         decode_tok_s: bandwidth * 1e9 / work.decode_bytes_per_token,
     };
+    // Decode against bandwidth probed beside it is paired run by run: a ratio of two medians
+    // would set one run's decode against another run's spell of bandwidth.
+    let decode_of_bound_runs: Option<Vec<f64>> = per_run_gbs
+        .filter(|_| args.bandwidth_gbs.is_none())
+        .map(|probes| {
+            runs.iter()
+                .zip(probes)
+                .map(|(r, gbs)| {
+                    decode_tokens as f64 * work.decode_bytes_per_token / (gbs * 1e9) / r.decode_s
+                })
+                .collect()
+        });
+    let decode_of_bound = decode_of_bound_runs
+        .as_deref()
+        .map_or(decode_tok_s / bounds.decode_tok_s, b::median);
     let source = args
         .engine
         .as_ref()
@@ -285,7 +312,9 @@ pub fn run(args: Args) -> Result<()> {
                 "prefill_s": all(|r| r.prefill_s),
                 "decode_tok_s": runs.iter().map(|r| decode_tokens as f64 / r.decode_s).collect::<Vec<_>>(),
                 "bandwidth_gbs": runs.iter().map(|r| r.read_gbs).collect::<Vec<_>>(),
+                "decode_of_bound": decode_of_bound_runs,
             },
+            "decode_of_bound": decode_of_bound,
             "limits": {
                 "bandwidth_gbs": bandwidth,
                 "bandwidth_source": bw_source,
@@ -364,9 +393,14 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             "n/a".into()
         },
-        pct(decode_tok_s / bounds.decode_tok_s),
+        pct(decode_of_bound),
         work.decode_bytes_per_token / 1e6
     );
+    if decode_of_bound_runs.is_some() {
+        println!(
+            "decode's % of bound: median over runs of each run's decode against the bandwidth probed beside its steps"
+        );
+    }
     println!("peak RSS {:.1} MB", peak_rss as f64 / 1e6);
     if bandwidth.is_finite() && peak.is_finite() {
         println!(
@@ -438,14 +472,25 @@ fn once(
             .engine
             .and_then(|e| e.weights_read_gbs(PROBE_BYTES, PROBE_PASSES))
     };
-    let before = probe();
-    let start = Instant::now();
-    for _ in 0..decode_tokens {
-        next = argmax(&StepModel::decode_step(bench.model, &mut state, next)?);
+    let mut before = probe();
+    let (mut decode_s, mut steps_over_gbs) = (0.0, Some(0.0));
+    let mut left = decode_tokens;
+    while left > 0 {
+        let steps = left.min(PROBE_EVERY);
+        let start = Instant::now();
+        for _ in 0..steps {
+            next = argmax(&StepModel::decode_step(bench.model, &mut state, next)?);
+        }
+        decode_s += start.elapsed().as_secs_f64();
+        left -= steps;
+        let after = probe();
+        let gbs = before.zip(after).map(|(a, b)| (a + b) / 2.0);
+        steps_over_gbs = steps_over_gbs
+            .zip(gbs)
+            .map(|(sum, g)| sum + steps as f64 / g);
+        before = after;
     }
-    let decode_s = start.elapsed().as_secs_f64();
-    // The bandwidth over the decode steps, as far as two probes can tell: one on each side.
-    let read_gbs = before.zip(probe()).map(|(a, b)| (a + b) / 2.0);
+    let read_gbs = steps_over_gbs.map(|s| decode_tokens as f64 / s);
     Ok(Run {
         vision_s,
         prefill_s,
