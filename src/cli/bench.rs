@@ -69,8 +69,9 @@ pub struct Args {
 /// What the bench ran: the model and a label for the report.
 struct Bench<'m> {
     model: &'m Model,
-    /// The CPU engine behind `model`, whose weights the bandwidth probe reads between runs.
-    engine: Option<&'m Engine>,
+    /// The CPU engine behind `model`, whose weights the bandwidth probe reads between decode
+    /// steps; `None` where nothing is probed (no engine, or `--bandwidth-gbs` given).
+    probed: Option<&'m Engine>,
     backend: &'static str,
     /// Stored dtype of each weight, for the bytes a decode step reads.
     dtype_of: Box<dyn Fn(&str) -> vl3c_ir::DType + 'm>,
@@ -155,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
             };
             Bench {
                 model: engine.model(),
-                engine: Some(engine),
+                probed: Some(engine).filter(|_| args.bandwidth_gbs.is_none()),
                 backend: "engine",
                 dtype_of: Box::new(move |_| declared),
             }
@@ -168,7 +169,7 @@ pub fn run(args: Args) -> Result<()> {
                 .expect("a model opened from a checkpoint has one");
             Bench {
                 model: &opened,
-                engine: None,
+                probed: None,
                 backend: if args.opt {
                     "reference executor, optimized graphs"
                 } else {
@@ -281,16 +282,14 @@ pub fn run(args: Args) -> Result<()> {
     };
     // Decode against bandwidth probed beside it is paired run by run: a ratio of two medians
     // would set one run's decode against another run's spell of bandwidth.
-    let decode_of_bound_runs: Option<Vec<f64>> = per_run_gbs
-        .filter(|_| args.bandwidth_gbs.is_none())
-        .map(|probes| {
-            runs.iter()
-                .zip(probes)
-                .map(|(r, gbs)| {
-                    decode_tokens as f64 * work.decode_bytes_per_token / (gbs * 1e9) / r.decode_s
-                })
-                .collect()
-        });
+    let decode_of_bound_runs: Option<Vec<f64>> = per_run_gbs.map(|probes| {
+        runs.iter()
+            .zip(probes)
+            .map(|(r, gbs)| {
+                decode_tokens as f64 * work.decode_bytes_per_token / (gbs * 1e9) / r.decode_s
+            })
+            .collect()
+    });
     let decode_of_bound = decode_of_bound_runs
         .as_deref()
         .map_or(decode_tok_s / bounds.decode_tok_s, b::median);
@@ -469,7 +468,7 @@ fn once(
     let mut next = argmax(&last);
     let probe = || {
         bench
-            .engine
+            .probed
             .and_then(|e| e.weights_read_gbs(PROBE_BYTES, PROBE_PASSES))
     };
     let mut before = probe();

@@ -213,10 +213,9 @@ for i in range(0, len(llama), 3):
     tg = [json.load(open(f"{llama[i + 2]}{r}.json")) for r in range(1, rounds + 1)]
     pp_ts = statistics.median(x[0]["avg_ts"] for x in pp)
     tg_ts = statistics.median(x[0]["avg_ts"] for x in tg)
-    pp, tg = pp[0], tg[0]
     pre = ctx / pp_ts
-    print(f"llama.cpp {q} ({pp[0].get('build_commit', '?')}): prefill {pre:.4g} s ({pp_ts:.1f} tok/s; "
-          f"vl3c {pre / vl3c['prefill_s']:.2f}x), decode at depth {tg[0].get('n_depth', ctx)} "
+    print(f"llama.cpp {q} ({pp[0][0].get('build_commit', '?')}): prefill {pre:.4g} s ({pp_ts:.1f} tok/s; "
+          f"vl3c {pre / vl3c['prefill_s']:.2f}x), decode at depth {tg[0][0].get('n_depth', ctx)} "
           f"{tg_ts:.3f} tok/s (vl3c {vl3c['decode_tok_s'] / tg_ts:.2f}x); no vision encoder")
 lim = vl3c["limits"]
 print(f"vl3c bounds: vision {lim['vision_s_bound']:.4g} s, prefill {lim['prefill_s_bound']:.4g} s "
@@ -224,7 +223,7 @@ print(f"vl3c bounds: vision {lim['vision_s_bound']:.4g} s, prefill {lim['prefill
       f"({lim['bandwidth_gbs']:.1f} GB/s, {lim['decode_bytes_per_token'] / 1e6:.1f} MB/token)")
 paired = vl3c["runs"].get("decode_of_bound") or []
 if paired:
-    print(f"vl3c decode read {100 * statistics.median(paired):.1f}% of the bandwidth probed between its steps "
+    print(f"vl3c decode read {100 * vl3c['decode_of_bound']:.1f}% of the bandwidth probed between its steps "
           f"(median of {len(paired)} runs; each run: " + ", ".join(f"{100 * x:.1f}%" for x in paired) + ")")
 EOF
 echo "JSON and summary in $OUT" >&2

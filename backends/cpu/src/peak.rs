@@ -9,35 +9,20 @@ use std::time::Instant;
 
 use crate::gemm::GemmMode;
 
-/// Read bandwidth in GB/s (10⁹ bytes/s): every thread of the kernels' pool sums its own part
-/// of a `bytes` buffer with independent vector accumulators (eight zmm, or eight ymm without
-/// AVX-512), so nothing but memory limits it; the best of `passes` passes after the pages are
-/// touched. Give it well over the last-level cache (decode streams GBs).
+/// [`read_words_gbs`] over a `bytes` buffer of its own, touched before the passes. Give it
+/// well over the last-level cache (decode streams GBs).
 pub fn read_bandwidth_gbs(bytes: usize, threads: usize, passes: usize) -> f64 {
     let words = (bytes / 64).max(1) * 8;
     let buf: Vec<u64> = (0..words as u64).collect();
-    let threads = threads.max(1);
-    let chunk = words.div_ceil(threads).next_multiple_of(64);
-    let sink = AtomicU64::new(0);
-    let mut best = f64::INFINITY;
-    for _ in 0..passes.max(1) {
-        let start = Instant::now();
-        crate::threads::run(threads, |t| {
-            let part = buf
-                .get(t * chunk..((t + 1) * chunk).min(words))
-                .unwrap_or(&[]);
-            sink.fetch_add(sum(part), Ordering::Relaxed);
-        });
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    std::hint::black_box(sink.load(Ordering::Relaxed));
-    (words * 8) as f64 / best / 1e9
+    read_words_gbs(&[&buf], threads, passes)
 }
 
-/// [`read_bandwidth_gbs`] over memory the caller already holds instead of a buffer of its own:
-/// each thread reads its chunk of every part in turn, the pattern of a decode step's GEMVs over
-/// the same weights (contiguous halves of the concatenation read 5 % slower than the GEMVs did
-/// on a 2-vCPU Zen 4, so that bound was not a ceiling).
+/// Read bandwidth in GB/s (10⁹ bytes/s) over memory the caller holds: every thread of the
+/// kernels' pool sums its chunk of every part in turn with independent vector accumulators
+/// (eight zmm, or eight ymm without AVX-512), so nothing but memory limits it; the best of
+/// `passes` passes. Over a decode step's weights that is the pattern of its GEMVs
+/// (contiguous halves of the concatenation read 5 % slower than the GEMVs did on a 2-vCPU
+/// Zen 4, so that bound was not a ceiling).
 pub fn read_words_gbs(parts: &[&[u64]], threads: usize, passes: usize) -> f64 {
     let words: usize = parts.iter().map(|p| p.len()).sum();
     let threads = threads.max(1);
